@@ -1,0 +1,3 @@
+//! The YCSB driver: workloads A–F with YCSB's own definitions.
+
+pub mod zipfian;

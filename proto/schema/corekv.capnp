@@ -1,0 +1,229 @@
+# corekv wire protocol, version 1.
+#
+# This file is the public contract of corekv. Any Cap'n Proto RPC implementation (C++, Rust,
+# Python's pycapnp, Go, ...) can talk to a corekv server from this file alone:
+#
+#   1. Connect over TCP to the server's main port (default 127.0.0.1:7379) or to one shard's
+#      own port (main port + 1 + shard id, see `topology`).
+#   2. Start a two-party RPC session; the server is the bootstrap side and serves `CoreKv`.
+#   3. Call methods on the bootstrap capability.
+#
+# Any shard answers for any key: a request for a key owned by another shard is forwarded to it
+# inside the server. A shard-aware client computes the owner with the hash named in
+# `Topology.hash` (documented in docs/ARCHITECTURE.md, with test vectors in
+# proto/testdata/shard_vectors.txt) and sends the request to the owner's port, saving a hop.
+#
+# Errors: a problem with one operation (a key too large, a full disk, ...) comes back as an `Error`
+# inside its `OpResult`, and the connection stays usable. A CAS whose expectation does not hold is
+# not an error: it is a `CasResult` with `succeeded = false`.
+# RPC exceptions are reserved for protocol failures (malformed messages, the server going away);
+# a client should treat them as "the outcome of this call is unknown".
+#
+# Keys and values are arbitrary bytes. Keys must be non-empty. Size limits are the server's
+# (defaults: keys 16 KiB, values 8 MiB, a batch 64 MiB in total) and are reported in `Error`.
+#
+# Durability: a write result (`WriteResult`, a successful `CasResult`) is sent only after the write
+# is as durable as the server's durability mode promises (`sync`, the default: on stable storage).
+
+@0xf81a68850bf30f90;
+
+interface CoreKv {
+  # The bootstrap interface. Every method answers one `OpResult` (or a list of them for `batch`).
+
+  get @0 (key :Data) -> (result :OpResult);
+  # Reads the newest value of `key`. Result: `get` (found or not) or `error`.
+
+  put @1 (key :Data, value :Data, ttlMs :UInt64) -> (result :OpResult);
+  # Writes `value` under `key`. `ttlMs` > 0 makes the entry expire that many milliseconds after
+  # the server applies it; expired entries are invisible to reads. 0 means no expiry.
+  # Result: `write` (the write's sequence number within its shard) or `error`.
+
+  delete @2 (key :Data) -> (result :OpResult);
+  # Removes `key`. Deleting a missing key succeeds. Result: `write` or `error`.
+
+  cas @3 (op :CasOp) -> (result :OpResult);
+  # Compare-and-set, atomic with respect to every other write to the key. Result: `cas` (whether
+  # it applied, and the value it found when it did not) or `error`.
+
+  scan @4 (op :ScanOp) -> (result :OpResult);
+  # Ordered range read over `[start, end)` across all shards. Result: `scan` or `error`.
+
+  batch @5 (ops :List(Op)) -> (results :List(OpResult));
+  # Many independent operations in one call: `results[i]` answers `ops[i]`. The operations are
+  # NOT a transaction: each succeeds or fails on its own, and operations on different keys may be
+  # applied in any order. Two writes to the same key in one batch are applied in list order.
+  # This is the fast path: one call amortises the per-call cost over many operations.
+
+  topology @6 () -> (topology :Topology);
+  # How keys map to shards and where each shard listens.
+
+  stats @7 () -> (stats :Stats);
+  # Counters of every shard (requests, forwarded requests, WAL syncs, engine figures, ...).
+}
+
+struct Op {
+  # One operation, as carried in `batch`.
+  union {
+    get @0 :GetOp;
+    put @1 :PutOp;
+    delete @2 :DeleteOp;
+    cas @3 :CasOp;
+    scan @4 :ScanOp;
+  }
+}
+
+struct GetOp {
+  key @0 :Data;
+}
+
+struct PutOp {
+  key @0 :Data;
+  value @1 :Data;
+  ttlMs @2 :UInt64;
+  # 0 = no expiry.
+}
+
+struct DeleteOp {
+  key @0 :Data;
+}
+
+struct CasOp {
+  # Atomically: if the current state of `key` matches `expected`, replace it with `new`.
+  key @0 :Data;
+  expected :union {
+    absent @1 :Void;
+    # Succeeds only if the key has no live value.
+    value @2 :Data;
+    # Succeeds only if the key's live value equals these bytes.
+  }
+  new :union {
+    value @3 :Data;
+    # Write this value ...
+    delete @4 :Void;
+    # ... or remove the key.
+  }
+  ttlMs @5 :UInt64;
+  # Expiry of the new value, as in `PutOp`.
+}
+
+struct ScanOp {
+  start @0 :Data;
+  # Inclusive lower bound. Empty = from the first key.
+  end @1 :Data;
+  # Exclusive upper bound. Empty = to the last key.
+  limit @2 :UInt32;
+  # Maximum entries returned; 0 means the server's default (1000). The server may return fewer
+  # than `limit` (it caps a reply's size); `ScanResult.more` tells whether to continue.
+  reverse @3 :Bool;
+  # false: ascending from `start`. true: descending from just below `end`.
+}
+
+struct OpResult {
+  union {
+    error @0 :Error;
+    get @1 :GetResult;
+    write @2 :WriteResult;
+    cas @3 :CasResult;
+    scan @4 :ScanResult;
+  }
+}
+
+struct GetResult {
+  found @0 :Bool;
+  value @1 :Data;
+  # Meaningful only when `found`.
+}
+
+struct WriteResult {
+  sequence @0 :UInt64;
+  # The write's sequence number in the shard that owns the key; grows with every write there.
+}
+
+struct CasResult {
+  succeeded @0 :Bool;
+  sequence @1 :UInt64;
+  # When `succeeded`: the write's sequence number.
+  current :union {
+    # When not `succeeded`: what the key held instead.
+    absent @2 :Void;
+    value @3 :Data;
+  }
+}
+
+struct ScanResult {
+  entries @0 :List(KeyValue);
+  # In ascending key order for a forward scan, descending for a reverse scan.
+  more @1 :Bool;
+  # true if the range may hold entries beyond those returned.
+  continuation @2 :Data;
+  # When `more`: a forward scan continues with `start = continuation`; a reverse scan continues
+  # with `end = continuation`. Other fields stay the same.
+}
+
+struct KeyValue {
+  key @0 :Data;
+  value @1 :Data;
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;
+  # Human-readable: what happened and what the caller can do.
+  limit @2 :UInt64;
+  # For the *TooLarge codes: the server's limit in bytes.
+  actual @3 :UInt64;
+  # For the *TooLarge codes: the size that was sent.
+}
+
+enum ErrorCode {
+  internal @0;
+  # A bug in the server; the message says more.
+  emptyKey @1;
+  keyTooLarge @2;
+  valueTooLarge @3;
+  batchTooLarge @4;
+  # Too many operations or bytes in one `batch`.
+  invalidArgument @5;
+  # For example a scan with start > end.
+  io @6;
+  # The storage failed (I/O error, disk full). The write was NOT applied.
+  readOnly @7;
+  # The shard refuses writes after an unrecoverable storage error, until it is restarted.
+  overloaded @8;
+  # A bound was reached (write stall, queue full). Retry later.
+  shuttingDown @9;
+  # The server is stopping; the operation was not applied.
+  corruption @10;
+  # Stored data failed its checksum; the message names the file and offset.
+}
+
+struct Topology {
+  shardCount @0 :UInt32;
+  hash @1 :Text;
+  # Name of the key -> shard function, for example "fnv1a64-fmix64-jump-v1" (docs/ARCHITECTURE.md).
+  shards @2 :List(ShardInfo);
+  # Indexed by shard id.
+}
+
+struct ShardInfo {
+  id @0 :UInt32;
+  host @1 :Text;
+  port @2 :UInt16;
+  # The shard's own port: requests sent there are served by this shard without forwarding.
+}
+
+struct Stats {
+  shards @0 :List(ShardStats);
+}
+
+struct ShardStats {
+  id @0 :UInt32;
+  counters @1 :List(Counter);
+  # Names are stable, snake_case, with units (for example `wal_fsyncs_total`,
+  # `requests_forwarded_total`, `memtable_bytes`).
+}
+
+struct Counter {
+  name @0 :Text;
+  value @1 :UInt64;
+}

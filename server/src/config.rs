@@ -1,0 +1,380 @@
+//! Server configuration: command-line flags, an optional TOML file with the same settings, and
+//! defaults that work on a laptop. Precedence: flag > file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use corekv_storage::Durability;
+use serde::Deserialize;
+
+use crate::cpuset::CpuSet;
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "corekv-data";
+/// Default main port; shard `i` also listens on `port + 1 + i`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
+
+/// `corekv-server`: a thread-per-core key-value storage server.
+#[derive(Debug, Parser, Default)]
+#[command(name = "corekv-server", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML file with the same settings as the flags (flag names with `_` for `-`, e.g.
+    /// `data_dir = "/var/lib/corekv"`). Flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the data: one `shard-N/` subdirectory per shard.
+    /// [default: ./corekv-data]
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Main address every shard accepts on (SO_REUSEPORT). Shard i also listens on port+1+i.
+    /// [default: 127.0.0.1:7379]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Number of shards, one per core, on the first N CPUs this process may use.
+    /// [default: one per CPU this process may use]
+    #[arg(long, value_name = "N", conflicts_with = "cores")]
+    pub shards: Option<usize>,
+
+    /// CPUs to run shards on, one shard per CPU, in kernel list syntax (e.g. `0-3,8`).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<CpuSet>,
+
+    /// What an acknowledged write promises: `sync` (on stable storage before the reply),
+    /// `periodic:MS` (WAL synced every MS milliseconds; survives a process crash, a power loss
+    /// can lose the last MS), or `none` (no syncs while running). [default: sync]
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<Durability>,
+
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics. [default: off]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log format: `text` (human-readable) or `json`. [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `info`, `debug`, `corekv_storage=debug,info`. [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The TOML file: the same settings as [`Cli`], all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    shards: Option<usize>,
+    cores: Option<String>,
+    durability: Option<String>,
+    metrics: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// A configuration error, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path:?}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("config file {path:?}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+    /// A setting has a bad value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root data directory.
+    pub data_dir: PathBuf,
+    /// Main listen address.
+    pub listen: SocketAddr,
+    /// One shard per CPU in this set, shard `i` on the `i`-th CPU in ascending order.
+    pub cores: CpuSet,
+    /// WAL durability mode of every shard.
+    pub durability: Durability,
+    /// Prometheus endpoint, if any.
+    pub metrics: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter directive.
+    pub log_level: String,
+}
+
+impl Config {
+    /// Resolves flags, the optional file and defaults. `allowed_cpus` is the set of CPUs this
+    /// process may run on (see [`allowed_cpus`]).
+    pub fn resolve(cli: Cli, allowed_cpus: &CpuSet) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_cores = file
+            .cores
+            .as_deref()
+            .map(str::parse::<CpuSet>)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("config `cores`: {e}")))?;
+        let file_durability = file
+            .durability
+            .as_deref()
+            .map(str::parse::<Durability>)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("config `durability`: {e}")))?;
+
+        // Flags win over the file; `--shards` and `--cores` given as flags override either one
+        // from the file.
+        let (shards, cores) = match (cli.shards, cli.cores) {
+            (None, None) => (file.shards, file_cores),
+            flags => flags,
+        };
+        let cores = match (shards, cores) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either `shards` or `cores`, not both".to_string(),
+                ));
+            }
+            (None, Some(cores)) => {
+                if cores.is_empty() {
+                    return Err(ConfigError::Invalid("`cores` is empty".to_string()));
+                }
+                if let Some(cpu) = cores.iter().find(|&c| !allowed_cpus.contains(c)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "`cores` names CPU {cpu}, but this process may only run on {allowed_cpus}"
+                    )));
+                }
+                cores
+            }
+            (Some(n), None) => {
+                if n == 0 || n > allowed_cpus.len() {
+                    return Err(ConfigError::Invalid(format!(
+                        "`shards` is {n}: it must be between 1 and the {} CPUs this process may \
+                         use ({allowed_cpus}); corekv runs one shard per core",
+                        allowed_cpus.len()
+                    )));
+                }
+                allowed_cpus.iter().take(n).collect()
+            }
+            (None, None) => allowed_cpus.clone(),
+        };
+        if cores.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no CPU is available to run a shard".to_string(),
+            ));
+        }
+        let listen = match cli.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("default listen address: {e}")))?,
+        };
+        if usize::from(listen.port()) + cores.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::Invalid(format!(
+                "listen port {} leaves no room for {} per-shard ports above it",
+                listen.port(),
+                cores.len()
+            )));
+        }
+        Ok(Config {
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            cores,
+            durability: cli
+                .durability
+                .or(file_durability)
+                .unwrap_or(Durability::Sync),
+            metrics: cli.metrics.or(file.metrics),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_string()),
+        })
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// The address shard `shard` listens on for shard-aware clients.
+    pub fn shard_listen(&self, shard: usize) -> SocketAddr {
+        let mut addr = self.listen;
+        // `resolve` checked that every per-shard port fits in a u16.
+        addr.set_port(self.listen.port() + 1 + shard as u16);
+        addr
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The CPUs this process may run on (its affinity mask, which honours `taskset` and cgroups).
+pub fn allowed_cpus() -> std::io::Result<CpuSet> {
+    // SAFETY: `cpu_set_t` is a plain bitmask; all-zeroes is a valid (empty) value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` and we pass its exact size.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` was filled by the kernel above and `cpu` < CPU_SETSIZE.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(s: &str) -> CpuSet {
+        s.parse().unwrap()
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["corekv-server"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let c = Config::resolve(cli(&[]), &cpus("0-3")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("corekv-data"));
+        assert_eq!(c.listen, "127.0.0.1:7379".parse().unwrap());
+        assert_eq!(c.shard_count(), 4);
+        assert_eq!(c.durability, Durability::Sync);
+        assert_eq!(c.shard_listen(3).port(), 7383);
+        assert!(c.metrics.is_none());
+    }
+
+    #[test]
+    fn shards_and_cores_choose_cpus() {
+        let c = Config::resolve(cli(&["--shards", "2"]), &cpus("2-5")).unwrap();
+        assert_eq!(c.cores.to_string(), "2-3");
+        let c = Config::resolve(cli(&["--cores", "3,5"]), &cpus("2-5")).unwrap();
+        assert_eq!(c.cores.to_string(), "3,5");
+        let e = Config::resolve(cli(&["--cores", "7"]), &cpus("0-3")).unwrap_err();
+        assert!(e.to_string().contains("may only run on 0-3"), "{e}");
+        let e = Config::resolve(cli(&["--shards", "5"]), &cpus("0-3")).unwrap_err();
+        assert!(e.to_string().contains("between 1 and the 4 CPUs"), "{e}");
+        assert!(Config::resolve(cli(&["--shards", "0"]), &cpus("0")).is_err());
+        assert!(Cli::try_parse_from(["corekv-server", "--shards", "1", "--cores", "0"]).is_err());
+    }
+
+    #[test]
+    fn file_settings_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corekv.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/kv\"\nlisten = \"0.0.0.0:9000\"\nshards = 1\n\
+             durability = \"periodic:50\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::resolve(cli(&["--config", p]), &cpus("0-1")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/kv"));
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.shard_count(), 1);
+        assert_eq!(c.durability, Durability::Periodic { interval_ms: 50 });
+        assert_eq!(c.log_format, LogFormat::Json);
+        let c = Config::resolve(
+            cli(&[
+                "--config",
+                p,
+                "--cores",
+                "1",
+                "--durability",
+                "none",
+                "--data-dir",
+                "d",
+            ]),
+            &cpus("0-1"),
+        )
+        .unwrap();
+        assert_eq!(c.cores.to_string(), "1");
+        assert_eq!(c.durability, Durability::None);
+        assert_eq!(c.data_dir, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn bad_files_are_reported_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "data_dirr = \"x\"\n").unwrap();
+        let e =
+            Config::resolve(cli(&["--config", path.to_str().unwrap()]), &cpus("0")).unwrap_err();
+        assert!(
+            e.to_string().contains("bad.toml") && e.to_string().contains("data_dirr"),
+            "{e}"
+        );
+        std::fs::write(&path, "durability = \"sometimes\"\n").unwrap();
+        let e =
+            Config::resolve(cli(&["--config", path.to_str().unwrap()]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("durability"), "{e}");
+        let e = Config::resolve(cli(&["--config", "/nonexistent/x.toml"]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn port_room_is_checked() {
+        let e = Config::resolve(cli(&["--listen", "127.0.0.1:65535"]), &cpus("0-1")).unwrap_err();
+        assert!(e.to_string().contains("per-shard ports"), "{e}");
+    }
+
+    #[test]
+    fn this_process_has_cpus() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        // std's figure is the affinity mask, possibly lowered by a cgroup CPU quota.
+        let std_count = std::thread::available_parallelism().unwrap().get();
+        assert!(
+            std_count <= cpus.len(),
+            "std sees {std_count}, affinity has {cpus}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs corekv's whole test suite: installs missing test tools, then every crate's unit tests and
+# the end-to-end tests in tests/ (which start real server processes).
+# Usage: bash tests/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+# glommio registers I/O buffers in locked memory; raise the limit when we are allowed to.
+ulimit -l unlimited 2>/dev/null || true
+exec cargo test --workspace "$@"
