@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 # glommio registers I/O buffers in locked memory; raise the limit when we are allowed to.
 ulimit -l unlimited 2>/dev/null || true
+# The end-to-end tests in tests/ run the real binaries; `cargo test` alone builds only their
+# unit-test harnesses, so build the binaries first (same profile as the tests).
+cargo build --workspace --bins
 exec cargo test --workspace "$@"

@@ -1,7 +1,7 @@
 //! `corekv-tests`: a harness for end-to-end tests that start real corekv processes.
 //!
-//! The binaries are the ones `cargo test --workspace` builds next to the test executables
-//! (`target/<profile>/corekv-server`, ...). Every process a test starts is killed when its
+//! The binaries are the ones `cargo build --workspace --bins` (run by `tests/run.sh`) puts next
+//! to the test executables (`target/<profile>/corekv-server`, ...). Every process a test starts is killed when its
 //! handle drops, and every data directory lives on disk (under the target directory, never
 //! tmpfs: O_DIRECT needs a real filesystem) and is removed afterwards.
 
@@ -14,8 +14,8 @@ use std::process::{Command, Output};
 /// Path of a workspace binary built alongside this test executable.
 ///
 /// # Panics
-/// If the binary has not been built; run the tests with `cargo test --workspace`, which builds
-/// every binary first.
+/// If the binary has not been built: `bash tests/run.sh` builds every binary before testing
+/// (plain `cargo test` does not build other packages' binaries).
 pub fn bin_path(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
     let exe = std::env::current_exe().expect("path of the running test executable");
@@ -26,7 +26,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{path:?} is not built: run the tests with `cargo test --workspace` (it builds every binary)"
+        "{path:?} is not built: run `bash tests/run.sh`, or `cargo build --workspace --bins` first"
     );
     path
 }
