@@ -8,3 +8,4 @@
 
 pub mod config;
 pub mod cpuset;
+pub mod io_properties;

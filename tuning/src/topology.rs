@@ -3,35 +3,12 @@
 //! point it at a synthetic tree.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use corekv_server::cpuset::CpuSet;
 
-/// A sysfs file that could not be read or parsed.
-#[derive(Debug, thiserror::Error)]
-#[error("{path:?}: {reason}")]
-pub struct SysfsError {
-    path: PathBuf,
-    reason: String,
-}
-
-fn read(path: &Path) -> Result<String, SysfsError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| SysfsError {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-}
-
-fn read_list(path: &Path) -> Result<CpuSet, SysfsError> {
-    read(path)?
-        .parse()
-        .map_err(|e: corekv_server::cpuset::CpuSetError| SysfsError {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-}
+use crate::error::Result;
+use crate::host::{read_list, read_num};
 
 /// One logical CPU.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -59,7 +36,7 @@ pub struct Topology {
 
 impl Topology {
     /// Reads the topology from a sysfs tree rooted at `sys` (normally `/sys`).
-    pub fn read(sys: &Path) -> Result<Topology, SysfsError> {
+    pub fn read(sys: &Path) -> Result<Topology> {
         let cpu_dir = sys.join("devices/system/cpu");
         let online = read_list(&cpu_dir.join("online"))?;
         let mut nodes = BTreeMap::new();
@@ -84,14 +61,7 @@ impl Topology {
         let mut cpus = Vec::new();
         for id in online.iter() {
             let topo = cpu_dir.join(format!("cpu{id}/topology"));
-            let num = |file: &str| -> Result<usize, SysfsError> {
-                let path = topo.join(file);
-                let text = read(&path)?;
-                text.parse().map_err(|_| SysfsError {
-                    path,
-                    reason: format!("{text:?} is not a number"),
-                })
-            };
+            let num = |file: &str| -> Result<usize> { read_num(&topo.join(file)) };
             cpus.push(Cpu {
                 id,
                 package: num("physical_package_id")?,
@@ -115,6 +85,53 @@ impl Topology {
     /// Whether any physical core has more than one online logical CPU.
     pub fn smt_active(&self) -> bool {
         self.physical_cores() < self.cpus.len()
+    }
+
+    /// The online CPUs.
+    pub fn online(&self) -> CpuSet {
+        self.cpus.iter().map(|c| c.id).collect()
+    }
+
+    /// The physical cores, each with its online logical CPUs, ordered by their lowest CPU id.
+    pub fn cores(&self) -> Vec<PhysicalCore> {
+        let mut by_core: BTreeMap<(usize, usize), Vec<&Cpu>> = BTreeMap::new();
+        for cpu in &self.cpus {
+            by_core
+                .entry((cpu.package, cpu.core))
+                .or_default()
+                .push(cpu);
+        }
+        let mut cores: Vec<PhysicalCore> = by_core
+            .into_iter()
+            .map(|((package, core), cpus)| PhysicalCore {
+                package,
+                core,
+                node: cpus.iter().find_map(|c| c.node),
+                cpus: cpus.iter().map(|c| c.id).collect(),
+            })
+            .collect();
+        cores.sort_by_key(|c| c.cpus.iter().next());
+        cores
+    }
+}
+
+/// One physical core and its online logical CPUs (more than one when SMT is on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalCore {
+    /// Socket.
+    pub package: usize,
+    /// Core id within the socket.
+    pub core: usize,
+    /// NUMA node, if known.
+    pub node: Option<usize>,
+    /// Its online logical CPUs.
+    pub cpus: CpuSet,
+}
+
+impl PhysicalCore {
+    /// The CPU a shard runs on: the core's first logical CPU.
+    pub fn first_cpu(&self) -> usize {
+        self.cpus.iter().next().unwrap_or_default()
     }
 }
 
