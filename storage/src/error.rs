@@ -57,7 +57,11 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Stored data failed a checksum or structural check.
-    #[error("corruption in {file:?} at offset {offset}: {detail}")]
+    #[error(
+        "corruption in {file:?} at offset {offset}: {detail}; the data there cannot be trusted \
+         (restore from a replica or backup, or open with `wal_recovery_mode = skip-to-last-good` \
+         to drop everything from this point on)"
+    )]
     Corruption {
         /// The damaged file.
         file: PathBuf,
@@ -66,4 +70,46 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// An earlier WAL write or `fdatasync` failed, so the engine no longer knows what is on
+    /// disk and refuses writes. Reads still work. Reopen the engine to recover.
+    #[error("engine is read-only after an I/O failure ({reason}); reopen it to recover")]
+    ReadOnly {
+        /// The failure that made the engine read-only.
+        reason: String,
+    },
+    /// The memtable has reached `Options::memtable_size_bytes_max`; nothing was written.
+    /// Until SSTable flushes exist (issue 4), the only way out is a larger bound or fewer
+    /// live keys (overwrites and deletes of existing keys need little extra room).
+    #[error(
+        "memtable full: {bytes} bytes used + {needed} needed > memtable_size_bytes_max = {max}; \
+         nothing was written"
+    )]
+    MemtableFull {
+        /// Bytes the memtable holds now.
+        bytes: u64,
+        /// Bytes the rejected write needed.
+        needed: u64,
+        /// The configured bound.
+        max: u64,
+    },
+    /// The engine was closed (by `close` on another clone); reopen it to continue.
+    #[error("engine is closed")]
+    Closed,
+    /// Another engine (in this process or another) holds the directory's lock.
+    #[error("{path:?} is locked by another engine instance; close it first")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
 }

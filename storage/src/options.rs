@@ -56,6 +56,56 @@ impl std::fmt::Display for Durability {
     }
 }
 
+/// What recovery does when it finds a damaged WAL record (modelled on RocksDB's
+/// `WALRecoveryMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalRecoveryMode {
+    /// Default. A torn or zero-filled tail of the last segment (a crash during a write that was
+    /// never acknowledged as durable) is logged, counted and cut off. Damage anywhere else,
+    /// including a damaged record that a later record proves was once durable, fails `open`
+    /// with [`Error::Corruption`] naming the file and offset.
+    #[default]
+    TolerateTornTail,
+    /// Replay up to the last good record before the first damage, wherever it is, and drop
+    /// everything after it (the rest of that segment is zeroed, later segments are deleted).
+    /// Acknowledged writes after the damage are lost: use this only to get a damaged engine
+    /// running again when no better copy exists. What was dropped is logged and counted.
+    SkipToLastGood,
+    /// Any damage, even a torn tail, fails `open` with [`Error::Corruption`].
+    AbsoluteConsistency,
+}
+
+impl std::str::FromStr for WalRecoveryMode {
+    type Err = Error;
+
+    /// Parses `tolerate-torn-tail`, `skip-to-last-good` or `absolute-consistency`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tolerate-torn-tail" => Ok(WalRecoveryMode::TolerateTornTail),
+            "skip-to-last-good" => Ok(WalRecoveryMode::SkipToLastGood),
+            "absolute-consistency" => Ok(WalRecoveryMode::AbsoluteConsistency),
+            _ => Err(Error::InvalidArgument(format!(
+                "wal recovery mode {s:?}: expected `tolerate-torn-tail`, `skip-to-last-good` \
+                 or `absolute-consistency`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for WalRecoveryMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WalRecoveryMode::TolerateTornTail => "tolerate-torn-tail",
+            WalRecoveryMode::SkipToLastGood => "skip-to-last-good",
+            WalRecoveryMode::AbsoluteConsistency => "absolute-consistency",
+        })
+    }
+}
+
+/// The WAL's block size: every write is a whole number of these, at an offset that is a
+/// multiple of it (O_DIRECT).
+pub const WAL_BLOCK_SIZE_BYTES: usize = 4096;
+
 /// Options for one engine instance (one shard).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -67,6 +117,22 @@ pub struct Options {
     pub value_size_bytes_max: usize,
     /// Largest atomic write (sum of key and value bytes of a batch). Default 64 MiB.
     pub batch_size_bytes_max: usize,
+    /// Bound on the memtable's memory (keys, values and per-entry overhead). A write that would
+    /// cross it fails with [`Error::MemtableFull`] and changes nothing; until SSTable flushes
+    /// land (issue 4) this bounds the data an engine can hold. Default 256 MiB.
+    pub memtable_size_bytes_max: usize,
+    /// Size each WAL segment file is preallocated to; the WAL rolls over to a new segment when
+    /// the next record does not fit. A multiple of 4 KiB, at least 64 KiB. A record larger than
+    /// a segment gets a segment of its own, sized to fit. Default 64 MiB.
+    pub wal_segment_size_bytes: usize,
+    /// Largest single WAL write (one group commit); more pending records wait for the next
+    /// write. A multiple of 4 KiB, at least 4 KiB. Default 1 MiB.
+    pub wal_write_bytes_max: usize,
+    /// What recovery does with a damaged WAL. Default [`WalRecoveryMode::TolerateTornTail`].
+    pub wal_recovery_mode: WalRecoveryMode,
+    /// Most entries one scan returns; a larger `ScanRange::limit` is clamped to it and the page
+    /// says `more`. Default 100 000.
+    pub scan_entries_max: usize,
 }
 
 impl Default for Options {
@@ -76,11 +142,65 @@ impl Default for Options {
             key_size_bytes_max: 16 << 10,
             value_size_bytes_max: 8 << 20,
             batch_size_bytes_max: 64 << 20,
+            memtable_size_bytes_max: 256 << 20,
+            wal_segment_size_bytes: 64 << 20,
+            wal_write_bytes_max: 1 << 20,
+            wal_recovery_mode: WalRecoveryMode::TolerateTornTail,
+            scan_entries_max: 100_000,
         }
     }
 }
 
 impl Options {
+    /// Checks that the options make sense together; `Engine::open` calls it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument(what));
+        if self.key_size_bytes_max == 0 || self.key_size_bytes_max > u32::MAX as usize {
+            return bad(format!(
+                "key_size_bytes_max = {} must be in 1..=4 GiB",
+                self.key_size_bytes_max
+            ));
+        }
+        if self.value_size_bytes_max > u32::MAX as usize {
+            return bad(format!(
+                "value_size_bytes_max = {} must be at most 4 GiB",
+                self.value_size_bytes_max
+            ));
+        }
+        if self.batch_size_bytes_max == 0 || self.batch_size_bytes_max > u32::MAX as usize {
+            return bad(format!(
+                "batch_size_bytes_max = {} must be in 1..=4 GiB",
+                self.batch_size_bytes_max
+            ));
+        }
+        if self.memtable_size_bytes_max < 4096 {
+            return bad(format!(
+                "memtable_size_bytes_max = {} must be at least 4096",
+                self.memtable_size_bytes_max
+            ));
+        }
+        if self.wal_segment_size_bytes < 64 << 10
+            || self.wal_segment_size_bytes % WAL_BLOCK_SIZE_BYTES != 0
+        {
+            return bad(format!(
+                "wal_segment_size_bytes = {} must be a multiple of 4096 and at least 65536",
+                self.wal_segment_size_bytes
+            ));
+        }
+        if self.wal_write_bytes_max < WAL_BLOCK_SIZE_BYTES
+            || self.wal_write_bytes_max % WAL_BLOCK_SIZE_BYTES != 0
+        {
+            return bad(format!(
+                "wal_write_bytes_max = {} must be a multiple of 4096 and at least 4096",
+                self.wal_write_bytes_max
+            ));
+        }
+        if self.scan_entries_max == 0 {
+            return bad("scan_entries_max must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
     /// Checks a key against the limits.
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.is_empty() {
@@ -140,6 +260,55 @@ mod tests {
         ] {
             let err = bad.parse::<Durability>().unwrap_err();
             assert!(err.to_string().contains("periodic:MS"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn recovery_mode_parses_and_prints_round_trip() {
+        for text in [
+            "tolerate-torn-tail",
+            "skip-to-last-good",
+            "absolute-consistency",
+        ] {
+            let m: WalRecoveryMode = text.parse().unwrap();
+            assert_eq!(m.to_string(), text);
+        }
+        assert!("skip".parse::<WalRecoveryMode>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_sizes_are_rejected() {
+        Options::default().validate().unwrap();
+        for bad in [
+            Options {
+                wal_segment_size_bytes: 65536 + 512,
+                ..Options::default()
+            },
+            Options {
+                wal_segment_size_bytes: 4096,
+                ..Options::default()
+            },
+            Options {
+                wal_write_bytes_max: 100,
+                ..Options::default()
+            },
+            Options {
+                key_size_bytes_max: 0,
+                ..Options::default()
+            },
+            Options {
+                memtable_size_bytes_max: 10,
+                ..Options::default()
+            },
+            Options {
+                scan_entries_max: 0,
+                ..Options::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
         }
     }
 

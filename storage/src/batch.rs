@@ -1,0 +1,329 @@
+//! [`WriteBatch`]: puts and deletes applied atomically, and the byte encoding they share with
+//! the WAL (a batch's bytes are copied into the WAL record as they are, never re-encoded).
+//!
+//! ## Operation encoding (little-endian)
+//!
+//! ```text
+//! put:          +------+-----------+-----+-------------+-------+
+//!               | 0x01 | key_len   | key | value_len   | value |
+//!               | u8   | u32       |     | u32         |       |
+//!               +------+-----------+-----+-------------+-------+
+//! put with ttl: | 0x03 | key_len   | key | value_len   | value | ttl_ms (u64, >= 1) |
+//! delete:       | 0x02 | key_len   | key |
+//! ```
+//!
+//! A TTL is stored relative to the write; the WAL record carries the write's wall-clock time
+//! (see [`crate::engine`]'s record payload), so replay restores the same absolute expiry.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_PUT_TTL: u8 = 3;
+
+/// Largest TTL accepted: 100 years, in milliseconds.
+pub const TTL_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// An atomic group of puts and deletes: [`crate::Engine::write`] applies all of them or none.
+/// Later operations on the same key win over earlier ones.
+#[derive(Default, Clone, Debug)]
+pub struct WriteBatch {
+    rep: Vec<u8>,
+    count: u32,
+    payload_bytes: usize,
+    /// A TTL that could not be encoded (zero or above [`TTL_MS_MAX`]); reported by `write`.
+    bad_ttl: Option<Duration>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
+        self.push(OP_PUT, key, Some(value), None);
+        self
+    }
+
+    /// Adds a put whose value expires `ttl` after the batch is written (rounded up to a
+    /// millisecond; at least 1 ms, at most [`TTL_MS_MAX`]).
+    pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl: Duration) -> &mut Self {
+        match ttl_ms(ttl) {
+            Some(ms) => self.push(OP_PUT_TTL, key, Some(value), Some(ms)),
+            None => {
+                self.bad_ttl.get_or_insert(ttl);
+                // Keep counting so len() reflects what the caller added.
+                self.push(OP_PUT, key, Some(value), None);
+            }
+        }
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: &[u8]) -> &mut Self {
+        self.push(OP_DELETE, key, None, None);
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Removes every operation, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.rep.clear();
+        self.count = 0;
+        self.payload_bytes = 0;
+        self.bad_ttl = None;
+    }
+
+    /// Sum of key and value bytes (what `batch_size_bytes_max` limits).
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    /// The encoded operations (format in the module doc).
+    pub(crate) fn rep(&self) -> &[u8] {
+        &self.rep
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The first invalid TTL given to `put_with_ttl`, if any.
+    pub(crate) fn bad_ttl(&self) -> Option<Duration> {
+        self.bad_ttl
+    }
+
+    fn push(&mut self, op: u8, key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) {
+        self.rep.push(op);
+        // Lengths above u32::MAX cannot pass the limits (validated <= 4 GiB); saturate so the
+        // encoding stays well-formed and the limit check reports the real size.
+        self.rep
+            .extend_from_slice(&len_u32(key.len()).to_le_bytes());
+        self.rep.extend_from_slice(key);
+        self.payload_bytes = self.payload_bytes.saturating_add(key.len());
+        if let Some(value) = value {
+            self.rep
+                .extend_from_slice(&len_u32(value.len()).to_le_bytes());
+            self.rep.extend_from_slice(value);
+            self.payload_bytes = self.payload_bytes.saturating_add(value.len());
+        }
+        if let Some(ms) = ttl_ms {
+            self.rep.extend_from_slice(&ms.to_le_bytes());
+        }
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// A TTL in whole milliseconds (rounded up), or None when out of range.
+pub(crate) fn ttl_ms(ttl: Duration) -> Option<u64> {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    let ms = u64::try_from(ms).ok()?;
+    (1..=TTL_MS_MAX).contains(&ms).then_some(ms)
+}
+
+/// One decoded operation, borrowing from the encoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchOp<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        key: &'a [u8],
+    },
+}
+
+impl<'a> BatchOp<'a> {
+    pub(crate) fn key(&self) -> &'a [u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
+}
+
+/// Iterates over encoded operations. A malformed encoding (only possible for bytes read back
+/// from disk) yields `Err(offset)` with the offset of the bad operation, then stops.
+pub(crate) struct BatchIter<'a> {
+    rep: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> BatchIter<'a> {
+    pub(crate) fn new(rep: &'a [u8]) -> Self {
+        BatchIter {
+            rep,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.rep.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    fn take_u32(&mut self) -> Option<usize> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn take_u64(&mut self) -> Option<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Some(u64::from_le_bytes(a))
+    }
+
+    fn decode_one(&mut self) -> Option<BatchOp<'a>> {
+        let op = *self.take(1)?.first()?;
+        let key_len = self.take_u32()?;
+        let key = self.take(key_len)?;
+        match op {
+            OP_PUT | OP_PUT_TTL => {
+                let value_len = self.take_u32()?;
+                let value = self.take(value_len)?;
+                let ttl_ms = if op == OP_PUT_TTL {
+                    Some(self.take_u64()?)
+                } else {
+                    None
+                };
+                Some(BatchOp::Put { key, value, ttl_ms })
+            }
+            OP_DELETE => Some(BatchOp::Delete { key }),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = std::result::Result<BatchOp<'a>, usize>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.rep.len() {
+            return None;
+        }
+        let start = self.pos;
+        match self.decode_one() {
+            Some(op) => Some(Ok(op)),
+            None => {
+                self.failed = true;
+                Some(Err(start))
+            }
+        }
+    }
+}
+
+/// Checks every operation of a batch against the limits; nothing is changed on error.
+pub(crate) fn validate(batch: &WriteBatch, options: &crate::Options) -> Result<()> {
+    if batch.is_empty() {
+        return Err(Error::InvalidArgument(
+            "empty batch: a write needs at least one operation".into(),
+        ));
+    }
+    if let Some(ttl) = batch.bad_ttl() {
+        return Err(bad_ttl_error(ttl));
+    }
+    options.check_batch_bytes(batch.payload_bytes())?;
+    for op in BatchIter::new(batch.rep()) {
+        let op = op.map_err(|offset| {
+            Error::InvalidArgument(format!("malformed batch at byte {offset}"))
+        })?;
+        options.check_key(op.key())?;
+        if let BatchOp::Put { value, .. } = op {
+            options.check_value(value)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn bad_ttl_error(ttl: Duration) -> Error {
+    Error::InvalidArgument(format!(
+        "ttl {ttl:?} out of range: must be at least 1 ms and at most {TTL_MS_MAX} ms"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_and_decodes_every_kind() {
+        let mut b = WriteBatch::new();
+        b.put(b"a", b"1")
+            .delete(b"b")
+            .put_with_ttl(b"c", b"", Duration::from_micros(1500));
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.payload_bytes(), 4);
+        let ops: Vec<_> = BatchIter::new(b.rep()).map(|o| o.unwrap()).collect();
+        assert_eq!(
+            ops,
+            vec![
+                BatchOp::Put {
+                    key: b"a",
+                    value: b"1",
+                    ttl_ms: None
+                },
+                BatchOp::Delete { key: b"b" },
+                BatchOp::Put {
+                    key: b"c",
+                    value: b"",
+                    ttl_ms: Some(2)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_or_unknown_encoding_is_reported_with_its_offset() {
+        let mut b = WriteBatch::new();
+        b.put(b"key", b"value").put(b"k2", b"v2");
+        let rep = b.rep();
+        let first_len = 1 + 4 + 3 + 4 + 5;
+        for cut in first_len + 1..rep.len() {
+            let got: Vec<_> = BatchIter::new(&rep[..cut]).collect();
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got[1], Err(first_len));
+        }
+        let mut bad = rep.to_vec();
+        bad[first_len] = 9;
+        assert_eq!(BatchIter::new(&bad).nth(1), Some(Err(first_len)));
+    }
+
+    #[test]
+    fn bad_ttls_are_rejected_by_validate() {
+        let o = crate::Options::default();
+        for ttl in [Duration::ZERO, Duration::from_secs(TTL_MS_MAX / 1000 + 1)] {
+            let mut b = WriteBatch::new();
+            b.put_with_ttl(b"k", b"v", ttl);
+            assert!(matches!(validate(&b, &o), Err(Error::InvalidArgument(_))));
+        }
+        let mut b = WriteBatch::new();
+        b.put_with_ttl(b"k", b"v", Duration::from_nanos(1));
+        validate(&b, &o).unwrap();
+        assert!(matches!(
+            validate(&WriteBatch::new(), &o),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! The memtable: an ordered in-memory map from key to its versions, newest last.
+//!
+//! Every version carries the sequence number of the write that made it, so a read at sequence
+//! `s` sees, for each key, the newest version with `seq <= s` (MVCC). Versions that no reader
+//! can see any more are pruned when the key is next written: a write keeps every version newer
+//! than the *floor* (the oldest sequence number a reader may still use: the oldest live
+//! snapshot or the current read point) plus the newest version at or below the floor.
+//!
+//! Deletes are tombstones (kept: once SSTables exist they must shadow older data on disk).
+//! A version may carry an absolute expiry time; an expired version reads as absent.
+//!
+//! Memory is accounted approximately but conservatively ([`Memtable::bytes`]): key and value
+//! bytes plus a fixed per-key and per-version overhead for the tree node, allocation headers
+//! and metadata. The engine compares it with `memtable_size_bytes_max` before each write.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::SeqNo;
+
+/// Bytes charged per key on top of its length (tree slot, boxed key header, entry).
+pub(crate) const KEY_OVERHEAD_BYTES: usize = 80;
+/// Bytes charged per version on top of its value length.
+pub(crate) const VERSION_OVERHEAD_BYTES: usize = 40;
+
+#[derive(Debug)]
+struct Version {
+    seq: SeqNo,
+    /// Unix milliseconds at which the value stops being visible; 0 = never.
+    expires_at_ms: u64,
+    /// None = tombstone.
+    value: Option<Box<[u8]>>,
+}
+
+impl Version {
+    fn cost(&self) -> usize {
+        VERSION_OVERHEAD_BYTES + self.value.as_ref().map_or(0, |v| v.len())
+    }
+
+    /// The live value, if this version is a put that has not expired at `now_ms`.
+    fn live_value(&self, now_ms: u64) -> Option<&[u8]> {
+        let value = self.value.as_deref()?;
+        if self.expires_at_ms != 0 && now_ms >= self.expires_at_ms {
+            return None;
+        }
+        Some(value)
+    }
+}
+
+/// All versions of one key: `older` oldest first, then `newest`.
+#[derive(Debug)]
+struct Entry {
+    newest: Version,
+    older: Vec<Version>,
+}
+
+impl Entry {
+    /// The newest version with `seq <= read_seq`.
+    fn visible(&self, read_seq: SeqNo) -> Option<&Version> {
+        if self.newest.seq <= read_seq {
+            return Some(&self.newest);
+        }
+        self.older.iter().rev().find(|v| v.seq <= read_seq)
+    }
+}
+
+/// An owned key-value pair as scans return it.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The ordered in-memory table of one engine.
+#[derive(Debug, Default)]
+pub(crate) struct Memtable {
+    map: BTreeMap<Box<[u8]>, Entry>,
+    bytes: usize,
+    versions: usize,
+}
+
+/// What a write costs the memtable at most (used for the bound check before writing).
+pub(crate) fn write_cost_bytes(key_len: usize, value_len: usize) -> usize {
+    KEY_OVERHEAD_BYTES + key_len + VERSION_OVERHEAD_BYTES + value_len
+}
+
+impl Memtable {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Approximate memory held, in bytes (see the module doc).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Number of distinct keys (including keys whose newest version is a tombstone).
+    pub(crate) fn keys(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Number of versions held.
+    pub(crate) fn versions(&self) -> usize {
+        self.versions
+    }
+
+    /// Adds a version of `key` (`value` None = delete) and drops versions of `key` that no
+    /// reader can see any more. `needed(lo, hi)` answers whether some reader may read at a
+    /// sequence number in `[lo, hi)` (the engine knows its snapshots and its read point); a
+    /// version is kept when a reader may read between it and the next newer version.
+    pub(crate) fn insert(
+        &mut self,
+        key: &[u8],
+        seq: SeqNo,
+        value: Option<&[u8]>,
+        expires_at_ms: u64,
+        needed: &dyn Fn(SeqNo, SeqNo) -> bool,
+    ) {
+        let version = Version {
+            seq,
+            expires_at_ms,
+            value: value.map(Box::from),
+        };
+        self.bytes += version.cost();
+        self.versions += 1;
+        match self.map.get_mut(key) {
+            None => {
+                self.bytes += KEY_OVERHEAD_BYTES + key.len();
+                self.map.insert(
+                    Box::from(key),
+                    Entry {
+                        newest: version,
+                        older: Vec::new(),
+                    },
+                );
+            }
+            Some(entry) => {
+                // Sequence numbers only grow: a new version is always the newest.
+                debug_assert!(entry.newest.seq < seq, "sequence numbers must grow");
+                let previous = std::mem::replace(&mut entry.newest, version);
+                entry.older.push(previous);
+                let mut next_seqs: Vec<SeqNo> = entry.older.iter().skip(1).map(|v| v.seq).collect();
+                next_seqs.push(seq);
+                let before = entry.older.len();
+                let mut freed = 0;
+                let mut i = 0;
+                entry.older.retain(|v| {
+                    let keep = needed(v.seq, next_seqs[i]);
+                    i += 1;
+                    if !keep {
+                        freed += v.cost();
+                    }
+                    keep
+                });
+                self.bytes -= freed;
+                self.versions -= before - entry.older.len();
+            }
+        }
+    }
+
+    /// The live value of `key` as of `read_seq` at wall-clock time `now_ms`.
+    pub(crate) fn get(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<&[u8]> {
+        self.map
+            .get(key)
+            .and_then(|e| e.visible(read_seq))
+            .and_then(|v| v.live_value(now_ms))
+    }
+
+    /// Up to `limit` live entries of `[start, end)` as of `read_seq`, in ascending order (or
+    /// descending from below `end` when `reverse`), and whether more live entries remain.
+    pub(crate) fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        read_seq: SeqNo,
+        now_ms: u64,
+    ) -> (Vec<KeyValue>, bool) {
+        let mut out = Vec::new();
+        if let Some(end) = end
+            && end <= start
+        {
+            return (out, false);
+        }
+        let upper = match end {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let range = self.map.range::<[u8], _>((Bound::Included(start), upper));
+        let live = |(k, e): (&[u8], &Entry)| {
+            e.visible(read_seq)
+                .and_then(|v| v.live_value(now_ms))
+                .map(|v| (k.to_vec(), v.to_vec()))
+        };
+        let mut more = false;
+        let mut collect = |it: &mut dyn Iterator<Item = (&Box<[u8]>, &Entry)>| {
+            for (k, e) in it {
+                if let Some(kv) = live((k, e)) {
+                    if out.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    out.push(kv);
+                }
+            }
+        };
+        if reverse {
+            collect(&mut range.rev());
+        } else {
+            collect(&mut { range });
+        }
+        (out, more)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_keys(
+        m: &Memtable,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        rev: bool,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let (e, more) = m.scan(start, end, limit, rev, u64::MAX, 0);
+        (e.into_iter().map(|(k, _)| k).collect(), more)
+    }
+
+    /// Readers at exactly these sequence numbers.
+    fn readers(points: &[SeqNo]) -> impl Fn(SeqNo, SeqNo) -> bool + '_ {
+        move |lo, hi| points.iter().any(|&r| lo <= r && r < hi)
+    }
+
+    const ALL: &dyn Fn(SeqNo, SeqNo) -> bool = &|_, _| true;
+    const NONE: &dyn Fn(SeqNo, SeqNo) -> bool = &|_, _| false;
+
+    #[test]
+    fn reads_see_the_newest_version_at_their_sequence() {
+        let mut m = Memtable::new();
+        m.insert(b"k", 1, Some(b"v1"), 0, ALL);
+        m.insert(b"k", 2, Some(b"v2"), 0, ALL);
+        m.insert(b"k", 3, None, 0, ALL);
+        assert_eq!(m.get(b"k", 1, 0), Some(&b"v1"[..]));
+        assert_eq!(m.get(b"k", 2, 0), Some(&b"v2"[..]));
+        assert_eq!(m.get(b"k", 3, 0), None);
+        assert_eq!(m.get(b"k", 0, 0), None);
+        assert_eq!(m.versions(), 3);
+    }
+
+    #[test]
+    fn versions_no_reader_needs_are_pruned_and_bytes_follow() {
+        let mut m = Memtable::new();
+        m.insert(b"k", 1, Some(&[0; 100]), 0, NONE);
+        let one = m.bytes();
+        assert_eq!(one, write_cost_bytes(1, 100));
+        // A reader at 1 still needs v1.
+        m.insert(b"k", 2, Some(&[0; 100]), 0, &readers(&[1]));
+        assert_eq!(m.versions(), 2);
+        // Readers at 3 only: v1 and v2 go.
+        m.insert(b"k", 3, Some(&[0; 100]), 0, &readers(&[3]));
+        assert_eq!(m.versions(), 1);
+        assert_eq!(m.bytes(), one);
+        assert_eq!(m.get(b"k", 3, 0), Some(&[0u8; 100][..]));
+        // Readers at 3 and 5: v3 (for 3) and v5 (for 5) stay, v4 goes, v6 is the newest.
+        m.insert(b"k", 4, Some(b"4"), 0, &readers(&[3]));
+        m.insert(b"k", 5, Some(b"5"), 0, &readers(&[3]));
+        m.insert(b"k", 6, Some(b"6"), 0, &readers(&[3, 5]));
+        assert_eq!(m.versions(), 3);
+        assert_eq!(m.get(b"k", 3, 0), Some(&[0u8; 100][..]));
+        assert_eq!(m.get(b"k", 4, 0), Some(&[0u8; 100][..]));
+        assert_eq!(m.get(b"k", 5, 0), Some(&b"5"[..]));
+        assert_eq!(m.get(b"k", 6, 0), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn expired_values_read_as_absent() {
+        let mut m = Memtable::new();
+        m.insert(b"k", 1, Some(b"v"), 1000, ALL);
+        assert_eq!(m.get(b"k", 1, 999), Some(&b"v"[..]));
+        assert_eq!(m.get(b"k", 1, 1000), None);
+        assert_eq!(m.scan(b"", None, 10, false, 1, 1000).0.len(), 0);
+    }
+
+    #[test]
+    fn scans_respect_bounds_limit_direction_and_more() {
+        let mut m = Memtable::new();
+        for (i, k) in [b"a", b"b", b"c", b"d", b"e"].iter().enumerate() {
+            m.insert(*k, i as u64 + 1, Some(b"v"), 0, ALL);
+        }
+        m.insert(b"c", 6, None, 0, ALL);
+        let k = |v: &[&[u8]]| v.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            scan_keys(&m, b"", None, 10, false),
+            (k(&[b"a", b"b", b"d", b"e"]), false)
+        );
+        assert_eq!(
+            scan_keys(&m, b"b", Some(b"e"), 10, false),
+            (k(&[b"b", b"d"]), false)
+        );
+        assert_eq!(
+            scan_keys(&m, b"b", Some(b"e"), 1, false),
+            (k(&[b"b"]), true)
+        );
+        assert_eq!(
+            scan_keys(&m, b"", Some(b"e"), 2, true),
+            (k(&[b"d", b"b"]), true)
+        );
+        assert_eq!(
+            scan_keys(&m, b"", Some(b"e"), 3, true),
+            (k(&[b"d", b"b", b"a"]), false)
+        );
+        assert_eq!(scan_keys(&m, b"c", Some(b"c"), 3, false), (k(&[]), false));
+        assert_eq!(scan_keys(&m, b"d", Some(b"b"), 3, true), (k(&[]), false));
+        // A tombstone at the edge does not count as "more".
+        assert_eq!(
+            scan_keys(&m, b"b", Some(b"d"), 1, false),
+            (k(&[b"b"]), false)
+        );
+    }
+}
