@@ -1,8 +1,13 @@
 //! `corekv-bench`: how corekv's speed is measured.
 //!
-//! - [`ycsb`]: YCSB's core workloads against a server (corekv or a peer such as Redis), with
-//!   YCSB's key choosers and output format.
+//! - [`ycsb`]: YCSB's core workloads A–F against a server (corekv or a peer such as Redis),
+//!   with YCSB's key choosers, record layout and output format; start at [`ycsb::run`].
+//! - [`sys`]: CPU affinity and CPU-time accounting the driver reports about itself.
 //!
 //! Figures go into `docs/BENCHMARKS.md` beside a peer measured in the same run.
 
+pub mod error;
+pub mod sys;
 pub mod ycsb;
+
+pub use error::Error;

@@ -25,10 +25,14 @@ pub fn zeta(n: u64, theta: f64) -> f64 {
 /// Zipfian over `0..items`, item 0 most popular.
 #[derive(Debug, Clone)]
 pub struct Zipfian {
+    /// Item count at construction: YCSB's `eta` keeps using it after the count grows.
     items: u64,
+    /// Item count `zetan` was summed up to (YCSB's `countforzeta`).
+    items_for_zeta: u64,
     theta: f64,
     alpha: f64,
     zetan: f64,
+    zeta2: f64,
     eta: f64,
 }
 
@@ -47,14 +51,19 @@ impl Zipfian {
             "Zipfian constant must be in (0, 1)"
         );
         let zeta2 = zeta(2.min(items), theta);
-        let eta = (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
         Zipfian {
             items,
+            items_for_zeta: items,
             theta,
             alpha: 1.0 / (1.0 - theta),
             zetan,
-            eta,
+            zeta2,
+            eta: Self::eta(items, theta, zeta2, zetan),
         }
+    }
+
+    fn eta(items: u64, theta: f64, zeta2: f64, zetan: f64) -> f64 {
+        (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan)
     }
 
     /// Number of items.
@@ -74,6 +83,33 @@ impl Zipfian {
         }
         let v = (self.items as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
         v.min(self.items - 1)
+    }
+
+    /// The next item in `0..items`, for an item count that may have grown since the last call
+    /// (YCSB's `ZipfianGenerator.nextLong(itemcount)`, used by the `latest` distribution).
+    ///
+    /// When `items` grew, zeta is extended incrementally (cost linear in the growth only) and
+    /// `eta` recomputed; as in YCSB, `eta` keeps the item count given at construction. A count
+    /// smaller than before keeps the larger zeta, as YCSB does (`allowitemcountdecrease=false`).
+    pub fn next_with_items<R: Rng + ?Sized>(&mut self, items: u64, rng: &mut R) -> u64 {
+        assert!(items >= 1, "a Zipfian needs at least one item");
+        if items > self.items_for_zeta {
+            self.zetan += ((self.items_for_zeta + 1)..=items)
+                .map(|i| 1.0 / (i as f64).powf(self.theta))
+                .sum::<f64>();
+            self.items_for_zeta = items;
+            self.eta = Self::eta(self.items, self.theta, self.zeta2, self.zetan);
+        }
+        let u: f64 = rng.r#gen();
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1.min(items - 1);
+        }
+        let v = (items as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        v.min(items - 1)
     }
 }
 
