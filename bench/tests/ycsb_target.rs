@@ -86,8 +86,9 @@ impl Connection for StallingConn {
 }
 
 /// Runs workload C (reads only) for 1000 operations; returns the number of reads that took at
-/// least 100 ms, the throughput, and the runtime.
-fn run(extra: &[&str]) -> (u64, f64, Duration) {
+/// least 100 ms, the throughput, the runtime, and how many times a slot slept for its
+/// intended start.
+fn run(extra: &[&str]) -> (u64, f64, Duration, u64) {
     let backend = Stalling {
         inner: MemoryBackend::new(),
         reads: Arc::new(AtomicU64::new(0)),
@@ -112,14 +113,19 @@ fn run(extra: &[&str]) -> (u64, f64, Duration) {
     assert_eq!(run.measurements.returned(OpKind::Read, Status::Ok), 1000);
     let reads = run.measurements.ok[OpKind::Read.index()].as_ref().unwrap();
     let slow = reads.histogram.count_between(100_000, u64::MAX);
-    (slow, run.throughput_ops_per_sec(), run.runtime)
+    let wakeups = run
+        .measurements
+        .timer_lateness
+        .as_ref()
+        .map_or(0, |t| t.count());
+    (slow, run.throughput_ops_per_sec(), run.runtime, wakeups)
 }
 
 #[test]
 fn a_stall_is_charged_to_every_request_it_delayed() {
     // 1000 reads at 1000/s: the freeze at read 200 holds back the ~300 reads scheduled during
     // it; about 200 of them were due at least 100 ms before they could be answered.
-    let (slow, throughput, runtime) = run(&["--target", "1000"]);
+    let (slow, throughput, runtime, wakeups) = run(&["--target", "1000"]);
     assert!(
         slow >= 150,
         "only {slow} reads charged >= 100 ms for a 300 ms stall"
@@ -130,8 +136,11 @@ fn a_stall_is_charged_to_every_request_it_delayed() {
         throughput <= 1001.0,
         "throughput {throughput} above the target"
     );
+    // Slots slept for their intended start (all but the backlog after the stall).
+    assert!(wakeups > 0 && wakeups <= 1000, "{wakeups} timer wake-ups");
 
     // Unthrottled, latency counts from the send: only the 4 reads in flight see the stall.
-    let (slow, _, _) = run(&[]);
+    let (slow, _, _, wakeups) = run(&[]);
     assert!(slow <= 4, "{slow} reads >= 100 ms without a target");
+    assert_eq!(wakeups, 0, "an unthrottled run never sleeps");
 }

@@ -148,6 +148,9 @@ pub struct Measurements {
     /// Transactions completed (a read-modify-write is one, though it records a read and an
     /// update too); YCSB's `opsdone`.
     pub transactions: u64,
+    /// With a target rate: how late the driver's timer woke a slot for an operation it was
+    /// waiting to start (the driver's own scheduling error, included in the latencies).
+    pub timer_lateness: Option<OpStats>,
 }
 
 impl Measurements {
@@ -181,6 +184,11 @@ impl Measurements {
             }
         }
         self.transactions += other.transactions;
+        if let Some(t) = &other.timer_lateness {
+            self.timer_lateness
+                .get_or_insert_with(OpStats::default)
+                .merge(t);
+        }
     }
 
     /// Number of operations of `kind` that returned `status`.

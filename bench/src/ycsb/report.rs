@@ -16,6 +16,7 @@
 //! [READ-FAILED], Operations, ...         <- only if some failed; their Return= lines are
 //!                                           under [READ], as in YCSB
 //! [DRIVER], CpuTime(ms), 5120            <- corekv-bench: the driver's own CPU use
+//! [DRIVER], TimerLateness99thPercentile(us), 80   <- with --target: how late its timer woke
 //! ```
 //!
 //! `--json FILE` writes the same figures plus p50 and p99.9 (see [`PhaseReport::to_json`]).
@@ -159,6 +160,15 @@ impl PhaseReport {
             self.driver_cpu_us_per_op()
         );
         let _ = writeln!(s, "[DRIVER], Threads, {}", self.threads);
+        if let Some(t) = &self.measurements.timer_lateness {
+            let _ = writeln!(s, "[DRIVER], TimerWakeups, {}", t.count());
+            let _ = writeln!(s, "[DRIVER], TimerLatenessAverage(us), {}", t.mean_us());
+            let _ = writeln!(
+                s,
+                "[DRIVER], TimerLateness99thPercentile(us), {}",
+                t.percentile_us(99.0)
+            );
+        }
         s
     }
 
@@ -223,6 +233,7 @@ impl PhaseReport {
                 "cpu_utilization_percent": self.driver_cpu_percent(),
                 "cpu_us_per_operation": self.driver_cpu_us_per_op(),
                 "threads": self.threads,
+                "timer_lateness": self.measurements.timer_lateness.as_ref().map(stats_json),
             },
             "errors": self.errors,
         })

@@ -508,6 +508,11 @@ async fn slot_loop<C: Connection>(ctx: Rc<ThreadCtx>, conn: Rc<C>) {
             let now = Instant::now();
             if at > now {
                 glommio::timer::sleep(at - now).await;
+                ctx.measurements
+                    .borrow_mut()
+                    .timer_lateness
+                    .get_or_insert_with(Default::default)
+                    .record(latency_us(at.elapsed()));
                 if ctx.past_deadline() {
                     break;
                 }
