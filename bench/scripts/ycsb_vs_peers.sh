@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# YCSB A-F against corekv and Redis with the same driver (corekv-bench ycsb), on the same
+# machine, in the same run, several times; prints medians as Markdown tables.
+#
+# Usage: bench/scripts/ycsb_vs_peers.sh [RUNS] [RECORDS] [SECONDS_PER_WORKLOAD]
+#        (defaults: 3 1000000 15)
+# Environment:
+#   SYSTEMS       systems to measure, in order (default: corekv-sync redis-always redis-everysec;
+#                 also corekv-periodic = --durability periodic:1000, Redis everysec's peer)
+#   SERVER_CPUS   CPUs for the server (default 0): corekv-server --cores, taskset for Redis
+#   DRIVER_CPUS   CPUs for the driver's client threads (default 1)
+#   DRIVER_FLAGS  default "--threads 1 --connections 8 --inflight 32"
+#   DATA_BASE     where data directories go (default /var/tmp; must be a real disk, not tmpfs)
+#   OUT           where raw outputs go (default /var/tmp/ycsb-<time>)
+# Per system and run: start the server on an empty directory, load RECORDS records, then run
+# workloads a b c f d e for SECONDS each against the same records (YCSB's recommended order;
+# d's inserts stay in the table, each run phase restarts inserting at key number RECORDS), stop.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${1:-3}
+records=${2:-1000000}
+secs=${3:-15}
+read -r -a systems <<<"${SYSTEMS:-corekv-sync redis-always redis-everysec}"
+server_cpus=${SERVER_CPUS:-0}
+driver_cpus=${DRIVER_CPUS:-1}
+read -r -a driver_flags <<<"${DRIVER_FLAGS:---threads 1 --connections 8 --inflight 32}"
+data_base=${DATA_BASE:-/var/tmp}
+out=${OUT:-/var/tmp/ycsb-$(date +%Y%m%d-%H%M%S)}
+workloads=(a b c f d e)
+redis_port=${REDIS_PORT:-6399}
+corekv_port=${COREKV_PORT:-7479}
+
+for s in "${systems[@]}"; do
+  case $s in
+    redis-*) command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } ;;
+  esac
+done
+cargo build --release -q -p corekv-bench -p corekv-server
+bench=target/release/corekv-bench
+mkdir -p "$out"
+
+pid= dir=
+stop_server() {
+  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi
+  if [[ -n $dir ]]; then rm -rf "$dir"; dir=; fi
+}
+trap stop_server EXIT
+
+wait_port() {
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2
+  return 1
+}
+
+# start_server SYSTEM: starts it on an empty directory; sets pid, dir, backend, addr.
+start_server() {
+  dir=$(mktemp -d "$data_base/ycsb-$1.XXXXXX")
+  case $1 in
+    corekv-*)
+      local durability=sync
+      [[ $1 == corekv-periodic ]] && durability=periodic:1000
+      target/release/corekv-server --data-dir "$dir" --listen "127.0.0.1:$corekv_port" \
+        --cores "$server_cpus" --durability "$durability" --log-level warn 2>"$out/$1.server.log" &
+      pid=$!; backend=corekv; addr=127.0.0.1:$corekv_port ;;
+    redis-always | redis-everysec)
+      taskset -c "$server_cpus" redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" \
+        --save '' --appendonly yes --appendfsync "${1#redis-}" --daemonize no \
+        --logfile "$dir/redis.log" &
+      pid=$!; backend=redis; addr=127.0.0.1:$redis_port ;;
+    *) echo "unknown system $1" >&2; exit 2 ;;
+  esac
+  wait_port "${addr##*:}"
+}
+
+ycsb() { "$bench" ycsb --backend "$backend" --addr "$addr" --records "$records" \
+  --cpus "$driver_cpus" "${driver_flags[@]}" --quiet "$@"; }
+
+{
+  echo "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc)"
+  echo "# $0 $runs $records $secs; SYSTEMS=${systems[*]} SERVER_CPUS=$server_cpus DRIVER_CPUS=$driver_cpus DRIVER_FLAGS=${driver_flags[*]}"
+} >"$out/README"
+for r in $(seq "$runs"); do
+  for s in "${systems[@]}"; do
+    echo "run $r/$runs: $s" >&2
+    start_server "$s"
+    ycsb --phase load --workload a >"$out/$s.$r.load.txt"
+    for w in "${workloads[@]}"; do
+      ycsb --phase run --workload "$w" --duration "$secs" --operations 1000000000 >"$out/$s.$r.$w.txt"
+    done
+    stop_server
+  done
+done
+
+# Medians over runs. value FILE SECTION METRIC prints one figure of one output.
+value() { awk -F', ' -v s="[$2]" -v m="$3" '$1 == s && $2 == m { print $3; exit }' "$1"; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { # med SYSTEM PHASE SECTION METRIC
+  for r in $(seq "$runs"); do value "$out/$1.$r.$2.txt" "$3" "$4"; done | median
+}
+fmt() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.0f", v }'; }
+
+echo "Raw outputs: $out"
+echo
+echo "| workload | system | throughput (ops/s) | main op | p99 (us) | 2nd op | p99 (us) | driver CPU (% of a core) |"
+echo "|---|---|---|---|---|---|---|---|"
+for w in load "${workloads[@]}"; do
+  case $w in
+    load) ops=(INSERT "") ;;
+    a | b) ops=(READ UPDATE) ;;
+    c) ops=(READ "") ;;
+    d) ops=(READ INSERT) ;;
+    e) ops=(SCAN INSERT) ;;
+    f) ops=(READ READ-MODIFY-WRITE) ;;
+  esac
+  for s in "${systems[@]}"; do
+    tput=$(fmt "$(med "$s" "$w" OVERALL 'Throughput(ops/sec)')")
+    p1=$(fmt "$(med "$s" "$w" "${ops[0]}" '99thPercentileLatency(us)')")
+    p2=-; [[ -n ${ops[1]} ]] && p2=$(fmt "$(med "$s" "$w" "${ops[1]}" '99thPercentileLatency(us)')")
+    cpu=$(med "$s" "$w" DRIVER 'CpuUtilization(%)')
+    echo "| $w | $s | $tput | ${ops[0]} | $p1 | ${ops[1]:--} | $p2 | $cpu |"
+  done
+done
