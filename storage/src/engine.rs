@@ -3,11 +3,29 @@
 //! ## Write path
 //!
 //! A write is validated (limits, empty keys, TTLs; nothing changes on error), checked against
-//! the memtable bound, then *sequenced* in one synchronous step: it gets its sequence numbers
-//! and its versions enter the memtable, invisible to readers. It is then *published*: its last
-//! sequence number becomes the one readers read at. (Milestone 1 has no WAL: publishing is
-//! immediate. With the WAL, a write waits between the two steps until its record is as
-//! durable as the durability mode promises.)
+//! the memtable bound, then *sequenced* in one synchronous step: it gets its sequence numbers,
+//! its WAL record is queued, and its versions enter the memtable, invisible to readers. The
+//! write then waits until its record is as durable as [`Options::durability`] promises and
+//! *publishes* its last sequence number, making it visible. Readers read at the published
+//! sequence number, so no read observes a write before it is acknowledged. WAL records become
+//! durable in order, so publishing sequence `s` also publishes everything before it.
+//!
+//! If the WAL fails, the waiting writes get the I/O error, nothing more is published (their
+//! versions stay invisible), and every later write gets [`Error::ReadOnly`]; reads go on.
+//!
+//! ## WAL record payload (one per acknowledged write call, little-endian)
+//!
+//! ```text
+//! 0        1          4          8                16                   24
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! | kind=1 | reserved | op_count | first_seq      | write_time_unix_ms | operations ... |
+//! | u8     | 3 x 0    | u32      | u64            | u64                | (crate::batch) |
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! ```
+//!
+//! Operation `i` has sequence number `first_seq + i`; a TTL of `ttl_ms` expires at
+//! `write_time_unix_ms + ttl_ms`. The WAL frame around it is described in
+//! [`crate::wal::record`].
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -15,6 +33,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::SeqNo;
+use crate::io::FaultInjector;
+use crate::wal::{Replayed, Wal, WalOptions};
+
+/// Payload kind of a write-batch record.
+const PAYLOAD_KIND_BATCH: u8 = 1;
+/// Bytes before the operations in a record payload.
+const PAYLOAD_HEADER_BYTES: usize = 24;
+/// The WAL's directory inside the engine directory.
+pub const WAL_DIR: &str = "wal";
 use crate::batch::{self, BatchIter, BatchOp, WriteBatch};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -63,6 +90,8 @@ pub struct ScanPage {
 pub struct OpenHooks {
     /// The clock TTLs are judged by (default: the system clock).
     pub clock: Option<Clock>,
+    /// Makes file operations fail or simulates a crash (default: none).
+    pub faults: Option<FaultInjector>,
 }
 
 /// One shard's storage engine. Cheap to clone (an `Rc`); every clone is the same engine.
@@ -89,8 +118,8 @@ struct Inner {
     snapshots: Rc<SnapshotList>,
     stats: RefCell<Stats>,
     closed: Cell<bool>,
-    /// Held for the engine's life so two engines never share a directory.
-    _lock: DirLock,
+    /// The WAL; it also holds the directory lock.
+    wal: Wal,
 }
 
 struct State {
@@ -116,7 +145,22 @@ impl Engine {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = DirLock::acquire(&dir)?;
+        let mut memtable = Memtable::new();
+        let mut last_seq: SeqNo = 0;
+        let (wal, report) = Wal::open(
+            dir.join(WAL_DIR),
+            WalOptions::from_options(&options),
+            hooks.faults,
+            |r| replay_record(&mut memtable, &mut last_seq, r),
+        )
+        .await?;
+        tracing::info!(
+            dir = ?dir,
+            records = report.records_replayed,
+            torn_tails_cut = report.torn_tails_cut,
+            last_seq,
+            "engine opened"
+        );
         let mut stats = Stats::default();
         match options.durability {
             Durability::Sync => stats.durability_sync = 1,
@@ -131,14 +175,14 @@ impl Engine {
             options,
             clock: hooks.clock.unwrap_or_default(),
             state: RefCell::new(State {
-                memtable: Memtable::new(),
-                last_seq: 0,
-                visible_seq: 0,
+                memtable,
+                last_seq,
+                visible_seq: last_seq,
             }),
             snapshots: Rc::new(SnapshotList::default()),
             stats: RefCell::new(stats),
             closed: Cell::new(false),
-            _lock: lock,
+            wal,
         };
         Ok(Engine {
             inner: Rc::new(inner),
@@ -217,14 +261,18 @@ impl Engine {
                 .map(<[u8]>::to_vec)
         };
         if current.as_deref() == expected {
-            let seq = self.sequence(&b)?;
-            let seq = self.finish_write(&b, seq, WriteKind::Cas).await?;
+            let (seq, index) = self.sequence(&b)?;
+            let seq = self.finish_write(&b, seq, index, WriteKind::Cas).await?;
             inner.stats.borrow_mut().cas_applied_total += 1;
             return Ok(CasOutcome::Applied(seq));
         }
         // The value we compared with may come from a write not yet acknowledged: report it
         // only once everything sequenced so far is durable.
         let seen = inner.state.borrow().last_seq;
+        let index = inner.wal.last_index();
+        if index > 0 {
+            inner.wal.wait_durable(index).await?;
+        }
         self.publish(seen);
         inner.stats.borrow_mut().cas_mismatch_total += 1;
         Ok(CasOutcome::Mismatch { current })
@@ -285,7 +333,7 @@ impl Engine {
     pub async fn close(self) -> Result<()> {
         self.check_open()?;
         self.inner.closed.set(true);
-        Ok(())
+        self.inner.wal.close().await
     }
 
     /// A copy of the engine's counters.
@@ -298,7 +346,35 @@ impl Engine {
         s.memtable_keys = st.memtable.keys() as u64;
         s.memtable_versions = st.memtable.versions() as u64;
         s.snapshots_live = self.inner.snapshots.count() as u64;
+        let w = self.inner.wal.stats();
+        s.read_only = u64::from(self.inner.wal.failure().is_some());
+        s.wal_records_total = w.records_total;
+        s.wal_write_bytes_total = w.write_bytes_total;
+        s.wal_writes_total = w.writes_total;
+        s.wal_syncs_total = w.syncs_total;
+        s.wal_group_records_1_total = w.group_records[0];
+        s.wal_group_records_2_3_total = w.group_records[1];
+        s.wal_group_records_4_7_total = w.group_records[2];
+        s.wal_group_records_8_15_total = w.group_records[3];
+        s.wal_group_records_16_31_total = w.group_records[4];
+        s.wal_group_records_32_plus_total = w.group_records[5];
+        s.wal_group_records_max = w.group_records_max;
+        s.wal_segments_created_total = w.segments_created_total;
+        s.wal_segments_deleted_total = w.segments_deleted_total;
+        s.wal_segments_live = w.segments_live;
+        s.wal_segments_bytes = w.segments_bytes;
+        s.wal_io_errors_total = w.io_errors_total;
+        s.recovery_records_replayed = w.recovery.records_replayed;
+        s.recovery_torn_tails_cut = w.recovery.torn_tails_cut;
+        s.recovery_torn_bytes_cut = w.recovery.torn_bytes_cut;
+        s.recovery_segments_dropped = w.recovery.segments_dropped;
+        s.recovery_corruptions_skipped = w.recovery.corruptions_skipped;
         s
+    }
+
+    /// The engine's WAL (read-only access for inspection and tests).
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
     }
 
     fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<Vec<u8>>> {
@@ -328,7 +404,12 @@ impl Engine {
     }
 
     fn check_writable(&self) -> Result<()> {
-        self.check_open()
+        self.check_open()?;
+        if let Some(reason) = self.inner.wal.failure() {
+            self.inner.stats.borrow_mut().rejected_read_only_total += 1;
+            return Err(Error::ReadOnly { reason });
+        }
+        Ok(())
     }
 
     fn count_invalid(&self) {
@@ -342,8 +423,8 @@ impl Engine {
     async fn write_inner(&self, b: &WriteBatch, kind: WriteKind) -> Result<SeqNo> {
         self.check_writable()?;
         self.validate(b)?;
-        let last_seq = self.sequence(b)?;
-        self.finish_write(b, last_seq, kind).await
+        let (last_seq, index) = self.sequence(b)?;
+        self.finish_write(b, last_seq, index, kind).await
     }
 
     /// Waits until a sequenced write is as durable as promised, then publishes it.
@@ -351,8 +432,13 @@ impl Engine {
         &self,
         b: &WriteBatch,
         last_seq: SeqNo,
+        index: u64,
         kind: WriteKind,
     ) -> Result<SeqNo> {
+        if let Err(e) = self.inner.wal.wait_durable(index).await {
+            self.inner.stats.borrow_mut().failed_io_total += 1;
+            return Err(e);
+        }
         self.publish(last_seq);
         let mut stats = self.inner.stats.borrow_mut();
         stats.writes_total += 1;
@@ -364,9 +450,10 @@ impl Engine {
         Ok(last_seq)
     }
 
-    /// Hands out sequence numbers and applies the (still invisible) versions to the
-    /// memtable. Synchronous: nothing else runs on the shard in between.
-    fn sequence(&self, b: &WriteBatch) -> Result<SeqNo> {
+    /// Hands out sequence numbers, queues the WAL record and applies the (still invisible)
+    /// versions to the memtable. Synchronous: nothing else runs on the shard in between.
+    /// Returns the last sequence number and the WAL index.
+    fn sequence(&self, b: &WriteBatch) -> Result<(SeqNo, u64)> {
         let inner = &self.inner;
         let mut st = inner.state.borrow_mut();
         let needed: usize = BatchIter::new(b.rep())
@@ -389,6 +476,7 @@ impl Engine {
         }
         let first_seq = st.last_seq + 1;
         let now_ms = inner.clock.now_ms();
+        let index = inner.wal.append(encode_payload(b, first_seq, now_ms))?;
         let visible = st.visible_seq;
         let snapshots = &inner.snapshots;
         let needed = |lo: SeqNo, hi: SeqNo| {
@@ -396,11 +484,11 @@ impl Engine {
             // it are pending writes, kept until published. Both have `visible < hi`.
             visible < hi || snapshots.any_in(lo, hi)
         };
-        apply_ops(&mut st.memtable, b.rep(), first_seq, now_ms, &needed).map_err(|offset| {
-            Error::InvalidArgument(format!("malformed batch at byte {offset}"))
-        })?;
+        // The batch was validated: it decodes.
+        let applied = apply_ops(&mut st.memtable, b.rep(), first_seq, now_ms, &needed);
+        debug_assert_eq!(applied, Ok(b.count()));
         st.last_seq = first_seq + u64::from(b.count()) - 1;
-        Ok(st.last_seq)
+        Ok((st.last_seq, index))
     }
 
     /// Makes every write up to `seq` visible to readers.
@@ -425,8 +513,10 @@ fn apply_ops(
     first_seq: SeqNo,
     write_time_ms: u64,
     needed: &dyn Fn(SeqNo, SeqNo) -> bool,
-) -> std::result::Result<(), usize> {
+) -> std::result::Result<u32, usize> {
+    let mut n = 0u32;
     for (i, op) in BatchIter::new(rep).enumerate() {
+        n += 1;
         let seq = first_seq + i as u64;
         match op? {
             BatchOp::Put { key, value, ttl_ms } => {
@@ -436,51 +526,74 @@ fn apply_ops(
             BatchOp::Delete { key } => memtable.insert(key, seq, None, 0, needed),
         }
     }
-    Ok(())
+    Ok(n)
 }
 
-/// An exclusive `flock` on `DIR/LOCK`, a 4 KiB non-empty file. The file is also the first
-/// file the WAL opens with O_DIRECT on the device (see `crate::io`).
-pub(crate) struct DirLock {
-    _file: std::fs::File,
+/// The WAL record payload of a write (format in the module doc).
+fn encode_payload(b: &WriteBatch, first_seq: SeqNo, now_ms: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PAYLOAD_HEADER_BYTES + b.rep().len());
+    p.extend_from_slice(&[PAYLOAD_KIND_BATCH, 0, 0, 0]);
+    p.extend_from_slice(&b.count().to_le_bytes());
+    p.extend_from_slice(&first_seq.to_le_bytes());
+    p.extend_from_slice(&now_ms.to_le_bytes());
+    p.extend_from_slice(b.rep());
+    p
 }
 
-/// Name of the lock file in the engine directory.
-pub(crate) const LOCK_FILE: &str = "LOCK";
-
-impl DirLock {
-    fn acquire(dir: &Path) -> Result<DirLock> {
-        use std::io::Write;
-        use std::os::fd::AsRawFd;
-        let path = dir.join(LOCK_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Locked { path });
-            }
-            return Err(Error::io("flock", &path, err));
-        }
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat lock file", &path, e))?
-            .len();
-        if len < 4096 {
-            let mut block = vec![0u8; 4096];
-            let text = b"corekv-storage engine directory lock (format 1)\n";
-            block[..text.len()].copy_from_slice(text);
-            file.write_all(&block)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io("write lock file", &path, e))?;
-        }
-        Ok(DirLock { _file: file })
+/// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number
+/// replayed so far.
+fn replay_record(memtable: &mut Memtable, last_seq: &mut SeqNo, r: Replayed<'_>) -> Result<()> {
+    let p = r.payload;
+    // Errors point at the payload: past the frame header.
+    let at = r.offset + crate::wal::record::HEADER_BYTES as u64;
+    let bad = |off: u64, what: String| Err(Error::corruption(r.file, at + off, what));
+    if p.len() < PAYLOAD_HEADER_BYTES || p[0] != PAYLOAD_KIND_BATCH {
+        return bad(
+            0,
+            format!("record {}: unknown payload kind or short header", r.index),
+        );
     }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&p[i..i + 8]);
+        u64::from_le_bytes(a)
+    };
+    let count = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
+    let first_seq = u64_at(8);
+    let write_time_ms = u64_at(16);
+    if count == 0 || first_seq <= *last_seq {
+        return bad(
+            4,
+            format!(
+                "record {}: {count} operations from sequence {first_seq}, after sequence {}",
+                r.index, *last_seq
+            ),
+        );
+    }
+    // Nobody reads during replay: keep only the newest version of each key.
+    let applied = apply_ops(
+        memtable,
+        &p[PAYLOAD_HEADER_BYTES..],
+        first_seq,
+        write_time_ms,
+        &|_, _| false,
+    )
+    .map_err(|off| {
+        Error::corruption(
+            r.file,
+            at + (PAYLOAD_HEADER_BYTES + off) as u64,
+            format!("record {}: malformed operation", r.index),
+        )
+    })?;
+    if applied != count {
+        return bad(
+            4,
+            format!(
+                "record {}: header says {count} operations, found {applied}",
+                r.index
+            ),
+        );
+    }
+    *last_seq = first_seq + u64::from(count) - 1;
+    Ok(())
 }

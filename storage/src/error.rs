@@ -112,4 +112,17 @@ impl Error {
             source,
         }
     }
+
+    /// Builds an [`Error::Corruption`].
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
 }

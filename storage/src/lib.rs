@@ -8,19 +8,25 @@
 //! scans, close, stats), then [`options`] (what can be configured, and the limits every write
 //! is checked against) and [`error`] (what can go wrong).
 //!
-//! **State today (issue 3, milestone 1): the engine is in memory only.** Writes go to an
-//! ordered, sequence-numbered memtable and are acknowledged at once; nothing is written to
-//! disk yet, so a closed or crashed engine loses everything. The WAL (durability modes,
-//! group commit, recovery) is the next milestone.
+//! Layout: [`engine`] (write path, replay) on top of [`wal`] (segments, record frames, group
+//! commit, recovery, Raft-log operations) and the memtable; [`io`] is the seam every file
+//! operation goes through, which tests use to inject faults and simulate crashes.
+//!
+//! State today (issue 3): writes are durable through the WAL as the durability mode promises;
+//! all data lives in the memtable, bounded by `Options::memtable_size_bytes_max` (a write at
+//! the bound fails with [`Error::MemtableFull`]). SSTables and flushes are issue 4.
 
 pub mod batch;
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod io;
 mod memtable;
 pub mod options;
+mod signal;
 pub mod snapshot;
 pub mod stats;
+pub mod wal;
 
 /// A write's sequence number: every operation gets the next one, starting at 1.
 pub type SeqNo = u64;

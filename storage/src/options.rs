@@ -17,8 +17,8 @@ pub enum Durability {
         interval_ms: u64,
     },
     /// A write is acknowledged once it is in the memtable; the WAL is written in the background
-    /// and never explicitly synced while the engine runs (`close` still syncs). A crash can lose
-    /// any acknowledged write that was not yet written.
+    /// and synced only when a segment fills up and at `close`. A crash can lose any
+    /// acknowledged write that was not yet synced (a process crash: not yet written).
     None,
 }
 

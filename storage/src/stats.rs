@@ -90,6 +90,8 @@ stats_struct! {
     wal_group_records_32_plus_total,
     /// Most records carried by one WAL write.
     wal_group_records_max,
+    /// WAL writes or syncs that failed.
+    wal_io_errors_total,
     /// WAL segment files created.
     wal_segments_created_total,
     /// WAL segment files deleted.

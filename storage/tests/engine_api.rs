@@ -1,13 +1,16 @@
 //! The engine API contract (notes/ENGINE_API.md): every call, its typed errors, and the
 //! promise that a rejected write changes nothing.
 
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
 
 use common::{run, test_dir};
 use corekv_storage::{
-    CasOutcome, Clock, Engine, Error, Limit, OpenHooks, Options, ScanRange, WriteBatch,
+    CasOutcome, Clock, Durability, Engine, Error, Limit, OpenHooks, Options, ScanRange, WriteBatch,
 };
 
 fn range(start: &[u8], end: Option<&[u8]>, limit: usize, reverse: bool) -> ScanRange {
@@ -182,7 +185,12 @@ fn overwrites_do_not_grow_the_memtable_without_snapshots() {
     let dir = test_dir("api-overwrite");
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let e = Engine::open(&path, Options::default()).await.unwrap();
+        // Durability is beside the point here: skip the fsyncs.
+        let opts = Options {
+            durability: Durability::None,
+            ..Options::default()
+        };
+        let e = Engine::open(&path, opts).await.unwrap();
         e.put(b"k", &[1; 100]).await.unwrap();
         let one = e.stats().memtable_bytes;
         for i in 0..1000u32 {
@@ -310,6 +318,7 @@ fn ttl_entries_vanish_when_they_expire() {
         let clock = Clock::manual(1_000_000);
         let hooks = OpenHooks {
             clock: Some(clock.clone()),
+            ..OpenHooks::default()
         };
         let e = Engine::open_with_hooks(&path, Options::default(), hooks)
             .await

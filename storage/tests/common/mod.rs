@@ -29,3 +29,8 @@ pub fn test_dir(name: &str) -> tempfile::TempDir {
         .tempdir_in(base)
         .unwrap()
 }
+
+/// True when `COREKV_LONG_TESTS=1`: tests then run their long variants.
+pub fn long_tests() -> bool {
+    std::env::var("COREKV_LONG_TESTS").is_ok_and(|v| v == "1")
+}

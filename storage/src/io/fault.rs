@@ -1,0 +1,393 @@
+//! [`FaultInjector`]: makes chosen file operations fail, and simulates crashes and power loss.
+//!
+//! Attach one with `OpenHooks::faults`. It is deterministic for a given seed and sequence of
+//! operations, so a failing test replays.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::DmaBuffer;
+
+use super::File;
+use crate::error::{Error, Result};
+
+/// Size of the unit a torn write or a power loss tears at: writes are assumed atomic per
+/// 512-byte sector, and nothing stronger.
+pub const SECTOR_SIZE_BYTES: usize = 512;
+
+/// A kind of file operation, as counted and matched by the injector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultOp {
+    /// Creating a file.
+    Create,
+    /// Opening an existing file.
+    Open,
+    /// A data write.
+    Write,
+    /// A data read.
+    Read,
+    /// `fdatasync` of a file.
+    Sync,
+    /// `fallocate`.
+    Allocate,
+    /// Removing a file.
+    Remove,
+    /// Renaming a file.
+    Rename,
+    /// `fsync` of a directory.
+    SyncDir,
+}
+
+/// What an injected failure looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The operation fails with EIO and changes nothing.
+    Eio,
+    /// The operation fails with ENOSPC and changes nothing.
+    Enospc,
+    /// (writes) Only a whole-block prefix of the buffer is written (possibly nothing) and the
+    /// call returns the shorter length, as `pwrite` may.
+    ShortWrite,
+    /// (writes) A random subset of the buffer's 512-byte sectors reaches the file, then the
+    /// call fails with EIO.
+    TornWrite,
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: FaultOp,
+    /// Matching operations still to let through before failing.
+    skip: u64,
+    fault: Fault,
+    /// Fail every matching operation from then on (else only once).
+    persistent: bool,
+}
+
+#[derive(Debug)]
+struct UnsyncedWrite {
+    pos: u64,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rng: u64,
+    rules: Vec<Rule>,
+    counts: HashMap<FaultOp, u64>,
+    /// Write and sync operations until the simulated crash (0 = the next one crashes).
+    crash_in_ops: Option<u64>,
+    crashed: bool,
+    track_unsynced: bool,
+    unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
+}
+
+impl State {
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Counts `op` and decides its fate.
+    fn decide(&mut self, op: FaultOp) -> Decision {
+        if self.crashed {
+            return Decision::Dead;
+        }
+        *self.counts.entry(op).or_insert(0) += 1;
+        if matches!(op, FaultOp::Write | FaultOp::Sync) {
+            if let Some(n) = self.crash_in_ops.as_mut() {
+                if *n == 0 {
+                    self.crash_in_ops = None;
+                    self.crashed = true;
+                    return Decision::Crash;
+                }
+                *n -= 1;
+            }
+        }
+        let mut hit = None;
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            if rule.op != op {
+                continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                continue;
+            }
+            hit = Some((i, rule.fault, rule.persistent));
+            break;
+        }
+        match hit {
+            None => Decision::Proceed,
+            Some((i, fault, persistent)) => {
+                if !persistent {
+                    self.rules.remove(i);
+                }
+                Decision::Fail(fault)
+            }
+        }
+    }
+}
+
+enum Decision {
+    Proceed,
+    Fail(Fault),
+    Crash,
+    Dead,
+}
+
+/// Makes file operations fail on demand and simulates crashes. Cheap to clone; clones share
+/// state. Single-threaded, like the engine it is attached to.
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjector {
+    state: Rc<RefCell<State>>,
+}
+
+fn injected(op: &'static str, path: &Path, fault: Fault) -> Error {
+    let code = if fault == Fault::Enospc {
+        libc::ENOSPC
+    } else {
+        libc::EIO
+    };
+    Error::io(op, path, std::io::Error::from_raw_os_error(code))
+}
+
+fn dead(op: &'static str, path: &Path) -> Error {
+    Error::io(op, path, std::io::Error::from_raw_os_error(libc::EIO))
+}
+
+fn op_name(op: FaultOp) -> &'static str {
+    match op {
+        FaultOp::Create => "create",
+        FaultOp::Open => "open",
+        FaultOp::Write => "write",
+        FaultOp::Read => "read",
+        FaultOp::Sync => "fdatasync",
+        FaultOp::Allocate => "fallocate",
+        FaultOp::Remove => "remove",
+        FaultOp::Rename => "rename",
+        FaultOp::SyncDir => "fsync directory",
+    }
+}
+
+impl FaultInjector {
+    /// An injector that injects nothing until told; `seed` drives its random choices (which
+    /// sectors a torn write or a power loss keeps).
+    pub fn new(seed: u64) -> Self {
+        let inj = FaultInjector::default();
+        inj.state.borrow_mut().rng = seed;
+        inj
+    }
+
+    /// The `n`-th (0-based) future operation of kind `op` fails with `fault`, once.
+    pub fn fail_nth(&self, op: FaultOp, n: u64, fault: Fault) {
+        self.state.borrow_mut().rules.push(Rule {
+            op,
+            skip: n,
+            fault,
+            persistent: false,
+        });
+    }
+
+    /// Every future operation of kind `op` fails with `fault` until [`FaultInjector::clear`].
+    pub fn fail_all(&self, op: FaultOp, fault: Fault) {
+        self.state.borrow_mut().rules.push(Rule {
+            op,
+            skip: 0,
+            fault,
+            persistent: true,
+        });
+    }
+
+    /// Removes every failure rule (a pending crash stays).
+    pub fn clear(&self) {
+        self.state.borrow_mut().rules.clear();
+    }
+
+    /// How many operations of kind `op` were attempted.
+    pub fn count(&self, op: FaultOp) -> u64 {
+        self.state.borrow().counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Remembers every write until its file is `fdatasync`ed, so [`FaultInjector::power_loss`]
+    /// can undo it.
+    pub fn track_unsynced_writes(&self) {
+        self.state.borrow_mut().track_unsynced = true;
+    }
+
+    /// The machine crashes at the `n`-th (0-based) future write or `fdatasync`: a write lands
+    /// torn (a random subset of its sectors), a sync does not happen, and from then on every
+    /// operation fails with EIO without touching any file.
+    pub fn crash_at(&self, n: u64) {
+        self.state.borrow_mut().crash_in_ops = Some(n);
+    }
+
+    /// The machine crashes now (see [`FaultInjector::crash_at`]).
+    pub fn crash_now(&self) {
+        self.state.borrow_mut().crashed = true;
+    }
+
+    /// Whether the simulated machine has crashed.
+    pub fn crashed(&self) -> bool {
+        self.state.borrow().crashed
+    }
+
+    /// Simulates losing power: for every write not followed by an `fdatasync` of its file,
+    /// each 512-byte sector it touched ends up holding its content from before that write or
+    /// after any later unsynced write, chosen at random. Requires
+    /// [`FaultInjector::track_unsynced_writes`] from before the writes; call it after the crash
+    /// and before reopening. Returns how many sectors changed.
+    pub fn power_loss(&self) -> std::io::Result<usize> {
+        let mut st = self.state.borrow_mut();
+        let unsynced = std::mem::take(&mut st.unsynced);
+        let mut changed = 0;
+        for (path, writes) in unsynced {
+            // sector number -> candidate contents, oldest first.
+            let mut sectors: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+            for w in &writes {
+                for (i, new) in w.new.chunks(SECTOR_SIZE_BYTES).enumerate() {
+                    let at = i * SECTOR_SIZE_BYTES;
+                    let s = w.pos / SECTOR_SIZE_BYTES as u64 + i as u64;
+                    let cands = sectors.entry(s).or_default();
+                    if cands.is_empty() {
+                        cands.push(w.old[at..at + new.len()].to_vec());
+                    }
+                    cands.push(new.to_vec());
+                }
+            }
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            for (s, cands) in sectors {
+                let pick = (st.next_rand() % cands.len() as u64) as usize;
+                if pick != cands.len() - 1 {
+                    changed += 1;
+                }
+                f.write_all_at(&cands[pick], s * SECTOR_SIZE_BYTES as u64)?;
+            }
+            f.sync_all()?;
+        }
+        Ok(changed)
+    }
+
+    /// Checks a non-write operation.
+    pub(crate) fn before(&self, op: FaultOp, path: &Path) -> Result<()> {
+        let d = self.state.borrow_mut().decide(op);
+        match d {
+            Decision::Proceed => Ok(()),
+            Decision::Fail(fault) => Err(injected(op_name(op), path, fault)),
+            Decision::Crash | Decision::Dead => Err(dead(op_name(op), path)),
+        }
+    }
+
+    /// The file was synced: its writes are durable.
+    pub(crate) fn synced(&self, path: &Path) {
+        self.state.borrow_mut().unsynced.remove(path);
+    }
+
+    /// The file was removed.
+    pub(crate) fn forget(&self, path: &Path) {
+        self.state.borrow_mut().unsynced.remove(path);
+    }
+
+    /// A write through the injector.
+    pub(crate) async fn write(&self, file: &File, buf: DmaBuffer, pos: u64) -> Result<usize> {
+        let d = self.state.borrow_mut().decide(FaultOp::Write);
+        let path = file.path();
+        let io_err = |e: std::io::Error| Error::io("write (fault injection)", path, e);
+        match d {
+            Decision::Dead => Err(dead("write", path)),
+            Decision::Fail(f @ (Fault::Eio | Fault::Enospc)) => Err(injected("write", path, f)),
+            Decision::Proceed => {
+                self.remember(path, pos, buf.as_bytes()).map_err(io_err)?;
+                file.raw_write(buf, pos).await
+            }
+            Decision::Fail(Fault::ShortWrite) => {
+                let blocks = buf.len() / crate::options::WAL_BLOCK_SIZE_BYTES;
+                let keep_blocks =
+                    (self.state.borrow_mut().next_rand() % blocks.max(1) as u64) as usize;
+                let keep = keep_blocks * crate::options::WAL_BLOCK_SIZE_BYTES;
+                if keep == 0 {
+                    return Ok(0);
+                }
+                let mut prefix = file.alloc(keep);
+                prefix
+                    .as_bytes_mut()
+                    .copy_from_slice(&buf.as_bytes()[..keep]);
+                self.remember(path, pos, prefix.as_bytes())
+                    .map_err(io_err)?;
+                file.raw_write(prefix, pos).await
+            }
+            Decision::Fail(Fault::TornWrite) => {
+                self.tear(path, pos, buf.as_bytes()).map_err(io_err)?;
+                Err(injected("write", path, Fault::TornWrite))
+            }
+            Decision::Crash => {
+                self.tear(path, pos, buf.as_bytes()).map_err(io_err)?;
+                Err(dead("write", path))
+            }
+        }
+    }
+
+    /// Records a write about to happen, for `power_loss`.
+    fn remember(&self, path: &Path, pos: u64, new: &[u8]) -> std::io::Result<()> {
+        if !self.state.borrow().track_unsynced {
+            return Ok(());
+        }
+        let mut old = vec![0u8; new.len()];
+        let f = std::fs::File::open(path)?;
+        let n = read_full_at(&f, &mut old, pos)?;
+        old[n..].fill(0);
+        self.state
+            .borrow_mut()
+            .unsynced
+            .entry(path.to_path_buf())
+            .or_default()
+            .push(UnsyncedWrite {
+                pos,
+                old,
+                new: new.to_vec(),
+            });
+        Ok(())
+    }
+
+    /// Writes a random subset of the sectors of `new` (buffered I/O; later O_DIRECT reads
+    /// see it because direct reads flush the page cache first).
+    fn tear(&self, path: &Path, pos: u64, new: &[u8]) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let mut landed = vec![0u8; new.len()];
+        let n = read_full_at(&f, &mut landed, pos)?;
+        landed[n..].fill(0);
+        {
+            let mut st = self.state.borrow_mut();
+            for (i, sector) in new.chunks(SECTOR_SIZE_BYTES).enumerate() {
+                if st.next_rand() % 2 == 0 {
+                    let at = i * SECTOR_SIZE_BYTES;
+                    landed[at..at + sector.len()].copy_from_slice(sector);
+                }
+            }
+        }
+        self.remember(path, pos, &landed)?;
+        f.write_all_at(&landed, pos)?;
+        f.sync_all()
+    }
+}
+
+fn read_full_at(f: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], pos + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}

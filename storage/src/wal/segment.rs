@@ -1,0 +1,232 @@
+//! WAL segment files: naming, the header block, creation.
+//!
+//! A segment is `wal-<first index, 20 decimal digits>.log`, preallocated to its full size
+//! (`Options::wal_segment_size_bytes`, or larger for a record that needs it) so that appends
+//! never change the file size (an `fdatasync` then needs no journal commit for metadata).
+//!
+//! ## Header block (the first 4096 bytes, little-endian)
+//!
+//! ```text
+//! 0              8                12               16              24                  32       36
+//! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
+//! | magic        | format_version | block_size     | first_index   | segment_size      | crc32c | zeros      |
+//! | "corekvWL"   | u32 = 1        | u32 = 4096     | u64           | u64 (bytes)       | of 0..32 | to 4096  |
+//! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
+//! ```
+//!
+//! Records (see [`super::record`]) follow from byte 4096.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::io::{File, Io};
+use crate::options::WAL_BLOCK_SIZE_BYTES;
+
+/// Identifies a WAL segment.
+pub(crate) const MAGIC: &[u8; 8] = b"corekvWL";
+/// The on-disk format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Where the first record starts.
+pub(crate) const HEADER_BLOCK_BYTES: u64 = WAL_BLOCK_SIZE_BYTES as u64;
+
+/// The file name of the segment whose first record has index `first_index`.
+pub(crate) fn file_name(first_index: u64) -> String {
+    format!("wal-{first_index:020}.log")
+}
+
+/// The first index encoded in a segment file name, or None for other files.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The header block's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) first_index: u64,
+    pub(crate) segment_size_bytes: u64,
+}
+
+impl Header {
+    /// The 4096-byte header block.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; WAL_BLOCK_SIZE_BYTES];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(WAL_BLOCK_SIZE_BYTES as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.first_index.to_le_bytes());
+        b[24..32].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..32]);
+        b[32..36].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses a header block; the error text says what is wrong.
+    pub(crate) fn decode(b: &[u8]) -> std::result::Result<Header, String> {
+        if b.len() < 36 {
+            return Err(format!("header truncated: {} bytes", b.len()));
+        }
+        if b[0..36].iter().all(|&x| x == 0) {
+            return Err("header is all zeros (segment creation never completed)".into());
+        }
+        if &b[0..8] != MAGIC {
+            return Err("not a corekv WAL segment (bad magic)".into());
+        }
+        let crc = u32::from_le_bytes([b[32], b[33], b[34], b[35]]);
+        if crc32c::crc32c(&b[0..32]) != crc {
+            return Err("header checksum mismatch".into());
+        }
+        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "WAL format version {version} is not supported (this build reads version \
+                 {FORMAT_VERSION})"
+            ));
+        }
+        let block = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if block as usize != WAL_BLOCK_SIZE_BYTES {
+            return Err(format!("block size {block} is not {WAL_BLOCK_SIZE_BYTES}"));
+        }
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&b[16..24]);
+        let first_index = u64::from_le_bytes(u);
+        u.copy_from_slice(&b[24..32]);
+        let segment_size_bytes = u64::from_le_bytes(u);
+        Ok(Header {
+            first_index,
+            segment_size_bytes,
+        })
+    }
+}
+
+/// Creates a segment durably: file, preallocation, header, `fdatasync`, directory `fsync`.
+/// Returns the open file.
+pub(crate) async fn create(
+    io: &Io,
+    dir: &Path,
+    first_index: u64,
+    size_bytes: u64,
+) -> Result<(File, PathBuf)> {
+    debug_assert!(size_bytes % HEADER_BLOCK_BYTES == 0 && size_bytes > HEADER_BLOCK_BYTES);
+    let path = dir.join(file_name(first_index));
+    let file = io.create(&path).await?;
+    file.allocate(size_bytes).await?;
+    let header = Header {
+        first_index,
+        segment_size_bytes: size_bytes,
+    }
+    .encode();
+    let mut buf = file.alloc(header.len());
+    buf.as_bytes_mut().copy_from_slice(&header);
+    file.write_at(buf, 0).await?;
+    file.fdatasync().await?;
+    io.sync_dir(dir).await?;
+    Ok((file, path))
+}
+
+/// Suffix of a segment being rewritten (see [`rewrite_prefix`]).
+pub(crate) const TMP_SUFFIX: &str = ".log.tmp";
+
+/// Atomically replaces segment `first_index` by a segment holding only `prefix` (its first
+/// bytes, header included) followed by zeros: the copy is written to a temporary file,
+/// synced, renamed over the segment, and the directory is synced. A crash at any point leaves
+/// either the old or the new segment. Returns the new segment, open.
+pub(crate) async fn rewrite_prefix(
+    io: &Io,
+    dir: &Path,
+    first_index: u64,
+    size_bytes: u64,
+    prefix: &[u8],
+) -> Result<File> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let name = file_name(first_index);
+    let tmp = dir.join(format!("wal-{first_index:020}{TMP_SUFFIX}"));
+    let path = dir.join(&name);
+    let file = io.create(&tmp).await?;
+    file.allocate(size_bytes.max(HEADER_BLOCK_BYTES)).await?;
+    let mut at = 0usize;
+    while at < prefix.len() {
+        let n = CHUNK_BYTES.min(prefix.len() - at);
+        let len = n.next_multiple_of(WAL_BLOCK_SIZE_BYTES);
+        let mut buf = file.alloc(len);
+        let bytes = buf.as_bytes_mut();
+        bytes[..n].copy_from_slice(&prefix[at..at + n]);
+        bytes[n..].fill(0);
+        file.write_at(buf, at as u64).await?;
+        at += n;
+    }
+    file.fdatasync().await?;
+    file.close().await?;
+    io.rename(&tmp, &path)?;
+    io.sync_dir(dir).await?;
+    io.open(&path).await
+}
+
+/// Reads a whole segment file into memory.
+pub(crate) async fn read_all(file: &File) -> Result<Vec<u8>> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let size = file.size().await?;
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while (data.len() as u64) < size {
+        let want = CHUNK_BYTES.min((size - data.len() as u64) as usize);
+        let chunk = file.read_at(data.len() as u64, want).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
+}
+
+/// An error about a segment's header.
+pub(crate) fn header_error(path: &Path, detail: String) -> Error {
+    Error::corruption(path, 0, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort_by_index() {
+        assert_eq!(file_name(1), "wal-00000000000000000001.log");
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "wal-1.log",
+            "wal-0000000000000000000x.log",
+            "LOCK",
+            "wal-00000000000000000001.tmp",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+        assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = Header {
+            first_index: 77,
+            segment_size_bytes: 1 << 20,
+        };
+        let b = h.encode();
+        assert_eq!(Header::decode(&b), Ok(h));
+        for i in 0..36 {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert!(Header::decode(&d).is_err(), "byte {i}");
+        }
+        assert!(
+            Header::decode(&[0; 4096])
+                .unwrap_err()
+                .contains("all zeros")
+        );
+        let mut v2 = b.clone();
+        v2[8] = 2;
+        let crc = crc32c::crc32c(&v2[0..32]);
+        v2[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(Header::decode(&v2).unwrap_err().contains("version 2"));
+    }
+}

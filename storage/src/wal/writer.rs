@@ -1,0 +1,274 @@
+//! The WAL writer task: group commit.
+//!
+//! One task per WAL does all of its writes and syncs, one at a time. Appending only queues a
+//! record and wakes the task; the task takes every queued record that fits (up to
+//! `wal_write_bytes_max` and the end of the segment), writes them with the partially filled
+//! last block in one aligned O_DIRECT write, and in `sync` mode `fdatasync`s. Records queued
+//! while that write and sync are in flight wait for the next round, where they are written and
+//! synced together: under load, one `fdatasync` covers many writers.
+//!
+//! The partially filled last block is rewritten by the next write with the same bytes for the
+//! records it already holds, so a torn rewrite (at 512-byte sector granularity) cannot damage
+//! them. Before a new segment gets its first record, the previous one is synced, so only the
+//! last segment can ever end in a torn write.
+
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::record;
+use super::segment::{self, HEADER_BLOCK_BYTES};
+use super::{Active, Failure, Segment, Shared};
+use crate::error::Result;
+use crate::options::{Durability, WAL_BLOCK_SIZE_BYTES};
+
+const BLOCK: u64 = WAL_BLOCK_SIZE_BYTES as u64;
+
+enum Job {
+    Exit,
+    Idle,
+    Work,
+}
+
+fn next_job(sh: &Shared) -> Job {
+    let mut st = sh.st.borrow_mut();
+    if st.failure.is_some() {
+        return Job::Exit;
+    }
+    if st.maintenance {
+        return Job::Idle;
+    }
+    if !st.pending.is_empty() {
+        return Job::Work;
+    }
+    if st.sync_requested {
+        if st.synced_index < st.written_index {
+            return Job::Work;
+        }
+        st.sync_requested = false;
+    }
+    if st.shutdown {
+        return Job::Exit;
+    }
+    Job::Idle
+}
+
+/// The writer task's body. Ends on shutdown (once everything queued is written) or on the
+/// first I/O failure, which it records so every waiter and every later append fails.
+pub(super) async fn run(sh: Rc<Shared>) {
+    loop {
+        let seen = sh.work.generation();
+        match next_job(&sh) {
+            Job::Exit => break,
+            Job::Idle => {
+                sh.work.changed(seen).await;
+                continue;
+            }
+            Job::Work => {}
+        }
+        sh.st.borrow_mut().busy = true;
+        let result = work(&sh).await;
+        let mut st = sh.st.borrow_mut();
+        st.busy = false;
+        if let Err(e) = result {
+            tracing::error!(error = %e, dir = ?sh.dir, "WAL write failed; the engine is read-only until reopened");
+            st.stats.io_errors_total += 1;
+            st.failure = Some(Failure::from_error(&e));
+            drop(st);
+            sh.progress.notify();
+            break;
+        }
+        drop(st);
+        sh.progress.notify();
+    }
+    sh.st.borrow_mut().writer_running = false;
+    sh.progress.notify();
+}
+
+/// One round: write what is queued (rolling over first if needed) and sync as the mode or a
+/// sync request asks; or only sync.
+async fn work(sh: &Shared) -> Result<()> {
+    let first_frame = sh
+        .st
+        .borrow()
+        .pending
+        .front()
+        .map(|p| record::frame_len(p.payload.len()) as u64);
+    let Some(first_frame) = first_frame else {
+        return sync_only(sh).await;
+    };
+    let has_room = {
+        let st = sh.st.borrow();
+        match (&st.active, st.segments.last()) {
+            (Some(a), Some(seg)) => a.end + first_frame <= seg.size_bytes,
+            _ => false,
+        }
+    };
+    if !has_room {
+        rollover(sh, first_frame).await?;
+    }
+
+    // Build one write from the tail block and as many queued records as fit.
+    let (file, buf, block_start, offsets, last_index, new_end, new_tail, records) = {
+        let mut st = sh.st.borrow_mut();
+        let st = &mut *st;
+        let (Some(active), Some(seg)) = (st.active.as_ref(), st.segments.last()) else {
+            return Err(crate::Error::io(
+                "wal write",
+                &sh.dir,
+                std::io::Error::other("internal error: no active segment after rollover"),
+            ));
+        };
+        let start = active.end;
+        let block_start = start - start % BLOCK;
+        let tail_len = (start - block_start) as usize;
+        debug_assert_eq!(tail_len, active.tail.len());
+        let mut frames = 0usize;
+        let mut take = 0usize;
+        for p in &st.pending {
+            let f = record::frame_len(p.payload.len());
+            if start + (frames + f) as u64 > seg.size_bytes {
+                break;
+            }
+            if take > 0 && tail_len + frames + f > sh.opts.write_bytes_max {
+                break;
+            }
+            frames += f;
+            take += 1;
+        }
+        debug_assert!(take > 0);
+        let len = (tail_len + frames).next_multiple_of(WAL_BLOCK_SIZE_BYTES);
+        let mut buf = active.file.alloc(len);
+        let bytes = buf.as_bytes_mut();
+        bytes[..tail_len].copy_from_slice(&active.tail);
+        let durable_index = st.synced_index;
+        let mut at = tail_len;
+        let mut offsets = Vec::with_capacity(take);
+        let mut last_index = 0;
+        for _ in 0..take {
+            let Some(p) = st.pending.pop_front() else {
+                break;
+            };
+            let f = record::frame_len(p.payload.len());
+            record::encode(&mut bytes[at..at + f], p.index, durable_index, &p.payload);
+            st.pending_bytes -= p.payload.len();
+            offsets.push(block_start + at as u64);
+            debug_assert_eq!(p.index, st.written_index + offsets.len() as u64);
+            last_index = p.index;
+            at += f;
+        }
+        bytes[at..].fill(0);
+        let new_end = block_start + at as u64;
+        let tail_from = at - at % WAL_BLOCK_SIZE_BYTES;
+        let new_tail = bytes[tail_from..at].to_vec();
+        (
+            active.file.clone(),
+            buf,
+            block_start,
+            offsets,
+            last_index,
+            new_end,
+            new_tail,
+            take,
+        )
+    };
+    let write_len = buf.len() as u64;
+    file.write_at(buf, block_start).await?;
+    let sync_now = sh.opts.durability == Durability::Sync || sh.st.borrow().sync_requested;
+    {
+        let mut st = sh.st.borrow_mut();
+        let st = &mut *st;
+        if let Some(seg) = st.segments.last_mut() {
+            seg.offsets.extend_from_slice(&offsets);
+            seg.end = new_end;
+        }
+        if let Some(a) = st.active.as_mut() {
+            a.end = new_end;
+            a.tail = new_tail;
+        }
+        st.written_index = last_index;
+        st.stats.records_total += records as u64;
+        st.stats.write_bytes_total += write_len;
+        st.stats.writes_total += 1;
+        st.stats.record_group(records as u64);
+    }
+    if sync_now {
+        sync_file(sh, &file, last_index).await?;
+    }
+    Ok(())
+}
+
+async fn sync_only(sh: &Shared) -> Result<()> {
+    let (file, upto) = {
+        let st = sh.st.borrow();
+        match &st.active {
+            Some(a) => (a.file.clone(), st.written_index),
+            None => return Ok(()),
+        }
+    };
+    sync_file(sh, &file, upto).await
+}
+
+/// `fdatasync`s `file`, after which every record up to `upto` is durable.
+async fn sync_file(sh: &Shared, file: &crate::io::File, upto: u64) -> Result<()> {
+    // A sync request that arrives during this sync asks for another one.
+    sh.st.borrow_mut().sync_requested = false;
+    file.fdatasync().await?;
+    let mut st = sh.st.borrow_mut();
+    st.synced_index = st.synced_index.max(upto);
+    st.stats.syncs_total += 1;
+    Ok(())
+}
+
+/// Seals the active segment (synced, so it can never end torn) and starts a new one whose
+/// first record is the next queued one, big enough for a frame of `frame_len` bytes.
+async fn rollover(sh: &Shared, frame_len: u64) -> Result<()> {
+    let old = sh.st.borrow_mut().active.take();
+    if let Some(old) = old {
+        let upto = sh.st.borrow().written_index;
+        if sh.st.borrow().synced_index < upto {
+            sync_file(sh, &old.file, upto).await?;
+        }
+        drop(old);
+    }
+    let first_index = sh.st.borrow().written_index + 1;
+    let size_bytes = (sh.opts.segment_size_bytes as u64)
+        .max((HEADER_BLOCK_BYTES + frame_len).next_multiple_of(BLOCK));
+    let (file, path) = segment::create(&sh.io, &sh.dir, first_index, size_bytes).await?;
+    let mut st = sh.st.borrow_mut();
+    st.segments.push(Segment {
+        first_index,
+        path,
+        size_bytes,
+        offsets: Vec::new(),
+        end: HEADER_BLOCK_BYTES,
+    });
+    st.active = Some(Active {
+        file: Rc::new(file),
+        end: HEADER_BLOCK_BYTES,
+        tail: Vec::new(),
+    });
+    st.stats.segments_created_total += 1;
+    tracing::debug!(first_index, size_bytes, "WAL segment created");
+    Ok(())
+}
+
+/// In `periodic` mode: asks the writer for an `fdatasync` every interval while there is
+/// unsynced data. Ends with the WAL.
+pub(super) async fn periodic_sync(sh: Weak<Shared>, interval: Duration) {
+    loop {
+        glommio::timer::sleep(interval).await;
+        let Some(sh) = sh.upgrade() else {
+            return;
+        };
+        {
+            let mut st = sh.st.borrow_mut();
+            if st.shutdown || st.failure.is_some() {
+                return;
+            }
+            if st.written_index > st.synced_index || !st.pending.is_empty() {
+                st.sync_requested = true;
+            }
+        }
+        sh.work.notify();
+    }
+}

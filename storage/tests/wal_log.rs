@@ -1,0 +1,511 @@
+//! The WAL on its own: replay after reopen, segment rollover, torn tails at every offset of
+//! the last block, corruption reported with file and offset, the recovery modes, and the
+//! Raft-log operations (read by index range, truncate a suffix, drop a prefix).
+
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run, test_dir};
+use corekv_storage::wal::{RecoveryReport, Wal, WalOptions};
+use corekv_storage::{Durability, Error, WalRecoveryMode};
+
+fn opts(segment_kib: usize) -> WalOptions {
+    WalOptions {
+        durability: Durability::Sync,
+        segment_size_bytes: segment_kib << 10,
+        write_bytes_max: 64 << 10,
+        recovery_mode: WalRecoveryMode::TolerateTornTail,
+    }
+}
+
+/// The payload of record `i`: its index and a length that varies, so frames straddle blocks.
+fn payload(i: u64) -> Vec<u8> {
+    let len = 1 + (i as usize * 37) % 300;
+    let mut p = i.to_le_bytes().to_vec();
+    p.resize(len.max(8), (i % 251) as u8);
+    p
+}
+
+async fn open(
+    dir: &Path,
+    o: WalOptions,
+) -> corekv_storage::Result<(Wal, Vec<(u64, Vec<u8>)>, RecoveryReport)> {
+    let mut got = Vec::new();
+    let (wal, report) = Wal::open(dir, o, None, |r| {
+        got.push((r.index, r.payload.to_vec()));
+        Ok(())
+    })
+    .await?;
+    Ok((wal, got, report))
+}
+
+async fn append_synced(wal: &Wal, range: std::ops::Range<u64>) {
+    for i in range {
+        let idx = wal.append(payload(i)).unwrap();
+        assert_eq!(idx, i);
+        wal.wait_durable(idx).await.unwrap();
+    }
+}
+
+/// Appends records without waiting for each (they group-commit), then waits for the last.
+async fn append_all(wal: &Wal, range: std::ops::Range<u64>) {
+    let mut last = 0;
+    for i in range {
+        last = wal.append(payload(i)).unwrap();
+        assert_eq!(last, i);
+    }
+    wal.wait_durable(last).await.unwrap();
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn first_index_of(segment: &Path) -> u64 {
+    segment.file_name().unwrap().to_str().unwrap()[4..24]
+        .parse()
+        .unwrap()
+}
+
+fn assert_records(got: &[(u64, Vec<u8>)], range: std::ops::Range<u64>) {
+    let want: Vec<_> = range.map(|i| (i, payload(i))).collect();
+    assert_eq!(got.len(), want.len(), "record count");
+    assert!(got == want.as_slice(), "records differ");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn records_survive_reopen_and_segments_roll_over() {
+    let dir = test_dir("wal-reopen");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert!(got.is_empty());
+        assert_eq!((report.first_index, report.next_index), (1, 1));
+        append_synced(&wal, 1..300).await;
+        let st = wal.stats();
+        assert_eq!(st.syncs_total, 299, "one sync per awaited record");
+        append_all(&wal, 300..600).await;
+        let st = wal.stats();
+        assert!(st.segments_created_total >= 2, "{st:?}");
+        assert!(
+            st.writes_total < 599,
+            "appends without waiting group-commit: {st:?}"
+        );
+        wal.close().await.unwrap();
+        assert!(matches!(wal.append(payload(1)), Err(Error::Closed)));
+        drop(wal);
+
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert_records(&got, 1..600);
+        assert_eq!(report.records_replayed, 599);
+        assert_eq!(report.torn_tails_cut, 0);
+        // Appends continue the index sequence, in the last segment.
+        append_synced(&wal, 600..700).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        let (_wal, got, _) = open(&path, opts(64)).await.unwrap();
+        assert_records(&got, 1..700);
+    });
+}
+
+#[test]
+fn a_record_larger_than_a_segment_gets_its_own_segment() {
+    let dir = test_dir("wal-big");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        let big = vec![7u8; 200 << 10];
+        let i = wal.append(b"small".to_vec()).unwrap();
+        let j = wal.append(big.clone()).unwrap();
+        let k = wal.append(b"after".to_vec()).unwrap();
+        wal.wait_durable(k).await.unwrap();
+        assert_eq!((i, j, k), (1, 2, 3));
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, _) = open(&path, opts(64)).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].1, big);
+        let read = wal.read(1..4, usize::MAX).await.unwrap();
+        assert_eq!(read, got);
+        assert!(
+            wal.append(Vec::new()).is_err(),
+            "empty payloads are refused"
+        );
+    });
+}
+
+/// Writes records 1..=n (each synced) and returns the byte offset of each record's frame in
+/// the single segment (and the end of the last one), plus the segment's path.
+async fn one_segment_log(path: &Path, n: u64) -> (PathBuf, Vec<u64>) {
+    let (wal, _, _) = open(path, opts(64)).await.unwrap();
+    append_synced(&wal, 1..n + 1).await;
+    wal.close().await.unwrap();
+    drop(wal);
+    let segs = segments(path);
+    assert_eq!(segs.len(), 1);
+    // Frame offsets: header block, then frames padded to 8 bytes.
+    let mut offsets = Vec::new();
+    let mut at = 4096u64;
+    for i in 1..=n {
+        offsets.push(at);
+        at += ((24 + payload(i).len()) as u64).next_multiple_of(8);
+    }
+    offsets.push(at);
+    (segs[0].clone(), offsets)
+}
+
+#[test]
+fn torn_tails_at_every_offset_of_the_last_block_lose_exactly_the_torn_records() {
+    let dir = test_dir("wal-torn");
+    let base = dir.path().join("base");
+    run(move || async move {
+        let n = 40;
+        let (seg, offsets) = one_segment_log(&base, n).await;
+        let end = offsets[n as usize];
+        let last_block = end - end % 4096;
+        let name = seg.file_name().unwrap().to_owned();
+        let work = base.parent().unwrap().join("work");
+        // Every 8-byte step over the last block and the records before it.
+        let from = offsets[n as usize - 6].min(last_block);
+        let mut cases = 0;
+        // COREKV_LONG_TESTS=1: every 8-byte step, each followed by appends and a reopen.
+        let long = common::long_tests();
+        let step = if long { 8 } else { 100 };
+        for cut in (from..end).step_by(step).chain([end - 1]) {
+            // Zero the rest of the last block, or cut the file short anywhere in the range.
+            for zero in [true, false] {
+                if zero && cut < last_block {
+                    continue;
+                }
+                let _ = std::fs::remove_dir_all(&work);
+                copy_dir(&base, &work);
+                let f = work.join(&name);
+                if zero {
+                    // Zero from the cut to the end of its block (a torn/unwritten block).
+                    let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                    let block_end = (cut / 4096 + 1) * 4096;
+                    use std::os::unix::fs::FileExt;
+                    file.write_all_at(&vec![0u8; (block_end - cut) as usize], cut)
+                        .unwrap();
+                } else {
+                    // The file ends at the cut (a crash before a size change reached disk).
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&f)
+                        .unwrap()
+                        .set_len(cut)
+                        .unwrap();
+                }
+                // Records wholly before the cut survive (their padding may go); the rest are a
+                // torn tail.
+                let keep = (1..=n)
+                    .filter(|&i| offsets[i as usize - 1] + 24 + payload(i).len() as u64 <= cut)
+                    .count() as u64;
+                let (wal, got, report) = open(&work, opts(64))
+                    .await
+                    .unwrap_or_else(|e| panic!("cut {cut} zero {zero}: {e}"));
+                assert_records(&got, 1..keep + 1);
+                // A cut exactly at a frame boundary looks like a clean end; anything else is a
+                // torn tail, detected and counted.
+                let torn = keep < n && cut > offsets[keep as usize];
+                assert_eq!(
+                    report.torn_tails_cut,
+                    u64::from(torn),
+                    "cut {cut} zero {zero}"
+                );
+                cases += 1;
+                if !long && cases % 4 != 1 {
+                    continue;
+                }
+                // The cut log takes new records and reads back clean.
+                append_synced(&wal, keep + 1..keep + 3).await;
+                wal.close().await.unwrap();
+                drop(wal);
+                let (_w, got, report) = open(&work, opts(64)).await.unwrap();
+                assert_records(&got, 1..keep + 3);
+                assert_eq!(report.torn_tails_cut, 0);
+            }
+        }
+        assert!(cases > 60, "{cases}");
+    });
+}
+
+#[test]
+fn a_corrupt_byte_in_an_earlier_record_fails_open_with_file_and_offset() {
+    let dir = test_dir("wal-corrupt");
+    let base = dir.path().join("base");
+    run(move || async move {
+        let n = 30;
+        let (seg, offsets) = one_segment_log(&base, n).await;
+        let name = seg.file_name().unwrap().to_owned();
+        let work = base.parent().unwrap().join("work");
+        for victim in [1u64, 2, 10, n - 1] {
+            // Corrupt the first payload byte, then a header byte.
+            for delta in [24u64, 9] {
+                let _ = std::fs::remove_dir_all(&work);
+                copy_dir(&base, &work);
+                let f = work.join(&name);
+                let at = offsets[victim as usize - 1] + delta;
+                flip(&f, at);
+                match open(&work, opts(64)).await {
+                    Err(Error::Corruption { file, offset, .. }) => {
+                        assert_eq!(file, f);
+                        assert_eq!(offset, offsets[victim as usize - 1], "victim {victim}");
+                    }
+                    Err(other) => panic!("victim {victim}: unexpected {other}"),
+                    Ok(_) => panic!("victim {victim}: corruption was not detected"),
+                }
+                // The file is left as it was: nothing is repaired silently.
+                let mut again = std::fs::read(&f).unwrap();
+                again[at as usize] ^= 0x40;
+                assert_eq!(again, std::fs::read(base.join(&name)).unwrap());
+            }
+        }
+        // The very last record damaged: indistinguishable from a torn write, cut and counted.
+        let _ = std::fs::remove_dir_all(&work);
+        copy_dir(&base, &work);
+        flip(&work.join(&name), offsets[n as usize - 1] + 24);
+        let (_w, got, report) = open(&work, opts(64)).await.unwrap();
+        assert_records(&got, 1..n);
+        assert_eq!(report.torn_tails_cut, 1);
+    });
+}
+
+fn flip(f: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f)
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x40;
+    file.write_all_at(&b, at).unwrap();
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_corruption_and_the_recovery_modes_differ() {
+    let dir = test_dir("wal-modes");
+    let base = dir.path().join("base");
+    run(move || async move {
+        let (wal, _, _) = open(&base, opts(64)).await.unwrap();
+        append_all(&wal, 1..1500).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        let segs = segments(&base);
+        assert!(segs.len() >= 3);
+        let work = base.parent().unwrap().join("work");
+        let second = segs[1].file_name().unwrap().to_owned();
+        let first_of_third: u64 = segs[2].file_name().unwrap().to_str().unwrap()[4..24]
+            .parse()
+            .unwrap();
+        let first_of_second: u64 = second.to_str().unwrap()[4..24].parse().unwrap();
+
+        // The LAST record of a sealed segment damaged: still corruption (only the last
+        // segment may end torn). Find it by reading the segment's record offsets back.
+        let prepare = |work: &Path| {
+            let _ = std::fs::remove_dir_all(work);
+            copy_dir(&base, work);
+            let f = work.join(&second);
+            // Damage the first record of the second segment.
+            flip(&f, 4096 + 24);
+            f
+        };
+        let f = prepare(&work);
+        match open(&work, opts(64)).await {
+            Err(Error::Corruption { file, offset, .. }) => {
+                assert_eq!(file, f);
+                assert_eq!(offset, 4096);
+            }
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+        let strict = WalOptions {
+            recovery_mode: WalRecoveryMode::AbsoluteConsistency,
+            ..opts(64)
+        };
+        assert!(matches!(
+            open(&work, strict.clone()).await,
+            Err(Error::Corruption { .. })
+        ));
+
+        // skip-to-last-good: replay stops before the damage; later segments are deleted.
+        let skip = WalOptions {
+            recovery_mode: WalRecoveryMode::SkipToLastGood,
+            ..opts(64)
+        };
+        let (wal, got, report) = open(&work, skip).await.unwrap();
+        assert_records(&got, 1..first_of_second);
+        assert_eq!(report.corruptions_skipped, 1);
+        assert!(report.segments_dropped >= 1);
+        assert_eq!(segments(&work).len(), 2);
+        assert!(first_of_third > first_of_second);
+        // The log continues from the last good record, and reopens cleanly in the default mode.
+        append_synced(&wal, first_of_second..first_of_second + 5).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        let (_w, got, _) = open(&work, opts(64)).await.unwrap();
+        assert_records(&got, 1..first_of_second + 5);
+
+        // absolute-consistency refuses even a torn tail.
+        let _ = std::fs::remove_dir_all(&work);
+        copy_dir(&base, &work);
+        let last = segments(&work).pop().unwrap();
+        let len = std::fs::metadata(&last).unwrap().len();
+        let data = std::fs::read(&last).unwrap();
+        let end = data.iter().rposition(|&b| b != 0).unwrap() as u64;
+        flip(&last, end);
+        assert!(matches!(
+            open(&work, strict).await,
+            Err(Error::Corruption { .. })
+        ));
+        assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
+        let (_w, _got, report) = open(&work, opts(64)).await.unwrap();
+        assert_eq!(report.torn_tails_cut, 1);
+    });
+}
+
+#[test]
+fn an_unknown_format_version_or_missing_segment_is_refused() {
+    let dir = test_dir("wal-version");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        append_all(&wal, 1..1500).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        let segs = segments(&path);
+        // A missing middle segment is a gap.
+        let middle = segs[1].clone();
+        let saved = std::fs::read(&middle).unwrap();
+        std::fs::remove_file(&middle).unwrap();
+        match open(&path, opts(64)).await {
+            Err(Error::Corruption { file, detail, .. }) => {
+                assert_eq!(file, segs[2]);
+                assert!(detail.contains("previous one ends"), "{detail}");
+            }
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+        std::fs::write(&middle, &saved).unwrap();
+        // A segment from a future format version.
+        let mut v2 = saved.clone();
+        v2[8] = 2;
+        let crc = crc32c::crc32c(&v2[0..32]);
+        v2[32..36].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&middle, &v2).unwrap();
+        match open(&path, opts(64)).await {
+            Err(Error::Corruption { file, detail, .. }) => {
+                assert_eq!(file, middle);
+                assert!(detail.contains("version 2"), "{detail}");
+            }
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+    });
+}
+
+#[test]
+fn raft_log_operations_read_truncate_and_compact() {
+    let dir = test_dir("wal-raft");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        append_all(&wal, 1..500).await;
+        append_synced(&wal, 500..510).await;
+        append_all(&wal, 510..1500).await;
+        let segs = segments(&path).len();
+        assert!(segs >= 4);
+
+        // Read any range, across segments, with a byte budget.
+        let all = wal.read(1..1500, usize::MAX).await.unwrap();
+        assert_records(&all, 1..1500);
+        assert_records(&wal.read(123..1321, usize::MAX).await.unwrap(), 123..1321);
+        let some = wal.read(10..400, 1000).await.unwrap();
+        assert!(!some.is_empty() && some.len() < 390);
+        assert_records(&some, 10..10 + some.len() as u64);
+        assert!(wal.read(0..5, 10).await.is_err());
+        assert!(
+            wal.read(1490..1501, 10).await.is_err(),
+            "beyond the written log"
+        );
+
+        // Drop a prefix: whole segments below the index go, the first index moves up.
+        let second: u64 = first_index_of(&segments(&path)[1]);
+        assert_eq!(
+            wal.drop_prefix(second - 1).await.unwrap(),
+            1,
+            "segment 1 still needed"
+        );
+        let first = wal.drop_prefix(second + 1).await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(wal.first_index(), first);
+        assert!(wal.read(1..2, 10).await.is_err());
+        assert_records(
+            &wal.read(second..second + 50, usize::MAX).await.unwrap(),
+            second..second + 50,
+        );
+        assert_eq!(wal.stats().segments_deleted_total, 1);
+
+        // Truncate a suffix in the middle of a segment: later segments go, and the next
+        // append reuses the index.
+        let cut = first_index_of(&segments(&path)[2]) + 10;
+        wal.truncate_suffix(cut).await.unwrap();
+        assert_eq!(wal.last_index(), cut - 1);
+        assert_eq!(segments(&path).len(), 3);
+        assert!(wal.read(cut - 1..cut + 1, usize::MAX).await.is_err());
+        // New content at the same indices.
+        for i in cut..cut + 10 {
+            let idx = wal.append(format!("new-{i}").into_bytes()).unwrap();
+            assert_eq!(idx, i);
+            wal.wait_durable(idx).await.unwrap();
+        }
+        let read = wal.read(cut - 2..cut + 10, usize::MAX).await.unwrap();
+        assert_eq!(read[1], (cut - 1, payload(cut - 1)));
+        assert_eq!(read[2], (cut, format!("new-{cut}").into_bytes()));
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert_eq!(report.first_index, first);
+        assert_records(&got[..(cut - first) as usize], first..cut);
+        assert_eq!(got.len() as u64, cut + 10 - first);
+        assert_eq!(
+            got.last().unwrap(),
+            &(cut + 9, format!("new-{}", cut + 9).into_bytes())
+        );
+
+        // Truncate at a segment's first index, then everything.
+        wal.truncate_suffix(first).await.unwrap();
+        assert_eq!(wal.last_index(), first - 1);
+        let i = wal.append(b"again".to_vec()).unwrap();
+        assert_eq!(i, first);
+        wal.wait_durable(i).await.unwrap();
+        wal.truncate_suffix(first).await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert!(got.is_empty());
+        assert_eq!(
+            report.next_index, first,
+            "the next index survives an empty log"
+        );
+        assert!(wal.truncate_suffix(first - 1).await.is_err());
+        assert_eq!(wal.append(b"x".to_vec()).unwrap(), first);
+    });
+}
