@@ -9,5 +9,5 @@ bash tests/setup.sh
 ulimit -l unlimited 2>/dev/null || true
 # The end-to-end tests in tests/ run the real binaries; `cargo test` alone builds only their
 # unit-test harnesses, so build the binaries first (same profile as the tests).
-cargo build --workspace --bins
+cargo build --workspace --bins --examples
 exec cargo test --workspace "$@"

@@ -20,7 +20,12 @@
 # a client should treat them as "the outcome of this call is unknown".
 #
 # Keys and values are arbitrary bytes. Keys must be non-empty. Size limits are the server's
-# (defaults: keys 16 KiB, values 8 MiB, a batch 64 MiB in total) and are reported in `Error`.
+# (defaults: keys 16 KiB, values 8 MiB, a batch 10 000 operations and 64 MiB in total) and are
+# reported in `Error`. A single message (frame) larger than 80 MiB, garbage bytes, or a malformed
+# message are protocol failures: the server closes that connection (and counts it in `stats`).
+#
+# Flow control: the server stops reading a connection that has too many operations in flight
+# (default 4096) until some complete. Pipelining is encouraged; it never needs unbounded buffers.
 #
 # Durability: a write result (`WriteResult`, a successful `CasResult`) is sent only after the write
 # is as durable as the server's durability mode promises (`sync`, the default: on stable storage).
@@ -46,12 +51,17 @@ interface CoreKv {
   # it applied, and the value it found when it did not) or `error`.
 
   scan @4 (op :ScanOp) -> (result :OpResult);
-  # Ordered range read over `[start, end)` across all shards. Result: `scan` or `error`.
+  # Ordered range read over `[start, end)` across all shards (the server asks every shard and
+  # merges). Pages are not a snapshot across shards: each page reflects writes acknowledged
+  # before the scan started, and may or may not reflect concurrent ones. Result: `scan` or `error`.
 
   batch @5 (ops :List(Op)) -> (results :List(OpResult));
   # Many independent operations in one call: `results[i]` answers `ops[i]`. The operations are
   # NOT a transaction: each succeeds or fails on its own, and operations on different keys may be
-  # applied in any order. Two writes to the same key in one batch are applied in list order.
+  # applied in any order. Operations on the same key are applied in list order (a `get` after a
+  # `put` of its key in the same batch sees that put). A scan in a batch sees the state at some
+  # point during the batch. A batch with too many operations or bytes gets `batchTooLarge` in
+  # every result and changes nothing.
   # This is the fast path: one call amortises the per-call cost over many operations.
 
   topology @6 () -> (topology :Topology);
@@ -112,8 +122,9 @@ struct ScanOp {
   end @1 :Data;
   # Exclusive upper bound. Empty = to the last key.
   limit @2 :UInt32;
-  # Maximum entries returned; 0 means the server's default (1000). The server may return fewer
-  # than `limit` (it caps a reply's size); `ScanResult.more` tells whether to continue.
+  # Maximum entries returned; 0 means the server's default (1000), larger values are capped at
+  # 10 000. The server may return fewer than `limit` (it caps a reply at about 4 MiB);
+  # `ScanResult.more` tells whether to continue.
   reverse @3 :Bool;
   # false: ascending from `start`. true: descending from just below `end`.
 }
@@ -137,6 +148,7 @@ struct GetResult {
 struct WriteResult {
   sequence @0 :UInt64;
   # The write's sequence number in the shard that owns the key; grows with every write there.
+  # Writes of one `batch` applied together in one shard may share a number.
 }
 
 struct CasResult {
@@ -208,6 +220,8 @@ struct Topology {
 struct ShardInfo {
   id @0 :UInt32;
   host @1 :Text;
+  # The address the shard listens on. An unspecified address (`0.0.0.0` or `::`) means "all
+  # interfaces": connect to the host you used to reach the server.
   port @2 :UInt16;
   # The shard's own port: requests sent there are served by this shard without forwarding.
 }
@@ -219,8 +233,11 @@ struct Stats {
 struct ShardStats {
   id @0 :UInt32;
   counters @1 :List(Counter);
-  # Names are stable, snake_case, with units (for example `wal_fsyncs_total`,
-  # `requests_forwarded_total`, `memtable_bytes`).
+  # Names are stable, snake_case, with units. The server's own (docs/ARCHITECTURE.md lists them
+  # all) include `calls_total`, `ops_total`, `ops_forwarded_out_total` (operations this shard sent
+  # to their owner), `ops_forwarded_in_total` (operations it served for another shard),
+  # `connections_open`, `protocol_errors_total`; the storage engine's follow (for example
+  # `wal_fsyncs_total`, `memtable_bytes`).
 }
 
 struct Counter {

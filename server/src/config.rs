@@ -60,6 +60,25 @@ pub struct Cli {
     /// Log filter, e.g. `info`, `debug`, `corekv_storage=debug,info`. [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Memory each shard registers with io_uring for disk I/O buffers (locked memory; as a
+    /// non-root user keep shards x this under `ulimit -l`). [default: 4194304 (4 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub io_memory_bytes: Option<usize>,
+
+    /// Backpressure: a connection with this many operations in flight is not read until some
+    /// complete. [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub connection_inflight_ops_max: Option<usize>,
+
+    /// Most open connections per shard; more are closed as soon as accepted. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub shard_connections_max: Option<usize>,
+
+    /// On SIGINT/SIGTERM, how long in-flight requests may take to finish before their
+    /// connections are closed anyway. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -85,7 +104,22 @@ struct FileConfig {
     metrics: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    io_memory_bytes: Option<usize>,
+    connection_inflight_ops_max: Option<usize>,
+    shard_connections_max: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
 }
+
+/// Default `io_memory_bytes`.
+pub const DEFAULT_IO_MEMORY_BYTES: usize = 4 << 20;
+/// Smallest `io_memory_bytes` glommio accepts without failing.
+pub const IO_MEMORY_BYTES_MIN: usize = 512 << 10;
+/// Default `connection_inflight_ops_max`.
+pub const DEFAULT_CONNECTION_INFLIGHT_OPS_MAX: usize = 4096;
+/// Default `shard_connections_max`.
+pub const DEFAULT_SHARD_CONNECTIONS_MAX: usize = 10_000;
+/// Default `shutdown_grace_ms`.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// A configuration error, with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +162,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter directive.
     pub log_level: String,
+    /// io_uring registered buffer memory per shard.
+    pub io_memory_bytes: usize,
+    /// Per-connection in-flight operation bound.
+    pub connection_inflight_ops_max: usize,
+    /// Per-shard connection bound.
+    pub shard_connections_max: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Config {
@@ -204,7 +246,40 @@ impl Config {
                 cores.len()
             )));
         }
+        let io_memory_bytes = cli
+            .io_memory_bytes
+            .or(file.io_memory_bytes)
+            .unwrap_or(DEFAULT_IO_MEMORY_BYTES);
+        if io_memory_bytes < IO_MEMORY_BYTES_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "`io_memory_bytes` is {io_memory_bytes}: glommio needs at least \
+                 {IO_MEMORY_BYTES_MIN} bytes per shard"
+            )));
+        }
+        let connection_inflight_ops_max = cli
+            .connection_inflight_ops_max
+            .or(file.connection_inflight_ops_max)
+            .unwrap_or(DEFAULT_CONNECTION_INFLIGHT_OPS_MAX);
+        let shard_connections_max = cli
+            .shard_connections_max
+            .or(file.shard_connections_max)
+            .unwrap_or(DEFAULT_SHARD_CONNECTIONS_MAX);
+        for (name, value) in [
+            ("connection_inflight_ops_max", connection_inflight_ops_max),
+            ("shard_connections_max", shard_connections_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("`{name}` must be at least 1")));
+            }
+        }
         Ok(Config {
+            io_memory_bytes,
+            connection_inflight_ops_max,
+            shard_connections_max,
+            shutdown_grace_ms: cli
+                .shutdown_grace_ms
+                .or(file.shutdown_grace_ms)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
@@ -289,6 +364,37 @@ mod tests {
         assert_eq!(c.durability, Durability::Sync);
         assert_eq!(c.shard_listen(3).port(), 7383);
         assert!(c.metrics.is_none());
+        assert_eq!(c.io_memory_bytes, DEFAULT_IO_MEMORY_BYTES);
+        assert_eq!(c.connection_inflight_ops_max, 4096);
+        assert_eq!(c.shard_connections_max, 10_000);
+        assert_eq!(c.shutdown_grace_ms, 10_000);
+    }
+
+    #[test]
+    fn limits_are_settable_and_checked() {
+        let c = Config::resolve(
+            cli(&[
+                "--io-memory-bytes",
+                "1048576",
+                "--connection-inflight-ops-max",
+                "8",
+                "--shard-connections-max",
+                "3",
+                "--shutdown-grace-ms",
+                "50",
+            ]),
+            &cpus("0"),
+        )
+        .unwrap();
+        assert_eq!(c.io_memory_bytes, 1 << 20);
+        assert_eq!(c.connection_inflight_ops_max, 8);
+        assert_eq!(c.shard_connections_max, 3);
+        assert_eq!(c.shutdown_grace_ms, 50);
+        let e = Config::resolve(cli(&["--io-memory-bytes", "4096"]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("at least"), "{e}");
+        let e =
+            Config::resolve(cli(&["--connection-inflight-ops-max", "0"]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

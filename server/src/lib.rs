@@ -4,8 +4,26 @@
 //! keyspace (see `corekv_proto::shard`), its own storage engine, its connections and its
 //! counters. Shards share no mutable state and talk only by messages.
 //!
-//! Start with [`config`] (flags, file, defaults).
+//! Where to start: [`launch`] (start-up and shutdown), [`net`] (listeners, connections,
+//! backpressure), [`service`] (the Cap'n Proto interface), [`shard`] (routing, local execution,
+//! scans across shards), [`mesh`] (cross-shard channels), [`store`] (the only module that talks
+//! to the storage engine), [`config`] (flags, file, defaults), [`datadir`] (layout, lock).
+//! The `corekv-cli` binary is built from [`cli`].
 
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod counters;
 pub mod cpuset;
+pub mod datadir;
+pub mod error;
 pub mod io_properties;
+pub mod launch;
+pub mod logging;
+pub mod mesh;
+pub mod net;
+pub mod service;
+pub mod shard;
+pub mod store;
+
+pub use error::Error;

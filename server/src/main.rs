@@ -1,4 +1,5 @@
-//! `corekv-server` entry point.
+//! `corekv-server` entry point. Exit status: 0 after a clean stop (SIGINT/SIGTERM), 1 when the
+//! server cannot start or a shard fails, 2 for a bad command line or configuration.
 
 use std::process::ExitCode;
 
@@ -20,13 +21,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!(
-        "corekv-server: would run {} shards on CPUs {} with data in {:?}, listening on {}",
-        config.shard_count(),
-        config.cores,
-        config.data_dir,
-        config.listen
-    );
-    eprintln!("corekv-server: serving is not implemented yet");
-    ExitCode::FAILURE
+    if let Err(e) = corekv_server::logging::init(config.log_format, &config.log_level) {
+        eprintln!("corekv-server: {e}");
+        return ExitCode::from(2);
+    }
+    match corekv_server::launch::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,15 +1,27 @@
 //! `corekv-tests`: a harness for end-to-end tests that start real corekv processes.
 //!
-//! The binaries are the ones `cargo build --workspace --bins` (run by `tests/run.sh`) puts next
-//! to the test executables (`target/<profile>/corekv-server`, ...). Every process a test starts is killed when its
-//! handle drops, and every data directory lives on disk (under the target directory, never
-//! tmpfs: O_DIRECT needs a real filesystem) and is removed afterwards.
+//! The binaries are the ones `cargo build --workspace --bins --examples` (run by `tests/run.sh`)
+//! puts next to the test executables (`target/<profile>/corekv-server`, ...). Every process a
+//! test starts is killed when its handle drops, and every data directory lives on disk (under
+//! the system temp directory or `COREKV_TEST_DIR`, never tmpfs: O_DIRECT needs a real
+//! filesystem) and is removed afterwards.
+//!
+//! [`Server`] starts a server on free loopback ports with small buffers and waits until it
+//! logs that it is ready; [`block_on`] runs client code on a tokio current-thread runtime.
 
 // This crate is test code through and through: a failed set-up step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start or stop before a test gives up. Generous: tests must not
+/// depend on speed, only on the server eventually getting there.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Path of a workspace binary built alongside this test executable.
 ///
@@ -31,6 +43,30 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Path of an example binary of the workspace (`target/<profile>/examples/<name>`).
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test executable");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is inside target/<profile>/deps")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{path:?} is not built: run `bash tests/run.sh`, or `cargo build --workspace --examples` first"
+    );
+    path
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
 /// A directory on disk for one test's data, removed when dropped.
 pub fn test_dir(tag: &str) -> tempfile::TempDir {
     let base = std::env::var_os("COREKV_TEST_DIR")
@@ -49,4 +85,242 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// Runs `future` on a fresh tokio current-thread runtime, inside a `LocalSet` (the corekv
+/// client is single-threaded).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio::task::LocalSet::new().block_on(&runtime, future)
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `--shards`.
+    pub shards: usize,
+    /// `--durability`.
+    pub durability: String,
+    /// More flags.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            shards: 2.min(cpus()),
+            durability: "sync".to_string(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Default options with `shards` shards (capped at the CPUs this machine has).
+    pub fn shards(shards: usize) -> ServerOptions {
+        ServerOptions {
+            shards: shards.min(cpus()),
+            ..ServerOptions::default()
+        }
+    }
+
+    /// Adds flags.
+    pub fn args(mut self, args: &[&str]) -> ServerOptions {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
+/// CPUs this process may use.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A running `corekv-server`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Main address.
+    pub addr: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where its stderr goes.
+    pub log_path: PathBuf,
+    options: ServerOptions,
+}
+
+static PORT_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// A pseudo-random base port in 20000..60000 whose `count` consecutive ports are free now.
+fn free_ports(count: usize) -> u16 {
+    loop {
+        let seed = PORT_SEED.fetch_add(1, Ordering::Relaxed)
+            ^ u64::from(std::process::id()).rotate_left(17)
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64));
+        // splitmix64 step: spreads consecutive seeds.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let base = 20_000 + (z % 40_000) as u16;
+        let all_free =
+            (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `dir`.
+    pub fn start(dir: &Path, options: ServerOptions) -> Server {
+        Server::start_with_data(&dir.join("data"), options)
+    }
+
+    /// Starts a server on `data_dir` (created if missing), retrying on other ports if the
+    /// chosen ones were taken meanwhile.
+    pub fn start_with_data(data_dir: &Path, options: ServerOptions) -> Server {
+        for _attempt in 0..10 {
+            match Server::try_start(data_dir, &options) {
+                Ok(server) => return server,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("corekv-server did not start:\n{log}"),
+            }
+        }
+        panic!("could not find free ports for corekv-server in 10 attempts");
+    }
+
+    /// Starts a server and waits until it is ready; `Err(log)` if it exits first.
+    pub fn try_start(data_dir: &Path, options: &ServerOptions) -> Result<Server, String> {
+        let port = free_ports(options.shards + 1);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("create the server log");
+        let mut cmd = Command::new(bin_path("corekv-server"));
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--shards")
+            .arg(options.shards.to_string())
+            .arg("--durability")
+            .arg(&options.durability)
+            // Small registered-memory buffers: tests run many servers under `ulimit -l`.
+            .arg("--io-memory-bytes")
+            .arg((1 << 20).to_string())
+            .arg("--shutdown-grace-ms")
+            .arg("5000")
+            .args(&options.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn corekv-server");
+        let mut server = Server {
+            child: Some(child),
+            addr,
+            shards: options.shards,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+            options: options.clone(),
+        };
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            if server.log().contains("corekv-server ready") {
+                return Ok(server);
+            }
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                server.child = None;
+                return Err(format!("exited with {status}:\n{}", server.log()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "corekv-server not ready after {PROCESS_DEADLINE:?}:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same server again (same data directory, same options) after it stopped.
+    pub fn restart(&self) -> Server {
+        assert!(self.child.is_none(), "the server is still running");
+        Server::start_with_data(&self.data_dir, self.options.clone())
+    }
+
+    /// Shard `i`'s own address.
+    pub fn shard_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), self.addr.port() + 1 + i as u16)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet
+        // reaped, so it cannot have been reused.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "corekv-server did not exit within {PROCESS_DEADLINE:?} of signal {signal}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM: a clean stop. Returns the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        self.signal_and_wait(libc::SIGKILL);
+    }
+
+    /// Runs `corekv-cli --addr <main address> args...`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_at(self.addr, args)
+    }
+
+    /// Runs `corekv-cli --addr <addr> args...`.
+    pub fn cli_at(&self, addr: SocketAddr, args: &[&str]) -> Output {
+        let mut all = vec!["--addr".to_string(), addr.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("corekv-cli", &all)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
 }

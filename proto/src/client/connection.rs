@@ -1,0 +1,228 @@
+//! One Cap'n Proto RPC connection to one server port, with one method per RPC.
+//!
+//! Every call is sent at once: many calls can be in flight on one connection (pipelining);
+//! replies complete their futures in any order.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::{RpcSystem, twoparty};
+use futures::FutureExt;
+use futures::io::{BufReader, BufWriter};
+
+use super::runtime::{LocalBoxFuture, Runtime};
+use crate::codec;
+use crate::corekv_capnp::core_kv;
+use crate::error::{Error, Result};
+use crate::ops::{CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology};
+
+/// Largest reply this client reads, in 8-byte words (128 MiB): above the server's own frame
+/// limit, so every reply the server can send is accepted.
+pub const REPLY_WORDS_MAX: usize = 16 << 20;
+
+/// Socket buffer sizes on the client side.
+const BUFFER_BYTES: usize = 64 << 10;
+
+type Spawner = Rc<dyn Fn(LocalBoxFuture<()>)>;
+
+/// Sends a single-operation request and reads the `(result :OpResult)` of its reply. (Each
+/// method has its own generated results type, all with a `result` field.)
+macro_rules! read_reply {
+    ($req:expr) => {{
+        let reply = $req.send().promise.await?;
+        codec::read_result(reply.get()?.get_result()?)?
+    }};
+}
+
+/// A connection to one corekv port. Dropping it closes the connection.
+pub struct Connection {
+    client: core_kv::Client,
+    addr: SocketAddr,
+    disconnector: RefCell<Option<capnp_rpc::Disconnector<twoparty::VatId>>>,
+    spawner: Spawner,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` and starts the RPC session on `runtime`.
+    pub async fn connect<R: Runtime>(runtime: R, addr: SocketAddr) -> Result<Connection> {
+        let (reader, writer) = runtime
+            .connect(addr)
+            .await
+            .map_err(|source| Error::Connect { addr, source })?;
+        let mut options = capnp::message::ReaderOptions::new();
+        options.traversal_limit_in_words(Some(REPLY_WORDS_MAX));
+        let network = twoparty::VatNetwork::new(
+            BufReader::with_capacity(BUFFER_BYTES, reader),
+            BufWriter::with_capacity(BUFFER_BYTES, writer),
+            Side::Client,
+            options,
+        );
+        let mut rpc = RpcSystem::new(Box::new(network), None);
+        let client: core_kv::Client = rpc.bootstrap(Side::Server);
+        let disconnector = rpc.get_disconnector();
+        // The session ends when the server goes away or `close`/drop disconnects it; either way
+        // its error is reported to the calls in flight, not here.
+        runtime.spawn(Box::pin(rpc.map(drop)));
+        let rt = runtime.clone();
+        Ok(Connection {
+            client,
+            addr,
+            disconnector: RefCell::new(Some(disconnector)),
+            spawner: Rc::new(move |f| rt.spawn(f)),
+        })
+    }
+
+    /// The address this connection goes to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The raw capability, for calls this type does not wrap.
+    pub fn capability(&self) -> &core_kv::Client {
+        &self.client
+    }
+
+    /// Closes the connection once the calls already sent have been answered.
+    pub async fn close(self) -> Result<()> {
+        let disconnector = self.disconnector.borrow_mut().take();
+        if let Some(d) = disconnector {
+            d.await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `key`: `None` if it has no live value.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut req = self.client.get_request();
+        req.get().set_key(key);
+        expect_get(read_reply!(req))
+    }
+
+    /// Writes `value` under `key`; `ttl_ms` > 0 makes it expire. Returns the sequence number.
+    pub async fn put(&self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<u64> {
+        let mut req = self.client.put_request();
+        req.get().set_key(key);
+        req.get().set_value(value);
+        req.get().set_ttl_ms(ttl_ms);
+        expect_write(read_reply!(req))
+    }
+
+    /// Removes `key`. Returns the sequence number.
+    pub async fn delete(&self, key: &[u8]) -> Result<u64> {
+        let mut req = self.client.delete_request();
+        req.get().set_key(key);
+        expect_write(read_reply!(req))
+    }
+
+    /// Compare-and-set.
+    pub async fn cas(&self, op: &CasOp) -> Result<CasResult> {
+        let mut req = self.client.cas_request();
+        codec::write_cas_op(req.get().init_op(), op);
+        expect_cas(read_reply!(req))
+    }
+
+    /// One page of a scan over every shard.
+    pub async fn scan(&self, op: &ScanOp) -> Result<ScanResult> {
+        let mut req = self.client.scan_request();
+        codec::write_scan_op(req.get().init_op(), op);
+        expect_scan(read_reply!(req))
+    }
+
+    /// Many operations in one call; `result[i]` answers `ops[i]`. Typed errors of single
+    /// operations are in their `OpResult`; `Err` means the whole call failed.
+    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
+        let mut req = self.client.batch_request();
+        let len = u32::try_from(ops.len())
+            .map_err(|_| Error::Protocol(format!("{} operations in one batch", ops.len())))?;
+        let mut list = req.get().init_ops(len);
+        for (i, op) in ops.iter().enumerate() {
+            codec::write_op(list.reborrow().get(i as u32), op);
+        }
+        let reply = req.send().promise.await?;
+        let results = reply.get()?.get_results()?;
+        if results.len() != len {
+            return Err(Error::Protocol(format!(
+                "batch of {len} operations answered with {} results",
+                results.len()
+            )));
+        }
+        results.iter().map(|r| Ok(codec::read_result(r)?)).collect()
+    }
+
+    /// How keys map to shards and where each shard listens.
+    pub async fn topology(&self) -> Result<Topology> {
+        let reply = self.client.topology_request().send().promise.await?;
+        Ok(codec::read_topology(reply.get()?.get_topology()?)?)
+    }
+
+    /// Counters of every shard.
+    pub async fn stats(&self) -> Result<Vec<ShardStats>> {
+        let reply = self.client.stats_request().send().promise.await?;
+        let mut out = Vec::new();
+        for s in reply.get()?.get_stats()?.get_shards()?.iter() {
+            out.push(codec::read_shard_stats(s)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(d) = self.disconnector.borrow_mut().take() {
+            (self.spawner)(Box::pin(d.map(drop)));
+        }
+    }
+}
+
+pub(crate) fn expect_get(r: OpResult) -> Result<Option<Vec<u8>>> {
+    match r {
+        OpResult::Get(v) => Ok(v),
+        other => unexpected("get", other),
+    }
+}
+
+pub(crate) fn expect_write(r: OpResult) -> Result<u64> {
+    match r {
+        OpResult::Write { sequence } => Ok(sequence),
+        other => unexpected("write", other),
+    }
+}
+
+pub(crate) fn expect_cas(r: OpResult) -> Result<CasResult> {
+    match r {
+        OpResult::Cas(c) => Ok(c),
+        other => unexpected("cas", other),
+    }
+}
+
+pub(crate) fn expect_scan(r: OpResult) -> Result<ScanResult> {
+    match r {
+        OpResult::Scan(s) => Ok(s),
+        other => unexpected("scan", other),
+    }
+}
+
+/// Turns a result of the wrong kind (or a typed error) into an `Err`.
+pub(crate) fn unexpected<T>(wanted: &str, got: OpResult) -> Result<T> {
+    match got {
+        OpResult::Error(e) => Err(Error::Server(e)),
+        other => Err(Error::Protocol(format!(
+            "expected a {wanted} result, got {other:?}"
+        ))),
+    }
+}
+
+/// Public helpers to unwrap a result of a known kind (used by [`super::Client`]).
+pub(crate) mod expect {
+    pub(crate) use super::{expect_cas as cas, expect_get as get, expect_write as write};
+}

@@ -1,0 +1,433 @@
+//! Conversions between the owned types in [`crate::ops`] and the Cap'n Proto structs.
+//!
+//! Readers copy bytes out of the message (the owned types outlive it); builders write every field
+//! of the matching struct. Both the server and the client use these, so the two sides cannot
+//! disagree on how a field is read.
+
+use capnp::Result;
+
+use crate::corekv_capnp::ErrorCode as WireCode;
+use crate::corekv_capnp::{
+    cas_op, cas_result, error, op, op_result, scan_op, scan_result, shard_stats, topology,
+};
+use crate::ops::{
+    CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo, ShardStats,
+    Topology,
+};
+
+fn not_in_schema(what: &str, e: capnp::NotInSchema) -> capnp::Error {
+    capnp::Error::failed(format!(
+        "{what}: union or enum value {} is not in the schema",
+        e.0
+    ))
+}
+
+/// Reads one `Op`.
+pub fn read_op(r: op::Reader<'_>) -> Result<Op> {
+    Ok(match r.which().map_err(|e| not_in_schema("Op", e))? {
+        op::Get(g) => Op::Get {
+            key: g?.get_key()?.to_vec(),
+        },
+        op::Put(p) => {
+            let p = p?;
+            Op::Put {
+                key: p.get_key()?.to_vec(),
+                value: p.get_value()?.to_vec(),
+                ttl_ms: p.get_ttl_ms(),
+            }
+        }
+        op::Delete(d) => Op::Delete {
+            key: d?.get_key()?.to_vec(),
+        },
+        op::Cas(c) => Op::Cas(read_cas_op(c?)?),
+        op::Scan(s) => Op::Scan(read_scan_op(s?)?),
+    })
+}
+
+/// Writes one `Op`.
+pub fn write_op(b: op::Builder<'_>, op: &Op) {
+    match op {
+        Op::Get { key } => b.init_get().set_key(key),
+        Op::Put { key, value, ttl_ms } => {
+            let mut p = b.init_put();
+            p.set_key(key);
+            p.set_value(value);
+            p.set_ttl_ms(*ttl_ms);
+        }
+        Op::Delete { key } => b.init_delete().set_key(key),
+        Op::Cas(cas) => write_cas_op(b.init_cas(), cas),
+        Op::Scan(scan) => write_scan_op(b.init_scan(), scan),
+    }
+}
+
+/// Reads a `CasOp`.
+pub fn read_cas_op(r: cas_op::Reader<'_>) -> Result<CasOp> {
+    let expected = match r
+        .get_expected()
+        .which()
+        .map_err(|e| not_in_schema("CasOp.expected", e))?
+    {
+        cas_op::expected::Absent(()) => None,
+        cas_op::expected::Value(v) => Some(v?.to_vec()),
+    };
+    let new = match r
+        .get_new()
+        .which()
+        .map_err(|e| not_in_schema("CasOp.new", e))?
+    {
+        cas_op::new::Value(v) => Some(v?.to_vec()),
+        cas_op::new::Delete(()) => None,
+    };
+    Ok(CasOp {
+        key: r.get_key()?.to_vec(),
+        expected,
+        new,
+        ttl_ms: r.get_ttl_ms(),
+    })
+}
+
+/// Writes a `CasOp`.
+pub fn write_cas_op(mut b: cas_op::Builder<'_>, cas: &CasOp) {
+    b.set_key(&cas.key);
+    match &cas.expected {
+        None => b.reborrow().init_expected().set_absent(()),
+        Some(v) => b.reborrow().init_expected().set_value(v),
+    }
+    match &cas.new {
+        None => b.reborrow().init_new().set_delete(()),
+        Some(v) => b.reborrow().init_new().set_value(v),
+    }
+    b.set_ttl_ms(cas.ttl_ms);
+}
+
+/// Reads a `ScanOp`.
+pub fn read_scan_op(r: scan_op::Reader<'_>) -> Result<ScanOp> {
+    Ok(ScanOp {
+        start: r.get_start()?.to_vec(),
+        end: r.get_end()?.to_vec(),
+        limit: r.get_limit(),
+        reverse: r.get_reverse(),
+    })
+}
+
+/// Writes a `ScanOp`.
+pub fn write_scan_op(mut b: scan_op::Builder<'_>, scan: &ScanOp) {
+    b.set_start(&scan.start);
+    b.set_end(&scan.end);
+    b.set_limit(scan.limit);
+    b.set_reverse(scan.reverse);
+}
+
+fn code_from_wire(code: WireCode) -> ErrorCode {
+    match code {
+        WireCode::Internal => ErrorCode::Internal,
+        WireCode::EmptyKey => ErrorCode::EmptyKey,
+        WireCode::KeyTooLarge => ErrorCode::KeyTooLarge,
+        WireCode::ValueTooLarge => ErrorCode::ValueTooLarge,
+        WireCode::BatchTooLarge => ErrorCode::BatchTooLarge,
+        WireCode::InvalidArgument => ErrorCode::InvalidArgument,
+        WireCode::Io => ErrorCode::Io,
+        WireCode::ReadOnly => ErrorCode::ReadOnly,
+        WireCode::Overloaded => ErrorCode::Overloaded,
+        WireCode::ShuttingDown => ErrorCode::ShuttingDown,
+        WireCode::Corruption => ErrorCode::Corruption,
+    }
+}
+
+fn code_to_wire(code: ErrorCode) -> WireCode {
+    match code {
+        ErrorCode::Internal => WireCode::Internal,
+        ErrorCode::EmptyKey => WireCode::EmptyKey,
+        ErrorCode::KeyTooLarge => WireCode::KeyTooLarge,
+        ErrorCode::ValueTooLarge => WireCode::ValueTooLarge,
+        ErrorCode::BatchTooLarge => WireCode::BatchTooLarge,
+        ErrorCode::InvalidArgument => WireCode::InvalidArgument,
+        ErrorCode::Io => WireCode::Io,
+        ErrorCode::ReadOnly => WireCode::ReadOnly,
+        ErrorCode::Overloaded => WireCode::Overloaded,
+        ErrorCode::ShuttingDown => WireCode::ShuttingDown,
+        ErrorCode::Corruption => WireCode::Corruption,
+    }
+}
+
+/// Reads an `Error`. A code this version does not know reads as [`ErrorCode::Internal`] with
+/// the server's message kept.
+pub fn read_error(r: error::Reader<'_>) -> Result<OpError> {
+    Ok(OpError {
+        code: r.get_code().map_or(ErrorCode::Internal, code_from_wire),
+        message: r
+            .get_message()?
+            .to_string()
+            .map_err(|e| capnp::Error::failed(format!("Error.message is not UTF-8: {e}")))?,
+        limit: r.get_limit(),
+        actual: r.get_actual(),
+    })
+}
+
+/// Writes an `Error`.
+pub fn write_error(mut b: error::Builder<'_>, e: &OpError) {
+    b.set_code(code_to_wire(e.code));
+    b.set_message(e.message.as_str());
+    b.set_limit(e.limit);
+    b.set_actual(e.actual);
+}
+
+/// Reads one `OpResult`.
+pub fn read_result(r: op_result::Reader<'_>) -> Result<OpResult> {
+    Ok(match r.which().map_err(|e| not_in_schema("OpResult", e))? {
+        op_result::Error(e) => OpResult::Error(read_error(e?)?),
+        op_result::Get(g) => {
+            let g = g?;
+            OpResult::Get(if g.get_found() {
+                Some(g.get_value()?.to_vec())
+            } else {
+                None
+            })
+        }
+        op_result::Write(w) => OpResult::Write {
+            sequence: w?.get_sequence(),
+        },
+        op_result::Cas(c) => OpResult::Cas(read_cas_result(c?)?),
+        op_result::Scan(s) => OpResult::Scan(read_scan_result(s?)?),
+    })
+}
+
+/// Writes one `OpResult`.
+pub fn write_result(b: op_result::Builder<'_>, result: &OpResult) {
+    match result {
+        OpResult::Error(e) => write_error(b.init_error(), e),
+        OpResult::Get(value) => {
+            let mut g = b.init_get();
+            g.set_found(value.is_some());
+            if let Some(v) = value {
+                g.set_value(v);
+            }
+        }
+        OpResult::Write { sequence } => b.init_write().set_sequence(*sequence),
+        OpResult::Cas(c) => write_cas_result(b.init_cas(), c),
+        OpResult::Scan(s) => write_scan_result(b.init_scan(), s),
+    }
+}
+
+fn read_cas_result(r: cas_result::Reader<'_>) -> Result<CasResult> {
+    let current = match r
+        .get_current()
+        .which()
+        .map_err(|e| not_in_schema("CasResult.current", e))?
+    {
+        cas_result::current::Absent(()) => None,
+        cas_result::current::Value(v) => Some(v?.to_vec()),
+    };
+    Ok(CasResult {
+        succeeded: r.get_succeeded(),
+        sequence: r.get_sequence(),
+        current,
+    })
+}
+
+fn write_cas_result(mut b: cas_result::Builder<'_>, c: &CasResult) {
+    b.set_succeeded(c.succeeded);
+    b.set_sequence(c.sequence);
+    match &c.current {
+        None => b.init_current().set_absent(()),
+        Some(v) => b.init_current().set_value(v),
+    }
+}
+
+fn read_scan_result(r: scan_result::Reader<'_>) -> Result<ScanResult> {
+    let list = r.get_entries()?;
+    let mut entries = Vec::with_capacity(list.len() as usize);
+    for kv in list.iter() {
+        entries.push((kv.get_key()?.to_vec(), kv.get_value()?.to_vec()));
+    }
+    Ok(ScanResult {
+        entries,
+        more: r.get_more(),
+        continuation: r.get_continuation()?.to_vec(),
+    })
+}
+
+fn write_scan_result(mut b: scan_result::Builder<'_>, s: &ScanResult) {
+    b.set_more(s.more);
+    b.set_continuation(&s.continuation);
+    let len = u32::try_from(s.entries.len()).unwrap_or(u32::MAX);
+    let mut list = b.init_entries(len);
+    for (i, (k, v)) in s.entries.iter().enumerate().take(len as usize) {
+        let mut kv = list.reborrow().get(i as u32);
+        kv.set_key(k);
+        kv.set_value(v);
+    }
+}
+
+/// Reads a `Topology`.
+pub fn read_topology(r: topology::Reader<'_>) -> Result<Topology> {
+    let mut shards = Vec::new();
+    for s in r.get_shards()?.iter() {
+        shards.push(ShardInfo {
+            id: s.get_id(),
+            host: text(s.get_host()?)?,
+            port: s.get_port(),
+        });
+    }
+    Ok(Topology {
+        shard_count: r.get_shard_count(),
+        hash: text(r.get_hash()?)?,
+        shards,
+    })
+}
+
+/// Writes a `Topology`.
+pub fn write_topology(mut b: topology::Builder<'_>, t: &Topology) {
+    b.set_shard_count(t.shard_count);
+    b.set_hash(t.hash.as_str());
+    let mut list = b.init_shards(t.shards.len() as u32);
+    for (i, s) in t.shards.iter().enumerate() {
+        let mut e = list.reborrow().get(i as u32);
+        e.set_id(s.id);
+        e.set_host(s.host.as_str());
+        e.set_port(s.port);
+    }
+}
+
+/// Reads one `ShardStats`.
+pub fn read_shard_stats(r: shard_stats::Reader<'_>) -> Result<ShardStats> {
+    let mut counters = Vec::new();
+    for c in r.get_counters()?.iter() {
+        counters.push((text(c.get_name()?)?, c.get_value()));
+    }
+    Ok(ShardStats {
+        id: r.get_id(),
+        counters,
+    })
+}
+
+/// Writes one `ShardStats`.
+pub fn write_shard_stats(mut b: shard_stats::Builder<'_>, s: &ShardStats) {
+    b.set_id(s.id);
+    let mut list = b.init_counters(s.counters.len() as u32);
+    for (i, (name, value)) in s.counters.iter().enumerate() {
+        let mut c = list.reborrow().get(i as u32);
+        c.set_name(name.as_str());
+        c.set_value(*value);
+    }
+}
+
+fn text(t: capnp::text::Reader<'_>) -> Result<String> {
+    t.to_string()
+        .map_err(|e| capnp::Error::failed(format!("text field is not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capnp::message::{Builder, HeapAllocator, ReaderOptions};
+
+    fn round_trip_op(o: &Op) -> Op {
+        let mut msg = Builder::new_default();
+        write_op(msg.init_root::<op::Builder<'_>>(), o);
+        let bytes = capnp::serialize::write_message_to_words(&msg);
+        let reader =
+            capnp::serialize::read_message(&mut bytes.as_slice(), ReaderOptions::new()).unwrap();
+        read_op(reader.get_root::<op::Reader<'_>>().unwrap()).unwrap()
+    }
+
+    fn round_trip_result(r: &OpResult) -> OpResult {
+        let mut msg: Builder<HeapAllocator> = Builder::new_default();
+        write_result(msg.init_root::<op_result::Builder<'_>>(), r);
+        let bytes = capnp::serialize::write_message_to_words(&msg);
+        let reader =
+            capnp::serialize::read_message(&mut bytes.as_slice(), ReaderOptions::new()).unwrap();
+        read_result(reader.get_root::<op_result::Reader<'_>>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_op_round_trips() {
+        let ops = [
+            Op::Get { key: b"k".to_vec() },
+            Op::Put {
+                key: vec![0, 255, 10],
+                value: vec![],
+                ttl_ms: 1500,
+            },
+            Op::Delete { key: b"d".to_vec() },
+            Op::Cas(CasOp {
+                key: b"c".to_vec(),
+                expected: None,
+                new: Some(b"v".to_vec()),
+                ttl_ms: 0,
+            }),
+            Op::Cas(CasOp {
+                key: b"c".to_vec(),
+                expected: Some(vec![]),
+                new: None,
+                ttl_ms: 7,
+            }),
+            Op::Scan(ScanOp {
+                start: b"a".to_vec(),
+                end: vec![],
+                limit: 3,
+                reverse: true,
+            }),
+        ];
+        for o in &ops {
+            assert_eq!(&round_trip_op(o), o);
+        }
+    }
+
+    #[test]
+    fn every_result_round_trips() {
+        let results = [
+            OpResult::Get(None),
+            OpResult::Get(Some(vec![])),
+            OpResult::Get(Some(vec![1, 2, 3])),
+            OpResult::Write { sequence: 42 },
+            OpResult::Cas(CasResult {
+                succeeded: false,
+                sequence: 0,
+                current: Some(b"x".to_vec()),
+            }),
+            OpResult::Cas(CasResult {
+                succeeded: true,
+                sequence: 9,
+                current: None,
+            }),
+            OpResult::Scan(ScanResult {
+                entries: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![])],
+                more: true,
+                continuation: b"b\0".to_vec(),
+            }),
+            OpResult::Error(OpError::too_large(ErrorCode::ValueTooLarge, "value", 10, 8)),
+            OpResult::Error(OpError::new(ErrorCode::Corruption, "bad block")),
+        ];
+        for r in &results {
+            assert_eq!(&round_trip_result(r), r);
+        }
+    }
+
+    #[test]
+    fn an_empty_value_is_found_not_missing() {
+        // `found` carries presence; an empty value must not read back as a missing key.
+        assert_eq!(
+            round_trip_result(&OpResult::Get(Some(vec![]))),
+            OpResult::Get(Some(vec![]))
+        );
+    }
+
+    #[test]
+    fn scan_resume_moves_the_right_bound() {
+        let fwd = ScanOp {
+            start: b"a".to_vec(),
+            end: b"z".to_vec(),
+            limit: 2,
+            reverse: false,
+        };
+        assert_eq!(fwd.resume(b"c\0").start, b"c\0");
+        assert_eq!(fwd.resume(b"c\0").end, b"z");
+        let rev = ScanOp {
+            reverse: true,
+            ..fwd
+        };
+        assert_eq!(rev.resume(b"q").end, b"q");
+        assert_eq!(rev.resume(b"q").start, b"a");
+    }
+}

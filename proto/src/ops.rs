@@ -1,0 +1,285 @@
+//! Owned, `Send` mirrors of the schema's operations and results.
+//!
+//! The server moves these between shards and the client builds and returns them; both convert
+//! to and from the Cap'n Proto structs with [`crate::codec`]. They carry no behaviour of their
+//! own: what each operation means is documented in `proto/schema/corekv.capnp`.
+
+use std::fmt;
+
+/// One operation (`Op` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Read the newest value of `key`.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write `value` under `key`, expiring after `ttl_ms` milliseconds when non-zero.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// Time to live in milliseconds; 0 means no expiry.
+        ttl_ms: u64,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Compare-and-set.
+    Cas(CasOp),
+    /// Ordered range read.
+    Scan(ScanOp),
+}
+
+impl Op {
+    /// The key the operation addresses, or `None` for a scan (which spans every shard).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } => Some(key),
+            Op::Cas(cas) => Some(&cas.key),
+            Op::Scan(_) => None,
+        }
+    }
+
+    /// Whether the operation can change data.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Cas(_))
+    }
+
+    /// Key and value bytes carried, for size limits.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Get { key } | Op::Delete { key } => key.len(),
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Cas(cas) => {
+                cas.key.len()
+                    + cas.expected.as_ref().map_or(0, Vec::len)
+                    + cas.new.as_ref().map_or(0, Vec::len)
+            }
+            Op::Scan(scan) => scan.start.len() + scan.end.len(),
+        }
+    }
+}
+
+/// Compare-and-set (`CasOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// `None`: succeed only if the key has no live value; `Some(v)`: only if it holds `v`.
+    pub expected: Option<Vec<u8>>,
+    /// `Some(v)`: write `v`; `None`: delete the key.
+    pub new: Option<Vec<u8>>,
+    /// Expiry of the new value in milliseconds; 0 means none.
+    pub ttl_ms: u64,
+}
+
+/// Range read over `[start, end)` (`ScanOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanOp {
+    /// Inclusive lower bound; empty means from the first key.
+    pub start: Vec<u8>,
+    /// Exclusive upper bound; empty means to the last key.
+    pub end: Vec<u8>,
+    /// Maximum entries; 0 means the server's default.
+    pub limit: u32,
+    /// Descending from just below `end` when true.
+    pub reverse: bool,
+}
+
+impl ScanOp {
+    /// The same scan, resumed after a page that ended with `continuation`.
+    pub fn resume(&self, continuation: &[u8]) -> ScanOp {
+        let mut next = self.clone();
+        if self.reverse {
+            next.end = continuation.to_vec();
+        } else {
+            next.start = continuation.to_vec();
+        }
+        next
+    }
+}
+
+/// The answer to one [`Op`] (`OpResult` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// The operation failed; nothing was changed.
+    Error(OpError),
+    /// A `get`: the value, or `None` if the key has no live value.
+    Get(Option<Vec<u8>>),
+    /// A `put` or `delete` was applied with this sequence number.
+    Write {
+        /// The write's sequence number within the owning shard.
+        sequence: u64,
+    },
+    /// A `cas` outcome.
+    Cas(CasResult),
+    /// A page of a `scan`.
+    Scan(ScanResult),
+}
+
+/// Outcome of a compare-and-set (`CasResult` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasResult {
+    /// Whether the expectation held and the new state was written.
+    pub succeeded: bool,
+    /// When `succeeded`: the write's sequence number.
+    pub sequence: u64,
+    /// When not `succeeded`: the live value found (`None` = absent).
+    pub current: Option<Vec<u8>>,
+}
+
+/// One page of a scan (`ScanResult` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanResult {
+    /// Entries in scan order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether the range may hold more entries beyond the last one returned.
+    pub more: bool,
+    /// When `more`: where the next page starts (see [`ScanOp::resume`]).
+    pub continuation: Vec<u8>,
+}
+
+/// What went wrong with one operation (`ErrorCode` in the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A bug in the server.
+    Internal,
+    /// Keys must be at least one byte.
+    EmptyKey,
+    /// The key is longer than the server accepts.
+    KeyTooLarge,
+    /// The value is longer than the server accepts.
+    ValueTooLarge,
+    /// Too many operations or bytes in one batch.
+    BatchTooLarge,
+    /// A malformed argument (for example a scan with start > end).
+    InvalidArgument,
+    /// Storage failed; the write was not applied.
+    Io,
+    /// The shard refuses writes after an unrecoverable storage error.
+    ReadOnly,
+    /// A bound was reached; retry later.
+    Overloaded,
+    /// The server is stopping; the operation was not applied.
+    ShuttingDown,
+    /// Stored data failed its checksum.
+    Corruption,
+}
+
+impl ErrorCode {
+    /// Stable snake_case name (as in the schema, lower camel case there).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Internal => "internal",
+            ErrorCode::EmptyKey => "empty_key",
+            ErrorCode::KeyTooLarge => "key_too_large",
+            ErrorCode::ValueTooLarge => "value_too_large",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Io => "io",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Corruption => "corruption",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A typed error for one operation (`Error` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// Human-readable: what happened and what the caller can do.
+    pub message: String,
+    /// For the `*TooLarge` codes: the server's limit.
+    pub limit: u64,
+    /// For the `*TooLarge` codes: the size that was sent.
+    pub actual: u64,
+}
+
+impl OpError {
+    /// An error without size figures.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
+        OpError {
+            code,
+            message: message.into(),
+            limit: 0,
+            actual: 0,
+        }
+    }
+
+    /// A `*TooLarge` error with the limit and the size that was sent.
+    pub fn too_large(code: ErrorCode, what: &str, actual: u64, limit: u64) -> OpError {
+        OpError {
+            code,
+            message: format!("{what} is {actual} bytes, more than the server's limit of {limit}"),
+            limit,
+            actual,
+        }
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// Where one shard listens (`ShardInfo` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Shard id, `0..shard_count`.
+    pub id: u32,
+    /// Host to connect to; an unspecified address (`0.0.0.0`, `::`) means "the host you used".
+    pub host: String,
+    /// The shard's own port.
+    pub port: u16,
+}
+
+/// How keys map to shards and where each shard listens (`Topology` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Number of shards.
+    pub shard_count: u32,
+    /// Name of the key -> shard function.
+    pub hash: String,
+    /// One entry per shard, indexed by shard id.
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Counters of one shard (`ShardStats` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardStats {
+    /// Shard id.
+    pub id: u32,
+    /// `(name, value)` pairs; names are stable snake_case with units.
+    pub counters: Vec<(String, u64)>,
+}
+
+impl ShardStats {
+    /// The value of counter `name`, if present.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
+/// Sum of counter `name` over all shards (missing counts as 0).
+pub fn counter_total(stats: &[ShardStats], name: &str) -> u64 {
+    stats.iter().filter_map(|s| s.counter(name)).sum()
+}

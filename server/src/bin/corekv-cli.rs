@@ -1,0 +1,7 @@
+//! `corekv-cli`: put, get, delete, scan, cas, stats and topology from the shell.
+//! Everything is in `corekv_server::cli`; `corekv-cli --help` explains the commands, the
+//! escaping of binary keys and values, and the exit statuses.
+
+fn main() -> std::process::ExitCode {
+    corekv_server::cli::main()
+}

@@ -1,0 +1,426 @@
+//! Starting and stopping the server.
+//!
+//! The launching thread opens and locks the data directory, blocks SIGINT/SIGTERM (a signal
+//! thread waits for them with `sigwait`), builds the cross-shard channels and starts one
+//! glommio executor per CPU. Each shard connects its channels, opens its store, binds its
+//! listeners and reports in; once all have, the server logs that it is ready.
+//!
+//! Stopping (a signal, or a shard failing): every shard closes its listeners, lets each
+//! connection finish what is in flight (bounded by the grace period), then reports itself
+//! drained. A drained shard sends no more cross-shard requests, but keeps answering the others
+//! until they are all drained; then it closes its store (which makes the WAL durable) and its
+//! executor ends. The process exits 0 after a clean stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use corekv_proto::{SHARD_HASH_NAME, ShardInfo, Topology};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::control::{Control, Latch, poll_until};
+use crate::counters::Counters;
+use crate::datadir::DataDir;
+use crate::error::Error;
+use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
+use crate::net;
+use crate::service::WorkGuard;
+use crate::shard::{Limits, Shard};
+use crate::store::{Options, Store};
+
+/// Extra time, beyond the grace period, that a shard waits for the others to drain before it
+/// closes its store anyway.
+const DRAIN_WAIT_EXTRA: Duration = Duration::from_secs(5);
+
+/// What a shard reports once it serves (or fails to start).
+enum Boot {
+    Ready { shard: usize, line: String },
+    Failed { shard: usize },
+}
+
+/// Everything one shard needs, moved into its executor thread.
+struct ShardBoot {
+    id: usize,
+    cpu: usize,
+    dir: PathBuf,
+    main_addr: SocketAddr,
+    own_addr: SocketAddr,
+    ends: MeshEnds,
+    control: Arc<Control>,
+    boot: mpsc::Sender<Boot>,
+    limits: Limits,
+    storage: Options,
+    topology: Topology,
+    grace: Duration,
+}
+
+/// Runs the server until it is stopped. `Ok` after a clean stop.
+pub fn run(config: Config) -> Result<(), Error> {
+    raise_limits();
+    let count = config.shard_count();
+    let data = DataDir::open(&config.data_dir, count)?;
+    let control = Arc::new(Control::new(count));
+    install_panic_hook(Arc::clone(&control));
+    spawn_signal_thread(Arc::clone(&control))?;
+
+    let topology = Topology {
+        shard_count: count as u32,
+        hash: SHARD_HASH_NAME.to_string(),
+        shards: (0..count)
+            .map(|i| ShardInfo {
+                id: i as u32,
+                host: config.listen.ip().to_string(),
+                port: config.shard_listen(i).port(),
+            })
+            .collect(),
+    };
+    let limits = Limits {
+        connection_inflight_ops_max: config.connection_inflight_ops_max,
+        shard_connections_max: config.shard_connections_max,
+        ..Limits::default()
+    };
+    let storage = Options {
+        durability: config.durability,
+        ..Options::default()
+    };
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+
+    let (boot_tx, boot_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(count);
+    for ((id, cpu), ends) in config.cores.iter().enumerate().zip(mesh::build(count)) {
+        let boot = ShardBoot {
+            id,
+            cpu,
+            dir: data.shard_dir(id),
+            main_addr: config.listen,
+            own_addr: config.shard_listen(id),
+            ends,
+            control: Arc::clone(&control),
+            boot: boot_tx.clone(),
+            limits: limits.clone(),
+            storage: storage.clone(),
+            topology: topology.clone(),
+            grace,
+        };
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || run_shard(boot));
+        match spawned {
+            Ok(h) => handles.push((id, h)),
+            Err(e) => {
+                control.request_stop();
+                tracing::error!(shard = id, cpu, error = %e, "cannot start the shard's executor");
+                // The shards already started see this one's channel ends dropped and stop.
+                for (_, h) in handles {
+                    let _ = h.join();
+                }
+                return Err(Error::Shard {
+                    shard: id,
+                    detail: format!("cannot start its executor on CPU {cpu}: {e}"),
+                });
+            }
+        }
+    }
+    drop(boot_tx);
+
+    let mut ready = 0;
+    while ready < count {
+        match boot_rx.recv() {
+            Ok(Boot::Ready { shard, line }) => {
+                tracing::info!(shard, "{line}");
+                ready += 1;
+            }
+            Ok(Boot::Failed { shard }) => {
+                tracing::error!(shard, "shard failed to start; stopping the others");
+                control.request_stop();
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if ready == count {
+        tracing::info!(
+            "corekv-server ready: {count} shards on CPUs {}, listening on {} (shard ports {}-{}), \
+             data in {}, durability {}",
+            config.cores,
+            config.listen,
+            config.shard_listen(0).port(),
+            config.shard_listen(count - 1).port(),
+            data.root().display(),
+            config.durability,
+        );
+    }
+
+    let mut first_error = None;
+    for (id, handle) in handles {
+        let outcome = match handle.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Shard {
+                shard: id,
+                detail: format!("its executor stopped abnormally: {e}"),
+            }),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(shard = id, error = %e, "shard failed");
+            control.request_stop();
+            first_error.get_or_insert(e);
+        }
+    }
+    drop(data);
+    match first_error {
+        None if ready == count => {
+            tracing::info!("corekv-server stopped cleanly");
+            Ok(())
+        }
+        None => Err(Error::Shard {
+            shard: 0,
+            detail: "the server stopped before every shard was ready".to_string(),
+        }),
+        Some(e) => Err(e),
+    }
+}
+
+/// One shard, from channel set-up to closed store.
+async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
+    let ShardBoot {
+        id,
+        cpu,
+        dir,
+        main_addr,
+        own_addr,
+        ends,
+        control,
+        boot,
+        limits,
+        storage,
+        topology,
+        grace,
+    } = boot;
+    let counters = Rc::new(Counters::default());
+    let (mesh, inbound) = Mesh::connect(id, ends, Rc::clone(&counters)).await;
+    let started = async {
+        let store = Store::open(&dir, storage)
+            .await
+            .map_err(|source| Error::Storage { shard: id, source })?;
+        let listeners = net::bind(id, main_addr, own_addr)?;
+        Ok::<_, Error>((store, listeners))
+    }
+    .await;
+    let (store, (main_listener, own_listener)) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = boot.send(Boot::Failed { shard: id });
+            control.mark_drained();
+            return Err(e);
+        }
+    };
+    let durable = store.is_durable();
+    let shard = Rc::new(Shard {
+        id,
+        count: topology.shard_count as usize,
+        store,
+        mesh,
+        counters,
+        limits,
+        topology,
+        stopping: Latch::default(),
+        work_in_flight: Rc::default(),
+    });
+    for (peer, receiver) in inbound {
+        glommio::spawn_local(receive_loop(Rc::clone(&shard), peer, receiver)).detach();
+    }
+    let accept_main =
+        glommio::spawn_local(net::accept_loop(Rc::clone(&shard), main_listener, grace));
+    let accept_own = glommio::spawn_local(net::accept_loop(Rc::clone(&shard), own_listener, grace));
+    if !durable {
+        tracing::warn!(
+            shard = id,
+            "storage engine not integrated yet: this shard keeps data in memory only"
+        );
+    }
+    let _ = boot.send(Boot::Ready {
+        shard: id,
+        line: format!(
+            "shard {id} on CPU {cpu}: data in {}, listening on {main_addr} and {own_addr}",
+            dir.display()
+        ),
+    });
+
+    poll_until(|| control.stop_requested(), None).await;
+    tracing::info!(
+        shard = id,
+        "stopping: no new connections; finishing requests in flight"
+    );
+    shard.stopping.set();
+    accept_main.await;
+    accept_own.await;
+    let drain_deadline = Instant::now() + grace + DRAIN_WAIT_EXTRA;
+    let idle = || shard.counters.connections_open.get() == 0 && shard.work_in_flight.get() == 0;
+    if !poll_until(idle, Some(drain_deadline)).await {
+        tracing::warn!(shard = id, "connections still open after the grace period");
+    }
+    control.mark_drained();
+    if !poll_until(
+        || control.all_drained(),
+        Some(drain_deadline + DRAIN_WAIT_EXTRA),
+    )
+    .await
+    {
+        tracing::warn!(
+            shard = id,
+            "other shards did not drain; closing storage anyway"
+        );
+    }
+    poll_until(
+        || shard.work_in_flight.get() == 0,
+        Some(drain_deadline + DRAIN_WAIT_EXTRA),
+    )
+    .await;
+    shard
+        .store
+        .close()
+        .await
+        .map_err(|source| Error::Storage { shard: id, source })?;
+    tracing::info!(shard = id, "stopped: storage closed");
+    Ok(())
+}
+
+/// Serves what shard `peer` sends this shard until its channel closes.
+async fn receive_loop(
+    shard: Rc<Shard>,
+    peer: usize,
+    receiver: glommio::channels::shared_channel::ConnectedReceiver<Envelope>,
+) {
+    while let Some(envelope) = receiver.recv().await {
+        for message in envelope {
+            match message {
+                Message::Request { id, work } => {
+                    // Operations count as work in flight (shutdown waits for them); a stats
+                    // request does not, so that stats report an idle shard as idle.
+                    let guard = matches!(work, mesh::Work::Ops(_))
+                        .then(|| WorkGuard::new(&shard.work_in_flight));
+                    let shard = Rc::clone(&shard);
+                    glommio::spawn_local(async move {
+                        let result = shard.serve_forwarded(work).await;
+                        shard.mesh.reply(peer, id, result);
+                        drop(guard);
+                    })
+                    .detach();
+                }
+                Message::Reply { id, result } => shard.mesh.complete(peer, id, result),
+            }
+        }
+    }
+    shard.mesh.fail_peer(peer);
+}
+
+/// Raises the soft limits on open files (one per connection) and locked memory (glommio's
+/// registered I/O buffers) to the hard limits.
+fn raise_limits() {
+    for (resource, name) in [
+        (libc::RLIMIT_NOFILE, "open files"),
+        (libc::RLIMIT_MEMLOCK, "locked memory"),
+    ] {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid, writable rlimit struct.
+        if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+            continue;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: `raised` is a valid rlimit struct; raising a soft limit up to the hard
+            // limit is always permitted.
+            if unsafe { libc::setrlimit(resource, &raised) } != 0 {
+                tracing::warn!("cannot raise the {name} limit to {}", limit.rlim_max);
+            }
+        }
+    }
+}
+
+/// A panic anywhere stops the whole server (a shard whose executor died cannot answer the
+/// others), after logging it.
+fn install_panic_hook(control: Arc<Control>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("?"), "panic: {info}");
+        control.request_stop();
+        default(info);
+    }));
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value to initialise with sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; SIGINT and SIGTERM are valid signal numbers.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    set
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (every thread started afterwards inherits the
+/// mask) and starts a thread that waits for them: the first asks for a clean stop, a second
+/// exits at once with status 130.
+fn spawn_signal_thread(control: Arc<Control>) -> Result<(), Error> {
+    let set = signal_set();
+    // SAFETY: `set` is a valid sigset_t; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(Error::Shard {
+            shard: 0,
+            detail: format!(
+                "cannot block SIGINT/SIGTERM: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ),
+        });
+    }
+    std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            let set = signal_set();
+            let mut stops = 0;
+            loop {
+                let mut signal: libc::c_int = 0;
+                // SAFETY: `set` and `signal` are valid for the call; the signals in `set` are
+                // blocked in every thread, so sigwait is the only consumer.
+                if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                    continue;
+                }
+                let name = if signal == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                stops += 1;
+                if stops == 1 {
+                    tracing::info!(
+                        "{name} received: stopping cleanly (send it again to exit at once)"
+                    );
+                    control.request_stop();
+                } else {
+                    tracing::warn!("{name} received again: exiting without a clean stop");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| Error::Shard {
+            shard: 0,
+            detail: format!("cannot start the signal thread: {e}"),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The `CoreKv` Cap'n Proto interface, served per connection.
+//!
+//! Each method decodes its parameters into [`corekv_proto::Op`]s, hands them to the shard
+//! (which routes them) and encodes the results. User errors are typed results; an `Err` here
+//! (an RPC exception) means the request itself was malformed.
+//!
+//! Operations that write run in a detached task: if the client disconnects mid-call, the
+//! write still completes (or fails) as a whole inside the engine instead of being cancelled
+//! half-way; its reply is then dropped. Each such task is counted in the shard's
+//! `work_in_flight`, which shutdown waits for.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use capnp::capability::Rc as CapRc;
+use corekv_proto::corekv_capnp::core_kv;
+use corekv_proto::{ErrorCode, Op, OpError, OpResult, codec};
+
+use crate::counters;
+use crate::net::connection::ConnState;
+use crate::shard::Shard;
+
+/// The bootstrap capability of one connection.
+pub struct CoreKvService {
+    shard: Rc<Shard>,
+    conn: Rc<ConnState>,
+}
+
+impl CoreKvService {
+    /// The service for one connection of `shard`.
+    pub fn new(shard: Rc<Shard>, conn: Rc<ConnState>) -> CoreKvService {
+        CoreKvService { shard, conn }
+    }
+
+    fn count_call(&self, ops: usize) {
+        let c = &self.shard.counters;
+        counters::incr(&c.calls_total);
+        counters::add(&c.ops_total, ops as u64);
+    }
+
+    fn count_op(&self, op: &Op) {
+        let c = &self.shard.counters;
+        counters::incr(match op {
+            Op::Get { .. } => &c.get_ops_total,
+            Op::Put { .. } => &c.put_ops_total,
+            Op::Delete { .. } => &c.delete_ops_total,
+            Op::Cas(_) => &c.cas_ops_total,
+            Op::Scan(_) => &c.scan_ops_total,
+        });
+    }
+}
+
+/// Runs `ops` on the shard; writes in a detached task that outlives a vanished caller.
+async fn run_ops(shard: &Rc<Shard>, ops: Vec<Op>) -> Result<Vec<OpResult>, capnp::Error> {
+    if !ops.iter().any(Op::is_write) {
+        return Ok(if ops.len() == 1 {
+            let op = ops.into_iter().next().ok_or_else(lost)?;
+            vec![shard.execute_one(op).await]
+        } else {
+            shard.execute(ops).await
+        });
+    }
+    let guard = WorkGuard::new(&shard.work_in_flight);
+    let task_shard = Rc::clone(shard);
+    let handle = glommio::spawn_local(async move {
+        let _guard = guard;
+        if ops.len() == 1 {
+            match ops.into_iter().next() {
+                Some(op) => vec![task_shard.execute_one(op).await],
+                None => Vec::new(),
+            }
+        } else {
+            task_shard.execute(ops).await
+        }
+    })
+    .detach();
+    handle.await.ok_or_else(lost)
+}
+
+fn lost() -> capnp::Error {
+    capnp::Error::failed("the server lost this request's result; its outcome is unknown".into())
+}
+
+/// Counts a detached task in the shard's `work_in_flight` while it lives.
+pub struct WorkGuard {
+    gauge: Rc<Cell<u64>>,
+}
+
+impl WorkGuard {
+    /// Adds one to `gauge` until dropped.
+    pub fn new(gauge: &Rc<Cell<u64>>) -> WorkGuard {
+        gauge.set(gauge.get() + 1);
+        WorkGuard {
+            gauge: Rc::clone(gauge),
+        }
+    }
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        counters::decr(&self.gauge);
+    }
+}
+
+async fn run_one(shard: &Rc<Shard>, op: Op) -> Result<OpResult, capnp::Error> {
+    run_ops(shard, vec![op]).await?.pop().ok_or_else(lost)
+}
+
+/// Key and value bytes a result carries back.
+fn result_bytes(r: &OpResult) -> usize {
+    match r {
+        OpResult::Get(Some(v)) => v.len(),
+        OpResult::Scan(s) => s.entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        OpResult::Cas(c) => c.current.as_ref().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+impl core_kv::Server for CoreKvService {
+    fn get(
+        self: CapRc<Self>,
+        params: core_kv::GetParams,
+        mut results: core_kv::GetResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        async move {
+            let op = Op::Get {
+                key: params.get()?.get_key()?.to_vec(),
+            };
+            self.count_op(&op);
+            let result = run_one(&self.shard, op).await?;
+            codec::write_result(results.get().init_result(), &result);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn put(
+        self: CapRc<Self>,
+        params: core_kv::PutParams,
+        mut results: core_kv::PutResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        async move {
+            let p = params.get()?;
+            let op = Op::Put {
+                key: p.get_key()?.to_vec(),
+                value: p.get_value()?.to_vec(),
+                ttl_ms: p.get_ttl_ms(),
+            };
+            self.count_op(&op);
+            let result = run_one(&self.shard, op).await?;
+            codec::write_result(results.get().init_result(), &result);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn delete(
+        self: CapRc<Self>,
+        params: core_kv::DeleteParams,
+        mut results: core_kv::DeleteResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        async move {
+            let op = Op::Delete {
+                key: params.get()?.get_key()?.to_vec(),
+            };
+            self.count_op(&op);
+            let result = run_one(&self.shard, op).await?;
+            codec::write_result(results.get().init_result(), &result);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn cas(
+        self: CapRc<Self>,
+        params: core_kv::CasParams,
+        mut results: core_kv::CasResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        async move {
+            let op = Op::Cas(codec::read_cas_op(params.get()?.get_op()?)?);
+            self.count_op(&op);
+            let result = run_one(&self.shard, op).await?;
+            codec::write_result(results.get().init_result(), &result);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn scan(
+        self: CapRc<Self>,
+        params: core_kv::ScanParams,
+        mut results: core_kv::ScanResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        async move {
+            let op = Op::Scan(codec::read_scan_op(params.get()?.get_op()?)?);
+            self.count_op(&op);
+            let result = run_one(&self.shard, op).await?;
+            codec::write_result(results.get().init_result(), &result);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn batch(
+        self: CapRc<Self>,
+        params: core_kv::BatchParams,
+        mut results: core_kv::BatchResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let len = params
+            .get()
+            .and_then(|p| p.get_ops())
+            .map_or(0, |l| l.len() as usize);
+        let guard = self.conn.begin(len.max(1));
+        self.count_call(len);
+        counters::incr(&self.shard.counters.batch_calls_total);
+        async move {
+            let list = params.get()?.get_ops()?;
+            let limits = &self.shard.limits;
+            let outcome = if len > limits.batch_ops_max {
+                Err(limits.check_batch(len, 0).err())
+            } else {
+                let mut ops = Vec::with_capacity(len);
+                for r in list.iter() {
+                    let op = codec::read_op(r)?;
+                    self.count_op(&op);
+                    ops.push(op);
+                }
+                let bytes = ops.iter().map(Op::payload_bytes).sum();
+                match limits.check_batch(len, bytes) {
+                    Ok(()) => Ok(run_ops(&self.shard, ops).await?),
+                    Err(e) => Err(Some(e)),
+                }
+            };
+            let out = match outcome {
+                Ok(out) => out,
+                Err(e) => {
+                    let e = e.unwrap_or_else(|| OpError::new(ErrorCode::BatchTooLarge, "batch"));
+                    counters::add(&self.shard.counters.op_errors_total, len as u64);
+                    vec![OpResult::Error(e); len]
+                }
+            };
+            let mut list = results.get().init_results(len as u32);
+            let mut bytes = 0usize;
+            for (i, r) in out.iter().enumerate() {
+                bytes += result_bytes(r);
+                let b = list.reborrow().get(i as u32);
+                if bytes > self.shard.limits.reply_bytes_max && result_bytes(r) > 0 {
+                    codec::write_result(
+                        b,
+                        &OpResult::Error(OpError {
+                            code: ErrorCode::BatchTooLarge,
+                            message: format!(
+                                "the batch's reply would exceed {} bytes; repeat this \
+                                 operation in another batch",
+                                self.shard.limits.reply_bytes_max
+                            ),
+                            limit: self.shard.limits.reply_bytes_max as u64,
+                            actual: bytes as u64,
+                        }),
+                    );
+                } else {
+                    codec::write_result(b, r);
+                }
+            }
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    fn topology(
+        self: CapRc<Self>,
+        _params: core_kv::TopologyParams,
+        mut results: core_kv::TopologyResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        self.count_call(0);
+        codec::write_topology(results.get().init_topology(), &self.shard.topology);
+        std::future::ready(Ok(()))
+    }
+
+    fn stats(
+        self: CapRc<Self>,
+        _params: core_kv::StatsParams,
+        mut results: core_kv::StatsResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(0);
+        async move {
+            let all = self.shard.gather_stats().await;
+            let mut list = results.get().init_stats().init_shards(all.len() as u32);
+            for (i, s) in all.iter().enumerate() {
+                codec::write_shard_stats(list.reborrow().get(i as u32), s);
+            }
+            drop(guard);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Executing operations on this shard's own store.
+//!
+//! A list of operations (one `batch` share, or a message from another shard) runs in
+//! *phases*: a phase is the longest run of operations with no key twice. Within a phase every
+//! `put`/`delete` goes into one atomic store write (one WAL record, one group commit) and the
+//! reads and CASes run concurrently beside it; phases run one after another. So operations on
+//! one key apply in list order, and distinct keys cost one write per phase, not per operation.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use corekv_proto::{CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult};
+use corekv_storage::{Error as StorageError, Limit};
+
+use super::Shard;
+use crate::store::{CasOutcome, ScanRange, Write};
+
+type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
+
+impl Shard {
+    /// Executes `ops`, all owned by this shard (a scan covers only this shard's keys).
+    pub async fn execute_local(&self, ops: Vec<Op>) -> Vec<OpResult> {
+        let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
+        let mut start = 0;
+        while start < ops.len() {
+            let end = phase_end(&ops, start);
+            self.run_phase(&ops[start..end], &mut results[start..end])
+                .await;
+            start = end;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    OpResult::Error(OpError::new(ErrorCode::Internal, "operation lost"))
+                })
+            })
+            .collect()
+    }
+
+    /// Executes one operation owned by this shard.
+    pub async fn execute_local_one(&self, op: &Op) -> OpResult {
+        match op {
+            Op::Put { key, value, ttl_ms } => self.write_result(
+                self.store
+                    .write(&[Write::Put {
+                        key,
+                        value,
+                        ttl: ttl(*ttl_ms),
+                    }])
+                    .await,
+            ),
+            Op::Delete { key } => {
+                self.write_result(self.store.write(&[Write::Delete { key }]).await)
+            }
+            Op::Get { key } => self.get(key).await,
+            Op::Cas(cas) => self.cas(cas).await,
+            Op::Scan(scan) => self.local_scan(scan).await,
+        }
+    }
+
+    async fn run_phase(&self, ops: &[Op], out: &mut [Option<OpResult>]) {
+        debug_assert_eq!(ops.len(), out.len());
+        let mut writes = Vec::new();
+        let mut write_positions = Vec::new();
+        let mut others: Vec<OpFuture<'_>> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Put { key, value, ttl_ms } => {
+                    writes.push(Write::Put {
+                        key,
+                        value,
+                        ttl: ttl(*ttl_ms),
+                    });
+                    write_positions.push(i);
+                }
+                Op::Delete { key } => {
+                    writes.push(Write::Delete { key });
+                    write_positions.push(i);
+                }
+                Op::Get { key } => others.push(Box::pin(async move { (i, self.get(key).await) })),
+                Op::Cas(cas) => others.push(Box::pin(async move { (i, self.cas(cas).await) })),
+                Op::Scan(scan) => {
+                    others.push(Box::pin(async move { (i, self.local_scan(scan).await) }))
+                }
+            }
+        }
+        let write = async {
+            if writes.is_empty() {
+                None
+            } else {
+                Some(self.store.write(&writes).await)
+            }
+        };
+        let (written, others) = futures::join!(write, futures::future::join_all(others));
+        if let Some(written) = written {
+            let result = self.write_result(written);
+            for &i in &write_positions {
+                out[i] = Some(result.clone());
+            }
+        }
+        for (i, r) in others {
+            out[i] = Some(r);
+        }
+    }
+
+    fn write_result(&self, r: Result<u64, StorageError>) -> OpResult {
+        match r {
+            Ok(sequence) => OpResult::Write { sequence },
+            Err(e) => OpResult::Error(storage_error(e)),
+        }
+    }
+
+    async fn get(&self, key: &[u8]) -> OpResult {
+        match self.store.get(key).await {
+            Ok(v) => OpResult::Get(v),
+            Err(e) => OpResult::Error(storage_error(e)),
+        }
+    }
+
+    async fn cas(&self, cas: &CasOp) -> OpResult {
+        let outcome = self
+            .store
+            .compare_and_set(
+                &cas.key,
+                cas.expected.as_deref(),
+                cas.new.as_deref(),
+                ttl(cas.ttl_ms),
+            )
+            .await;
+        match outcome {
+            Ok(CasOutcome::Applied(sequence)) => OpResult::Cas(CasResult {
+                succeeded: true,
+                sequence,
+                current: None,
+            }),
+            Ok(CasOutcome::Mismatch { current }) => OpResult::Cas(CasResult {
+                succeeded: false,
+                sequence: 0,
+                current,
+            }),
+            Err(e) => OpResult::Error(storage_error(e)),
+        }
+    }
+
+    /// This shard's part of a scan: its own keys only, `limit` already capped.
+    pub(crate) async fn local_scan(&self, scan: &ScanOp) -> OpResult {
+        let range = ScanRange {
+            start: scan.start.clone(),
+            end: (!scan.end.is_empty()).then(|| scan.end.clone()),
+            limit: self.limits.scan_limit(scan.limit).max(1) as usize,
+            reverse: scan.reverse,
+        };
+        match self.store.scan(&range).await {
+            Ok(page) => OpResult::Scan(ScanResult {
+                entries: page.entries,
+                more: page.more,
+                continuation: Vec::new(),
+            }),
+            Err(e) => OpResult::Error(storage_error(e)),
+        }
+    }
+}
+
+/// `ttl_ms` as the store takes it: 0 is "no expiry".
+fn ttl(ttl_ms: u64) -> Option<Duration> {
+    (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms))
+}
+
+/// Where the phase starting at `start` ends: just before the first key seen twice.
+fn phase_end(ops: &[Op], start: usize) -> usize {
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    for (i, op) in ops.iter().enumerate().skip(start) {
+        if let Some(key) = op.key() {
+            if !seen.insert(key) {
+                return i;
+            }
+        }
+    }
+    ops.len()
+}
+
+/// The typed error a client gets for a storage error.
+pub fn storage_error(e: StorageError) -> OpError {
+    let message = e.to_string();
+    match e {
+        StorageError::EmptyKey => OpError::new(ErrorCode::EmptyKey, message),
+        StorageError::LimitExceeded { limit, actual, max } => OpError {
+            code: match limit {
+                Limit::KeySize => ErrorCode::KeyTooLarge,
+                Limit::ValueSize => ErrorCode::ValueTooLarge,
+                Limit::BatchSize => ErrorCode::BatchTooLarge,
+            },
+            message,
+            limit: max,
+            actual,
+        },
+        StorageError::InvalidArgument(_) => OpError::new(ErrorCode::InvalidArgument, message),
+        StorageError::Io { .. } => OpError::new(ErrorCode::Io, message),
+        StorageError::Corruption { .. } => OpError::new(ErrorCode::Corruption, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str) -> Op {
+        Op::Put {
+            key: k.as_bytes().to_vec(),
+            value: vec![],
+            ttl_ms: 0,
+        }
+    }
+
+    #[test]
+    fn phases_split_at_the_first_repeated_key() {
+        let ops = vec![put("a"), put("b"), put("a"), put("c"), put("b"), put("d")];
+        assert_eq!(phase_end(&ops, 0), 2);
+        // From the second "a": a, c, b, d are all distinct.
+        assert_eq!(phase_end(&ops, 2), 6);
+        assert_eq!(phase_end(&[put("x"), put("x")], 0), 1);
+        let scans = vec![Op::Scan(ScanOp::default()), Op::Scan(ScanOp::default())];
+        assert_eq!(phase_end(&scans, 0), 2);
+    }
+
+    #[test]
+    fn storage_limits_become_typed_size_errors() {
+        let e = storage_error(StorageError::LimitExceeded {
+            limit: Limit::ValueSize,
+            actual: 10,
+            max: 8,
+        });
+        assert_eq!(
+            (e.code, e.actual, e.limit),
+            (ErrorCode::ValueTooLarge, 10, 8)
+        );
+        assert_eq!(
+            storage_error(StorageError::EmptyKey).code,
+            ErrorCode::EmptyKey
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Every method through the Rust client against a model (a `BTreeMap`): random operations with
+//! a printed seed (`COREKV_TEST_SEED=<seed>` replays one), sent through the shard-aware client
+//! (coalesced and not) and through a plain connection to the main port (forwarding).
+
+// Test code: helpers panic on failed set-up steps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corekv_proto::client::TokioRuntime;
+use corekv_proto::ops::counter_total;
+use corekv_proto::{
+    CasOp, CasResult, Client, ClientOptions, Connection, Op, OpResult, ScanOp, ScanResult,
+};
+use corekv_tests::{Server, ServerOptions, block_on, test_dir};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn seed() -> u64 {
+    let seed = std::env::var("COREKV_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen());
+    eprintln!("COREKV_TEST_SEED={seed}");
+    seed
+}
+
+/// A small key space (so operations collide), with binary keys among them.
+fn key(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    match rng.gen_range(0..10) {
+        0 => vec![0, rng.gen_range(0..4), 255],
+        _ => format!("k{:02}", rng.gen_range(0..40)).into_bytes(),
+    }
+}
+
+fn value(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let len = rng.gen_range(0..64);
+    (0..len).map(|_| rng.r#gen()).collect()
+}
+
+fn model_range(model: &Model, op: &ScanOp) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let in_range = |k: &Vec<u8>| *k >= op.start && (op.end.is_empty() || *k < op.end);
+    let mut out: Vec<_> = model
+        .iter()
+        .filter(|(k, _)| in_range(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if op.reverse {
+        out.reverse();
+    }
+    out
+}
+
+fn random_scan(rng: &mut ChaCha8Rng) -> ScanOp {
+    let (mut a, mut b) = (key(rng), key(rng));
+    if a > b {
+        std::mem::swap(&mut a, &mut b);
+    }
+    ScanOp {
+        start: if rng.gen_bool(0.2) { Vec::new() } else { a },
+        end: if rng.gen_bool(0.2) { Vec::new() } else { b },
+        limit: rng.gen_range(1..8),
+        reverse: rng.gen_bool(0.5),
+    }
+}
+
+/// Checks one page against the model: a prefix of the range, and `more` honest.
+fn check_page(model: &Model, op: &ScanOp, page: &ScanResult) {
+    let want = model_range(model, op);
+    let n = page.entries.len();
+    assert!(n <= op.limit as usize, "page longer than its limit");
+    assert_eq!(page.entries[..], want[..n], "scan {op:?}");
+    if !page.more {
+        assert_eq!(n, want.len(), "scan {op:?} said no more but stopped early");
+    } else {
+        assert!(!page.continuation.is_empty());
+    }
+}
+
+fn apply(model: &mut Model, op: &Op) -> OpResult {
+    match op {
+        Op::Get { key } => OpResult::Get(model.get(key).cloned()),
+        Op::Put { key, value, .. } => {
+            model.insert(key.clone(), value.clone());
+            OpResult::Write { sequence: 0 }
+        }
+        Op::Delete { key } => {
+            model.remove(key);
+            OpResult::Write { sequence: 0 }
+        }
+        Op::Cas(cas) => {
+            let current = model.get(&cas.key).cloned();
+            if current == cas.expected {
+                match &cas.new {
+                    Some(v) => model.insert(cas.key.clone(), v.clone()),
+                    None => model.remove(&cas.key),
+                };
+                OpResult::Cas(CasResult {
+                    succeeded: true,
+                    sequence: 0,
+                    current: None,
+                })
+            } else {
+                OpResult::Cas(CasResult {
+                    succeeded: false,
+                    sequence: 0,
+                    current,
+                })
+            }
+        }
+        Op::Scan(_) => unreachable!("scans are checked with check_page"),
+    }
+}
+
+/// Compares a server result with the model's, ignoring sequence numbers (checked separately).
+fn same(got: &OpResult, want: &OpResult) -> bool {
+    match (got, want) {
+        (OpResult::Write { .. }, OpResult::Write { .. }) => true,
+        (OpResult::Cas(g), OpResult::Cas(w)) => {
+            g.succeeded == w.succeeded && (g.succeeded || g.current == w.current)
+        }
+        _ => got == want,
+    }
+}
+
+fn random_op(rng: &mut ChaCha8Rng) -> Op {
+    match rng.gen_range(0..10) {
+        0..=2 => Op::Get { key: key(rng) },
+        3..=5 => Op::Put {
+            key: key(rng),
+            value: value(rng),
+            ttl_ms: 0,
+        },
+        6 => Op::Delete { key: key(rng) },
+        _ => Op::Cas(CasOp {
+            key: key(rng),
+            expected: if rng.gen_bool(0.3) {
+                None
+            } else {
+                Some(value(rng))
+            },
+            new: if rng.gen_bool(0.2) {
+                None
+            } else {
+                Some(value(rng))
+            },
+            ttl_ms: 0,
+        }),
+    }
+}
+
+/// Sends `op` as its own RPC on `conn` and returns the result as an `OpResult`.
+async fn direct(conn: &Connection, op: &Op) -> OpResult {
+    match op {
+        Op::Get { key } => OpResult::Get(conn.get(key).await.unwrap()),
+        Op::Put { key, value, ttl_ms } => OpResult::Write {
+            sequence: conn.put(key, value, *ttl_ms).await.unwrap(),
+        },
+        Op::Delete { key } => OpResult::Write {
+            sequence: conn.delete(key).await.unwrap(),
+        },
+        Op::Cas(cas) => OpResult::Cas(conn.cas(cas).await.unwrap()),
+        Op::Scan(scan) => OpResult::Scan(conn.scan(scan).await.unwrap()),
+    }
+}
+
+async fn via_client(client: &Client, op: &Op) -> OpResult {
+    match op {
+        Op::Get { key } => OpResult::Get(client.get(key).await.unwrap()),
+        Op::Put { key, value, .. } => OpResult::Write {
+            sequence: client.put(key, value).await.unwrap(),
+        },
+        Op::Delete { key } => OpResult::Write {
+            sequence: client.delete(key).await.unwrap(),
+        },
+        Op::Cas(cas) => OpResult::Cas(client.cas(cas.clone()).await.unwrap()),
+        Op::Scan(scan) => OpResult::Scan(client.scan(scan).await.unwrap()),
+    }
+}
+
+#[test]
+fn random_operations_through_every_client_path_match_a_model() {
+    let dir = test_dir("client-model");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    block_on(async {
+        let coalescing = Client::connect(TokioRuntime, server.addr).await.unwrap();
+        let plain = Client::connect_with(
+            TokioRuntime,
+            server.addr,
+            ClientOptions {
+                coalesce: false,
+                ..ClientOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let main_port = Connection::connect(TokioRuntime, server.addr)
+            .await
+            .unwrap();
+        let mut model = Model::new();
+        // Per shard, the last sequence number seen: separate writes must increase it.
+        let mut last_seq = vec![0u64; server.shards];
+        for step in 0..1500 {
+            let path = rng.gen_range(0..4);
+            if rng.gen_range(0..12) == 0 {
+                let scan = random_scan(&mut rng);
+                let page = match path {
+                    0 => coalescing.scan(&scan).await.unwrap(),
+                    1 => plain.scan(&scan).await.unwrap(),
+                    _ => main_port.scan(&scan).await.unwrap(),
+                };
+                check_page(&model, &scan, &page);
+                let all = coalescing.scan_all(&scan, usize::MAX).await.unwrap();
+                assert_eq!(
+                    all,
+                    model_range(&model, &scan),
+                    "step {step}: scan_all {scan:?}"
+                );
+                continue;
+            }
+            if path == 3 {
+                // A batch, possibly with the same key several times.
+                let ops: Vec<Op> = (0..rng.gen_range(1..20))
+                    .map(|_| random_op(&mut rng))
+                    .collect();
+                let results = if rng.gen_bool(0.5) {
+                    coalescing.batch(ops.clone()).await.unwrap()
+                } else {
+                    main_port.batch(&ops).await.unwrap()
+                };
+                assert_eq!(results.len(), ops.len());
+                for (op, got) in ops.iter().zip(&results) {
+                    let want = apply(&mut model, op);
+                    assert!(
+                        same(got, &want),
+                        "step {step}: batch {op:?}: got {got:?}, want {want:?}"
+                    );
+                }
+                continue;
+            }
+            let op = random_op(&mut rng);
+            let got = match path {
+                0 => via_client(&coalescing, &op).await,
+                1 => via_client(&plain, &op).await,
+                _ => direct(&main_port, &op).await,
+            };
+            let want = apply(&mut model, &op);
+            assert!(
+                same(&got, &want),
+                "step {step}: {op:?}: got {got:?}, want {want:?}"
+            );
+            let sequence = match got {
+                OpResult::Write { sequence } => Some(sequence),
+                OpResult::Cas(CasResult {
+                    succeeded: true,
+                    sequence,
+                    ..
+                }) => Some(sequence),
+                _ => None,
+            };
+            if let (Some(seq), Some(key)) = (sequence, op.key()) {
+                let shard = coalescing.shard_of(key) as usize;
+                assert!(
+                    seq > last_seq[shard],
+                    "step {step}: sequence {seq} did not grow on shard {shard}"
+                );
+                last_seq[shard] = seq;
+            }
+        }
+        // The final state, read back through one full scan.
+        let everything = ScanOp::default();
+        assert_eq!(
+            coalescing.scan_all(&everything, usize::MAX).await.unwrap(),
+            model_range(&model, &everything)
+        );
+    });
+}
+
+#[test]
+fn concurrent_single_operations_are_coalesced_into_batches() {
+    let dir = test_dir("coalesce");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        let client = Client::connect(TokioRuntime, server.addr).await.unwrap();
+        let keys: Vec<Vec<u8>> = (0..500).map(|i| format!("c{i}").into_bytes()).collect();
+        let writes = futures::future::join_all(keys.iter().map(|k| client.put(k, k))).await;
+        assert!(writes.iter().all(Result::is_ok));
+        let reads = futures::future::join_all(keys.iter().map(|k| client.get(k))).await;
+        for (k, r) in keys.iter().zip(reads) {
+            assert_eq!(r.unwrap().as_deref(), Some(&k[..]));
+        }
+        let (batches, ops) = client.coalesced_counts();
+        assert_eq!(ops, 1000);
+        // 1000 operations issued at once travel in far fewer calls than operations.
+        assert!(
+            batches * 4 <= ops,
+            "{ops} operations took {batches} batch calls"
+        );
+        let stats = client.stats().await.unwrap();
+        assert_eq!(counter_total(&stats, "put_ops_total"), 500);
+        assert_eq!(counter_total(&stats, "get_ops_total"), 500);
+        assert_eq!(counter_total(&stats, "batch_calls_total"), batches);
+    });
+}
+
+#[test]
+fn ttl_entries_expire_and_long_ttls_stay() {
+    let dir = test_dir("ttl");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        let client = Client::connect(TokioRuntime, server.addr).await.unwrap();
+        client
+            .put_with_ttl(b"short", b"v", Duration::from_millis(1))
+            .await
+            .unwrap();
+        client
+            .put_with_ttl(b"long", b"v", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let conn = Connection::connect(TokioRuntime, server.addr)
+            .await
+            .unwrap();
+        conn.put(b"huge-ttl", b"v", u64::MAX).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(client.get(b"short").await.unwrap(), None);
+        assert_eq!(
+            client.get(b"long").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(
+            conn.get(b"huge-ttl").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        let all = client.scan_all(&ScanOp::default(), 100).await.unwrap();
+        let keys: Vec<&[u8]> = all.iter().map(|(k, _)| &k[..]).collect();
+        assert_eq!(keys, [&b"huge-ttl"[..], b"long"]);
+        // CAS with a TTL: the new value expires too.
+        let r = client
+            .cas(CasOp {
+                key: b"cas-ttl".to_vec(),
+                expected: None,
+                new: Some(b"x".to_vec()),
+                ttl_ms: 1,
+            })
+            .await
+            .unwrap();
+        assert!(r.succeeded);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(client.get(b"cas-ttl").await.unwrap(), None);
+    });
+}
+
+#[test]
+fn topology_and_stats_describe_the_server() {
+    let dir = test_dir("topology");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.addr)
+            .await
+            .unwrap();
+        let t = conn.topology().await.unwrap();
+        assert_eq!(t.shard_count as usize, server.shards);
+        assert_eq!(t.hash, corekv_proto::SHARD_HASH_NAME);
+        for (i, s) in t.shards.iter().enumerate() {
+            assert_eq!(s.id as usize, i);
+            assert_eq!(s.host, "127.0.0.1");
+            assert_eq!(s.port, server.shard_addr(i).port());
+        }
+        let stats = conn.stats().await.unwrap();
+        assert_eq!(stats.len(), server.shards);
+        for (i, s) in stats.iter().enumerate() {
+            assert_eq!(s.id as usize, i);
+            for name in [
+                "calls_total",
+                "ops_forwarded_out_total",
+                "connections_open",
+                "protocol_errors_total",
+            ] {
+                assert!(s.counter(name).is_some(), "shard {i} lacks {name}");
+            }
+        }
+        // This connection is open on one shard.
+        assert_eq!(counter_total(&stats, "connections_open"), 1);
+    });
+}
