@@ -40,7 +40,8 @@ interface CoreKv {
 
   put @1 (key :Data, value :Data, ttlMs :UInt64) -> (result :OpResult);
   # Writes `value` under `key`. `ttlMs` > 0 makes the entry expire that many milliseconds after
-  # the server applies it; expired entries are invisible to reads. 0 means no expiry.
+  # the server applies it; expired entries are invisible to reads. 0 means no expiry; more than
+  # 100 years (3153600000000) is `invalidArgument`.
   # Result: `write` (the write's sequence number within its shard) or `error`.
 
   delete @2 (key :Data) -> (result :OpResult);
@@ -113,7 +114,7 @@ struct CasOp {
     # ... or remove the key.
   }
   ttlMs @5 :UInt64;
-  # Expiry of the new value, as in `PutOp`.
+  # Expiry of the new value, as in `PutOp`; must be 0 when `new` is `delete`.
 }
 
 struct ScanOp {

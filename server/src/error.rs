@@ -54,6 +54,9 @@ pub enum Error {
         /// Shard count asked for.
         requested: usize,
     },
+    /// `DATA_DIR/io-properties.toml` is unreadable or invalid.
+    #[error("io-properties: {0}")]
+    IoProperties(#[from] crate::io_properties::IoPropertiesError),
     /// A listening socket could not be opened.
     #[error("shard {shard}: cannot listen on {addr}: {source}")]
     Bind {

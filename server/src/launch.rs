@@ -26,6 +26,7 @@ use crate::control::{Control, Latch, poll_until};
 use crate::counters::Counters;
 use crate::datadir::DataDir;
 use crate::error::Error;
+use crate::io_properties::IoProperties;
 use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
 use crate::net;
 use crate::service::WorkGuard;
@@ -63,6 +64,19 @@ pub fn run(config: Config) -> Result<(), Error> {
     raise_limits();
     let count = config.shard_count();
     let data = DataDir::open(&config.data_dir, count)?;
+    // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
+    // the start (it would otherwise be silently ignored).
+    match IoProperties::load(data.root())? {
+        Some(p) => tracing::info!(
+            device = %p.device,
+            io_concurrency = p.io_concurrency,
+            "io-properties: the data disk was measured by corekv-tune disk"
+        ),
+        None => tracing::info!(
+            "no io-properties in the data directory; `corekv-tune disk --dir {}` measures the disk",
+            data.root().display()
+        ),
+    }
     let control = Arc::new(Control::new(count));
     install_panic_hook(Arc::clone(&control));
     spawn_signal_thread(Arc::clone(&control))?;
@@ -220,7 +234,6 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
             return Err(e);
         }
     };
-    let durable = store.is_durable();
     let shard = Rc::new(Shard {
         id,
         count: topology.shard_count as usize,
@@ -238,12 +251,6 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     let accept_main =
         glommio::spawn_local(net::accept_loop(Rc::clone(&shard), main_listener, grace));
     let accept_own = glommio::spawn_local(net::accept_loop(Rc::clone(&shard), own_listener, grace));
-    if !durable {
-        tracing::warn!(
-            shard = id,
-            "storage engine not integrated yet: this shard keeps data in memory only"
-        );
-    }
     let _ = boot.send(Boot::Ready {
         shard: id,
         line: format!(

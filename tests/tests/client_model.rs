@@ -324,7 +324,17 @@ fn ttl_entries_expire_and_long_ttls_stay() {
         let conn = Connection::connect(TokioRuntime, server.addr)
             .await
             .unwrap();
-        conn.put(b"huge-ttl", b"v", u64::MAX).await.unwrap();
+        // 100 years is the longest TTL; longer ones are refused, typed.
+        let century_ms = 100 * 365 * 24 * 3600 * 1000;
+        conn.put(b"huge-ttl", b"v", century_ms).await.unwrap();
+        let e = conn
+            .put(b"too-long", b"v", century_ms + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.server_error().map(|e| e.code),
+            Some(corekv_proto::ErrorCode::InvalidArgument)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(client.get(b"short").await.unwrap(), None);
         assert_eq!(

@@ -109,3 +109,21 @@ fn a_bad_log_level_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --log-level"));
 }
+
+#[test]
+fn a_damaged_io_properties_file_stops_the_start_with_its_name() {
+    let dir = test_dir("io-properties");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("io-properties.toml"),
+        "format_version = 1\nbogus = 3\n",
+    )
+    .unwrap();
+    let err = match Server::try_start(&data, &ServerOptions::shards(1)) {
+        Ok(_) => panic!("started with a damaged io-properties.toml"),
+        Err(log) => log,
+    };
+    assert!(err.contains("io-properties.toml"), "{err}");
+    assert!(err.contains("corekv-tune disk"), "{err}");
+}

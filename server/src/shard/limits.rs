@@ -2,6 +2,7 @@
 //! forwarding) so that an oversized operation costs nothing beyond its rejection.
 
 use corekv_proto::{ErrorCode, Op, OpError};
+use corekv_storage::batch::TTL_MS_MAX;
 
 /// Every limit the request path enforces. Defaults are in [`Limits::default`] and documented in
 /// the schema file.
@@ -51,17 +52,36 @@ impl Default for Limits {
     }
 }
 
+/// A TTL the store can keep: 0 (none) or 1 ms ..= 100 years.
+fn check_ttl(ttl_ms: u64) -> Result<(), OpError> {
+    if ttl_ms > TTL_MS_MAX {
+        return Err(OpError::new(
+            ErrorCode::InvalidArgument,
+            format!("ttlMs {ttl_ms} is more than 100 years ({TTL_MS_MAX}); use 0 for no expiry"),
+        ));
+    }
+    Ok(())
+}
+
 impl Limits {
     /// Checks one operation; the error is the typed result the client gets.
     pub fn check_op(&self, op: &Op) -> Result<(), OpError> {
         match op {
             Op::Get { key } | Op::Delete { key } => self.check_key(key),
-            Op::Put { key, value, .. } => {
+            Op::Put { key, value, ttl_ms } => {
                 self.check_key(key)?;
-                self.check_value(value)
+                self.check_value(value)?;
+                check_ttl(*ttl_ms)
             }
             Op::Cas(cas) => {
                 self.check_key(&cas.key)?;
+                check_ttl(cas.ttl_ms)?;
+                if cas.ttl_ms > 0 && cas.new.is_none() {
+                    return Err(OpError::new(
+                        ErrorCode::InvalidArgument,
+                        "cas: a TTL needs a new value (a delete cannot expire)",
+                    ));
+                }
                 if let Some(v) = &cas.expected {
                     self.check_value(v)?;
                 }
@@ -210,6 +230,27 @@ mod tests {
             }))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ValueTooLarge);
+        let put_ttl = |ttl_ms| {
+            l.check_op(&Op::Put {
+                key: b"k".to_vec(),
+                value: vec![],
+                ttl_ms,
+            })
+        };
+        assert!(put_ttl(TTL_MS_MAX).is_ok());
+        assert_eq!(
+            put_ttl(TTL_MS_MAX + 1).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        let e = l
+            .check_op(&Op::Cas(CasOp {
+                key: b"k".to_vec(),
+                expected: None,
+                new: None,
+                ttl_ms: 5,
+            }))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 
     #[test]
