@@ -1,0 +1,157 @@
+//! Durability across restarts with `--durability sync`: every write the server acknowledged is
+//! there after a clean stop (SIGTERM) and after a crash (SIGKILL), while writers were busy.
+
+// Test code: helpers panic on failed set-up steps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corekv_proto::client::TokioRuntime;
+use corekv_proto::{Client, Op, OpResult, ScanOp};
+use corekv_tests::{PROCESS_DEADLINE, Server, ServerOptions, block_on, test_dir};
+
+/// Acknowledged state: key -> value (`None` = deleted), as the writers saw it acknowledged.
+type Acked = Arc<Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>>;
+
+/// Writers that keep writing (single puts, deletes and batches, several in flight) until the
+/// server goes away, recording every acknowledged write. Each key is written by one writer
+/// only, in order, so the last acknowledged write of a key is its expected value.
+fn start_writers(
+    addr: SocketAddr,
+    acked: Acked,
+    count: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..2)
+        .map(|w| {
+            let (acked, count, stop) = (Arc::clone(&acked), Arc::clone(&count), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let client = Client::connect(TokioRuntime, addr).await.unwrap();
+                    // Tasks with disjoint keys, so that several writes are in flight at once.
+                    let tasks = (0..8).map(|t| {
+                        let (client, acked, count, stop) = (
+                            client.clone(),
+                            Arc::clone(&acked),
+                            Arc::clone(&count),
+                            Arc::clone(&stop),
+                        );
+                        async move {
+                            let mut i = 0u64;
+                            while !stop.load(Ordering::SeqCst) {
+                                let key = format!("w{w}:t{t}:k{}", i % 50).into_bytes();
+                                let value = format!("v{i}").into_bytes();
+                                let outcome = match i % 10 {
+                                    0 => client.delete(&key).await.map(|_| None),
+                                    1 => {
+                                        let ops = vec![Op::Put {
+                                            key: key.clone(),
+                                            value: value.clone(),
+                                            ttl_ms: 0,
+                                        }];
+                                        match client.batch(ops).await {
+                                            Ok(r) if matches!(r[0], OpResult::Write { .. }) => {
+                                                Ok(Some(value))
+                                            }
+                                            Ok(r) => panic!("batch put refused: {r:?}"),
+                                            Err(e) => Err(e),
+                                        }
+                                    }
+                                    _ => client.put(&key, &value).await.map(|_| Some(value)),
+                                };
+                                match outcome {
+                                    Ok(v) => {
+                                        acked.lock().unwrap().insert(key, v);
+                                        count.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    // The server went away: this write's outcome is unknown,
+                                    // and so is every later one of this key; stop here.
+                                    Err(corekv_proto::Error::Server(e)) => {
+                                        panic!("typed error during writes: {e}")
+                                    }
+                                    Err(_) => return Some(key),
+                                }
+                                i += 1;
+                            }
+                            None
+                        }
+                    });
+                    // A key whose last write failed may or may not hold that write: forget it.
+                    for unknown in futures::future::join_all(tasks).await.into_iter().flatten() {
+                        acked.lock().unwrap().remove(&unknown);
+                    }
+                });
+            })
+        })
+        .collect()
+}
+
+fn crash_while_writing(signal: libc::c_int) {
+    let dir = test_dir("restart");
+    let mut server = Server::start(dir.path(), ServerOptions::default());
+    let acked: Acked = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(
+        server.addr,
+        Arc::clone(&acked),
+        Arc::clone(&count),
+        Arc::clone(&stop),
+    );
+    // Let the writers get going (by count, not by time), then stop the server under them.
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while count.load(Ordering::SeqCst) < 2000 {
+        assert!(
+            Instant::now() < deadline,
+            "writers made no progress:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = server.signal_and_wait(signal);
+    if signal == libc::SIGTERM {
+        assert_eq!(status.code(), Some(0), "{}", server.log());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "too few writes to mean anything");
+
+    let again = server.restart();
+    block_on(async {
+        let client = Client::connect(TokioRuntime, again.addr).await.unwrap();
+        for (key, want) in &acked {
+            let got = client.get(key).await.unwrap();
+            assert_eq!(
+                &got,
+                want,
+                "key {:?} after restart",
+                String::from_utf8_lossy(key)
+            );
+        }
+        // Nothing appears that was never written.
+        let all = client
+            .scan_all(&ScanOp::default(), usize::MAX)
+            .await
+            .unwrap();
+        for (k, _) in all {
+            assert!(k.starts_with(b"w"), "unexpected key {k:?}");
+        }
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_a_clean_stop_under_load() {
+    crash_while_writing(libc::SIGTERM);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_under_load() {
+    crash_while_writing(libc::SIGKILL);
+}
