@@ -6,6 +6,7 @@
 #   redis-server (with redis-cli)  the YCSB driver's Redis backend test (bench/tests/ycsb_redis.rs)
 #   python3 + pycapnp 2.2.4 (PyPI)  a client from another Cap'n Proto implementation
 #                                   (tests/tests/other_clients.rs, tests/python/pycapnp_client.py)
+#   perf      linux-perf: tuning/tests/flamegraph.rs records a program with `perf record -e cpu-clock`
 set -euo pipefail
 need=()
 command -v capnp >/dev/null || need+=(capnproto)
@@ -15,6 +16,7 @@ command -v python3 >/dev/null || need+=(python3)
 if ! python3 -c 'import capnp' 2>/dev/null && ! python3 -m pip --version >/dev/null 2>&1; then
   need+=(python3-pip)
 fi
+command -v perf >/dev/null || need+=(linux-perf)
 if ((${#need[@]})); then
   sudo=
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; fi

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use corekv_tune::disk;
+use corekv_tune::flamegraph::{self, CallGraph, FlameOptions, Target};
 use corekv_tune::host::Host;
 use corekv_tune::inspect::{self, Report};
 use corekv_tune::plan::{self, NumaPolicy, PlanInput};
@@ -33,6 +35,59 @@ enum Command {
         /// Read `proc/` and `sys/` under this directory instead of `/` (tests, saved copies).
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
+    },
+    /// Measure the disk under a directory with io_uring + O_DIRECT and write
+    /// DIR/io-properties.toml for the server (takes about 10 × --seconds).
+    Disk {
+        /// Directory on the disk to measure (normally the data directory; must exist).
+        #[arg(long, value_name = "PATH")]
+        dir: PathBuf,
+        /// Size of the test file; fio's limits.sh uses 1 GiB. Needs this much free space.
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+        file_size_bytes: u64,
+        /// Length of each timed test in seconds (the depth sweep runs a quarter of it per depth).
+        #[arg(long, value_name = "SECS", default_value_t = 8.0)]
+        seconds: f64,
+        /// Skip the queue-depth sweep (2, 4, 8, 16, 64).
+        #[arg(long)]
+        no_sweep: bool,
+        /// Do not write DIR/io-properties.toml.
+        #[arg(long)]
+        no_save: bool,
+        /// Print JSON instead of key=value lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a CPU flame graph (SVG) of a running process, of a command, or of an existing
+    /// perf.data, with `perf record -e cpu-clock` (no hardware counters needed).
+    Flamegraph {
+        /// Process to record (e.g. `$(pgrep -n corekv-server)`), for --seconds.
+        #[arg(long, value_name = "PID", conflicts_with = "perf_data")]
+        pid: Option<u32>,
+        /// How long to record --pid.
+        #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+        seconds: f64,
+        /// Render this existing recording instead of recording.
+        #[arg(long, value_name = "FILE")]
+        perf_data: Option<PathBuf>,
+        /// Where to write the SVG.
+        #[arg(long, value_name = "FILE", default_value = "corekv-flamegraph.svg")]
+        output: PathBuf,
+        /// Samples per second.
+        #[arg(long, value_name = "HZ", default_value_t = 999)]
+        frequency_hz: u32,
+        /// Stack unwinding: `dwarf` (complete stacks without frame pointers) or `fp`.
+        #[arg(long, value_enum, default_value_t = CallGraph::Dwarf)]
+        call_graph: CallGraph,
+        /// Keep the perf.data recording at this path (default: a temporary file, removed).
+        #[arg(long, value_name = "FILE")]
+        keep_data: Option<PathBuf>,
+        /// Title of the flame graph.
+        #[arg(long, default_value = "corekv CPU flame graph (perf cpu-clock)")]
+        title: String,
+        /// A command to run and record until it exits: `-- prog args...`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Print a shard placement as the exact `corekv-server` command line.
     Plan {
@@ -140,6 +195,75 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", json(&p)?);
             } else {
                 print!("{}", plan::render(&p));
+            }
+        }
+        Command::Flamegraph {
+            pid,
+            seconds,
+            perf_data,
+            output,
+            frequency_hz,
+            call_graph,
+            keep_data,
+            title,
+            command,
+        } => {
+            let target = match (pid, perf_data, command.is_empty()) {
+                (Some(pid), None, true) => Target::Pid { pid, seconds },
+                (None, Some(data), true) => Target::PerfData(data),
+                (None, None, false) => Target::Command(command),
+                _ => {
+                    return Err(Error::Invalid(
+                        "give exactly one of --pid PID, --perf-data FILE, or -- COMMAND"
+                            .to_string(),
+                    ));
+                }
+            };
+            let opts = FlameOptions {
+                frequency_hz,
+                call_graph,
+                title,
+            };
+            let samples = flamegraph::flamegraph(&target, &opts, &output, keep_data.as_deref())?;
+            eprintln!("corekv-tune: {samples} samples → {}", output.display());
+        }
+        Command::Disk {
+            dir,
+            file_size_bytes,
+            seconds,
+            no_sweep,
+            no_save,
+            json: as_json,
+        } => {
+            let dir = std::fs::canonicalize(&dir).map_err(|e| Error::Io {
+                op: "open directory",
+                path: dir.clone(),
+                source: e,
+                hint: "; create it first (the probe measures the disk it is on)".to_string(),
+            })?;
+            // The device name is informative; a machine whose /sys we cannot read still gets
+            // its disk measured.
+            let device = inspect::DataDevice::read(&Host::live(), &dir)
+                .ok()
+                .and_then(|d| d.disks.first().map(|d| d.name.clone()).or(d.device))
+                .unwrap_or_default();
+            let opts = disk::ProbeOptions {
+                file_size_bytes,
+                seconds_per_test: seconds,
+                sweep: !no_sweep,
+            };
+            let report = disk::measure(&dir, &opts, device)?;
+            if as_json {
+                println!("{}", json(&report)?);
+            } else {
+                print!("{}", disk::render(&report));
+            }
+            if !no_save {
+                let path = report
+                    .properties
+                    .store(&dir)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                eprintln!("corekv-tune: wrote {}", path.display());
             }
         }
     }

@@ -153,8 +153,9 @@ fn disk_advice(d: &super::DataDevice, out: &mut Vec<Recommendation>) {
                 "put the data directory on a local disk (it is on {} `{}`)",
                 d.mount.fs_type, d.mount.source
             ),
-            "corekv uses O_DIRECT, which tmpfs and most virtual filesystems do not support, and \
-             needs fdatasync to reach stable storage",
+            "corekv's durability rests on O_DIRECT writes and fdatasync reaching a disk; tmpfs is \
+             memory (lost on reboot, and older kernels refuse O_DIRECT there) and overlay or \
+             network filesystems do not give those guarantees",
             "corekv-server --data-dir /path/on/ext4-or-xfs".to_string(),
         ));
         return;
