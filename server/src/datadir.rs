@@ -72,6 +72,9 @@ impl DataDir {
     pub fn open(root: &Path, shard_count: usize) -> Result<DataDir, Error> {
         assert!(shard_count >= 1);
         std::fs::create_dir_all(root).map_err(io_err("create directory", root))?;
+        // Absolute from here on: logs say exactly where the data is, and glommio opens
+        // directories relative to no directory at all (a relative path fails with EBADF).
+        let root = &std::fs::canonicalize(root).map_err(io_err("resolve", root))?;
         let lock = lock(root)?;
         let meta_path = root.join(META_FILE);
         match std::fs::read_to_string(&meta_path) {
@@ -234,6 +237,34 @@ mod tests {
             assert_eq!(pid.trim(), std::process::id().to_string());
         }
         DataDir::open(&root, 3).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(dir.path(), &cwd).join("rel");
+        let d = DataDir::open(&relative, 1).unwrap();
+        assert!(d.root().is_absolute(), "{:?}", d.root());
+        assert!(d.shard_dir(0).is_absolute());
+        assert_eq!(
+            d.root(),
+            std::fs::canonicalize(dir.path().join("rel")).unwrap()
+        );
+    }
+
+    /// `target` expressed relative to `base` (both absolute), with `..` components.
+    fn pathdiff(target: &Path, base: &Path) -> PathBuf {
+        let (t, b): (Vec<_>, Vec<_>) = (target.components().collect(), base.components().collect());
+        let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = PathBuf::new();
+        for _ in common..b.len() {
+            out.push("..");
+        }
+        for c in &t[common..] {
+            out.push(c);
+        }
+        out
     }
 
     #[test]

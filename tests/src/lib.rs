@@ -106,6 +106,9 @@ pub struct ServerOptions {
     pub durability: String,
     /// More flags.
     pub extra_args: Vec<String>,
+    /// Pass `--data-dir` as a path relative to the server's working directory (its parent),
+    /// as the README's quick start does.
+    pub relative_data_dir: bool,
 }
 
 impl Default for ServerOptions {
@@ -114,6 +117,7 @@ impl Default for ServerOptions {
             shards: 2.min(cpus()),
             durability: "sync".to_string(),
             extra_args: Vec::new(),
+            relative_data_dir: false,
         }
     }
 }
@@ -203,9 +207,16 @@ impl Server {
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::File::create(&log_path).expect("create the server log");
         let mut cmd = Command::new(bin_path("corekv-server"));
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
+        if options.relative_data_dir {
+            let parent = data_dir.parent().expect("the data directory has a parent");
+            std::fs::create_dir_all(parent).expect("create the data directory's parent");
+            cmd.current_dir(parent)
+                .arg("--data-dir")
+                .arg(data_dir.file_name().expect("the data directory has a name"));
+        } else {
+            cmd.arg("--data-dir").arg(data_dir);
+        }
+        cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--shards")
             .arg(options.shards.to_string())

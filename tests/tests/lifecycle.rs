@@ -127,3 +127,31 @@ fn a_damaged_io_properties_file_stops_the_start_with_its_name() {
     assert!(err.contains("io-properties.toml"), "{err}");
     assert!(err.contains("corekv-tune disk"), "{err}");
 }
+
+#[test]
+fn a_relative_data_directory_works_like_the_quick_start() {
+    let dir = test_dir("relative");
+    let options = ServerOptions {
+        relative_data_dir: true,
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(dir.path(), options);
+    let keys: Vec<Vec<u8>> = (0..64).map(|i| format!("rel{i}").into_bytes()).collect();
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.addr)
+            .await
+            .unwrap();
+        // Writes on every shard: the storage engine opens its WAL directory on the first one.
+        for k in &keys {
+            conn.put(k, b"v", 0).await.unwrap();
+        }
+    });
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.log());
+    let again = server.restart();
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, again.addr).await.unwrap();
+        for k in &keys {
+            assert_eq!(conn.get(k).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+    });
+}
