@@ -7,6 +7,8 @@
 #   python3 + pycapnp 2.2.4 (PyPI)  a client from another Cap'n Proto implementation
 #                                   (tests/tests/other_clients.rs, tests/python/pycapnp_client.py)
 #   perf      linux-perf: tuning/tests/flamegraph.rs records a program with `perf record -e cpu-clock`
+#   promtool  Debian's `prometheus` (the smallest package shipping promtool): tests/tests/metrics.rs
+#             checks /metrics with `promtool check metrics`
 set -euo pipefail
 need=()
 command -v capnp >/dev/null || need+=(capnproto)
@@ -17,6 +19,7 @@ if ! python3 -c 'import capnp' 2>/dev/null && ! python3 -m pip --version >/dev/n
   need+=(python3-pip)
 fi
 command -v perf >/dev/null || need+=(linux-perf)
+command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   sudo=
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; fi

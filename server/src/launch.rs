@@ -28,6 +28,7 @@ use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::io_properties::IoProperties;
 use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
+use crate::metrics::{self, ShardMetrics};
 use crate::net;
 use crate::service::WorkGuard;
 use crate::shard::{Limits, Shard};
@@ -57,6 +58,8 @@ struct ShardBoot {
     storage: Options,
     topology: Topology,
     grace: Duration,
+    /// Where to serve Prometheus metrics (shard 0 only).
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Runs the server until it is stopped. `Ok` after a clean stop.
@@ -119,6 +122,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             storage: storage.clone(),
             topology: topology.clone(),
             grace,
+            metrics_addr: if id == 0 { config.metrics } else { None },
         };
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -215,6 +219,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         storage,
         topology,
         grace,
+        metrics_addr,
     } = boot;
     let counters = Rc::new(Counters::default());
     let (mesh, inbound) = Mesh::connect(id, ends, Rc::clone(&counters)).await;
@@ -223,10 +228,24 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
             .await
             .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;
-        Ok::<_, Error>((store, listeners))
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(
+                glommio::net::TcpListener::bind(addr).map_err(|e| Error::Bind {
+                    shard: id,
+                    addr,
+                    source: e.into(),
+                })?,
+            ),
+            None => None,
+        };
+        let metrics = ShardMetrics::new().map_err(|e| Error::Shard {
+            shard: id,
+            detail: format!("cannot create its latency histograms: {e}"),
+        })?;
+        Ok::<_, Error>((store, listeners, metrics_listener, metrics))
     }
     .await;
-    let (store, (main_listener, own_listener)) = match started {
+    let (store, (main_listener, own_listener), metrics_listener, metrics) = match started {
         Ok(s) => s,
         Err(e) => {
             let _ = boot.send(Boot::Failed { shard: id });
@@ -240,6 +259,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         store,
         mesh,
         counters,
+        metrics: Rc::new(metrics),
         limits,
         topology,
         stopping: Latch::default(),
@@ -251,6 +271,15 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     let accept_main =
         glommio::spawn_local(net::accept_loop(Rc::clone(&shard), main_listener, grace));
     let accept_own = glommio::spawn_local(net::accept_loop(Rc::clone(&shard), own_listener, grace));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(
+                shard = id,
+                "serving Prometheus metrics on http://{addr}/metrics"
+            );
+        }
+        glommio::spawn_local(metrics::http::serve(Rc::clone(&shard), listener)).detach();
+    }
     let _ = boot.send(Boot::Ready {
         shard: id,
         line: format!(

@@ -6,8 +6,9 @@
 //!
 //! Where to start: [`launch`] (start-up and shutdown), [`net`] (listeners, connections,
 //! backpressure), [`service`] (the Cap'n Proto interface), [`shard`] (routing, local execution,
-//! scans across shards), [`mesh`] (cross-shard channels), [`store`] (the only module that talks
-//! to the storage engine), [`config`] (flags, file, defaults), [`datadir`] (layout, lock).
+//! scans across shards), [`mesh`] (cross-shard channels), [`metrics`] (Prometheus `/metrics`),
+//! [`store`] (the only module that talks to the storage engine), [`config`] (flags, file,
+//! defaults), [`datadir`] (layout, lock).
 //! The `corekv-cli` binary is built from [`cli`].
 
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod io_properties;
 pub mod launch;
 pub mod logging;
 pub mod mesh;
+pub mod metrics;
 pub mod net;
 pub mod service;
 pub mod shard;

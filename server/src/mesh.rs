@@ -41,6 +41,8 @@ pub enum Work {
     Ops(Vec<Op>),
     /// Report the receiver's counters.
     Stats,
+    /// Report the receiver's counters and metrics (a Prometheus scrape).
+    Metrics,
 }
 
 /// The answer to a [`Work`].
@@ -50,6 +52,8 @@ pub enum WorkResult {
     Ops(Vec<OpResult>),
     /// The receiver's counters.
     Stats(Vec<(&'static str, u64)>),
+    /// The receiver's counters and metrics.
+    Metrics(Box<crate::metrics::ShardSnapshot>),
 }
 
 /// One message on a channel.

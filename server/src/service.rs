@@ -17,6 +17,7 @@ use corekv_proto::corekv_capnp::core_kv;
 use corekv_proto::{ErrorCode, Op, OpError, OpResult, codec};
 
 use crate::counters;
+use crate::metrics::{Method, OpKind};
 use crate::net::connection::ConnState;
 use crate::shard::Shard;
 
@@ -122,6 +123,7 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::GetParams,
         mut results: core_kv::GetResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(Method::Get);
         let guard = self.conn.begin(1);
         self.count_call(1);
         async move {
@@ -129,8 +131,11 @@ impl core_kv::Server for CoreKvService {
                 key: params.get()?.get_key()?.to_vec(),
             };
             self.count_op(&op);
+            let kind = OpKind::of(&op);
             let result = run_one(&self.shard, op).await?;
             codec::write_result(results.get().init_result(), &result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }
@@ -141,6 +146,7 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::PutParams,
         mut results: core_kv::PutResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(Method::Put);
         let guard = self.conn.begin(1);
         self.count_call(1);
         async move {
@@ -151,8 +157,11 @@ impl core_kv::Server for CoreKvService {
                 ttl_ms: p.get_ttl_ms(),
             };
             self.count_op(&op);
+            let kind = OpKind::of(&op);
             let result = run_one(&self.shard, op).await?;
             codec::write_result(results.get().init_result(), &result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }
@@ -163,6 +172,7 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::DeleteParams,
         mut results: core_kv::DeleteResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(Method::Delete);
         let guard = self.conn.begin(1);
         self.count_call(1);
         async move {
@@ -170,8 +180,11 @@ impl core_kv::Server for CoreKvService {
                 key: params.get()?.get_key()?.to_vec(),
             };
             self.count_op(&op);
+            let kind = OpKind::of(&op);
             let result = run_one(&self.shard, op).await?;
             codec::write_result(results.get().init_result(), &result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }
@@ -182,13 +195,17 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::CasParams,
         mut results: core_kv::CasResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(Method::Cas);
         let guard = self.conn.begin(1);
         self.count_call(1);
         async move {
             let op = Op::Cas(codec::read_cas_op(params.get()?.get_op()?)?);
             self.count_op(&op);
+            let kind = OpKind::of(&op);
             let result = run_one(&self.shard, op).await?;
             codec::write_result(results.get().init_result(), &result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }
@@ -199,13 +216,17 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::ScanParams,
         mut results: core_kv::ScanResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(Method::Scan);
         let guard = self.conn.begin(1);
         self.count_call(1);
         async move {
             let op = Op::Scan(codec::read_scan_op(params.get()?.get_op()?)?);
             self.count_op(&op);
+            let kind = OpKind::of(&op);
             let result = run_one(&self.shard, op).await?;
             codec::write_result(results.get().init_result(), &result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }
@@ -220,6 +241,7 @@ impl core_kv::Server for CoreKvService {
             .get()
             .and_then(|p| p.get_ops())
             .map_or(0, |l| l.len() as usize);
+        let timer = self.shard.metrics.start(Method::Batch);
         let guard = self.conn.begin(len.max(1));
         self.count_call(len);
         counters::incr(&self.shard.counters.batch_calls_total);
@@ -236,8 +258,13 @@ impl core_kv::Server for CoreKvService {
                     ops.push(op);
                 }
                 let bytes = ops.iter().map(Op::payload_bytes).sum();
+                let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
                 match limits.check_batch(len, bytes) {
-                    Ok(()) => Ok(run_ops(&self.shard, ops).await?),
+                    Ok(()) => {
+                        let out = run_ops(&self.shard, ops).await?;
+                        self.shard.metrics.count_errors(kinds, &out);
+                        Ok(out)
+                    }
                     Err(e) => Err(Some(e)),
                 }
             };
@@ -272,6 +299,7 @@ impl core_kv::Server for CoreKvService {
                     codec::write_result(b, r);
                 }
             }
+            self.shard.metrics.finish(timer);
             drop(guard);
             Ok(())
         }

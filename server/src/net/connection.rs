@@ -30,6 +30,7 @@ use futures::future::{Either, select};
 use futures::io::{AsyncRead, BufReader, BufWriter};
 
 use crate::counters::{self, Counters};
+use crate::metrics::io::{CountingReader, CountingWriter};
 use crate::service::CoreKvService;
 use crate::shard::Shard;
 
@@ -170,11 +171,14 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
     let reader = BufReader::with_capacity(
         CONNECTION_BUFFER_BYTES,
         ThrottledReader {
-            inner: read_half,
+            inner: CountingReader::new(read_half, Rc::clone(&shard.metrics)),
             state: Rc::clone(&conn),
         },
     );
-    let writer = BufWriter::with_capacity(CONNECTION_BUFFER_BYTES, write_half);
+    let writer = BufWriter::with_capacity(
+        CONNECTION_BUFFER_BYTES,
+        CountingWriter::new(write_half, Rc::clone(&shard.metrics)),
+    );
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(shard.limits.frame_bytes_max / 8));
     let network = twoparty::VatNetwork::new(reader, writer, Side::Server, options);

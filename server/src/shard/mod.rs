@@ -16,6 +16,7 @@ use corekv_proto::{ErrorCode, Op, OpError, OpResult, ShardStats, Topology, shard
 use crate::control::Latch;
 use crate::counters::{self, Counters};
 use crate::mesh::{Mesh, Work, WorkResult};
+use crate::metrics::{ShardMetrics, ShardSnapshot};
 use crate::store::Store;
 pub use limits::Limits;
 
@@ -31,6 +32,8 @@ pub struct Shard {
     pub mesh: Rc<Mesh>,
     /// The shard's counters.
     pub counters: Rc<Counters>,
+    /// Latency histograms, per-kind errors and byte counts for Prometheus (`metrics/`).
+    pub metrics: Rc<ShardMetrics>,
     /// Request limits.
     pub limits: Limits,
     /// What `topology` answers.
@@ -155,7 +158,35 @@ impl Shard {
                 WorkResult::Ops(self.execute_local(ops).await)
             }
             Work::Stats => WorkResult::Stats(self.counter_list()),
+            Work::Metrics => WorkResult::Metrics(Box::new(self.metrics_snapshot())),
         }
+    }
+
+    /// This shard's part of a Prometheus scrape.
+    pub fn metrics_snapshot(&self) -> ShardSnapshot {
+        let mut server = self.counters.list();
+        server.push(("work_in_flight", self.work_in_flight.get()));
+        ShardSnapshot {
+            shard: self.id,
+            server,
+            storage: self.store.counters(),
+            metrics: self.metrics.snapshot(),
+        }
+    }
+
+    /// Every shard's part of a Prometheus scrape, in shard order (a shard that does not answer
+    /// is left out).
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<ShardSnapshot> {
+        let all = futures::future::join_all((0..self.count).map(|j| async move {
+            if j == self.id {
+                return Some(self.metrics_snapshot());
+            }
+            match self.mesh.request(j, Work::Metrics).await {
+                Ok(WorkResult::Metrics(s)) => Some(*s),
+                Ok(_) | Err(_) => None,
+            }
+        }));
+        all.await.into_iter().flatten().collect()
     }
 
     /// This shard's counters followed by its storage's.
