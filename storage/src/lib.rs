@@ -17,15 +17,21 @@
 //! the bound fails with [`Error::MemtableFull`]). SSTables and flushes are issue 4.
 
 pub mod batch;
+pub mod cache;
 pub mod clock;
+mod disk;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod manifest;
 mod memtable;
 pub mod options;
 mod signal;
 pub mod snapshot;
+pub mod sst;
 pub mod stats;
+#[cfg(test)]
+mod test_util;
 pub mod wal;
 
 /// A write's sequence number: every operation gets the next one, starting at 1.

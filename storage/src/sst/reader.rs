@@ -1,0 +1,557 @@
+//! [`Table`]: an open SSTable. The footer, index, filter and props are read and checked when
+//! it opens; the index and filter stay in memory for its life (pinned, charged to the block
+//! cache's budget). Data blocks come from the block cache or from one aligned O_DIRECT read,
+//! checked (crc32c, structure) on every read from disk.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::block::{BlockKind, BlockRef};
+use super::filter::Filter;
+use super::footer::{FOOTER_BYTES, Footer};
+use super::{BlockHandle, Entry, EntryRef, check_trailer, corruption};
+use crate::SeqNo;
+use crate::cache::{BlockCache, CachedBlock, PooledBuf};
+use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_down, align_up};
+use crate::error::Result;
+
+/// What a point lookup in one table found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableGet {
+    /// The filter says the key is not in the table (no block was read).
+    FilteredOut,
+    /// The filter said maybe, but the table holds no version of the key visible at the read
+    /// sequence number (a false positive, or only newer versions).
+    NotFound,
+    /// The newest version visible at the read sequence number (possibly a tombstone).
+    Found(Entry),
+}
+
+/// An open SSTable.
+#[derive(Debug)]
+pub struct Table {
+    file: DiskFile,
+    file_number: u64,
+    size_bytes: u64,
+    footer: Footer,
+    /// The index block (validated), pinned.
+    index: Box<[u8]>,
+    filter: Filter,
+    smallest: Vec<u8>,
+    largest: Vec<u8>,
+    cache: Rc<BlockCache>,
+    pinned_bytes: usize,
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        self.cache.unpin(self.pinned_bytes);
+    }
+}
+
+/// Reads `size` bytes at `offset` (any alignment) with one aligned read into a pooled buffer;
+/// returns the buffer and where the bytes start in it.
+async fn read_range(
+    file: &DiskFile,
+    cache: &BlockCache,
+    offset: u64,
+    size: usize,
+    file_size: u64,
+) -> Result<(PooledBuf, usize)> {
+    let start = align_down(offset);
+    let end = align_up(offset + size as u64);
+    let mut buf = cache.pool().get((end - start) as usize);
+    let want = (end - start) as usize;
+    let got = file.read_into(start, &mut buf[..want]).await?;
+    let delta = (offset - start) as usize;
+    if got < delta + size {
+        return Err(corruption(
+            file.path(),
+            offset,
+            format!("block of {size} bytes runs past the end of the file ({file_size} bytes)"),
+        ));
+    }
+    Ok((buf, delta))
+}
+
+impl Table {
+    /// Opens table `file_number` at `path`, reading and checking its footer, index, filter and
+    /// props.
+    pub async fn open(path: &Path, file_number: u64, cache: Rc<BlockCache>) -> Result<Rc<Table>> {
+        let file = DiskFile::open_read(path).await?;
+        let size = file.size().await?;
+        if size < PAGE_SIZE_BYTES as u64 || size % PAGE_SIZE_BYTES as u64 != 0 {
+            return Err(corruption(
+                path,
+                size,
+                format!("table size {size} is not a positive multiple of {PAGE_SIZE_BYTES}"),
+            ));
+        }
+        let footer_at = size - FOOTER_BYTES as u64;
+        let (buf, delta) = read_range(&file, &cache, footer_at, FOOTER_BYTES, size).await?;
+        let footer = Footer::decode(&buf[delta..delta + FOOTER_BYTES], size)
+            .map_err(|d| corruption(path, footer_at, d))?;
+        drop(buf);
+        if footer.file_number != file_number {
+            return Err(corruption(
+                path,
+                footer_at,
+                format!(
+                    "footer names table {} but the file is table {file_number}",
+                    footer.file_number
+                ),
+            ));
+        }
+        let index = read_meta(&file, &cache, footer.index(), size).await?;
+        let index_block = BlockRef::parse(&index, BlockKind::Plain)
+            .map_err(|d| corruption(path, footer.index_offset, format!("index block: {d}")))?;
+        if index_block.len() != footer.data_blocks as usize || index_block.is_empty() {
+            return Err(corruption(
+                path,
+                footer.index_offset,
+                format!(
+                    "index has {} entries for {} data blocks",
+                    index_block.len(),
+                    footer.data_blocks
+                ),
+            ));
+        }
+        for i in 0..index_block.len() {
+            let h = BlockHandle::decode(index_block.entry(i).1);
+            let ok = h.is_some_and(|h| {
+                h.size as usize > super::BLOCK_TRAILER_BYTES
+                    && h.offset.saturating_add(u64::from(h.size)) <= footer.data_bytes
+            });
+            if !ok {
+                return Err(corruption(
+                    path,
+                    footer.index_offset,
+                    format!("index entry {i} holds a bad block handle"),
+                ));
+            }
+        }
+        let largest = index_block.key(index_block.len() - 1).to_vec();
+        let filter_raw = read_meta(&file, &cache, footer.filter(), size).await?;
+        let filter = Filter::decode(&filter_raw)
+            .map_err(|d| corruption(path, footer.filter_offset, format!("filter: {d}")))?;
+        let props = read_meta(&file, &cache, footer.props(), size).await?;
+        let props_block = BlockRef::parse(&props, BlockKind::Plain)
+            .map_err(|d| corruption(path, footer.props_offset, format!("props block: {d}")))?;
+        let prop = |name: &[u8]| {
+            let i = props_block.lower_bound(name);
+            (i < props_block.len() && props_block.key(i) == name)
+                .then(|| props_block.entry(i).1.to_vec())
+        };
+        let smallest = prop(b"smallest")
+            .ok_or_else(|| corruption(path, footer.props_offset, "props lack `smallest`"))?;
+        if prop(b"largest").as_deref() != Some(largest.as_slice()) || smallest > largest {
+            return Err(corruption(
+                path,
+                footer.props_offset,
+                "props disagree with the index about the key range",
+            ));
+        }
+        let pinned_bytes = index.len() + filter.size_bytes();
+        cache.pin(pinned_bytes);
+        Ok(Rc::new(Table {
+            file,
+            file_number,
+            size_bytes: size,
+            footer,
+            index: index.into_boxed_slice(),
+            filter,
+            smallest,
+            largest,
+            cache,
+            pinned_bytes,
+        }))
+    }
+
+    /// The table's number.
+    pub fn file_number(&self) -> u64 {
+        self.file_number
+    }
+
+    /// The table's path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// File size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Smallest user key.
+    pub fn smallest(&self) -> &[u8] {
+        &self.smallest
+    }
+
+    /// Largest user key.
+    pub fn largest(&self) -> &[u8] {
+        &self.largest
+    }
+
+    /// Versions stored.
+    pub fn entries(&self) -> u64 {
+        self.footer.entries
+    }
+
+    /// Largest sequence number stored.
+    pub fn seq_max(&self) -> SeqNo {
+        self.footer.seq_max
+    }
+
+    #[cfg(test)]
+    pub(crate) fn footer_for_tests(&self) -> Footer {
+        self.footer
+    }
+
+    /// The handle of the data block a lookup of `key` reads first.
+    #[cfg(test)]
+    pub(crate) fn block_for_tests(&self, key: &[u8]) -> BlockHandle {
+        self.handle(self.index().lower_bound(key))
+    }
+
+    fn index(&self) -> BlockRef<'_> {
+        BlockRef::trusted(&self.index)
+    }
+
+    fn block_count(&self) -> usize {
+        self.footer.data_blocks as usize
+    }
+
+    fn handle(&self, i: usize) -> BlockHandle {
+        // Every index entry was checked when the table opened.
+        BlockHandle::decode(self.index().entry(i).1).unwrap_or_default()
+    }
+
+    /// Data block `i`, from the cache or the disk (then cached when `fill_cache`).
+    async fn data_block(&self, i: usize, fill_cache: bool) -> Result<Rc<CachedBlock>> {
+        let h = self.handle(i);
+        let key = (self.file_number, h.offset);
+        if let Some(b) = self.cache.get(key) {
+            return Ok(b);
+        }
+        let (buf, delta) = read_range(
+            &self.file,
+            &self.cache,
+            h.offset,
+            h.size as usize,
+            self.size_bytes,
+        )
+        .await?;
+        let block = Rc::new(decode_data_block(self.path(), &self.cache, buf, delta, h)?);
+        if fill_cache {
+            self.cache.insert(key, block.clone());
+        }
+        Ok(block)
+    }
+
+    /// The newest version of `key` with a sequence number `<= read_seq`. `hash` is
+    /// `filter::key_hash(key)`, computed once per lookup.
+    pub async fn get(&self, key: &[u8], hash: u64, read_seq: SeqNo) -> Result<TableGet> {
+        if key < self.smallest.as_slice() || key > self.largest.as_slice() {
+            return Ok(TableGet::FilteredOut);
+        }
+        if !self.filter.may_contain(hash) {
+            return Ok(TableGet::FilteredOut);
+        }
+        let mut bi = self.index().lower_bound(key);
+        while bi < self.block_count() {
+            let block = self.data_block(bi, true).await?;
+            let b = BlockRef::trusted(block.data());
+            let mut i = b.lower_bound(key);
+            while i < b.len() {
+                let e = b.data_entry(i);
+                if e.key != key {
+                    return Ok(TableGet::NotFound);
+                }
+                if e.seq <= read_seq {
+                    return Ok(TableGet::Found(e.to_owned()));
+                }
+                i += 1;
+            }
+            // The key's versions continue in the next block.
+            bi += 1;
+        }
+        Ok(TableGet::NotFound)
+    }
+
+    /// An iterator over the table's entries. `sequential` reads ahead in large chunks and
+    /// leaves the cache alone (compaction); otherwise blocks go through the cache.
+    pub fn iter(self: &Rc<Self>, sequential: bool) -> TableIter {
+        TableIter {
+            table: self.clone(),
+            block_idx: 0,
+            block: None,
+            pos: 0,
+            sequential,
+            readahead: None,
+        }
+    }
+}
+
+async fn read_meta(
+    file: &DiskFile,
+    cache: &BlockCache,
+    h: BlockHandle,
+    file_size: u64,
+) -> Result<Vec<u8>> {
+    let (buf, delta) = read_range(file, cache, h.offset, h.size as usize, file_size).await?;
+    let (payload, code) = check_trailer(&buf[delta..delta + h.size as usize])
+        .map_err(|d| corruption(file.path(), h.offset, d))?;
+    if code != 0 {
+        return Err(corruption(
+            file.path(),
+            h.offset,
+            format!("meta block has compression code {code}; meta blocks are never compressed"),
+        ));
+    }
+    Ok(payload.to_vec())
+}
+
+/// Checks and decodes a data block that sits at `delta` in `buf`.
+fn decode_data_block(
+    path: &Path,
+    cache: &BlockCache,
+    mut buf: PooledBuf,
+    delta: usize,
+    h: BlockHandle,
+) -> Result<CachedBlock> {
+    let raw = &buf[delta..delta + h.size as usize];
+    let (payload, code) = check_trailer(raw).map_err(|d| corruption(path, h.offset, d))?;
+    let block = match code {
+        0 => {
+            let len = payload.len();
+            if delta > 0 {
+                buf.copy_within(delta..delta + len, 0);
+            }
+            CachedBlock::new(buf, len)
+        }
+        1 => {
+            if payload.len() < 4 {
+                return Err(corruption(
+                    path,
+                    h.offset,
+                    "compressed block lacks its length",
+                ));
+            }
+            let len = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+            let mut out = cache.pool().get(len);
+            let n = zstd::bulk::decompress_to_buffer(&payload[4..], &mut out[..len])
+                .map_err(|e| corruption(path, h.offset, format!("zstd: {e}")))?;
+            if n != len {
+                return Err(corruption(
+                    path,
+                    h.offset,
+                    format!("zstd block decompressed to {n} bytes, expected {len}"),
+                ));
+            }
+            CachedBlock::new(out, len)
+        }
+        other => {
+            return Err(corruption(
+                path,
+                h.offset,
+                format!("unknown compression code {other}"),
+            ));
+        }
+    };
+    BlockRef::parse(block.data(), BlockKind::Data)
+        .map_err(|d| corruption(path, h.offset, format!("data block: {d}")))?;
+    Ok(block)
+}
+
+/// Bytes a sequential iterator reads at once.
+const READAHEAD_BYTES: usize = 512 << 10;
+
+/// A positioned iterator over one table's entries, in (key ascending, sequence descending)
+/// order, movable both ways.
+#[derive(Debug)]
+pub struct TableIter {
+    table: Rc<Table>,
+    block_idx: usize,
+    block: Option<Rc<CachedBlock>>,
+    pos: usize,
+    sequential: bool,
+    /// (file offset of the buffer's first byte, buffer, valid bytes).
+    readahead: Option<(u64, PooledBuf, usize)>,
+}
+
+impl TableIter {
+    /// The table iterated.
+    pub fn table(&self) -> &Rc<Table> {
+        &self.table
+    }
+
+    /// Whether the iterator is on an entry.
+    #[inline]
+    pub fn valid(&self) -> bool {
+        self.block.is_some()
+    }
+
+    /// The current entry. Only call when [`TableIter::valid`].
+    #[inline]
+    pub fn entry(&self) -> EntryRef<'_> {
+        match &self.block {
+            Some(b) => BlockRef::trusted(b.data()).data_entry(self.pos),
+            None => EntryRef {
+                key: &[],
+                seq: 0,
+                kind: super::EntryKind::Delete,
+                expires_at_ms: 0,
+                value: &[],
+            },
+        }
+    }
+
+    fn block_len(&self) -> usize {
+        self.block
+            .as_ref()
+            .map_or(0, |b| BlockRef::trusted(b.data()).len())
+    }
+
+    async fn load(&mut self, i: usize) -> Result<()> {
+        if i >= self.table.block_count() {
+            self.block = None;
+            return Ok(());
+        }
+        self.block_idx = i;
+        let block = if self.sequential {
+            self.load_sequential(i).await?
+        } else {
+            self.table.data_block(i, true).await?
+        };
+        self.block = Some(block);
+        Ok(())
+    }
+
+    async fn load_sequential(&mut self, i: usize) -> Result<Rc<CachedBlock>> {
+        let h = self.table.handle(i);
+        let t = &self.table;
+        let end = h.offset + u64::from(h.size);
+        let covered = self
+            .readahead
+            .as_ref()
+            .is_some_and(|(start, _, len)| h.offset >= *start && end <= start + *len as u64);
+        if !covered {
+            self.readahead = None;
+            let start = align_down(h.offset);
+            let want = align_up(
+                (end - start)
+                    .max(READAHEAD_BYTES as u64)
+                    .min(t.footer.data_bytes - start),
+            ) as usize;
+            let mut buf = t.cache.pool().get(want);
+            let got = t.file.read_into(start, &mut buf[..want]).await?;
+            self.readahead = Some((start, buf, got));
+        }
+        let Some((start, ra, len)) = &self.readahead else {
+            return Err(crate::error::Error::InvalidArgument(
+                "readahead buffer missing".into(),
+            ));
+        };
+        let delta = (h.offset - start) as usize;
+        if delta + h.size as usize > *len {
+            return Err(corruption(
+                t.path(),
+                h.offset,
+                "block runs past the end of the file",
+            ));
+        }
+        let mut buf = t.cache.pool().get(h.size as usize);
+        buf[..h.size as usize].copy_from_slice(&ra[delta..delta + h.size as usize]);
+        Ok(Rc::new(decode_data_block(t.path(), &t.cache, buf, 0, h)?))
+    }
+
+    /// Positions at the first entry.
+    pub async fn seek_to_first(&mut self) -> Result<()> {
+        self.load(0).await?;
+        self.pos = 0;
+        Ok(())
+    }
+
+    /// Positions at the last entry.
+    pub async fn seek_to_last(&mut self) -> Result<()> {
+        let n = self.table.block_count();
+        self.load(n - 1).await?;
+        self.pos = self.block_len().saturating_sub(1);
+        Ok(())
+    }
+
+    /// Positions at the first entry whose key is `>= key`.
+    pub async fn seek_ge(&mut self, key: &[u8]) -> Result<()> {
+        let bi = self.table.index().lower_bound(key);
+        self.load(bi).await?;
+        if let Some(b) = &self.block {
+            self.pos = BlockRef::trusted(b.data()).lower_bound(key);
+            if self.pos >= self.block_len() {
+                // Only possible if the index key were below the block's last key.
+                self.load(bi + 1).await?;
+                self.pos = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions at the last entry whose key is `< key`.
+    pub async fn seek_lt(&mut self, key: &[u8]) -> Result<()> {
+        let bi = self.table.index().lower_bound(key);
+        if bi < self.table.block_count() {
+            self.load(bi).await?;
+            if let Some(b) = &self.block {
+                let p = BlockRef::trusted(b.data()).lower_bound(key);
+                if p > 0 {
+                    self.pos = p - 1;
+                    return Ok(());
+                }
+            }
+        }
+        if bi == 0 {
+            self.block = None;
+            return Ok(());
+        }
+        self.load(bi - 1).await?;
+        self.pos = self.block_len().saturating_sub(1);
+        Ok(())
+    }
+
+    /// Moves to the next entry (invalid past the last).
+    pub async fn next(&mut self) -> Result<()> {
+        if self.block.is_none() {
+            return Ok(());
+        }
+        self.pos += 1;
+        if self.pos >= self.block_len() {
+            let next = self.block_idx + 1;
+            self.load(next).await?;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Moves to the previous entry (invalid before the first).
+    pub async fn prev(&mut self) -> Result<()> {
+        if self.block.is_none() {
+            return Ok(());
+        }
+        if self.pos > 0 {
+            self.pos -= 1;
+            return Ok(());
+        }
+        if self.block_idx == 0 {
+            self.block = None;
+            return Ok(());
+        }
+        let prev = self.block_idx - 1;
+        self.load(prev).await?;
+        self.pos = self.block_len().saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// Where a table lives: `dir/NNNNNN.sst`.
+pub fn table_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(super::builder::table_file_name(number))
+}
