@@ -23,6 +23,7 @@ mod disk;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod iter;
 pub mod manifest;
 mod memtable;
 pub mod options;

@@ -210,6 +210,74 @@ impl Memtable {
     }
 }
 
+impl Version {
+    fn to_entry(&self, key: &[u8]) -> crate::sst::Entry {
+        use crate::sst::EntryKind;
+        let kind = match (&self.value, self.expires_at_ms) {
+            (None, _) => EntryKind::Delete,
+            (Some(_), 0) => EntryKind::Put,
+            (Some(_), _) => EntryKind::PutTtl,
+        };
+        crate::sst::Entry {
+            key: key.to_vec(),
+            seq: self.seq,
+            kind,
+            expires_at_ms: self.expires_at_ms,
+            value: self.value.as_deref().map_or_else(Vec::new, <[u8]>::to_vec),
+        }
+    }
+}
+
+impl Memtable {
+    /// Appends to `out` every version of up to `keys_max` keys starting at `from`, in the
+    /// order a merging iterator needs: ascending keys with versions newest first, or (when
+    /// `reverse`) descending keys with versions oldest first. Returns whether keys remain
+    /// beyond the last one appended.
+    pub(crate) fn collect_versions(
+        &self,
+        from: Bound<&[u8]>,
+        reverse: bool,
+        keys_max: usize,
+        out: &mut Vec<crate::sst::Entry>,
+    ) -> bool {
+        let mut push = |k: &[u8], e: &Entry| {
+            if reverse {
+                for v in &e.older {
+                    out.push(v.to_entry(k));
+                }
+                out.push(e.newest.to_entry(k));
+            } else {
+                out.push(e.newest.to_entry(k));
+                for v in e.older.iter().rev() {
+                    out.push(v.to_entry(k));
+                }
+            }
+        };
+        let mut n = 0;
+        if reverse {
+            let mut it = self.map.range::<[u8], _>((Bound::Unbounded, from)).rev();
+            for (k, e) in it.by_ref() {
+                push(k, e);
+                n += 1;
+                if n == keys_max {
+                    break;
+                }
+            }
+            it.next().is_some()
+        } else {
+            let mut it = self.map.range::<[u8], _>((from, Bound::Unbounded));
+            for (k, e) in it.by_ref() {
+                push(k, e);
+                n += 1;
+                if n == keys_max {
+                    break;
+                }
+            }
+            it.next().is_some()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

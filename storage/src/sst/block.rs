@@ -2,20 +2,22 @@
 //! prefixes searched without branches, then entry offsets, then the entries.
 //!
 //! ```text
-//! offset 0        4          8                 8+8n              8+12n
-//! +---------------+----------+-----------------+-----------------+-----------------------+
-//! | n (u32 LE)    | reserved | prefix[0..n]    | offset[0..n]    | entry 0 | entry 1 ... |
-//! |               | (0)      | u64 LE each     | u32 LE each     |                       |
-//! +---------------+----------+-----------------+-----------------+-----------------------+
+//! offset 0        4            8                 8+8n              8+12n
+//! +---------------+------------+-----------------+-----------------+-----------------------+
+//! | n (u32 LE)    | shared_len | prefix[0..n]    | offset[0..n]    | entry 0 | entry 1 ... |
+//! |               | (u32 LE)   | u64 LE each     | u32 LE each     |                       |
+//! +---------------+------------+-----------------+-----------------+-----------------------+
 //! entry i at offset[i] (from the block start):
 //! +------------------+--------------------+---------+-----------+
 //! | key_len (varint) | value_len (varint) | key     | value     |
 //! +------------------+--------------------+---------+-----------+
 //! ```
 //!
-//! `prefix[i]` is the first 8 bytes of key `i` read as a big-endian integer (zero-padded when
-//! the key is shorter), so comparing prefixes as integers orders keys like comparing their first
-//! 8 bytes. A lookup counts the prefixes below the target's (a branch-free loop the compiler
+//! `shared_len` is the length of the prefix common to every key of the block (that of its first
+//! and last keys). `prefix[i]` is the 8 bytes of key `i` that follow it, read as a big-endian
+//! integer (zero-padded when the key is shorter), so comparing prefixes as integers orders
+//! keys like comparing those bytes, and keys that share a long common prefix (`tenant-42/...`)
+//! still get distinct prefixes. A lookup compares the target with the shared part once, counts the prefixes below the target's (a branch-free loop the compiler
 //! turns into AVX2 compares; for large blocks such as an index, a branch-free binary search),
 //! then compares whole keys only among entries whose prefix equals the target's. For keys that
 //! differ in their first 8 bytes that is zero full-key comparisons. The `block_search` criterion
@@ -54,7 +56,8 @@ pub fn key_prefix(key: &[u8]) -> u64 {
 /// Accumulates entries and encodes a block.
 #[derive(Debug, Default)]
 pub struct BlockBuilder {
-    prefixes: Vec<u64>,
+    /// (start, length) of each key in `entries`.
+    keys: Vec<(u32, u32)>,
     /// Entry offsets relative to the start of the entry area.
     offsets: Vec<u32>,
     entries: Vec<u8>,
@@ -66,16 +69,16 @@ impl BlockBuilder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
+        self.keys.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.prefixes.len()
+        self.keys.len()
     }
 
     /// Encoded size of the block as it stands.
     pub fn size_bytes(&self) -> usize {
-        HEADER_BYTES + SLOT_BYTES * self.prefixes.len() + self.entries.len()
+        HEADER_BYTES + SLOT_BYTES * self.keys.len() + self.entries.len()
     }
 
     /// Encoded size of one more entry with these key and value lengths.
@@ -84,10 +87,11 @@ impl BlockBuilder {
     }
 
     fn push_header(&mut self, key: &[u8], value_len: usize) {
-        self.prefixes.push(key_prefix(key));
         self.offsets.push(self.entries.len() as u32);
         put_varint(&mut self.entries, key.len() as u64);
         put_varint(&mut self.entries, value_len as u64);
+        self.keys
+            .push((self.entries.len() as u32, key.len() as u32));
         self.entries.extend_from_slice(key);
     }
 
@@ -110,19 +114,24 @@ impl BlockBuilder {
 
     /// Appends the encoded block to `out` and resets the builder.
     pub fn finish_into(&mut self, out: &mut Vec<u8>) {
-        let n = self.prefixes.len();
+        let n = self.keys.len();
         let base = (HEADER_BYTES + SLOT_BYTES * n) as u32;
+        let key = |&(at, len): &(u32, u32)| &self.entries[at as usize..(at + len) as usize];
+        let shared = match (self.keys.first(), self.keys.last()) {
+            (Some(a), Some(b)) if n > 1 => common_prefix_len(key(a), key(b)),
+            _ => 0,
+        };
         out.reserve(self.size_bytes());
         out.extend_from_slice(&(n as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        for p in &self.prefixes {
-            out.extend_from_slice(&p.to_le_bytes());
+        out.extend_from_slice(&(shared as u32).to_le_bytes());
+        for k in &self.keys {
+            out.extend_from_slice(&key_prefix(&key(k)[shared..]).to_le_bytes());
         }
         for o in &self.offsets {
             out.extend_from_slice(&(base + o).to_le_bytes());
         }
         out.extend_from_slice(&self.entries);
-        self.prefixes.clear();
+        self.keys.clear();
         self.offsets.clear();
         self.entries.clear();
     }
@@ -133,6 +142,7 @@ impl BlockBuilder {
 pub struct BlockRef<'a> {
     data: &'a [u8],
     n: usize,
+    shared: usize,
 }
 
 /// Whether a block's values are data values (tag + ...) to be validated as such.
@@ -158,8 +168,10 @@ impl<'a> BlockRef<'a> {
             .and_then(|s| s.checked_add(HEADER_BYTES))
             .filter(|&e| e <= data.len())
             .ok_or_else(|| format!("block claims {n} entries but has {} bytes", data.len()))?;
-        let b = BlockRef { data, n };
+        let shared = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as usize;
+        let b = BlockRef { data, n, shared };
         let mut prev_end = slots_end;
+        let mut common: &[u8] = &[];
         for i in 0..n {
             let off = b.offset(i);
             if off != prev_end {
@@ -167,7 +179,12 @@ impl<'a> BlockRef<'a> {
             }
             let (k, v, end) = decode_entry(data, off)
                 .ok_or_else(|| format!("entry {i} at {off} runs past the block"))?;
-            if b.prefix(i) != key_prefix(k) {
+            if i == 0 {
+                common = k
+                    .get(..shared)
+                    .ok_or("shared prefix longer than the first key")?;
+            }
+            if !k.starts_with(common) || b.prefix(i) != key_prefix(&k[shared..]) {
                 return Err(format!("entry {i}: prefix does not match its key"));
             }
             if kind == BlockKind::Data && decode_data_value(k, v).is_none() {
@@ -199,7 +216,8 @@ impl<'a> BlockRef<'a> {
     #[inline]
     pub fn trusted(data: &'a [u8]) -> BlockRef<'a> {
         let n = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        BlockRef { data, n }
+        let shared = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as usize;
+        BlockRef { data, n, shared }
     }
 
     /// Number of entries.
@@ -267,20 +285,52 @@ impl<'a> BlockRef<'a> {
     }
 
     /// Index of the first entry whose key is `>= target` (`len()` if none), using the prefix
-    /// array.
+    /// array: entries `[lt, le)` share the target's prefix; only they need whole-key
+    /// comparisons (none when the range is empty, one when it holds one entry, a binary search
+    /// over it otherwise — keys sharing long prefixes degrade gracefully).
     #[inline]
     pub fn lower_bound(&self, target: &[u8]) -> usize {
-        let p = key_prefix(target);
-        let mut i = if self.n <= LINEAR_SEARCH_MAX {
-            count_less(self.prefixes(), p)
-        } else {
-            self.prefix_lower_bound(p)
-        };
-        // Equal prefixes: compare whole keys (they are rare unless keys share 8-byte prefixes).
-        while i < self.n && self.prefix(i) == p && self.key(i) < target {
-            i += 1;
+        if self.shared > 0 && self.n > 0 {
+            let common = &self.key(0)[..self.shared];
+            let head = &target[..self.shared.min(target.len())];
+            match head.cmp(common) {
+                std::cmp::Ordering::Less => return 0,
+                std::cmp::Ordering::Greater => return self.n,
+                // A target that is a proper prefix of the shared part is below every key.
+                std::cmp::Ordering::Equal if target.len() < self.shared => return 0,
+                std::cmp::Ordering::Equal => {}
+            }
         }
-        i
+        let p = key_prefix(&target[self.shared.min(target.len())..]);
+        let (lt, le) = if self.n <= LINEAR_SEARCH_MAX {
+            count_less_and_equal(self.prefixes(), p)
+        } else {
+            let lt = self.prefix_lower_bound(p);
+            let le = if lt < self.n && self.prefix(lt) == p {
+                self.prefix_upper_bound(p)
+            } else {
+                lt
+            };
+            (lt, le)
+        };
+        match le - lt {
+            0 => lt,
+            1 => lt + usize::from(self.key(lt) < target),
+            _ => self.binary_in(lt, le, target),
+        }
+    }
+
+    /// First `i` in `[lo, hi)` with `key(i) >= target` (`hi` if none).
+    fn binary_in(&self, mut lo: usize, mut hi: usize, target: &[u8]) -> usize {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) < target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// First `i` with `prefix(i) >= p`, by a branch-free binary search.
@@ -300,20 +350,32 @@ impl<'a> BlockRef<'a> {
         base + usize::from(self.prefix(base) < p)
     }
 
+    /// First `i` with `prefix(i) > p`, by a branch-free binary search.
+    #[inline]
+    fn prefix_upper_bound(&self, p: u64) -> usize {
+        if self.n == 0 {
+            return 0;
+        }
+        let mut base = 0usize;
+        let mut size = self.n;
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            base = if self.prefix(mid) <= p { mid } else { base };
+            size -= half;
+        }
+        base + usize::from(self.prefix(base) <= p)
+    }
+
     /// [`BlockRef::lower_bound`] by a plain binary search over whole keys (the baseline the
     /// benchmark compares with).
     pub fn lower_bound_binary(&self, target: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.n);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.key(mid) < target {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        self.binary_in(0, self.n, target)
     }
+}
+
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn seq_of(value: &[u8]) -> u64 {
@@ -336,35 +398,37 @@ fn decode_entry(data: &[u8], off: usize) -> Option<(&[u8], &[u8], usize)> {
     Some((&data[pos..kend], &data[kend..vend], vend))
 }
 
-/// How many of the little-endian u64 `prefixes` are below `p`: no branches, so the loop
-/// vectorises (AVX2 when the CPU has it).
+/// How many of the little-endian u64 `prefixes` are below `p`, and how many are at most `p`:
+/// no branches, so the loop vectorises (AVX2 when the CPU has it).
 #[inline]
-fn count_less(prefixes: &[u8], p: u64) -> usize {
+fn count_less_and_equal(prefixes: &[u8], p: u64) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above); the function only reads the
             // slice it is given.
-            return unsafe { count_less_avx2(prefixes, p) };
+            return unsafe { count_avx2(prefixes, p) };
         }
     }
-    count_less_portable(prefixes, p)
+    count_portable(prefixes, p)
 }
 
 #[inline(always)]
-fn count_less_portable(prefixes: &[u8], p: u64) -> usize {
-    prefixes
-        .chunks_exact(8)
-        .map(|c| {
-            usize::from(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) < p)
-        })
-        .sum()
+fn count_portable(prefixes: &[u8], p: u64) -> (usize, usize) {
+    let mut lt = 0usize;
+    let mut le = 0usize;
+    for c in prefixes.chunks_exact(8) {
+        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        lt += usize::from(x < p);
+        le += usize::from(x <= p);
+    }
+    (lt, le)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn count_less_avx2(prefixes: &[u8], p: u64) -> usize {
-    count_less_portable(prefixes, p)
+fn count_avx2(prefixes: &[u8], p: u64) -> (usize, usize) {
+    count_portable(prefixes, p)
 }
 
 #[cfg(test)]
@@ -402,16 +466,29 @@ mod tests {
     #[test]
     fn lower_bound_agrees_with_binary_search_for_all_sizes() {
         // Keys sharing long prefixes force the full-key tie-break; sizes cross the linear limit.
-        for n in [0usize, 1, 2, 7, 63, 64, 65, 200, 1000] {
-            let mut keys: Vec<Vec<u8>> = (0..n)
-                .map(|i| {
-                    if i % 3 == 0 {
-                        format!("samepfx-{i:06}").into_bytes()
-                    } else {
-                        format!("{i:04}").into_bytes()
-                    }
-                })
-                .collect();
+        // Families: mixed prefixes; one long shared prefix (the block's `shared_len`), with
+        // ties after it too.
+        let families: [fn(usize) -> Vec<u8>; 2] = [
+            |i| {
+                if i % 3 == 0 {
+                    format!("samepfx-{i:06}").into_bytes()
+                } else {
+                    format!("{i:04}").into_bytes()
+                }
+            },
+            |i| {
+                format!(
+                    "tenant-0042/obj/{}{i:05}",
+                    if i % 2 == 0 { "aaaaaaaaaa" } else { "" }
+                )
+                .into_bytes()
+            },
+        ];
+        for (n, family) in [0usize, 1, 2, 7, 63, 64, 65, 200, 1000]
+            .into_iter()
+            .flat_map(|n| families.iter().map(move |f| (n, f)))
+        {
+            let mut keys: Vec<Vec<u8>> = (0..n).map(family).collect();
             keys.sort();
             keys.dedup();
             let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -423,6 +500,9 @@ mod tests {
             probes.extend(keys.iter().map(|k| k[..k.len() - 1].to_vec()));
             probes.push(Vec::new());
             probes.push(vec![0xff; 20]);
+            probes.push(b"tenant-0042/".to_vec());
+            probes.push(b"tenant-0042/obj/zzz".to_vec());
+            probes.push(b"tenant-0041/zzz".to_vec());
             for t in &probes {
                 let want = keys.partition_point(|k| k.as_slice() < t.as_slice());
                 assert_eq!(b.lower_bound(t), want, "n={n} target={t:?}");

@@ -1,0 +1,129 @@
+//! [`MergeIter`]: merges sources into one stream of versions, in (key ascending, sequence
+//! descending) order when forward and exactly the reverse otherwise, with a binary heap of
+//! source indices (O(log n) per step).
+
+use std::cmp::Ordering;
+
+use super::Source;
+use crate::error::Result;
+use crate::sst::EntryRef;
+
+/// A one-direction merge of several sources.
+#[derive(Debug)]
+pub struct MergeIter {
+    sources: Vec<Source>,
+    /// Indices of valid sources, a heap whose top (index 0) holds the next entry.
+    heap: Vec<usize>,
+    forward: bool,
+}
+
+/// Order of two entries in the merged stream (Less = comes first).
+#[inline]
+fn order(a: &EntryRef<'_>, b: &EntryRef<'_>, forward: bool) -> Ordering {
+    let o = a.key.cmp(b.key).then_with(|| b.seq.cmp(&a.seq));
+    if forward { o } else { o.reverse() }
+}
+
+impl MergeIter {
+    /// A merge of `sources`, moving forward or in reverse (unpositioned until a seek).
+    pub fn new(sources: Vec<Source>, forward: bool) -> MergeIter {
+        MergeIter {
+            heap: Vec::with_capacity(sources.len()),
+            sources,
+            forward,
+        }
+    }
+
+    /// The direction.
+    pub fn forward(&self) -> bool {
+        self.forward
+    }
+
+    #[inline]
+    fn before(&self, a: usize, b: usize) -> bool {
+        order(
+            &self.sources[a].entry(),
+            &self.sources[b].entry(),
+            self.forward,
+        ) == Ordering::Less
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                return;
+            }
+            let r = l + 1;
+            let c = if r < n && self.before(self.heap[r], self.heap[l]) {
+                r
+            } else {
+                l
+            };
+            if self.before(self.heap[c], self.heap[i]) {
+                self.heap.swap(c, i);
+                i = c;
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        self.heap = (0..self.sources.len())
+            .filter(|&i| self.sources[i].valid())
+            .collect();
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_down(i);
+        }
+    }
+
+    /// Forward: positions at the first version of the first key `>= key`.
+    pub async fn seek_ge(&mut self, key: &[u8]) -> Result<()> {
+        debug_assert!(self.forward);
+        for s in &mut self.sources {
+            s.seek_ge(key).await?;
+        }
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Reverse: positions at the oldest version of the last key `< key` (the last key of
+    /// all when None).
+    pub async fn seek_lt(&mut self, key: Option<&[u8]>) -> Result<()> {
+        debug_assert!(!self.forward);
+        for s in &mut self.sources {
+            s.seek_lt(key).await?;
+        }
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Whether the merge is on an entry.
+    #[inline]
+    pub fn valid(&self) -> bool {
+        !self.heap.is_empty()
+    }
+
+    /// The current entry (only when valid).
+    #[inline]
+    pub fn entry(&self) -> EntryRef<'_> {
+        self.sources[self.heap[0]].entry()
+    }
+
+    /// Moves to the next entry of the merged stream.
+    pub async fn step(&mut self) -> Result<()> {
+        let Some(&top) = self.heap.first() else {
+            return Ok(());
+        };
+        self.sources[top].step(self.forward).await?;
+        if !self.sources[top].valid() {
+            let last = self.heap.len() - 1;
+            self.heap.swap(0, last);
+            self.heap.pop();
+        }
+        self.sift_down(0);
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Iterators that merge the memtables and SSTables into one ordered view.
+//!
+//! * [`mem::MemIter`]: a memtable, read in chunks (it may change between reads; versions a
+//!   reader needs are kept by its snapshot).
+//! * [`level::LevelIter`]: one level of non-overlapping tables, as one sequence.
+//! * [`merge::MergeIter`]: a heap over any of those (plus single L0 tables), yielding every
+//!   version in (key ascending, sequence descending) order, or exactly the reverse.
+//! * [`user::VisibleIter`]: what a reader at a sequence number sees: the newest version of each
+//!   key at or below it, tombstones and expired values hidden.
+//!
+//! An iterator runs in one direction, fixed when it is made: forward scans seek to their
+//! start and go up, reverse scans seek below their end and go down.
+
+pub mod level;
+pub mod mem;
+pub mod merge;
+#[cfg(test)]
+mod tests;
+pub mod user;
+
+use crate::error::Result;
+use crate::sst::EntryRef;
+use crate::sst::reader::TableIter;
+
+/// One input of a [`merge::MergeIter`].
+#[derive(Debug)]
+pub enum Source {
+    /// A memtable (active or immutable).
+    Mem(mem::MemIter),
+    /// One table (a level-0 table).
+    Table(TableIter),
+    /// A level of non-overlapping tables.
+    Level(level::LevelIter),
+}
+
+impl Source {
+    /// Whether the source is on an entry.
+    #[inline]
+    pub fn valid(&self) -> bool {
+        match self {
+            Source::Mem(m) => m.valid(),
+            Source::Table(t) => t.valid(),
+            Source::Level(l) => l.valid(),
+        }
+    }
+
+    /// The current entry (only when valid).
+    #[inline]
+    pub fn entry(&self) -> EntryRef<'_> {
+        match self {
+            Source::Mem(m) => m.entry(),
+            Source::Table(t) => t.entry(),
+            Source::Level(l) => l.entry(),
+        }
+    }
+
+    /// First entry with key `>= key` (forward sources).
+    pub async fn seek_ge(&mut self, key: &[u8]) -> Result<()> {
+        match self {
+            Source::Mem(m) => {
+                m.seek_ge(key);
+                Ok(())
+            }
+            Source::Table(t) => t.seek_ge(key).await,
+            Source::Level(l) => l.seek_ge(key).await,
+        }
+    }
+
+    /// Last entry with key `< key`, or the very last entry when `key` is None (reverse
+    /// sources).
+    pub async fn seek_lt(&mut self, key: Option<&[u8]>) -> Result<()> {
+        match (self, key) {
+            (Source::Mem(m), k) => {
+                m.seek_lt(k);
+                Ok(())
+            }
+            (Source::Table(t), Some(k)) => t.seek_lt(k).await,
+            (Source::Table(t), None) => t.seek_to_last().await,
+            (Source::Level(l), k) => l.seek_lt(k).await,
+        }
+    }
+
+    /// Moves one entry on in the iterator's direction.
+    pub async fn step(&mut self, forward: bool) -> Result<()> {
+        match (self, forward) {
+            (Source::Mem(m), _) => {
+                m.step();
+                Ok(())
+            }
+            (Source::Table(t), true) => t.next().await,
+            (Source::Table(t), false) => t.prev().await,
+            (Source::Level(l), true) => l.next().await,
+            (Source::Level(l), false) => l.prev().await,
+        }
+    }
+}
