@@ -38,6 +38,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The in-process corekv server could not start, or failed.
+    #[error("in-process corekv server: {0}")]
+    Server(String),
+
     /// Writing results failed.
     #[error("cannot write {path}: {source}")]
     Output {

@@ -109,3 +109,42 @@ fn unreachable_server_and_bad_flags_fail_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workload"));
 }
+
+#[test]
+fn without_addr_corekv_runs_against_an_in_process_server() {
+    let cpu = corekv_bench::sys::allowed_cpus().unwrap()[0].to_string();
+    // The one-command path, with its defaults (durability sync) on one shard.
+    let out = bench(&[
+        "ycsb",
+        "--records",
+        "200",
+        "--operations",
+        "300",
+        "--server-cores",
+        &cpu,
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("in-process corekv server"), "{stderr}");
+    let lines = parse_ycsb(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let ok = |section: &str| {
+        lines
+            .iter()
+            .filter(|l| l.section == section && l.metric == "Return=OK")
+            .map(|l| l.number().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(ok("INSERT"), 200.0);
+    assert_eq!(ok("READ") + ok("UPDATE"), 300.0);
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.metric.starts_with("Return=") || l.metric == "Return=OK")
+    );
+
+    // Server flags make no sense against another backend.
+    let out = bench(&["ycsb", "--backend", "redis", "--server-cores", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in-process"));
+}

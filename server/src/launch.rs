@@ -62,8 +62,18 @@ struct ShardBoot {
     metrics_addr: Option<SocketAddr>,
 }
 
-/// Runs the server until it is stopped. `Ok` after a clean stop.
+/// Runs the server until it is stopped (SIGINT or SIGTERM, or a shard failing). `Ok` after a
+/// clean stop.
 pub fn run(config: Config) -> Result<(), Error> {
+    let control = Arc::new(Control::new(config.shard_count()));
+    spawn_signal_thread(Arc::clone(&control))?;
+    serve(config, control)
+}
+
+/// Runs the server until `control` is asked to stop ([`Control::request_stop`]) or a shard
+/// fails; handles no signals. For programs that embed a server (the benchmark driver starts
+/// one in-process); `control` must be made for `config.shard_count()` shards.
+pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     raise_limits();
     let count = config.shard_count();
     let data = DataDir::open(&config.data_dir, count)?;
@@ -80,9 +90,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             data.root().display()
         ),
     }
-    let control = Arc::new(Control::new(count));
     install_panic_hook(Arc::clone(&control));
-    spawn_signal_thread(Arc::clone(&control))?;
 
     let topology = Topology {
         shard_count: count as u32,

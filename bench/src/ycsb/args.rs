@@ -88,6 +88,15 @@ pub struct YcsbArgs {
     #[arg(long)]
     pub addr: Option<String>,
 
+    /// In-process corekv server only (no --addr): CPUs for its shards, one shard each
+    /// (default: every CPU this process may use).
+    #[arg(long, value_name = "LIST")]
+    pub server_cores: Option<String>,
+
+    /// In-process corekv server only: `sync` (default), `periodic:MS` or `none`.
+    #[arg(long, value_name = "MODE")]
+    pub server_durability: Option<String>,
+
     /// Bytes per field (YCSB fieldlength).
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,

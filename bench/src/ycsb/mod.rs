@@ -14,6 +14,7 @@ pub mod measure;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod server;
 pub mod workload;
 pub mod zipfian;
 
@@ -24,11 +25,13 @@ use self::args::{
     BackendArg, CONNECTIONS_MAX, INFLIGHT_MAX, PhaseArg, RECORDS_MAX, THREADS_MAX, YcsbArgs,
 };
 use self::backend::Backend;
+use self::backend::corekv::CorekvBackend;
 use self::backend::memory::MemoryBackend;
 use self::backend::redis::RedisBackend;
 use self::record::{FIELD_COUNT_MAX, FIELD_LENGTH_MAX_BYTES};
 use self::report::PhaseReport;
 use self::runner::{Phase, PhaseSpec, run_phase};
+use self::server::{InProcessOptions, InProcessServer};
 use self::workload::Workload;
 use crate::Error;
 use crate::sys::{allowed_cpus, parse_cpu_list};
@@ -88,6 +91,14 @@ fn check_limits(args: &YcsbArgs) -> Result<(), Error> {
                 "--duration {d} must be a positive number of seconds"
             ));
         }
+    }
+    let in_process = args.backend == BackendArg::Corekv && args.addr.is_none();
+    if !in_process && (args.server_cores.is_some() || args.server_durability.is_some()) {
+        return bad(
+            "--server-cores and --server-durability only apply to the in-process corekv server \
+             (--backend corekv without --addr)"
+                .into(),
+        );
     }
     if args.operations == Some(0) {
         return bad("--operations must be at least 1".into());
@@ -186,11 +197,34 @@ pub fn run(args: &YcsbArgs) -> Result<Vec<PhaseReport>, Error> {
             drive(&RedisBackend::new(addr, args.field_count), args, cpus)
         }
         BackendArg::Memory => drive(&MemoryBackend::new(), args, cpus),
-        BackendArg::Corekv => Err(Error::InvalidOption(
-            "--backend corekv: the corekv client is not available in this build yet; \
-             use --backend redis or memory"
-                .into(),
-        )),
+        BackendArg::Corekv => match &args.addr {
+            Some(addr) => {
+                let addr = corekv_proto::client::resolve(addr)
+                    .map_err(|e| Error::InvalidOption(format!("--addr: {e}")))?;
+                drive(&CorekvBackend::new(addr), args, cpus)
+            }
+            None => {
+                let mut server = InProcessServer::start(&InProcessOptions {
+                    cores: args.server_cores.clone(),
+                    durability: args.server_durability.clone(),
+                })?;
+                eprintln!(
+                    "corekv-bench: started an in-process corekv server: {} shard(s), listening on \
+                     {}, data in {} (removed at exit), durability {}",
+                    server.shard_count(),
+                    server.addr(),
+                    server
+                        .data_dir()
+                        .map_or(String::new(), |d| d.display().to_string()),
+                    args.server_durability.as_deref().unwrap_or("sync"),
+                );
+                let outcome = drive(&CorekvBackend::new(server.addr()), args, cpus);
+                let stopped = server.stop();
+                let reports = outcome?;
+                stopped?;
+                Ok(reports)
+            }
+        },
     }
 }
 
@@ -204,6 +238,9 @@ pub fn drive<B: Backend>(
     let mut reports = Vec::with_capacity(specs.len());
     for spec in &specs {
         let report = run_phase(backend, spec)?;
+        for e in &report.error_samples {
+            eprintln!("corekv-bench: an operation failed: {e}");
+        }
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(report.to_ycsb_text().as_bytes());
         let _ = out.flush();

@@ -69,6 +69,8 @@ pub struct PhaseReport {
     pub threads: usize,
     /// Connection errors and other problems that stopped a connection early.
     pub errors: Vec<String>,
+    /// A few distinct messages of operations that returned `ERROR`.
+    pub error_samples: Vec<String>,
 }
 
 impl PhaseReport {
@@ -236,6 +238,7 @@ impl PhaseReport {
                 "timer_lateness": self.measurements.timer_lateness.as_ref().map(stats_json),
             },
             "errors": self.errors,
+            "error_samples": self.error_samples,
         })
     }
 }
@@ -335,6 +338,7 @@ mod tests {
             },
             threads: 1,
             errors: vec![],
+            error_samples: vec![],
         }
     }
 

@@ -155,7 +155,11 @@ struct ThreadResult {
     cpu: CpuUsage,
     finished: Instant,
     errors: BTreeSet<String>,
+    error_samples: BTreeSet<String>,
 }
+
+/// Distinct messages of failed operations kept per thread, for the report.
+const ERROR_SAMPLES_MAX: usize = 5;
 
 /// What one client thread does.
 struct ThreadPlan {
@@ -186,6 +190,7 @@ struct ThreadCtx {
     progress_ops: Cell<u64>,
     progress_histogram: RefCell<Histogram<u64>>,
     errors: RefCell<BTreeSet<String>>,
+    error_samples: RefCell<BTreeSet<String>>,
 }
 
 impl ThreadCtx {
@@ -386,11 +391,13 @@ pub fn run_phase<B: Backend>(backend: &B, spec: &PhaseSpec) -> Result<PhaseRepor
     let mut measurements = Measurements::default();
     let mut driver_cpu = CpuUsage::default();
     let mut errors = BTreeSet::new();
+    let mut error_samples = BTreeSet::new();
     let mut finished = start;
     for r in &results {
         measurements.merge(&r.measurements);
         driver_cpu.add(r.cpu);
         errors.extend(r.errors.iter().cloned());
+        error_samples.extend(r.error_samples.iter().cloned());
         finished = finished.max(r.finished);
     }
     Ok(PhaseReport {
@@ -401,6 +408,7 @@ pub fn run_phase<B: Backend>(backend: &B, spec: &PhaseSpec) -> Result<PhaseRepor
         driver_cpu,
         threads,
         errors: errors.into_iter().collect(),
+        error_samples: error_samples.into_iter().take(ERROR_SAMPLES_MAX).collect(),
     })
 }
 
@@ -455,6 +463,7 @@ async fn client_thread<B: Backend>(
         progress_ops: Cell::new(0),
         progress_histogram: RefCell::new(latency_histogram()),
         errors: RefCell::new(BTreeSet::new()),
+        error_samples: RefCell::new(BTreeSet::new()),
     });
 
     let mut slots = Vec::with_capacity(conns.len() * inflight);
@@ -479,6 +488,7 @@ async fn client_thread<B: Backend>(
         cpu,
         finished,
         errors: ctx.errors.take(),
+        error_samples: ctx.error_samples.take(),
     })));
     drop(conns);
 }
@@ -531,6 +541,12 @@ async fn slot_loop<C: Connection>(ctx: Rc<ThreadCtx>, conn: Rc<C>) {
             Phase::Run => run_transaction(&ctx, &*conn, &mut bufs, from).await,
         }
         ctx.finish_transaction(from.elapsed());
+        if let Some(message) = conn.last_error() {
+            let mut samples = ctx.error_samples.borrow_mut();
+            if samples.len() < ERROR_SAMPLES_MAX {
+                samples.insert(message);
+            }
+        }
         if let Some(reason) = conn.failure() {
             ctx.errors.borrow_mut().insert(reason);
             break;

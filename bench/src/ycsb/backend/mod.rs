@@ -9,6 +9,7 @@
 //! Records arrive encoded as in [`crate::ycsb::record`]; a backend maps them to its own storage
 //! (corekv: the encoded bytes as one value; Redis: a hash).
 
+pub mod corekv;
 pub mod memory;
 pub mod redis;
 
@@ -48,6 +49,12 @@ pub trait Connection: 'static {
 
     /// Why the connection can no longer be used, once it cannot.
     fn failure(&self) -> Option<String>;
+
+    /// The message of the most recent operation that returned `ERROR`, if the backend has one
+    /// (taken: the next call returns `None` until another error). Samples go to stderr.
+    fn last_error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A database the driver can talk to.

@@ -19,6 +19,8 @@
 pub mod pipeline;
 pub mod resp;
 
+use std::cell::RefCell;
+
 use glommio::net::TcpStream;
 
 use self::pipeline::Pipeline;
@@ -51,6 +53,7 @@ impl RedisBackend {
 pub struct RedisConn {
     pipe: Pipeline,
     field_count: usize,
+    last_error: RefCell<Option<String>>,
 }
 
 impl Backend for RedisBackend {
@@ -73,6 +76,7 @@ impl Backend for RedisBackend {
         let conn = RedisConn {
             pipe: Pipeline::new(stream),
             field_count: self.field_count,
+            last_error: RefCell::new(None),
         };
         // Fail now, not mid-benchmark, if this is not a Redis that answers.
         match conn
@@ -95,22 +99,28 @@ impl Backend for RedisBackend {
     }
 }
 
-/// The status of a reply that should be an integer (HSET, ZADD).
-fn integer_status(r: &Reply) -> Status {
-    match r {
-        Reply::Integer(_) => Status::Ok,
-        Reply::Error(_) => Status::Error,
-        _ => Status::UnexpectedState,
-    }
-}
-
 impl RedisConn {
+    /// `ERROR`, remembering why.
+    fn error(&self, why: &str) -> Status {
+        *self.last_error.borrow_mut() = Some(why.to_string());
+        Status::Error
+    }
+
+    /// The status of a reply that should be an integer (HSET, ZADD).
+    fn integer_status(&self, r: &Reply) -> Status {
+        match r {
+            Reply::Integer(_) => Status::Ok,
+            Reply::Error(e) => self.error(e),
+            _ => Status::UnexpectedState,
+        }
+    }
+
     /// The status of an `HGETALL` reply: a full record, no record, or something else.
     fn record_status(&self, r: &Reply) -> Status {
         match r {
             Reply::Array(Some(items)) if items.is_empty() => Status::NotFound,
             Reply::Array(Some(items)) if items.len() == 2 * self.field_count => Status::Ok,
-            Reply::Error(_) => Status::Error,
+            Reply::Error(e) => self.error(e),
             _ => Status::UnexpectedState,
         }
     }
@@ -136,11 +146,11 @@ impl Connection for RedisConn {
             })
             .await;
         match result {
-            Ok(r) => match (integer_status(&r[0]), integer_status(&r[1])) {
+            Ok(r) => match (self.integer_status(&r[0]), self.integer_status(&r[1])) {
                 (Status::Ok, Status::Ok) => Status::Ok,
                 (Status::Ok, other) | (other, _) => other,
             },
-            Err(_) => Status::Error,
+            Err(e) => self.error(&e),
         }
     }
 
@@ -151,7 +161,7 @@ impl Connection for RedisConn {
             .await
         {
             Ok(r) => self.record_status(&r[0]),
-            Err(_) => Status::Error,
+            Err(e) => self.error(&e),
         }
     }
 
@@ -179,8 +189,8 @@ impl Connection for RedisConn {
             }
         };
         match result {
-            Ok(r) => integer_status(&r[0]),
-            Err(_) => Status::Error,
+            Ok(r) => self.integer_status(&r[0]),
+            Err(e) => self.error(&e),
         }
     }
 
@@ -209,10 +219,10 @@ impl Connection for RedisConn {
         {
             Ok(mut r) => match r.pop() {
                 Some(Reply::Array(Some(keys))) => keys,
-                Some(Reply::Error(_)) => return Status::Error,
+                Some(Reply::Error(e)) => return self.error(&e),
                 _ => return Status::UnexpectedState,
             },
-            Err(_) => return Status::Error,
+            Err(e) => return self.error(&e),
         };
         if keys.is_empty() {
             return Status::NotFound;
@@ -238,11 +248,15 @@ impl Connection for RedisConn {
                 .map(|rec| self.record_status(rec))
                 .find(|s| !s.is_ok())
                 .unwrap_or(Status::Ok),
-            Err(_) => Status::Error,
+            Err(e) => self.error(&e),
         }
     }
 
     fn failure(&self) -> Option<String> {
         self.pipe.failure()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.borrow_mut().take()
     }
 }
