@@ -430,13 +430,8 @@ async fn client_thread<B: Backend>(
             }
         }
     }
-    let _ = msgs.send(Msg::Ready(Ok(())));
-    // Blocking here is fine: nothing else on this executor has work until the start.
-    let Ok(Some(start)) = go.recv() else {
-        return;
-    };
-    let cpu_at_start = thread_cpu_usage();
-
+    // Set-up that takes time (a megabyte of random values; `latest` sums zeta over every
+    // record) happens before the start signal, so it is not counted in the phase.
     let mut rng = SmallRng::seed_from_u64(spec.seed.wrapping_add(plan.index as u64));
     let pool = ValuePool::new(spec.field_length_bytes, &mut rng);
     let keys = KeyChooser::new(
@@ -444,6 +439,12 @@ async fn client_thread<B: Backend>(
         spec.records,
         spec.expected_inserts(),
     );
+    let _ = msgs.send(Msg::Ready(Ok(())));
+    // Blocking here is fine: nothing else on this executor has work until the start.
+    let Ok(Some(start)) = go.recv() else {
+        return;
+    };
+    let cpu_at_start = thread_cpu_usage();
     let inflight = plan.inflight;
     let ctx = Rc::new(ThreadCtx {
         deadline: match spec.phase {
