@@ -42,6 +42,10 @@ pub enum Error {
     #[error("in-process corekv server: {0}")]
     Server(String),
 
+    /// The storage engine under test failed (`corekv-bench engine`).
+    #[error("storage engine: {0}")]
+    Engine(String),
+
     /// Writing results failed.
     #[error("cannot write {path}: {source}")]
     Output {

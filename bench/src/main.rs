@@ -19,11 +19,20 @@ struct Cli {
 enum Command {
     /// YCSB core workloads A–F against corekv or Redis, printed in YCSB's format.
     Ycsb(corekv_bench::ycsb::args::YcsbArgs),
+    /// db_bench's engine micro-benchmarks against one storage engine, in db_bench's format.
+    Engine(corekv_bench::engine::EngineArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Ycsb(args) => ycsb(&args),
+        Command::Engine(args) => match corekv_bench::engine::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("corekv-bench engine: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

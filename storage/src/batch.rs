@@ -26,10 +26,15 @@ const OP_PUT_TTL: u8 = 3;
 /// Largest TTL accepted: 100 years, in milliseconds.
 pub const TTL_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
 
+/// Bytes reserved at the front of a batch's buffer for the WAL record payload header (see
+/// `crate::engine`), so the engine hands the buffer to the WAL without copying it.
+pub(crate) const RESERVED_HEADER_BYTES: usize = 24;
+
 /// An atomic group of puts and deletes: [`crate::Engine::write`] applies all of them or none.
 /// Later operations on the same key win over earlier ones.
 #[derive(Default, Clone, Debug)]
 pub struct WriteBatch {
+    /// `RESERVED_HEADER_BYTES` reserved bytes (once anything is added), then the operations.
     rep: Vec<u8>,
     count: u32,
     payload_bytes: usize,
@@ -81,7 +86,7 @@ impl WriteBatch {
 
     /// Removes every operation, keeping the allocation.
     pub fn clear(&mut self) {
-        self.rep.clear();
+        self.rep.truncate(RESERVED_HEADER_BYTES.min(self.rep.len()));
         self.count = 0;
         self.payload_bytes = 0;
         self.bad_ttl = None;
@@ -94,7 +99,19 @@ impl WriteBatch {
 
     /// The encoded operations (format in the module doc).
     pub(crate) fn rep(&self) -> &[u8] {
-        &self.rep
+        self.rep.get(RESERVED_HEADER_BYTES..).unwrap_or(&[])
+    }
+
+    /// The whole buffer, with `header` written into the reserved front bytes.
+    pub(crate) fn into_buffer_with_header(
+        mut self,
+        header: &[u8; RESERVED_HEADER_BYTES],
+    ) -> Vec<u8> {
+        if self.rep.len() < RESERVED_HEADER_BYTES {
+            self.rep.resize(RESERVED_HEADER_BYTES, 0);
+        }
+        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(header);
+        self.rep
     }
 
     pub(crate) fn count(&self) -> u32 {
@@ -107,6 +124,11 @@ impl WriteBatch {
     }
 
     fn push(&mut self, op: u8, key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) {
+        if self.rep.is_empty() {
+            let len = 1 + 4 + key.len() + value.map_or(0, |v| 4 + v.len()) + 8;
+            self.rep.reserve(RESERVED_HEADER_BYTES + len);
+            self.rep.resize(RESERVED_HEADER_BYTES, 0);
+        }
         self.rep.push(op);
         // Lengths above u32::MAX cannot pass the limits (validated <= 4 GiB); saturate so the
         // encoding stays well-formed and the limit check reports the real size.
@@ -245,6 +267,15 @@ pub(crate) fn validate(batch: &WriteBatch, options: &crate::Options) -> Result<(
         return Err(bad_ttl_error(ttl));
     }
     options.check_batch_bytes(batch.payload_bytes())?;
+    // The encoding adds a few bytes per operation; the WAL record must still fit its frame.
+    let encoded = RESERVED_HEADER_BYTES + batch.rep().len();
+    if encoded > crate::wal::record::PAYLOAD_BYTES_MAX {
+        return Err(Error::LimitExceeded {
+            limit: crate::Limit::BatchSize,
+            actual: encoded as u64,
+            max: crate::wal::record::PAYLOAD_BYTES_MAX as u64,
+        });
+    }
     for op in BatchIter::new(batch.rep()) {
         let op = op.map_err(|offset| {
             Error::InvalidArgument(format!("malformed batch at byte {offset}"))

@@ -38,8 +38,8 @@ use crate::wal::{Replayed, Wal, WalOptions};
 
 /// Payload kind of a write-batch record.
 const PAYLOAD_KIND_BATCH: u8 = 1;
-/// Bytes before the operations in a record payload.
-const PAYLOAD_HEADER_BYTES: usize = 24;
+/// Bytes before the operations in a record payload (reserved in every `WriteBatch`).
+const PAYLOAD_HEADER_BYTES: usize = batch::RESERVED_HEADER_BYTES;
 /// The WAL's directory inside the engine directory.
 pub const WAL_DIR: &str = "wal";
 use crate::batch::{self, BatchIter, BatchOp, WriteBatch};
@@ -204,27 +204,27 @@ impl Engine {
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.put(key, value);
-        self.write_inner(&b, WriteKind::Single).await
+        self.write_inner(b, WriteKind::Single).await
     }
 
     /// Writes `key = value`, invisible to reads once `ttl` has passed (1 ms ..= 100 years).
     pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.put_with_ttl(key, value, ttl);
-        self.write_inner(&b, WriteKind::Single).await
+        self.write_inner(b, WriteKind::Single).await
     }
 
     /// Deletes `key` (a no-op for readers if it is absent, but still a write).
     pub async fn delete(&self, key: &[u8]) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.delete(key);
-        self.write_inner(&b, WriteKind::Single).await
+        self.write_inner(b, WriteKind::Single).await
     }
 
     /// Applies every operation of `batch` atomically: readers (and recovery) see all of them
     /// or none. Returns the sequence number of the batch's last operation.
     pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
-        self.write_inner(&batch, WriteKind::Batch).await
+        self.write_inner(batch, WriteKind::Batch).await
     }
 
     /// Compare-and-set, atomic with respect to every other write to this engine: if the live
@@ -261,8 +261,8 @@ impl Engine {
                 .map(<[u8]>::to_vec)
         };
         if current.as_deref() == expected {
-            let (seq, index) = self.sequence(&b)?;
-            let seq = self.finish_write(&b, seq, index, WriteKind::Cas).await?;
+            let seq = self.sequence(b)?;
+            let seq = self.finish_write(seq, WriteKind::Cas).await?;
             inner.stats.borrow_mut().cas_applied_total += 1;
             return Ok(CasOutcome::Applied(seq));
         }
@@ -420,40 +420,34 @@ impl Engine {
         batch::validate(b, &self.inner.options).inspect_err(|_| self.count_invalid())
     }
 
-    async fn write_inner(&self, b: &WriteBatch, kind: WriteKind) -> Result<SeqNo> {
+    async fn write_inner(&self, b: WriteBatch, kind: WriteKind) -> Result<SeqNo> {
         self.check_writable()?;
-        self.validate(b)?;
-        let (last_seq, index) = self.sequence(b)?;
-        self.finish_write(b, last_seq, index, kind).await
+        self.validate(&b)?;
+        let s = self.sequence(b)?;
+        self.finish_write(s, kind).await
     }
 
     /// Waits until a sequenced write is as durable as promised, then publishes it.
-    async fn finish_write(
-        &self,
-        b: &WriteBatch,
-        last_seq: SeqNo,
-        index: u64,
-        kind: WriteKind,
-    ) -> Result<SeqNo> {
-        if let Err(e) = self.inner.wal.wait_durable(index).await {
+    async fn finish_write(&self, s: Sequenced, kind: WriteKind) -> Result<SeqNo> {
+        let last_seq = s.last_seq;
+        if let Err(e) = self.inner.wal.wait_durable(s.index).await {
             self.inner.stats.borrow_mut().failed_io_total += 1;
             return Err(e);
         }
         self.publish(last_seq);
         let mut stats = self.inner.stats.borrow_mut();
         stats.writes_total += 1;
-        stats.write_ops_total += u64::from(b.count());
-        stats.write_payload_bytes_total += b.payload_bytes() as u64;
+        stats.write_ops_total += u64::from(s.ops);
+        stats.write_payload_bytes_total += s.payload_bytes as u64;
         if kind == WriteKind::Batch {
             stats.batches_total += 1;
         }
         Ok(last_seq)
     }
 
-    /// Hands out sequence numbers, queues the WAL record and applies the (still invisible)
-    /// versions to the memtable. Synchronous: nothing else runs on the shard in between.
-    /// Returns the last sequence number and the WAL index.
-    fn sequence(&self, b: &WriteBatch) -> Result<(SeqNo, u64)> {
+    /// Hands out sequence numbers, applies the (still invisible) versions to the memtable and
+    /// queues the WAL record. Synchronous: nothing else runs on the shard in between.
+    fn sequence(&self, b: WriteBatch) -> Result<Sequenced> {
         let inner = &self.inner;
         let mut st = inner.state.borrow_mut();
         let needed: usize = BatchIter::new(b.rep())
@@ -474,9 +468,11 @@ impl Engine {
                 max: max as u64,
             });
         }
+        // Refuse now, before anything changes, what the WAL would refuse below.
+        let payload_len = batch::RESERVED_HEADER_BYTES + b.rep().len();
+        inner.wal.check_appendable(payload_len)?;
         let first_seq = st.last_seq + 1;
         let now_ms = inner.clock.now_ms();
-        let index = inner.wal.append(encode_payload(b, first_seq, now_ms))?;
         let visible = st.visible_seq;
         let snapshots = &inner.snapshots;
         let needed = |lo: SeqNo, hi: SeqNo| {
@@ -487,8 +483,17 @@ impl Engine {
         // The batch was validated: it decodes.
         let applied = apply_ops(&mut st.memtable, b.rep(), first_seq, now_ms, &needed);
         debug_assert_eq!(applied, Ok(b.count()));
-        st.last_seq = first_seq + u64::from(b.count()) - 1;
-        Ok((st.last_seq, index))
+        let (ops, payload_bytes) = (b.count(), b.payload_bytes());
+        st.last_seq = first_seq + u64::from(ops) - 1;
+        let index = inner
+            .wal
+            .append(b.into_buffer_with_header(&payload_header(ops, first_seq, now_ms)))?;
+        Ok(Sequenced {
+            last_seq: st.last_seq,
+            index,
+            ops,
+            payload_bytes,
+        })
     }
 
     /// Makes every write up to `seq` visible to readers.
@@ -529,15 +534,22 @@ fn apply_ops(
     Ok(n)
 }
 
-/// The WAL record payload of a write (format in the module doc).
-fn encode_payload(b: &WriteBatch, first_seq: SeqNo, now_ms: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PAYLOAD_HEADER_BYTES + b.rep().len());
-    p.extend_from_slice(&[PAYLOAD_KIND_BATCH, 0, 0, 0]);
-    p.extend_from_slice(&b.count().to_le_bytes());
-    p.extend_from_slice(&first_seq.to_le_bytes());
-    p.extend_from_slice(&now_ms.to_le_bytes());
-    p.extend_from_slice(b.rep());
-    p
+/// The header of a write's WAL record payload (format in the module doc).
+fn payload_header(ops: u32, first_seq: SeqNo, now_ms: u64) -> [u8; PAYLOAD_HEADER_BYTES] {
+    let mut h = [0u8; PAYLOAD_HEADER_BYTES];
+    h[0] = PAYLOAD_KIND_BATCH;
+    h[4..8].copy_from_slice(&ops.to_le_bytes());
+    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    h[16..24].copy_from_slice(&now_ms.to_le_bytes());
+    h
+}
+
+/// A sequenced write, waiting to become durable.
+struct Sequenced {
+    last_seq: SeqNo,
+    index: u64,
+    ops: u32,
+    payload_bytes: usize,
 }
 
 /// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number

@@ -67,10 +67,53 @@ impl Entry {
 /// An owned key-value pair as scans return it.
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// A key as the tree stores it: its first 8 bytes as a big-endian integer (zero-padded)
+/// inline, then the whole key on the heap. Ordered exactly like the key bytes: when the
+/// prefixes differ they decide (zero padding sorts a shorter key first, as byte order does);
+/// when they are equal the bytes do. Most comparisons while searching the tree then touch only
+/// the inline prefix instead of following a pointer to the key (a cache miss each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemKey {
+    prefix: u64,
+    bytes: Box<[u8]>,
+}
+
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(p)
+}
+
+impl MemKey {
+    fn new(key: &[u8]) -> Self {
+        MemKey {
+            prefix: key_prefix(key),
+            bytes: Box::from(key),
+        }
+    }
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.bytes.cmp(&other.bytes))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// The ordered in-memory table of one engine.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
-    map: BTreeMap<Box<[u8]>, Entry>,
+    map: BTreeMap<MemKey, Entry>,
+    /// A reusable search key for point reads (saves an allocation per `get`).
+    probe: std::cell::RefCell<Option<MemKey>>,
     bytes: usize,
     versions: usize,
 }
@@ -119,45 +162,56 @@ impl Memtable {
         };
         self.bytes += version.cost();
         self.versions += 1;
-        match self.map.get_mut(key) {
-            None => {
+        // One search: the entry API finds the slot or the existing entry.
+        match self.map.entry(MemKey::new(key)) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
                 self.bytes += KEY_OVERHEAD_BYTES + key.len();
-                self.map.insert(
-                    Box::from(key),
-                    Entry {
-                        newest: version,
-                        older: Vec::new(),
-                    },
-                );
+                slot.insert(Entry {
+                    newest: version,
+                    older: Vec::new(),
+                });
             }
-            Some(entry) => {
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let entry = slot.get_mut();
                 // Sequence numbers only grow: a new version is always the newest.
                 debug_assert!(entry.newest.seq < seq, "sequence numbers must grow");
                 let previous = std::mem::replace(&mut entry.newest, version);
                 entry.older.push(previous);
-                let mut next_seqs: Vec<SeqNo> = entry.older.iter().skip(1).map(|v| v.seq).collect();
-                next_seqs.push(seq);
-                let before = entry.older.len();
+                // Keep older[i] if a reader may read in [older[i].seq, next newer seq).
+                let n = entry.older.len();
+                let mut kept = 0;
                 let mut freed = 0;
-                let mut i = 0;
-                entry.older.retain(|v| {
-                    let keep = needed(v.seq, next_seqs[i]);
-                    i += 1;
-                    if !keep {
-                        freed += v.cost();
+                for i in 0..n {
+                    let next = entry.older.get(i + 1).map_or(seq, |v| v.seq);
+                    if needed(entry.older[i].seq, next) {
+                        entry.older.swap(kept, i);
+                        kept += 1;
+                    } else {
+                        freed += entry.older[i].cost();
                     }
-                    keep
-                });
+                }
+                entry.older.truncate(kept);
                 self.bytes -= freed;
-                self.versions -= before - entry.older.len();
+                self.versions -= n - kept;
             }
         }
     }
 
     /// The live value of `key` as of `read_seq` at wall-clock time `now_ms`.
     pub(crate) fn get(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<&[u8]> {
-        self.map
-            .get(key)
+        let entry = {
+            let mut probe = self.probe.borrow_mut();
+            let probe = match probe.as_mut() {
+                Some(p) if p.bytes.len() == key.len() => {
+                    p.bytes.copy_from_slice(key);
+                    p.prefix = key_prefix(key);
+                    p
+                }
+                _ => probe.insert(MemKey::new(key)),
+            };
+            self.map.get(&*probe)
+        };
+        entry
             .and_then(|e| e.visible(read_seq))
             .and_then(|v| v.live_value(now_ms))
     }
@@ -179,18 +233,20 @@ impl Memtable {
         {
             return (out, false);
         }
-        let upper = match end {
+        let end = end.map(MemKey::new);
+        let upper = match &end {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
-        let range = self.map.range::<[u8], _>((Bound::Included(start), upper));
-        let live = |(k, e): (&[u8], &Entry)| {
+        let start = MemKey::new(start);
+        let range = self.map.range((Bound::Included(&start), upper));
+        let live = |(k, e): (&MemKey, &Entry)| {
             e.visible(read_seq)
                 .and_then(|v| v.live_value(now_ms))
-                .map(|v| (k.to_vec(), v.to_vec()))
+                .map(|v| (k.bytes.to_vec(), v.to_vec()))
         };
         let mut more = false;
-        let mut collect = |it: &mut dyn Iterator<Item = (&Box<[u8]>, &Entry)>| {
+        let mut collect = |it: &mut dyn Iterator<Item = (&MemKey, &Entry)>| {
             for (k, e) in it {
                 if let Some(kv) = live((k, e)) {
                     if out.len() == limit {
@@ -207,6 +263,15 @@ impl Memtable {
             collect(&mut { range });
         }
         (out, more)
+    }
+}
+
+/// A key bound as the tree's key type.
+fn owned_bound(b: Bound<&[u8]>) -> Bound<MemKey> {
+    match b {
+        Bound::Included(k) => Bound::Included(MemKey::new(k)),
+        Bound::Excluded(k) => Bound::Excluded(MemKey::new(k)),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -255,9 +320,10 @@ impl Memtable {
         };
         let mut n = 0;
         if reverse {
-            let mut it = self.map.range::<[u8], _>((Bound::Unbounded, from)).rev();
+            let from = owned_bound(from);
+            let mut it = self.map.range((Bound::Unbounded, from.as_ref())).rev();
             for (k, e) in it.by_ref() {
-                push(k, e);
+                push(&k.bytes, e);
                 n += 1;
                 if n == keys_max {
                     break;
@@ -265,9 +331,10 @@ impl Memtable {
             }
             it.next().is_some()
         } else {
-            let mut it = self.map.range::<[u8], _>((from, Bound::Unbounded));
+            let from = owned_bound(from);
+            let mut it = self.map.range((from.as_ref(), Bound::Unbounded));
             for (k, e) in it.by_ref() {
-                push(k, e);
+                push(&k.bytes, e);
                 n += 1;
                 if n == keys_max {
                     break;
@@ -337,6 +404,35 @@ mod tests {
         assert_eq!(m.get(b"k", 4, 0), Some(&[0u8; 100][..]));
         assert_eq!(m.get(b"k", 5, 0), Some(&b"5"[..]));
         assert_eq!(m.get(b"k", 6, 0), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn key_order_is_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\x01",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefghi",
+            b"abcdefgi",
+            b"b",
+            b"\xff",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        ];
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(
+                    MemKey::new(a).cmp(&MemKey::new(b)),
+                    a.cmp(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

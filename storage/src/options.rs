@@ -121,13 +121,19 @@ pub struct Options {
     /// cross it fails with [`Error::MemtableFull`] and changes nothing; until SSTable flushes
     /// land (issue 4) this bounds the data an engine can hold. Default 256 MiB.
     pub memtable_size_bytes_max: usize,
-    /// Size each WAL segment file is preallocated to; the WAL rolls over to a new segment when
-    /// the next record does not fit. A multiple of 4 KiB, at least 64 KiB. A record larger than
-    /// a segment gets a segment of its own, sized to fit. Default 64 MiB.
+    /// Size of each WAL segment file, allocated and zero-filled before use; the WAL rolls over
+    /// to a new segment when the next record does not fit. A multiple of 4 KiB, at least
+    /// 64 KiB. A record larger than a segment gets a segment of its own, sized to fit.
+    /// Default 16 MiB: opening a fresh engine writes one segment of zeros and prepares a spare
+    /// one in the background, so this is also what a new shard writes at first start.
     pub wal_segment_size_bytes: usize,
     /// Largest single WAL write (one group commit); more pending records wait for the next
     /// write. A multiple of 4 KiB, at least 4 KiB. Default 1 MiB.
     pub wal_write_bytes_max: usize,
+    /// In `none` durability mode, writes are acknowledged before the WAL is written; once more
+    /// than this many bytes of records wait to be written, writers wait for the WAL (so
+    /// memory stays bounded). Default 64 MiB.
+    pub wal_pending_bytes_max: usize,
     /// What recovery does with a damaged WAL. Default [`WalRecoveryMode::TolerateTornTail`].
     pub wal_recovery_mode: WalRecoveryMode,
     /// Most entries one scan returns; a larger `ScanRange::limit` is clamped to it and the page
@@ -143,8 +149,9 @@ impl Default for Options {
             value_size_bytes_max: 8 << 20,
             batch_size_bytes_max: 64 << 20,
             memtable_size_bytes_max: 256 << 20,
-            wal_segment_size_bytes: 64 << 20,
+            wal_segment_size_bytes: 16 << 20,
             wal_write_bytes_max: 1 << 20,
+            wal_pending_bytes_max: 64 << 20,
             wal_recovery_mode: WalRecoveryMode::TolerateTornTail,
             scan_entries_max: 100_000,
         }
@@ -193,6 +200,12 @@ impl Options {
             return bad(format!(
                 "wal_write_bytes_max = {} must be a multiple of 4096 and at least 4096",
                 self.wal_write_bytes_max
+            ));
+        }
+        if self.wal_pending_bytes_max < self.wal_write_bytes_max {
+            return bad(format!(
+                "wal_pending_bytes_max = {} must be at least wal_write_bytes_max = {}",
+                self.wal_pending_bytes_max, self.wal_write_bytes_max
             ));
         }
         if self.scan_entries_max == 0 {

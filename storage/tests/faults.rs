@@ -64,7 +64,8 @@ fn a_failed_write_or_sync_is_never_acknowledged_and_makes_the_engine_read_only()
             for i in 0..10 {
                 e.put(&key(i), b"acked").await.unwrap();
             }
-            inj.fail_nth(op, 0, fault);
+            // The next write or sync of a segment (not of the spare prepared in the background).
+            inj.fail_nth_in(op, 0, fault, "wal-0");
             match e.put(b"doomed", b"v").await {
                 Err(Error::Io {
                     op: what,
@@ -123,7 +124,7 @@ fn every_writer_of_a_failed_group_commit_gets_the_error() {
         let inj = FaultInjector::new(7);
         let e = open_with(&path, Some(inj.clone())).await.unwrap();
         e.put(b"before", b"ok").await.unwrap();
-        inj.fail_nth(FaultOp::Sync, 0, Fault::Eio);
+        inj.fail_nth_in(FaultOp::Sync, 0, Fault::Eio, "wal-0");
         let tasks: Vec<_> = (0..16)
             .map(|i| {
                 let e = e.clone();
@@ -161,15 +162,19 @@ fn failures_while_creating_a_segment_are_reported_and_recovered_from() {
                 e.put(&key(i), &[1; 3000]).await.unwrap();
                 i += 1;
             }
-            inj.fail_nth(op, 0, Fault::Enospc);
+            // Every attempt fails from now on: the spare segment prepared in the background
+            // and the creation at rollover alike.
+            inj.fail_all(op, Fault::Enospc);
             let err = loop {
                 match e.put(&key(i), &[1; 3000]).await {
                     Ok(_) => i += 1,
                     Err(err) => break err,
                 }
             };
+            // (A spare prepared before the fault may serve one more rollover first.)
             assert!(matches!(err, Error::Io { .. }), "{op:?}: {err}");
-            assert_eq!(e.stats().wal_segments_created_total, 1);
+            assert!(e.stats().wal_segments_created_total <= 2);
+            inj.clear();
             drop(e);
             let e = reopen(&path).await;
             for k in 0..i {

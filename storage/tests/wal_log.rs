@@ -19,6 +19,7 @@ fn opts(segment_kib: usize) -> WalOptions {
         segment_size_bytes: segment_kib << 10,
         write_bytes_max: 64 << 10,
         recovery_mode: WalRecoveryMode::TolerateTornTail,
+        pending_bytes_max: 1 << 20,
     }
 }
 
@@ -233,15 +234,17 @@ fn torn_tails_at_every_offset_of_the_last_block_lose_exactly_the_torn_records() 
                 );
                 cases += 1;
                 if !long && cases % 4 != 1 {
+                    wal.close().await.unwrap();
                     continue;
                 }
                 // The cut log takes new records and reads back clean.
                 append_synced(&wal, keep + 1..keep + 3).await;
                 wal.close().await.unwrap();
                 drop(wal);
-                let (_w, got, report) = open(&work, opts(64)).await.unwrap();
+                let (w, got, report) = open(&work, opts(64)).await.unwrap();
                 assert_records(&got, 1..keep + 3);
                 assert_eq!(report.torn_tails_cut, 0);
+                w.close().await.unwrap();
             }
         }
         assert!(cases > 60, "{cases}");
@@ -283,9 +286,10 @@ fn a_corrupt_byte_in_an_earlier_record_fails_open_with_file_and_offset() {
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&base, &work);
         flip(&work.join(&name), offsets[n as usize - 1] + 24);
-        let (_w, got, report) = open(&work, opts(64)).await.unwrap();
+        let (w, got, report) = open(&work, opts(64)).await.unwrap();
         assert_records(&got, 1..n);
         assert_eq!(report.torn_tails_cut, 1);
+        w.close().await.unwrap();
     });
 }
 
@@ -362,8 +366,10 @@ fn damage_in_a_sealed_segment_is_corruption_and_the_recovery_modes_differ() {
         append_synced(&wal, first_of_second..first_of_second + 5).await;
         wal.close().await.unwrap();
         drop(wal);
-        let (_w, got, _) = open(&work, opts(64)).await.unwrap();
+        let (w, got, _) = open(&work, opts(64)).await.unwrap();
         assert_records(&got, 1..first_of_second + 5);
+        w.close().await.unwrap();
+        drop(w);
 
         // absolute-consistency refuses even a torn tail.
         let _ = std::fs::remove_dir_all(&work);
@@ -508,4 +514,38 @@ fn raft_log_operations_read_truncate_and_compact() {
         assert!(wal.truncate_suffix(first - 1).await.is_err());
         assert_eq!(wal.append(b"x".to_vec()).unwrap(), first);
     });
+}
+
+#[test]
+fn close_syncs_a_backlog_of_many_writes_in_every_mode() {
+    for durability in [
+        Durability::None,
+        Durability::Periodic { interval_ms: 1000 },
+        Durability::Sync,
+    ] {
+        let dir = test_dir("wal-backlog");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let o = WalOptions {
+                durability,
+                write_bytes_max: 4096,
+                ..opts(64)
+            };
+            let (wal, _, _) = open(&path, o.clone()).await.unwrap();
+            // Far more than one write's worth, queued before the writer runs at all; close
+            // must write and sync all of it.
+            for i in 1..2000 {
+                wal.append(payload(i)).unwrap();
+            }
+            let closed = glommio::timer::timeout(std::time::Duration::from_secs(60), async {
+                Ok(wal.close().await)
+            })
+            .await;
+            closed.expect("close did not finish").unwrap();
+            assert_eq!(wal.synced_index(), 1999, "{durability}");
+            drop(wal);
+            let (_w, got, _) = open(&path, o).await.unwrap();
+            assert_records(&got, 1..2000);
+        });
+    }
 }

@@ -64,6 +64,8 @@ struct Rule {
     fault: Fault,
     /// Fail every matching operation from then on (else only once).
     persistent: bool,
+    /// Only operations on paths containing this match.
+    path_part: Option<String>,
 }
 
 #[derive(Debug)]
@@ -95,8 +97,8 @@ impl State {
         z ^ (z >> 31)
     }
 
-    /// Counts `op` and decides its fate.
-    fn decide(&mut self, op: FaultOp) -> Decision {
+    /// Counts `op` on `path` and decides its fate.
+    fn decide(&mut self, op: FaultOp, path: &Path) -> Decision {
         if self.crashed {
             return Decision::Dead;
         }
@@ -114,6 +116,11 @@ impl State {
         let mut hit = None;
         for (i, rule) in self.rules.iter_mut().enumerate() {
             if rule.op != op {
+                continue;
+            }
+            if let Some(part) = &rule.path_part
+                && !path.to_string_lossy().contains(part.as_str())
+            {
                 continue;
             }
             if rule.skip > 0 {
@@ -192,6 +199,19 @@ impl FaultInjector {
             skip: n,
             fault,
             persistent: false,
+            path_part: None,
+        });
+    }
+
+    /// Like [`FaultInjector::fail_nth`], counting only operations on paths that contain
+    /// `path_part` (for example `"wal-0"`: WAL segments, not the spare being prepared).
+    pub fn fail_nth_in(&self, op: FaultOp, n: u64, fault: Fault, path_part: &str) {
+        self.state.borrow_mut().rules.push(Rule {
+            op,
+            skip: n,
+            fault,
+            persistent: false,
+            path_part: Some(path_part.to_string()),
         });
     }
 
@@ -202,6 +222,7 @@ impl FaultInjector {
             skip: 0,
             fault,
             persistent: true,
+            path_part: None,
         });
     }
 
@@ -276,7 +297,7 @@ impl FaultInjector {
 
     /// Checks a non-write operation.
     pub(crate) fn before(&self, op: FaultOp, path: &Path) -> Result<()> {
-        let d = self.state.borrow_mut().decide(op);
+        let d = self.state.borrow_mut().decide(op, path);
         match d {
             Decision::Proceed => Ok(()),
             Decision::Fail(fault) => Err(injected(op_name(op), path, fault)),
@@ -296,8 +317,8 @@ impl FaultInjector {
 
     /// A write through the injector.
     pub(crate) async fn write(&self, file: &File, buf: DmaBuffer, pos: u64) -> Result<usize> {
-        let d = self.state.borrow_mut().decide(FaultOp::Write);
         let path = file.path();
+        let d = self.state.borrow_mut().decide(FaultOp::Write, path);
         let io_err = |e: std::io::Error| Error::io("write (fault injection)", path, e);
         match d {
             Decision::Dead => Err(dead("write", path)),

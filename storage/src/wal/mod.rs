@@ -55,6 +55,8 @@ pub struct WalOptions {
     pub write_bytes_max: usize,
     /// What recovery does with damage.
     pub recovery_mode: WalRecoveryMode,
+    /// In `none` mode, writers wait once more than this many payload bytes are queued.
+    pub pending_bytes_max: usize,
 }
 
 impl WalOptions {
@@ -65,7 +67,14 @@ impl WalOptions {
             segment_size_bytes: o.wal_segment_size_bytes,
             write_bytes_max: o.wal_write_bytes_max,
             recovery_mode: o.wal_recovery_mode,
+            pending_bytes_max: o.wal_pending_bytes_max,
         }
+    }
+
+    /// Whether segments are zero-filled before use: in `sync` mode, where every write is
+    /// followed by an `fdatasync` that must not pay for extent conversion.
+    fn zero_fill(&self) -> bool {
+        self.durability == Durability::Sync
     }
 }
 
@@ -168,6 +177,15 @@ struct Active {
     tail: Vec<u8>,
 }
 
+/// The spare segment prepared ahead of the next rollover.
+#[derive(Debug, Default)]
+enum Spare {
+    #[default]
+    None,
+    Preparing,
+    Ready(File),
+}
+
 #[derive(Debug)]
 struct Pending {
     index: u64,
@@ -230,10 +248,13 @@ struct State {
     busy: bool,
     writer_running: bool,
     failure: Option<Failure>,
-    sync_requested: bool,
+    /// Records up to this index must be synced even outside `sync` mode (`wait_synced`,
+    /// `close`, the periodic timer).
+    sync_target: u64,
     shutdown: bool,
     /// A truncation holds the writer and refuses appends.
     maintenance: bool,
+    spare: Spare,
     stats: WalStats,
 }
 
@@ -290,6 +311,26 @@ impl Wal {
         io.probe(lock.path()).await?;
         let mut st = State::default();
         let report = recover(&io, &dir, &opts, &mut st, &mut replay).await?;
+        if st.active.is_none() {
+            // A fresh (or sealed) log: make the first segment now, so the first write does not
+            // wait for a segment to be zero-filled.
+            let size = opts.segment_size_bytes as u64;
+            let zero = opts.zero_fill();
+            let (file, path) = segment::create(&io, &dir, st.next_index, size, zero).await?;
+            st.segments.push(Segment {
+                first_index: st.next_index,
+                path,
+                size_bytes: size,
+                offsets: Vec::new(),
+                end: segment::HEADER_BLOCK_BYTES,
+            });
+            st.active = Some(Active {
+                file: Rc::new(file),
+                end: segment::HEADER_BLOCK_BYTES,
+                tail: Vec::new(),
+            });
+            st.stats.segments_created_total += 1;
+        }
         st.stats.recovery = report;
         st.writer_running = true;
         let sh = Rc::new(Shared {
@@ -302,6 +343,7 @@ impl Wal {
             _lock: lock,
         });
         glommio::spawn_local(writer::run(sh.clone())).detach();
+        writer::ensure_spare(&sh);
         if let Durability::Periodic { interval_ms } = sh.opts.durability {
             glommio::spawn_local(writer::periodic_sync(
                 Rc::downgrade(&sh),
@@ -321,7 +363,7 @@ impl Wal {
     /// yet: wait with [`Wal::wait_durable`].
     pub fn append(&self, payload: Vec<u8>) -> Result<u64> {
         let mut st = self.sh.st.borrow_mut();
-        self.check_appendable(&st, payload.len())?;
+        self.check_appendable_in(&st, payload.len())?;
         let index = st.next_index;
         st.next_index += 1;
         st.pending_bytes += payload.len();
@@ -331,7 +373,12 @@ impl Wal {
         Ok(index)
     }
 
-    fn check_appendable(&self, st: &State, payload_len: usize) -> Result<()> {
+    /// Whether [`Wal::append`] would accept a payload of this size now.
+    pub fn check_appendable(&self, payload_len: usize) -> Result<()> {
+        self.check_appendable_in(&self.sh.st.borrow(), payload_len)
+    }
+
+    fn check_appendable_in(&self, st: &State, payload_len: usize) -> Result<()> {
         if let Some(f) = &st.failure {
             return Err(Error::ReadOnly {
                 reason: f.text.clone(),
@@ -368,7 +415,7 @@ impl Wal {
             Durability::None => {
                 // Nothing to wait for, unless the writer falls far behind: then writers wait
                 // for it, so queued records stay bounded.
-                let behind = self.sh.st.borrow().pending_bytes > 4 * self.sh.opts.write_bytes_max;
+                let behind = self.sh.st.borrow().pending_bytes > self.sh.opts.pending_bytes_max;
                 if behind {
                     self.wait(index, Level::Written).await
                 } else {
@@ -390,7 +437,7 @@ impl Wal {
             if st.synced_index >= index {
                 return Ok(());
             }
-            st.sync_requested = true;
+            st.sync_target = st.sync_target.max(index);
         }
         self.sh.work.notify();
         self.wait(index, Level::Synced).await
@@ -651,8 +698,15 @@ impl Wal {
                 }
             };
             drop(active);
-            let file =
-                segment::rewrite_prefix(&sh.io, &sh.dir, first_index, size_bytes, &prefix).await?;
+            let file = segment::rewrite_prefix(
+                &sh.io,
+                &sh.dir,
+                first_index,
+                size_bytes,
+                &prefix,
+                sh.opts.zero_fill(),
+            )
+            .await?;
             let mut st = sh.st.borrow_mut();
             if let Some(s) = st.segments.last_mut() {
                 s.offsets.truncate((from - first_index) as usize);
@@ -666,8 +720,14 @@ impl Wal {
             });
         } else if sh.st.borrow().segments.is_empty() {
             // Everything went: keep an empty segment so the next index survives a restart.
-            let (file, path) =
-                segment::create(&sh.io, &sh.dir, from, sh.opts.segment_size_bytes as u64).await?;
+            let (file, path) = segment::create(
+                &sh.io,
+                &sh.dir,
+                from,
+                sh.opts.segment_size_bytes as u64,
+                sh.opts.zero_fill(),
+            )
+            .await?;
             let mut st = sh.st.borrow_mut();
             st.segments.push(Segment {
                 first_index: from,
@@ -702,6 +762,7 @@ impl Wal {
         st.next_index = from;
         st.written_index = from - 1;
         st.synced_index = st.synced_index.min(from - 1);
+        st.sync_target = st.sync_target.min(from - 1);
         Ok(())
     }
 
@@ -749,6 +810,26 @@ impl Wal {
             && let Ok(file) = Rc::try_unwrap(a.file)
         {
             file.close().await?;
+        }
+        // A spare being prepared finishes; a ready one goes (the next open prepares anew).
+        loop {
+            let seen = self.sh.progress.generation();
+            let spare = std::mem::take(&mut self.sh.st.borrow_mut().spare);
+            match spare {
+                Spare::Preparing => {
+                    self.sh.st.borrow_mut().spare = Spare::Preparing;
+                    self.sh.progress.changed(seen).await;
+                }
+                Spare::Ready(f) => {
+                    f.close().await?;
+                    break;
+                }
+                Spare::None => break,
+            }
+        }
+        let spare = self.sh.dir.join(segment::SPARE_FILE);
+        if spare.exists() {
+            self.sh.io.remove(&spare)?;
         }
         Ok(())
     }
@@ -898,7 +979,9 @@ async fn recover(
                 f.close().await?;
             }
             let prefix = &data[..d.offset as usize];
-            file = Some(segment::rewrite_prefix(io, dir, first, seg.size_bytes, prefix).await?);
+            let zero = opts.zero_fill();
+            file =
+                Some(segment::rewrite_prefix(io, dir, first, seg.size_bytes, prefix, zero).await?);
             if !last {
                 dropped_from = Some(i + 1);
             }

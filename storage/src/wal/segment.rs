@@ -1,8 +1,16 @@
 //! WAL segment files: naming, the header block, creation.
 //!
-//! A segment is `wal-<first index, 20 decimal digits>.log`, preallocated to its full size
-//! (`Options::wal_segment_size_bytes`, or larger for a record that needs it) so that appends
-//! never change the file size (an `fdatasync` then needs no journal commit for metadata).
+//! A segment is `wal-<first index, 20 decimal digits>.log`, allocated to its full size
+//! (`Options::wal_segment_size_bytes`, or larger for a record that needs it) so appends never
+//! change the file size. In `sync` mode it is also **filled with zeros by real writes** before
+//! the first record goes in, so appends never convert an unwritten extent and an `fdatasync`
+//! needs no journal commit: on this project's ext4 test machine, 16 writers group-committing
+//! into fresh `fallocate`d blocks paid ≈2.4 ms per write+fdatasync, against ≈0.17 ms into
+//! zero-filled blocks. Other modes sync rarely and skip the extra writes.
+//!
+//! Zero-filling 64 MiB takes a while, so it is done ahead of time: a *spare* segment
+//! ([`SPARE_FILE`]) is prepared in the background and, at rollover, [`install`]ed under its
+//! real name (header, sync, rename, directory sync).
 //!
 //! ## Header block (the first 4096 bytes, little-endian)
 //!
@@ -102,18 +110,50 @@ impl Header {
     }
 }
 
-/// Creates a segment durably: file, preallocation, header, `fdatasync`, directory `fsync`.
-/// Returns the open file.
-pub(crate) async fn create(
+/// Name of the spare segment being prepared (removed at open, like every `*.log.tmp`).
+pub const SPARE_FILE: &str = "wal-spare.log.tmp";
+
+/// Bytes per zero-fill write.
+const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Creates `path` (truncating it), allocates `size_bytes`, writes zeros over all of it if
+/// `zero`, and `fdatasync`s. Gives up with `Ok(None)` as soon as `stop()` says so.
+async fn create_zeroed(
     io: &Io,
-    dir: &Path,
-    first_index: u64,
+    path: &Path,
     size_bytes: u64,
-) -> Result<(File, PathBuf)> {
-    debug_assert!(size_bytes % HEADER_BLOCK_BYTES == 0 && size_bytes > HEADER_BLOCK_BYTES);
-    let path = dir.join(file_name(first_index));
-    let file = io.create(&path).await?;
+    zero: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<File>> {
+    let file = io.create(path).await?;
     file.allocate(size_bytes).await?;
+    if zero && !zero_fill(&file, 0, size_bytes, stop).await? {
+        file.close().await?;
+        return Ok(None);
+    }
+    file.fdatasync().await?;
+    Ok(Some(file))
+}
+
+/// Writes zeros over `[from, to)` (block-aligned) in 1 MiB writes; false if `stop()` said so
+/// between two writes.
+async fn zero_fill(file: &File, from: u64, to: u64, stop: &dyn Fn() -> bool) -> Result<bool> {
+    debug_assert!(from % HEADER_BLOCK_BYTES == 0 && to % HEADER_BLOCK_BYTES == 0);
+    let mut at = from;
+    while at < to {
+        if stop() {
+            return Ok(false);
+        }
+        let n = ZERO_CHUNK_BYTES.min(to - at) as usize;
+        let mut buf = file.alloc(n);
+        buf.as_bytes_mut().fill(0);
+        file.write_at(buf, at).await?;
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+async fn write_header(file: &File, first_index: u64, size_bytes: u64) -> Result<()> {
     let header = Header {
         first_index,
         segment_size_bytes: size_bytes,
@@ -122,7 +162,60 @@ pub(crate) async fn create(
     let mut buf = file.alloc(header.len());
     buf.as_bytes_mut().copy_from_slice(&header);
     file.write_at(buf, 0).await?;
-    file.fdatasync().await?;
+    file.fdatasync().await
+}
+
+/// Prepares a spare segment of `size_bytes`: allocated, zero-filled, synced; no header yet.
+/// Returns None (leaving a partial file that the next open removes) once `stop()` says so.
+pub(crate) async fn prepare_spare(
+    io: &Io,
+    dir: &Path,
+    size_bytes: u64,
+    zero: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<File>> {
+    create_zeroed(io, &dir.join(SPARE_FILE), size_bytes, zero, stop).await
+}
+
+/// Turns a prepared spare into segment `first_index`: header, `fdatasync`, rename,
+/// directory `fsync`. Returns the segment, open under its real name.
+pub(crate) async fn install(
+    io: &Io,
+    dir: &Path,
+    spare: File,
+    first_index: u64,
+    size_bytes: u64,
+) -> Result<(File, PathBuf)> {
+    write_header(&spare, first_index, size_bytes).await?;
+    let from = spare.path().to_path_buf();
+    spare.close().await?;
+    let path = dir.join(file_name(first_index));
+    io.rename(&from, &path)?;
+    io.sync_dir(dir).await?;
+    Ok((io.open(&path).await?, path))
+}
+
+/// Creates a segment durably in one go (when no spare of the right size is at hand): file,
+/// allocation, zeros, header, `fdatasync`, directory `fsync`. Returns the open file.
+pub(crate) async fn create(
+    io: &Io,
+    dir: &Path,
+    first_index: u64,
+    size_bytes: u64,
+    zero: bool,
+) -> Result<(File, PathBuf)> {
+    debug_assert!(size_bytes % HEADER_BLOCK_BYTES == 0 && size_bytes > HEADER_BLOCK_BYTES);
+    let path = dir.join(file_name(first_index));
+    let file = create_zeroed(io, &path, size_bytes, zero, &|| false)
+        .await?
+        .ok_or_else(|| {
+            Error::io(
+                "create segment",
+                &path,
+                std::io::Error::other("interrupted"),
+            )
+        })?;
+    write_header(&file, first_index, size_bytes).await?;
     io.sync_dir(dir).await?;
     Ok((file, path))
 }
@@ -140,13 +233,15 @@ pub(crate) async fn rewrite_prefix(
     first_index: u64,
     size_bytes: u64,
     prefix: &[u8],
+    zero: bool,
 ) -> Result<File> {
     const CHUNK_BYTES: usize = 1 << 20;
     let name = file_name(first_index);
     let tmp = dir.join(format!("wal-{first_index:020}{TMP_SUFFIX}"));
     let path = dir.join(&name);
     let file = io.create(&tmp).await?;
-    file.allocate(size_bytes.max(HEADER_BLOCK_BYTES)).await?;
+    let size_bytes = size_bytes.max(HEADER_BLOCK_BYTES);
+    file.allocate(size_bytes).await?;
     let mut at = 0usize;
     while at < prefix.len() {
         let n = CHUNK_BYTES.min(prefix.len() - at);
@@ -157,6 +252,10 @@ pub(crate) async fn rewrite_prefix(
         bytes[n..].fill(0);
         file.write_at(buf, at as u64).await?;
         at += n;
+    }
+    let written = (prefix.len() as u64).next_multiple_of(HEADER_BLOCK_BYTES);
+    if zero {
+        zero_fill(&file, written.min(size_bytes), size_bytes, &|| false).await?;
     }
     file.fdatasync().await?;
     file.close().await?;

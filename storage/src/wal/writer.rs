@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::record;
 use super::segment::{self, HEADER_BLOCK_BYTES};
-use super::{Active, Failure, Segment, Shared};
+use super::{Active, Failure, Segment, Shared, Spare};
 use crate::error::Result;
 use crate::options::{Durability, WAL_BLOCK_SIZE_BYTES};
 
@@ -30,7 +30,7 @@ enum Job {
 }
 
 fn next_job(sh: &Shared) -> Job {
-    let mut st = sh.st.borrow_mut();
+    let st = sh.st.borrow();
     if st.failure.is_some() {
         return Job::Exit;
     }
@@ -40,11 +40,8 @@ fn next_job(sh: &Shared) -> Job {
     if !st.pending.is_empty() {
         return Job::Work;
     }
-    if st.sync_requested {
-        if st.synced_index < st.written_index {
-            return Job::Work;
-        }
-        st.sync_requested = false;
+    if st.sync_target > st.synced_index && st.written_index > st.synced_index {
+        return Job::Work;
     }
     if st.shutdown {
         return Job::Exit;
@@ -86,7 +83,7 @@ pub(super) async fn run(sh: Rc<Shared>) {
 
 /// One round: write what is queued (rolling over first if needed) and sync as the mode or a
 /// sync request asks; or only sync.
-async fn work(sh: &Shared) -> Result<()> {
+async fn work(sh: &Rc<Shared>) -> Result<()> {
     let first_frame = sh
         .st
         .borrow()
@@ -173,7 +170,10 @@ async fn work(sh: &Shared) -> Result<()> {
     };
     let write_len = buf.len() as u64;
     file.write_at(buf, block_start).await?;
-    let sync_now = sh.opts.durability == Durability::Sync || sh.st.borrow().sync_requested;
+    let sync_now = sh.opts.durability == Durability::Sync || {
+        let st = sh.st.borrow();
+        st.sync_target > st.synced_index
+    };
     {
         let mut st = sh.st.borrow_mut();
         let st = &mut *st;
@@ -210,8 +210,6 @@ async fn sync_only(sh: &Shared) -> Result<()> {
 
 /// `fdatasync`s `file`, after which every record up to `upto` is durable.
 async fn sync_file(sh: &Shared, file: &crate::io::File, upto: u64) -> Result<()> {
-    // A sync request that arrives during this sync asks for another one.
-    sh.st.borrow_mut().sync_requested = false;
     file.fdatasync().await?;
     let mut st = sh.st.borrow_mut();
     st.synced_index = st.synced_index.max(upto);
@@ -221,7 +219,7 @@ async fn sync_file(sh: &Shared, file: &crate::io::File, upto: u64) -> Result<()>
 
 /// Seals the active segment (synced, so it can never end torn) and starts a new one whose
 /// first record is the next queued one, big enough for a frame of `frame_len` bytes.
-async fn rollover(sh: &Shared, frame_len: u64) -> Result<()> {
+async fn rollover(sh: &Rc<Shared>, frame_len: u64) -> Result<()> {
     let old = sh.st.borrow_mut().active.take();
     if let Some(old) = old {
         let upto = sh.st.borrow().written_index;
@@ -233,7 +231,19 @@ async fn rollover(sh: &Shared, frame_len: u64) -> Result<()> {
     let first_index = sh.st.borrow().written_index + 1;
     let size_bytes = (sh.opts.segment_size_bytes as u64)
         .max((HEADER_BLOCK_BYTES + frame_len).next_multiple_of(BLOCK));
-    let (file, path) = segment::create(&sh.io, &sh.dir, first_index, size_bytes).await?;
+    let spare = if size_bytes == sh.opts.segment_size_bytes as u64 {
+        take_spare(sh).await
+    } else {
+        None
+    };
+    let (file, path) = match spare {
+        Some(spare) => segment::install(&sh.io, &sh.dir, spare, first_index, size_bytes).await?,
+        None => {
+            let zero = sh.opts.zero_fill();
+            segment::create(&sh.io, &sh.dir, first_index, size_bytes, zero).await?
+        }
+    };
+    ensure_spare(sh);
     let mut st = sh.st.borrow_mut();
     st.segments.push(Segment {
         first_index,
@@ -252,6 +262,55 @@ async fn rollover(sh: &Shared, frame_len: u64) -> Result<()> {
     Ok(())
 }
 
+/// The spare segment, waiting for it if it is being prepared; None if there is none.
+async fn take_spare(sh: &Shared) -> Option<crate::io::File> {
+    loop {
+        let seen = sh.progress.generation();
+        let spare = std::mem::take(&mut sh.st.borrow_mut().spare);
+        match spare {
+            Spare::Ready(f) => return Some(f),
+            Spare::None => return None,
+            Spare::Preparing => {
+                sh.st.borrow_mut().spare = Spare::Preparing;
+                sh.progress.changed(seen).await;
+            }
+        }
+    }
+}
+
+/// Starts preparing a spare segment (allocated, zero-filled, synced) in the background, if
+/// there is none. A failure only logs: the next rollover then creates its segment itself and
+/// reports any error to the writers.
+pub(super) fn ensure_spare(sh: &Rc<Shared>) {
+    {
+        let mut st = sh.st.borrow_mut();
+        if !matches!(st.spare, Spare::None) || st.shutdown || st.failure.is_some() {
+            return;
+        }
+        st.spare = Spare::Preparing;
+    }
+    let sh = sh.clone();
+    glommio::spawn_local(async move {
+        let size = sh.opts.segment_size_bytes as u64;
+        // Stop early when the WAL is dropped or fails.
+        let stop = || {
+            let st = sh.st.borrow();
+            (st.shutdown && !st.writer_running) || st.failure.is_some()
+        };
+        let result = segment::prepare_spare(&sh.io, &sh.dir, size, sh.opts.zero_fill(), &stop).await;
+        sh.st.borrow_mut().spare = match result {
+            Ok(Some(f)) => Spare::Ready(f),
+            Ok(None) => Spare::None,
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing a spare WAL segment failed; the next rollover creates one itself");
+                Spare::None
+            }
+        };
+        sh.progress.notify();
+    })
+    .detach();
+}
+
 /// In `periodic` mode: asks the writer for an `fdatasync` every interval while there is
 /// unsynced data. Ends with the WAL.
 pub(super) async fn periodic_sync(sh: Weak<Shared>, interval: Duration) {
@@ -265,9 +324,8 @@ pub(super) async fn periodic_sync(sh: Weak<Shared>, interval: Duration) {
             if st.shutdown || st.failure.is_some() {
                 return;
             }
-            if st.written_index > st.synced_index || !st.pending.is_empty() {
-                st.sync_requested = true;
-            }
+            // Everything appended so far is to be synced.
+            st.sync_target = st.sync_target.max(st.next_index - 1);
         }
         sh.work.notify();
     }

@@ -1,0 +1,133 @@
+//! `corekv-bench engine` as a user runs it: db_bench lines that parse, with the right counts,
+//! group commit visible in the detail lines, and bad flags refused.
+
+// Test code: a failed set-up step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use corekv_bench::engine::report::parse_db_bench_line;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
+        .arg("engine")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A database directory on the target's disk (O_DIRECT needs a real filesystem).
+fn db_dir() -> tempfile::TempDir {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+#[test]
+fn prints_db_bench_lines_for_every_benchmark() {
+    let dir = db_dir();
+    let db = dir.path().join("db");
+    let out = bench(&[
+        "--benchmarks=fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom",
+        "--num=2000",
+        "--reads=1500",
+        "--key_size=16",
+        "--value_size=100",
+        "--compression_type=none",
+        &format!("--db={}", db.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().filter_map(parse_db_bench_line).collect();
+    let names: Vec<_> = lines.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "fillseq",
+            "fillrandom",
+            "overwrite",
+            "readrandom",
+            "readseq",
+            "seekrandom"
+        ]
+    );
+    let ops = |name: &str| lines.iter().find(|l| l.name == name).unwrap().operations;
+    assert_eq!(ops("fillseq"), 2000);
+    assert_eq!(ops("overwrite"), 2000);
+    assert_eq!(ops("readrandom"), 1500);
+    assert_eq!(ops("seekrandom"), 1500);
+    // readseq reads every key present: fillrandom + overwrite drew 4000 keys from 2000.
+    assert!(
+        ops("readseq") > 1000 && ops("readseq") <= 1500,
+        "{}",
+        ops("readseq")
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ops_per_sec > 0 && l.micros_per_op > 0.0)
+    );
+    // Reads report how many keys they found, as db_bench does.
+    let readrandom = stdout
+        .lines()
+        .find(|l| l.starts_with("readrandom   :"))
+        .unwrap();
+    assert!(readrandom.contains(" of 1500 found)"), "{readrandom}");
+    // Each result has a detail line with latency percentiles.
+    assert_eq!(stdout.matches(": latency_us p50=").count(), 6);
+    // A given --db is kept.
+    assert!(db.exists());
+}
+
+#[test]
+fn durable_writers_share_fdatasyncs() {
+    let dir = db_dir();
+    let out = bench(&[
+        "--benchmarks=fillrandom",
+        "--sync=1",
+        "--threads=8",
+        "--num=25",
+        &format!("--db={}", dir.path().join("db").display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = stdout.lines().find_map(parse_db_bench_line).unwrap();
+    assert_eq!(line.operations, 200);
+    let detail = stdout.lines().find(|l| l.contains("latency_us")).unwrap();
+    let field = |name: &str| -> f64 {
+        let at = detail.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        detail[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("records"), 200.0);
+    // Eight writers awaiting fdatasync: writes carry several records each.
+    assert!(field("syncs") < 200.0, "{detail}");
+    assert!(field("group_max") >= 2.0, "{detail}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message() {
+    for bad in [
+        &["--benchmarks=fillseq,nosuch"][..],
+        &["--threads=0"],
+        &["--key_size=4"],
+        &["--sync=2"],
+    ] {
+        let out = bench(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid option"), "{bad:?}: {err}");
+    }
+}
