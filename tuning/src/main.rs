@@ -51,6 +51,14 @@ enum Command {
         /// Skip the queue-depth sweep (2, 4, 8, 16, 64).
         #[arg(long)]
         no_sweep: bool,
+        /// Run only these tests (comma-separated); io-properties is written only when all run.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "seq-write,randread,fdatasync"
+        )]
+        tests: Vec<disk::Test>,
         /// Do not write DIR/io-properties.toml.
         #[arg(long)]
         no_save: bool,
@@ -232,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             file_size_bytes,
             seconds,
             no_sweep,
+            tests,
             no_save,
             json: as_json,
         } => {
@@ -251,6 +260,7 @@ fn run(cli: Cli) -> Result<()> {
                 file_size_bytes,
                 seconds_per_test: seconds,
                 sweep: !no_sweep,
+                tests,
             };
             let report = disk::measure(&dir, &opts, device)?;
             if as_json {
@@ -258,12 +268,15 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", disk::render(&report));
             }
-            if !no_save {
-                let path = report
-                    .properties
-                    .store(&dir)
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                eprintln!("corekv-tune: wrote {}", path.display());
+            match (&report.properties, no_save) {
+                (_, true) => {}
+                (Some(p), false) => {
+                    let path = p.store(&dir).map_err(|e| Error::Invalid(e.to_string()))?;
+                    eprintln!("corekv-tune: wrote {}", path.display());
+                }
+                (None, false) => eprintln!(
+                    "corekv-tune: io-properties not written: it needs every test (seq-write, randread, fdatasync)"
+                ),
             }
         }
     }

@@ -84,3 +84,32 @@ fn probe_refuses_memory_filesystems_and_missing_directories_clearly() {
         );
     }
 }
+
+#[test]
+fn a_single_test_prints_its_figures_and_writes_no_properties() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corekv-tune"))
+        .args([
+            "disk",
+            "--tests",
+            "fdatasync",
+            "--file-size-bytes",
+            "8388608",
+            "--seconds",
+            "0.05",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("write_4k_fdatasync_per_s="), "{stdout}");
+    assert!(
+        !stdout.contains("seq_write") && !stdout.contains("randread"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("io-properties not written"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

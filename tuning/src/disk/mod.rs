@@ -39,6 +39,17 @@ pub const SWEEP_DEPTHS: [usize; 5] = [2, 4, 8, 16, 64];
 /// A depth is "enough" once it reaches this share of the best IOPS.
 pub const SATURATION_SHARE: f64 = 0.9;
 
+/// Which tests to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Test {
+    /// 1 MiB sequential writes, depth 8.
+    SeqWrite,
+    /// 4 KiB random reads at depth 1 and 32 (and the sweep).
+    Randread,
+    /// 4 KiB write + fdatasync, one at a time.
+    Fdatasync,
+}
+
 /// How to measure.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
@@ -48,6 +59,8 @@ pub struct ProbeOptions {
     pub seconds_per_test: f64,
     /// Also measure the depths between 1 and 32, and 64.
     pub sweep: bool,
+    /// The tests to run; the io-properties file needs all of them.
+    pub tests: Vec<Test>,
 }
 
 impl Default for ProbeOptions {
@@ -56,8 +69,32 @@ impl Default for ProbeOptions {
             file_size_bytes: 1 << 30,
             seconds_per_test: 8.0,
             sweep: true,
+            tests: vec![Test::SeqWrite, Test::Randread, Test::Fdatasync],
         }
     }
+}
+
+/// The figures measured; a test not run leaves its figures `None`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    /// 1 MiB sequential writes at depth 8.
+    pub seq_write_mib_per_sec: Option<f64>,
+    /// 4 KiB random reads at depth 1.
+    pub randread_4k_qd1_iops: Option<f64>,
+    /// Their median latency.
+    pub randread_4k_qd1_latency_us_p50: Option<u64>,
+    /// Their 99th percentile.
+    pub randread_4k_qd1_latency_us_p99: Option<u64>,
+    /// 4 KiB random reads at depth 32.
+    pub randread_4k_qd32_iops: Option<f64>,
+    /// (depth, IOPS) of the random-read runs, ascending depth.
+    pub randread_4k_iops_by_depth: Vec<(u32, f64)>,
+    /// 4 KiB writes each followed by fdatasync, per second.
+    pub write_4k_fdatasync_per_sec: Option<f64>,
+    /// Their median latency.
+    pub write_4k_fdatasync_latency_us_p50: Option<u64>,
+    /// Their 99th percentile.
+    pub write_4k_fdatasync_latency_us_p99: Option<u64>,
 }
 
 /// What the probe measured.
@@ -65,12 +102,18 @@ impl Default for ProbeOptions {
 pub struct DiskReport {
     /// Directory measured.
     pub dir: String,
+    /// Kernel name of the disk, or empty.
+    pub device: String,
+    /// Size of the main test file.
+    pub file_size_bytes: u64,
+    /// Length of each full timed test.
+    pub seconds_per_test: f64,
     /// Whether reads and writes used io_uring registered buffers.
     pub registered_buffers: bool,
-    /// The figures, as stored in the io-properties file.
-    pub properties: IoProperties,
-    /// 99th percentile of the depth-1 random reads.
-    pub randread_4k_qd1_latency_us_p99: u64,
+    /// Every figure measured.
+    pub figures: Figures,
+    /// The io-properties file's content, when every test ran.
+    pub properties: Option<IoProperties>,
 }
 
 /// The smallest depth whose IOPS reach [`SATURATION_SHARE`] of the best.
@@ -104,89 +147,144 @@ pub fn measure(dir: &Path, opts: &ProbeOptions, device: String) -> Result<DiskRe
         )));
     }
     refuse_memory_filesystems(dir)?;
+    if opts.tests.is_empty() {
+        return Err(Error::Invalid("no test to run".to_string()));
+    }
     let full = Duration::from_secs_f64(opts.seconds_per_test);
     let pid = std::process::id();
     let mut eng = Engine::new()?;
+    let mut fig = Figures::default();
+    let run_seq = opts.tests.contains(&Test::SeqWrite);
+    let run_reads = opts.tests.contains(&Test::Randread);
 
     // Sequential write on a fresh, preallocated file; then finish writing it once so the reads
     // hit real data (reads of unwritten extents never reach the disk).
-    let data = ProbeFile::create(&probe_path(dir, "data", pid), opts.file_size_bytes)?;
-    data.settle()?;
-    let seq = eng.run(&data, Pattern::SeqWrite { block: 1 << 20 }, 8, full, None)?;
-    if seq.bytes < data.size_bytes() {
-        // The timed run stopped part-way: write the whole file once (from the start; simpler
-        // than resuming, and untimed).
-        let whole = Some(data.size_bytes());
-        eng.run(
-            &data,
-            Pattern::SeqWrite { block: 1 << 20 },
-            8,
-            Duration::from_secs(3600),
-            whole,
-        )?;
-    }
-
-    data.settle()?;
-    let rr1 = eng.run(&data, Pattern::RandRead { block: 4096 }, 1, full, None)?;
-    let rr32 = eng.run(&data, Pattern::RandRead { block: 4096 }, 32, full, None)?;
-    let mut points = vec![(1u32, rr1.per_sec()), (32u32, rr32.per_sec())];
-    if opts.sweep {
-        for depth in SWEEP_DEPTHS {
-            let r = eng.run(
-                &data,
-                Pattern::RandRead { block: 4096 },
-                depth,
-                full / 4,
-                None,
-            )?;
-            points.push((depth as u32, r.per_sec()));
+    let data = if run_seq || run_reads {
+        let data = ProbeFile::create(&probe_path(dir, "data", pid), opts.file_size_bytes)?;
+        let mut written = 0;
+        if run_seq {
+            let seq = eng.run(&data, Pattern::SeqWrite { block: 1 << 20 }, 8, full, None)?;
+            fig.seq_write_mib_per_sec = Some(round1(seq.mib_per_sec()));
+            written = seq.bytes;
         }
+        if run_reads && written < data.size_bytes() {
+            // Write the whole file once (from the start; simpler than resuming, and untimed).
+            let whole = Some(data.size_bytes());
+            let forever = Duration::from_secs(3600);
+            eng.run(
+                &data,
+                Pattern::SeqWrite { block: 1 << 20 },
+                8,
+                forever,
+                whole,
+            )?;
+        }
+        Some(data)
+    } else {
+        None
+    };
+
+    if let (true, Some(data)) = (run_reads, &data) {
+        let rr1 = eng.run(data, Pattern::RandRead { block: 4096 }, 1, full, None)?;
+        let rr32 = eng.run(data, Pattern::RandRead { block: 4096 }, 32, full, None)?;
+        let mut points = vec![(1u32, rr1.per_sec()), (32u32, rr32.per_sec())];
+        if opts.sweep {
+            for depth in SWEEP_DEPTHS {
+                let quarter = full / 4;
+                let r = eng.run(
+                    data,
+                    Pattern::RandRead { block: 4096 },
+                    depth,
+                    quarter,
+                    None,
+                )?;
+                points.push((depth as u32, r.per_sec()));
+            }
+        }
+        points.sort_by_key(|p| p.0);
+        fig.randread_4k_qd1_iops = Some(round1(rr1.per_sec()));
+        fig.randread_4k_qd1_latency_us_p50 = Some(rr1.latency_us.value_at_quantile(0.5));
+        fig.randread_4k_qd1_latency_us_p99 = Some(rr1.latency_us.value_at_quantile(0.99));
+        fig.randread_4k_qd32_iops = Some(round1(rr32.per_sec()));
+        fig.randread_4k_iops_by_depth = points.iter().map(|p| (p.0, round1(p.1))).collect();
     }
-    points.sort_by_key(|p| p.0);
 
     // The data file is kept until the end, as fio keeps its files: deleting 1 GiB right before
     // the fdatasync test would put its discards (on `-o discard` mounts) into the journal
     // commits that test waits for.
-    let sync_size = opts.file_size_bytes.min(SYNC_FILE_SIZE_BYTES_MAX);
-    let sync_file = ProbeFile::create(&probe_path(dir, "sync", pid), sync_size)?;
-    sync_file.settle()?;
-    let sync = eng.run(
-        &sync_file,
-        Pattern::WriteSync { block: 4096 },
-        1,
-        full,
-        None,
-    )?;
-    drop(sync_file);
+    if opts.tests.contains(&Test::Fdatasync) {
+        let sync_size = opts.file_size_bytes.min(SYNC_FILE_SIZE_BYTES_MAX);
+        let sync_file = ProbeFile::create(&probe_path(dir, "sync", pid), sync_size)?;
+        let sync = eng.run(
+            &sync_file,
+            Pattern::WriteSync { block: 4096 },
+            1,
+            full,
+            None,
+        )?;
+        fig.write_4k_fdatasync_per_sec = Some(round1(sync.per_sec()));
+        fig.write_4k_fdatasync_latency_us_p50 = Some(sync.latency_us.value_at_quantile(0.5));
+        fig.write_4k_fdatasync_latency_us_p99 = Some(sync.latency_us.value_at_quantile(0.99));
+    }
     drop(data);
 
-    let properties = IoProperties {
-        format_version: FORMAT_VERSION,
+    let properties = properties(&fig, opts, &device)?;
+    Ok(DiskReport {
+        dir: dir.display().to_string(),
         device,
+        file_size_bytes: opts.file_size_bytes,
+        seconds_per_test: opts.seconds_per_test,
+        registered_buffers: eng.registered(),
+        figures: fig,
+        properties,
+    })
+}
+
+/// The io-properties content, when every figure it needs was measured.
+fn properties(fig: &Figures, opts: &ProbeOptions, device: &str) -> Result<Option<IoProperties>> {
+    let (
+        Some(seq),
+        Some(rr1),
+        Some(rr1_p50),
+        Some(rr32),
+        Some(sync),
+        Some(sync_p50),
+        Some(sync_p99),
+    ) = (
+        fig.seq_write_mib_per_sec,
+        fig.randread_4k_qd1_iops,
+        fig.randread_4k_qd1_latency_us_p50,
+        fig.randread_4k_qd32_iops,
+        fig.write_4k_fdatasync_per_sec,
+        fig.write_4k_fdatasync_latency_us_p50,
+        fig.write_4k_fdatasync_latency_us_p99,
+    )
+    else {
+        return Ok(None);
+    };
+    let points = &fig.randread_4k_iops_by_depth;
+    let p = IoProperties {
+        format_version: FORMAT_VERSION,
+        device: device.to_string(),
         measured_at_unix_secs: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
         file_size_bytes: opts.file_size_bytes,
         seconds_per_test: opts.seconds_per_test,
-        seq_write_mib_per_sec: round1(seq.mib_per_sec()),
-        randread_4k_qd1_iops: round1(rr1.per_sec()),
-        randread_4k_qd1_latency_us_p50: rr1.latency_us.value_at_quantile(0.5),
-        randread_4k_qd32_iops: round1(rr32.per_sec()),
+        seq_write_mib_per_sec: seq,
+        randread_4k_qd1_iops: rr1,
+        randread_4k_qd1_latency_us_p50: rr1_p50,
+        randread_4k_qd32_iops: rr32,
         randread_4k_depths: points.iter().map(|p| p.0).collect(),
-        randread_4k_depth_iops: points.iter().map(|p| round1(p.1)).collect(),
-        write_4k_fdatasync_per_sec: round1(sync.per_sec()),
-        write_4k_fdatasync_latency_us_p50: sync.latency_us.value_at_quantile(0.5),
-        write_4k_fdatasync_latency_us_p99: sync.latency_us.value_at_quantile(0.99),
-        io_concurrency: io_concurrency(&points),
+        randread_4k_depth_iops: points.iter().map(|p| p.1).collect(),
+        write_4k_fdatasync_per_sec: sync,
+        write_4k_fdatasync_latency_us_p50: sync_p50,
+        write_4k_fdatasync_latency_us_p99: sync_p99,
+        io_concurrency: io_concurrency(points),
     };
-    properties.check().map_err(Error::Invalid)?;
-    Ok(DiskReport {
-        dir: dir.display().to_string(),
-        registered_buffers: eng.registered(),
-        properties,
-        randread_4k_qd1_latency_us_p99: rr1.latency_us.value_at_quantile(0.99),
-    })
+    p.check().map_err(Error::Invalid)?;
+    Ok(Some(p))
 }
 
 /// tmpfs and ramfs live in memory: recent kernels accept O_DIRECT there, and the "disk" would
@@ -225,45 +323,52 @@ fn probe_path(dir: &Path, what: &str, pid: u32) -> PathBuf {
 
 /// Renders the figures beside the names `limits.sh` prints, for side-by-side reading.
 pub fn render(r: &DiskReport) -> String {
-    let p = &r.properties;
+    let f = &r.figures;
     let mut out = format!(
         "# corekv-tune disk: {} (device {}), {} MiB file, {} s per test, {} buffers\n",
         r.dir,
-        if p.device.is_empty() { "?" } else { &p.device },
-        p.file_size_bytes >> 20,
-        p.seconds_per_test,
+        if r.device.is_empty() { "?" } else { &r.device },
+        r.file_size_bytes >> 20,
+        r.seconds_per_test,
         if r.registered_buffers {
             "registered"
         } else {
             "unregistered"
         }
     );
-    out.push_str(&format!(
-        "seq_write_MiB_per_s={:.0}\n",
-        p.seq_write_mib_per_sec
-    ));
-    out.push_str(&format!(
-        "randread_4k_qd1_iops={:.0} randread_4k_qd1_lat_us_p50={} p99={}\n",
-        p.randread_4k_qd1_iops, p.randread_4k_qd1_latency_us_p50, r.randread_4k_qd1_latency_us_p99
-    ));
-    out.push_str(&format!(
-        "randread_4k_qd32_iops={:.0}\n",
-        p.randread_4k_qd32_iops
-    ));
-    let sweep: Vec<String> = p
-        .randread_4k_depths
-        .iter()
-        .zip(&p.randread_4k_depth_iops)
-        .map(|(d, i)| format!("qd{d}={i:.0}"))
-        .collect();
-    out.push_str(&format!("randread_4k_iops_by_depth: {}\n", sweep.join(" ")));
-    out.push_str(&format!(
-        "write_4k_fdatasync_per_s={:.0} lat_us_p50={} p99={}\n",
-        p.write_4k_fdatasync_per_sec,
-        p.write_4k_fdatasync_latency_us_p50,
-        p.write_4k_fdatasync_latency_us_p99
-    ));
-    out.push_str(&format!("io_concurrency={}\n", p.io_concurrency));
+    if let Some(v) = f.seq_write_mib_per_sec {
+        out.push_str(&format!("seq_write_MiB_per_s={v:.0}\n"));
+    }
+    if let (Some(iops), Some(p50), Some(p99)) = (
+        f.randread_4k_qd1_iops,
+        f.randread_4k_qd1_latency_us_p50,
+        f.randread_4k_qd1_latency_us_p99,
+    ) {
+        out.push_str(&format!(
+            "randread_4k_qd1_iops={iops:.0} randread_4k_qd1_lat_us_p50={p50} p99={p99}\n"
+        ));
+    }
+    if let Some(v) = f.randread_4k_qd32_iops {
+        out.push_str(&format!("randread_4k_qd32_iops={v:.0}\n"));
+        let sweep: Vec<String> = f
+            .randread_4k_iops_by_depth
+            .iter()
+            .map(|(d, i)| format!("qd{d}={i:.0}"))
+            .collect();
+        out.push_str(&format!("randread_4k_iops_by_depth: {}\n", sweep.join(" ")));
+    }
+    if let (Some(v), Some(p50), Some(p99)) = (
+        f.write_4k_fdatasync_per_sec,
+        f.write_4k_fdatasync_latency_us_p50,
+        f.write_4k_fdatasync_latency_us_p99,
+    ) {
+        out.push_str(&format!(
+            "write_4k_fdatasync_per_s={v:.0} lat_us_p50={p50} p99={p99}\n"
+        ));
+    }
+    if let Some(p) = &r.properties {
+        out.push_str(&format!("io_concurrency={}\n", p.io_concurrency));
+    }
     out
 }
 

@@ -123,20 +123,6 @@ impl ProbeFile {
         Ok(file)
     }
 
-    /// Commits the filesystem's pending work (journal, discards of files deleted just before)
-    /// with `syncfs`, so a timed test does not pay for what came before it.
-    pub fn settle(&self) -> Result<()> {
-        // SAFETY: a valid open descriptor.
-        if unsafe { libc::syncfs(self.fd.as_raw_fd()) } != 0 {
-            return Err(Error::io(
-                "syncfs",
-                &self.path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Size of the file.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
