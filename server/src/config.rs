@@ -9,6 +9,7 @@ use corekv_storage::Durability;
 use serde::Deserialize;
 
 use crate::cpuset::CpuSet;
+use crate::io_properties::{IO_CONCURRENCY_MAX, IoProperties};
 
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "corekv-data";
@@ -66,6 +67,12 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES")]
     pub io_memory_bytes: Option<usize>,
 
+    /// Disk I/O requests each shard submits to the kernel at once: the depth of its io_uring
+    /// rings (8-1024). [default: `io_concurrency` from DATA_DIR/io-properties.toml, written by
+    /// `corekv-tune disk`; 128 without that file]
+    #[arg(long, value_name = "N")]
+    pub io_concurrency: Option<u32>,
+
     /// Backpressure: a connection with this many operations in flight is not read until some
     /// complete. [default: 4096]
     #[arg(long, value_name = "N")]
@@ -105,6 +112,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     io_memory_bytes: Option<usize>,
+    io_concurrency: Option<u32>,
     connection_inflight_ops_max: Option<usize>,
     shard_connections_max: Option<usize>,
     shutdown_grace_ms: Option<u64>,
@@ -164,6 +172,9 @@ pub struct Config {
     pub log_level: String,
     /// io_uring registered buffer memory per shard.
     pub io_memory_bytes: usize,
+    /// `io_concurrency` given as a flag or in the file; `None` leaves it to the data
+    /// directory's io-properties ([`IoConcurrency::resolve`]).
+    pub io_concurrency: Option<u32>,
     /// Per-connection in-flight operation bound.
     pub connection_inflight_ops_max: usize,
     /// Per-shard connection bound.
@@ -256,6 +267,10 @@ impl Config {
                  {IO_MEMORY_BYTES_MIN} bytes per shard"
             )));
         }
+        let io_concurrency = cli.io_concurrency.or(file.io_concurrency);
+        if let Some(n) = io_concurrency {
+            check_io_concurrency(n).map_err(ConfigError::Invalid)?;
+        }
         let connection_inflight_ops_max = cli
             .connection_inflight_ops_max
             .or(file.connection_inflight_ops_max)
@@ -274,6 +289,7 @@ impl Config {
         }
         Ok(Config {
             io_memory_bytes,
+            io_concurrency,
             connection_inflight_ops_max,
             shard_connections_max,
             shutdown_grace_ms: cli
@@ -310,6 +326,82 @@ impl Config {
         // `resolve` checked that every per-shard port fits in a u16.
         addr.set_port(self.listen.port() + 1 + shard as u16);
         addr
+    }
+}
+
+/// Default io_uring ring depth without a setting or an io-properties file (glommio's default).
+pub const DEFAULT_IO_CONCURRENCY: u32 = 128;
+/// Smallest ring depth used: the rings also carry the shard's network operations and timers,
+/// so a disk that wants fewer requests in flight still gets rings this deep.
+pub const IO_CONCURRENCY_MIN: u32 = 8;
+
+fn check_io_concurrency(n: u32) -> Result<(), String> {
+    if !(IO_CONCURRENCY_MIN..=IO_CONCURRENCY_MAX).contains(&n) {
+        return Err(format!(
+            "`io_concurrency` is {n}: it must be between {IO_CONCURRENCY_MIN} and \
+             {IO_CONCURRENCY_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// The I/O concurrency a shard runs with, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoConcurrency {
+    /// Depth of each shard's io_uring rings.
+    pub ring_depth: u32,
+    /// Where the figure came from.
+    pub source: IoConcurrencySource,
+}
+
+/// Where [`IoConcurrency`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoConcurrencySource {
+    /// `--io-concurrency` or `io_concurrency` in the config file.
+    Setting,
+    /// The data directory's io-properties file (`corekv-tune disk`).
+    IoProperties {
+        /// The figure in the file, before raising it to [`IO_CONCURRENCY_MIN`].
+        measured: u32,
+    },
+    /// Neither: [`DEFAULT_IO_CONCURRENCY`].
+    Default,
+}
+
+impl IoConcurrency {
+    /// Precedence: the setting, then the disk's measured `io_concurrency` (raised to
+    /// [`IO_CONCURRENCY_MIN`]), then [`DEFAULT_IO_CONCURRENCY`].
+    pub fn resolve(setting: Option<u32>, disk: Option<&IoProperties>) -> IoConcurrency {
+        match (setting, disk) {
+            (Some(n), _) => IoConcurrency {
+                ring_depth: n,
+                source: IoConcurrencySource::Setting,
+            },
+            (None, Some(p)) => IoConcurrency {
+                ring_depth: p
+                    .io_concurrency
+                    .clamp(IO_CONCURRENCY_MIN, IO_CONCURRENCY_MAX),
+                source: IoConcurrencySource::IoProperties {
+                    measured: p.io_concurrency,
+                },
+            },
+            (None, None) => IoConcurrency {
+                ring_depth: DEFAULT_IO_CONCURRENCY,
+                source: IoConcurrencySource::Default,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for IoConcurrencySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoConcurrencySource::Setting => f.write_str("--io-concurrency setting"),
+            IoConcurrencySource::IoProperties { measured } => {
+                write!(f, "io-properties file (measured io_concurrency {measured})")
+            }
+            IoConcurrencySource::Default => f.write_str("default: no io-properties file"),
+        }
     }
 }
 
@@ -398,6 +490,49 @@ mod tests {
     }
 
     #[test]
+    fn io_concurrency_comes_from_the_setting_then_the_disk() {
+        assert_eq!(
+            Config::resolve(cli(&[]), &cpus("0"))
+                .unwrap()
+                .io_concurrency,
+            None
+        );
+        let c = Config::resolve(cli(&["--io-concurrency", "32"]), &cpus("0")).unwrap();
+        assert_eq!(c.io_concurrency, Some(32));
+        for bad in ["4", "2000"] {
+            let e = Config::resolve(cli(&["--io-concurrency", bad]), &cpus("0")).unwrap_err();
+            assert!(e.to_string().contains("between 8 and 1024"), "{e}");
+        }
+        let disk = |n| IoProperties {
+            io_concurrency: n,
+            ..crate::io_properties::tests::sample()
+        };
+        assert_eq!(
+            IoConcurrency::resolve(Some(64), Some(&disk(16))),
+            IoConcurrency {
+                ring_depth: 64,
+                source: IoConcurrencySource::Setting
+            }
+        );
+        assert_eq!(
+            IoConcurrency::resolve(None, Some(&disk(16))),
+            IoConcurrency {
+                ring_depth: 16,
+                source: IoConcurrencySource::IoProperties { measured: 16 }
+            }
+        );
+        // A disk that wants 2 in flight still gets rings deep enough for the network.
+        assert_eq!(IoConcurrency::resolve(None, Some(&disk(2))).ring_depth, 8);
+        assert_eq!(
+            IoConcurrency::resolve(None, None),
+            IoConcurrency {
+                ring_depth: DEFAULT_IO_CONCURRENCY,
+                source: IoConcurrencySource::Default
+            }
+        );
+    }
+
+    #[test]
     fn shards_and_cores_choose_cpus() {
         let c = Config::resolve(cli(&["--shards", "2"]), &cpus("2-5")).unwrap();
         assert_eq!(c.cores.to_string(), "2-3");
@@ -418,7 +553,7 @@ mod tests {
         std::fs::write(
             &path,
             "data_dir = \"/srv/kv\"\nlisten = \"0.0.0.0:9000\"\nshards = 1\n\
-             durability = \"periodic:50\"\nlog_format = \"json\"\n",
+             durability = \"periodic:50\"\nlog_format = \"json\"\nio_concurrency = 24\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -428,6 +563,7 @@ mod tests {
         assert_eq!(c.shard_count(), 1);
         assert_eq!(c.durability, Durability::Periodic { interval_ms: 50 });
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.io_concurrency, Some(24));
         let c = Config::resolve(
             cli(&[
                 "--config",

@@ -24,7 +24,9 @@
 //! ```
 //!
 //! `io_concurrency` is the figure the server uses: more requests in flight than that only add
-//! queueing latency. Unknown keys are refused (a typo must not pass silently); a file from a
+//! queueing latency. Each shard's io_uring rings are made that deep (glommio's `ring_depth`:
+//! the requests a shard hands the kernel in one submission, and the reads glommio's
+//! `read_many` keeps in flight); `--io-concurrency` overrides it (`config::IoConcurrency`). Unknown keys are refused (a typo must not pass silently); a file from a
 //! newer format is refused with the version it has.
 
 use std::path::{Path, PathBuf};
@@ -222,10 +224,11 @@ impl IoProperties {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> IoProperties {
+    /// A valid file's contents.
+    pub(crate) fn sample() -> IoProperties {
         IoProperties {
             format_version: FORMAT_VERSION,
             device: "vda".to_string(),

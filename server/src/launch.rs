@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use corekv_proto::{SHARD_HASH_NAME, ShardInfo, Topology};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::{Config, IoConcurrency};
 use crate::control::{Control, Latch, poll_until};
 use crate::counters::Counters;
 use crate::datadir::DataDir;
@@ -79,7 +79,8 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     let data = DataDir::open(&config.data_dir, count)?;
     // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
     // the start (it would otherwise be silently ignored).
-    match IoProperties::load(data.root())? {
+    let disk = IoProperties::load(data.root())?;
+    match &disk {
         Some(p) => tracing::info!(
             device = %p.device,
             io_concurrency = p.io_concurrency,
@@ -90,6 +91,13 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             data.root().display()
         ),
     }
+    let io = IoConcurrency::resolve(config.io_concurrency, disk.as_ref());
+    tracing::info!(
+        io_ring_depth = io.ring_depth,
+        "I/O concurrency: io_uring rings {} deep per shard (from the {})",
+        io.ring_depth,
+        io.source
+    );
     install_panic_hook(Arc::clone(&control));
 
     let topology = Topology {
@@ -135,6 +143,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory_bytes)
+            .ring_depth(io.ring_depth as usize)
             .spawn(move || run_shard(boot));
         match spawned {
             Ok(h) => handles.push((id, h)),
