@@ -3,7 +3,7 @@
 # machine, in the same run, several times; prints medians as Markdown tables.
 #
 # Usage: bench/scripts/ycsb_vs_peers.sh [RUNS] [RECORDS] [SECONDS_PER_WORKLOAD]
-#        (defaults: 3 1000000 15)
+#        (defaults: 3 100000 20)
 # Environment:
 #   SYSTEMS       systems to measure, in order (default: corekv-sync redis-always redis-everysec;
 #                 also corekv-periodic = --durability periodic:1000, Redis everysec's peer)
@@ -12,14 +12,17 @@
 #   DRIVER_FLAGS  default "--threads 1 --connections 8 --inflight 32"
 #   DATA_BASE     where data directories go (default /var/tmp; must be a real disk, not tmpfs)
 #   OUT           where raw outputs go (default /var/tmp/ycsb-<time>)
+# 100000 records (about 125 MB of data) by default: corekv keeps everything in a memtable of at
+# most 256 MiB per shard until SSTable flushes land (issue 4); the records plus workload d's
+# inserts must fit.
 # Per system and run: start the server on an empty directory, load RECORDS records, then run
 # workloads a b c f d e for SECONDS each against the same records (YCSB's recommended order;
 # d's inserts stay in the table, each run phase restarts inserting at key number RECORDS), stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-3}
-records=${2:-1000000}
-secs=${3:-15}
+records=${2:-100000}
+secs=${3:-20}
 read -r -a systems <<<"${SYSTEMS:-corekv-sync redis-always redis-everysec}"
 server_cpus=${SERVER_CPUS:-0}
 driver_cpus=${DRIVER_CPUS:-1}
@@ -27,8 +30,10 @@ read -r -a driver_flags <<<"${DRIVER_FLAGS:---threads 1 --connections 8 --inflig
 data_base=${DATA_BASE:-/var/tmp}
 out=${OUT:-/var/tmp/ycsb-$(date +%Y%m%d-%H%M%S)}
 workloads=(a b c f d e)
-redis_port=${REDIS_PORT:-6399}
-corekv_port=${COREKV_PORT:-7479}
+# Ports away from the usual ones (6379, 6399 of ../shared/peers/redis.sh, 7379): a server
+# someone else started there must never be measured by mistake.
+redis_port=${REDIS_PORT:-23791}
+corekv_port=${COREKV_PORT:-23795}
 
 for s in "${systems[@]}"; do
   case $s in
@@ -46,9 +51,13 @@ stop_server() {
 }
 trap stop_server EXIT
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT: until our server (pid) listens there.
 wait_port() {
   for _ in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "the server exited at start (see $out)" >&2; return 1; }
+    port_open "$1" && return 0
     sleep 0.1
   done
   echo "server on port $1 did not start" >&2
@@ -57,6 +66,13 @@ wait_port() {
 
 # start_server SYSTEM: starts it on an empty directory; sets pid, dir, backend, addr.
 start_server() {
+  local p
+  for p in "$redis_port" "$corekv_port" $((corekv_port + 1)); do
+    if port_open "$p"; then
+      echo "port $p is already in use: stop that server or set REDIS_PORT/COREKV_PORT" >&2
+      exit 1
+    fi
+  done
   dir=$(mktemp -d "$data_base/ycsb-$1.XXXXXX")
   case $1 in
     corekv-*)
@@ -85,27 +101,33 @@ ycsb() { "$bench" ycsb --backend "$backend" --addr "$addr" --records "$records" 
 for r in $(seq "$runs"); do
   for s in "${systems[@]}"; do
     echo "run $r/$runs: $s" >&2
+    echo "run $r $s: load average $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%T)" >>"$out/README"
     start_server "$s"
-    ycsb --phase load --workload a >"$out/$s.$r.load.txt"
+    # A run that fails (exit status not 0) keeps its output as .failed and is left out of the
+    # medians.
+    f=$out/$s.$r.load.txt
+    ycsb --phase load --workload a >"$f" || { mv "$f" "$f.failed"; echo "FAILED: $f" >&2; }
     for w in "${workloads[@]}"; do
-      ycsb --phase run --workload "$w" --duration "$secs" --operations 1000000000 >"$out/$s.$r.$w.txt"
+      f=$out/$s.$r.$w.txt
+      ycsb --phase run --workload "$w" --duration "$secs" --operations 1000000000 >"$f" ||
+        { mv "$f" "$f.failed"; echo "FAILED: $f" >&2; }
     done
     stop_server
   done
 done
 
 # Medians over runs. value FILE SECTION METRIC prints one figure of one output.
-value() { awk -F', ' -v s="[$2]" -v m="$3" '$1 == s && $2 == m { print $3; exit }' "$1"; }
+value() { [[ -f $1 ]] && awk -F', ' -v s="[$2]" -v m="$3" '$1 == s && $2 == m { print $3; exit }' "$1"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { # med SYSTEM PHASE SECTION METRIC
-  for r in $(seq "$runs"); do value "$out/$1.$r.$2.txt" "$3" "$4"; done | median
+  for r in $(seq "$runs"); do value "$out/$1.$r.$2.txt" "$3" "$4" || true; done | median
 }
 fmt() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.0f", v }'; }
 
 echo "Raw outputs: $out"
 echo
-echo "| workload | system | throughput (ops/s) | main op | p99 (us) | 2nd op | p99 (us) | driver CPU (% of a core) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| workload | system | throughput (ops/s) | main op | p99 (us) | 2nd op | p99 (us) | failed ops | driver CPU (% of a core) | runs |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for w in load "${workloads[@]}"; do
   case $w in
     load) ops=(INSERT "") ;;
@@ -120,6 +142,9 @@ for w in load "${workloads[@]}"; do
     p1=$(fmt "$(med "$s" "$w" "${ops[0]}" '99thPercentileLatency(us)')")
     p2=-; [[ -n ${ops[1]} ]] && p2=$(fmt "$(med "$s" "$w" "${ops[1]}" '99thPercentileLatency(us)')")
     cpu=$(med "$s" "$w" DRIVER 'CpuUtilization(%)')
-    echo "| $w | $s | $tput | ${ops[0]} | $p1 | ${ops[1]:--} | $p2 | $cpu |"
+    n=$(for r in $(seq "$runs"); do [[ -f $out/$s.$r.$w.txt ]] && echo; done | wc -l)
+    failed=$(for r in $(seq "$runs"); do [[ -f $out/$s.$r.$w.txt ]] &&
+      awk -F', ' '$2 ~ /^Return=/ && $2 != "Return=OK" { n += $3 } END { print n + 0 }' "$out/$s.$r.$w.txt"; done | median)
+    echo "| $w | $s | $tput | ${ops[0]} | $p1 | ${ops[1]:--} | $p2 | $failed | $cpu | $n |"
   done
 done
