@@ -3,7 +3,7 @@
 # machine, in the same run, several times; prints medians as Markdown tables.
 #
 # Usage: bench/scripts/ycsb_vs_peers.sh [RUNS] [RECORDS] [SECONDS_PER_WORKLOAD]
-#        (defaults: 3 100000 20)
+#        (defaults: 3 50000 20)
 # Environment:
 #   SYSTEMS       systems to measure, in order (default: corekv-sync redis-always redis-everysec;
 #                 also corekv-periodic = --durability periodic:1000, Redis everysec's peer)
@@ -12,8 +12,9 @@
 #   DRIVER_FLAGS  default "--threads 1 --connections 8 --inflight 32"
 #   DATA_BASE     where data directories go (default /var/tmp; must be a real disk, not tmpfs)
 #   OUT           where raw outputs go (default /var/tmp/ycsb-<time>)
-# 100000 records (about 125 MB of data) by default: corekv keeps everything in a memtable of at
-# most 256 MiB per shard until SSTable flushes land (issue 4); the records plus workload d's
+# 50000 records (about 63 MB of data) by default: corekv keeps everything in a memtable of at
+# most 256 MiB per shard until SSTable flushes land (issue 4), and a key updated once keeps its
+# previous version until its next write; the records, their second versions and workload d's
 # inserts must fit.
 # Per system and run: start the server on an empty directory, load RECORDS records, then run
 # workloads a b c f d e for SECONDS each against the same records (YCSB's recommended order;
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-3}
-records=${2:-100000}
+records=${2:-50000}
 secs=${3:-20}
 read -r -a systems <<<"${SYSTEMS:-corekv-sync redis-always redis-everysec}"
 server_cpus=${SERVER_CPUS:-0}
