@@ -34,6 +34,9 @@ use crate::service::WorkGuard;
 use crate::shard::{Limits, Shard};
 use crate::store::{Options, Store};
 
+/// How often a shard's reactor re-checks its channel connections while the mesh forms.
+const MESH_CONNECT_TICK: Duration = Duration::from_millis(2);
+
 /// Extra time, beyond the grace period, that a shard waits for the others to drain before it
 /// closes its store anyway.
 const DRAIN_WAIT_EXTRA: Duration = Duration::from_secs(5);
@@ -77,6 +80,14 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     raise_limits();
     let count = config.shard_count();
     let data = DataDir::open(&config.data_dir, count)?;
+    if let Some(addr) = config.metrics {
+        // The Prometheus endpoint is issue 7's; until it lands, say so rather than pretend.
+        tracing::warn!(
+            %addr,
+            "--metrics: the Prometheus endpoint is not implemented yet; `corekv-cli stats` \
+             shows every counter"
+        );
+    }
     // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
     // the start (it would otherwise be silently ignored).
     let disk = IoProperties::load(data.root())?;
@@ -239,7 +250,23 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         metrics_addr,
     } = boot;
     let counters = Rc::new(Counters::default());
-    let (mesh, inbound) = Mesh::connect(id, ends, Rc::clone(&counters)).await;
+    let (mesh, inbound) = {
+        // glommio does not wake a parked executor when the peer end of a shared channel
+        // connects; it only re-checks pending connections each time its reactor loop runs. A
+        // ticking timer keeps the loop running until every channel is connected (without it,
+        // a shard that parked first could wait forever).
+        let connect = Mesh::connect(id, ends, Rc::clone(&counters));
+        let ticker = async {
+            loop {
+                glommio::timer::sleep(MESH_CONNECT_TICK).await;
+            }
+        };
+        futures::pin_mut!(connect, ticker);
+        match futures::future::select(connect, ticker).await {
+            futures::future::Either::Left((connected, _)) => connected,
+            futures::future::Either::Right(((), _)) => unreachable!("the ticker never ends"),
+        }
+    };
     let started = async {
         let store = Store::open(&dir, storage)
             .await
