@@ -12,9 +12,8 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use futures::channel::oneshot;
-
 use super::connection::Connection;
+use super::oneshot;
 use super::runtime::{LocalBoxFuture, yield_now};
 use crate::error::{Error, Result};
 use crate::ops::{Op, OpResult};
@@ -128,12 +127,12 @@ impl Coalescer {
                 debug_assert_eq!(results.len(), replies.len());
                 for (reply, result) in replies.into_iter().zip(results) {
                     // The caller may have stopped waiting; that is fine.
-                    let _ = reply.send(Ok(result));
+                    reply.send(Ok(result));
                 }
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(e.duplicate()));
+                    reply.send(Err(e.duplicate()));
                 }
             }
         }

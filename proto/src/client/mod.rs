@@ -13,6 +13,7 @@
 
 pub mod coalesce;
 pub mod connection;
+mod oneshot;
 pub mod runtime;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use corekv_proto::{CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult};
 use corekv_storage::{Error as StorageError, Limit};
+use futures::FutureExt;
 
 use super::Shard;
 use crate::store::{CasOutcome, ScanRange, Write};
@@ -23,9 +24,15 @@ impl Shard {
     /// Executes `ops`, all owned by this shard (a scan covers only this shard's keys).
     pub async fn execute_local(&self, ops: Vec<Op>) -> Vec<OpResult> {
         let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
+        // Reads commute with reads: without writes the whole list is one phase.
+        let has_writes = ops.iter().any(Op::is_write);
         let mut start = 0;
         while start < ops.len() {
-            let end = phase_end(&ops, start);
+            let end = if has_writes {
+                phase_end(&ops, start)
+            } else {
+                ops.len()
+            };
             self.run_phase(&ops[start..end], &mut results[start..end])
                 .await;
             start = end;
@@ -80,7 +87,14 @@ impl Shard {
                     writes.push(Write::Delete { key });
                     write_positions.push(i);
                 }
-                Op::Get { key } => others.push(Box::pin(async move { (i, self.get(key).await) })),
+                Op::Get { key } => {
+                    // A read the store can answer without waiting (the memtable) is answered
+                    // here; only reads that wait (disk) pay for a boxed future and a join.
+                    match self.get(key).now_or_never() {
+                        Some(r) => out[i] = Some(r),
+                        None => others.push(Box::pin(async move { (i, self.get(key).await) })),
+                    }
+                }
                 Op::Cas(cas) => others.push(Box::pin(async move { (i, self.cas(cas).await) })),
                 Op::Scan(scan) => {
                     others.push(Box::pin(async move { (i, self.local_scan(scan).await) }))
@@ -171,7 +185,9 @@ fn ttl(ttl_ms: u64) -> Option<Duration> {
 
 /// Where the phase starting at `start` ends: just before the first key seen twice.
 fn phase_end(ops: &[Op], start: usize) -> usize {
-    let mut seen: HashSet<&[u8]> = HashSet::new();
+    // std's keyed SipHash: keys come from clients, and a batch of colliding keys must not turn
+    // this into quadratic work on the shard's only thread.
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(ops.len() - start);
     for (i, op) in ops.iter().enumerate().skip(start) {
         if let Some(key) = op.key() {
             if !seen.insert(key) {
