@@ -89,10 +89,12 @@ impl Shard {
                 }
                 Op::Get { key } => {
                     // A read the store can answer without waiting (the memtable) is answered
-                    // here; only reads that wait (disk) pay for a boxed future and a join.
-                    match self.get(key).now_or_never() {
-                        Some(r) => out[i] = Some(r),
-                        None => others.push(Box::pin(async move { (i, self.get(key).await) })),
+                    // here; only reads that wait (disk) join the others. The future that was
+                    // polled is the one kept, so a read that started I/O is never issued twice.
+                    let mut read: OpFuture<'_> = Box::pin(async move { (i, self.get(key).await) });
+                    match read.as_mut().now_or_never() {
+                        Some((_, r)) => out[i] = Some(r),
+                        None => others.push(read),
                     }
                 }
                 Op::Cas(cas) => others.push(Box::pin(async move { (i, self.cas(cas).await) })),
