@@ -13,6 +13,22 @@
 //! If the WAL fails, the waiting writes get the I/O error, nothing more is published (their
 //! versions stay invisible), and every later write gets [`Error::ReadOnly`]; reads go on.
 //!
+//! ## Flush, reads, compaction (the LSM tree)
+//!
+//! When a write would push the active memtable past `memtable_size_bytes_max`, the memtable
+//! becomes immutable (queued, at most `memtables_immutable_max`) and a new one takes the write.
+//! A background task ([`crate::background`]) writes the oldest immutable memtable to a level-0
+//! SSTable once its writes are durable in the WAL, syncs it and the directory, records it in
+//! the manifest, swaps it in for the memtable, and only then lets the WAL drop the segments it
+//! covered. Compactions run in the same low-share task queue. Writes stall (explicitly,
+//! counted) when the immutable queue is full, level 0 holds `l0_stop_writes_files` tables, or
+//! pending compaction bytes pass `pending_compaction_bytes_stop`.
+//!
+//! A point read checks the active memtable, the immutable ones newest first, then the tables
+//! ([`crate::version::Version::get`]: level 0 newest first, then one table per deeper level,
+//! each behind its bloom filter). Scans merge all of them ([`crate::iter`]) under an internal
+//! snapshot, so the versions they need survive concurrent writes and compactions.
+//!
 //! ## WAL record payload (one per acknowledged write call, little-endian)
 //!
 //! ```text
@@ -28,12 +44,26 @@
 //! [`crate::wal::record`].
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::SeqNo;
-use crate::io::FaultInjector;
+use crate::background::{self, Background};
+use crate::cache::BlockCache;
+use crate::compaction::picker::{self, LevelTargets};
+use crate::io::{DirLock, FaultInjector, Io};
+use crate::iter::Source;
+use crate::iter::level::LevelIter;
+use crate::iter::mem::MemIter;
+use crate::iter::merge::MergeIter;
+use crate::iter::user::VisibleIter;
+use crate::manifest::{Manifest, ManifestState};
+use crate::sst::builder::TableOptions;
+use crate::sst::filter::key_hash;
+use crate::sst::reader::{Table, table_path};
+use crate::version::{TableFile, Version};
 use crate::wal::{Replayed, Wal, WalOptions};
 
 /// Payload kind of a write-batch record.
@@ -110,24 +140,76 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-struct Inner {
-    dir: PathBuf,
-    options: Options,
-    clock: Clock,
-    state: RefCell<State>,
-    snapshots: Rc<SnapshotList>,
-    stats: RefCell<Stats>,
-    closed: Cell<bool>,
-    /// The WAL; it also holds the directory lock.
-    wal: Wal,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) clock: Clock,
+    pub(crate) io: Io,
+    pub(crate) state: RefCell<State>,
+    pub(crate) snapshots: Rc<SnapshotList>,
+    pub(crate) stats: RefCell<Stats>,
+    pub(crate) closed: Cell<bool>,
+    /// The WAL; it also holds the WAL directory's lock.
+    pub(crate) wal: Wal,
+    pub(crate) cache: Rc<BlockCache>,
+    /// The manifest log; taken out while an edit is appended (under `manifest_lock`).
+    pub(crate) manifest: RefCell<Option<Manifest>>,
+    /// What the manifest says (metadata of the live tables).
+    pub(crate) manifest_state: RefCell<ManifestState>,
+    /// Serialises manifest edits (flushes and compactions run concurrently).
+    pub(crate) manifest_lock: glommio::sync::Semaphore,
+    /// Signals shared with the background tasks.
+    pub(crate) bg: Rc<Background>,
+    /// The first background failure: the engine refuses writes after it.
+    pub(crate) bg_error: RefCell<Option<String>>,
+    /// Round-robin position of compaction per level.
+    pub(crate) compaction_cursor: RefCell<Vec<Vec<u8>>>,
+    pub(crate) targets: LevelTargets,
+    /// The engine directory's lock (the WAL holds its own).
+    _lock: DirLock,
 }
 
-struct State {
-    memtable: Memtable,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.bg.stop();
+    }
+}
+
+/// A memtable waiting for its flush.
+#[derive(Debug, Clone)]
+pub(crate) struct Immutable {
+    pub(crate) mem: Rc<RefCell<Memtable>>,
+    /// Largest sequence number in it.
+    pub(crate) seq_max: SeqNo,
+    /// Index of the last WAL record whose writes it holds (0 = none).
+    pub(crate) wal_index_max: u64,
+}
+
+pub(crate) struct State {
+    /// The memtable writes go to.
+    pub(crate) mem: Rc<RefCell<Memtable>>,
+    /// Index of the last WAL record applied to `mem` (0 = none).
+    pub(crate) mem_wal_index_max: u64,
+    /// Immutable memtables, oldest first.
+    pub(crate) imm: VecDeque<Immutable>,
+    /// The live tables.
+    pub(crate) version: Rc<Version>,
+    /// Bumped whenever a flush moves data from a memtable into a table.
+    pub(crate) flush_generation: u64,
+    /// Next file number to hand out (tables, manifests).
+    pub(crate) next_file_number: u64,
     /// Last sequence number handed out.
-    last_seq: SeqNo,
+    pub(crate) last_seq: SeqNo,
     /// Last sequence number readers see.
-    visible_seq: SeqNo,
+    pub(crate) visible_seq: SeqNo,
+}
+
+/// Why a write has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StallReason {
+    Memtables,
+    Level0,
+    PendingCompaction,
 }
 
 impl Engine {
@@ -145,19 +227,69 @@ impl Engine {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let io = Io::new(hooks.faults.clone());
+        // The lock file is non-empty: the safe first O_DIRECT file (see `Io::probe`).
+        io.probe(lock.path()).await?;
+        let (manifest, recovered) = Manifest::open(
+            &io,
+            &dir,
+            options.levels_max,
+            options.manifest_size_bytes_max,
+        )
+        .await?;
+        let cache = BlockCache::new(options.block_cache_size_bytes);
+        let mut version = Version::empty(options.levels_max);
+        {
+            let mut added = HashMap::new();
+            let mut edit = recovered.state.snapshot_edit();
+            for (_, meta) in &edit.added {
+                let path = table_path(&dir, meta.file_number);
+                let table = Table::open(&io, &path, meta.file_number, cache.clone()).await?;
+                if table.size_bytes() != meta.size_bytes {
+                    return Err(Error::corruption(
+                        &path,
+                        0,
+                        format!(
+                            "the manifest records {} bytes for this table, the file has {}",
+                            meta.size_bytes,
+                            table.size_bytes()
+                        ),
+                    ));
+                }
+                added.insert(
+                    meta.file_number,
+                    TableFile::new(meta.clone(), table, io.clone()),
+                );
+            }
+            edit.deleted.clear();
+            version = version.apply(&edit, &added);
+        }
+        remove_unreferenced_files(&io, &dir, &recovered.state, manifest.number())?;
+        let flushed_seq = recovered.state.flushed_seq;
         let mut memtable = Memtable::new();
         let mut last_seq: SeqNo = 0;
+        let mut wal_index_max = 0;
         let (wal, report) = Wal::open(
             dir.join(WAL_DIR),
             WalOptions::from_options(&options),
             hooks.faults,
-            |r| replay_record(&mut memtable, &mut last_seq, r),
+            |r| {
+                wal_index_max = r.index;
+                replay_record(&mut memtable, &mut last_seq, flushed_seq, r)
+            },
         )
         .await?;
+        let last_seq = last_seq
+            .max(recovered.state.last_seq)
+            .max(recovered.state.flushed_seq);
         tracing::info!(
             dir = ?dir,
             records = report.records_replayed,
             torn_tails_cut = report.torn_tails_cut,
+            manifest_edits = recovered.edits,
+            manifest_torn_tails_cut = recovered.torn_tails_cut,
+            tables = version.levels.iter().map(Vec::len).sum::<usize>(),
             last_seq,
             "engine opened"
         );
@@ -170,12 +302,36 @@ impl Engine {
             Durability::None => stats.durability_none = 1,
         }
         stats.memtable_bytes_max = options.memtable_size_bytes_max as u64;
+        stats.manifest_torn_tails_cut = recovered.torn_tails_cut;
+        let next_file_number = recovered.state.next_file_number.max(manifest.number() + 1);
+        // A memtable replayed past its bound is flushed right away.
+        let mut imm = VecDeque::new();
+        let mut mem_wal_index_max = wal_index_max;
+        if memtable.bytes() > options.memtable_size_bytes_max {
+            imm.push_back(Immutable {
+                mem: Rc::new(RefCell::new(std::mem::take(&mut memtable))),
+                seq_max: last_seq,
+                wal_index_max,
+            });
+            mem_wal_index_max = 0;
+        }
+        let targets = LevelTargets {
+            levels_max: options.levels_max,
+            l0_compaction_trigger_files: options.l0_compaction_trigger_files,
+            level1_size_bytes_max: options.level1_size_bytes_max,
+            level_size_ratio: options.level_size_ratio,
+        };
         let inner = Inner {
             dir,
-            options,
             clock: hooks.clock.unwrap_or_default(),
+            io,
             state: RefCell::new(State {
-                memtable,
+                mem: Rc::new(RefCell::new(memtable)),
+                mem_wal_index_max,
+                imm,
+                version: Rc::new(version),
+                flush_generation: 0,
+                next_file_number,
                 last_seq,
                 visible_seq: last_seq,
             }),
@@ -183,10 +339,20 @@ impl Engine {
             stats: RefCell::new(stats),
             closed: Cell::new(false),
             wal,
+            cache,
+            manifest: RefCell::new(Some(manifest)),
+            manifest_state: RefCell::new(recovered.state),
+            manifest_lock: glommio::sync::Semaphore::new(1),
+            bg: Rc::new(Background::default()),
+            bg_error: RefCell::new(None),
+            compaction_cursor: RefCell::new(vec![Vec::new(); options.levels_max]),
+            targets,
+            options,
+            _lock: lock,
         };
-        Ok(Engine {
-            inner: Rc::new(inner),
-        })
+        let inner = Rc::new(inner);
+        background::start(&inner)?;
+        Ok(Engine { inner })
     }
 
     /// The directory this engine lives in.
@@ -253,36 +419,58 @@ impl Engine {
         self.check_writable()?;
         self.validate(&b)?;
         let inner = &self.inner;
-        // Compare and sequence in one synchronous step: no other write can come between.
-        let current = {
-            let st = inner.state.borrow();
-            st.memtable
-                .get(key, st.last_seq, inner.clock.now_ms())
-                .map(<[u8]>::to_vec)
-        };
-        if current.as_deref() == expected {
-            let seq = self.sequence(b)?;
-            let seq = self.finish_write(seq, WriteKind::Cas).await?;
-            inner.stats.borrow_mut().cas_applied_total += 1;
-            return Ok(CasOutcome::Applied(seq));
+        let needed = write_cost(&b);
+        loop {
+            self.make_room(needed).await?;
+            // The value as of everything sequenced so far: from the memtables synchronously,
+            // or from the tables (asynchronously, then re-checked: if a flush or a write to
+            // the key came in meanwhile, look again).
+            let (mem_hit, version, generation, read_seq) = {
+                let st = inner.state.borrow();
+                let hit = self.memtables_lookup(&st, key, st.last_seq);
+                (hit, st.version.clone(), st.flush_generation, st.last_seq)
+            };
+            let current = match mem_hit {
+                Some(v) => v,
+                None => {
+                    let from_tables = self.tables_lookup(&version, key, read_seq).await?;
+                    let st = inner.state.borrow();
+                    if st.flush_generation != generation
+                        || self.memtables_lookup(&st, key, st.last_seq).is_some()
+                    {
+                        continue;
+                    }
+                    from_tables
+                }
+            };
+            // Compare and sequence in one synchronous step: no other write can come between.
+            if current.as_deref() == expected {
+                if self.stall_reason(needed).is_some() {
+                    continue;
+                }
+                let seq = self.sequence(b)?;
+                let seq = self.finish_write(seq, WriteKind::Cas).await?;
+                inner.stats.borrow_mut().cas_applied_total += 1;
+                return Ok(CasOutcome::Applied(seq));
+            }
+            // The value we compared with may come from a write not yet acknowledged: report
+            // it only once everything sequenced so far is durable.
+            let seen = inner.state.borrow().last_seq;
+            let index = inner.wal.last_index();
+            if index > 0 {
+                inner.wal.wait_durable(index).await?;
+            }
+            self.publish(seen);
+            inner.stats.borrow_mut().cas_mismatch_total += 1;
+            return Ok(CasOutcome::Mismatch { current });
         }
-        // The value we compared with may come from a write not yet acknowledged: report it
-        // only once everything sequenced so far is durable.
-        let seen = inner.state.borrow().last_seq;
-        let index = inner.wal.last_index();
-        if index > 0 {
-            inner.wal.wait_durable(index).await?;
-        }
-        self.publish(seen);
-        inner.stats.borrow_mut().cas_mismatch_total += 1;
-        Ok(CasOutcome::Mismatch { current })
     }
 
     /// The live value of `key`, as of the latest acknowledged write.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         let seq = self.inner.state.borrow().visible_seq;
-        self.get_seq(key, seq)
+        self.get_seq(key, seq).await
     }
 
     /// A consistent point-in-time view; the versions it needs are kept until it is dropped.
@@ -295,7 +483,7 @@ impl Engine {
     pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.check_snapshot(snapshot)?;
-        self.get_seq(key, snapshot.seq())
+        self.get_seq(key, snapshot.seq()).await
     }
 
     /// Live entries of `range`, at `snapshot` or (None) the latest acknowledged state.
@@ -314,14 +502,7 @@ impl Engine {
             None => self.inner.state.borrow().visible_seq,
         };
         let limit = range.limit.min(self.inner.options.scan_entries_max);
-        let (entries, more) = self.inner.state.borrow().memtable.scan(
-            &range.start,
-            range.end.as_deref(),
-            limit,
-            range.reverse,
-            seq,
-            self.inner.clock.now_ms(),
-        );
+        let (entries, more) = self.scan_seq(range, limit, seq).await?;
         let mut stats = self.inner.stats.borrow_mut();
         stats.scans_total += 1;
         stats.scan_entries_total += entries.len() as u64;
@@ -333,6 +514,14 @@ impl Engine {
     pub async fn close(self) -> Result<()> {
         self.check_open()?;
         self.inner.closed.set(true);
+        // Stop flushes and compactions (a compaction in progress is abandoned; its inputs
+        // stay) and wait for them to let go of the files.
+        self.inner.bg.stop();
+        self.inner.bg.wait_stopped().await;
+        let manifest = self.inner.manifest.borrow_mut().take();
+        if let Some(m) = manifest {
+            m.close().await?;
+        }
         self.inner.wal.close().await
     }
 
@@ -342,12 +531,46 @@ impl Engine {
         let st = self.inner.state.borrow();
         s.seq_last = st.last_seq;
         s.seq_visible = st.visible_seq;
-        s.memtable_bytes = st.memtable.bytes() as u64;
-        s.memtable_keys = st.memtable.keys() as u64;
-        s.memtable_versions = st.memtable.versions() as u64;
+        {
+            let mem = st.mem.borrow();
+            s.memtable_bytes = mem.bytes() as u64;
+            s.memtable_keys = mem.keys() as u64;
+            s.memtable_versions = mem.versions() as u64;
+        }
+        s.memtables_immutable = st.imm.len() as u64;
+        let v = &st.version;
+        let mut per_level = [(0u64, 0u64); 7];
+        for (l, files) in v.levels.iter().enumerate() {
+            let slot = &mut per_level[l.min(6)];
+            slot.0 += files.len() as u64;
+            slot.1 += v.level_bytes(l);
+        }
+        [
+            (s.level0_files, s.level0_bytes),
+            (s.level1_files, s.level1_bytes),
+            (s.level2_files, s.level2_bytes),
+            (s.level3_files, s.level3_bytes),
+            (s.level4_files, s.level4_bytes),
+            (s.level5_files, s.level5_bytes),
+            (s.level6_files, s.level6_bytes),
+        ] = per_level;
+        s.tables_live = per_level.iter().map(|p| p.0).sum();
+        s.tables_bytes = per_level.iter().map(|p| p.1).sum();
+        s.compaction_pending_bytes = picker::pending_compaction_bytes(v, &self.inner.targets);
+        let c = self.inner.cache.counters();
+        s.block_cache_hits_total = c.hits;
+        s.block_cache_misses_total = c.misses;
+        s.block_cache_evictions_total = c.evictions;
+        s.block_cache_data_bytes = c.used_bytes;
+        s.block_cache_pinned_bytes = c.pinned_bytes;
+        s.block_cache_capacity_bytes = c.capacity_bytes;
+        if let Some(m) = self.inner.manifest.borrow().as_ref() {
+            s.manifest_edits_total = m.edits_written();
+        }
         s.snapshots_live = self.inner.snapshots.count() as u64;
         let w = self.inner.wal.stats();
-        s.read_only = u64::from(self.inner.wal.failure().is_some());
+        s.read_only =
+            u64::from(self.inner.wal.failure().is_some() || self.inner.bg_error.borrow().is_some());
         s.wal_records_total = w.records_total;
         s.wal_write_bytes_total = w.write_bytes_total;
         s.wal_writes_total = w.writes_total;
@@ -377,14 +600,114 @@ impl Engine {
         &self.inner.wal
     }
 
-    fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<Vec<u8>>> {
+    async fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<Vec<u8>>> {
         self.inner.options.check_key(key)?;
         self.inner.stats.borrow_mut().gets_total += 1;
-        let st = self.inner.state.borrow();
-        Ok(st
-            .memtable
-            .get(key, seq, self.inner.clock.now_ms())
-            .map(<[u8]>::to_vec))
+        // Memtables and the version are taken in one synchronous step: a flush that moves a
+        // memtable into a table cannot fall between them.
+        let (hit, version) = {
+            let st = self.inner.state.borrow();
+            (self.memtables_lookup(&st, key, seq), st.version.clone())
+        };
+        if let Some(v) = hit {
+            self.inner.stats.borrow_mut().gets_memtable_hits_total += 1;
+            return Ok(v);
+        }
+        self.tables_lookup(&version, key, seq).await
+    }
+
+    /// The value of `key` at `seq` in the memtables: Some(None) = deleted or expired there,
+    /// None = not in any memtable.
+    fn memtables_lookup(&self, st: &State, key: &[u8], seq: SeqNo) -> Option<Option<Vec<u8>>> {
+        let now = self.inner.clock.now_ms();
+        if let Some(v) = st.mem.borrow().lookup(key, seq, now) {
+            return Some(v.map(<[u8]>::to_vec));
+        }
+        for imm in st.imm.iter().rev() {
+            if let Some(v) = imm.mem.borrow().lookup(key, seq, now) {
+                return Some(v.map(<[u8]>::to_vec));
+            }
+        }
+        None
+    }
+
+    /// The live value of `key` at `seq` in the tables of `version`.
+    async fn tables_lookup(
+        &self,
+        version: &Version,
+        key: &[u8],
+        seq: SeqNo,
+    ) -> Result<Option<Vec<u8>>> {
+        let out = version.get(key, key_hash(key), seq).await?;
+        {
+            let mut stats = self.inner.stats.borrow_mut();
+            stats.bloom_useful_total += out.filter_negatives;
+            stats.bloom_false_positive_total += out.filter_false_positives;
+            stats.bloom_true_positive_total += out.filter_true_positives;
+        }
+        let now = self.inner.clock.now_ms();
+        Ok(out
+            .entry
+            .filter(|e| !e.as_ref().is_absent_at(now))
+            .map(|e| e.value))
+    }
+
+    /// Up to `limit` live entries of `range` at `seq`, and whether more remain.
+    async fn scan_seq(
+        &self,
+        range: &ScanRange,
+        limit: usize,
+        seq: SeqNo,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+        if let Some(end) = &range.end
+            && end.as_slice() <= range.start.as_slice()
+        {
+            return Ok((Vec::new(), false));
+        }
+        // Registered for the scan's duration so writes keep the memtable versions it needs.
+        let _guard = self.inner.snapshots.take(seq);
+        let forward = !range.reverse;
+        let sources = {
+            let st = self.inner.state.borrow();
+            let mut sources = vec![Source::Mem(MemIter::new(st.mem.clone(), forward))];
+            for imm in &st.imm {
+                sources.push(Source::Mem(MemIter::new(imm.mem.clone(), forward)));
+            }
+            let v = &st.version;
+            for t in &v.levels[0] {
+                sources.push(Source::Table(t.table.iter(false)));
+            }
+            for files in &v.levels[1..] {
+                if !files.is_empty() {
+                    let tables = files.iter().map(|t| t.table.clone()).collect();
+                    sources.push(Source::Level(LevelIter::new(tables, false)));
+                }
+            }
+            sources
+        };
+        let now = self.inner.clock.now_ms();
+        let mut it = VisibleIter::new(MergeIter::new(sources, forward), seq, now);
+        let in_range = |k: &[u8]| {
+            if forward {
+                range.end.as_deref().is_none_or(|e| k < e)
+            } else {
+                k >= range.start.as_slice()
+            }
+        };
+        if forward {
+            it.seek_ge(&range.start).await?;
+        } else {
+            it.seek_lt(range.end.as_deref()).await?;
+        }
+        let mut out = Vec::new();
+        while it.valid() && in_range(it.key()) {
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((it.key().to_vec(), it.value().to_vec()));
+            it.next().await?;
+        }
+        Ok((out, false))
     }
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
@@ -405,7 +728,12 @@ impl Engine {
 
     fn check_writable(&self) -> Result<()> {
         self.check_open()?;
-        if let Some(reason) = self.inner.wal.failure() {
+        let failure = self
+            .inner
+            .wal
+            .failure()
+            .or_else(|| self.inner.bg_error.borrow().clone());
+        if let Some(reason) = failure {
             self.inner.stats.borrow_mut().rejected_read_only_total += 1;
             return Err(Error::ReadOnly { reason });
         }
@@ -423,8 +751,76 @@ impl Engine {
     async fn write_inner(&self, b: WriteBatch, kind: WriteKind) -> Result<SeqNo> {
         self.check_writable()?;
         self.validate(&b)?;
-        let s = self.sequence(b)?;
-        self.finish_write(s, kind).await
+        let needed = write_cost(&b);
+        loop {
+            self.make_room(needed).await?;
+            // No await between make_room and sequence: the room is still there (checked
+            // again, cheaply, in case a stalled writer ahead took it).
+            if self.stall_reason(needed).is_none() {
+                let s = self.sequence(b)?;
+                return self.finish_write(s, kind).await;
+            }
+        }
+    }
+
+    /// Why a write of `needed` bytes cannot be sequenced now, if it cannot.
+    fn stall_reason(&self, needed: usize) -> Option<StallReason> {
+        let inner = &self.inner;
+        let st = inner.state.borrow();
+        let o = &inner.options;
+        let full = {
+            let mem = st.mem.borrow();
+            !mem.is_empty() && mem.bytes() + needed > o.memtable_size_bytes_max
+        };
+        if full && st.imm.len() >= o.memtables_immutable_max {
+            return Some(StallReason::Memtables);
+        }
+        if st.version.levels[0].len() >= o.l0_stop_writes_files {
+            return Some(StallReason::Level0);
+        }
+        if picker::pending_compaction_bytes(&st.version, &inner.targets)
+            >= o.pending_compaction_bytes_stop
+        {
+            return Some(StallReason::PendingCompaction);
+        }
+        None
+    }
+
+    /// Waits (a counted write stall) until a write of `needed` bytes can go in. Stalled
+    /// writers go on in arrival order: while one waits, later writers queue behind it, so
+    /// writes are still sequenced in the order they were issued and a large write is not
+    /// starved by small ones.
+    async fn make_room(&self, needed: usize) -> Result<()> {
+        let inner = &self.inner;
+        let bg = &inner.bg;
+        if bg.stalled_writers() == 0 {
+            let Some(reason) = self.stall_reason(needed) else {
+                return Ok(());
+            };
+            let mut stats = inner.stats.borrow_mut();
+            stats.write_stalls_total += 1;
+            match reason {
+                StallReason::Memtables => stats.write_stalls_memtables_total += 1,
+                StallReason::Level0 => stats.write_stalls_l0_total += 1,
+                StallReason::PendingCompaction => stats.write_stalls_pending_compaction_total += 1,
+            }
+        }
+        let started = std::time::Instant::now();
+        let ticket = bg.take_ticket();
+        bg.wake_workers();
+        let r = loop {
+            let seen = bg.room_generation();
+            if let Err(e) = self.check_writable() {
+                break Err(e);
+            }
+            if bg.is_turn(ticket) && self.stall_reason(needed).is_none() {
+                break Ok(());
+            }
+            bg.room_changed(seen).await;
+        };
+        bg.done_ticket(ticket);
+        inner.stats.borrow_mut().write_stall_us_total += started.elapsed().as_micros() as u64;
+        r
     }
 
     /// Waits until a sequenced write is as durable as promised, then publishes it.
@@ -447,30 +843,30 @@ impl Engine {
 
     /// Hands out sequence numbers, applies the (still invisible) versions to the memtable and
     /// queues the WAL record. Synchronous: nothing else runs on the shard in between.
+    /// A full memtable is first made immutable (and its flush started). The caller has just
+    /// checked that there is room (`stall_reason` is None).
     fn sequence(&self, b: WriteBatch) -> Result<Sequenced> {
         let inner = &self.inner;
-        let mut st = inner.state.borrow_mut();
-        let needed: usize = BatchIter::new(b.rep())
-            .flatten()
-            .map(|op| match op {
-                BatchOp::Put { key, value, .. } => {
-                    memtable::write_cost_bytes(key.len(), value.len())
-                }
-                BatchOp::Delete { key } => memtable::write_cost_bytes(key.len(), 0),
-            })
-            .sum();
-        let max = inner.options.memtable_size_bytes_max;
-        if st.memtable.bytes() + needed > max {
-            inner.stats.borrow_mut().rejected_memtable_full_total += 1;
-            return Err(Error::MemtableFull {
-                bytes: st.memtable.bytes() as u64,
-                needed: needed as u64,
-                max: max as u64,
-            });
-        }
+        let needed = write_cost(&b);
+        debug_assert!(self.stall_reason(needed).is_none());
         // Refuse now, before anything changes, what the WAL would refuse below.
         let payload_len = batch::RESERVED_HEADER_BYTES + b.rep().len();
         inner.wal.check_appendable(payload_len)?;
+        let mut st = inner.state.borrow_mut();
+        let full = {
+            let mem = st.mem.borrow();
+            !mem.is_empty() && mem.bytes() + needed > inner.options.memtable_size_bytes_max
+        };
+        if full {
+            let old = std::mem::replace(&mut st.mem, Rc::new(RefCell::new(Memtable::new())));
+            let imm = Immutable {
+                mem: old,
+                seq_max: st.last_seq,
+                wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
+            };
+            st.imm.push_back(imm);
+            inner.bg.wake_workers();
+        }
         let first_seq = st.last_seq + 1;
         let now_ms = inner.clock.now_ms();
         let visible = st.visible_seq;
@@ -481,13 +877,15 @@ impl Engine {
             visible < hi || snapshots.any_in(lo, hi)
         };
         // The batch was validated: it decodes.
-        let applied = apply_ops(&mut st.memtable, b.rep(), first_seq, now_ms, &needed);
+        let mem = st.mem.clone();
+        let applied = apply_ops(&mut mem.borrow_mut(), b.rep(), first_seq, now_ms, &needed);
         debug_assert_eq!(applied, Ok(b.count()));
         let (ops, payload_bytes) = (b.count(), b.payload_bytes());
         st.last_seq = first_seq + u64::from(ops) - 1;
         let index = inner
             .wal
             .append(b.into_buffer_with_header(&payload_header(ops, first_seq, now_ms)))?;
+        st.mem_wal_index_max = index;
         Ok(Sequenced {
             last_seq: st.last_seq,
             index,
@@ -553,8 +951,14 @@ struct Sequenced {
 }
 
 /// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number
-/// replayed so far.
-fn replay_record(memtable: &mut Memtable, last_seq: &mut SeqNo, r: Replayed<'_>) -> Result<()> {
+/// replayed so far. Records whose writes are all at or below `flushed_seq` are already in
+/// tables and are skipped.
+fn replay_record(
+    memtable: &mut Memtable,
+    last_seq: &mut SeqNo,
+    flushed_seq: SeqNo,
+    r: Replayed<'_>,
+) -> Result<()> {
     let p = r.payload;
     // Errors point at the payload: past the frame header.
     let at = r.offset + crate::wal::record::HEADER_BYTES as u64;
@@ -582,6 +986,10 @@ fn replay_record(memtable: &mut Memtable, last_seq: &mut SeqNo, r: Replayed<'_>)
             ),
         );
     }
+    if first_seq + u64::from(count) - 1 <= flushed_seq {
+        *last_seq = first_seq + u64::from(count) - 1;
+        return Ok(());
+    }
     // Nobody reads during replay: keep only the newest version of each key.
     let applied = apply_ops(
         memtable,
@@ -608,4 +1016,112 @@ fn replay_record(memtable: &mut Memtable, last_seq: &mut SeqNo, r: Replayed<'_>)
     }
     *last_seq = first_seq + u64::from(count) - 1;
     Ok(())
+}
+
+/// Memtable bytes a batch needs at most.
+fn write_cost(b: &WriteBatch) -> usize {
+    BatchIter::new(b.rep())
+        .flatten()
+        .map(|op| match op {
+            BatchOp::Put { key, value, .. } => memtable::write_cost_bytes(key.len(), value.len()),
+            BatchOp::Delete { key } => memtable::write_cost_bytes(key.len(), 0),
+        })
+        .sum()
+}
+
+/// Deletes what a crash may have left behind: tables the manifest does not list (a flush or
+/// compaction that never reached its edit), old manifests and a half-written `CURRENT.tmp`.
+fn remove_unreferenced_files(
+    io: &Io,
+    dir: &Path,
+    state: &ManifestState,
+    manifest_number: u64,
+) -> Result<()> {
+    let live: std::collections::HashSet<u64> = state
+        .levels
+        .iter()
+        .flat_map(|l| l.keys().copied())
+        .collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = if let Some(n) = name.strip_suffix(".sst") {
+            n.parse::<u64>().is_ok_and(|n| !live.contains(&n))
+        } else if let Some(n) = name.strip_prefix("MANIFEST-") {
+            n.parse::<u64>().is_ok_and(|n| n != manifest_number)
+        } else {
+            name == "CURRENT.tmp"
+        };
+        if stale {
+            tracing::info!(file = %name, "removing a file no live version refers to");
+            io.remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Table options for tables written to `level`.
+    pub(crate) fn table_options(options: &Options, level: usize) -> TableOptions {
+        TableOptions {
+            block_size_bytes: options.block_size_bytes,
+            bloom_bits_per_key: options.bloom_bits_per_key,
+            compression: options.compression_for_level(level),
+        }
+    }
+
+    /// Flushes the active memtable to a level-0 table now (if it holds anything) and waits
+    /// until every immutable memtable is in a table. Writes go on meanwhile.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_writable()?;
+        let target = {
+            let st = self.inner.state.borrow_mut();
+            if st.mem.borrow().is_empty() {
+                None
+            } else {
+                Some(st.flush_generation + st.imm.len() as u64 + 1)
+            }
+        };
+        let Some(target) = target else {
+            return background::wait_flushed(&self.inner, 0).await;
+        };
+        // Make room for one more immutable memtable, then switch.
+        loop {
+            self.make_room(0).await?;
+            let switched = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.imm.len() >= self.inner.options.memtables_immutable_max {
+                    false
+                } else {
+                    if !st.mem.borrow().is_empty() {
+                        let fresh = Rc::new(RefCell::new(Memtable::new()));
+                        let old = std::mem::replace(&mut st.mem, fresh);
+                        let imm = Immutable {
+                            mem: old,
+                            seq_max: st.last_seq,
+                            wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
+                        };
+                        st.imm.push_back(imm);
+                    }
+                    true
+                }
+            };
+            if switched {
+                break;
+            }
+            let seen = self.inner.bg.room_generation();
+            self.inner.bg.wake_workers();
+            self.inner.bg.room_changed(seen).await;
+        }
+        self.inner.bg.wake_workers();
+        background::wait_flushed(&self.inner, target).await
+    }
+
+    /// Waits until no flush or compaction is pending or running (tests, benchmarks: "after
+    /// compaction settles"). Returns the background error if one stopped the work.
+    pub async fn wait_for_background(&self) -> Result<()> {
+        background::wait_idle(&self.inner).await
+    }
 }

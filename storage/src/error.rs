@@ -77,21 +77,6 @@ pub enum Error {
         /// The failure that made the engine read-only.
         reason: String,
     },
-    /// The memtable has reached `Options::memtable_size_bytes_max`; nothing was written.
-    /// Until SSTable flushes exist (issue 4), the only way out is a larger bound or fewer
-    /// live keys (overwrites and deletes of existing keys need little extra room).
-    #[error(
-        "memtable full: {bytes} bytes used + {needed} needed > memtable_size_bytes_max = {max}; \
-         nothing was written"
-    )]
-    MemtableFull {
-        /// Bytes the memtable holds now.
-        bytes: u64,
-        /// Bytes the rejected write needed.
-        needed: u64,
-        /// The configured bound.
-        max: u64,
-    },
     /// The engine was closed (by `close` on another clone); reopen it to continue.
     #[error("engine is closed")]
     Closed,

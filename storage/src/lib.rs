@@ -12,13 +12,18 @@
 //! commit, recovery, Raft-log operations) and the memtable; [`io`] is the seam every file
 //! operation goes through, which tests use to inject faults and simulate crashes.
 //!
-//! State today (issue 3): writes are durable through the WAL as the durability mode promises;
-//! all data lives in the memtable, bounded by `Options::memtable_size_bytes_max` (a write at
-//! the bound fails with [`Error::MemtableFull`]). SSTables and flushes are issue 4.
+//! Layout of the LSM tree: a full memtable becomes immutable and is flushed to a level-0
+//! [`sst`] table in the background; leveled compaction ([`compaction`], module-private) merges
+//! tables down the levels; the [`manifest`] log records which tables form the current version.
+//! Reads go memtable → immutable memtables → level 0 newest first → deeper levels, through the
+//! [`cache`] (O_DIRECT reads: it is the only cache). Writes stall, counted in [`stats`], when
+//! flushes or compaction fall behind their bounds.
 
+mod background;
 pub mod batch;
 pub mod cache;
 pub mod clock;
+mod compaction;
 mod disk;
 pub mod engine;
 pub mod error;
@@ -33,6 +38,7 @@ pub mod sst;
 pub mod stats;
 #[cfg(test)]
 mod test_util;
+mod version;
 pub mod wal;
 
 /// A write's sequence number: every operation gets the next one, starting at 1.

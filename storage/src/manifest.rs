@@ -10,8 +10,9 @@
 //!   atomically: write `CURRENT.tmp`, fdatasync, rename over `CURRENT`, fsync the directory.
 //!
 //! A record is durable (and the edit in force) once its pages are written and the log is
-//! fdatasync'ed. When the log passes `manifest_size_bytes_max`, a new log starting with one
-//! edit that describes the whole state is written, then `CURRENT` is switched to it.
+//! fdatasync'ed. When the log passes `manifest_size_bytes_max` or [`MANIFEST_EDITS_MAX`] edits,
+//! a new log starting with one edit that describes the whole state is written, then `CURRENT`
+//! is switched to it and the old log deleted.
 //!
 //! ## Record format (version 1)
 //!
@@ -44,8 +45,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::SeqNo;
-use crate::disk::{self, DiskFile, PAGE_SIZE_BYTES, align_up};
+use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_up};
 use crate::error::Result;
+use crate::io::Io;
 use crate::sst::builder::TableMeta;
 use crate::sst::{corruption, get_varint, put_varint};
 
@@ -270,15 +272,22 @@ pub struct ManifestRecovery {
 /// The open manifest log, appended to by flushes and compactions.
 #[derive(Debug)]
 pub struct Manifest {
+    io: Io,
     dir: PathBuf,
     file: DiskFile,
     number: u64,
     /// Where the next record goes (page-aligned).
     end: u64,
     size_bytes_max: u64,
+    /// Edits appended to the live log since it was created or opened.
+    edits_in_log: u64,
     edits_written: u64,
     bytes_written: u64,
 }
+
+/// Edits after which the log is rewritten as one snapshot, whatever its size: every edit takes
+/// a 4 KiB page, so this bounds the log to 512 KiB plus the snapshot.
+pub const MANIFEST_EDITS_MAX: u64 = 128;
 
 fn encode_record(payload: &[u8]) -> Vec<u8> {
     let mut rec =
@@ -360,7 +369,8 @@ async fn read_whole(file: &DiskFile) -> Result<Vec<u8>> {
 impl Manifest {
     /// Opens the manifest in `dir` and replays it, or creates an empty one when the directory
     /// has none (no `CURRENT`).
-    pub async fn open(
+    pub(crate) async fn open(
+        io: &Io,
         dir: &Path,
         levels_max: usize,
         size_bytes_max: u64,
@@ -372,7 +382,7 @@ impl Manifest {
                 next_file_number: 2,
                 ..ManifestState::default()
             };
-            let m = Self::create(dir, 1, &state, size_bytes_max).await?;
+            let m = Self::create(io, dir, 1, &state, size_bytes_max).await?;
             return Ok((
                 m,
                 ManifestRecovery {
@@ -381,9 +391,9 @@ impl Manifest {
                 },
             ));
         }
-        let number = read_current(&current).await?;
+        let number = read_current(io, &current).await?;
         let path = dir.join(manifest_file_name(number));
-        let file = DiskFile::open_rw(&path).await?;
+        let file = DiskFile::open(io, &path).await?;
         let data = read_whole(&file).await?;
         let mut rec = ManifestRecovery {
             existed: true,
@@ -455,11 +465,13 @@ impl Manifest {
         }
         Ok((
             Manifest {
+                io: io.clone(),
                 dir: dir.to_path_buf(),
                 file,
                 number,
                 end: at as u64,
                 size_bytes_max,
+                edits_in_log: rec.edits,
                 edits_written: 0,
                 bytes_written: 0,
             },
@@ -469,24 +481,27 @@ impl Manifest {
 
     /// Writes a new manifest `number` describing `state` and makes `CURRENT` name it.
     async fn create(
+        io: &Io,
         dir: &Path,
         number: u64,
         state: &ManifestState,
         size_bytes_max: u64,
     ) -> Result<Manifest> {
         let path = dir.join(manifest_file_name(number));
-        let file = DiskFile::create_truncate(&path).await?;
+        let file = DiskFile::create(io, &path).await?;
         let mut bytes = encode_record(&header_payload());
         bytes.extend_from_slice(&encode_record(&state.snapshot_edit().encode()));
         write_pages(&file, 0, &bytes).await?;
         file.fdatasync().await?;
-        set_current(dir, number).await?;
+        set_current(io, dir, number).await?;
         Ok(Manifest {
+            io: io.clone(),
             dir: dir.to_path_buf(),
             file,
             number,
             end: bytes.len() as u64,
             size_bytes_max,
+            edits_in_log: 1,
             edits_written: 1,
             bytes_written: bytes.len() as u64,
         })
@@ -501,21 +516,29 @@ impl Manifest {
         state_after: &ManifestState,
         next_number: impl FnOnce() -> u64,
     ) -> Result<()> {
-        if self.end >= self.size_bytes_max {
+        if self.end >= self.size_bytes_max || self.edits_in_log >= MANIFEST_EDITS_MAX {
             let number = next_number();
-            let fresh = Self::create(&self.dir, number, state_after, self.size_bytes_max).await?;
+            let fresh = Self::create(
+                &self.io,
+                &self.dir,
+                number,
+                state_after,
+                self.size_bytes_max,
+            )
+            .await?;
             let old = std::mem::replace(self, fresh);
             self.edits_written += old.edits_written;
             self.bytes_written += old.bytes_written;
             let old_path = old.path();
             old.file.close().await?;
-            disk::remove(&old_path)?;
+            self.io.remove(&old_path)?;
             return Ok(());
         }
         let rec = encode_record(&edit.encode());
         write_pages(&self.file, self.end, &rec).await?;
         self.file.fdatasync().await?;
         self.end += rec.len() as u64;
+        self.edits_in_log += 1;
         self.edits_written += 1;
         self.bytes_written += rec.len() as u64;
         Ok(())
@@ -548,8 +571,8 @@ impl Manifest {
 }
 
 /// Reads `CURRENT`: the number of the live manifest.
-async fn read_current(path: &Path) -> Result<u64> {
-    let file = DiskFile::open_read(path).await?;
+async fn read_current(io: &Io, path: &Path) -> Result<u64> {
+    let file = DiskFile::open(io, path).await?;
     let mut page = vec![0u8; PAGE_SIZE_BYTES];
     let got = file.read_into(0, &mut page).await?;
     file.close().await?;
@@ -577,17 +600,17 @@ async fn read_current(path: &Path) -> Result<u64> {
 
 /// Points `CURRENT` at manifest `number`: write a temporary file, sync it, rename it over
 /// `CURRENT`, sync the directory.
-async fn set_current(dir: &Path, number: u64) -> Result<()> {
+async fn set_current(io: &Io, dir: &Path, number: u64) -> Result<()> {
     let tmp = dir.join("CURRENT.tmp");
-    let file = DiskFile::create_truncate(&tmp).await?;
+    let file = DiskFile::create(io, &tmp).await?;
     let mut page = vec![0u8; PAGE_SIZE_BYTES];
     let text = format!("{}\n", manifest_file_name(number));
     page[..text.len()].copy_from_slice(text.as_bytes());
     write_pages(&file, 0, &page).await?;
     file.fdatasync().await?;
     file.close().await?;
-    disk::rename(&tmp, &dir.join(CURRENT_FILE))?;
-    disk::sync_dir(dir).await
+    io.rename(&tmp, &dir.join(CURRENT_FILE))?;
+    io.sync_dir(dir).await
 }
 
 #[cfg(test)]
@@ -666,7 +689,7 @@ mod tests {
 
     /// Opens, applies and appends `edits`, returning the state after them.
     async fn append_all(dir: &Path, edits: &[VersionEdit], max: u64) -> ManifestState {
-        let (mut m, rec) = Manifest::open(dir, 7, max).await.unwrap();
+        let (mut m, rec) = Manifest::open(&Io::default(), dir, 7, max).await.unwrap();
         let mut state = rec.state;
         for e in edits {
             state.apply(e, 7).unwrap();
@@ -689,7 +712,9 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             probe(&path).await;
-            let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+            let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                .await
+                .unwrap();
             assert!(!rec.existed);
             m.close().await.unwrap();
             let mut edits: Vec<VersionEdit> = (2..40).map(|n| add(n, (n % 3) as usize)).collect();
@@ -698,7 +723,9 @@ mod tests {
                 ..VersionEdit::default()
             });
             let want = append_all(&path, &edits, 1 << 20).await;
-            let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+            let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                .await
+                .unwrap();
             assert_eq!(rec.state, want);
             assert_eq!((rec.edits, rec.torn_tails_cut), (edits.len() as u64 + 1, 0));
             assert_eq!(want.last_seq, 3900);
@@ -710,7 +737,9 @@ mod tests {
             // A small bound forces rotations: the state survives and old logs are removed.
             let more: Vec<VersionEdit> = (40..60).map(|n| add(n, 3)).collect();
             let want = append_all(&path, &more, 8 * 4096).await;
-            let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+            let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                .await
+                .unwrap();
             assert_eq!(rec.state, want);
             assert!(m.number() > 1);
             let manifests = std::fs::read_dir(&path)
@@ -743,27 +772,33 @@ mod tests {
             let last = pristine.len() as u64 - 4096;
             for (off, xor) in [(last, 0xff), (last + 5, 0x01), (last + 20, 0x80)] {
                 damage(&file, off, xor);
-                let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+                let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                    .await
+                    .unwrap();
                 assert_eq!(rec.torn_tails_cut, 1);
                 assert_eq!(rec.state, before_last);
                 m.close().await.unwrap();
                 // The cut is durable and appends continue cleanly.
                 assert_eq!(std::fs::metadata(&file).unwrap().len(), last);
                 let again = append_all(&path, &edits[7..], 1 << 20).await;
-                let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+                let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                    .await
+                    .unwrap();
                 assert_eq!((rec.state, rec.torn_tails_cut), (again, 0));
                 m.close().await.unwrap();
             }
             // A zeroed (never written) last page is simply the end of the log.
             std::fs::write(&file, [&pristine[..], &[0u8; 4096][..]].concat()).unwrap();
-            let (m, rec) = Manifest::open(&path, 7, 1 << 20).await.unwrap();
+            let (m, rec) = Manifest::open(&Io::default(), &path, 7, 1 << 20)
+                .await
+                .unwrap();
             assert_eq!(rec.torn_tails_cut, 0);
             m.close().await.unwrap();
             // Damage to an earlier edit, with valid edits after it: corruption at its offset.
             std::fs::write(&file, &pristine).unwrap();
             let third = 4 * 4096;
             damage(&file, third + 9, 0x04);
-            match Manifest::open(&path, 7, 1 << 20).await {
+            match Manifest::open(&Io::default(), &path, 7, 1 << 20).await {
                 Err(crate::Error::Corruption {
                     file: f, offset, ..
                 }) => {
@@ -775,7 +810,7 @@ mod tests {
             std::fs::write(&file, &pristine).unwrap();
             std::fs::write(path.join(CURRENT_FILE), vec![b'x'; 4096]).unwrap();
             assert!(matches!(
-                Manifest::open(&path, 7, 1 << 20).await,
+                Manifest::open(&Io::default(), &path, 7, 1 << 20).await,
                 Err(crate::Error::Corruption { offset: 0, .. })
             ));
         });

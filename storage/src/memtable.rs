@@ -65,6 +65,7 @@ impl Entry {
 }
 
 /// An owned key-value pair as scans return it.
+#[cfg(test)]
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// A key as the tree stores it: its first 8 bytes as a big-endian integer (zero-padded)
@@ -197,25 +198,46 @@ impl Memtable {
         }
     }
 
-    /// The live value of `key` as of `read_seq` at wall-clock time `now_ms`.
-    pub(crate) fn get(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<&[u8]> {
-        let entry = {
-            let mut probe = self.probe.borrow_mut();
-            let probe = match probe.as_mut() {
-                Some(p) if p.bytes.len() == key.len() => {
-                    p.bytes.copy_from_slice(key);
-                    p.prefix = key_prefix(key);
-                    p
-                }
-                _ => probe.insert(MemKey::new(key)),
-            };
-            self.map.get(&*probe)
+    /// The version of `key` a reader at `read_seq` sees, if the memtable has one: `Some(None)`
+    /// is a tombstone or an expired value (the key is absent; older layers must not be read),
+    /// `Some(Some(v))` a live value.
+    pub(crate) fn lookup(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<Option<&[u8]>> {
+        self.find(key)
+            .and_then(|e| e.visible(read_seq))
+            .map(|v| v.live_value(now_ms))
+    }
+
+    /// The entry of `key`, searched with the reusable probe key (no allocation per read).
+    fn find(&self, key: &[u8]) -> Option<&Entry> {
+        let mut probe = self.probe.borrow_mut();
+        let probe = match probe.as_mut() {
+            Some(p) if p.bytes.len() == key.len() => {
+                p.bytes.copy_from_slice(key);
+                p.prefix = key_prefix(key);
+                p
+            }
+            _ => probe.insert(MemKey::new(key)),
         };
-        entry
+        self.map.get(&*probe)
+    }
+
+    /// True when the memtable holds no version.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The live value of `key` as of `read_seq` at wall-clock time `now_ms` (the engine uses
+    /// [`Memtable::lookup`], which also reports tombstones; this is the tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<&[u8]> {
+        self.find(key)
             .and_then(|e| e.visible(read_seq))
             .and_then(|v| v.live_value(now_ms))
     }
 
+    // A reference scan of one memtable, checked by the tests; the engine scans through
+    // `crate::iter` (memtables and tables merged).
+    #[cfg(test)]
     /// Up to `limit` live entries of `[start, end)` as of `read_seq`, in ascending order (or
     /// descending from below `end` when `reverse`), and whether more live entries remain.
     pub(crate) fn scan(

@@ -117,10 +117,51 @@ pub struct Options {
     pub value_size_bytes_max: usize,
     /// Largest atomic write (sum of key and value bytes of a batch). Default 64 MiB.
     pub batch_size_bytes_max: usize,
-    /// Bound on the memtable's memory (keys, values and per-entry overhead). A write that would
-    /// cross it fails with [`Error::MemtableFull`] and changes nothing; until SSTable flushes
-    /// land (issue 4) this bounds the data an engine can hold. Default 256 MiB.
+    /// Bound on the active memtable's memory (keys, values and per-entry overhead). A write
+    /// that would cross it first turns the memtable immutable and starts a new one; the
+    /// immutable one is flushed to a level-0 SSTable in the background. Default 64 MiB.
     pub memtable_size_bytes_max: usize,
+    /// Most immutable memtables waiting for their flush. When the active memtable is full and
+    /// this many wait, writes stall (counted in `write_stalls_total`) until a flush finishes.
+    /// Memory for memtables is bounded by `(1 + this) × memtable_size_bytes_max`. Default 2.
+    pub memtables_immutable_max: usize,
+    /// Target size of an SSTable data block on disk. A multiple of 4 KiB keeps blocks
+    /// page-aligned (one O_DIRECT read each); smaller sizes (for tests) pack blocks. 256 B to
+    /// 1 MiB. Default 4 KiB.
+    pub block_size_bytes: usize,
+    /// Bloom filter bits per key (1..=32; about 1% false positives at 10). Default 10.
+    pub bloom_bits_per_key: u32,
+    /// Block cache budget: decoded data blocks plus every open table's index and filter
+    /// (pinned). corekv reads with O_DIRECT, so this cache is the only one between a read and
+    /// the disk (there is no OS page cache behind it). Default 256 MiB per engine (per shard):
+    /// enough for the blocks, indexes and filters of about 1.5 M entries of 16-byte keys and
+    /// 100-byte values; size it to the hot data (`corekv-server` can set it per shard).
+    pub block_cache_size_bytes: usize,
+    /// Block compression for each level (index = level); levels past the end use the last
+    /// entry; empty = no compression anywhere. Default empty.
+    pub compression_per_level: Vec<crate::sst::Compression>,
+    /// Compaction output tables are cut once they reach this size (at a key boundary).
+    /// Default 32 MiB.
+    pub target_file_size_bytes: usize,
+    /// Target size of level 1; level `n` targets this × `level_size_ratio^(n-1)`. Default
+    /// 256 MiB.
+    pub level1_size_bytes_max: u64,
+    /// Growth factor between level targets (2..=100). Default 10.
+    pub level_size_ratio: u64,
+    /// Number of levels, level 0 included (2..=16). Default 7.
+    pub levels_max: usize,
+    /// Level-0 tables that trigger a level-0 compaction. Default 4.
+    pub l0_compaction_trigger_files: usize,
+    /// Level-0 tables at which writes stall until compaction catches up (counted in
+    /// `write_stalls_total`). Default 20.
+    pub l0_stop_writes_files: usize,
+    /// Estimated bytes compaction still has to rewrite at which writes stall. Default 64 GiB.
+    pub pending_compaction_bytes_stop: u64,
+    /// The manifest log is rewritten as one snapshot once it grows past this. Default 64 MiB.
+    pub manifest_size_bytes_max: u64,
+    /// Scheduler shares of the background (flush and compaction) task queue; foreground tasks
+    /// have glommio's default of 1000. Default 250.
+    pub background_shares: usize,
     /// Size of each WAL segment file, allocated and zero-filled before use; the WAL rolls over
     /// to a new segment when the next record does not fit. A multiple of 4 KiB, at least
     /// 64 KiB. A record larger than a segment gets a segment of its own, sized to fit.
@@ -148,7 +189,21 @@ impl Default for Options {
             key_size_bytes_max: 16 << 10,
             value_size_bytes_max: 8 << 20,
             batch_size_bytes_max: 64 << 20,
-            memtable_size_bytes_max: 256 << 20,
+            memtable_size_bytes_max: 64 << 20,
+            memtables_immutable_max: 2,
+            block_size_bytes: 4096,
+            bloom_bits_per_key: 10,
+            block_cache_size_bytes: 256 << 20,
+            compression_per_level: Vec::new(),
+            target_file_size_bytes: 32 << 20,
+            level1_size_bytes_max: 256 << 20,
+            level_size_ratio: 10,
+            levels_max: 7,
+            l0_compaction_trigger_files: 4,
+            l0_stop_writes_files: 20,
+            pending_compaction_bytes_stop: 64 << 30,
+            manifest_size_bytes_max: 64 << 20,
+            background_shares: 250,
             wal_segment_size_bytes: 16 << 20,
             wal_write_bytes_max: 1 << 20,
             wal_pending_bytes_max: 64 << 20,
@@ -159,6 +214,15 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Compression of tables written to `level`.
+    pub fn compression_for_level(&self, level: usize) -> crate::sst::Compression {
+        self.compression_per_level
+            .get(level)
+            .or(self.compression_per_level.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Checks that the options make sense together; `Engine::open` calls it.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(what));
@@ -210,6 +274,69 @@ impl Options {
         }
         if self.scan_entries_max == 0 {
             return bad("scan_entries_max must be at least 1".to_string());
+        }
+        if self.memtables_immutable_max == 0 || self.memtables_immutable_max > 64 {
+            return bad(format!(
+                "memtables_immutable_max = {} must be in 1..=64",
+                self.memtables_immutable_max
+            ));
+        }
+        if !(256..=1 << 20).contains(&self.block_size_bytes) {
+            return bad(format!(
+                "block_size_bytes = {} must be in 256..=1048576",
+                self.block_size_bytes
+            ));
+        }
+        if !(1..=32).contains(&self.bloom_bits_per_key) {
+            return bad(format!(
+                "bloom_bits_per_key = {} must be in 1..=32",
+                self.bloom_bits_per_key
+            ));
+        }
+        if !(2..=16).contains(&self.levels_max) {
+            return bad(format!(
+                "levels_max = {} must be in 2..=16",
+                self.levels_max
+            ));
+        }
+        if !(2..=100).contains(&self.level_size_ratio) {
+            return bad(format!(
+                "level_size_ratio = {} must be in 2..=100",
+                self.level_size_ratio
+            ));
+        }
+        if self.target_file_size_bytes < 4096 || self.level1_size_bytes_max < 4096 {
+            return bad(format!(
+                "target_file_size_bytes = {} and level1_size_bytes_max = {} must be at least 4096",
+                self.target_file_size_bytes, self.level1_size_bytes_max
+            ));
+        }
+        if self.l0_compaction_trigger_files == 0
+            || self.l0_stop_writes_files <= self.l0_compaction_trigger_files
+        {
+            return bad(format!(
+                "need 1 <= l0_compaction_trigger_files ({}) < l0_stop_writes_files ({})",
+                self.l0_compaction_trigger_files, self.l0_stop_writes_files
+            ));
+        }
+        if self.manifest_size_bytes_max < 64 << 10 {
+            return bad(format!(
+                "manifest_size_bytes_max = {} must be at least 65536",
+                self.manifest_size_bytes_max
+            ));
+        }
+        if !(1..=1000).contains(&self.background_shares) {
+            return bad(format!(
+                "background_shares = {} must be in 1..=1000",
+                self.background_shares
+            ));
+        }
+        for c in &self.compression_per_level {
+            if let crate::sst::Compression::Zstd(l) = c
+                && !(1..=19).contains(l)
+            {
+                return bad(format!("zstd level {l} must be in 1..=19"));
+            }
         }
         Ok(())
     }

@@ -33,10 +33,13 @@ pub(crate) fn test_dir(name: &str) -> tempfile::TempDir {
     d
 }
 
-/// Opens the probe file with O_DIRECT first (see `disk::probe`): call at the start of every
+/// Opens the probe file with O_DIRECT first (see `Io::probe`): call at the start of every
 /// executor that reads DMA files.
 pub(crate) async fn probe(dir: &Path) {
-    crate::disk::probe(&dir.join("PROBE")).await.unwrap();
+    crate::io::Io::default()
+        .probe(&dir.join("PROBE"))
+        .await
+        .unwrap();
 }
 
 /// Flips bits of the byte at `offset` of `path` (buffered write, then synced so O_DIRECT

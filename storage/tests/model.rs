@@ -7,6 +7,10 @@
 //! writes stay. Either way every acknowledged write must survive, and the unacknowledged ones
 //! of the crashed burst may survive only as a prefix in sequence order.
 //!
+//! The LSM tree is configured tiny (memtables of a few KiB, 256-byte blocks, level targets of
+//! a few KiB), so every run flushes and compacts many times and crashes land in the middle of
+//! flushes, compactions and manifest edits as well as WAL writes.
+//!
 //! Every run prints its seed. Replay one with `COREKV_MODEL_SEED=<seed>`; run longer with
 //! `COREKV_LONG_TESTS=1`.
 
@@ -111,11 +115,15 @@ struct Model {
     snapshots: Vec<(Snapshot, Oracle)>,
     crashes: u32,
     reopens: u32,
+    /// Memtable bound for this run (tiny: a flush every few dozen writes).
+    memtable_bytes: usize,
+    flushes: u64,
+    compactions: u64,
 }
 
 impl Model {
     fn key(&mut self) -> Vec<u8> {
-        format!("k{:02}", self.rng.gen_range(0..40)).into_bytes()
+        format!("k{:03}", self.rng.gen_range(0..160)).into_bytes()
     }
 
     fn value(&mut self) -> Vec<u8> {
@@ -150,6 +158,16 @@ impl Model {
             durability: self.durability,
             wal_segment_size_bytes: 64 << 10,
             wal_write_bytes_max: 8 << 10,
+            memtable_size_bytes_max: self.memtable_bytes,
+            memtables_immutable_max: 1,
+            block_size_bytes: 256,
+            block_cache_size_bytes: 64 << 10,
+            target_file_size_bytes: 4096,
+            level1_size_bytes_max: 16 << 10,
+            level_size_ratio: 2,
+            levels_max: 4,
+            l0_compaction_trigger_files: 2,
+            l0_stop_writes_files: 6,
             ..Options::default()
         }
     }
@@ -174,6 +192,12 @@ impl Model {
             }
         }
         panic!("seed {}: the old engine never released its lock", self.seed);
+    }
+
+    fn count_background(&mut self, e: &Engine) {
+        let s = e.stats();
+        self.flushes += s.flushes_total;
+        self.compactions += s.compactions_total + s.compaction_trivial_moves_total;
     }
 
     async fn check_everything(&self, e: &Engine, what: &str) {
@@ -218,12 +242,16 @@ fn run_model(seed: u64, steps: usize) {
             snapshots: Vec::new(),
             crashes: 0,
             reopens: 0,
+            memtable_bytes: 4096 << (seed % 2),
+            flushes: 0,
+            compactions: 0,
         };
         let mut faults = m.faults(0);
         let mut e = m.open(&path, faults.clone()).await;
         for step in 0..steps {
             let now = m.clock.now_ms();
             let dice = m.rng.gen_range(0..100);
+
             match dice {
                 // A write.
                 0..=39 => {
@@ -361,6 +389,7 @@ fn run_model(seed: u64, steps: usize) {
                 }
                 // Clean reopen.
                 92..=94 => {
+                    m.count_background(&e);
                     m.snapshots.clear();
                     e.close().await.unwrap();
                     m.reopens += 1;
@@ -391,6 +420,7 @@ fn run_model(seed: u64, steps: usize) {
                         }
                     }
                     faults.crash_now();
+                    m.count_background(&e);
                     m.snapshots.clear();
                     drop(e);
                     if m.durability == Durability::Sync {
@@ -426,12 +456,18 @@ fn run_model(seed: u64, steps: usize) {
             }
         }
         m.check_everything(&e, "at the end").await;
+        m.count_background(&e);
         e.close().await.unwrap();
         println!(
-            "model seed {seed}: {steps} steps, {} clean reopens, {} crashes, durability {}",
-            m.reopens, m.crashes, m.durability
+            "model seed {seed}: {steps} steps, {} clean reopens, {} crashes, {} flushes, \
+             {} compactions, durability {}",
+            m.reopens, m.crashes, m.flushes, m.compactions, m.durability
         );
         assert!(m.crashes + m.reopens > 0 || steps < 50);
+        assert!(
+            m.flushes > 5 && m.compactions > 0,
+            "seed {seed}: the tiny LSM settings should flush and compact many times"
+        );
     });
 }
 

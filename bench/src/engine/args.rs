@@ -79,8 +79,9 @@ pub struct EngineArgs {
     #[arg(long = "seed", default_value_t = 301)]
     pub seed: u64,
 
-    /// Memtable bound: everything lives in the memtable until SSTables land (issue 4).
-    #[arg(long = "memtable_size_bytes", default_value_t = 4 << 30)]
+    /// Memtable bound (like db_bench's --write_buffer_size): a full memtable is flushed to a
+    /// level-0 SSTable. Default: the engine's default, 64 MiB.
+    #[arg(long = "memtable_size_bytes", default_value_t = 64 << 20)]
     pub memtable_size_bytes: usize,
 
     /// WAL segment size.

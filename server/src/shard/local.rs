@@ -219,7 +219,6 @@ pub fn storage_error(e: StorageError) -> OpError {
         StorageError::Io { .. } => OpError::new(ErrorCode::Io, message),
         StorageError::Corruption { .. } => OpError::new(ErrorCode::Corruption, message),
         StorageError::ReadOnly { .. } => OpError::new(ErrorCode::ReadOnly, message),
-        StorageError::MemtableFull { .. } => OpError::new(ErrorCode::Overloaded, message),
         StorageError::Closed => OpError::new(ErrorCode::ShuttingDown, message),
         StorageError::Locked { .. } => OpError::new(ErrorCode::Internal, message),
     }

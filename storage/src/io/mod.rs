@@ -186,6 +186,31 @@ impl File {
         Ok(r.to_vec())
     }
 
+    /// Reads `out.len()` bytes at `pos` (both aligned) into `out`, without an intermediate
+    /// copy beyond glommio's read buffer. Returns how many bytes the file had there (fewer at
+    /// its end; the rest of `out` is zeroed).
+    pub(crate) async fn read_into(&self, pos: u64, out: &mut [u8]) -> Result<usize> {
+        self.io.check(FaultOp::Read, &self.path)?;
+        let r = self
+            .dma
+            .read_at_aligned(pos, out.len())
+            .await
+            .map_err(|e| Error::io("read", &self.path, os_error(e)))?;
+        let n = r.len().min(out.len());
+        out[..n].copy_from_slice(&r[..n]);
+        out[n..].fill(0);
+        Ok(n)
+    }
+
+    /// Cuts the file to `len` bytes (the caller syncs).
+    pub(crate) async fn truncate(&self, len: u64) -> Result<()> {
+        self.io.check(FaultOp::Allocate, &self.path)?;
+        self.dma
+            .truncate(len)
+            .await
+            .map_err(|e| Error::io("truncate", &self.path, os_error(e)))
+    }
+
     /// `fdatasync`.
     pub(crate) async fn fdatasync(&self) -> Result<()> {
         self.io.check(FaultOp::Sync, &self.path)?;

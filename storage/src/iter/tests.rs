@@ -15,6 +15,7 @@ use super::mem::MemIter;
 use super::merge::MergeIter;
 use super::user::VisibleIter;
 use crate::cache::BlockCache;
+use crate::io::Io;
 use crate::memtable::Memtable;
 use crate::sst::builder::{TableBuilder, TableOptions};
 use crate::sst::reader::{Table, table_path};
@@ -48,12 +49,14 @@ async fn table(
         block_size_bytes: 512,
         ..TableOptions::default()
     };
-    let mut b = TableBuilder::create(dir, n, opts).await.unwrap();
+    let mut b = TableBuilder::create(&Io::default(), dir, n, opts)
+        .await
+        .unwrap();
     for e in entries {
         b.add(&e.as_ref()).await.unwrap();
     }
     b.finish().await.unwrap();
-    Table::open(&table_path(dir, n), n, cache.clone())
+    Table::open(&Io::default(), &table_path(dir, n), n, cache.clone())
         .await
         .unwrap()
 }

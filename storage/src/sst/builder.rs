@@ -12,6 +12,7 @@ use super::{
 use crate::SeqNo;
 use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_down, align_up};
 use crate::error::{Error, Result};
+use crate::io::Io;
 
 /// Bytes gathered before the builder issues a write (a multiple of the page size).
 const WRITE_CHUNK_BYTES: usize = 256 << 10;
@@ -71,6 +72,7 @@ pub fn table_file_name(number: u64) -> String {
 /// [`TableBuilder::finish`]; [`TableBuilder::abandon`] removes a half-written file.
 #[derive(Debug)]
 pub struct TableBuilder {
+    io: Io,
     file: DiskFile,
     path: PathBuf,
     file_number: u64,
@@ -90,11 +92,17 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    /// Creates `dir/NNNNNN.sst` (it must not exist).
-    pub async fn create(dir: &Path, file_number: u64, opts: TableOptions) -> Result<TableBuilder> {
+    /// Creates `dir/NNNNNN.sst` (replacing a leftover of a crashed attempt).
+    pub(crate) async fn create(
+        io: &Io,
+        dir: &Path,
+        file_number: u64,
+        opts: TableOptions,
+    ) -> Result<TableBuilder> {
         let path = dir.join(table_file_name(file_number));
-        let file = DiskFile::create_new(&path).await?;
+        let file = DiskFile::create(io, &path).await?;
         Ok(TableBuilder {
+            io: io.clone(),
             file,
             path,
             file_number,
@@ -324,6 +332,6 @@ impl TableBuilder {
     pub async fn abandon(self) -> Result<()> {
         let path = self.path.clone();
         self.file.close().await?;
-        crate::disk::remove(&path)
+        self.io.remove(&path)
     }
 }

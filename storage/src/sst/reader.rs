@@ -14,6 +14,7 @@ use crate::SeqNo;
 use crate::cache::{BlockCache, CachedBlock, PooledBuf};
 use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_down, align_up};
 use crate::error::Result;
+use crate::io::Io;
 
 /// What a point lookup in one table found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +78,13 @@ async fn read_range(
 impl Table {
     /// Opens table `file_number` at `path`, reading and checking its footer, index, filter and
     /// props.
-    pub async fn open(path: &Path, file_number: u64, cache: Rc<BlockCache>) -> Result<Rc<Table>> {
-        let file = DiskFile::open_read(path).await?;
+    pub(crate) async fn open(
+        io: &Io,
+        path: &Path,
+        file_number: u64,
+        cache: Rc<BlockCache>,
+    ) -> Result<Rc<Table>> {
+        let file = DiskFile::open(io, path).await?;
         let size = file.size().await?;
         if size < PAGE_SIZE_BYTES as u64 || size % PAGE_SIZE_BYTES as u64 != 0 {
             return Err(corruption(

@@ -15,6 +15,7 @@ use super::reader::{Table, TableGet, TableIter, table_path};
 use super::{Compression, Entry, EntryKind};
 use crate::cache::BlockCache;
 use crate::error::Error;
+use crate::io::Io;
 use crate::test_util::{damage, probe, run, test_dir};
 
 /// Model: (key, seq descending) -> entry. Keyed by (key, !seq) so iteration order matches.
@@ -61,7 +62,9 @@ fn random_entries(rng: &mut ChaCha8Rng, keys: usize, big_every: usize) -> Model 
 }
 
 async fn build(dir: &Path, number: u64, model: &Model, opts: TableOptions) -> TableMeta {
-    let mut b = TableBuilder::create(dir, number, opts).await.unwrap();
+    let mut b = TableBuilder::create(&Io::default(), dir, number, opts)
+        .await
+        .unwrap();
     for e in model.values() {
         b.add(&e.as_ref()).await.unwrap();
     }
@@ -187,9 +190,14 @@ fn tables_round_trip_with_every_option() {
             assert_eq!(meta.smallest, model.keys().next().unwrap().0);
             assert_eq!(meta.largest, model.keys().next_back().unwrap().0);
             assert_eq!(meta.size_bytes % 4096, 0);
-            let t = Table::open(&table_path(&path, number), number, cache.clone())
-                .await
-                .unwrap();
+            let t = Table::open(
+                &Io::default(),
+                &table_path(&path, number),
+                number,
+                cache.clone(),
+            )
+            .await
+            .unwrap();
             assert_eq!(t.size_bytes(), meta.size_bytes);
             check_table(&t, &model, &mut rng).await;
         }
@@ -204,7 +212,7 @@ fn tables_round_trip_with_every_option() {
         };
         model.insert((big.key.clone(), !5), big.clone());
         build(&path, 99, &model, TableOptions::default()).await;
-        let t = Table::open(&table_path(&path, 99), 99, cache.clone())
+        let t = Table::open(&Io::default(), &table_path(&path, 99), 99, cache.clone())
             .await
             .unwrap();
         assert_eq!(
@@ -257,7 +265,7 @@ fn builder_rejects_out_of_order_entries_and_empty_tables() {
             expires_at_ms: 0,
             value: vec![],
         };
-        let mut b = TableBuilder::create(&path, 1, TableOptions::default())
+        let mut b = TableBuilder::create(&Io::default(), &path, 1, TableOptions::default())
             .await
             .unwrap();
         b.add(&e(b"b", 5).as_ref()).await.unwrap();
@@ -272,7 +280,7 @@ fn builder_rejects_out_of_order_entries_and_empty_tables() {
         b.add(&e(b"b", 4).as_ref()).await.unwrap();
         b.abandon().await.unwrap();
         assert!(!table_path(&path, 1).exists());
-        let b = TableBuilder::create(&path, 2, TableOptions::default())
+        let b = TableBuilder::create(&Io::default(), &path, 2, TableOptions::default())
             .await
             .unwrap();
         assert!(matches!(b.finish().await, Err(Error::InvalidArgument(_))));
@@ -303,7 +311,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         let pristine = std::fs::read(&file).unwrap();
         let restore = || std::fs::write(&file, &pristine).unwrap();
         let footer = {
-            let t = Table::open(&file, 1, BlockCache::new(1 << 20))
+            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             t.footer_for_tests()
@@ -313,7 +321,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         for off in [size - FOOTER_BYTES as u64, size - 60, size - 1] {
             damage(&file, off, 0x20);
             expect_corruption(
-                Table::open(&file, 1, BlockCache::new(1 << 20)).await,
+                Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
                 &file,
                 size - FOOTER_BYTES as u64,
             );
@@ -327,7 +335,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         ] {
             for pos in [0, u64::from(len) / 2, u64::from(len) - 1] {
                 damage(&file, off + pos, 0x01);
-                let r = Table::open(&file, 1, BlockCache::new(1 << 20)).await;
+                let r = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await;
                 assert!(r.is_err(), "{what} damage at +{pos} not detected");
                 expect_corruption(r, &file, off);
                 restore();
@@ -337,7 +345,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         let keys: Vec<&Vec<u8>> = model.keys().map(|(k, _)| k).collect();
         for _ in 0..20 {
             let k = keys[rng.gen_range(0..keys.len())].clone();
-            let t = Table::open(&file, 1, BlockCache::new(1 << 20))
+            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             let h = t.block_for_tests(&k);
@@ -345,7 +353,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
             drop(t);
             let at = block_off + rng.gen_range(0..u64::from(h.size));
             damage(&file, at, 1 << rng.gen_range(0..8));
-            let t = Table::open(&file, 1, BlockCache::new(1 << 20))
+            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             expect_corruption(t.get(&k, key_hash(&k), u64::MAX).await, &file, block_off);
@@ -369,13 +377,13 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         // Truncated file.
         std::fs::write(&file, &pristine[..pristine.len() - 4096]).unwrap();
         assert!(matches!(
-            Table::open(&file, 1, BlockCache::new(1 << 20)).await,
+            Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
             Err(Error::Corruption { .. })
         ));
         restore();
         // Opened under the wrong number.
         expect_corruption(
-            Table::open(&file, 2, BlockCache::new(1 << 20)).await,
+            Table::open(&Io::default(), &file, 2, BlockCache::new(1 << 20)).await,
             &file,
             size - FOOTER_BYTES as u64,
         );
@@ -405,9 +413,14 @@ fn table_filter_false_positive_rate_is_near_configured() {
             ..TableOptions::default()
         };
         build(&path, 1, &model, opts).await;
-        let t = Table::open(&table_path(&path, 1), 1, BlockCache::new(4 << 20))
-            .await
-            .unwrap();
+        let t = Table::open(
+            &Io::default(),
+            &table_path(&path, 1),
+            1,
+            BlockCache::new(4 << 20),
+        )
+        .await
+        .unwrap();
         let (mut fp, mut filtered) = (0u64, 0u64);
         let probes = 100_000u64;
         for i in 0..probes {

@@ -1,0 +1,330 @@
+//! The LSM tree through the engine API: space used after overwrites and deletes, corruption of
+//! tables on disk, snapshots across compactions, and bloom filters at work.
+//!
+//! `COREKV_LONG_TESTS=1` runs the space test at the issue's full size (200 000 keys written five
+//! times); the default is 50 000 keys so the test binary stays within seconds.
+
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run, test_dir};
+use corekv_storage::{Durability, Engine, Error, Options, ScanRange};
+
+/// Options that make a small data set flush and compact like a large one.
+fn small_tree() -> Options {
+    Options {
+        durability: Durability::None,
+        memtable_size_bytes_max: 1 << 20,
+        target_file_size_bytes: 512 << 10,
+        level1_size_bytes_max: 1 << 20,
+        block_cache_size_bytes: 4 << 20,
+        wal_segment_size_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key{:013}", i * 7919 % 1_000_003).into_bytes()
+}
+
+fn value(i: u64, round: u64) -> Vec<u8> {
+    let mut v = format!("{round:04}-{i:012}-").into_bytes();
+    v.resize(100, b'a' + (round % 26) as u8);
+    v
+}
+
+/// Bytes of the files in `dir` whose names satisfy `f`.
+fn bytes_of(dir: &Path, f: impl Fn(&str) -> bool) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| f(&e.file_name().to_string_lossy()))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// Bytes of the SSTables in `dir`: the data compaction is responsible for. (The WAL is
+/// preallocated and bounded by the memtables; the manifest by `MANIFEST_EDITS_MAX` pages plus
+/// one snapshot; both are printed, not asserted.)
+fn table_bytes(dir: &Path) -> u64 {
+    bytes_of(dir, |n| n.ends_with(".sst"))
+}
+
+fn manifest_bytes(dir: &Path) -> u64 {
+    bytes_of(dir, |n| n.starts_with("MANIFEST-"))
+}
+
+#[test]
+fn overwrites_settle_to_at_most_one_and_a_half_times_the_live_data_and_deletes_free_space() {
+    let keys: u64 = if common::long_tests() {
+        200_000
+    } else {
+        50_000
+    };
+    let dir = test_dir("lsm-space");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // Memtables of 1/16 of the live data: level 0 (up to 3 tables before its compaction)
+        // then holds at most ~3/16 of it in duplicate, as with large data and 64 MiB memtables.
+        let opts = Options {
+            memtable_size_bytes_max: (keys as usize * 116 / 16).max(64 << 10),
+            ..small_tree()
+        };
+        let e = Engine::open(&path, opts).await.unwrap();
+        for round in 0..5 {
+            for i in 0..keys {
+                e.put(&key(i), &value(i, round)).await.unwrap();
+            }
+        }
+        e.wait_for_background().await.unwrap();
+        let live = keys * (16 + 100);
+        let used = table_bytes(&path);
+        let st = e.stats();
+        println!(
+            "{keys} keys x5: live {live} B, tables {used} B ({:.2}x), flushes {}, compactions {} \
+             (+{} moves), written by flush {} B, by compaction {} B, stalls {}",
+            used as f64 / live as f64,
+            st.flushes_total,
+            st.compactions_total,
+            st.compaction_trivial_moves_total,
+            st.flush_bytes_written_total,
+            st.compaction_bytes_written_total,
+            st.write_stalls_total
+        );
+        assert!(
+            st.flushes_total >= 10 && st.compactions_total >= 3,
+            "{st:?}"
+        );
+        assert!(
+            used as f64 <= 1.5 * live as f64,
+            "tables hold {used} B for {live} B of live data"
+        );
+        // Every key reads its last value, through memtables and tables.
+        for i in (0..keys).step_by(997) {
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 4)));
+        }
+        // Delete 80% of the keys: the space comes back once compaction has run.
+        let deleted = keys * 4 / 5;
+        for i in 0..deleted {
+            e.delete(&key(i)).await.unwrap();
+        }
+        // The last deletes are still in the memtable: flush it, then let compaction finish.
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let live_after = (keys - deleted) * 116;
+        let used_after = table_bytes(&path);
+        let st = e.stats();
+        println!(
+            "levels (files, bytes): {:?} memtable {} B, immutable {}",
+            [
+                (st.level0_files, st.level0_bytes),
+                (st.level1_files, st.level1_bytes),
+                (st.level2_files, st.level2_bytes),
+                (st.level3_files, st.level3_bytes),
+                (st.level4_files, st.level4_bytes),
+                (st.level5_files, st.level5_bytes),
+                (st.level6_files, st.level6_bytes),
+            ],
+            st.memtable_bytes,
+            st.memtables_immutable
+        );
+        println!(
+            "after deleting {deleted}: live {live_after} B, tables {used_after} B ({:.2}x), \
+             manifest {} B",
+            used_after as f64 / live_after as f64,
+            manifest_bytes(&path)
+        );
+        assert!(
+            (used_after as f64) <= 1.5 * live_after as f64,
+            "deleted data still takes {used_after} B for {live_after} B live"
+        );
+        for i in (0..keys).step_by(991) {
+            let want = (i >= deleted).then(|| value(i, 4));
+            assert_eq!(e.get(&key(i)).await.unwrap(), want);
+        }
+        let all = e
+            .scan(
+                &ScanRange {
+                    start: Vec::new(),
+                    end: None,
+                    limit: 1_000_000,
+                    reverse: false,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.entries.len() as u64, keys - deleted);
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn snapshots_keep_their_versions_through_flushes_and_compactions() {
+    let dir = test_dir("lsm-snapshot");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let e = Engine::open(&path, small_tree()).await.unwrap();
+        for i in 0..20_000 {
+            e.put(&key(i), &value(i, 0)).await.unwrap();
+        }
+        let snap = e.snapshot();
+        for round in 1..4 {
+            for i in 0..20_000 {
+                if i % 3 == 0 {
+                    e.delete(&key(i)).await.unwrap();
+                } else {
+                    e.put(&key(i), &value(i, round)).await.unwrap();
+                }
+            }
+        }
+        e.wait_for_background().await.unwrap();
+        assert!(e.stats().compactions_total > 0);
+        for i in (0..20_000).step_by(101) {
+            assert_eq!(e.get_at(&key(i), &snap).await.unwrap(), Some(value(i, 0)));
+            let now = (i % 3 != 0).then(|| value(i, 3));
+            assert_eq!(e.get(&key(i)).await.unwrap(), now);
+        }
+        let range = ScanRange {
+            start: Vec::new(),
+            end: None,
+            limit: 100_000,
+            reverse: true,
+        };
+        let old = e.scan(&range, Some(&snap)).await.unwrap();
+        assert_eq!(old.entries.len(), 20_000);
+        drop(snap);
+        // With the snapshot gone, a compaction may drop what only it needed.
+        e.close().await.unwrap();
+    });
+}
+
+fn sst_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn flip(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn a_damaged_table_is_reported_with_its_file_and_offset() {
+    let dir = test_dir("lsm-corrupt");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = Options {
+            block_cache_size_bytes: 1 << 20,
+            ..small_tree()
+        };
+        let e = Engine::open(&path, opts.clone()).await.unwrap();
+        for i in 0..30_000 {
+            e.put(&key(i), &value(i, 0)).await.unwrap();
+        }
+        e.wait_for_background().await.unwrap();
+        e.close().await.unwrap();
+        let tables = sst_files(&path);
+        assert!(!tables.is_empty());
+        let victim = tables[0].clone();
+        let pristine = std::fs::read(&victim).unwrap();
+        let size = pristine.len() as u64;
+
+        // A data block (the first page): the engine opens; reads of keys in that block fail
+        // with the file and the block's offset, reads elsewhere work.
+        flip(&victim, 100);
+        let e = Engine::open(&path, opts.clone()).await.unwrap();
+        let mut corrupt = 0;
+        let mut ok = 0;
+        for i in 0..30_000 {
+            match e.get(&key(i)).await {
+                Ok(v) => {
+                    assert_eq!(v, Some(value(i, 0)));
+                    ok += 1;
+                }
+                Err(Error::Corruption { file, offset, .. }) => {
+                    assert_eq!((file.as_path(), offset), (victim.as_path(), 0));
+                    corrupt += 1;
+                }
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(corrupt > 0 && ok > 25_000, "{corrupt} corrupt, {ok} ok");
+        let scan = e
+            .scan(
+                &ScanRange {
+                    start: Vec::new(),
+                    end: None,
+                    limit: 100_000,
+                    reverse: false,
+                },
+                None,
+            )
+            .await;
+        assert!(matches!(scan, Err(Error::Corruption { .. })), "{scan:?}");
+        e.close().await.unwrap();
+        std::fs::write(&victim, &pristine).unwrap();
+
+        // The footer, and the end of the file where the index and filter sit: open fails and
+        // names the file.
+        for offset in [size - 1, size - 100, size - 4096 - 10] {
+            flip(&victim, offset);
+            match Engine::open(&path, opts.clone()).await {
+                Err(Error::Corruption { file, .. }) => assert_eq!(file, victim),
+                other => panic!("damage at {offset}: expected corruption, got {other:?}"),
+            }
+            std::fs::write(&victim, &pristine).unwrap();
+        }
+        let e = Engine::open(&path, opts).await.unwrap();
+        assert_eq!(e.get(&key(5)).await.unwrap(), Some(value(5, 0)));
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn bloom_filters_spare_reads_of_absent_keys() {
+    let dir = test_dir("lsm-bloom");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let e = Engine::open(&path, small_tree()).await.unwrap();
+        for i in 0..30_000 {
+            e.put(&key(i), &value(i, 0)).await.unwrap();
+        }
+        e.wait_for_background().await.unwrap();
+        let before = e.stats();
+        let probes = 20_000;
+        for i in 0..probes {
+            let k = format!("key{:013}x", i * 37);
+            assert_eq!(e.get(k.as_bytes()).await.unwrap(), None);
+        }
+        let st = e.stats();
+        let useful = st.bloom_useful_total - before.bloom_useful_total;
+        let false_pos = st.bloom_false_positive_total - before.bloom_false_positive_total;
+        let checked = useful + false_pos;
+        assert!(checked >= probes, "{st:?}");
+        let rate = false_pos as f64 / checked as f64;
+        assert!(
+            rate < 0.03,
+            "false-positive rate {rate:.4} over {checked} filter checks"
+        );
+        e.close().await.unwrap();
+    });
+}
