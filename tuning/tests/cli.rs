@@ -131,6 +131,10 @@ fn plan_on_synthetic_trees_prints_the_server_command() {
             FakeHost::two_nodes(2, true),
             "numactl --localalloc corekv-server --cores 0-3 --data-dir /srv/kv",
         ),
+        (
+            FakeHost::two_nodes(2, false),
+            "numactl --localalloc corekv-server --cores 0-3 --data-dir /srv/kv",
+        ),
     ];
     for (h, want) in cases {
         h.file("proc/self/mountinfo", "1 0 8:0 / / rw - ext4 /dev/sda rw\n");
