@@ -16,6 +16,7 @@ use crate::compaction::job::{self, JobContext};
 use crate::compaction::picker::{self, Plan};
 use crate::engine::{Engine, Immutable, Inner};
 use crate::error::{Error, Result};
+use crate::io::CrashPoint;
 use crate::manifest::VersionEdit;
 use crate::signal::Signal;
 use crate::sst::builder::{TableBuilder, TableMeta};
@@ -313,6 +314,7 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     let mut added = HashMap::new();
     if let Some(meta) = &meta {
         inner.io.sync_dir(&inner.dir).await?;
+        inner.io.crash_point(CrashPoint::FlushBeforeManifest)?;
         let t = open_table(inner, meta.clone()).await?;
         added.insert(meta.file_number, t);
         edit.added.push((0, meta.clone()));
@@ -322,6 +324,7 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
         st.flush_generation += 1;
     })
     .await?;
+    inner.io.crash_point(CrashPoint::FlushBeforeWalRelease)?;
 
     if imm.wal_index_max > 0 {
         inner.wal.drop_prefix(imm.wal_index_max + 1).await?;
@@ -340,15 +343,20 @@ async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<O
     let mut it = crate::iter::mem::MemIter::new(imm.mem.clone(), true);
     it.seek_ge(&[]);
     let opts = Engine::table_options(&inner.options, 0);
+    let half = imm.mem.borrow().versions() / 2;
     let mut b = TableBuilder::create(&inner.io, &inner.dir, number, opts).await?;
-    let mut n = 0u32;
+    let mut n = 0usize;
     while it.valid() {
-        if let Err(e) = b.add(&it.entry()).await {
+        let mut r = b.add(&it.entry()).await;
+        n += 1;
+        if r.is_ok() && n == half.max(1) {
+            r = inner.io.crash_point(CrashPoint::FlushMidTable);
+        }
+        if let Err(e) = r {
             let _ = b.abandon().await;
             return Err(e);
         }
         it.step();
-        n += 1;
         if n % 1024 == 0 {
             glommio::yield_if_needed().await;
         }
@@ -416,12 +424,16 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
     if !res.outputs.is_empty() {
         inner.io.sync_dir(&inner.dir).await?;
     }
+    inner.io.crash_point(CrashPoint::CompactionBeforeManifest)?;
     for meta in &res.outputs {
         let t = open_table(inner, meta.clone()).await?;
         added.insert(meta.file_number, t);
         edit.added.push((plan.output_level, meta.clone()));
     }
     install(inner, edit, added, |_| {}).await?;
+    inner
+        .io
+        .crash_point(CrashPoint::CompactionBeforeInputsDeleted)?;
     for t in plan.all_inputs() {
         t.mark_obsolete();
     }

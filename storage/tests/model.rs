@@ -9,7 +9,11 @@
 //!
 //! The LSM tree is configured tiny (memtables of a few KiB, 256-byte blocks, level targets of
 //! a few KiB), so every run flushes and compacts many times and crashes land in the middle of
-//! flushes, compactions and manifest edits as well as WAL writes.
+//! flushes, compactions and manifest edits as well as WAL writes. Every other crash is aimed:
+//! it happens at a named step of a flush or a compaction ([`CrashPoint`]: half a table
+//! written, table durable but not in the manifest, manifest edit durable but the WAL or the
+//! input tables not yet released), taking each point in turn; every run must crash inside
+//! flushes and inside compactions.
 //!
 //! Every run prints its seed. Replay one with `COREKV_MODEL_SEED=<seed>`; run longer with
 //! `COREKV_LONG_TESTS=1`.
@@ -24,7 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{run, test_dir};
-use corekv_storage::io::FaultInjector;
+use corekv_storage::io::{CrashPoint, FaultInjector};
 use corekv_storage::{
     CasOutcome, Clock, Durability, Engine, Error, OpenHooks, Options, ScanRange, Snapshot,
     WriteBatch,
@@ -119,6 +123,8 @@ struct Model {
     memtable_bytes: usize,
     flushes: u64,
     compactions: u64,
+    /// Aimed crashes that happened at their point, per point.
+    point_crashes: BTreeMap<String, u32>,
 }
 
 impl Model {
@@ -200,6 +206,55 @@ impl Model {
         self.compactions += s.compactions_total + s.compaction_trivial_moves_total;
     }
 
+    /// After a simulated crash (`faults.crash_now()` done): power loss in `sync` mode, reopen,
+    /// and check that the state is the oracle with `writes[..acked]` applied plus maybe a
+    /// prefix of the rest, in order; the oracle becomes that state.
+    async fn after_crash(
+        &mut self,
+        e: Engine,
+        faults: &mut FaultInjector,
+        path: &Path,
+        writes: &[Vec<Op>],
+        acked: usize,
+        step: usize,
+    ) -> Engine {
+        let seed = self.seed;
+        let now = self.clock.now_ms();
+        self.count_background(&e);
+        self.snapshots.clear();
+        drop(e);
+        if self.durability == Durability::Sync {
+            faults.power_loss().unwrap();
+        }
+        self.crashes += 1;
+        *faults = self.faults(u64::from(self.reopens + self.crashes));
+        let e = self.open(path, faults.clone()).await;
+        // The survivors are the acknowledged writes plus maybe more, in order.
+        let got = e.scan(&full_range(), None).await.unwrap().entries;
+        let mut state = self.oracle.clone();
+        for ops in &writes[..acked] {
+            apply(&mut state, ops, now);
+        }
+        let mut matched = None;
+        for p in acked..=writes.len() {
+            if p > acked {
+                apply(&mut state, &writes[p - 1], now);
+            }
+            if got == live_all(&state, now) {
+                matched = Some(state.clone());
+                break;
+            }
+        }
+        self.oracle = matched.unwrap_or_else(|| {
+            panic!(
+                "seed {seed} step {step}: after a crash with {acked} of {} writes \
+                 acknowledged, the state is no prefix of the writes",
+                writes.len()
+            )
+        });
+        e
+    }
+
     async fn check_everything(&self, e: &Engine, what: &str) {
         let now = self.clock.now_ms();
         let page = e.scan(&full_range(), None).await.unwrap();
@@ -245,6 +300,7 @@ fn run_model(seed: u64, steps: usize) {
             memtable_bytes: 4096 << (seed % 2),
             flushes: 0,
             compactions: 0,
+            point_crashes: BTreeMap::new(),
         };
         let mut faults = m.faults(0);
         let mut e = m.open(&path, faults.clone()).await;
@@ -398,6 +454,33 @@ fn run_model(seed: u64, steps: usize) {
                     m.check_everything(&e, &format!("after a clean reopen at step {step}"))
                         .await;
                 }
+                // Crash at a named step of a flush or a compaction, while writing one write
+                // at a time: at most the write in flight is unacknowledged.
+                _ if m.crashes % 2 == 1 => {
+                    let point = CrashPoint::ALL[(m.crashes as usize / 2) % CrashPoint::ALL.len()];
+                    faults.crash_at_point(point, m.rng.gen_range(0..2));
+                    let mut pending = Vec::new();
+                    for _ in 0..1500 {
+                        let ops = m.random_write();
+                        let now = m.clock.now_ms();
+                        if write_ops(&e, &ops).await.is_ok() {
+                            apply(&mut m.oracle, &ops, now);
+                        } else {
+                            pending.push(ops);
+                            break;
+                        }
+                        if faults.crashed() {
+                            break;
+                        }
+                    }
+                    if let Some(p) = faults.crashed_at_point() {
+                        *m.point_crashes.entry(format!("{p:?}")).or_default() += 1;
+                    }
+                    faults.crash_now();
+                    e = m
+                        .after_crash(e, &mut faults, &path, &pending, 0, step)
+                        .await;
+                }
                 // Crash in the middle of a burst of concurrent writes.
                 _ => {
                     let writes: Vec<Vec<Op>> = (0..m.rng.gen_range(1..10))
@@ -420,38 +503,9 @@ fn run_model(seed: u64, steps: usize) {
                         }
                     }
                     faults.crash_now();
-                    m.count_background(&e);
-                    m.snapshots.clear();
-                    drop(e);
-                    if m.durability == Durability::Sync {
-                        faults.power_loss().unwrap();
-                    }
-                    m.crashes += 1;
-                    faults = m.faults(u64::from(m.reopens + m.crashes));
-                    e = m.open(&path, faults.clone()).await;
-                    // The survivors are the acknowledged writes plus maybe more, in order.
-                    let got = e.scan(&full_range(), None).await.unwrap().entries;
-                    let mut state = m.oracle.clone();
-                    for ops in &writes[..acked] {
-                        apply(&mut state, ops, now);
-                    }
-                    let mut matched = None;
-                    for p in acked..=writes.len() {
-                        if p > acked {
-                            apply(&mut state, &writes[p - 1], now);
-                        }
-                        if got == live_all(&state, now) {
-                            matched = Some(state.clone());
-                            break;
-                        }
-                    }
-                    m.oracle = matched.unwrap_or_else(|| {
-                        panic!(
-                            "seed {seed} step {step}: after a crash with {acked} of {} writes \
-                             acknowledged, the state is no prefix of the writes",
-                            writes.len()
-                        )
-                    });
+                    e = m
+                        .after_crash(e, &mut faults, &path, &writes, acked, step)
+                        .await;
                 }
             }
         }
@@ -468,13 +522,27 @@ fn run_model(seed: u64, steps: usize) {
             m.flushes > 5 && m.compactions > 0,
             "seed {seed}: the tiny LSM settings should flush and compact many times"
         );
+        println!("model seed {seed}: aimed crashes {:?}", m.point_crashes);
+        if m.crashes >= 2 * CrashPoint::ALL.len() as u32 {
+            let hit = |flush: bool| {
+                CrashPoint::ALL
+                    .iter()
+                    .filter(|p| p.is_flush() == flush)
+                    .any(|p| m.point_crashes.contains_key(&format!("{p:?}")))
+            };
+            assert!(
+                hit(true) && hit(false),
+                "seed {seed}: no crash inside a flush or inside a compaction: {:?}",
+                m.point_crashes
+            );
+        }
     });
 }
 
 #[test]
 fn engine_matches_a_btreemap_through_reopens_and_crashes() {
     let long = common::long_tests();
-    let steps = if long { 20_000 } else { 700 };
+    let steps = if long { 20_000 } else { 500 };
     match std::env::var("COREKV_MODEL_SEED") {
         Ok(s) => run_model(s.parse().expect("COREKV_MODEL_SEED is a u64"), steps),
         Err(_) => {

@@ -20,7 +20,7 @@ use std::path::Path;
 use super::picker::Plan;
 use crate::SeqNo;
 use crate::error::{Error, Result};
-use crate::io::Io;
+use crate::io::{CrashPoint, Io};
 use crate::iter::Source;
 use crate::iter::level::LevelIter;
 use crate::iter::merge::MergeIter;
@@ -126,6 +126,7 @@ impl Output<'_, '_> {
                 b.abandon().await?;
             } else {
                 self.done.push(b.finish().await?);
+                self.ctx.io.crash_point(CrashPoint::CompactionMidOutput)?;
             }
         }
         Ok(())

@@ -56,6 +56,47 @@ pub enum Fault {
     TornWrite,
 }
 
+/// A named step of the engine's background work where a test can crash the machine (see
+/// [`FaultInjector::crash_at_point`]): each sits between two writes whose order matters for
+/// crash safety.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// About half of an immutable memtable is in its level-0 table (unsynced, unreferenced).
+    FlushMidTable,
+    /// The flushed table and its directory entry are durable; the manifest edit is not written.
+    FlushBeforeManifest,
+    /// The flush's manifest edit is durable; the WAL segments it covers are not released yet.
+    FlushBeforeWalRelease,
+    /// A compaction finished one output table (more may follow); nothing is installed.
+    CompactionMidOutput,
+    /// The compaction's outputs are durable; the manifest edit is not written.
+    CompactionBeforeManifest,
+    /// The compaction's manifest edit is durable; its input tables are not deleted yet.
+    CompactionBeforeInputsDeleted,
+}
+
+impl CrashPoint {
+    /// Every crash point.
+    pub const ALL: [CrashPoint; 6] = [
+        CrashPoint::FlushMidTable,
+        CrashPoint::FlushBeforeManifest,
+        CrashPoint::FlushBeforeWalRelease,
+        CrashPoint::CompactionMidOutput,
+        CrashPoint::CompactionBeforeManifest,
+        CrashPoint::CompactionBeforeInputsDeleted,
+    ];
+
+    /// Whether the point lies inside a flush (else inside a compaction).
+    pub fn is_flush(self) -> bool {
+        matches!(
+            self,
+            CrashPoint::FlushMidTable
+                | CrashPoint::FlushBeforeManifest
+                | CrashPoint::FlushBeforeWalRelease
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Rule {
     op: FaultOp,
@@ -83,6 +124,10 @@ struct State {
     /// Write and sync operations until the simulated crash (0 = the next one crashes).
     crash_in_ops: Option<u64>,
     crashed: bool,
+    /// A crash point and how many times to pass it before crashing there.
+    crash_point: Option<(CrashPoint, u64)>,
+    /// The crash point that crashed the machine.
+    crashed_at_point: Option<CrashPoint>,
     track_unsynced: bool,
     unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
 }
@@ -257,6 +302,40 @@ impl FaultInjector {
     /// Whether the simulated machine has crashed.
     pub fn crashed(&self) -> bool {
         self.state.borrow().crashed
+    }
+
+    /// The machine crashes the `n`-th (0-based) time the engine reaches `point`: the step
+    /// after it never happens and every later operation fails with EIO (as after
+    /// [`FaultInjector::crash_at`]). Replaces an earlier crash point.
+    pub fn crash_at_point(&self, point: CrashPoint, n: u64) {
+        self.state.borrow_mut().crash_point = Some((point, n));
+    }
+
+    /// The crash point that crashed the machine, if one did.
+    pub fn crashed_at_point(&self) -> Option<CrashPoint> {
+        self.state.borrow().crashed_at_point
+    }
+
+    /// The engine reached `point`: crashes here if armed to (see
+    /// [`FaultInjector::crash_at_point`]).
+    pub(crate) fn reached(&self, point: CrashPoint) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let here = Path::new("(crash point)");
+        if st.crashed {
+            return Err(dead("continue", here));
+        }
+        if let Some((p, n)) = st.crash_point.as_mut()
+            && *p == point
+        {
+            if *n == 0 {
+                st.crash_point = None;
+                st.crashed = true;
+                st.crashed_at_point = Some(point);
+                return Err(dead("continue", here));
+            }
+            *n -= 1;
+        }
+        Ok(())
     }
 
     /// Simulates losing power: for every write not followed by an `fdatasync` of its file,

@@ -20,7 +20,7 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::error::{Error, Result};
 
-pub use fault::{Fault, FaultInjector, FaultOp};
+pub use fault::{CrashPoint, Fault, FaultInjector, FaultOp};
 pub(crate) use lock::DirLock;
 
 /// Converts a glommio error, keeping the OS error code (glommio's own conversion drops it).
@@ -107,6 +107,14 @@ impl Io {
         d.close()
             .await
             .map_err(|e| Error::io("close directory", dir, os_error(e)))
+    }
+
+    /// The engine reached `point` of its background work (a test may crash it there).
+    pub(crate) fn crash_point(&self, point: CrashPoint) -> Result<()> {
+        match &self.faults {
+            Some(f) => f.reached(point),
+            None => Ok(()),
+        }
     }
 
     /// Renames a file (the caller syncs the directory).
