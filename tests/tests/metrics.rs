@@ -178,6 +178,28 @@ fn metrics_pass_promtool_and_move_with_requests() {
     assert!(delta("corekv_storage_wal_group_commit_records_count", &[]) >= 1.0);
     assert!(delta("corekv_storage_wal_group_commit_records_sum", &[]) >= f64::from(puts));
     assert!(total(&a, "corekv_storage_memtable_bytes", &[]) > 0.0);
+    // The LSM's figures are exported for every shard, whether or not they moved yet.
+    for family in [
+        "corekv_storage_level_files",
+        "corekv_storage_level_bytes",
+        "corekv_storage_write_stalls_total",
+        "corekv_storage_write_stall_seconds_total",
+        "corekv_storage_flush_bytes_written_total",
+        "corekv_storage_compaction_bytes_read_total",
+        "corekv_storage_compaction_bytes_written_total",
+        "corekv_storage_block_cache_hits_total",
+        "corekv_storage_block_cache_misses_total",
+    ] {
+        let shards_reporting = a
+            .keys()
+            .filter(|k| k.split('{').next() == Some(family))
+            .filter(|k| !k.contains("level=") || k.contains("level=\"0\""))
+            .count();
+        assert_eq!(
+            shards_reporting, server.shards,
+            "{family} in:\n{after_text}"
+        );
+    }
     if server.shards > 1 {
         let owned_by_1 = (0..puts)
             .filter(|i| shard_for_key(format!("metrics:{i}").as_bytes(), 2) == 1)

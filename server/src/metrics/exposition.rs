@@ -9,13 +9,14 @@
 //! | `corekv_rpc_duration_seconds{method}` | histogram | per-method hdrhistograms |
 //! | `corekv_network_{received,sent}_bytes_total` | counter | connection byte counts |
 //! | `corekv_storage_wal_group_commit_records` | histogram | the engine's `wal_group_records_*` buckets, `wal_records_total` as the sum |
+//! | `corekv_storage_level_{files,bytes}{level}` | gauge | the engine's `level<N>_files` / `level<N>_bytes` |
 //! | `corekv_server_<name>` | counter / gauge | every other server counter |
 //! | `corekv_storage_<name>` | counter / gauge | every other `Stats::counters()` entry |
 //!
 //! A name ending in `_total` is a counter, anything else a gauge. Time units in names are
 //! converted to Prometheus' base unit: a `ms`, `us` or `ns` word becomes `seconds` and the value
 //! is scaled (`durability_periodic_interval_ms` → `..._interval_seconds`). New engine counters
-//! (L0 files, stalls, flush and compaction bytes, block-cache hits and misses) appear without a
+//! (stalls, flush and compaction bytes, block-cache hits and misses, ...) appear without a
 //! change here.
 
 use std::collections::BTreeMap;
@@ -228,10 +229,34 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             {
                 continue;
             }
+            if let Some((level, what)) = per_level(name) {
+                let full = format!("corekv_storage_level_{what}");
+                let help = match what {
+                    "files" => "SSTables in the LSM level (the last level counts every deeper one)",
+                    _ => {
+                        "Bytes of SSTables in the LSM level (the last level counts every deeper one)"
+                    }
+                };
+                out.sample(
+                    &full,
+                    "gauge",
+                    help,
+                    format!("{full}{{shard=\"{id}\",level=\"{level}\"}} {v}"),
+                );
+                continue;
+            }
             generic(&mut out, "storage", "Storage engine counter", id, name, v);
         }
     }
     out.render()
+}
+
+/// `level<N>_files` / `level<N>_bytes` → `(N, "files" | "bytes")`: one labelled family for
+/// every level instead of a family per level.
+fn per_level(name: &str) -> Option<(u32, &str)> {
+    let (level, what) = name.strip_prefix("level")?.split_once('_')?;
+    let level = level.parse().ok()?;
+    matches!(what, "files" | "bytes").then_some((level, what))
 }
 
 fn rpc_histogram(out: &mut Out, shard: usize, method: Method, lat: &super::Latency) {
@@ -352,6 +377,10 @@ mod tests {
                 ("wal_group_records_8_15_total", 0),
                 ("wal_group_records_16_31_total", 0),
                 ("wal_group_records_32_plus_total", 0),
+                ("level0_files", 3),
+                ("level0_bytes", 4096),
+                ("level6_files", 1),
+                ("level_size_ratio", 10),
             ],
             metrics: m.snapshot(),
         }
@@ -374,6 +403,11 @@ mod tests {
             "corekv_storage_wal_group_commit_records_bucket{shard=\"0\",le=\"+Inf\"} 4",
             "corekv_storage_wal_group_commit_records_sum{shard=\"0\"} 10",
             "corekv_network_sent_bytes_total{shard=\"0\"} 0",
+            "# TYPE corekv_storage_level_files gauge",
+            "corekv_storage_level_files{shard=\"1\",level=\"0\"} 3",
+            "corekv_storage_level_files{shard=\"0\",level=\"6\"} 1",
+            "corekv_storage_level_bytes{shard=\"0\",level=\"0\"} 4096",
+            "corekv_storage_level_size_ratio{shard=\"0\"} 10",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -383,6 +417,7 @@ mod tests {
         // Bucket counters are folded into the histogram, not repeated.
         assert!(!text.contains("wal_group_records_1_total"));
         assert!(!text.contains("corekv_server_get_ops_total"));
+        assert!(!text.contains("level0_files"));
         // One HELP and TYPE per family; a family's samples are contiguous.
         let mut seen = std::collections::HashSet::new();
         let mut current = String::new();
