@@ -68,6 +68,12 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES")]
     pub io_memory_bytes: Option<usize>,
 
+    /// Block cache of all shards together, split evenly between them. corekv reads its tables
+    /// with O_DIRECT, so this cache is the only one between a read and the disk. [default: a
+    /// quarter of the machine's physical memory]
+    #[arg(long, value_name = "BYTES")]
+    pub block_cache_bytes: Option<u64>,
+
     /// Disk I/O requests each shard submits to the kernel at once: the depth of its io_uring
     /// rings (8-1024). [default: `io_concurrency` from DATA_DIR/io-properties.toml, written by
     /// `corekv-tune disk`; 128 without that file]
@@ -113,6 +119,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     io_memory_bytes: Option<usize>,
+    block_cache_bytes: Option<u64>,
     io_concurrency: Option<u32>,
     connection_inflight_ops_max: Option<usize>,
     shard_connections_max: Option<usize>,
@@ -123,6 +130,35 @@ struct FileConfig {
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 4 << 20;
 /// Smallest `io_memory_bytes` glommio accepts without failing.
 pub const IO_MEMORY_BYTES_MIN: usize = 512 << 10;
+/// Default `block_cache_bytes` as a fraction of physical memory: one quarter. The block cache
+/// is the only cache in front of the disk (O_DIRECT reads), so it gets a real share of memory;
+/// the rest stays for the memtables (up to 3 × 64 MiB per shard by default), connections and
+/// the OS.
+pub const DEFAULT_BLOCK_CACHE_MEMORY_DIVISOR: u64 = 4;
+/// Smallest block cache per shard.
+pub const BLOCK_CACHE_BYTES_PER_SHARD_MIN: u64 = 1 << 20;
+/// Block cache per shard when physical memory cannot be read.
+pub const FALLBACK_BLOCK_CACHE_BYTES_PER_SHARD: u64 = 256 << 20;
+
+/// Physical memory of the machine, if the OS tells.
+pub fn physical_memory_bytes() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration values.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (pages > 0 && page_size > 0).then(|| pages as u64 * page_size as u64)
+}
+
+/// The block cache each of `shards` shards gets when `block_cache_bytes` is not set, on a
+/// machine with `physical_memory` bytes (None: unknown).
+pub fn default_block_cache_bytes_per_shard(physical_memory: Option<u64>, shards: usize) -> u64 {
+    match physical_memory {
+        Some(m) => (m / DEFAULT_BLOCK_CACHE_MEMORY_DIVISOR / shards.max(1) as u64)
+            .max(BLOCK_CACHE_BYTES_PER_SHARD_MIN),
+        None => FALLBACK_BLOCK_CACHE_BYTES_PER_SHARD,
+    }
+}
+
 /// Default `connection_inflight_ops_max`.
 pub const DEFAULT_CONNECTION_INFLIGHT_OPS_MAX: usize = 4096;
 /// Default `shard_connections_max`.
@@ -173,6 +209,8 @@ pub struct Config {
     pub log_level: String,
     /// io_uring registered buffer memory per shard.
     pub io_memory_bytes: usize,
+    /// Block cache of each shard (`block_cache_bytes` split evenly, or the default).
+    pub block_cache_bytes_per_shard: u64,
     /// `io_concurrency` given as a flag or in the file; `None` leaves it to the data
     /// directory's io-properties ([`IoConcurrency::resolve`]).
     pub io_concurrency: Option<u32>,
@@ -268,6 +306,20 @@ impl Config {
                  {IO_MEMORY_BYTES_MIN} bytes per shard"
             )));
         }
+        let block_cache_bytes_per_shard = match cli.block_cache_bytes.or(file.block_cache_bytes) {
+            Some(total) => {
+                let per_shard = total / cores.len() as u64;
+                if per_shard < BLOCK_CACHE_BYTES_PER_SHARD_MIN {
+                    return Err(ConfigError::Invalid(format!(
+                        "`block_cache_bytes` is {total}: each of the {} shards needs at least \
+                         {BLOCK_CACHE_BYTES_PER_SHARD_MIN} bytes",
+                        cores.len()
+                    )));
+                }
+                per_shard
+            }
+            None => default_block_cache_bytes_per_shard(physical_memory_bytes(), cores.len()),
+        };
         let io_concurrency = cli.io_concurrency.or(file.io_concurrency);
         if let Some(n) = io_concurrency {
             check_io_concurrency(n).map_err(ConfigError::Invalid)?;
@@ -290,6 +342,7 @@ impl Config {
         }
         Ok(Config {
             io_memory_bytes,
+            block_cache_bytes_per_shard,
             io_concurrency,
             connection_inflight_ops_max,
             shard_connections_max,
@@ -461,6 +514,31 @@ mod tests {
         assert_eq!(c.connection_inflight_ops_max, 4096);
         assert_eq!(c.shard_connections_max, 10_000);
         assert_eq!(c.shutdown_grace_ms, 10_000);
+        assert_eq!(
+            c.block_cache_bytes_per_shard,
+            default_block_cache_bytes_per_shard(physical_memory_bytes(), 4)
+        );
+    }
+
+    #[test]
+    fn the_block_cache_defaults_to_a_quarter_of_memory_split_between_shards() {
+        assert!(physical_memory_bytes().is_some_and(|m| m > 0));
+        assert_eq!(
+            default_block_cache_bytes_per_shard(Some(16 << 30), 4),
+            1 << 30
+        );
+        assert_eq!(
+            default_block_cache_bytes_per_shard(Some(64 << 20), 64),
+            BLOCK_CACHE_BYTES_PER_SHARD_MIN
+        );
+        assert_eq!(
+            default_block_cache_bytes_per_shard(None, 2),
+            FALLBACK_BLOCK_CACHE_BYTES_PER_SHARD
+        );
+        let c = Config::resolve(cli(&["--block-cache-bytes", "100000000"]), &cpus("0-3")).unwrap();
+        assert_eq!(c.block_cache_bytes_per_shard, 25_000_000);
+        let e = Config::resolve(cli(&["--block-cache-bytes", "1000"]), &cpus("0-1")).unwrap_err();
+        assert!(e.to_string().contains("at least"), "{e}");
     }
 
     #[test]

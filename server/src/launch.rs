@@ -109,6 +109,12 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
         io.ring_depth,
         io.source
     );
+    tracing::info!(
+        block_cache_bytes_per_shard = config.block_cache_bytes_per_shard,
+        "block cache: {} MiB per shard (--block-cache-bytes; default a quarter of physical \
+         memory split between the shards)",
+        config.block_cache_bytes_per_shard >> 20
+    );
     install_panic_hook(Arc::clone(&control));
 
     let topology = Topology {
@@ -129,6 +135,8 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     };
     let storage = Options {
         durability: config.durability,
+        block_cache_size_bytes: usize::try_from(config.block_cache_bytes_per_shard)
+            .unwrap_or(usize::MAX),
         ..Options::default()
     };
     let grace = Duration::from_millis(config.shutdown_grace_ms);

@@ -135,7 +135,8 @@ pub struct Options {
     /// (pinned). corekv reads with O_DIRECT, so this cache is the only one between a read and
     /// the disk (there is no OS page cache behind it). Default 256 MiB per engine (per shard):
     /// enough for the blocks, indexes and filters of about 1.5 M entries of 16-byte keys and
-    /// 100-byte values; size it to the hot data (`corekv-server` can set it per shard).
+    /// 100-byte values; size it to the hot data. `corekv-server` sets it from `--block-cache-bytes`
+    /// (default: a quarter of physical memory split between the shards).
     pub block_cache_size_bytes: usize,
     /// Block compression for each level (index = level); levels past the end use the last
     /// entry; empty = no compression anywhere. Default empty.
