@@ -1,5 +1,6 @@
 //! The LSM tree through the engine API: space used after overwrites and deletes, corruption of
-//! tables on disk, snapshots across compactions, and bloom filters at work.
+//! tables on disk, snapshots across compactions, bloom filters at work, zstd per level, and
+//! counted write stalls.
 //!
 //! `COREKV_LONG_TESTS=1` runs the space test at the full size (200 000 keys written five
 //! times); the default is 50 000 keys so the test binary stays within seconds.
@@ -12,6 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{run, test_dir};
+use corekv_storage::sst::Compression;
 use corekv_storage::{Durability, Engine, Error, Options, ScanRange};
 
 /// Options that make a small data set flush and compact like a large one.
@@ -325,6 +327,107 @@ fn bloom_filters_spare_reads_of_absent_keys() {
             rate < 0.03,
             "false-positive rate {rate:.4} over {checked} filter checks"
         );
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn zstd_chosen_per_level_compresses_only_the_levels_it_names() {
+    let dir = test_dir("lsm-zstd");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // Level 0 stored plain, levels 1 and deeper with zstd.
+        let opts = Options {
+            compression_per_level: vec![Compression::None, Compression::Zstd(3)],
+            l0_compaction_trigger_files: 30,
+            l0_stop_writes_files: 40,
+            ..small_tree()
+        };
+        let keys = 20_000;
+        // Compressible values: a short varying head, then a repeated filler.
+        let e = Engine::open(&path, opts.clone()).await.unwrap();
+        for i in 0..keys {
+            e.put(&key(i), &value(i, 0)).await.unwrap();
+        }
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let st = e.stats();
+        assert!(st.level0_files >= 3, "{st:?}");
+        assert_eq!(st.tables_bytes, st.level0_bytes, "{st:?}");
+        let raw = keys * (16 + 100);
+        assert!(
+            st.level0_bytes >= raw,
+            "level 0 is not compressed: {} B for {raw} B of keys and values",
+            st.level0_bytes
+        );
+        e.close().await.unwrap();
+
+        // Reopened with a low level-0 trigger, compaction moves everything below level 0,
+        // through zstd.
+        let e = Engine::open(
+            &path,
+            Options {
+                l0_compaction_trigger_files: 1,
+                l0_stop_writes_files: 40,
+                ..opts
+            },
+        )
+        .await
+        .unwrap();
+        e.wait_for_background().await.unwrap();
+        let after = e.stats();
+        assert_eq!(after.level0_files, 0, "{after:?}");
+        assert!(after.compactions_total >= 1, "{after:?}");
+        assert!(
+            after.tables_bytes * 3 < st.level0_bytes,
+            "zstd levels hold {} B, level 0 held {} B",
+            after.tables_bytes,
+            st.level0_bytes
+        );
+        for i in (0..keys).step_by(101) {
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 0)));
+        }
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn writes_stall_while_flushes_fall_behind_and_every_stall_is_counted() {
+    let dir = test_dir("lsm-stall");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // One immutable memtable at most: in `none` mode a write does not wait for the disk,
+        // so a tight loop of writes fills the memtables faster than they are flushed.
+        let e = Engine::open(
+            &path,
+            Options {
+                memtable_size_bytes_max: 64 << 10,
+                memtables_immutable_max: 1,
+                ..small_tree()
+            },
+        )
+        .await
+        .unwrap();
+        let keys = 10_000;
+        for i in 0..keys {
+            e.put(&key(i), &value(i, 1)).await.unwrap();
+        }
+        let st = e.stats();
+        assert!(st.write_stalls_total > 0, "{st:?}");
+        assert_eq!(
+            st.write_stalls_total,
+            st.write_stalls_memtables_total
+                + st.write_stalls_l0_total
+                + st.write_stalls_pending_compaction_total,
+            "{st:?}"
+        );
+        assert!(st.write_stall_us_total > 0, "{st:?}");
+        // Memory stayed bounded: the active memtable plus at most one immutable one.
+        assert!(st.memtables_immutable <= 1, "{st:?}");
+        assert!(st.memtable_bytes <= 64 << 10, "{st:?}");
+        for i in (0..keys).step_by(97) {
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 1)));
+        }
         e.close().await.unwrap();
     });
 }
