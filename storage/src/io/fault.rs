@@ -271,6 +271,17 @@ impl FaultInjector {
         });
     }
 
+    /// Every operation of kind `op` from the `n`-th (0-based) future one on fails with
+    /// `fault`, until [`FaultInjector::clear`]: a disk that fills up, or a device that dies.
+    pub fn fail_from(&self, op: FaultOp, n: u64, fault: Fault) {
+        self.state.borrow_mut().rules.push(Rule {
+            op,
+            skip: n,
+            fault,
+            persistent: true,
+        });
+    }
+
     /// Removes every failure rule (a pending crash stays).
     pub fn clear(&self) {
         self.state.borrow_mut().rules.clear();
@@ -490,4 +501,35 @@ fn read_full_at(f: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<
         done += n;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_fail_once_or_from_a_point_on_until_cleared() {
+        let inj = FaultInjector::new(1);
+        let p = Path::new("f");
+        let sync = |inj: &FaultInjector| inj.before(FaultOp::Sync, p).is_ok();
+        inj.fail_nth(FaultOp::Sync, 1, Fault::Eio);
+        assert_eq!(
+            (0..4).map(|_| sync(&inj)).collect::<Vec<_>>(),
+            [true, false, true, true]
+        );
+        inj.fail_from(FaultOp::Sync, 2, Fault::Enospc);
+        assert_eq!(
+            (0..5).map(|_| sync(&inj)).collect::<Vec<_>>(),
+            [true, true, false, false, false]
+        );
+        match inj.before(FaultOp::Sync, p) {
+            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Other operations are not affected; clearing heals the disk.
+        assert!(inj.before(FaultOp::Create, p).is_ok());
+        inj.clear();
+        assert!(sync(&inj));
+        assert_eq!(inj.count(FaultOp::Sync), 11);
+    }
 }
