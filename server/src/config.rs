@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use corekv_storage::Durability;
+use corekv_storage::{Durability, Options};
 use serde::Deserialize;
 
 use crate::cpuset::CpuSet;
+use crate::faults::FaultPlan;
 use crate::io_properties::{IO_CONCURRENCY_MAX, IoProperties};
 
 /// Default data directory, relative to the working directory.
@@ -93,6 +94,21 @@ pub struct Cli {
     /// connections are closed anyway. [default: 10000]
     #[arg(long, value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
+
+    /// Memory bound of each shard's memtable (the storage engine's
+    /// `memtable_size_bytes_max`). [default: the engine's]
+    #[arg(long, value_name = "BYTES")]
+    pub memtable_size_bytes: Option<usize>,
+
+    /// Size each WAL segment file is preallocated to (a multiple of 4096, at least 65536).
+    /// [default: the engine's]
+    #[arg(long, value_name = "BYTES")]
+    pub wal_segment_size_bytes: Option<usize>,
+
+    /// TESTS ONLY: make the storage engines fail disk operations as the plan says (see
+    /// `corekv_server::faults` and docs/RELIABILITY.md). Not in the config file.
+    #[arg(long, value_name = "PLAN", hide = true)]
+    pub debug_fault_injection: Option<FaultPlan>,
 }
 
 /// How log lines are written.
@@ -124,6 +140,8 @@ struct FileConfig {
     connection_inflight_ops_max: Option<usize>,
     shard_connections_max: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    memtable_size_bytes: Option<usize>,
+    wal_segment_size_bytes: Option<usize>,
 }
 
 /// Default `io_memory_bytes`.
@@ -220,6 +238,10 @@ pub struct Config {
     pub shard_connections_max: usize,
     /// Shutdown grace period.
     pub shutdown_grace_ms: u64,
+    /// Storage engine options of every shard (durability included).
+    pub storage: Options,
+    /// Injected disk faults (tests only).
+    pub fault_plan: Option<FaultPlan>,
 }
 
 impl Config {
@@ -340,7 +362,28 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("`{name}` must be at least 1")));
             }
         }
+        let durability = cli
+            .durability
+            .or(file_durability)
+            .unwrap_or(Durability::Sync);
+        let mut storage = Options {
+            durability,
+            block_cache_size_bytes: usize::try_from(block_cache_bytes_per_shard)
+                .unwrap_or(usize::MAX),
+            ..Options::default()
+        };
+        if let Some(bytes) = cli.memtable_size_bytes.or(file.memtable_size_bytes) {
+            storage.memtable_size_bytes_max = bytes;
+        }
+        if let Some(bytes) = cli.wal_segment_size_bytes.or(file.wal_segment_size_bytes) {
+            storage.wal_segment_size_bytes = bytes;
+        }
+        storage
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("storage settings: {e}")))?;
         Ok(Config {
+            storage,
+            fault_plan: cli.debug_fault_injection,
             io_memory_bytes,
             block_cache_bytes_per_shard,
             io_concurrency,
@@ -356,10 +399,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             cores,
-            durability: cli
-                .durability
-                .or(file_durability)
-                .unwrap_or(Durability::Sync),
+            durability,
             metrics: cli.metrics.or(file.metrics),
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_level: cli
@@ -679,6 +719,48 @@ mod tests {
         assert!(e.to_string().contains("durability"), "{e}");
         let e = Config::resolve(cli(&["--config", "/nonexistent/x.toml"]), &cpus("0")).unwrap_err();
         assert!(e.to_string().contains("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn storage_settings_reach_the_engine_options_and_are_validated() {
+        let c = Config::resolve(cli(&[]), &cpus("0")).unwrap();
+        let defaults = Options::default();
+        assert_eq!(
+            c.storage.memtable_size_bytes_max,
+            defaults.memtable_size_bytes_max
+        );
+        assert_eq!(c.storage.durability, Durability::Sync);
+        assert!(c.fault_plan.is_none());
+        let c = Config::resolve(
+            cli(&[
+                "--memtable-size-bytes",
+                "65536",
+                "--wal-segment-size-bytes",
+                "131072",
+                "--durability",
+                "none",
+                "--debug-fault-injection",
+                "write=enospc@10+",
+            ]),
+            &cpus("0"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.memtable_size_bytes_max, 65536);
+        assert_eq!(c.storage.wal_segment_size_bytes, 131072);
+        assert_eq!(c.storage.durability, Durability::None);
+        assert_eq!(c.fault_plan.unwrap().rules.len(), 1);
+        let e =
+            Config::resolve(cli(&["--wal-segment-size-bytes", "1000"]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("wal_segment_size_bytes"), "{e}");
+        assert!(
+            Cli::try_parse_from(["corekv-server", "--debug-fault-injection", "write=melt@1"])
+                .is_err()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corekv.toml");
+        std::fs::write(&path, "memtable_size_bytes = 8192\n").unwrap();
+        let c = Config::resolve(cli(&["--config", path.to_str().unwrap()]), &cpus("0")).unwrap();
+        assert_eq!(c.storage.memtable_size_bytes_max, 8192);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::control::{Control, Latch, poll_until};
 use crate::counters::Counters;
 use crate::datadir::DataDir;
 use crate::error::Error;
+use crate::faults::FaultPlan;
 use crate::io_properties::IoProperties;
 use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
 use crate::metrics::{self, ShardMetrics};
@@ -59,6 +60,8 @@ struct ShardBoot {
     boot: mpsc::Sender<Boot>,
     limits: Limits,
     storage: Options,
+    /// Injected disk faults (tests only).
+    faults: Option<FaultPlan>,
     topology: Topology,
     grace: Duration,
     /// Where to serve Prometheus metrics (shard 0 only).
@@ -133,12 +136,13 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
         shard_connections_max: config.shard_connections_max,
         ..Limits::default()
     };
-    let storage = Options {
-        durability: config.durability,
-        block_cache_size_bytes: usize::try_from(config.block_cache_bytes_per_shard)
-            .unwrap_or(usize::MAX),
-        ..Options::default()
-    };
+    let storage = config.storage.clone();
+    if let Some(plan) = &config.fault_plan {
+        tracing::warn!(
+            ?plan,
+            "FAULT INJECTION IS ON: storage operations will fail on purpose (tests only)"
+        );
+    }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
 
     let (boot_tx, boot_rx) = mpsc::channel();
@@ -155,6 +159,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             boot: boot_tx.clone(),
             limits: limits.clone(),
             storage: storage.clone(),
+            faults: config.fault_plan.clone(),
             topology: topology.clone(),
             grace,
             metrics_addr: if id == 0 { config.metrics } else { None },
@@ -253,6 +258,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         boot,
         limits,
         storage,
+        faults,
         topology,
         grace,
         metrics_addr,
@@ -276,7 +282,8 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         }
     };
     let started = async {
-        let store = Store::open(&dir, storage)
+        let faults = faults.and_then(|plan| plan.injector_for(id));
+        let store = Store::open(&dir, storage, faults)
             .await
             .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;

@@ -8,7 +8,7 @@
 //! backpressure), [`service`] (the Cap'n Proto interface), [`shard`] (routing, local execution,
 //! scans across shards), [`mesh`] (cross-shard channels), [`metrics`] (Prometheus `/metrics`),
 //! [`store`] (the only module that talks to the storage engine), [`config`] (flags, file,
-//! defaults), [`datadir`] (layout, lock).
+//! defaults), [`datadir`] (layout, lock), [`faults`] (disk fault injection for tests).
 //! The `corekv-cli` binary is built from [`cli`].
 
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod counters;
 pub mod cpuset;
 pub mod datadir;
 pub mod error;
+pub mod faults;
 pub mod io_properties;
 pub mod launch;
 pub mod logging;

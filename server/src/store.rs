@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use corekv_storage::io::FaultInjector;
 pub use corekv_storage::{CasOutcome, Error, Options, Result, ScanPage, ScanRange, SeqNo};
-use corekv_storage::{Engine, WriteBatch};
+use corekv_storage::{Engine, OpenHooks, WriteBatch};
 
 /// One write of an atomic batch.
 #[derive(Debug, Clone, Copy)]
@@ -36,9 +37,18 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the shard's storage in `dir`, recovering what it holds.
-    pub async fn open(dir: &Path, options: Options) -> Result<Store> {
+    /// `faults` (tests only) makes chosen disk operations fail.
+    pub async fn open(
+        dir: &Path,
+        options: Options,
+        faults: Option<FaultInjector>,
+    ) -> Result<Store> {
+        let hooks = OpenHooks {
+            faults,
+            ..OpenHooks::default()
+        };
         Ok(Store {
-            engine: Engine::open(dir, options).await?,
+            engine: Engine::open_with_hooks(dir, options, hooks).await?,
         })
     }
 

@@ -1,0 +1,194 @@
+//! Fault injection for reliability tests: a plan, given on the command line, that each shard
+//! turns into a storage [`FaultInjector`] so that a real server process sees disk errors
+//! (EIO, ENOSPC, short and torn writes) at chosen points of its WAL, flushes, compactions and
+//! manifest updates. Never use it outside tests: the server logs a warning when it is on.
+//!
+//! ## Syntax (`--debug-fault-injection PLAN`)
+//!
+//! Comma-separated items:
+//!
+//! - `seed=N`: drives the injector's random choices (which sectors a torn write keeps);
+//!   shard `i` uses `N + i`. Default 0.
+//! - `shard=N`: inject only into shard `N` (default: every shard).
+//! - `OP=FAULT@N` or `OP=FAULT@N+`: the `N`-th (0-based, counted from the engine's open)
+//!   operation of kind `OP` fails with `FAULT`, once, or (`+`) that one and every later one
+//!   (a full disk, a dead device).
+//!   `OP` is one of `create`, `open`, `write`, `read`, `sync`, `allocate`, `remove`,
+//!   `rename`, `syncdir`; `FAULT` one of `eio`, `enospc`, `short` (a short write), `torn`
+//!   (a torn write: a random subset of its sectors lands, then EIO).
+//!
+//! Example: `seed=7,write=enospc@40+,sync=eio@100`.
+
+use std::str::FromStr;
+
+use corekv_storage::io::{Fault, FaultInjector, FaultOp};
+
+/// One rule of a [`FaultPlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultRule {
+    /// Which operations it counts.
+    pub op: FaultOp,
+    /// How they fail.
+    pub fault: Fault,
+    /// The 0-based index of the first failing operation.
+    pub nth: u64,
+    /// Whether every later operation of the kind fails too.
+    pub persistent: bool,
+}
+
+/// What to inject, into which shards. `Send`: each shard builds its own injector from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Base seed.
+    pub seed: u64,
+    /// Only this shard (None: all).
+    pub shard: Option<usize>,
+    /// The rules.
+    pub rules: Vec<FaultRule>,
+}
+
+impl FaultPlan {
+    /// The injector for shard `shard`, or None when the plan leaves it alone.
+    pub fn injector_for(&self, shard: usize) -> Option<FaultInjector> {
+        if self.shard.is_some_and(|s| s != shard) {
+            return None;
+        }
+        let inj = FaultInjector::new(self.seed.wrapping_add(shard as u64));
+        for r in &self.rules {
+            if r.persistent {
+                inj.fail_from(r.op, r.nth, r.fault);
+            } else {
+                inj.fail_nth(r.op, r.nth, r.fault);
+            }
+        }
+        Some(inj)
+    }
+}
+
+fn parse_op(s: &str) -> Option<FaultOp> {
+    Some(match s {
+        "create" => FaultOp::Create,
+        "open" => FaultOp::Open,
+        "write" => FaultOp::Write,
+        "read" => FaultOp::Read,
+        "sync" => FaultOp::Sync,
+        "allocate" => FaultOp::Allocate,
+        "remove" => FaultOp::Remove,
+        "rename" => FaultOp::Rename,
+        "syncdir" => FaultOp::SyncDir,
+        _ => return None,
+    })
+}
+
+fn parse_fault(s: &str) -> Option<Fault> {
+    Some(match s {
+        "eio" => Fault::Eio,
+        "enospc" => Fault::Enospc,
+        "short" => Fault::ShortWrite,
+        "torn" => Fault::TornWrite,
+        _ => return None,
+    })
+}
+
+impl FromStr for FaultPlan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut plan = FaultPlan::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = || {
+                format!(
+                    "fault plan item {item:?}: expected `seed=N`, `shard=N` or `OP=FAULT@N[+]` \
+                     (OP: create|open|write|read|sync|allocate|remove|rename|syncdir, \
+                     FAULT: eio|enospc|short|torn)"
+                )
+            };
+            let (name, value) = item.split_once('=').ok_or_else(bad)?;
+            match name {
+                "seed" => plan.seed = value.parse().map_err(|_| bad())?,
+                "shard" => plan.shard = Some(value.parse().map_err(|_| bad())?),
+                op => {
+                    let op = parse_op(op).ok_or_else(bad)?;
+                    let (fault, at) = value.split_once('@').ok_or_else(bad)?;
+                    let fault = parse_fault(fault).ok_or_else(bad)?;
+                    let (at, persistent) = match at.strip_suffix('+') {
+                        Some(at) => (at, true),
+                        None => (at, false),
+                    };
+                    let nth = at.parse().map_err(|_| bad())?;
+                    if matches!(fault, Fault::ShortWrite | Fault::TornWrite) && op != FaultOp::Write
+                    {
+                        return Err(format!(
+                            "fault plan item {item:?}: short and torn faults apply to `write` only"
+                        ));
+                    }
+                    plan.rules.push(FaultRule {
+                        op,
+                        fault,
+                        nth,
+                        persistent,
+                    });
+                }
+            }
+        }
+        if plan.rules.is_empty() {
+            return Err(format!("fault plan {s:?} has no `OP=FAULT@N` rule"));
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_parse_and_build_per_shard_injectors() {
+        let p: FaultPlan = "seed=7, shard=1, write=enospc@40+, sync=eio@3"
+            .parse()
+            .unwrap();
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.shard, Some(1));
+        assert_eq!(
+            p.rules,
+            [
+                FaultRule {
+                    op: FaultOp::Write,
+                    fault: Fault::Enospc,
+                    nth: 40,
+                    persistent: true
+                },
+                FaultRule {
+                    op: FaultOp::Sync,
+                    fault: Fault::Eio,
+                    nth: 3,
+                    persistent: false
+                },
+            ]
+        );
+        assert!(p.injector_for(0).is_none());
+        assert!(p.injector_for(1).is_some());
+        let all: FaultPlan = "write=torn@0".parse().unwrap();
+        assert!(all.injector_for(0).is_some() && all.injector_for(5).is_some());
+    }
+
+    #[test]
+    fn bad_plans_say_what_is_expected() {
+        for bad in [
+            "",
+            "seed=1",
+            "write=eio",
+            "write=eio@x",
+            "write=melt@1",
+            "fsync=eio@1",
+            "sync=torn@1",
+            "shard=a,write=eio@1",
+        ] {
+            let e = bad.parse::<FaultPlan>().unwrap_err();
+            assert!(
+                e.contains("expected") || e.contains("no `OP") || e.contains("only"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+}
