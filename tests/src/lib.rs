@@ -8,6 +8,10 @@
 //!
 //! [`Server`] starts a server on free loopback ports with small buffers and waits until it
 //! logs that it is ready; [`block_on`] runs client code on a tokio current-thread runtime.
+//!
+//! Crash testing (issue 8): [`model`] (the acknowledged history and its check), [`workload`]
+//! (concurrent clients recording into it), [`crash`] (the kill -9 / restart / verify loop),
+//! [`fs`] (a small real filesystem that can fill up).
 
 // This crate is test code through and through: a failed set-up step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,6 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+pub mod crash;
+pub mod fs;
+pub mod model;
+pub mod workload;
 
 /// How long a server may take to start or stop before a test gives up. Generous: tests must not
 /// depend on speed, only on the server eventually getting there.
@@ -109,6 +118,9 @@ pub struct ServerOptions {
     /// Pass `--data-dir` as a path relative to the server's working directory (its parent),
     /// as the README's quick start does.
     pub relative_data_dir: bool,
+    /// Where the server's log goes (default: next to the data directory); a test whose data
+    /// directory fills up keeps its log elsewhere.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -118,6 +130,7 @@ impl Default for ServerOptions {
             durability: "sync".to_string(),
             extra_args: Vec::new(),
             relative_data_dir: false,
+            log_dir: None,
         }
     }
 }
@@ -160,7 +173,7 @@ pub struct Server {
 static PORT_SEED: AtomicU64 = AtomicU64::new(0);
 
 /// A pseudo-random base port in 20000..60000 whose `count` consecutive ports are free now.
-fn free_ports(count: usize) -> u16 {
+pub fn free_ports(count: usize) -> u16 {
     loop {
         let seed = PORT_SEED.fetch_add(1, Ordering::Relaxed)
             ^ u64::from(std::process::id()).rotate_left(17)
@@ -200,11 +213,31 @@ impl Server {
         panic!("could not find free ports for corekv-server in 10 attempts");
     }
 
+    /// Like [`Server::start_with_data`], but a server that exits before it is ready (for a
+    /// reason other than a taken port) is `Err(its log)`.
+    pub fn try_start_retrying(data_dir: &Path, options: &ServerOptions) -> Result<Server, String> {
+        for _attempt in 0..10 {
+            match Server::try_start(data_dir, options) {
+                Err(log) if log.contains("Address already in use") => continue,
+                other => return other,
+            }
+        }
+        panic!("could not find free ports for corekv-server in 10 attempts");
+    }
+
     /// Starts a server and waits until it is ready; `Err(log)` if it exits first.
     pub fn try_start(data_dir: &Path, options: &ServerOptions) -> Result<Server, String> {
         let port = free_ports(options.shards + 1);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log_path = match &options.log_dir {
+            Some(dir) => dir.join(format!(
+                "{}.{port}.log",
+                data_dir
+                    .file_name()
+                    .map_or("server".into(), |n| n.to_string_lossy())
+            )),
+            None => data_dir.with_extension(format!("{port}.log")),
+        };
         let log = std::fs::File::create(&log_path).expect("create the server log");
         let mut cmd = Command::new(bin_path("corekv-server"));
         if options.relative_data_dir {
@@ -262,6 +295,12 @@ impl Server {
     pub fn restart(&self) -> Server {
         assert!(self.child.is_none(), "the server is still running");
         Server::start_with_data(&self.data_dir, self.options.clone())
+    }
+
+    /// Starts the server again on the same data directory with other options.
+    pub fn restart_with(&self, options: ServerOptions) -> Server {
+        assert!(self.child.is_none(), "the server is still running");
+        Server::start_with_data(&self.data_dir, options)
     }
 
     /// Shard `i`'s own address.
