@@ -5,6 +5,10 @@
 //! glommio (and other dependencies) log through the `log` crate; installing the subscriber
 //! also installs a `log` → `tracing` bridge, so their messages (for example glommio's warning
 //! that it could not register I/O memory) appear in the same stream, with the same filter.
+//!
+//! A log that cannot be written (stderr on a full disk, a closed pipe) loses lines, never the
+//! server: tracing-subscriber would otherwise report the failed write with `eprintln!`, which
+//! panics when stderr fails, taking a shard down at its next log line.
 
 use std::io::IsTerminal;
 
@@ -21,7 +25,8 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_thread_names(true);
+        .with_thread_names(true)
+        .log_internal_errors(false);
     // `try_init` also routes the `log` crate into tracing (tracing-subscriber's `tracing-log`
     // feature).
     let result = match format {
