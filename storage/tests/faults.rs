@@ -193,6 +193,69 @@ fn failures_while_creating_a_segment_are_reported_and_recovered_from() {
     }
 }
 
+/// A restart on a full disk with no room for the next WAL segment (the previous instance
+/// failed at its rollover) opens read-only: everything recovered is readable, writes are
+/// refused with `ReadOnly`, and a reopen with room again writes and still has everything.
+#[test]
+fn opening_without_room_for_a_wal_segment_serves_reads_and_refuses_writes() {
+    for (n, op) in [FaultOp::Create, FaultOp::Allocate].into_iter().enumerate() {
+        let dir = test_dir("faults-open-full");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let inj = FaultInjector::new(n as u64);
+            let e = open_with(&path, Some(inj.clone())).await.unwrap();
+            // The disk fills up: writes go on until a rollover finds no room.
+            inj.fail_all(op, Fault::Enospc);
+            let mut acked = 0;
+            while e.put(&key(acked), &[3; 3000]).await.is_ok() {
+                acked += 1;
+            }
+            assert!(acked > 4, "{op:?}: only {acked} writes");
+            drop(e);
+            // Restart, still full.
+            let inj = FaultInjector::new(n as u64);
+            inj.fail_all(op, Fault::Enospc);
+            let e = loop {
+                match open_with(&path, Some(inj.clone())).await {
+                    Err(Error::Locked { .. }) => {
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await
+                    }
+                    other => break other.unwrap(),
+                }
+            };
+            for k in 0..acked {
+                assert_eq!(e.get(&key(k)).await.unwrap(), Some(vec![3; 3000]), "{op:?}");
+            }
+            // Writes fail with the disk's error (an `Io` error at first, or at once the
+            // `ReadOnly` refusal that carries it); none is applied.
+            for _ in 0..3 {
+                match e.put(b"new", b"v").await {
+                    Err(Error::Io { source, .. }) => {
+                        assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{op:?}")
+                    }
+                    Err(Error::ReadOnly { reason }) => {
+                        assert!(reason.contains("No space left"), "{op:?}: {reason}")
+                    }
+                    other => panic!("{op:?}: a write on a full disk answered {other:?}"),
+                }
+            }
+            assert!(matches!(
+                e.put(b"new", b"v").await,
+                Err(Error::ReadOnly { .. })
+            ));
+            assert_eq!(e.get(b"new").await.unwrap(), None);
+            drop(e);
+            // Room again.
+            let e = reopen(&path).await;
+            for k in 0..acked {
+                assert_eq!(e.get(&key(k)).await.unwrap(), Some(vec![3; 3000]), "{op:?}");
+            }
+            e.put(b"new", b"v").await.unwrap();
+            e.close().await.unwrap();
+        });
+    }
+}
+
 #[test]
 fn a_read_error_during_recovery_fails_open_without_touching_anything() {
     let dir = test_dir("faults-read");

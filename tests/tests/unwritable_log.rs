@@ -5,12 +5,24 @@
 // Test code: helpers panic on failed set-up steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corekv_proto::Client;
 use corekv_proto::client::TokioRuntime;
 use corekv_tests::{PROCESS_DEADLINE, bin_path, block_on, free_ports, test_dir};
+
+/// Kills the server if the test panics before it stopped it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 #[test]
 fn a_server_logging_to_a_full_disk_keeps_serving_and_stops_cleanly() {
@@ -22,22 +34,25 @@ fn a_server_logging_to_a_full_disk_keeps_serving_and_stops_cleanly() {
         .unwrap();
     let port = free_ports(2);
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(bin_path("corekv-server"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen",
-            &addr,
-            "--shards",
-            "1",
-            "--io-memory-bytes",
-            "1048576",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(full)
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(bin_path("corekv-server"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen",
+                &addr,
+                "--shards",
+                "1",
+                "--io-memory-bytes",
+                "1048576",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(full)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let deadline = Instant::now() + PROCESS_DEADLINE;
     let served = block_on(async {
         loop {
@@ -56,8 +71,6 @@ fn a_server_logging_to_a_full_disk_keeps_serving_and_stops_cleanly() {
         }
     });
     if let Err(e) = served {
-        let _ = child.kill();
-        let _ = child.wait();
         panic!("{e}");
     }
     // SAFETY: kill has no memory-safety preconditions; the child is ours and not yet reaped.
@@ -67,7 +80,6 @@ fn a_server_logging_to_a_full_disk_keeps_serving_and_stops_cleanly() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             panic!("the server did not stop on SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(10));

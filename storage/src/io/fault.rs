@@ -279,6 +279,7 @@ impl FaultInjector {
             skip: n,
             fault,
             persistent: true,
+            path_part: None,
         });
     }
 

@@ -316,20 +316,32 @@ impl Wal {
             // wait for a segment to be zero-filled.
             let size = opts.segment_size_bytes as u64;
             let zero = opts.zero_fill();
-            let (file, path) = segment::create(&io, &dir, st.next_index, size, zero).await?;
-            st.segments.push(Segment {
-                first_index: st.next_index,
-                path,
-                size_bytes: size,
-                offsets: Vec::new(),
-                end: segment::HEADER_BLOCK_BYTES,
-            });
-            st.active = Some(Active {
-                file: Rc::new(file),
-                end: segment::HEADER_BLOCK_BYTES,
-                tail: Vec::new(),
-            });
-            st.stats.segments_created_total += 1;
+            match segment::create(&io, &dir, st.next_index, size, zero).await {
+                Ok((file, path)) => {
+                    st.segments.push(Segment {
+                        first_index: st.next_index,
+                        path,
+                        size_bytes: size,
+                        offsets: Vec::new(),
+                        end: segment::HEADER_BLOCK_BYTES,
+                    });
+                    st.active = Some(Active {
+                        file: Rc::new(file),
+                        end: segment::HEADER_BLOCK_BYTES,
+                        tail: Vec::new(),
+                    });
+                    st.stats.segments_created_total += 1;
+                }
+                Err(e @ Error::Io { .. }) => {
+                    // A full (or failing) disk: what was recovered stays readable, writes are
+                    // refused as after any WAL failure, until a reopen with space again. The
+                    // half-made segment holds no record; the next open removes it.
+                    tracing::error!(error = %e, dir = ?dir, "cannot create a WAL segment; the engine opens read-only");
+                    st.stats.io_errors_total += 1;
+                    st.failure = Some(Failure::from_error(&e));
+                }
+                Err(e) => return Err(e),
+            }
         }
         st.stats.recovery = report;
         st.writer_running = true;
