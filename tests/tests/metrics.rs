@@ -211,6 +211,84 @@ fn metrics_pass_promtool_and_move_with_requests() {
 }
 
 #[test]
+fn lsm_metrics_move_when_data_reaches_tables() {
+    let dir = test_dir("metrics-lsm");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A 64 KiB memtable: a few hundred KiB of puts make several level-0 tables.
+    let server = Server::start(
+        dir.path(),
+        ServerOptions::shards(1).args(&[
+            "--metrics",
+            &metrics.to_string(),
+            "--memtable-size-bytes",
+            "65536",
+        ]),
+    );
+    let before = samples(&scrape(metrics));
+    let keys = 2000;
+    let value = vec![b'v'; 200];
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.shard_addr(0))
+            .await
+            .unwrap();
+        for chunk in (0..keys).collect::<Vec<u32>>().chunks(100) {
+            let ops: Vec<Op> = chunk
+                .iter()
+                .map(|i| Op::Put {
+                    key: format!("lsm:{i:05}").into_bytes(),
+                    value: value.clone(),
+                    ttl_ms: 0,
+                })
+                .collect();
+            conn.batch(&ops).await.unwrap();
+        }
+    });
+    // Flushes run in the background: wait (bounded) until one has finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut after = samples(&scrape(metrics));
+    while total(&after, "corekv_storage_flushes_total", &[]) == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush after {keys} puts into a 64 KiB memtable"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        after = samples(&scrape(metrics));
+    }
+    // Read the first keys back: they are in tables now, so the block cache is consulted.
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.shard_addr(0))
+            .await
+            .unwrap();
+        for i in 0..50 {
+            let key = format!("lsm:{i:05}");
+            assert_eq!(conn.get(key.as_bytes()).await.unwrap(), Some(value.clone()));
+        }
+    });
+    let text = scrape(metrics);
+    promtool_check(&text);
+    let after = samples(&text);
+    let delta = |name: &str| total(&after, name, &[]) - total(&before, name, &[]);
+    assert!(
+        delta("corekv_storage_flush_bytes_written_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        total(&after, "corekv_storage_level_files", &[]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        total(&after, "corekv_storage_level_bytes", &[]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        delta("corekv_storage_block_cache_hits_total")
+            + delta("corekv_storage_block_cache_misses_total")
+            > 0.0,
+        "{text}"
+    );
+}
+
+#[test]
 fn other_paths_and_methods_get_http_errors() {
     let dir = test_dir("metrics-http");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
