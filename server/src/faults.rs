@@ -1,7 +1,8 @@
 //! Fault injection for reliability tests: a plan, given on the command line, that each shard
 //! turns into a storage [`FaultInjector`] so that a real server process sees disk errors
 //! (EIO, ENOSPC, short and torn writes) at chosen points of its WAL, flushes, compactions and
-//! manifest updates. Never use it outside tests: the server logs a warning when it is on.
+//! manifest updates, or kills itself at a chosen step of a flush or compaction. Never use it
+//! outside tests: the server logs a warning when it is on.
 //!
 //! ## Syntax (`--debug-fault-injection PLAN`)
 //!
@@ -16,15 +17,24 @@
 //!   `OP` is one of `create`, `open`, `write`, `read`, `sync`, `allocate`, `remove`,
 //!   `rename`, `syncdir`; `FAULT` one of `eio`, `enospc`, `short` (a short write), `torn`
 //!   (a torn write: a random subset of its sectors lands, then EIO).
+//!   `OP/PART=...` counts only operations on files whose path contains `PART`: `.sst`
+//!   (tables written by flushes and compactions), `MANIFEST` (manifest edits), `CURRENT`
+//!   (the manifest pointer), `wal-` (WAL segments).
+//! - `crash=POINT@N`: the `N`-th (0-based) time the engine reaches `POINT`, the process kills
+//!   itself with SIGKILL, right there (a real `kill -9` inside a flush or compaction).
+//!   `POINT` is one of `flush-mid-table`, `flush-before-manifest`, `flush-before-wal-release`,
+//!   `compaction-mid-output`, `compaction-before-manifest`,
+//!   `compaction-before-inputs-deleted` (see `corekv_storage::io::CrashPoint`). It logs
+//!   `crash point POINT reached` first.
 //!
-//! Example: `seed=7,write=enospc@40+,sync=eio@100`.
+//! Example: `seed=7,write=enospc@40+,sync/MANIFEST=eio@2,crash=flush-mid-table@3`.
 
 use std::str::FromStr;
 
-use corekv_storage::io::{Fault, FaultInjector, FaultOp};
+use corekv_storage::io::{CrashPoint, Fault, FaultInjector, FaultOp};
 
 /// One rule of a [`FaultPlan`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRule {
     /// Which operations it counts.
     pub op: FaultOp,
@@ -34,6 +44,8 @@ pub struct FaultRule {
     pub nth: u64,
     /// Whether every later operation of the kind fails too.
     pub persistent: bool,
+    /// Only operations on paths containing this count.
+    pub path_part: Option<String>,
 }
 
 /// What to inject, into which shards. `Send`: each shard builds its own injector from it.
@@ -45,6 +57,47 @@ pub struct FaultPlan {
     pub shard: Option<usize>,
     /// The rules.
     pub rules: Vec<FaultRule>,
+    /// Kill the process the `n`-th time the engine reaches this step.
+    pub crash: Option<(CrashPoint, u64)>,
+}
+
+/// The names of crash points in plans.
+const CRASH_POINTS: [(&str, CrashPoint); 6] = [
+    ("flush-mid-table", CrashPoint::FlushMidTable),
+    ("flush-before-manifest", CrashPoint::FlushBeforeManifest),
+    (
+        "flush-before-wal-release",
+        CrashPoint::FlushBeforeWalRelease,
+    ),
+    ("compaction-mid-output", CrashPoint::CompactionMidOutput),
+    (
+        "compaction-before-manifest",
+        CrashPoint::CompactionBeforeManifest,
+    ),
+    (
+        "compaction-before-inputs-deleted",
+        CrashPoint::CompactionBeforeInputsDeleted,
+    ),
+];
+
+/// The plan name of a crash point.
+pub fn crash_point_name(point: CrashPoint) -> &'static str {
+    CRASH_POINTS
+        .iter()
+        .find(|(_, p)| *p == point)
+        .map_or("unknown", |(n, _)| n)
+}
+
+/// Kills this process at once (SIGKILL: no unwinding, no flush, no destructor), as
+/// `kill -9` from outside would.
+fn kill_self(point: CrashPoint) {
+    tracing::error!(
+        point = crash_point_name(point),
+        "crash point {} reached: killing the process (--debug-fault-injection)",
+        crash_point_name(point)
+    );
+    // SAFETY: getpid and kill have no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
 }
 
 impl FaultPlan {
@@ -55,11 +108,16 @@ impl FaultPlan {
         }
         let inj = FaultInjector::new(self.seed.wrapping_add(shard as u64));
         for r in &self.rules {
-            if r.persistent {
-                inj.fail_from(r.op, r.nth, r.fault);
-            } else {
-                inj.fail_nth(r.op, r.nth, r.fault);
+            match (&r.path_part, r.persistent) {
+                (None, true) => inj.fail_from(r.op, r.nth, r.fault),
+                (None, false) => inj.fail_nth(r.op, r.nth, r.fault),
+                (Some(part), true) => inj.fail_from_in(r.op, r.nth, r.fault, part),
+                (Some(part), false) => inj.fail_nth_in(r.op, r.nth, r.fault, part),
             }
+        }
+        if let Some((point, n)) = self.crash {
+            inj.crash_at_point(point, n);
+            inj.on_crash_point(kill_self);
         }
         Some(inj)
     }
@@ -98,16 +156,33 @@ impl FromStr for FaultPlan {
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let bad = || {
                 format!(
-                    "fault plan item {item:?}: expected `seed=N`, `shard=N` or `OP=FAULT@N[+]` \
-                     (OP: create|open|write|read|sync|allocate|remove|rename|syncdir, \
-                     FAULT: eio|enospc|short|torn)"
+                    "fault plan item {item:?}: expected `seed=N`, `shard=N`, \
+                     `OP[/PART]=FAULT@N[+]` (OP: create|open|write|read|sync|allocate|remove|\
+                     rename|syncdir, FAULT: eio|enospc|short|torn) or `crash=POINT@N` (POINT: \
+                     flush-mid-table|flush-before-manifest|flush-before-wal-release|\
+                     compaction-mid-output|compaction-before-manifest|\
+                     compaction-before-inputs-deleted)"
                 )
             };
             let (name, value) = item.split_once('=').ok_or_else(bad)?;
             match name {
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
                 "shard" => plan.shard = Some(value.parse().map_err(|_| bad())?),
+                "crash" => {
+                    let (point, at) = value.split_once('@').ok_or_else(bad)?;
+                    let point = CRASH_POINTS
+                        .iter()
+                        .find(|(n, _)| *n == point)
+                        .map(|(_, p)| *p)
+                        .ok_or_else(bad)?;
+                    plan.crash = Some((point, at.parse().map_err(|_| bad())?));
+                }
                 op => {
+                    let (op, path_part) = match op.split_once('/') {
+                        Some((_, "")) => return Err(bad()),
+                        Some((op, part)) => (op, Some(part.to_string())),
+                        None => (op, None),
+                    };
                     let op = parse_op(op).ok_or_else(bad)?;
                     let (fault, at) = value.split_once('@').ok_or_else(bad)?;
                     let fault = parse_fault(fault).ok_or_else(bad)?;
@@ -127,12 +202,15 @@ impl FromStr for FaultPlan {
                         fault,
                         nth,
                         persistent,
+                        path_part,
                     });
                 }
             }
         }
-        if plan.rules.is_empty() {
-            return Err(format!("fault plan {s:?} has no `OP=FAULT@N` rule"));
+        if plan.rules.is_empty() && plan.crash.is_none() {
+            return Err(format!(
+                "fault plan {s:?} has no `OP=FAULT@N` rule and no `crash=POINT@N`"
+            ));
         }
         Ok(plan)
     }
@@ -156,13 +234,15 @@ mod tests {
                     op: FaultOp::Write,
                     fault: Fault::Enospc,
                     nth: 40,
-                    persistent: true
+                    persistent: true,
+                    path_part: None,
                 },
                 FaultRule {
                     op: FaultOp::Sync,
                     fault: Fault::Eio,
                     nth: 3,
-                    persistent: false
+                    persistent: false,
+                    path_part: None,
                 },
             ]
         );
@@ -170,6 +250,23 @@ mod tests {
         assert!(p.injector_for(1).is_some());
         let all: FaultPlan = "write=torn@0".parse().unwrap();
         assert!(all.injector_for(0).is_some() && all.injector_for(5).is_some());
+    }
+
+    #[test]
+    fn plans_aim_at_files_and_crash_points() {
+        let p: FaultPlan = "write/.sst=eio@2+,sync/MANIFEST=enospc@0,crash=compaction-mid-output@1"
+            .parse()
+            .unwrap();
+        assert_eq!(p.rules[0].path_part.as_deref(), Some(".sst"));
+        assert!(p.rules[0].persistent);
+        assert_eq!(p.rules[1].path_part.as_deref(), Some("MANIFEST"));
+        assert_eq!(p.crash, Some((CrashPoint::CompactionMidOutput, 1)));
+        let only: FaultPlan = "crash=flush-mid-table@0".parse().unwrap();
+        assert!(only.rules.is_empty() && only.injector_for(0).is_some());
+        for (name, point) in CRASH_POINTS {
+            assert_eq!(crash_point_name(point), name);
+        }
+        assert_eq!(CRASH_POINTS.len(), CrashPoint::ALL.len());
     }
 
     #[test]
@@ -183,6 +280,9 @@ mod tests {
             "fsync=eio@1",
             "sync=torn@1",
             "shard=a,write=eio@1",
+            "write/=eio@1",
+            "crash=flush@1",
+            "crash=flush-mid-table",
         ] {
             let e = bad.parse::<FaultPlan>().unwrap_err();
             assert!(

@@ -4,6 +4,10 @@
 //! faults injected through the storage engine's I/O seam (`--debug-fault-injection`); the
 //! restart after them runs without faults (the fault "clears") and must pass the same check.
 //!
+//! With the LSM engine's crash points, some cycles instead arm `crash=POINT@N`: the server kills
+//! itself (SIGKILL) the `N`-th time a flush or compaction reaches `POINT`, so kills land inside
+//! flushes and compactions for sure, not only by chance.
+//!
 //! Everything random comes from one seed, printed at the start; `COREKV_CRASH_SEED=<seed>`
 //! replays the same schedule (operations, kill points, faults), though not the exact thread
 //! interleaving. `COREKV_CRASH_CYCLES=<n>` or `COREKV_CRASH_MINUTES=<m>` make a run longer.
@@ -43,7 +47,26 @@ pub struct CrashLoop {
     pub ops_before_kill: std::ops::Range<u64>,
     /// Share of cycles (0..=1) that run with a random fault plan.
     pub fault_cycle_share: f64,
+    /// Every this many cycles (0: never), a cycle without a fault plan is armed with the next
+    /// crash point in turn ([`CRASH_POINTS`], flushes and compactions alternating): the
+    /// server kills itself there. Such a cycle runs until it does (or up to
+    /// [`CRASH_POINT_OPS_MAX`] operations, then the usual kill).
+    pub crash_point_every: u64,
 }
+
+/// Operations a crash-point cycle runs at most while waiting for its point.
+pub const CRASH_POINT_OPS_MAX: u64 = 20_000;
+
+/// The crash points a plan can name (`corekv_server::faults`), flushes and compactions
+/// alternating.
+pub const CRASH_POINTS: [&str; 6] = [
+    "flush-mid-table",
+    "compaction-mid-output",
+    "flush-before-manifest",
+    "compaction-before-manifest",
+    "flush-before-wal-release",
+    "compaction-before-inputs-deleted",
+];
 
 /// What a crash loop did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,6 +93,20 @@ pub struct Report {
     pub compactions: u64,
     /// Whether the engine reports flushes at all (the `flushes_total` counter exists).
     pub engine_flushes: bool,
+    /// Cycles armed with a crash point.
+    pub crash_plans: u64,
+    /// Kills the server did itself at a crash point inside a flush.
+    pub kills_in_flush: u64,
+    /// Kills the server did itself at a crash point inside a compaction.
+    pub kills_in_compaction: u64,
+    /// Random kills that found background work under way or queued (an immutable memtable
+    /// waiting for its flush, or compaction bytes pending) just before.
+    pub kills_with_background_work: u64,
+    /// Files a restart removed because no live version referred to them: tables of a flush or
+    /// compaction the kill interrupted, inputs it had not deleted yet, old manifests.
+    pub orphans_removed: u64,
+    /// Cycles where an injected fault hit a flush or compaction (`background_errors_total`).
+    pub background_faults: u64,
     /// Totals of the model.
     pub totals: Totals,
 }
@@ -79,15 +116,22 @@ impl std::fmt::Display for Report {
         let t = &self.totals;
         write!(
             f,
-            "seed={} cycles={} kills={} fault_plans={} faults_fired={} failed_starts={} \
+            "seed={} cycles={} kills={} kills_in_flush={} kills_in_compaction={} \
+             kills_with_background_work={} orphans_removed={} fault_plans={} faults_fired={} \
+             background_faults={} failed_starts={} \
              io_errors={} read_only_errors={} flushes={} compactions={} writes_acked={} \
              writes_refused={} writes_unknown={} unknown_found_applied={} reads_checked={} \
              cas_mismatches={} keys_verified={} acked_writes_verified={} lost={}",
             self.seed,
             self.cycles,
             self.kills,
+            self.kills_in_flush,
+            self.kills_in_compaction,
+            self.kills_with_background_work,
+            self.orphans_removed,
             self.fault_plans,
             self.faults_fired,
+            self.background_faults,
             self.failed_starts,
             self.io_errors,
             self.read_only_errors,
@@ -171,12 +215,14 @@ pub fn verify(server: &Server, model: &Mutex<Model>, context: &str) {
 }
 
 /// A random fault plan for one cycle: one rule, at a random point of a random kind of
-/// operation. Points past the end of the cycle simply never fire.
+/// operation, on any file or aimed at WAL segments, tables (flushes and compactions) or the
+/// manifest. Points past the end of the cycle simply never fire.
 fn fault_plan(rng: &mut ChaCha8Rng) -> String {
-    let (op, fault, nth, persistent) = match rng.gen_range(0..10) {
+    let any_write = ["eio", "enospc", "short", "torn"];
+    let (op, fault, nth, persistent) = match rng.gen_range(0..16) {
         0..=3 => (
             "write",
-            ["eio", "enospc", "short", "torn"][rng.gen_range(0..4)],
+            any_write[rng.gen_range(0..4)],
             rng.gen_range(0..150),
             rng.gen_bool(0.3),
         ),
@@ -189,18 +235,82 @@ fn fault_plan(rng: &mut ChaCha8Rng) -> String {
         6 => ("create", "enospc", rng.gen_range(0..6), true),
         7 => ("allocate", "enospc", rng.gen_range(0..6), true),
         8 => ("syncdir", "eio", rng.gen_range(0..8), false),
-        _ => (
+        9 => (
             ["rename", "remove"][rng.gen_range(0..2)],
             "eio",
             rng.gen_range(0..4),
             false,
         ),
+        // Flushes and compactions: their table writes, syncs and creations.
+        10..=11 => (
+            "write/.sst",
+            any_write[rng.gen_range(0..4)],
+            rng.gen_range(0..40),
+            rng.gen_bool(0.3),
+        ),
+        12 => (
+            ["sync/.sst", "create/.sst"][rng.gen_range(0..2)],
+            ["eio", "enospc"][rng.gen_range(0..2)],
+            rng.gen_range(0..10),
+            false,
+        ),
+        // Manifest edits and the switch to a new manifest.
+        13..=14 => (
+            ["write/MANIFEST", "sync/MANIFEST"][rng.gen_range(0..2)],
+            ["eio", "enospc"][rng.gen_range(0..2)],
+            rng.gen_range(0..20),
+            rng.gen_bool(0.3),
+        ),
+        _ => (
+            ["write/CURRENT", "rename/CURRENT"][rng.gen_range(0..2)],
+            "eio",
+            rng.gen_range(0..3),
+            false,
+        ),
+    };
+    let fault = if op.starts_with("write/M") && rng.gen_bool(0.3) {
+        "torn"
+    } else {
+        fault
     };
     format!(
         "seed={},{op}={fault}@{nth}{}",
         rng.r#gen::<u32>(),
         if persistent { "+" } else { "" }
     )
+}
+
+/// The `i`-th crash-point plan: the points in turn, each at its first or second passage.
+fn crash_plan(i: u64, rng: &mut ChaCha8Rng) -> String {
+    let point = CRASH_POINTS[(i % CRASH_POINTS.len() as u64) as usize];
+    format!("crash={point}@{}", rng.gen_range(0..2))
+}
+
+/// Counts a kill the server did itself at a crash point (its log names the point).
+fn count_crash_point_kill(report: &mut Report, log: &str, ctx: &str) {
+    let point = log
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let at = l.find("crash point ")?;
+            l[at + "crash point ".len()..].split(' ').next()
+        })
+        .unwrap_or_else(|| panic!("{ctx}: the server died, but not at a crash point:\n{log}"));
+    if point.starts_with("flush") {
+        report.kills_in_flush += 1;
+    } else {
+        assert!(
+            point.starts_with("compaction"),
+            "{ctx}: crash point {point}"
+        );
+        report.kills_in_compaction += 1;
+    }
+}
+
+/// Files the server's open removed as unreferenced (see `remove_unreferenced_files`).
+fn orphans_in(log: &str) -> u64 {
+    log.matches("removing a file no live version refers to")
+        .count() as u64
 }
 
 fn faults_seen(stats: &[ShardStats]) -> u64 {
@@ -260,7 +370,21 @@ impl CrashLoop {
             if !more {
                 break;
             }
-            let plan = (rng.gen_bool(self.fault_cycle_share)).then(|| fault_plan(&mut rng));
+            let plan = if rng.gen_bool(self.fault_cycle_share) {
+                // The first plan fires for sure (an early WAL write fails); the others are
+                // drawn from everything.
+                Some(if report.fault_plans == 0 {
+                    format!("write/wal-0=eio@{}", rng.gen_range(0..20))
+                } else {
+                    fault_plan(&mut rng)
+                })
+            } else if self.crash_point_every > 0 && (cycle + 1) % self.crash_point_every == 0 {
+                report.crash_plans += 1;
+                Some(crash_plan(report.crash_plans - 1, &mut rng))
+            } else {
+                None
+            };
+            let crash_only = plan.as_ref().is_some_and(|p| p.starts_with("crash="));
             let ctx = format!(
                 "{} seed {seed} cycle {cycle}{}",
                 self.name,
@@ -271,10 +395,18 @@ impl CrashLoop {
             let mut server = match &plan {
                 None => Server::start_with_data(&data, base.clone()),
                 Some(p) => {
-                    report.fault_plans += 1;
+                    if !crash_only {
+                        report.fault_plans += 1;
+                    }
                     let opts = base.clone().args(&["--debug-fault-injection", p]);
                     match Server::try_start_retrying(&data, &opts) {
                         Ok(s) => s,
+                        Err(log) if crash_only => {
+                            // A flush while replaying the WAL reached the crash point.
+                            count_crash_point_kill(&mut report, &log, &ctx);
+                            report.kills += 1;
+                            Server::start_with_data(&data, base.clone())
+                        }
                         Err(log) => {
                             // The fault fired while the engine opened: a clean failure to start
                             // (say so in the log), then the fault clears.
@@ -289,11 +421,16 @@ impl CrashLoop {
                     }
                 }
             };
+            report.orphans_removed += orphans_in(&server.log());
             verify(&server, &model, &format!("{ctx}: after restart"));
             self.fail_on_violations(&model, &report);
 
             let progress = Arc::new(Progress::default());
-            let target = rng.gen_range(self.ops_before_kill.clone());
+            let target = if crash_only {
+                CRASH_POINT_OPS_MAX
+            } else {
+                rng.gen_range(self.ops_before_kill.clone())
+            };
             let pause_us = rng.gen_range(0..3000);
             let worker = {
                 let (model, progress, addr, shape) = (
@@ -306,34 +443,70 @@ impl CrashLoop {
                     workload::run(addr, shape, seed, cycle, &model, &progress)
                 })
             };
-            let deadline = Instant::now() + PROCESS_DEADLINE;
+            // The workload must keep moving: no answer at all for this long is a hang.
+            let mut deadline = Instant::now() + PROCESS_DEADLINE;
+            let mut seen_ops = 0;
+            let mut died = None;
             while progress.ops_done.load(Ordering::SeqCst) < target && !worker.is_finished() {
+                if crash_only && let Some(status) = server.exited() {
+                    died = Some(status);
+                    break;
+                }
+                let ops = progress.ops_done.load(Ordering::SeqCst);
+                if ops != seen_ops {
+                    seen_ops = ops;
+                    deadline = Instant::now() + PROCESS_DEADLINE;
+                }
                 assert!(
                     Instant::now() < deadline,
-                    "{ctx}: the workload made no progress ({} of {target} operations):\n{}",
-                    progress.ops_done.load(Ordering::SeqCst),
+                    "{ctx}: the workload made no progress for {PROCESS_DEADLINE:?} ({ops} of \
+                     {target} operations):\n{}",
                     server.log()
                 );
                 std::thread::sleep(Duration::from_millis(1));
             }
-            // Land the kill at a random point between operations' send and reply.
-            std::thread::sleep(Duration::from_micros(pause_us));
-            let st = stats(&server);
-            if st.iter().any(|s| s.counter("flushes_total").is_some()) {
-                report.engine_flushes = true;
+            if died.is_none() {
+                // Land the kill at a random point between operations' send and reply.
+                std::thread::sleep(Duration::from_micros(pause_us));
+                let st = stats(&server);
+                if st.iter().any(|s| s.counter("flushes_total").is_some()) {
+                    report.engine_flushes = true;
+                }
+                report.flushes += counter_total(&st, "flushes_total");
+                report.compactions += counter_total(&st, "compactions_total");
+                if counter_total(&st, "memtables_immutable") > 0
+                    || counter_total(&st, "compaction_pending_bytes") > 0
+                {
+                    report.kills_with_background_work += 1;
+                }
+                if plan.is_some() && faults_seen(&st) > 0 {
+                    report.faults_fired += 1;
+                }
+                if counter_total(&st, "background_errors_total") > 0 {
+                    report.background_faults += 1;
+                }
+                // The crash point may have fired meanwhile.
+                died = if crash_only { server.exited() } else { None };
+                if died.is_none() {
+                    server.kill9();
+                }
             }
-            report.flushes += counter_total(&st, "flushes_total");
-            report.compactions += counter_total(&st, "compactions_total");
-            if plan.is_some() && faults_seen(&st) > 0 {
-                report.faults_fired += 1;
+            if let Some(status) = died {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(libc::SIGKILL),
+                    "{ctx}: the server exited by itself ({status}):\n{}",
+                    server.log()
+                );
+                count_crash_point_kill(&mut report, &server.log(), &ctx);
             }
-            server.kill9();
             report.kills += 1;
             progress.stop.store(true, Ordering::SeqCst);
             let outcome = worker.join().expect("the workload thread panicked");
             report.io_errors += progress.io_errors.load(Ordering::SeqCst);
             report.read_only_errors += progress.read_only_errors.load(Ordering::SeqCst);
-            if plan.is_none() && progress.io_errors.load(Ordering::SeqCst) > 0 {
+            if (plan.is_none() || crash_only) && progress.io_errors.load(Ordering::SeqCst) > 0 {
                 panic!(
                     "{ctx}: clients got I/O errors without injected faults:\n{}",
                     server.log()
@@ -348,6 +521,7 @@ impl CrashLoop {
         }
         // A last restart checks the last kill; then a clean stop must lose nothing either.
         let mut server = Server::start_with_data(&data, base.clone());
+        report.orphans_removed += orphans_in(&server.log());
         verify(
             &server,
             &model,

@@ -318,6 +318,17 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The exit status, if the server has exited by itself (it is then no longer running).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self
+            .child
+            .as_mut()?
+            .try_wait()
+            .expect("wait for corekv-server")?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Sends `signal` and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("the server is running");

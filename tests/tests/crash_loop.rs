@@ -23,6 +23,19 @@ fn shape() -> Shape {
     }
 }
 
+/// Server flags for an LSM tree that flushes and compacts all the time: 16 KiB memtables,
+/// small WAL segments.
+fn tiny_lsm_args() -> Vec<String> {
+    [
+        "--memtable-size-bytes",
+        "16384",
+        "--wal-segment-size-bytes",
+        "65536",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn check(report: &crash::Report) {
     assert_eq!(report.totals.violations, 0);
     assert!(report.kills >= report.cycles && report.cycles > 0);
@@ -46,6 +59,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_two_shards() {
         cycles: 8,
         ops_before_kill: 100..1500,
         fault_cycle_share: 0.0,
+        crash_point_every: 0,
     }
     .run(dir.path(), crash::seed());
     check(&report);
@@ -63,13 +77,16 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_one_shard() {
         cycles: 5,
         ops_before_kill: 100..1500,
         fault_cycle_share: 0.0,
+        crash_point_every: 0,
     }
     .run(dir.path(), crash::seed());
     check(&report);
 }
 
-/// Tiny memtables: with flushes and compactions in the engine, kills land in the middle of
-/// them (the run checks, through stats, that they happened).
+/// Tiny memtables: flushes and compactions all the time. Every other cycle the server kills
+/// itself at the next crash point of a flush or compaction in turn (mid-table, before the
+/// manifest edit, before releasing the WAL or deleting inputs); the others are killed at
+/// random moments, with background work often under way. Stats and logs show both happened.
 #[test]
 fn kill_9_during_flushes_and_compactions_loses_nothing_acknowledged() {
     let dir = test_dir("crash-loop-lsm");
@@ -77,26 +94,22 @@ fn kill_9_during_flushes_and_compactions_loses_nothing_acknowledged() {
         name: "sync-tiny-memtables".to_string(),
         shards: 2.min(cpus()),
         durability: "sync".to_string(),
-        server_args: vec![
-            "--memtable-size-bytes".into(),
-            "16384".into(),
-            "--wal-segment-size-bytes".into(),
-            "65536".into(),
-        ],
+        server_args: tiny_lsm_args(),
         shape: shape(),
-        cycles: 6,
+        cycles: 12,
         ops_before_kill: 300..2000,
         fault_cycle_share: 0.0,
+        crash_point_every: 2,
     }
     .run(dir.path(), crash::seed());
-    assert_eq!(report.totals.violations, 0);
-    if report.engine_flushes {
-        assert!(report.flushes > 0, "no flush happened: {report}");
-        assert!(report.compactions > 0, "no compaction happened: {report}");
-        check(&report);
-    } else {
-        // An engine without flushes refuses writes once the memtable is full (`overloaded`);
-        // the check above still ran on whatever it accepted.
-        assert!(report.totals.writes_refused > 0, "{report}");
-    }
+    check(&report);
+    assert_eq!(report.crash_plans, 6, "{report}");
+    assert!(report.flushes > 0, "no flush happened: {report}");
+    assert!(report.compactions > 0, "no compaction happened: {report}");
+    // Every crash point was reached: three kills inside flushes, three inside compactions.
+    assert_eq!(report.kills_in_flush, 3, "{report}");
+    assert_eq!(report.kills_in_compaction, 3, "{report}");
+    // Kills mid-table and before a manifest edit leave tables no version refers to, which the
+    // restart removed.
+    assert!(report.orphans_removed > 0, "{report}");
 }

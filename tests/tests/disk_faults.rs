@@ -1,7 +1,7 @@
 //! Disk faults injected into a real server through the storage engine's I/O seam
 //! (`--debug-fault-injection`, see `corekv_server::faults`): EIO, ENOSPC, short writes and
-//! torn writes at WAL writes, syncs, segment creation, and (once the engine has them) flushes,
-//! compactions and manifest updates. The server reports every failure to the client, never
+//! torn writes at WAL writes, syncs and segment creation, and at the table writes of flushes and
+//! compactions and the manifest's edits (`OP/PART=` rules aimed at `.sst` and `MANIFEST` files). The server reports every failure to the client, never
 //! acknowledges a write that failed, keeps serving reads (and the shards whose disk is fine),
 //! and after the fault clears and a restart every acknowledged write is there.
 
@@ -11,8 +11,7 @@
 use std::collections::BTreeMap;
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::ops::counter_total;
-use corekv_proto::{Client, Error, ErrorCode};
+use corekv_proto::{Client, Error, ErrorCode, Op, OpResult};
 use corekv_tests::crash::{self, CrashLoop};
 use corekv_tests::workload::Shape;
 use corekv_tests::{Server, ServerOptions, block_on, cpus, test_dir};
@@ -82,6 +81,24 @@ async fn write_until_refused(client: &Client, round: usize) -> Seen {
     seen
 }
 
+/// Reads `keys` in batches of 256.
+async fn read_all(client: &Client, keys: &[&Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(256) {
+        let ops = chunk
+            .iter()
+            .map(|k| Op::Get { key: (*k).clone() })
+            .collect();
+        for r in client.batch(ops).await.unwrap() {
+            match r {
+                OpResult::Get(v) => out.push(v),
+                other => panic!("a read answered {other:?}"),
+            }
+        }
+    }
+    out
+}
+
 /// Every kind of fault, one round each on the same data directory: the faulty server answers
 /// `io` then `read_only` for shard 0 and keeps serving reads and shard 1; a restart without
 /// faults finds every acknowledged write (and none that was refused) and writes again.
@@ -90,7 +107,13 @@ fn failed_writes_are_reported_never_acknowledged_and_recovered_after_restart() {
     let dir = test_dir("disk-faults");
     let data = dir.path().join("data");
     let shards = 2.min(cpus());
-    let base = ServerOptions::shards(shards).args(&["--wal-segment-size-bytes", "65536"]);
+    // Tiny memtables: flushes, compactions and manifest edits happen within a few writes.
+    let base = ServerOptions::shards(shards).args(&[
+        "--wal-segment-size-bytes",
+        "65536",
+        "--memtable-size-bytes",
+        "16384",
+    ]);
     let rules = [
         "write=eio@30",
         "write=enospc@30+",
@@ -102,6 +125,16 @@ fn failed_writes_are_reported_never_acknowledged_and_recovered_after_restart() {
         "create=enospc@1+",
         "allocate=enospc@1+",
         "syncdir=eio@1",
+        // Flushes and compactions: table writes, syncs, creations.
+        "write/.sst=eio@0",
+        "write/.sst=torn@3",
+        "write/.sst=enospc@6+",
+        "sync/.sst=eio@5",
+        "create/.sst=enospc@4",
+        // Manifest edits.
+        "write/MANIFEST=eio@2",
+        "write/MANIFEST=torn@6",
+        "sync/MANIFEST=enospc@3",
     ];
     let mut all_acked: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for (round, rule) in rules.iter().enumerate() {
@@ -116,7 +149,22 @@ fn failed_writes_are_reported_never_acknowledged_and_recovered_after_restart() {
             let seen = write_until_refused(&client, round).await;
             let stats = client.stats().await.unwrap();
             assert_eq!(stats[0].counter("read_only"), Some(1), "{rule}");
-            assert!(counter_total(&stats, "failed_io_total") >= 1, "{rule}");
+            // The failure was a client's write (answered `io`) or a flush or compaction.
+            let (client_failures, background_failures) = (
+                stats[0].counter("failed_io_total").unwrap_or(0),
+                stats[0].counter("background_errors_total").unwrap_or(0),
+            );
+            assert!(
+                client_failures + background_failures >= 1,
+                "{rule}: failed_io_total {client_failures}, background_errors_total \
+                 {background_failures}"
+            );
+            if rule.contains(".sst") {
+                assert_eq!(
+                    background_failures, 1,
+                    "{rule}: a flush or compaction failed"
+                );
+            }
             if shards > 1 {
                 assert_eq!(stats[1].counter("read_only"), Some(0), "{rule}");
             }
@@ -134,27 +182,28 @@ fn failed_writes_are_reported_never_acknowledged_and_recovered_after_restart() {
         block_on(async {
             let client = Client::connect(TokioRuntime, server.addr).await.unwrap();
             all_acked.extend(seen.acked.clone());
-            for (k, v) in &all_acked {
+            let keys: Vec<&Vec<u8>> = all_acked.keys().collect();
+            for (k, got) in keys.iter().zip(read_all(&client, &keys).await) {
                 assert_eq!(
-                    client.get(k).await.unwrap().as_ref(),
-                    Some(v),
+                    got.as_ref(),
+                    all_acked.get(*k),
                     "{rule}: acknowledged {} lost",
                     String::from_utf8_lossy(k)
                 );
             }
-            for (k, v) in &seen.unknown {
-                let got = client.get(k).await.unwrap();
-                assert!(got.is_none() || got.as_ref() == Some(v), "{rule}: {got:?}");
+            let keys: Vec<&Vec<u8>> = seen.unknown.keys().collect();
+            for (k, got) in keys.iter().zip(read_all(&client, &keys).await) {
+                assert!(
+                    got.is_none() || got.as_ref() == seen.unknown.get(*k),
+                    "{rule}: {got:?}"
+                );
                 if let Some(v) = got {
-                    all_acked.insert(k.clone(), v);
+                    all_acked.insert((*k).clone(), v);
                 }
             }
-            for k in &seen.refused {
-                assert_eq!(
-                    client.get(k).await.unwrap(),
-                    None,
-                    "{rule}: a refused write"
-                );
+            let keys: Vec<&Vec<u8>> = seen.refused.iter().collect();
+            for got in read_all(&client, &keys).await {
+                assert_eq!(got, None, "{rule}: a refused write");
             }
             // The restarted shard 0 writes again.
             for i in 0..20 {
@@ -167,8 +216,9 @@ fn failed_writes_are_reported_never_acknowledged_and_recovered_after_restart() {
 }
 
 /// The crash loop with a random fault plan in most cycles (random fault, random kind of
-/// operation, random point, sometimes persistent): the faulty cycles end with `kill -9`, the
-/// next starts without faults and must pass the full check.
+/// operation — WAL, table or manifest file, or any — random point, sometimes persistent): the
+/// faulty cycles end with `kill -9`, the next starts without faults and must pass the full
+/// check.
 #[test]
 fn crash_loop_with_random_disk_faults_loses_nothing_acknowledged() {
     let dir = test_dir("crash-loop-faults");
@@ -178,7 +228,7 @@ fn crash_loop_with_random_disk_faults_loses_nothing_acknowledged() {
         durability: "sync".to_string(),
         server_args: vec![
             "--memtable-size-bytes".into(),
-            "65536".into(),
+            "16384".into(),
             "--wal-segment-size-bytes".into(),
             "65536".into(),
         ],
@@ -192,6 +242,7 @@ fn crash_loop_with_random_disk_faults_loses_nothing_acknowledged() {
         cycles: 8,
         ops_before_kill: 300..1500,
         fault_cycle_share: 0.75,
+        crash_point_every: 0,
     }
     .run(dir.path(), crash::seed());
     assert_eq!(report.totals.violations, 0);

@@ -130,6 +130,18 @@ struct State {
     crashed_at_point: Option<CrashPoint>,
     track_unsynced: bool,
     unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
+    /// Called when an armed crash point fires (see [`FaultInjector::on_crash_point`]).
+    crash_hook: Option<CrashHook>,
+}
+
+/// What to do, besides failing every later operation, when an armed crash point fires.
+#[derive(Clone)]
+struct CrashHook(Rc<dyn Fn(CrashPoint)>);
+
+impl std::fmt::Debug for CrashHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashHook")
+    }
 }
 
 impl State {
@@ -283,6 +295,25 @@ impl FaultInjector {
         });
     }
 
+    /// Like [`FaultInjector::fail_from`], counting only operations on paths that contain
+    /// `path_part` (for example `".sst"`: tables written by flushes and compactions).
+    pub fn fail_from_in(&self, op: FaultOp, n: u64, fault: Fault, path_part: &str) {
+        self.state.borrow_mut().rules.push(Rule {
+            op,
+            skip: n,
+            fault,
+            persistent: true,
+            path_part: Some(path_part.to_string()),
+        });
+    }
+
+    /// Calls `hook` when the armed crash point (see [`FaultInjector::crash_at_point`]) fires,
+    /// before the engine's step fails. A server under test uses it to kill its own process
+    /// right there: a real crash at a chosen step of a flush or compaction.
+    pub fn on_crash_point(&self, hook: impl Fn(CrashPoint) + 'static) {
+        self.state.borrow_mut().crash_hook = Some(CrashHook(Rc::new(hook)));
+    }
+
     /// Removes every failure rule (a pending crash stays).
     pub fn clear(&self) {
         self.state.borrow_mut().rules.clear();
@@ -343,6 +374,11 @@ impl FaultInjector {
                 st.crash_point = None;
                 st.crashed = true;
                 st.crashed_at_point = Some(point);
+                let hook = st.crash_hook.clone();
+                drop(st);
+                if let Some(hook) = hook {
+                    (hook.0)(point);
+                }
                 return Err(dead("continue", here));
             }
             *n -= 1;
@@ -532,5 +568,35 @@ mod tests {
         inj.clear();
         assert!(sync(&inj));
         assert_eq!(inj.count(FaultOp::Sync), 11);
+    }
+
+    #[test]
+    fn path_filtered_rules_count_only_matching_files() {
+        let inj = FaultInjector::new(1);
+        let (table, wal) = (Path::new("d/000007.sst"), Path::new("d/wal/wal-1.log"));
+        inj.fail_from_in(FaultOp::Write, 1, Fault::Eio, ".sst");
+        assert!(inj.before(FaultOp::Write, wal).is_ok());
+        assert!(inj.before(FaultOp::Write, table).is_ok());
+        assert!(inj.before(FaultOp::Write, wal).is_ok());
+        assert!(inj.before(FaultOp::Write, table).is_err());
+        assert!(inj.before(FaultOp::Write, wal).is_ok());
+        assert!(inj.before(FaultOp::Write, table).is_err());
+    }
+
+    #[test]
+    fn the_crash_hook_runs_once_when_the_armed_point_fires() {
+        let inj = FaultInjector::new(1);
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&fired);
+        inj.on_crash_point(move |p| seen.borrow_mut().push(p));
+        inj.crash_at_point(CrashPoint::CompactionBeforeManifest, 1);
+        assert!(inj.reached(CrashPoint::FlushMidTable).is_ok());
+        assert!(inj.reached(CrashPoint::CompactionBeforeManifest).is_ok());
+        assert!(fired.borrow().is_empty());
+        assert!(inj.reached(CrashPoint::CompactionBeforeManifest).is_err());
+        assert_eq!(*fired.borrow(), [CrashPoint::CompactionBeforeManifest]);
+        // Dead from then on, without calling the hook again.
+        assert!(inj.reached(CrashPoint::FlushMidTable).is_err());
+        assert_eq!(fired.borrow().len(), 1);
     }
 }
