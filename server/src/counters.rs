@@ -59,6 +59,9 @@ counters! {
     protocol_errors_total,
     /// Times a connection was not read because it had too many operations in flight.
     reads_throttled_total,
+    /// Depth of this shard's io_uring rings (`--io-concurrency`, else the data directory's
+    /// io-properties, else 128); set at start.
+    io_ring_depth,
 }
 
 /// Adds `n` to a counter.

@@ -66,6 +66,8 @@ struct ShardBoot {
     grace: Duration,
     /// Where to serve Prometheus metrics (shard 0 only).
     metrics_addr: Option<SocketAddr>,
+    /// Depth of the executor's io_uring rings (reported in the counters).
+    io_ring_depth: u32,
 }
 
 /// Runs the server until it is stopped (SIGINT or SIGTERM, or a shard failing). `Ok` after a
@@ -163,6 +165,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             topology: topology.clone(),
             grace,
             metrics_addr: if id == 0 { config.metrics } else { None },
+            io_ring_depth: io.ring_depth,
         };
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -262,8 +265,10 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         topology,
         grace,
         metrics_addr,
+        io_ring_depth,
     } = boot;
     let counters = Rc::new(Counters::default());
+    counters.io_ring_depth.set(u64::from(io_ring_depth));
     let (mesh, inbound) = {
         // glommio does not wake a parked executor when the peer end of a shared channel
         // connects; it only re-checks pending connections each time its reactor loop runs. A

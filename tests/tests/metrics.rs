@@ -178,6 +178,13 @@ fn metrics_pass_promtool_and_move_with_requests() {
     assert!(delta("corekv_storage_wal_group_commit_records_count", &[]) >= 1.0);
     assert!(delta("corekv_storage_wal_group_commit_records_sum", &[]) >= f64::from(puts));
     assert!(total(&a, "corekv_storage_memtable_bytes", &[]) > 0.0);
+    // No io-properties in the test's data directory and no --io-concurrency: glommio's default.
+    for shard in 0..server.shards {
+        assert_eq!(
+            a.get(&format!("corekv_server_io_ring_depth{{shard=\"{shard}\"}}")),
+            Some(&128.0)
+        );
+    }
     // The LSM's figures are exported for every shard, whether or not they moved yet.
     for family in [
         "corekv_storage_level_files",
