@@ -953,7 +953,7 @@ struct Sequenced {
 /// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number
 /// replayed so far. Records whose writes are all at or below `flushed_seq` are already in
 /// tables and are skipped.
-fn replay_record(
+pub(crate) fn replay_record(
     memtable: &mut Memtable,
     last_seq: &mut SeqNo,
     flushed_seq: SeqNo,

@@ -27,6 +27,8 @@ mod compaction;
 mod disk;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod io;
 pub mod iter;
 pub mod manifest;

@@ -308,7 +308,7 @@ fn header_payload() -> Vec<u8> {
 }
 
 /// Outcome of reading the record at a page-aligned offset.
-enum Record<'a> {
+pub(crate) enum Record<'a> {
     /// A zero header: the end of the log.
     End,
     /// A valid record and the offset of the next one.
@@ -317,7 +317,7 @@ enum Record<'a> {
     Bad(String),
 }
 
-fn read_record(data: &[u8], at: usize) -> Record<'_> {
+pub(crate) fn read_record(data: &[u8], at: usize) -> Record<'_> {
     let Some(h) = data.get(at..at + RECORD_HEADER_BYTES) else {
         return Record::End;
     };

@@ -181,18 +181,26 @@ pub fn stats(server: &Server) -> Vec<ShardStats> {
 /// Reads every key of `model` and scans the whole key space of a running server, then checks
 /// what it found against the model (which then holds it as the known state).
 pub fn verify(server: &Server, model: &Mutex<Model>, context: &str) {
+    if let Err(e) = try_verify(server, model, context) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`verify`], but a failure to reach the server or to read (not a wrong answer) is
+/// `Err`: the server may have died meanwhile.
+pub fn try_verify(server: &Server, model: &Mutex<Model>, context: &str) -> Result<(), String> {
     let keys = model.lock().unwrap().keys();
     let (found, scanned) = block_on(async {
         let client = Client::connect(TokioRuntime, server.addr)
             .await
-            .unwrap_or_else(|e| panic!("{context}: cannot connect to verify: {e}"));
+            .map_err(|e| format!("{context}: cannot connect to verify: {e}"))?;
         let mut found: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for chunk in keys.chunks(512) {
             let ops = chunk.iter().map(|k| Op::Get { key: k.clone() }).collect();
             let results = client
                 .batch(ops)
                 .await
-                .unwrap_or_else(|e| panic!("{context}: reads failed: {e}"));
+                .map_err(|e| format!("{context}: reads failed: {e}"))?;
             for (k, r) in chunk.iter().zip(results) {
                 match r {
                     OpResult::Get(v) => {
@@ -205,13 +213,14 @@ pub fn verify(server: &Server, model: &Mutex<Model>, context: &str) {
         let scanned = client
             .scan_all(&ScanOp::default(), usize::MAX)
             .await
-            .unwrap_or_else(|e| panic!("{context}: scan failed: {e}"));
-        (found, scanned)
-    });
+            .map_err(|e| format!("{context}: scan failed: {e}"))?;
+        Ok::<_, String>((found, scanned))
+    })?;
     model
         .lock()
         .unwrap()
         .check_restart(&found, &scanned, context);
+    Ok(())
 }
 
 /// A random fault plan for one cycle: one rule, at a random point of a random kind of
@@ -307,6 +316,18 @@ fn count_crash_point_kill(report: &mut Report, log: &str, ctx: &str) {
     }
 }
 
+/// Waits (up to [`PROCESS_DEADLINE`]) for a server that lost its connections to exit.
+fn wait_exit(server: &mut Server) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while Instant::now() < deadline {
+        if let Some(status) = server.exited() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
 /// Files the server's open removed as unreferenced (see `remove_unreferenced_files`).
 fn orphans_in(log: &str) -> u64 {
     log.matches("removing a file no live version refers to")
@@ -384,7 +405,7 @@ impl CrashLoop {
             } else {
                 None
             };
-            let crash_only = plan.as_ref().is_some_and(|p| p.starts_with("crash="));
+            let mut crash_only = plan.as_ref().is_some_and(|p| p.starts_with("crash="));
             let ctx = format!(
                 "{} seed {seed} cycle {cycle}{}",
                 self.name,
@@ -422,7 +443,27 @@ impl CrashLoop {
                 }
             };
             report.orphans_removed += orphans_in(&server.log());
-            verify(&server, &model, &format!("{ctx}: after restart"));
+            if let Err(e) = try_verify(&server, &model, &format!("{ctx}: after restart")) {
+                // A crash point may fire as soon as the server is up (a flush of what the
+                // restart replayed): that is this cycle's kill; then on without the plan.
+                assert!(crash_only, "{e}");
+                let status = wait_exit(&mut server)
+                    .unwrap_or_else(|| panic!("{e}, and the server is still running"));
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(libc::SIGKILL),
+                    "{e}:\n{}",
+                    server.log()
+                );
+                count_crash_point_kill(&mut report, &server.log(), &ctx);
+                report.kills += 1;
+                crash_only = false;
+                drop(server);
+                server = Server::start_with_data(&data, base.clone());
+                report.orphans_removed += orphans_in(&server.log());
+                verify(&server, &model, &format!("{ctx}: after restart"));
+            }
             self.fail_on_violations(&model, &report);
 
             let progress = Arc::new(Progress::default());

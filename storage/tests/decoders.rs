@@ -1,0 +1,308 @@
+//! Every decoder that reads bytes from disk, over arbitrary bytes (issue 8): WAL segments and
+//! records, write batches, SSTable blocks, footers and filters, manifest edits and logs
+//! (`corekv_storage::fuzz`). None may panic, loop, or make an allocation larger than a small
+//! multiple of its input. A seeded random loop on the stable toolchain: real files written by
+//! the engine, slices of them, and mutants (flipped bits, extreme length fields, truncations,
+//! splices), plus plain random bytes. The cargo-fuzz targets in `tests/fuzz/` run the same
+//! entry points for as long as one likes (docs/RELIABILITY.md).
+//!
+//! `COREKV_FUZZ_SEED=<n>` replays a run, `COREKV_FUZZ_ITERATIONS=<n>` makes it longer.
+
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{run, test_dir};
+use corekv_storage::{Engine, Options, WriteBatch, fuzz};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Counts the largest single allocation of the current thread, to show decoders allocate in
+/// proportion to their input (a length field read from disk must not size an allocation).
+struct Counting;
+
+thread_local! {
+    static LARGEST_ALLOCATION_BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST_ALLOCATION_BYTES.try_with(|m| {
+        if size > m.get() {
+            m.set(size);
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; `note` only updates a
+// thread-local counter that needs no allocation.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as above; `ptr` came from this allocator, which is `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+type Decoder = (&'static str, fn(&[u8]));
+
+const DECODERS: [Decoder; 8] = [
+    ("wal_segment", fuzz::wal_segment),
+    ("wal_record", fuzz::wal_record),
+    ("write_batch", fuzz::write_batch),
+    ("sst_block", fuzz::sst_block),
+    ("sst_footer", fuzz::sst_footer),
+    ("sst_filter", fuzz::sst_filter),
+    ("manifest_edit", fuzz::manifest_edit),
+    ("manifest_log", fuzz::manifest_log),
+];
+
+/// Largest allocation a decoder may make for `len` input bytes, beyond what it makes for no
+/// input at all: a few times the input (copies of keys, values, filter words).
+fn allocation_bound_bytes(len: usize) -> usize {
+    4 * len + 4096
+}
+
+/// Real files: an engine with tiny memtables writes puts, deletes, batches and TTLs until it
+/// has WAL segments, tables at two levels and a manifest; returns every file's bytes.
+fn real_files() -> Vec<(String, Vec<u8>)> {
+    let dir = test_dir("decoders");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let options = Options {
+            memtable_size_bytes_max: 4096,
+            wal_segment_size_bytes: 64 << 10,
+            block_size_bytes: 512,
+            ..Options::default()
+        };
+        let e = Engine::open(&path, options).await.unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for i in 0..600u32 {
+            let key = format!("key-{:04}", rng.gen_range(0..300u32)).into_bytes();
+            match i % 7 {
+                0 => {
+                    e.delete(&key).await.unwrap();
+                }
+                1 => {
+                    let mut b = WriteBatch::new();
+                    b.put(&key, b"batched").delete(b"key-0001");
+                    b.put_with_ttl(b"ttl", &[1; 10], Duration::from_secs(3600));
+                    e.write(b).await.unwrap();
+                }
+                _ => {
+                    let value = vec![b'a' + (i % 26) as u8; rng.gen_range(0..200)];
+                    e.put(&key, &value).await.unwrap();
+                }
+            }
+        }
+        e.close().await.unwrap();
+    });
+    let mut files = Vec::new();
+    collect(dir.path(), &mut files);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    for kind in [".sst", "MANIFEST-", ".log"] {
+        assert!(
+            names.iter().any(|n| n.contains(kind)),
+            "no {kind} file: {names:?}"
+        );
+    }
+    files
+}
+
+fn collect(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path.file_name().unwrap().to_string_lossy().into(), bytes));
+        }
+    }
+}
+
+/// A mutant of `seed`: bit flips, extreme 32-bit values (length and count fields), a cut,
+/// a spliced copy of a range, or several of these.
+fn mutate(rng: &mut ChaCha8Rng, seed: &[u8]) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..rng.gen_range(1..4) {
+        if d.is_empty() {
+            d.extend((0..rng.gen_range(1..64)).map(|_| rng.r#gen::<u8>()));
+            continue;
+        }
+        match rng.gen_range(0..5) {
+            0 => {
+                for _ in 0..rng.gen_range(1..8) {
+                    let i = rng.gen_range(0..d.len());
+                    d[i] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            1 if d.len() >= 4 => {
+                let i = rng.gen_range(0..d.len() - 3);
+                let v: u32 = [
+                    0,
+                    1,
+                    u32::MAX,
+                    u32::MAX / 2,
+                    0x8000_0000,
+                    d.len() as u32,
+                    d.len() as u32 + 1,
+                    rng.r#gen(),
+                ][rng.gen_range(0..8)];
+                d[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            2 => d.truncate(rng.gen_range(0..d.len())),
+            3 => {
+                let a = rng.gen_range(0..d.len());
+                let b = rng.gen_range(a..=d.len().min(a + 256));
+                let at = rng.gen_range(0..=d.len());
+                let copy = d[a..b].to_vec();
+                d.splice(at..at, copy);
+            }
+            _ => {
+                let i = rng.gen_range(0..d.len());
+                d[i] = [0x00, 0x7f, 0x80, 0xff][rng.gen_range(0..4)];
+            }
+        }
+    }
+    d
+}
+
+/// The inputs: each real file, its tail (footers), random slices (blocks, records, edits),
+/// mutants of all of these, and random bytes.
+fn inputs(rng: &mut ChaCha8Rng, files: &[(String, Vec<u8>)], count: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(count);
+    for (_, f) in files {
+        out.push(f.clone());
+        out.push(f[f.len().saturating_sub(64)..].to_vec());
+    }
+    while out.len() < count {
+        let input = match rng.gen_range(0..10) {
+            0 => (0..rng.gen_range(0..512))
+                .map(|_| rng.r#gen::<u8>())
+                .collect(),
+            1..=3 => {
+                let f = &files[rng.gen_range(0..files.len())].1;
+                let a = rng.gen_range(0..f.len());
+                let b = rng.gen_range(a..=f.len().min(a + 8192));
+                f[a..b].to_vec()
+            }
+            _ => {
+                let f = &files[rng.gen_range(0..files.len())].1;
+                // Mutate a whole small file, or a slice of a large one (a block, a record).
+                let seed = if f.len() <= 8192 || rng.gen_bool(0.2) {
+                    &f[..]
+                } else {
+                    let a = rng.gen_range(0..f.len());
+                    &f[a..f.len().min(a + rng.gen_range(16..8192))]
+                };
+                mutate(rng, seed)
+            }
+        };
+        out.push(input);
+    }
+    out
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
+}
+
+#[test]
+fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() {
+    let seed = env_u64("COREKV_FUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let count = env_u64("COREKV_FUZZ_ITERATIONS").unwrap_or(3000) as usize;
+    eprintln!("decoders: seed {seed} (replay with COREKV_FUZZ_SEED={seed}), {count} inputs");
+    let files = real_files();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inputs = inputs(&mut rng, &files, count);
+
+    // The decoders run on their own thread; a decoder that loops never reports back. The
+    // watchdog is generous (minutes): it detects hangs, it does not time anything.
+    let (tx, rx) = mpsc::channel::<Result<usize, String>>();
+    let worker = std::thread::spawn(move || {
+        let mut baseline = [0usize; DECODERS.len()];
+        for (d, (_, decode)) in DECODERS.iter().enumerate() {
+            LARGEST_ALLOCATION_BYTES.with(|m| m.set(0));
+            decode(&[]);
+            baseline[d] = LARGEST_ALLOCATION_BYTES.with(Cell::get);
+        }
+        for (n, input) in inputs.iter().enumerate() {
+            for (d, (name, decode)) in DECODERS.iter().enumerate() {
+                LARGEST_ALLOCATION_BYTES.with(|m| m.set(0));
+                let r = std::panic::catch_unwind(|| decode(input));
+                let largest = LARGEST_ALLOCATION_BYTES.with(Cell::get);
+                let problem = if r.is_err() {
+                    Some("panicked".to_string())
+                } else if largest > baseline[d] + allocation_bound_bytes(input.len()) {
+                    Some(format!(
+                        "allocated {largest} bytes at once for {} input bytes",
+                        input.len()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    let head: Vec<String> =
+                        input.iter().take(64).map(|b| format!("{b:02x}")).collect();
+                    let _ = tx.send(Err(format!(
+                        "{name} {p} on input {n} ({} bytes, starts {})",
+                        input.len(),
+                        head.join("")
+                    )));
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(n));
+        }
+    });
+    let mut done = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(Ok(n)) => done = n + 1,
+            Ok(Err(problem)) => panic!("seed {seed}: {problem}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("seed {seed}: a decoder has not returned for 5 minutes on input {done}")
+            }
+        }
+    }
+    worker.join().unwrap();
+    assert_eq!(done, count.max(done), "every input was decoded");
+    eprintln!(
+        "decoders: {done} inputs x {} decoders, all fine",
+        DECODERS.len()
+    );
+}
