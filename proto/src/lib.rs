@@ -15,6 +15,8 @@
 pub mod client;
 pub mod codec;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ops;
 pub mod shard;
 

@@ -977,7 +977,12 @@ pub(crate) fn replay_record(
     let count = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
     let first_seq = u64_at(8);
     let write_time_ms = u64_at(16);
-    if count == 0 || first_seq <= *last_seq {
+    // The record's last sequence number; a header whose range would pass u64::MAX is damage
+    // (found by tests/tests/decoders.rs: it overflowed).
+    let last_in_record = u64::from(count)
+        .checked_sub(1)
+        .and_then(|n| first_seq.checked_add(n));
+    let Some(last_in_record) = last_in_record.filter(|_| first_seq > *last_seq) else {
         return bad(
             4,
             format!(
@@ -985,9 +990,9 @@ pub(crate) fn replay_record(
                 r.index, *last_seq
             ),
         );
-    }
-    if first_seq + u64::from(count) - 1 <= flushed_seq {
-        *last_seq = first_seq + u64::from(count) - 1;
+    };
+    if last_in_record <= flushed_seq {
+        *last_seq = last_in_record;
         return Ok(());
     }
     // Nobody reads during replay: keep only the newest version of each key.
@@ -1014,7 +1019,7 @@ pub(crate) fn replay_record(
             ),
         );
     }
-    *last_seq = first_seq + u64::from(count) - 1;
+    *last_seq = last_in_record;
     Ok(())
 }
 

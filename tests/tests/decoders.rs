@@ -1,17 +1,17 @@
-//! Every decoder that reads bytes from disk, over arbitrary bytes (issue 8): WAL segments and
-//! records, write batches, SSTable blocks, footers and filters, manifest edits and logs
-//! (`corekv_storage::fuzz`). None may panic, loop, or make an allocation larger than a small
-//! multiple of its input. A seeded random loop on the stable toolchain: real files written by
-//! the engine, slices of them, and mutants (flipped bits, extreme length fields, truncations,
-//! splices), plus plain random bytes. The cargo-fuzz targets in `tests/fuzz/` run the same
-//! entry points for as long as one likes (docs/RELIABILITY.md).
+//! Every decoder that reads bytes from disk or the network, over arbitrary bytes (issue 8): WAL
+//! segments and records, write batches, SSTable blocks, footers and filters, manifest edits
+//! and logs (`corekv_storage::fuzz`), and the server's request decoding (`corekv_proto::fuzz`:
+//! frame, RPC message, each method's parameters). None may panic, loop, or make an allocation
+//! larger than a small multiple of its input. A seeded random loop on the stable toolchain:
+//! real files written by the engine and real requests, slices of them, and mutants (flipped
+//! bits, extreme length and pointer fields, truncations, splices), plus plain random bytes.
+//! The cargo-fuzz targets in `tests/fuzz/` run the same entry points for as long as one likes
+//! (docs/RELIABILITY.md).
 //!
 //! `COREKV_FUZZ_SEED=<n>` replays a run, `COREKV_FUZZ_ITERATIONS=<n>` makes it longer.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -19,8 +19,12 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{run, test_dir};
+use capnp::message::Builder;
+use corekv_proto::codec;
+use corekv_proto::corekv_capnp::core_kv;
+use corekv_proto::{CasOp, Op, ScanOp};
 use corekv_storage::{Engine, Options, WriteBatch, fuzz};
+use corekv_tests::test_dir;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -72,7 +76,7 @@ static ALLOCATOR: Counting = Counting;
 
 type Decoder = (&'static str, fn(&[u8]));
 
-const DECODERS: [Decoder; 8] = [
+const DECODERS: [Decoder; 9] = [
     ("wal_segment", fuzz::wal_segment),
     ("wal_record", fuzz::wal_record),
     ("write_batch", fuzz::write_batch),
@@ -81,48 +85,59 @@ const DECODERS: [Decoder; 8] = [
     ("sst_filter", fuzz::sst_filter),
     ("manifest_edit", fuzz::manifest_edit),
     ("manifest_log", fuzz::manifest_log),
+    ("request", corekv_proto::fuzz::request),
 ];
 
 /// Largest allocation a decoder may make for `len` input bytes, beyond what it makes for no
-/// input at all: a few times the input (copies of keys, values, filter words).
+/// input at all: a few times the input (copies of keys, values, filter words), plus a constant
+/// (Cap'n Proto's segment table: at most 512 segments of 16 bytes).
 fn allocation_bound_bytes(len: usize) -> usize {
-    4 * len + 4096
+    4 * len + (16 << 10)
 }
+
+/// What a request may allocate beyond that: a batch reserves room for the operations its list
+/// declares, up to the server's `batch_ops_max` (10 000); a list of empty structs declares many
+/// in a few bytes, so this does not scale with the frame. It is bounded, and the server charges
+/// every declared operation to the connection's in-flight limit before decoding.
+const REQUEST_BATCH_RESERVE_BYTES: usize = 10_000 * std::mem::size_of::<Op>();
 
 /// Real files: an engine with tiny memtables writes puts, deletes, batches and TTLs until it
 /// has WAL segments, tables at two levels and a manifest; returns every file's bytes.
 fn real_files() -> Vec<(String, Vec<u8>)> {
     let dir = test_dir("decoders");
     let path = dir.path().to_path_buf();
-    run(move || async move {
-        let options = Options {
-            memtable_size_bytes_max: 4096,
-            wal_segment_size_bytes: 64 << 10,
-            block_size_bytes: 512,
-            ..Options::default()
-        };
-        let e = Engine::open(&path, options).await.unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for i in 0..600u32 {
-            let key = format!("key-{:04}", rng.gen_range(0..300u32)).into_bytes();
-            match i % 7 {
-                0 => {
-                    e.delete(&key).await.unwrap();
-                }
-                1 => {
-                    let mut b = WriteBatch::new();
-                    b.put(&key, b"batched").delete(b"key-0001");
-                    b.put_with_ttl(b"ttl", &[1; 10], Duration::from_secs(3600));
-                    e.write(b).await.unwrap();
-                }
-                _ => {
-                    let value = vec![b'a' + (i % 26) as u8; rng.gen_range(0..200)];
-                    e.put(&key, &value).await.unwrap();
+    let engine = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let options = Options {
+                memtable_size_bytes_max: 4096,
+                wal_segment_size_bytes: 64 << 10,
+                block_size_bytes: 512,
+                ..Options::default()
+            };
+            let e = Engine::open(&path, options).await.unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            for i in 0..600u32 {
+                let key = format!("key-{:04}", rng.gen_range(0..300u32)).into_bytes();
+                match i % 7 {
+                    0 => {
+                        e.delete(&key).await.unwrap();
+                    }
+                    1 => {
+                        let mut b = WriteBatch::new();
+                        b.put(&key, b"batched").delete(b"key-0001");
+                        b.put_with_ttl(b"ttl", &[1; 10], Duration::from_secs(3600));
+                        e.write(b).await.unwrap();
+                    }
+                    _ => {
+                        let value = vec![b'a' + (i % 26) as u8; rng.gen_range(0..200)];
+                        e.put(&key, &value).await.unwrap();
+                    }
                 }
             }
-        }
-        e.close().await.unwrap();
-    });
+            e.close().await.unwrap();
+        });
+    engine.unwrap().join().unwrap();
     let mut files = Vec::new();
     collect(dir.path(), &mut files);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -135,6 +150,95 @@ fn real_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Real requests: the parameters of every method, each as a frame of its own and wrapped in
+/// an RPC call message, as a client sends them.
+fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
+    let key = |rng: &mut ChaCha8Rng| format!("key-{}", rng.gen_range(0..1000)).into_bytes();
+    let mut out = Vec::new();
+    for method in 0..=7u16 {
+        let mut params = Builder::new_default();
+        {
+            let root = params.init_root::<capnp::any_pointer::Builder<'_>>();
+            match method {
+                0 => root
+                    .init_as::<core_kv::get_params::Builder<'_>>()
+                    .set_key(&key(rng)),
+                1 => {
+                    let mut p = root.init_as::<core_kv::put_params::Builder<'_>>();
+                    p.set_key(&key(rng));
+                    p.set_value(&vec![7; rng.gen_range(0..100)]);
+                    p.set_ttl_ms(rng.r#gen());
+                }
+                2 => root
+                    .init_as::<core_kv::delete_params::Builder<'_>>()
+                    .set_key(&key(rng)),
+                3 => codec::write_cas_op(
+                    root.init_as::<core_kv::cas_params::Builder<'_>>().init_op(),
+                    &CasOp {
+                        key: key(rng),
+                        expected: Some(b"old".to_vec()),
+                        new: Some(b"new".to_vec()),
+                        ttl_ms: 5,
+                    },
+                ),
+                4 => codec::write_scan_op(
+                    root.init_as::<core_kv::scan_params::Builder<'_>>()
+                        .init_op(),
+                    &ScanOp {
+                        start: key(rng),
+                        end: key(rng),
+                        limit: 10,
+                        reverse: rng.r#gen(),
+                    },
+                ),
+                5 => {
+                    let ops = [
+                        Op::Get { key: key(rng) },
+                        Op::Put {
+                            key: key(rng),
+                            value: b"v".to_vec(),
+                            ttl_ms: 0,
+                        },
+                        Op::Delete { key: key(rng) },
+                    ];
+                    let p = root.init_as::<core_kv::batch_params::Builder<'_>>();
+                    let mut list = p.init_ops(ops.len() as u32);
+                    for (i, op) in ops.iter().enumerate() {
+                        codec::write_op(list.reborrow().get(i as u32), op);
+                    }
+                }
+                6 => {
+                    root.init_as::<core_kv::topology_params::Builder<'_>>();
+                }
+                _ => {
+                    root.init_as::<core_kv::stats_params::Builder<'_>>();
+                }
+            }
+        }
+        out.push((
+            format!("params-{method}"),
+            capnp::serialize::write_message_to_words(&params),
+        ));
+        let mut msg = Builder::new_default();
+        {
+            let root = msg.init_root::<capnp_rpc::rpc_capnp::message::Builder<'_>>();
+            let mut call = root.init_call();
+            call.set_question_id(rng.r#gen());
+            call.set_interface_id(0x84fa_a17e_9403_d511);
+            call.set_method_id(method);
+            let content = params
+                .get_root_as_reader::<capnp::any_pointer::Reader<'_>>()
+                .unwrap();
+            call.init_params().get_content().set_as(content).unwrap();
+        }
+        out.push((
+            format!("call-{method}"),
+            capnp::serialize::write_message_to_words(&msg),
+        ));
+    }
+    out
+}
+
 fn collect(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -144,6 +248,29 @@ fn collect(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
             out.push((path.file_name().unwrap().to_string_lossy().into(), bytes));
         }
     }
+}
+
+/// A mutant of a Cap'n Proto frame: whole 8-byte words (pointers: offsets, list lengths,
+/// struct sizes; the segment table) replaced by extreme or random values, or byte mutants.
+fn mutate_words(rng: &mut ChaCha8Rng, seed: &[u8]) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    if d.len() < 8 || rng.gen_bool(0.3) {
+        return mutate(rng, &d);
+    }
+    for _ in 0..rng.gen_range(1..4) {
+        let w = rng.gen_range(0..d.len() / 8) * 8;
+        let v: u64 = [
+            0,
+            u64::MAX,
+            rng.r#gen(),
+            // A struct or list pointer with a huge offset or element count.
+            0xffff_fffc | (u64::from(rng.r#gen::<u32>()) << 32),
+            1 | (0xffff_ffff << 35),
+            u64::from(rng.r#gen::<u32>()) << 32,
+        ][rng.gen_range(0..6)];
+        d[w..w + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    d
 }
 
 /// A mutant of `seed`: bit flips, extreme 32-bit values (length and count fields), a cut,
@@ -195,14 +322,24 @@ fn mutate(rng: &mut ChaCha8Rng, seed: &[u8]) -> Vec<u8> {
 
 /// The inputs: each real file, its tail (footers), random slices (blocks, records, edits),
 /// mutants of all of these, and random bytes.
-fn inputs(rng: &mut ChaCha8Rng, files: &[(String, Vec<u8>)], count: usize) -> Vec<Vec<u8>> {
+fn inputs(
+    rng: &mut ChaCha8Rng,
+    files: &[(String, Vec<u8>)],
+    requests: &[(String, Vec<u8>)],
+    count: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(count);
     for (_, f) in files {
         out.push(f.clone());
         out.push(f[f.len().saturating_sub(64)..].to_vec());
     }
+    out.extend(requests.iter().map(|(_, r)| r.clone()));
     while out.len() < count {
-        let input = match rng.gen_range(0..10) {
+        let input = match rng.gen_range(0..13) {
+            10..=12 => {
+                let r = &requests[rng.gen_range(0..requests.len())].1;
+                mutate_words(rng, r)
+            }
             0 => (0..rng.gen_range(0..512))
                 .map(|_| rng.r#gen::<u8>())
                 .collect(),
@@ -247,7 +384,8 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
     eprintln!("decoders: seed {seed} (replay with COREKV_FUZZ_SEED={seed}), {count} inputs");
     let files = real_files();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let inputs = inputs(&mut rng, &files, count);
+    let requests = real_requests(&mut rng);
+    let inputs = inputs(&mut rng, &files, &requests, count);
 
     // The decoders run on their own thread; a decoder that loops never reports back. The
     // watchdog is generous (minutes): it detects hangs, it does not time anything.
@@ -266,7 +404,15 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
                 let largest = LARGEST_ALLOCATION_BYTES.with(Cell::get);
                 let problem = if r.is_err() {
                     Some("panicked".to_string())
-                } else if largest > baseline[d] + allocation_bound_bytes(input.len()) {
+                } else if largest
+                    > baseline[d]
+                        + allocation_bound_bytes(input.len())
+                        + if *name == "request" {
+                            REQUEST_BATCH_RESERVE_BYTES
+                        } else {
+                            0
+                        }
+                {
                     Some(format!(
                         "allocated {largest} bytes at once for {} input bytes",
                         input.len()
@@ -305,4 +451,21 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
         "decoders: {done} inputs x {} decoders, all fine",
         DECODERS.len()
     );
+}
+
+/// Regression (found by the test above): a WAL payload whose header puts its last sequence
+/// number past u64::MAX overflowed in replay (a panic in debug builds, a wrapped sequence in
+/// release); it is damage like any other malformed header.
+#[test]
+fn a_wal_payload_whose_sequence_range_overflows_is_damage() {
+    let mut payload = vec![0u8; 24];
+    payload[0] = 1; // a write batch
+    payload[4..8].copy_from_slice(&2u32.to_le_bytes());
+    payload[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    payload.extend_from_slice(b"garbage operations");
+    fuzz::wal_record(&payload);
+    // count 0 (nothing to apply) is damage too.
+    payload[4..8].copy_from_slice(&0u32.to_le_bytes());
+    payload[8..16].copy_from_slice(&0u64.to_le_bytes());
+    fuzz::wal_record(&payload);
 }
