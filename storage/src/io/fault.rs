@@ -116,6 +116,28 @@ struct UnsyncedWrite {
     new: Vec<u8>,
 }
 
+/// A directory entry change not yet made durable by an `fsync` of its directory.
+#[derive(Debug)]
+enum DirChange {
+    /// A file was created.
+    Created(PathBuf),
+    /// `from` was renamed to `to`, replacing `replaced` (the old content of `to`, if any).
+    Renamed {
+        from: PathBuf,
+        to: PathBuf,
+        replaced: Option<Vec<u8>>,
+    },
+}
+
+impl DirChange {
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            DirChange::Created(p) => p.parent(),
+            DirChange::Renamed { to, .. } => to.parent(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     rng: u64,
@@ -130,6 +152,8 @@ struct State {
     crashed_at_point: Option<CrashPoint>,
     track_unsynced: bool,
     unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
+    /// Creations and renames not yet made durable, oldest first (tracked with the writes).
+    dir_changes: Vec<DirChange>,
     /// Called when an armed crash point fires (see [`FaultInjector::on_crash_point`]).
     crash_hook: Option<CrashHook>,
 }
@@ -388,10 +412,53 @@ impl FaultInjector {
 
     /// Simulates losing power: for every write not followed by an `fdatasync` of its file,
     /// each 512-byte sector it touched ends up holding its content from before that write or
-    /// after any later unsynced write, chosen at random. Requires
+    /// after any later unsynced write, chosen at random. Then, per directory, the file
+    /// creations and renames not followed by an `fsync` of that directory survive only up to
+    /// a random point in their order (a journaling file system commits them in order): the
+    /// later ones are undone (created files disappear, renamed files get their old name back
+    /// and the file they replaced returns). Removals are treated as durable at once. Requires
     /// [`FaultInjector::track_unsynced_writes`] from before the writes; call it after the crash
-    /// and before reopening. Returns how many sectors changed.
+    /// and before reopening. Returns how many sectors and directory entries changed.
     pub fn power_loss(&self) -> std::io::Result<usize> {
+        let mut changed = self.lose_unsynced_writes()?;
+        changed += self.lose_unsynced_dir_changes()?;
+        Ok(changed)
+    }
+
+    fn lose_unsynced_dir_changes(&self) -> std::io::Result<usize> {
+        let mut st = self.state.borrow_mut();
+        let changes = std::mem::take(&mut st.dir_changes);
+        let mut by_dir: BTreeMap<PathBuf, Vec<DirChange>> = BTreeMap::new();
+        for c in changes {
+            let dir = c.dir().map(Path::to_path_buf).unwrap_or_default();
+            by_dir.entry(dir).or_default().push(c);
+        }
+        let mut changed = 0;
+        for (_, list) in by_dir {
+            let keep = (st.next_rand() % (list.len() as u64 + 1)) as usize;
+            for c in list.into_iter().skip(keep).rev() {
+                changed += 1;
+                match c {
+                    DirChange::Created(p) => {
+                        if p.exists() {
+                            std::fs::remove_file(&p)?;
+                        }
+                    }
+                    DirChange::Renamed { from, to, replaced } => {
+                        if to.exists() {
+                            std::fs::rename(&to, &from)?;
+                        }
+                        if let Some(old) = replaced {
+                            std::fs::write(&to, old)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn lose_unsynced_writes(&self) -> std::io::Result<usize> {
         let mut st = self.state.borrow_mut();
         let unsynced = std::mem::take(&mut st.unsynced);
         let mut changed = 0;
@@ -430,6 +497,36 @@ impl FaultInjector {
             Decision::Fail(fault) => Err(injected(op_name(op), path, fault)),
             Decision::Crash | Decision::Dead => Err(dead(op_name(op), path)),
         }
+    }
+
+    /// A file is about to be created at `path`: remembers it if it is new (tracking only).
+    pub(crate) fn creating(&self, path: &Path) {
+        let mut st = self.state.borrow_mut();
+        if st.track_unsynced && !st.crashed && !path.exists() {
+            st.dir_changes.push(DirChange::Created(path.to_path_buf()));
+        }
+    }
+
+    /// `from` is about to be renamed to `to`: remembers it and what it replaces (tracking
+    /// only).
+    pub(crate) fn renaming(&self, from: &Path, to: &Path) {
+        let mut st = self.state.borrow_mut();
+        if st.track_unsynced && !st.crashed {
+            let replaced = std::fs::read(to).ok();
+            st.dir_changes.push(DirChange::Renamed {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                replaced,
+            });
+        }
+    }
+
+    /// The directory `dir` was synced: its entries are durable.
+    pub(crate) fn dir_synced(&self, dir: &Path) {
+        self.state
+            .borrow_mut()
+            .dir_changes
+            .retain(|c| c.dir() != Some(dir));
     }
 
     /// The file was synced: its writes are durable.
@@ -542,7 +639,11 @@ fn read_full_at(f: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+    use crate::io::Io;
+    use crate::test_util::{probe, run, test_dir};
 
     #[test]
     fn rules_fail_once_or_from_a_point_on_until_cleared() {
@@ -598,5 +699,46 @@ mod tests {
         // Dead from then on, without calling the hook again.
         assert!(inj.reached(CrashPoint::FlushMidTable).is_err());
         assert_eq!(fired.borrow().len(), 1);
+    }
+
+    #[test]
+    fn power_loss_undoes_creations_and_renames_until_their_directory_is_synced() {
+        let dir = test_dir("fault-dir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            probe(&path).await;
+            let (a, b, c) = (path.join("a"), path.join("b"), path.join("c"));
+            let (mut lost, mut kept) = (0, 0);
+            for seed in 0..16u64 {
+                for p in [&a, &b, &c] {
+                    let _ = std::fs::remove_file(p);
+                }
+                std::fs::write(&c, b"old c").unwrap();
+                let faults = FaultInjector::new(seed);
+                faults.track_unsynced_writes();
+                let io = Io::new(Some(faults.clone()));
+                // `a` created and its directory synced: durable.
+                let f = io.create(&a).await.unwrap();
+                f.fdatasync().await.unwrap();
+                io.sync_dir(&path).await.unwrap();
+                // `b` created, `a` renamed over `c`, directory not synced.
+                let f = io.create(&b).await.unwrap();
+                f.fdatasync().await.unwrap();
+                io.rename(&a, &c).unwrap();
+                faults.crash_now();
+                faults.power_loss().unwrap();
+                // In order: either both changes stay, only the creation of `b`, or neither.
+                match (
+                    b.exists(),
+                    a.exists(),
+                    std::fs::read(&c).unwrap().as_slice(),
+                ) {
+                    (true, false, b"") => kept += 1,
+                    (true, true, b"old c") | (false, true, b"old c") => lost += 1,
+                    other => panic!("seed {seed}: impossible state after power loss: {other:?}"),
+                }
+            }
+            assert!(lost > 0 && kept > 0, "lost {lost}, kept {kept}");
+        });
     }
 }

@@ -64,6 +64,9 @@ impl Io {
     /// Creates (or truncates) `path` for reading and writing with O_DIRECT.
     pub(crate) async fn create(&self, path: &Path) -> Result<File> {
         self.check(FaultOp::Create, path)?;
+        if let Some(f) = &self.faults {
+            f.creating(path);
+        }
         let dma = OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,7 +109,11 @@ impl Io {
             .map_err(|e| Error::io("fsync directory", dir, os_error(e)))?;
         d.close()
             .await
-            .map_err(|e| Error::io("close directory", dir, os_error(e)))
+            .map_err(|e| Error::io("close directory", dir, os_error(e)))?;
+        if let Some(f) = &self.faults {
+            f.dir_synced(dir);
+        }
+        Ok(())
     }
 
     /// The engine reached `point` of its background work (a test may crash it there).
@@ -120,6 +127,9 @@ impl Io {
     /// Renames a file (the caller syncs the directory).
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.check(FaultOp::Rename, from)?;
+        if let Some(f) = &self.faults {
+            f.renaming(from, to);
+        }
         std::fs::rename(from, to).map_err(|e| Error::io("rename", from, e))?;
         if let Some(f) = &self.faults {
             f.forget(from);
