@@ -326,6 +326,7 @@ fn crash_and_power_loss_at_each_early_io_keeps_every_acknowledged_write() {
             }
             assert!(inj.crashed(), "crash point {crash_at} was never reached");
             drop(e);
+            inj.settle().await;
             inj.power_loss().unwrap();
             let e = reopen(&path).await;
             for (seq, k) in &acked {

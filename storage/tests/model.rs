@@ -223,6 +223,9 @@ impl Model {
         self.count_background(&e);
         self.snapshots.clear();
         drop(e);
+        // Operations the crashed engine had started must not land after the power loss or
+        // on the reopened engine's files.
+        faults.settle().await;
         if self.durability == Durability::Sync {
             faults.power_loss().unwrap();
         }

@@ -154,6 +154,8 @@ struct State {
     unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
     /// Creations and renames not yet made durable, oldest first (tracked with the writes).
     dir_changes: Vec<DirChange>,
+    /// Opens, creations and writes that passed the injector and are still running.
+    in_flight: u64,
     /// Called when an armed crash point fires (see [`FaultInjector::on_crash_point`]).
     crash_hook: Option<CrashHook>,
 }
@@ -228,6 +230,15 @@ enum Decision {
     Fail(Fault),
     Crash,
     Dead,
+}
+
+/// An operation in flight (see [`FaultInjector::settle`]).
+pub(crate) struct InFlight(FaultInjector);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().in_flight -= 1;
+    }
 }
 
 /// Makes file operations fail on demand and simulates crashes. Cheap to clone; clones share
@@ -369,6 +380,21 @@ impl FaultInjector {
     /// Whether the simulated machine has crashed.
     pub fn crashed(&self) -> bool {
         self.state.borrow().crashed
+    }
+
+    /// Waits until no open, creation or write that began before a crash is still running:
+    /// call it after a crash and before [`FaultInjector::power_loss`] or reopening, so nothing
+    /// the crashed engine started touches the files afterwards.
+    pub async fn settle(&self) {
+        while self.state.borrow().in_flight > 0 {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Counts an operation running until the guard drops (see [`FaultInjector::settle`]).
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.state.borrow_mut().in_flight += 1;
+        InFlight(self.clone())
     }
 
     /// The machine crashes the `n`-th (0-based) time the engine reaches `point`: the step
@@ -549,6 +575,7 @@ impl FaultInjector {
             Decision::Fail(f @ (Fault::Eio | Fault::Enospc)) => Err(injected("write", path, f)),
             Decision::Proceed => {
                 self.remember(path, pos, buf.as_bytes()).map_err(io_err)?;
+                let _running = self.in_flight();
                 file.raw_write(buf, pos).await
             }
             Decision::Fail(Fault::ShortWrite) => {
@@ -565,6 +592,7 @@ impl FaultInjector {
                     .copy_from_slice(&buf.as_bytes()[..keep]);
                 self.remember(path, pos, prefix.as_bytes())
                     .map_err(io_err)?;
+                let _running = self.in_flight();
                 file.raw_write(prefix, pos).await
             }
             Decision::Fail(Fault::TornWrite) => {

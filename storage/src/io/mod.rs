@@ -67,6 +67,7 @@ impl Io {
         if let Some(f) = &self.faults {
             f.creating(path);
         }
+        let _running = self.faults.as_ref().map(FaultInjector::in_flight);
         let dma = OpenOptions::new()
             .read(true)
             .write(true)
@@ -81,6 +82,7 @@ impl Io {
     /// Opens an existing `path` for reading and writing with O_DIRECT.
     pub(crate) async fn open(&self, path: &Path) -> Result<File> {
         self.check(FaultOp::Open, path)?;
+        let _running = self.faults.as_ref().map(FaultInjector::in_flight);
         let dma = OpenOptions::new()
             .read(true)
             .write(true)
