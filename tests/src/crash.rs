@@ -530,6 +530,11 @@ impl CrashLoop {
                 died = if crash_only { server.exited() } else { None };
                 if died.is_none() {
                     server.kill9();
+                    // The point may have fired just before our kill (the process was dying,
+                    // not yet reapable): its log line says so.
+                    if crash_only && server.log().contains("crash point ") {
+                        count_crash_point_kill(&mut report, &server.log(), &ctx);
+                    }
                 }
             }
             if let Some(status) = died {

@@ -37,8 +37,14 @@ impl SmallFs {
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root: cannot mount a loop device".to_string());
         }
+        if let Some(base) = dir.parent() {
+            sweep_stale(base);
+        }
         let image = dir.join("small-fs.img");
         let mount = dir.join("mnt");
+        // Who owns the mount: a later run removes it if this process dies without unwinding.
+        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| format!("write the owner file in {dir:?}: {e}"))?;
         std::fs::create_dir_all(&mount).map_err(|e| format!("create {mount:?}: {e}"))?;
         let f = std::fs::File::create(&image).map_err(|e| format!("create {image:?}: {e}"))?;
         f.set_len(size_bytes)
@@ -68,6 +74,30 @@ impl SmallFs {
         let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
         assert_eq!(rc, 0, "statvfs {:?}", self.mount);
         st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+/// Names, in a test directory, the process that mounted its filesystem.
+const OWNER_FILE: &str = "small-fs.owner";
+
+/// Unmounts and deletes the filesystems of test directories in `base` whose owner process is
+/// gone (a test killed without unwinding leaves its mount behind).
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = run(Command::new("umount").arg("-l").arg(dir.join("mnt")));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
 

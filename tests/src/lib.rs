@@ -2,7 +2,8 @@
 //!
 //! The binaries are the ones `cargo build --workspace --bins --examples` (run by `tests/run.sh`)
 //! puts next to the test executables (`target/<profile>/corekv-server`, ...). Every process a
-//! test starts is killed when its handle drops, and every data directory lives on disk (under
+//! test starts is killed when its handle drops (and, for servers, when the test process dies
+//! without unwinding: `PR_SET_PDEATHSIG`), and every data directory lives on disk (under
 //! the system temp directory or `COREKV_TEST_DIR`, never tmpfs: O_DIRECT needs a real
 //! filesystem) and is removed afterwards.
 //!
@@ -264,6 +265,18 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        // If the test process dies without unwinding (killed, aborted), its servers die too:
+        // the kernel kills the child when the thread that started it exits.
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
+        // which is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().expect("spawn corekv-server");
         let mut server = Server {
             child: Some(child),

@@ -8,7 +8,9 @@
 //! The cargo-fuzz targets in `tests/fuzz/` run the same entry points for as long as one likes
 //! (docs/RELIABILITY.md).
 //!
-//! `COREKV_FUZZ_SEED=<n>` replays a run, `COREKV_FUZZ_ITERATIONS=<n>` makes it longer.
+//! `COREKV_FUZZ_SEED=<n>` replays a run, `COREKV_FUZZ_ITERATIONS=<n>` makes it longer,
+//! `COREKV_FUZZ_CORPUS=<dir>` also writes the real files and requests there as seeds for the
+//! cargo-fuzz targets.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -239,6 +241,19 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Seeds for the cargo-fuzz targets: `<dir>/<target>/<name>` (docs/RELIABILITY.md).
+fn write_corpus(dir: &Path, files: &[(String, Vec<u8>)], requests: &[(String, Vec<u8>)]) {
+    for (name, _) in DECODERS {
+        let target = dir.join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        let seeds = if name == "request" { requests } else { files };
+        for (file, bytes) in seeds {
+            std::fs::write(target.join(file), bytes).unwrap();
+        }
+    }
+    eprintln!("decoders: seeds written to {dir:?}");
+}
+
 fn collect(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -385,6 +400,9 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
     let files = real_files();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let requests = real_requests(&mut rng);
+    if let Some(dir) = std::env::var_os("COREKV_FUZZ_CORPUS") {
+        write_corpus(Path::new(&dir), &files, &requests);
+    }
     let inputs = inputs(&mut rng, &files, &requests, count);
 
     // The decoders run on their own thread; a decoder that loops never reports back. The
