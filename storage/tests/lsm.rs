@@ -1,6 +1,6 @@
 //! The LSM tree through the engine API: space used after overwrites and deletes, corruption of
 //! tables on disk, snapshots across compactions, bloom filters at work, zstd per level, and
-//! counted write stalls.
+//! counted write stalls, background work in its low-share task queue.
 //!
 //! `COREKV_LONG_TESTS=1` runs the space test at the full size (200 000 keys written five
 //! times); the default is 50 000 keys so the test binary stays within seconds.
@@ -428,6 +428,46 @@ fn writes_stall_while_flushes_fall_behind_and_every_stall_is_counted() {
         for i in (0..keys).step_by(97) {
             assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 1)));
         }
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn flushes_and_compactions_run_in_the_low_share_background_queue() {
+    let dir = test_dir("lsm-queue");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let shares = 123;
+        let e = Engine::open(
+            &path,
+            Options {
+                background_shares: shares,
+                ..small_tree()
+            },
+        )
+        .await
+        .unwrap();
+        for i in 0..30_000 {
+            e.put(&key(i), &value(i, 0)).await.unwrap();
+        }
+        e.wait_for_background().await.unwrap();
+        let st = e.stats();
+        assert!(st.flushes_total > 0 && st.compactions_total > 0, "{st:?}");
+        // The executor's queues: the default one (1000 shares) where this test runs, and the
+        // engine's background queue with the configured shares, which did the work.
+        let queues: Vec<glommio::TaskQueueStats> =
+            glommio::executor().all_task_queue_stats(Vec::new());
+        let background: Vec<_> = queues
+            .iter()
+            .filter(|q| q.current_shares() == shares)
+            .collect();
+        assert_eq!(background.len(), 1, "queues: {queues:?}");
+        assert!(
+            background[0].runtime() > std::time::Duration::ZERO,
+            "the background queue never ran: {queues:?}"
+        );
+        let current = glommio::executor().current_task_queue();
+        assert_ne!(background[0].index(), current);
         e.close().await.unwrap();
     });
 }
