@@ -70,7 +70,7 @@ python3 - "$out" "$runs" <<'EOF'
 import re, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 line = re.compile(r'^(\S+)\s+:\s+([\d.]+) micros/op (\d+) ops/sec')
-detail = re.compile(r'^(\S+)\s+: latency_us p50=([\d.]+) p99=([\d.]+).*?(?:records_per_write=([\d.]+) group_max=(\d+))?$')
+detail = re.compile(r'^(\S+)\s+: latency_us p50=([\d.]+) p99=([\d.]+)(?:.*?records_per_write=([\d.]+) group_max=(\d+))?')
 def parse(path):
     ops, det = {}, {}
     for l in open(path):

@@ -124,10 +124,57 @@ fn bad_flags_are_refused_with_a_message() {
         &["--threads=0"],
         &["--key_size=4"],
         &["--sync=2"],
+        &["--use_direct_reads=maybe"],
     ] {
         let out = bench(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("invalid option"), "{bad:?}: {err}");
     }
+}
+
+#[test]
+fn flush_and_compaction_show_in_the_engine_line() {
+    let dir = db_dir();
+    let out = bench(&[
+        "--benchmarks=fillrandom,flush,waitforcompaction,readrandom",
+        "--num=3000",
+        "--reads=500",
+        "--write_buffer_size=65536",
+        "--cache_size=1048576",
+        &format!("--db={}", dir.path().join("db").display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // flush and waitforcompaction are steps, not db_bench result lines.
+    let names: Vec<_> = stdout
+        .lines()
+        .filter_map(parse_db_bench_line)
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["fillrandom", "readrandom"]);
+    let engine = stdout
+        .lines()
+        .rfind(|l| l.starts_with("readrandom   : engine since open:"))
+        .unwrap();
+    let field = |name: &str| -> f64 {
+        let at = engine.find(&format!(" {name}=")).unwrap() + name.len() + 2;
+        engine[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // 3000 writes of 116 bytes through a 64 KiB memtable: several flushes, tables on disk,
+    // write amplification counted, the cache capped at what was asked.
+    assert!(field("flushes") >= 2.0, "{engine}");
+    assert!(field("flush_MiB") > 0.0, "{engine}");
+    assert!(field("wamp_tables") > 0.5, "{engine}");
+    assert_eq!(field("cap_MiB"), 1.0, "{engine}");
+    assert!(!engine.contains("levels=[]"), "{engine}");
 }

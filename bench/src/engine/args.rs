@@ -14,6 +14,8 @@ pub const BENCHMARKS: &[&str] = &[
     "readrandom",
     "readseq",
     "seekrandom",
+    "flush",
+    "waitforcompaction",
 ];
 
 /// Most concurrent tasks.
@@ -23,7 +25,9 @@ pub const THREADS_MAX: usize = 4096;
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Comma-separated benchmarks, run in order: fillseq, fillrandom, overwrite, readrandom,
-    /// readseq, seekrandom. Benchmarks starting with `fill` start from an empty database.
+    /// readseq, seekrandom; and as in db_bench, `flush` (the memtable to a table) and
+    /// `waitforcompaction` (until flushes and compactions settle). Benchmarks starting with
+    /// `fill` start from an empty database.
     #[arg(
         long = "benchmarks",
         default_value = "fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom",
@@ -79,22 +83,38 @@ pub struct EngineArgs {
     #[arg(long = "seed", default_value_t = 301)]
     pub seed: u64,
 
-    /// Memtable bound (like db_bench's --write_buffer_size): a full memtable is flushed to a
-    /// level-0 SSTable. Default: the engine's default, 64 MiB.
-    #[arg(long = "memtable_size_bytes", default_value_t = 64 << 20)]
-    pub memtable_size_bytes: usize,
+    /// Memtable bound in bytes (db_bench's `write_buffer_size`; `--memtable_size_bytes` is an
+    /// alias). Default: the engine's default.
+    #[arg(long = "write_buffer_size", alias = "memtable_size_bytes")]
+    pub write_buffer_size: Option<usize>,
 
-    /// WAL segment size.
-    #[arg(long = "wal_segment_size_bytes", default_value_t = 16 << 20)]
-    pub wal_segment_size_bytes: usize,
+    /// Block cache in bytes (db_bench's `cache_size`). Default: the engine's default (corekv
+    /// reads with O_DIRECT, so this cache is all there is between a read and the disk; RocksDB
+    /// reads through the OS page cache unless `--use_direct_reads=true`).
+    #[arg(long = "cache_size")]
+    pub cache_size: Option<usize>,
 
-    /// Largest group-commit write.
-    #[arg(long = "wal_write_bytes_max", default_value_t = 1 << 20)]
-    pub wal_write_bytes_max: usize,
+    /// Accepted for db_bench compatibility: corekv always reads tables with O_DIRECT.
+    #[arg(long = "use_direct_reads", default_value = "true")]
+    pub use_direct_reads: String,
+
+    /// Bloom filter bits per key. Default: the engine's default. (db_bench's default, -1,
+    /// gives RocksDB no filter at all; corekv always has one.)
+    #[arg(long = "bloom_bits")]
+    pub bloom_bits: Option<u32>,
+
+    /// WAL segment size. Default: the engine's default.
+    #[arg(long = "wal_segment_size_bytes")]
+    pub wal_segment_size_bytes: Option<usize>,
+
+    /// Largest group-commit write. Default: the engine's default.
+    #[arg(long = "wal_write_bytes_max")]
+    pub wal_write_bytes_max: Option<usize>,
 
     /// With durability none: writers wait once this many bytes of WAL records are queued.
-    #[arg(long = "wal_pending_bytes_max", default_value_t = 64 << 20)]
-    pub wal_pending_bytes_max: usize,
+    /// Default: the engine's default.
+    #[arg(long = "wal_pending_bytes_max")]
+    pub wal_pending_bytes_max: Option<usize>,
 
     /// glommio preempt timer of the engine's executor, µs: how long a busy task may run before
     /// `yield_if_needed` lets the WAL writer and the reactor in. Default: glommio's 100 ms.
@@ -152,6 +172,12 @@ impl EngineArgs {
         }
         if self.sync > 1 {
             return Err(format!("--sync={} must be 0 or 1", self.sync));
+        }
+        if !matches!(self.use_direct_reads.as_str(), "true" | "false" | "1" | "0") {
+            return Err(format!(
+                "--use_direct_reads={} must be true or false",
+                self.use_direct_reads
+            ));
         }
         if self.compression_type != "none" {
             eprintln!(

@@ -99,14 +99,28 @@ async fn open(args: &EngineArgs, dir: &Path, fresh: bool) -> Result<Engine, Erro
             source: e,
         })?;
     }
-    let options = Options {
+    let mut options = Options {
         durability: args.durability(),
-        memtable_size_bytes_max: args.memtable_size_bytes,
-        wal_segment_size_bytes: args.wal_segment_size_bytes,
-        wal_write_bytes_max: args.wal_write_bytes_max,
-        wal_pending_bytes_max: args.wal_pending_bytes_max,
         ..Options::default()
     };
+    if let Some(b) = args.write_buffer_size {
+        options.memtable_size_bytes_max = b;
+    }
+    if let Some(b) = args.cache_size {
+        options.block_cache_size_bytes = b;
+    }
+    if let Some(b) = args.bloom_bits {
+        options.bloom_bits_per_key = b;
+    }
+    if let Some(b) = args.wal_segment_size_bytes {
+        options.wal_segment_size_bytes = b;
+    }
+    if let Some(b) = args.wal_write_bytes_max {
+        options.wal_write_bytes_max = b;
+    }
+    if let Some(b) = args.wal_pending_bytes_max {
+        options.wal_pending_bytes_max = b;
+    }
     Engine::open(dir, options).await.map_err(storage_error)
 }
 
@@ -125,9 +139,25 @@ async fn run_all(args: &EngineArgs, dir: &Path) -> Result<Vec<BenchResult>, Erro
         let Some(e) = engine.as_ref() else {
             continue;
         };
+        if matches!(name.as_str(), "flush" | "waitforcompaction") {
+            let start = Instant::now();
+            if name == "flush" {
+                e.flush().await.map_err(storage_error)?;
+            } else {
+                e.wait_for_background().await.map_err(storage_error)?;
+            }
+            println!(
+                "{:<12} : done in {:.3} seconds",
+                name,
+                start.elapsed().as_secs_f64()
+            );
+            println!("{}", report::engine_line(name, &e.stats()));
+            continue;
+        }
         let r = run_one(e, name, position as u64, args, &values).await?;
         println!("{}", r.db_bench_line());
         println!("{}", r.detail_line());
+        println!("{}", report::engine_line(name, &e.stats()));
         results.push(r);
     }
     if let Some(e) = engine.take() {

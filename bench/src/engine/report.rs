@@ -93,6 +93,68 @@ impl BenchResult {
     }
 }
 
+/// corekv's engine line: the LSM's state and cumulative counters since the engine was opened
+/// (fill benchmarks open a fresh one): user bytes, bytes written by the WAL, flushes and
+/// compactions, write amplification, stalls, the block cache and the bloom filters.
+///
+/// Write amplification = (flush + compaction bytes written) / user key+value bytes
+/// (`wamp_tables`, comparable to RocksDB's compaction stats `W-Amp` summed over levels), and
+/// the same plus the WAL's bytes (`wamp_total`, all bytes the engine wrote).
+pub fn engine_line(name: &str, s: &corekv_storage::Stats) -> String {
+    let user = s.write_payload_bytes_total.max(1) as f64;
+    let tables = (s.flush_bytes_written_total + s.compaction_bytes_written_total) as f64;
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    let levels = [
+        (s.level0_files, s.level0_bytes),
+        (s.level1_files, s.level1_bytes),
+        (s.level2_files, s.level2_bytes),
+        (s.level3_files, s.level3_bytes),
+        (s.level4_files, s.level4_bytes),
+        (s.level5_files, s.level5_bytes),
+        (s.level6_files, s.level6_bytes),
+    ];
+    let levels: Vec<String> = levels
+        .iter()
+        .enumerate()
+        .filter(|(_, (files, _))| *files > 0)
+        .map(|(l, (files, bytes))| format!("L{l}:{files}/{:.1}MiB", mib(*bytes)))
+        .collect();
+    let lookups = s.block_cache_hits_total + s.block_cache_misses_total;
+    format!(
+        "{:<12} : engine since open: user_MiB={:.1} wal_MiB={:.1} flush_MiB={:.1} \
+         compaction_MiB={:.1} (read {:.1}) wamp_tables={:.2} wamp_total={:.2} flushes={} \
+         compactions={} pending_MiB={:.1} stalls={} stall_ms={} levels=[{}] \
+         cache hits={} misses={} hit%={:.1} data_MiB={:.1} pinned_MiB={:.1} cap_MiB={:.1} \
+         bloom useful={} fp={}",
+        name,
+        mib(s.write_payload_bytes_total),
+        mib(s.wal_write_bytes_total),
+        mib(s.flush_bytes_written_total),
+        mib(s.compaction_bytes_written_total),
+        mib(s.compaction_bytes_read_total),
+        tables / user,
+        (tables + s.wal_write_bytes_total as f64) / user,
+        s.flushes_total,
+        s.compactions_total,
+        mib(s.compaction_pending_bytes),
+        s.write_stalls_total,
+        s.write_stall_us_total / 1000,
+        levels.join(" "),
+        s.block_cache_hits_total,
+        s.block_cache_misses_total,
+        if lookups > 0 {
+            100.0 * s.block_cache_hits_total as f64 / lookups as f64
+        } else {
+            0.0
+        },
+        mib(s.block_cache_data_bytes),
+        mib(s.block_cache_pinned_bytes),
+        mib(s.block_cache_capacity_bytes),
+        s.bloom_useful_total,
+        s.bloom_false_positive_total,
+    )
+}
+
 /// One parsed db_bench line: name, micros/op, ops/sec, operations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbBenchLine {
