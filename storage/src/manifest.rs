@@ -227,6 +227,11 @@ impl ManifestState {
                     m.file_number
                 ));
             }
+            // A table numbered u64::MAX would leave no next number (found by cargo-fuzz).
+            let next = m
+                .file_number
+                .checked_add(1)
+                .ok_or_else(|| format!("edit adds table {}: no number after it", m.file_number))?;
             if self.levels.len() <= *level {
                 self.levels.resize_with(*level + 1, BTreeMap::new);
             }
@@ -234,7 +239,7 @@ impl ManifestState {
                 return Err(format!("edit adds table {} twice", m.file_number));
             }
             self.levels[*level].insert(m.file_number, m.clone());
-            self.next_file_number = self.next_file_number.max(m.file_number + 1);
+            self.next_file_number = self.next_file_number.max(next);
         }
         Ok(())
     }

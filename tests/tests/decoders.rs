@@ -487,3 +487,15 @@ fn a_wal_payload_whose_sequence_range_overflows_is_damage() {
     payload[8..16].copy_from_slice(&0u64.to_le_bytes());
     fuzz::wal_record(&payload);
 }
+
+/// Regression (found by the cargo-fuzz target `manifest_edit`): an edit adding a table numbered
+/// u64::MAX overflowed computing the next file number; it is a contradiction like any other.
+#[test]
+fn a_manifest_edit_adding_table_u64_max_is_refused() {
+    let input = [
+        0x07, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1d, 0xff, 0x1d, 0xff,
+        0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1d, 0xff, 0xff, 0xff, 0x1d, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+    ];
+    fuzz::manifest_edit(&input);
+}
