@@ -20,19 +20,32 @@ fn ring_depths(pid: u32) -> Vec<u64> {
             continue;
         }
         let fd = entry.file_name();
-        let Ok(info) =
-            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()))
-        else {
-            continue;
+        let path = format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy());
+        let Some(mask) = sq_mask(&path) else {
+            continue; // closed meanwhile
         };
-        let mask = info
-            .lines()
-            .find_map(|l| l.strip_prefix("SqMask:"))
-            .expect("io_uring fdinfo has SqMask");
-        let mask = u64::from_str_radix(mask.trim().trim_start_matches("0x"), 16).unwrap();
         depths.push(mask + 1);
     }
     depths
+}
+
+/// The `SqMask:` of one io_uring descriptor's fdinfo, or `None` if the descriptor is gone.
+///
+/// Recent kernels print an io_uring's fdinfo only when they can take the ring's lock without
+/// waiting (`mutex_trylock`); while the owning thread is inside `io_uring_enter` submitting, the
+/// file reads back empty. So an empty read is retried (a bounded number of times): the lock is
+/// held only for the length of a submission.
+fn sq_mask(path: &str) -> Option<u64> {
+    let mut last = String::new();
+    for _ in 0..2000 {
+        let info = std::fs::read_to_string(path).ok()?;
+        if let Some(mask) = info.lines().find_map(|l| l.strip_prefix("SqMask:")) {
+            return Some(u64::from_str_radix(mask.trim().trim_start_matches("0x"), 16).unwrap());
+        }
+        last = info;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("{path} never showed SqMask in 2000 reads; last read: {last:?}");
 }
 
 fn io_concurrency_in(file: &str) -> u32 {
