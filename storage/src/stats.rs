@@ -201,3 +201,18 @@ stats_struct! {
     /// Torn manifest tails cut off by the last open (0 or 1).
     manifest_torn_tails_cut,
 }
+
+impl Stats {
+    /// `(tables, bytes)` per level, level 6 counting every deeper level too.
+    pub fn levels(&self) -> [(u64, u64); 7] {
+        [
+            (self.level0_files, self.level0_bytes),
+            (self.level1_files, self.level1_bytes),
+            (self.level2_files, self.level2_bytes),
+            (self.level3_files, self.level3_bytes),
+            (self.level4_files, self.level4_bytes),
+            (self.level5_files, self.level5_bytes),
+            (self.level6_files, self.level6_bytes),
+        ]
+    }
+}

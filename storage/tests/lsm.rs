@@ -122,15 +122,7 @@ fn overwrites_settle_to_at_most_one_and_a_half_times_the_live_data_and_deletes_f
         let st = e.stats();
         println!(
             "levels (files, bytes): {:?} memtable {} B, immutable {}",
-            [
-                (st.level0_files, st.level0_bytes),
-                (st.level1_files, st.level1_bytes),
-                (st.level2_files, st.level2_bytes),
-                (st.level3_files, st.level3_bytes),
-                (st.level4_files, st.level4_bytes),
-                (st.level5_files, st.level5_bytes),
-                (st.level6_files, st.level6_bytes),
-            ],
+            st.levels(),
             st.memtable_bytes,
             st.memtables_immutable
         );

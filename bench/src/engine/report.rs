@@ -104,15 +104,7 @@ pub fn engine_line(name: &str, s: &corekv_storage::Stats) -> String {
     let user = s.write_payload_bytes_total.max(1) as f64;
     let tables = (s.flush_bytes_written_total + s.compaction_bytes_written_total) as f64;
     let mib = |b: u64| b as f64 / 1_048_576.0;
-    let levels = [
-        (s.level0_files, s.level0_bytes),
-        (s.level1_files, s.level1_bytes),
-        (s.level2_files, s.level2_bytes),
-        (s.level3_files, s.level3_bytes),
-        (s.level4_files, s.level4_bytes),
-        (s.level5_files, s.level5_bytes),
-        (s.level6_files, s.level6_bytes),
-    ];
+    let levels = s.levels();
     let levels: Vec<String> = levels
         .iter()
         .enumerate()
