@@ -545,15 +545,7 @@ impl Engine {
             slot.0 += files.len() as u64;
             slot.1 += v.level_bytes(l);
         }
-        [
-            (s.level0_files, s.level0_bytes),
-            (s.level1_files, s.level1_bytes),
-            (s.level2_files, s.level2_bytes),
-            (s.level3_files, s.level3_bytes),
-            (s.level4_files, s.level4_bytes),
-            (s.level5_files, s.level5_bytes),
-            (s.level6_files, s.level6_bytes),
-        ] = per_level;
+        s.set_levels(per_level);
         s.tables_live = per_level.iter().map(|p| p.0).sum();
         s.tables_bytes = per_level.iter().map(|p| p.1).sum();
         s.compaction_pending_bytes = picker::pending_compaction_bytes(v, &self.inner.targets);

@@ -215,4 +215,17 @@ impl Stats {
             (self.level6_files, self.level6_bytes),
         ]
     }
+
+    /// Sets the per-level `(tables, bytes)` that [`Stats::levels`] reads back.
+    pub(crate) fn set_levels(&mut self, levels: [(u64, u64); 7]) {
+        [
+            (self.level0_files, self.level0_bytes),
+            (self.level1_files, self.level1_bytes),
+            (self.level2_files, self.level2_bytes),
+            (self.level3_files, self.level3_bytes),
+            (self.level4_files, self.level4_bytes),
+            (self.level5_files, self.level5_bytes),
+            (self.level6_files, self.level6_bytes),
+        ] = levels;
+    }
 }

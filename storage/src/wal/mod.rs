@@ -258,6 +258,25 @@ struct State {
     stats: WalStats,
 }
 
+impl State {
+    /// Makes a freshly created, empty segment (records from `first_index` on) the active one.
+    fn start_segment(&mut self, first_index: u64, path: PathBuf, size_bytes: u64, file: File) {
+        self.segments.push(Segment {
+            first_index,
+            path,
+            size_bytes,
+            offsets: Vec::new(),
+            end: segment::HEADER_BLOCK_BYTES,
+        });
+        self.active = Some(Active {
+            file: Rc::new(file),
+            end: segment::HEADER_BLOCK_BYTES,
+            tail: Vec::new(),
+        });
+        self.stats.segments_created_total += 1;
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
@@ -318,19 +337,8 @@ impl Wal {
             let zero = opts.zero_fill();
             match segment::create(&io, &dir, st.next_index, size, zero).await {
                 Ok((file, path)) => {
-                    st.segments.push(Segment {
-                        first_index: st.next_index,
-                        path,
-                        size_bytes: size,
-                        offsets: Vec::new(),
-                        end: segment::HEADER_BLOCK_BYTES,
-                    });
-                    st.active = Some(Active {
-                        file: Rc::new(file),
-                        end: segment::HEADER_BLOCK_BYTES,
-                        tail: Vec::new(),
-                    });
-                    st.stats.segments_created_total += 1;
+                    let first_index = st.next_index;
+                    st.start_segment(first_index, path, size, file);
                 }
                 Err(e @ Error::Io { .. }) => {
                     // A full (or failing) disk: what was recovered stays readable, writes are
@@ -740,20 +748,9 @@ impl Wal {
                 sh.opts.zero_fill(),
             )
             .await?;
-            let mut st = sh.st.borrow_mut();
-            st.segments.push(Segment {
-                first_index: from,
-                path,
-                size_bytes: sh.opts.segment_size_bytes as u64,
-                offsets: Vec::new(),
-                end: segment::HEADER_BLOCK_BYTES,
-            });
-            st.active = Some(Active {
-                file: Rc::new(file),
-                end: segment::HEADER_BLOCK_BYTES,
-                tail: Vec::new(),
-            });
-            st.stats.segments_created_total += 1;
+            sh.st
+                .borrow_mut()
+                .start_segment(from, path, sh.opts.segment_size_bytes as u64, file);
         } else if sh.st.borrow().active.is_none() {
             // The cut fell on a segment boundary: the previous segment becomes active again.
             let (path, end) = {
