@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use corekv_proto::client::TokioRuntime;
+use corekv_proto::client::{CoalesceLimits, TokioRuntime};
 use corekv_proto::ops::counter_total;
 use corekv_proto::{
     CasOp, CasResult, Client, ClientOptions, Connection, Op, OpResult, ScanOp, ScanResult,
@@ -304,6 +304,92 @@ fn concurrent_single_operations_are_coalesced_into_batches() {
         assert_eq!(counter_total(&stats, "put_ops_total"), 500);
         assert_eq!(counter_total(&stats, "get_ops_total"), 500);
         assert_eq!(counter_total(&stats, "batch_calls_total"), batches);
+    });
+}
+
+/// Many small calls in flight on one connection: operations on one key, issued concurrently,
+/// still apply in issue order (a read issued after a durable write sees it, although the write
+/// waits for the WAL and the read would not), and every caller gets its own result.
+#[test]
+fn calls_in_flight_keep_each_keys_operations_in_issue_order() {
+    let dir = test_dir("coalesce-order");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        let options = ClientOptions {
+            coalesce: true,
+            limits: CoalesceLimits {
+                batch_ops_max: 3,
+                batch_calls_in_flight_max: 8,
+                batch_ops_split_min: 1,
+            },
+        };
+        let client = Client::connect_with(TokioRuntime, server.addr, options)
+            .await
+            .unwrap();
+        let keys: Vec<Vec<u8>> = (0..4).map(|i| format!("order{i}").into_bytes()).collect();
+        // Round r: for every key, put value r then get it; one key also gets a delete.
+        enum Want {
+            Write,
+            Get(Option<Vec<u8>>),
+        }
+        let mut ops: Vec<(usize, Op, Want)> = Vec::new();
+        for round in 0..30u32 {
+            for (k, key) in keys.iter().enumerate() {
+                let value = format!("{k}-{round}").into_bytes();
+                ops.push((
+                    k,
+                    Op::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        ttl_ms: 0,
+                    },
+                    Want::Write,
+                ));
+                if k == 3 && round % 3 == 0 {
+                    ops.push((k, Op::Delete { key: key.clone() }, Want::Write));
+                    ops.push((k, Op::Get { key: key.clone() }, Want::Get(None)));
+                } else {
+                    ops.push((k, Op::Get { key: key.clone() }, Want::Get(Some(value))));
+                }
+            }
+        }
+        let calls = ops.iter().map(|(_, op, _)| {
+            let client = &client;
+            async move {
+                match op {
+                    Op::Put { key, value, .. } => OpResult::Write {
+                        sequence: client.put(key, value).await.unwrap(),
+                    },
+                    Op::Delete { key } => OpResult::Write {
+                        sequence: client.delete(key).await.unwrap(),
+                    },
+                    Op::Get { key } => OpResult::Get(client.get(key).await.unwrap()),
+                    _ => unreachable!(),
+                }
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut last_sequence = vec![0u64; keys.len()];
+        for (i, ((k, _, want), got)) in ops.iter().zip(&results).enumerate() {
+            match (want, got) {
+                (Want::Write, OpResult::Write { sequence }) => {
+                    assert!(
+                        *sequence > last_sequence[*k],
+                        "operation {i}: write on key {k} got sequence {sequence} after {}",
+                        last_sequence[*k]
+                    );
+                    last_sequence[*k] = *sequence;
+                }
+                (Want::Get(value), OpResult::Get(got)) => {
+                    assert_eq!(got, value, "operation {i}: get of key {k}");
+                }
+                (_, got) => panic!("operation {i}: unexpected {got:?}"),
+            }
+        }
+        let (batches, sent) = client.coalesced_counts();
+        assert_eq!(sent, ops.len() as u64);
+        // The operations really travelled in many small calls.
+        assert!(batches * 3 >= sent, "{sent} operations in {batches} calls");
     });
 }
 

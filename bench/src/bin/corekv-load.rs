@@ -10,7 +10,9 @@
 //! `corekv_proto::Client`) each issue `--pipeline` operations at once and wait for all of them,
 //! like redis-benchmark's `-P`. The client coalesces concurrent operations towards one shard
 //! into `batch` calls (`--no-coalesce`: one RPC per operation). Keys are `key:NNNNNNNNNNNN`
-//! drawn uniformly from `--keyspace` (redis-benchmark's `-r`). Prints throughput, per-operation
+//! drawn uniformly from `--keyspace` (redis-benchmark's `-r`), a fresh stream per test as in
+//! redis-benchmark (so GETs after SETs find about requests/keyspace of their keys, and the
+//! share found is printed). Prints throughput, per-operation
 //! latency percentiles (from issue to reply, hdrhistogram), the batching the client achieved
 //! and the share of operations that crossed shards inside the server (from `stats`).
 
@@ -71,12 +73,18 @@ struct Args {
     /// Most batch calls in flight per shard connection.
     #[arg(long, default_value_t = 8)]
     batch_calls_in_flight_max: usize,
+    /// Split a coalescing queue over several calls in flight only into calls of at least this
+    /// many operations (0: never split).
+    #[arg(long, default_value_t = 64)]
+    batch_ops_split_min: usize,
 }
 
 struct ThreadResult {
     histogram: Histogram<u64>,
     batches: u64,
     ops_sent: u64,
+    /// GETs that found a value.
+    hits: u64,
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -96,11 +104,16 @@ async fn run_thread(
     };
     options.limits.batch_ops_max = args.batch_ops_max;
     options.limits.batch_calls_in_flight_max = args.batch_calls_in_flight_max;
+    options.limits.batch_ops_split_min = match args.batch_ops_split_min {
+        0 => usize::MAX,
+        n => n,
+    };
     let client = Client::connect_with(GlommioRuntime, addr, options).await?;
     let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
     let value = vec![b'x'; args.value_bytes];
+    let hits = std::cell::Cell::new(0u64);
     let tasks = args.clients / args.threads + usize::from(thread < args.clients % args.threads);
     let workers = (0..tasks).map(|t| {
         let (client, histogram, value, next) = (
@@ -109,9 +122,17 @@ async fn run_thread(
             &value,
             Arc::clone(&next),
         );
-        let (test, args) = (&test, &args);
+        let (test, args, hits) = (&test, &args, &hits);
         async move {
-            let mut rng = SmallRng::seed_from_u64((thread * 1_000_003 + t) as u64);
+            // Each test draws its own keys, as redis-benchmark does: a GET test after a SET
+            // test finds only the keys the SETs happened to write (about requests/keyspace of
+            // them), not exactly the SETs' keys.
+            let test_salt: u64 = if test == "set" {
+                0
+            } else {
+                0x9e37_79b9_7f4a_7c15
+            };
+            let mut rng = SmallRng::seed_from_u64((thread * 1_000_003 + t) as u64 ^ test_salt);
             loop {
                 let claimed = next.fetch_add(args.pipeline as u64, Ordering::Relaxed);
                 if claimed >= args.requests {
@@ -128,8 +149,8 @@ async fn run_thread(
                         let begun = Instant::now();
                         if test == "set" {
                             client.put(k, value).await.map(drop)?;
-                        } else {
-                            client.get(k).await.map(drop)?;
+                        } else if client.get(k).await?.is_some() {
+                            hits.set(hits.get() + 1);
                         }
                         Ok::<Duration, corekv_proto::Error>(begun.elapsed())
                     }
@@ -153,6 +174,7 @@ async fn run_thread(
         histogram,
         batches,
         ops_sent,
+        hits: hits.get(),
     })
 }
 
@@ -199,7 +221,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let (mut batches, mut ops_sent) = (0, 0);
+        let (mut batches, mut ops_sent, mut hits) = (0, 0, 0);
         for h in handles {
             let r = h
                 .join()
@@ -208,6 +230,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             histogram.add(&r.histogram)?;
             batches += r.batches;
             ops_sent += r.ops_sent;
+            hits += r.hits;
         }
         let secs = started.elapsed().as_secs_f64();
         let (ops_after, crossed_after) = server_counters(&args.addr)?;
@@ -216,7 +239,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!(
             "corekv test={test} requests={} value_bytes={} clients={} pipeline={} threads={} \
              coalesce={}: {:.0} ops/s, p50={} us, p99={} us, p99.9={} us, {:.1} ops per batch \
-             call, {:.2}% crossed shards",
+             call, {:.2}% crossed shards, {:.1}% of GETs found a value",
             args.requests,
             args.value_bytes,
             args.clients,
@@ -237,6 +260,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 100.0 * crossed as f64 / ops as f64
             },
+            100.0 * hits as f64 / args.requests as f64,
         );
     }
     Ok(())

@@ -48,10 +48,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             coalesce: true,
-            limits: CoalesceLimits {
-                batch_ops_max: 1024,
-                batch_calls_in_flight_max: 8,
-            },
+            limits: CoalesceLimits::default(),
         }
     }
 }
