@@ -20,6 +20,7 @@ fn opts(segment_kib: usize) -> WalOptions {
         write_bytes_max: 64 << 10,
         recovery_mode: WalRecoveryMode::TolerateTornTail,
         pending_bytes_max: 1 << 20,
+        dsync_writes: true,
     }
 }
 

@@ -116,6 +116,11 @@ pub struct EngineArgs {
     #[arg(long = "wal_pending_bytes_max")]
     pub wal_pending_bytes_max: Option<usize>,
 
+    /// With durability sync: 1 writes the WAL through an O_DSYNC descriptor (write and flush
+    /// in one operation), 0 writes then fdatasyncs. Default: the engine's default (1).
+    #[arg(long = "wal_dsync")]
+    pub wal_dsync: Option<u8>,
+
     /// glommio preempt timer of the engine's executor, µs: how long a busy task may run before
     /// `yield_if_needed` lets the WAL writer and the reactor in. Default: glommio's 100 ms.
     /// (With 1 ms, glommio 0.9 was seen to park with a write in flight and hang, here.)

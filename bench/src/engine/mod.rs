@@ -121,6 +121,9 @@ async fn open(args: &EngineArgs, dir: &Path, fresh: bool) -> Result<Engine, Erro
     if let Some(b) = args.wal_pending_bytes_max {
         options.wal_pending_bytes_max = b;
     }
+    if let Some(d) = args.wal_dsync {
+        options.wal_dsync_writes = d != 0;
+    }
     Engine::open(dir, options).await.map_err(storage_error)
 }
 

@@ -14,7 +14,9 @@
 mod fault;
 mod lock;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
@@ -95,6 +97,7 @@ impl Io {
     fn file(&self, dma: DmaFile, path: &Path) -> File {
         File {
             dma,
+            dsync: RefCell::new(None),
             path: path.to_path_buf(),
             io: self.clone(),
         }
@@ -154,6 +157,9 @@ impl Io {
 #[derive(Debug)]
 pub(crate) struct File {
     dma: DmaFile,
+    /// A second descriptor of the same file opened with `O_DSYNC`, opened on first use by
+    /// [`File::write_durable_at`].
+    dsync: RefCell<Option<Rc<DmaFile>>>,
     path: PathBuf,
     io: Io,
 }
@@ -193,6 +199,50 @@ impl File {
             .write_at(buf, pos)
             .await
             .map_err(|e| Error::io("write", &self.path, os_error(e)))
+    }
+
+    /// Writes `buf` at `pos` and makes it durable, as `write_at` then `fdatasync` would, but
+    /// as one operation: the write goes through an `O_DSYNC` descriptor of the same file, so
+    /// the kernel issues the device cache flush as soon as the write completes, without a
+    /// second trip through the ring and the executor. Used by the WAL in `sync` mode, where a
+    /// lone writer's commit latency is exactly this. With a fault injector attached it is
+    /// `write_at` + `fdatasync`, so every fault and crash point of the two still applies.
+    pub(crate) async fn write_durable_at(&self, buf: DmaBuffer, pos: u64) -> Result<()> {
+        if self.io.faults.is_some() {
+            self.write_at(buf, pos).await?;
+            return self.fdatasync().await;
+        }
+        let twin = self.dsync.borrow().clone();
+        let twin = match twin {
+            Some(t) => t,
+            None => {
+                let t = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DSYNC)
+                    .dma_open(&self.path)
+                    .await
+                    .map_err(|e| Error::io("open (O_DSYNC)", &self.path, os_error(e)))?;
+                let t = Rc::new(t);
+                *self.dsync.borrow_mut() = Some(t.clone());
+                t
+            }
+        };
+        let len = buf.len();
+        let written = twin
+            .write_at(buf, pos)
+            .await
+            .map_err(|e| Error::io("write (O_DSYNC)", &self.path, os_error(e)))?;
+        if written != len {
+            return Err(Error::io(
+                "write (O_DSYNC)",
+                &self.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {written} of {len} bytes at offset {pos}"),
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads up to `len` bytes at `pos` (any alignment); fewer at end of file.
@@ -264,6 +314,11 @@ impl File {
 
     /// Closes the file.
     pub(crate) async fn close(self) -> Result<()> {
+        if let Some(twin) = self.dsync.take().and_then(|t| Rc::try_unwrap(t).ok()) {
+            twin.close()
+                .await
+                .map_err(|e| Error::io("close (O_DSYNC)", &self.path, os_error(e)))?;
+        }
         self.dma
             .close()
             .await

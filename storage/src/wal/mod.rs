@@ -57,6 +57,8 @@ pub struct WalOptions {
     pub recovery_mode: WalRecoveryMode,
     /// In `none` mode, writers wait once more than this many payload bytes are queued.
     pub pending_bytes_max: usize,
+    /// In `sync` mode, write through an `O_DSYNC` descriptor instead of write + `fdatasync`.
+    pub dsync_writes: bool,
 }
 
 impl WalOptions {
@@ -68,6 +70,7 @@ impl WalOptions {
             write_bytes_max: o.wal_write_bytes_max,
             recovery_mode: o.wal_recovery_mode,
             pending_bytes_max: o.wal_pending_bytes_max,
+            dsync_writes: o.wal_dsync_writes,
         }
     }
 

@@ -3,7 +3,8 @@
 //! One task per WAL does all of its writes and syncs, one at a time. Appending only queues a
 //! record and wakes the task; the task takes every queued record that fits (up to
 //! `wal_write_bytes_max` and the end of the segment), writes them with the partially filled
-//! last block in one aligned O_DIRECT write, and in `sync` mode `fdatasync`s. Records queued
+//! last block in one aligned O_DIRECT write, and in `sync` mode makes it durable (through an
+//! `O_DSYNC` descriptor, or write + `fdatasync` when `wal_dsync_writes` is off). Records queued
 //! while that write and sync are in flight wait for the next round, where they are written and
 //! synced together: under load, one `fdatasync` covers many writers.
 //!
@@ -169,11 +170,17 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         )
     };
     let write_len = buf.len() as u64;
-    file.write_at(buf, block_start).await?;
     let sync_now = sh.opts.durability == Durability::Sync || {
         let st = sh.st.borrow();
         st.sync_target > st.synced_index
     };
+    // In `sync` mode every write is synced at once: one O_DSYNC write does both.
+    let durable_write = sync_now && sh.opts.dsync_writes;
+    if durable_write {
+        file.write_durable_at(buf, block_start).await?;
+    } else {
+        file.write_at(buf, block_start).await?;
+    }
     {
         let mut st = sh.st.borrow_mut();
         let st = &mut *st;
@@ -191,7 +198,11 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         st.stats.writes_total += 1;
         st.stats.record_group(records as u64);
     }
-    if sync_now {
+    if durable_write {
+        let mut st = sh.st.borrow_mut();
+        st.synced_index = st.synced_index.max(last_index);
+        st.stats.syncs_total += 1;
+    } else if sync_now {
         sync_file(sh, &file, last_index).await?;
     }
     Ok(())
