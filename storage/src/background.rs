@@ -345,6 +345,9 @@ async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<O
     let opts = Engine::table_options(&inner.options, 0);
     let half = imm.mem.borrow().versions() / 2;
     let mut b = TableBuilder::create(&inner.io, &inner.dir, number, opts).await?;
+    if inner.options.block_cache_fill_on_table_write {
+        b.fill_cache(inner.cache.clone());
+    }
     let mut n = 0usize;
     while it.valid() {
         let mut r = b.add(&it.entry()).await;
@@ -419,6 +422,10 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         now_ms: inner.clock.now_ms(),
         next_file_number: &next_number,
         should_stop: &should_stop,
+        cache: inner
+            .options
+            .block_cache_fill_on_table_write
+            .then_some(&inner.cache),
     };
     let res = job::run(plan, &ctx).await?;
     if !res.outputs.is_empty() {

@@ -55,6 +55,7 @@ use crate::cache::BlockCache;
 use crate::compaction::picker::{self, LevelTargets};
 use crate::io::{DirLock, FaultInjector, Io};
 use crate::iter::Source;
+use crate::iter::cursor::EngineIter;
 use crate::iter::level::LevelIter;
 use crate::iter::mem::MemIter;
 use crate::iter::merge::MergeIter;
@@ -509,6 +510,25 @@ impl Engine {
         Ok(ScanPage { entries, more })
     }
 
+    /// A cursor over the live entries at `snapshot` or (None) the latest acknowledged state,
+    /// moving towards larger keys, or smaller ones when `reverse`. Unpositioned: call
+    /// [`EngineIter::seek`] or [`EngineIter::seek_to_first`]. It reads keys and values in
+    /// place, without allocating per entry, and sees exactly what [`Engine::scan`] would
+    /// (TTLs judged at the time it is made). It pins the memtables and tables it reads until
+    /// it is dropped (see [`EngineIter`]).
+    pub fn iter(&self, reverse: bool, snapshot: Option<&Snapshot>) -> Result<EngineIter> {
+        self.check_open()?;
+        let seq = match snapshot {
+            Some(s) => {
+                self.check_snapshot(s)?;
+                s.seq()
+            }
+            None => self.inner.state.borrow().visible_seq,
+        };
+        self.inner.stats.borrow_mut().iterators_total += 1;
+        Ok(self.iter_seq(seq, !reverse))
+    }
+
     /// Makes everything acknowledged durable and releases the engine's files. Other clones
     /// of this engine get [`Error::Closed`] afterwards.
     pub async fn close(self) -> Result<()> {
@@ -656,10 +676,38 @@ impl Engine {
         {
             return Ok((Vec::new(), false));
         }
-        // Registered for the scan's duration so writes keep the memtable versions it needs.
-        let _guard = self.inner.snapshots.take(seq);
         let forward = !range.reverse;
-        let sources = {
+        let mut it = self.iter_seq(seq, forward);
+        let in_range = |k: &[u8]| {
+            if forward {
+                range.end.as_deref().is_none_or(|e| k < e)
+            } else {
+                k >= range.start.as_slice()
+            }
+        };
+        match (forward, range.end.as_deref()) {
+            (true, _) => it.seek(&range.start).await?,
+            (false, Some(end)) => it.seek(end).await?,
+            (false, None) => it.seek_to_first().await?,
+        }
+        let mut out = Vec::new();
+        while it.valid() && in_range(it.key()) {
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((it.key().to_vec(), it.value().to_vec()));
+            it.next().await?;
+        }
+        Ok((out, false))
+    }
+
+    /// An unpositioned iterator over the live entries at `seq`.
+    fn iter_seq(&self, seq: SeqNo, forward: bool) -> EngineIter {
+        // Registered for the iterator's life so writes keep the memtable versions it needs.
+        let guard = self.inner.snapshots.take(seq);
+        // Memtables and the version are taken in one synchronous step: a flush that moves a
+        // memtable into a table cannot fall between them.
+        let (sources, version) = {
             let st = self.inner.state.borrow();
             let mut sources = vec![Source::Mem(MemIter::new(st.mem.clone(), forward))];
             for imm in &st.imm {
@@ -675,31 +723,11 @@ impl Engine {
                     sources.push(Source::Level(LevelIter::new(tables, false)));
                 }
             }
-            sources
+            (sources, st.version.clone())
         };
         let now = self.inner.clock.now_ms();
-        let mut it = VisibleIter::new(MergeIter::new(sources, forward), seq, now);
-        let in_range = |k: &[u8]| {
-            if forward {
-                range.end.as_deref().is_none_or(|e| k < e)
-            } else {
-                k >= range.start.as_slice()
-            }
-        };
-        if forward {
-            it.seek_ge(&range.start).await?;
-        } else {
-            it.seek_lt(range.end.as_deref()).await?;
-        }
-        let mut out = Vec::new();
-        while it.valid() && in_range(it.key()) {
-            if out.len() == limit {
-                return Ok((out, true));
-            }
-            out.push((it.key().to_vec(), it.value().to_vec()));
-            it.next().await?;
-        }
-        Ok((out, false))
+        let it = VisibleIter::new(MergeIter::new(sources, forward), seq, now);
+        EngineIter::new(it, guard, version)
     }
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> Result<()> {

@@ -49,6 +49,7 @@ pub type SeqNo = u64;
 pub use batch::WriteBatch;
 pub use clock::Clock;
 pub use engine::{CasOutcome, Engine, OpenHooks, ScanPage, ScanRange};
+pub use iter::cursor::EngineIter;
 pub use error::{Error, Limit, Result};
 pub use options::{Durability, Options, WalRecoveryMode};
 pub use snapshot::Snapshot;

@@ -138,6 +138,13 @@ pub struct Options {
     /// 100-byte values; size it to the hot data. `corekv-server` sets it from `--block-cache-bytes`
     /// (default: a quarter of physical memory split between the shards).
     pub block_cache_size_bytes: usize,
+    /// Put the data blocks of tables written by flushes and compactions into the block cache
+    /// as they are written (they are in memory then; no read). With O_DIRECT no page cache
+    /// keeps freshly written data warm, so without this every first read of a flushed or
+    /// compacted block is a disk read (RocksDB's `prepopulate_block_cache`, extended to
+    /// compaction outputs). The blocks go through the CLOCK like any other, so with data much
+    /// larger than the cache they only displace blocks that are not being read. Default true.
+    pub block_cache_fill_on_table_write: bool,
     /// Block compression for each level (index = level); levels past the end use the last
     /// entry; empty = no compression anywhere. Default empty.
     pub compression_per_level: Vec<crate::sst::Compression>,
@@ -199,6 +206,7 @@ impl Default for Options {
             block_size_bytes: 4096,
             bloom_bits_per_key: 10,
             block_cache_size_bytes: 256 << 20,
+            block_cache_fill_on_table_write: true,
             compression_per_level: Vec::new(),
             target_file_size_bytes: 32 << 20,
             level1_size_bytes_max: 256 << 20,

@@ -38,6 +38,8 @@ stats_struct! {
     scans_total,
     /// Entries returned by scans.
     scan_entries_total,
+    /// Iterators made (`Engine::iter`; scans make one each too, not counted here).
+    iterators_total,
     /// Writes rejected by a size limit or a bad argument.
     rejected_invalid_total,
     /// Writes rejected because the memtable was full (no longer happens since flushes exist;

@@ -16,9 +16,11 @@
 //! it is also a tombstone, and so on.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use super::picker::Plan;
 use crate::SeqNo;
+use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::io::{CrashPoint, Io};
 use crate::iter::Source;
@@ -42,6 +44,8 @@ pub(crate) struct JobContext<'a> {
     pub next_file_number: &'a dyn Fn() -> u64,
     /// Asked between output tables and every few thousand entries: stop early (close).
     pub should_stop: &'a dyn Fn() -> bool,
+    /// Where output data blocks also go as they are written (None: nowhere).
+    pub cache: Option<&'a Rc<BlockCache>>,
 }
 
 /// What a compaction produced.
@@ -98,9 +102,12 @@ impl Output<'_, '_> {
     async fn add(&mut self, e: &EntryRef<'_>) -> Result<()> {
         if self.builder.is_none() {
             let n = (self.ctx.next_file_number)();
-            self.builder = Some(
-                TableBuilder::create(self.ctx.io, self.ctx.dir, n, self.ctx.table_options).await?,
-            );
+            let mut b =
+                TableBuilder::create(self.ctx.io, self.ctx.dir, n, self.ctx.table_options).await?;
+            if let Some(c) = self.ctx.cache {
+                b.fill_cache(c.clone());
+            }
+            self.builder = Some(b);
         }
         if let Some(b) = self.builder.as_mut() {
             b.add(e).await?;

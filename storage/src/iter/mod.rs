@@ -8,9 +8,13 @@
 //! * [`user::VisibleIter`]: what a reader at a sequence number sees: the newest version of each
 //!   key at or below it, tombstones and expired values hidden.
 //!
+//! * [`cursor::EngineIter`]: the public cursor ([`crate::Engine::iter`]): a `VisibleIter` plus
+//!   the snapshot and table version it pins.
+//!
 //! An iterator runs in one direction, fixed when it is made: forward scans seek to their
 //! start and go up, reverse scans seek below their end and go down.
 
+pub mod cursor;
 pub mod level;
 pub mod mem;
 pub mod merge;

@@ -2,6 +2,7 @@
 //! whole pages (see [`super`] for the layout).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::block::BlockBuilder;
 use super::filter::FilterBuilder;
@@ -10,6 +11,7 @@ use super::{
     BLOCK_TRAILER_BYTES, BlockHandle, Compression, EntryKind, EntryRef, SEQ_MAX, append_trailer,
 };
 use crate::SeqNo;
+use crate::cache::{BlockCache, CachedBlock};
 use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_down, align_up};
 use crate::error::{Error, Result};
 use crate::io::Io;
@@ -89,6 +91,8 @@ pub struct TableBuilder {
     written: u64,
     scratch: Vec<u8>,
     footer: Footer,
+    /// Where finished data blocks also go (see [`TableBuilder::fill_cache`]).
+    cache: Option<Rc<BlockCache>>,
 }
 
 impl TableBuilder {
@@ -118,6 +122,7 @@ impl TableBuilder {
             out: Vec::with_capacity(WRITE_CHUNK_BYTES + PAGE_SIZE_BYTES),
             written: 0,
             scratch: Vec::new(),
+            cache: None,
             footer: Footer {
                 seq_min: u64::MAX,
                 ..bytemuck::Zeroable::zeroed()
@@ -138,6 +143,13 @@ impl TableBuilder {
     /// Bytes the table would take if finished now (approximately).
     pub fn estimated_size_bytes(&self) -> u64 {
         self.written + self.out.len() as u64 + self.block.size_bytes() as u64
+    }
+
+    /// Also inserts each finished data block, decoded, into `cache` under this table's
+    /// number, as reads would after reading it (`Options::block_cache_fill_on_table_write`).
+    /// Blocks of a table that is then abandoned are never read and age out of the cache.
+    pub(crate) fn fill_cache(&mut self, cache: Rc<BlockCache>) {
+        self.cache = Some(cache);
     }
 
     /// The last key added.
@@ -206,6 +218,12 @@ impl TableBuilder {
         let offset = self.offset();
         self.scratch.clear();
         self.block.finish_into(&mut self.scratch);
+        if let Some(cache) = &self.cache {
+            let len = self.scratch.len();
+            let mut buf = cache.pool().get(len);
+            buf[..len].copy_from_slice(&self.scratch);
+            cache.insert((self.file_number, offset), Rc::new(CachedBlock::new(buf, len)));
+        }
         let code = match self.opts.compression {
             Compression::Zstd(level) => {
                 let compressed = zstd::bulk::compress(&self.scratch, level)

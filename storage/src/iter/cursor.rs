@@ -1,0 +1,111 @@
+//! [`EngineIter`]: the engine's public iterator — a cursor over the live keys at one sequence
+//! number that reads keys and values in place (from cached blocks and memtable chunks), with
+//! no allocation per entry. [`crate::Engine::scan`] is built on it.
+
+use std::rc::Rc;
+
+use super::user::VisibleIter;
+use crate::error::Result;
+use crate::snapshot::Snapshot;
+use crate::version::Version;
+
+/// A cursor over the live key-value pairs of an engine at one point in time, in one direction
+/// (fixed when it is made by [`crate::Engine::iter`]).
+///
+/// * What it sees: the newest version of each key at or below its sequence number (the
+///   snapshot's, or the latest acknowledged write's when it was made); tombstones and values
+///   expired at the time it was made are skipped — exactly what [`crate::Engine::scan`]
+///   returns.
+/// * It may live across `.await`s while the engine keeps writing, flushing and compacting: it
+///   registers a snapshot (writes keep the memtable versions it needs; compactions keep the
+///   versions it needs) and **pins the version of the tables** it was made with, so their
+///   files are not deleted until it is dropped. A long-lived iterator therefore holds disk
+///   space (compacted-away tables) and memtables (flushed ones) — drop it when done.
+/// * `key()` and `value()` borrow from the iterator: they are valid until the next move.
+///
+/// ```ignore
+/// let mut it = engine.iter(false, None)?;
+/// it.seek_to_first().await?;
+/// while it.valid() {
+///     use_pair(it.key(), it.value());
+///     it.next().await?;
+/// }
+/// ```
+#[derive(Debug)]
+pub struct EngineIter {
+    it: VisibleIter,
+    /// Keeps the versions the iterator reads from being dropped by writes and compactions.
+    _snapshot: Snapshot,
+    /// Keeps the tables (and their files) the iterator reads.
+    _version: Rc<Version>,
+}
+
+impl EngineIter {
+    pub(crate) fn new(it: VisibleIter, snapshot: Snapshot, version: Rc<Version>) -> EngineIter {
+        EngineIter {
+            it,
+            _snapshot: snapshot,
+            _version: version,
+        }
+    }
+
+    /// The sequence number the iterator reads at.
+    pub fn seq(&self) -> crate::SeqNo {
+        self._snapshot.seq()
+    }
+
+    /// Whether the iterator moves towards smaller keys.
+    pub fn reverse(&self) -> bool {
+        !self.it.forward()
+    }
+
+    /// Positions at the first live key (forward) or the last (reverse).
+    pub async fn seek_to_first(&mut self) -> Result<()> {
+        if self.it.forward() {
+            self.it.seek_ge(&[]).await
+        } else {
+            self.it.seek_lt(None).await
+        }
+    }
+
+    /// Forward: positions at the first live key `>= key`. Reverse: at the last live key
+    /// `< key` (the exclusive end of a range, as in [`crate::ScanRange`]).
+    pub async fn seek(&mut self, key: &[u8]) -> Result<()> {
+        if self.it.forward() {
+            self.it.seek_ge(key).await
+        } else {
+            self.it.seek_lt(Some(key)).await
+        }
+    }
+
+    /// Whether the iterator is on a live key. False before the first seek and past the end.
+    #[inline]
+    pub fn valid(&self) -> bool {
+        self.it.valid()
+    }
+
+    /// The current key (empty when not valid).
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        if self.it.valid() { self.it.key() } else { &[] }
+    }
+
+    /// The current value (empty when not valid).
+    #[inline]
+    pub fn value(&self) -> &[u8] {
+        if self.it.valid() {
+            self.it.value()
+        } else {
+            &[]
+        }
+    }
+
+    /// Moves to the next live key in the iterator's direction (a no-op when not valid).
+    pub async fn next(&mut self) -> Result<()> {
+        if self.it.valid() {
+            self.it.next().await
+        } else {
+            Ok(())
+        }
+    }
+}
