@@ -1,6 +1,7 @@
 //! The LSM tree through the engine API: space used after overwrites and deletes, corruption of
 //! tables on disk, snapshots across compactions, bloom filters at work, zstd per level, and
-//! counted write stalls, background work in its low-share task queue.
+//! counted write stalls, background work in its low-share task queue, the block cache filled
+//! by table writes.
 //!
 //! `COREKV_LONG_TESTS=1` runs the space test at the full size (200 000 keys written five
 //! times); the default is 50 000 keys so the test binary stays within seconds.
@@ -321,6 +322,43 @@ fn bloom_filters_spare_reads_of_absent_keys() {
         );
         e.close().await.unwrap();
     });
+}
+
+#[test]
+fn flushed_and_compacted_blocks_are_cached_as_they_are_written_when_enabled() {
+    for fill in [true, false] {
+        let dir = test_dir("lsm-fill-cache");
+        let path = dir.path().to_path_buf();
+        let misses = run(move || async move {
+            let opts = Options {
+                block_cache_fill_on_table_write: fill,
+                block_cache_size_bytes: 32 << 20,
+                ..small_tree()
+            };
+            let e = Engine::open(&path, opts).await.unwrap();
+            for round in 0..2 {
+                for i in 0..10_000 {
+                    e.put(&key(i), &value(i, round)).await.unwrap();
+                }
+            }
+            e.flush().await.unwrap();
+            e.wait_for_background().await.unwrap();
+            let s = e.stats();
+            assert!(s.flushes_total > 0 && s.compactions_total > 0, "{s:?}");
+            let before = s.block_cache_misses_total;
+            for i in 0..10_000 {
+                assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 1)));
+            }
+            let misses = e.stats().block_cache_misses_total - before;
+            e.close().await.unwrap();
+            misses
+        });
+        if fill {
+            assert_eq!(misses, 0, "every block read was cached when written");
+        } else {
+            assert!(misses > 0, "without the fill, first reads go to the disk");
+        }
+    }
 }
 
 #[test]

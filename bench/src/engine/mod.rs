@@ -371,8 +371,7 @@ async fn run_task(
                     t0 = Instant::now();
                 }
             }
-            if batch > 0 {
-                let per_entry = t0.elapsed().as_nanos() as u64 / batch;
+            if let Some(per_entry) = (t0.elapsed().as_nanos() as u64).checked_div(batch) {
                 let _ = r.latency_ns.record_n(per_entry.max(1), batch);
             }
         }

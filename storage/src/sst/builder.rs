@@ -222,7 +222,10 @@ impl TableBuilder {
             let len = self.scratch.len();
             let mut buf = cache.pool().get(len);
             buf[..len].copy_from_slice(&self.scratch);
-            cache.insert((self.file_number, offset), Rc::new(CachedBlock::new(buf, len)));
+            cache.insert(
+                (self.file_number, offset),
+                Rc::new(CachedBlock::new(buf, len)),
+            );
         }
         let code = match self.opts.compression {
             Compression::Zstd(level) => {

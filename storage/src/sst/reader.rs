@@ -472,7 +472,11 @@ impl TableIter {
 
     #[inline]
     fn block_len(&self) -> usize {
-        if self.block.is_some() { self.block_n } else { 0 }
+        if self.block.is_some() {
+            self.block_n
+        } else {
+            0
+        }
     }
 
     /// Decodes the entry at `pos` into `cur` (call after every move).
