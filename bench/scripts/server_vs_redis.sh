@@ -15,6 +15,9 @@
 #   runs `--cores SERVER_CPUS`, Redis runs under `taskset -c SERVER_CPUS` with redis.sh's very
 #   commands (redis.sh itself cannot pin), corekv-load and redis-benchmark under
 #   `taskset -c DRIVER_CPUS`. Each run measures Redis and corekv back to back.
+#   PIPELINES (default "1 16") and FSYNCS (Redis appendfsync modes, default "always everysec";
+#   pinned mode only) narrow a run, so that on a noisy machine many short runs can be taken
+#   with Redis and corekv close together in time, e.g. PIPELINES=16 FSYNCS=everysec RUNS=9.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-200000}
@@ -23,6 +26,8 @@ clients=${3:-50}
 runs=${RUNS:-3}
 durability=${DURABILITY:-sync}
 port=${COREKV_PORT:-7579}
+pipelines=${PIPELINES:-1 16}
+fsyncs=${FSYNCS:-always everysec}
 data=${DATA_DIR:-/var/tmp/corekv-vs-redis}
 peer=${REDIS_PEER:-}
 if [[ -z $peer ]]; then
@@ -47,12 +52,12 @@ driver=(); cores=()
 redis_pinned() {
   local rport=${REDIS_PEER_PORT:-6399} rdir fsync pipeline
   rdir=$(mktemp -d "${TMPDIR:-/var/tmp}/redis-peer.XXXXXX")
-  for fsync in always everysec; do
+  for fsync in $fsyncs; do
     taskset -c "$server_cpus" redis-server --port "$rport" --bind 127.0.0.1 --dir "$rdir" \
       --save '' --appendonly yes --appendfsync "$fsync" --daemonize no --logfile "$rdir/log" &
     pid=$!
     for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    for pipeline in 1 16; do
+    for pipeline in $pipelines; do
       # --csv instead of -q: the same figures plus p99.
       "${driver[@]}" redis-benchmark -p "$rport" -t set,get -n "$n" -d "$value" -c "$clients" \
         -P "$pipeline" -r 1000000 --csv | tr -d '"' | awk -F, -v f="$fsync" -v p="$pipeline" \
@@ -73,7 +78,7 @@ for run in $(seq "$runs"); do
     tee -a "$out/redis.txt" | sed "s/^/# run $run redis: /"
   # A fresh server per pipeline setting: the memtable (256 MiB per shard until SSTable flushes
   # land) must hold the sets of one setting, not of both.
-  for pipeline in 1 16; do
+  for pipeline in $pipelines; do
     rm -rf "$data"
     target/release/corekv-server --data-dir "$data" --listen "127.0.0.1:$port" "${cores[@]}" \
       --durability "$durability" >"$out/server.log" 2>&1 &

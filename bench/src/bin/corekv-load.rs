@@ -239,7 +239,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!(
             "corekv test={test} requests={} value_bytes={} clients={} pipeline={} threads={} \
              coalesce={}: {:.0} ops/s, p50={} us, p99={} us, p99.9={} us, {:.1} ops per batch \
-             call, {:.2}% crossed shards, {:.1}% of GETs found a value",
+             call, {:.2}% crossed shards{}",
             args.requests,
             args.value_bytes,
             args.clients,
@@ -260,7 +260,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 100.0 * crossed as f64 / ops as f64
             },
-            100.0 * hits as f64 / args.requests as f64,
+            if test == "get" {
+                format!(
+                    ", {:.1}% of GETs found a value",
+                    100.0 * hits as f64 / args.requests as f64
+                )
+            } else {
+                String::new()
+            },
         );
     }
     Ok(())

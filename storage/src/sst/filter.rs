@@ -58,12 +58,12 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 #[inline]
-fn block_index(h: u64, num_blocks: usize) -> usize {
+pub(crate) fn block_index(h: u64, num_blocks: usize) -> usize {
     (((h >> 32) * num_blocks as u64) >> 32) as usize
 }
 
 #[inline]
-fn bit(h: u64, i: usize) -> u64 {
+pub(crate) fn bit(h: u64, i: usize) -> u64 {
     1u64 << ((h as u32).wrapping_mul(SALT[i]) >> 26)
 }
 
