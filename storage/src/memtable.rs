@@ -375,21 +375,86 @@ fn owned_bound(b: Bound<&[u8]>) -> Bound<MemKey> {
     }
 }
 
+/// Versions copied out of a memtable into two reused buffers — the bytes of their keys and
+/// values back to back, and their positions and metadata — so that reading a chunk allocates
+/// nothing per entry (an owned key and value per version cost two allocations and two frees).
+#[derive(Debug, Default)]
+pub(crate) struct MemChunk {
+    bytes: Vec<u8>,
+    entries: Vec<ChunkEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ChunkEntry {
+    key_at: usize,
+    key_len: usize,
+    value_len: usize,
+    seq: SeqNo,
+    kind: crate::sst::EntryKind,
+    expires_at_ms: u64,
+}
+
+impl MemChunk {
+    /// Empties the chunk (keeping its buffers).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Versions held.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the chunk holds no version.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Version `i` (`i < len()`).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> crate::sst::EntryRef<'_> {
+        let e = &self.entries[i];
+        let value_at = e.key_at + e.key_len;
+        crate::sst::EntryRef {
+            key: &self.bytes[e.key_at..value_at],
+            seq: e.seq,
+            kind: e.kind,
+            expires_at_ms: e.expires_at_ms,
+            value: &self.bytes[value_at..value_at + e.value_len],
+        }
+    }
+
+    /// The key of the last version (empty when none).
+    pub(crate) fn last_key(&self) -> &[u8] {
+        self.entries
+            .last()
+            .map_or(&[], |e| &self.bytes[e.key_at..e.key_at + e.key_len])
+    }
+}
+
 impl Version {
-    fn to_entry(&self, key: &[u8]) -> crate::sst::Entry {
+    fn push_to(&self, key: &[u8], out: &mut MemChunk) {
         use crate::sst::EntryKind;
         let kind = match (&self.value, self.expires_at_ms) {
             (None, _) => EntryKind::Delete,
             (Some(_), 0) => EntryKind::Put,
             (Some(_), _) => EntryKind::PutTtl,
         };
-        crate::sst::Entry {
-            key: key.to_vec(),
+        let value = self.value.as_deref().unwrap_or(&[]);
+        let key_at = out.bytes.len();
+        out.bytes.extend_from_slice(key);
+        out.bytes.extend_from_slice(value);
+        out.entries.push(ChunkEntry {
+            key_at,
+            key_len: key.len(),
+            value_len: value.len(),
             seq: self.seq,
             kind,
             expires_at_ms: self.expires_at_ms,
-            value: self.value.as_deref().map_or_else(Vec::new, <[u8]>::to_vec),
-        }
+        });
     }
 }
 
@@ -403,18 +468,18 @@ impl Memtable {
         from: Bound<&[u8]>,
         reverse: bool,
         keys_max: usize,
-        out: &mut Vec<crate::sst::Entry>,
+        out: &mut MemChunk,
     ) -> bool {
         let mut push = |k: &[u8], e: &Entry| {
             if reverse {
                 for v in &e.older {
-                    out.push(v.to_entry(k));
+                    v.push_to(k, out);
                 }
-                out.push(e.newest.to_entry(k));
+                e.newest.push_to(k, out);
             } else {
-                out.push(e.newest.to_entry(k));
+                e.newest.push_to(k, out);
                 for v in e.older.iter().rev() {
-                    out.push(v.to_entry(k));
+                    v.push_to(k, out);
                 }
             }
         };

@@ -2,7 +2,10 @@
 //! number that reads keys and values in place (from cached blocks and memtable chunks), with
 //! no allocation per entry. [`crate::Engine::scan`] is built on it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use super::user::VisibleIter;
 use crate::error::Result;
@@ -101,11 +104,53 @@ impl EngineIter {
     }
 
     /// Moves to the next live key in the iterator's direction (a no-op when not valid).
-    pub async fn next(&mut self) -> Result<()> {
-        if self.it.valid() {
-            self.it.next().await
-        } else {
-            Ok(())
+    ///
+    /// Going forward, a move that stays within the blocks the iterator already holds is done
+    /// right here, synchronously, and the returned future is ready at once; only a move that
+    /// reads a block boxes the asynchronous rest. (An `async fn` here would build a future of
+    /// several hundred bytes per entry — the deepest path, through a block read — and copying
+    /// it at each level of awaiting was ~10% of a warm `readseq`.) Reverse moves always take
+    /// the boxed path.
+    // Named like RocksDB's `Iterator::Next`; it cannot be `std::iter::Iterator::next` (the
+    // items borrow the cursor, and the move may await a read).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Next<'_> {
+        if !self.it.valid() {
+            return Next(NextInner::Ready);
+        }
+        match self.it.next_fast() {
+            Ok(()) => Next(NextInner::Ready),
+            Err(pending) => Next(NextInner::Pending(Box::pin(self.it.finish(pending)))),
+        }
+    }
+}
+
+/// The future of [`EngineIter::next`].
+pub struct Next<'a>(NextInner<'a>);
+
+enum NextInner<'a> {
+    /// The move is done.
+    Ready,
+    /// The move reads a block.
+    Pending(Pin<Box<dyn Future<Output = Result<()>> + 'a>>),
+}
+
+impl std::fmt::Debug for Next<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            NextInner::Ready => "Next(ready)",
+            NextInner::Pending(_) => "Next(pending)",
+        })
+    }
+}
+
+impl Future for Next<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.0 {
+            NextInner::Ready => Poll::Ready(Ok(())),
+            NextInner::Pending(f) => f.as_mut().poll(cx),
         }
     }
 }

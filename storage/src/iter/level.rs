@@ -121,6 +121,12 @@ impl LevelIter {
         self.skip_backward().await
     }
 
+    /// A move within the current table's current block (see [`TableIter::step_in_block`]).
+    #[inline]
+    pub fn step_in_block(&mut self, forward: bool) -> bool {
+        self.cur.as_mut().is_some_and(|c| c.step_in_block(forward))
+    }
+
     /// Next entry.
     pub async fn next(&mut self) -> Result<()> {
         if let Some(c) = self.cur.as_mut() {

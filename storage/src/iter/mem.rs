@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::ops::Bound;
 use std::rc::Rc;
 
-use crate::memtable::Memtable;
-use crate::sst::{Entry, EntryRef};
+use crate::memtable::{MemChunk, Memtable};
+use crate::sst::EntryRef;
 
 /// Keys read by the first chunk after a seek. Small because many scans want only a few
 /// entries (a point seek: one), and every key read is copied out of the memtable; each later
@@ -21,8 +21,10 @@ const CHUNK_KEYS_MAX: usize = 64;
 pub struct MemIter {
     mem: Rc<RefCell<Memtable>>,
     forward: bool,
-    buf: Vec<Entry>,
+    buf: MemChunk,
     pos: usize,
+    /// The last key of the previous chunk (where the next one starts).
+    last: Vec<u8>,
     /// Whether keys remain in the memtable beyond the chunk in `buf`.
     more: bool,
     /// Keys the next chunk reads.
@@ -37,22 +39,21 @@ impl MemIter {
         MemIter {
             mem,
             forward,
-            buf: Vec::new(),
+            buf: MemChunk::default(),
             pos: 0,
+            last: Vec::new(),
             more: false,
             chunk_keys: CHUNK_KEYS_FIRST,
         }
     }
 
     fn fill(&mut self, from: Bound<&[u8]>) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        self.buf.clear();
         self.more =
             self.mem
                 .borrow()
-                .collect_versions(from, !self.forward, self.chunk_keys, &mut buf);
+                .collect_versions(from, !self.forward, self.chunk_keys, &mut self.buf);
         self.chunk_keys = (self.chunk_keys * 2).min(CHUNK_KEYS_MAX);
-        self.buf = buf;
         self.pos = 0;
     }
 
@@ -71,7 +72,7 @@ impl MemIter {
     /// The current entry (only when valid).
     #[inline]
     pub fn entry(&self) -> EntryRef<'_> {
-        self.buf[self.pos].as_ref()
+        self.buf.get(self.pos)
     }
 
     /// First version of the first key `>= key` (forward iterators).
@@ -93,12 +94,12 @@ impl MemIter {
     /// Moves one entry on.
     pub fn step(&mut self) {
         self.pos += 1;
-        if self.pos == self.buf.len() && self.more {
-            let last = match self.buf.last() {
-                Some(e) => e.key.clone(),
-                None => return,
-            };
+        if self.pos == self.buf.len() && self.more && !self.buf.is_empty() {
+            let mut last = std::mem::take(&mut self.last);
+            last.clear();
+            last.extend_from_slice(self.buf.last_key());
             self.fill(Bound::Excluded(&last));
+            self.last = last;
         }
     }
 }

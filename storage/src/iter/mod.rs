@@ -84,6 +84,20 @@ impl Source {
         }
     }
 
+    /// Moves one entry on without I/O if it can (memtable chunks refill synchronously; tables
+    /// only within their current block). False: nothing moved, use [`Source::step`].
+    #[inline]
+    pub fn step_fast(&mut self, forward: bool) -> bool {
+        match self {
+            Source::Mem(m) => {
+                m.step();
+                true
+            }
+            Source::Table(t) => t.step_in_block(forward),
+            Source::Level(l) => l.step_in_block(forward),
+        }
+    }
+
     /// Moves one entry on in the iterator's direction.
     pub async fn step(&mut self, forward: bool) -> Result<()> {
         match (self, forward) {

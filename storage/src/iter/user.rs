@@ -18,6 +18,9 @@ pub struct VisibleIter {
     read_seq: SeqNo,
     now_ms: u64,
     key: Vec<u8>,
+    /// `merge::key_head(key)`: most entries of other keys differ from it, which spares a
+    /// `memcmp` per step when skipping a key's versions.
+    key_head: u64,
     /// The current value (reverse only).
     value: Vec<u8>,
     valid: bool,
@@ -31,6 +34,7 @@ impl VisibleIter {
             read_seq,
             now_ms,
             key: Vec::new(),
+            key_head: 0,
             value: Vec::new(),
             valid: false,
         }
@@ -78,20 +82,97 @@ impl VisibleIter {
 
     /// Moves to the next live key in the iterator's direction.
     pub async fn next(&mut self) -> Result<()> {
-        if self.merge.forward() && self.valid {
-            // Leave the current key: its visible version, then its older ones.
-            self.merge.step().await?;
-            self.skip_key().await?;
+        match self.next_fast() {
+            Ok(()) => Ok(()),
+            Err(pending) => self.finish(pending).await,
         }
-        self.settle().await
     }
 
-    /// Forward: steps past every entry of the merge whose key is `self.key`.
-    async fn skip_key(&mut self) -> Result<()> {
-        while self.merge.valid() && self.merge.entry().key == self.key.as_slice() {
-            self.merge.step().await?;
+    /// Forward: [`VisibleIter::next`] as far as it gets without I/O. `Ok` when done; else
+    /// the merge needs a step that reads a block, and `finish(pending)` completes the move.
+    /// (Reverse iterators always return `Err`.)
+    pub fn next_fast(&mut self) -> std::result::Result<(), Pending> {
+        if !self.merge.forward() {
+            return Err(Pending::Reverse);
         }
-        Ok(())
+        if !self.valid {
+            return Ok(());
+        }
+        self.valid = false;
+        // Leave the current key: its visible version, then its older ones.
+        if !self.merge.step_fast() {
+            return Err(Pending::Skip);
+        }
+        self.run_forward(Phase::Skip)
+    }
+
+    /// Completes a move that [`VisibleIter::next_fast`] left pending.
+    pub async fn finish(&mut self, pending: Pending) -> Result<()> {
+        match pending {
+            Pending::Reverse => self.settle_reverse().await,
+            Pending::Skip => self.finish_forward(Phase::Skip).await,
+            Pending::Find => self.finish_forward(Phase::Find).await,
+        }
+    }
+
+    /// A slow step, then the forward walk from `phase`, until it completes.
+    async fn finish_forward(&mut self, mut phase: Phase) -> Result<()> {
+        loop {
+            self.merge.step_slow().await?;
+            match self.run_forward(phase) {
+                Ok(()) => return Ok(()),
+                Err(Pending::Skip) => phase = Phase::Skip,
+                Err(_) => phase = Phase::Find,
+            }
+        }
+    }
+
+    /// The forward walk from `phase`, with steps that need no I/O. `Err(p)`: the merge needs
+    /// a slow step; after it, resume in `p`'s phase.
+    fn run_forward(&mut self, mut phase: Phase) -> std::result::Result<(), Pending> {
+        loop {
+            match phase {
+                Phase::Skip => {
+                    if self.merge.valid()
+                        && self.merge.head() == self.key_head
+                        && self.merge.entry().key == self.key.as_slice()
+                    {
+                        if !self.merge.step_fast() {
+                            return Err(Pending::Skip);
+                        }
+                    } else {
+                        phase = Phase::Find;
+                    }
+                }
+                Phase::Find => {
+                    if !self.merge.valid() {
+                        return Ok(());
+                    }
+                    let e = self.merge.entry();
+                    if e.seq > self.read_seq {
+                        // Newer than the read point: an older version of the key (or the
+                        // next key) follows.
+                        if !self.merge.step_fast() {
+                            return Err(Pending::Find);
+                        }
+                        continue;
+                    }
+                    // Versions of one key come newest first: this is its visible version.
+                    let live = !e.is_absent_at(self.now_ms);
+                    self.key.clear();
+                    self.key.extend_from_slice(e.key);
+                    self.key_head = self.merge.head();
+                    if live {
+                        self.valid = true;
+                        return Ok(());
+                    }
+                    if !self.merge.step_fast() {
+                        return Err(Pending::Skip);
+                    }
+                    phase = Phase::Skip;
+                }
+            }
+        }
     }
 
     /// Consumes the merged stream up to the next live key (forward: onto its visible
@@ -99,27 +180,18 @@ impl VisibleIter {
     async fn settle(&mut self) -> Result<()> {
         self.valid = false;
         if self.merge.forward() {
-            while self.merge.valid() {
-                let e = self.merge.entry();
-                if e.seq > self.read_seq {
-                    // Newer than the read point: an older version of the key (or the next
-                    // key) follows.
-                    self.merge.step().await?;
-                    continue;
-                }
-                // Versions of one key come newest first: this is the key's visible version.
-                let live = !e.is_absent_at(self.now_ms);
-                self.key.clear();
-                self.key.extend_from_slice(e.key);
-                if live {
-                    self.valid = true;
-                    return Ok(());
-                }
-                self.merge.step().await?;
-                self.skip_key().await?;
-            }
-            return Ok(());
+            return match self.run_forward(Phase::Find) {
+                Ok(()) => Ok(()),
+                Err(Pending::Skip) => self.finish_forward(Phase::Skip).await,
+                Err(_) => self.finish_forward(Phase::Find).await,
+            };
         }
+        self.settle_reverse().await
+    }
+
+    /// Reverse: consumes every version of the next key that has a live visible version.
+    async fn settle_reverse(&mut self) -> Result<()> {
+        self.valid = false;
         while self.merge.valid() {
             // All versions of one key are adjacent, oldest first in reverse: the last one at
             // or below the read point is the visible one.
@@ -136,7 +208,9 @@ impl VisibleIter {
                     }
                     found = Some(live);
                 }
-                self.merge.step().await?;
+                if !self.merge.step_fast() {
+                    self.merge.step_slow().await?;
+                }
             }
             if found == Some(true) {
                 self.valid = true;
@@ -145,4 +219,21 @@ impl VisibleIter {
         }
         Ok(())
     }
+}
+
+/// Where a forward walk stopped for a step that reads a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// After the step, skip the older versions of the current key.
+    Skip,
+    /// After the step, look for the next visible version.
+    Find,
+    /// A reverse iterator: the whole move is done asynchronously.
+    Reverse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Skip,
+    Find,
 }

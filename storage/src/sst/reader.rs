@@ -623,6 +623,29 @@ impl TableIter {
         Ok(())
     }
 
+    /// Moves one entry on (`forward`) or back within the current block, without I/O and
+    /// without building a future. False (nothing moved) when the move leaves the block or
+    /// the iterator is not valid: then use [`TableIter::next`] / [`TableIter::prev`].
+    #[inline]
+    pub fn step_in_block(&mut self, forward: bool) -> bool {
+        if self.block.is_none() {
+            return false;
+        }
+        if forward {
+            if self.pos + 1 >= self.block_n {
+                return false;
+            }
+            self.pos += 1;
+        } else {
+            if self.pos == 0 {
+                return false;
+            }
+            self.pos -= 1;
+        }
+        self.decode();
+        true
+    }
+
     /// Moves to the next entry (invalid past the last).
     pub async fn next(&mut self) -> Result<()> {
         self.next_raw().await?;
