@@ -97,8 +97,9 @@ for n in names:
     d = [dd[n] for _, dd in ours if n in dd]
     lat = f"{statistics.median(x[0] for x in d):.1f} / {statistics.median(x[1] for x in d):.1f}" if d else ""
     grp = ""
-    if d and d[0][2] is not None:
-        grp = f"{statistics.median(x[2] for x in d):.1f} ({max(x[3] for x in d)})"
+    g = [x for x in d if x[2] is not None]
+    if g:
+        grp = f"{statistics.median(x[2] for x in g):.1f} ({max(x[3] for x in g)})"
     mc, mp = statistics.median(c), statistics.median(p)
     print(f"| {n} | {mc:.0f} | {mp:.0f} | {mc / mp:.2f}x | {', '.join(map(str, c))} | {', '.join(map(str, p))} | {lat} | {grp} |")
 EOF
