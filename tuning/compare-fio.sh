@@ -5,6 +5,7 @@
 # Before every run, `sync` and a pause (SETTLE seconds, default 3) let the previous run's file
 # deletions finish: on a `-o discard` mount their discards otherwise land in the next run's
 # journal commits and slow its fdatasyncs several-fold, whichever tool runs next.
+# Sequential write runs twice per pair (fio, ours, ours, fio), the other tests once.
 # Prints one line per run and the medians with the ratio corekv-tune / fio.
 # Usage: tuning/compare-fio.sh [DIR] [PAIRS]   (default /var/tmp/corekv-compare, 5 pairs)
 set -euo pipefail
@@ -26,9 +27,15 @@ ours() { settle; "$tune" disk --dir "$dir" --no-save --no-sweep --seconds "$runt
 get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
 declare -A F O
 for ((i = 1; i <= pairs; i++)); do
+  # Sequential write twice per pair, in the order fio, ours, ours, fio: this disk's bandwidth
+  # is bimodal from run to run, and whichever tool runs right after a 1 GiB file removal
+  # (its discard) would otherwise always be the same one.
   f=$(run seqwrite --rw=write --bs=1M --iodepth=8 | cut -d';' -f48); F[seq]+="$((f / 1024)) "
   rm -f "$dir"/fio-*
   o=$(ours seq-write | get seq_write_MiB_per_s); O[seq]+="$o "
+  o=$(ours seq-write | get seq_write_MiB_per_s); O[seq]+="$o "
+  f=$(run seqwrite --rw=write --bs=1M --iodepth=8 | cut -d';' -f48); F[seq]+="$((f / 1024)) "
+  rm -f "$dir"/fio-*
   f1=$(run randread1 --rw=randread --bs=4k --iodepth=1 | cut -d';' -f8)
   f32=$(run randread32 --rw=randread --bs=4k --iodepth=32 | cut -d';' -f8)
   F[rr1]+="$f1 "; F[rr32]+="$f32 "
