@@ -12,25 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{run, test_dir};
-use corekv_storage::{Clock, Durability, Engine, EngineIter, OpenHooks, Options, ScanRange};
+use common::{run, small_tree, test_dir};
+use corekv_storage::{Clock, Engine, EngineIter, OpenHooks, ScanRange};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Live puts: key -> (value, expiry in ms, 0 = never).
 type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
-
-fn small_tree() -> Options {
-    Options {
-        durability: Durability::None,
-        memtable_size_bytes_max: 1 << 20,
-        target_file_size_bytes: 512 << 10,
-        level1_size_bytes_max: 1 << 20,
-        block_cache_size_bytes: 4 << 20,
-        wal_segment_size_bytes: 1 << 20,
-        ..Options::default()
-    }
-}
 
 fn visible(m: &Model, now_ms: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
     m.iter()

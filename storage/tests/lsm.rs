@@ -13,22 +13,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{run, test_dir};
+use common::{run, small_tree, test_dir};
 use corekv_storage::sst::Compression;
-use corekv_storage::{Durability, Engine, Error, Options, ScanRange};
-
-/// Options that make a small data set flush and compact like a large one.
-fn small_tree() -> Options {
-    Options {
-        durability: Durability::None,
-        memtable_size_bytes_max: 1 << 20,
-        target_file_size_bytes: 512 << 10,
-        level1_size_bytes_max: 1 << 20,
-        block_cache_size_bytes: 4 << 20,
-        wal_segment_size_bytes: 1 << 20,
-        ..Options::default()
-    }
-}
+use corekv_storage::{Engine, Error, Options, ScanRange};
 
 fn key(i: u64) -> Vec<u8> {
     format!("key{:013}", i * 7919 % 1_000_003).into_bytes()

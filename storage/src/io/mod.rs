@@ -181,17 +181,22 @@ impl File {
             None => self.raw_write(buf, pos).await?,
             Some(f) => f.write(self, buf, pos).await?,
         };
-        if written != len {
-            return Err(Error::io(
-                "write",
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {len} bytes at offset {pos}"),
-                ),
-            ));
+        self.whole("write", written, len, pos)
+    }
+
+    /// A short write is an error naming how much of what landed where.
+    fn whole(&self, op: &'static str, written: usize, len: usize, pos: u64) -> Result<()> {
+        if written == len {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::io(
+            op,
+            &self.path,
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {pos}"),
+            ),
+        ))
     }
 
     async fn raw_write(&self, buf: DmaBuffer, pos: u64) -> Result<usize> {
@@ -232,17 +237,7 @@ impl File {
             .write_at(buf, pos)
             .await
             .map_err(|e| Error::io("write (O_DSYNC)", &self.path, os_error(e)))?;
-        if written != len {
-            return Err(Error::io(
-                "write (O_DSYNC)",
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {len} bytes at offset {pos}"),
-                ),
-            ));
-        }
-        Ok(())
+        self.whole("write (O_DSYNC)", written, len, pos)
     }
 
     /// Reads up to `len` bytes at `pos` (any alignment); fewer at end of file.

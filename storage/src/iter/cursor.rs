@@ -26,13 +26,17 @@ use crate::version::Version;
 ///   space (compacted-away tables) and memtables (flushed ones) — drop it when done.
 /// * `key()` and `value()` borrow from the iterator: they are valid until the next move.
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn example(engine: &corekv_storage::Engine) -> corekv_storage::Result<u64> {
+/// let mut bytes = 0;
 /// let mut it = engine.iter(false, None)?;
 /// it.seek_to_first().await?;
 /// while it.valid() {
-///     use_pair(it.key(), it.value());
+///     bytes += (it.key().len() + it.value().len()) as u64;
 ///     it.next().await?;
 /// }
+/// # Ok(bytes)
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct EngineIter {

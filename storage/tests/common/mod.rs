@@ -34,3 +34,16 @@ pub fn test_dir(name: &str) -> tempfile::TempDir {
 pub fn long_tests() -> bool {
     std::env::var("COREKV_LONG_TESTS").is_ok_and(|v| v == "1")
 }
+
+/// Options that make a small data set flush and compact like a large one.
+pub fn small_tree() -> corekv_storage::Options {
+    corekv_storage::Options {
+        durability: corekv_storage::Durability::None,
+        memtable_size_bytes_max: 1 << 20,
+        target_file_size_bytes: 512 << 10,
+        level1_size_bytes_max: 1 << 20,
+        block_cache_size_bytes: 4 << 20,
+        wal_segment_size_bytes: 1 << 20,
+        ..corekv_storage::Options::default()
+    }
+}
