@@ -550,3 +550,65 @@ fn close_syncs_a_backlog_of_many_writes_in_every_mode() {
         });
     }
 }
+
+/// Descriptors of this process open on `path`, with their `open(2)` flags (from
+/// `/proc/self/fdinfo`).
+fn open_flags_of(path: &Path) -> Vec<u32> {
+    let want = std::fs::canonicalize(path).unwrap();
+    let mut flags = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let e = e.unwrap();
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if target != want {
+            continue;
+        }
+        let fd = e.file_name();
+        let Ok(info) =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.to_str().unwrap()))
+        else {
+            continue;
+        };
+        let octal = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .unwrap()
+            .trim();
+        flags.push(u32::from_str_radix(octal, 8).unwrap());
+    }
+    flags
+}
+
+/// In `sync` mode the WAL's writes go through an `O_DSYNC` descriptor of the active segment
+/// (write and device flush in one operation; one sync counted per write); with
+/// `dsync_writes` off no such descriptor exists and every write is followed by `fdatasync`.
+/// Either way every acknowledged record comes back on reopen.
+#[test]
+fn sync_writes_use_an_o_dsync_descriptor_only_when_asked() {
+    const O_DSYNC: u32 = 0o10000;
+    for dsync_writes in [true, false] {
+        let dir = test_dir("wal-dsync");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let o = WalOptions {
+                dsync_writes,
+                ..opts(64)
+            };
+            let (wal, _, _) = open(&path, o.clone()).await.unwrap();
+            append_synced(&wal, 1..50).await;
+            let s = wal.stats();
+            assert_eq!(s.records_total, 49);
+            assert_eq!(s.syncs_total, s.writes_total, "one sync per write: {s:?}");
+            let active = segments(&path).pop().unwrap();
+            let flags = open_flags_of(&active);
+            assert!(!flags.is_empty(), "no descriptor open on {active:?}");
+            let dsync = flags.iter().filter(|f| *f & O_DSYNC != 0).count();
+            assert_eq!(dsync, usize::from(dsync_writes), "flags {flags:?}");
+            wal.close().await.unwrap();
+            drop(wal);
+            let (_, got, _) = open(&path, o).await.unwrap();
+            assert_eq!(got.len(), 49);
+        });
+    }
+}

@@ -199,9 +199,7 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         st.stats.record_group(records as u64);
     }
     if durable_write {
-        let mut st = sh.st.borrow_mut();
-        st.synced_index = st.synced_index.max(last_index);
-        st.stats.syncs_total += 1;
+        synced(sh, last_index);
     } else if sync_now {
         sync_file(sh, &file, last_index).await?;
     }
@@ -222,10 +220,15 @@ async fn sync_only(sh: &Shared) -> Result<()> {
 /// `fdatasync`s `file`, after which every record up to `upto` is durable.
 async fn sync_file(sh: &Shared, file: &crate::io::File, upto: u64) -> Result<()> {
     file.fdatasync().await?;
+    synced(sh, upto);
+    Ok(())
+}
+
+/// Records that every record up to `upto` is durable (after an `fdatasync` or a durable write).
+fn synced(sh: &Shared, upto: u64) {
     let mut st = sh.st.borrow_mut();
     st.synced_index = st.synced_index.max(upto);
     st.stats.syncs_total += 1;
-    Ok(())
 }
 
 /// Seals the active segment (synced, so it can never end torn) and starts a new one whose
