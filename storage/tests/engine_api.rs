@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run, test_dir};
+use common::{open_with_manual_clock, run, test_dir};
 use corekv_storage::{
-    CasOutcome, Clock, Durability, Engine, Error, Limit, OpenHooks, Options, ScanRange, WriteBatch,
+    CasOutcome, Durability, Engine, Error, Limit, Options, ScanRange, WriteBatch,
 };
 
 fn range(start: &[u8], end: Option<&[u8]>, limit: usize, reverse: bool) -> ScanRange {
@@ -303,14 +303,7 @@ fn ttl_entries_vanish_when_they_expire() {
     let dir = test_dir("api-ttl");
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let clock = Clock::manual(1_000_000);
-        let hooks = OpenHooks {
-            clock: Some(clock.clone()),
-            ..OpenHooks::default()
-        };
-        let e = Engine::open_with_hooks(&path, Options::default(), hooks)
-            .await
-            .unwrap();
+        let (e, clock) = open_with_manual_clock(&path, Options::default()).await;
         e.put_with_ttl(b"t", b"v", Duration::from_millis(500))
             .await
             .unwrap();

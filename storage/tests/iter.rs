@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{run, small_tree, test_dir};
-use corekv_storage::{Clock, Engine, EngineIter, OpenHooks, ScanRange};
+use common::{open_with_manual_clock, run, small_tree, test_dir};
+use corekv_storage::{Clock, Engine, EngineIter, ScanRange};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -143,14 +143,7 @@ fn iterators_match_scan_and_the_model_through_flushes_and_compactions() {
     run(move || async move {
         let seed = 11u64;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let clock = Clock::manual(1_000_000);
-        let hooks = OpenHooks {
-            clock: Some(clock.clone()),
-            faults: None,
-        };
-        let e = Engine::open_with_hooks(&path, small_tree(), hooks)
-            .await
-            .unwrap();
+        let (e, clock) = open_with_manual_clock(&path, small_tree()).await;
         let mut m = Model::new();
         // An unpositioned or exhausted iterator is not valid and stays so.
         let mut it = e.iter(false, None).unwrap();
@@ -200,14 +193,7 @@ fn an_iterator_keeps_its_point_in_time_and_its_files_across_compactions() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let clock = Clock::manual(1_000_000);
-        let hooks = OpenHooks {
-            clock: Some(clock.clone()),
-            faults: None,
-        };
-        let e = Engine::open_with_hooks(&path, small_tree(), hooks)
-            .await
-            .unwrap();
+        let (e, clock) = open_with_manual_clock(&path, small_tree()).await;
         let mut m = Model::new();
         apply(&e, &mut m, &mut rng, &clock, 12_000).await;
         for reverse in [false, true] {

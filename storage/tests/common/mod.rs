@@ -47,3 +47,19 @@ pub fn small_tree() -> corekv_storage::Options {
         ..corekv_storage::Options::default()
     }
 }
+
+/// Opens an engine in `dir` whose clock only moves when the test advances it (TTL tests).
+pub async fn open_with_manual_clock(
+    dir: &std::path::Path,
+    options: corekv_storage::Options,
+) -> (corekv_storage::Engine, corekv_storage::Clock) {
+    let clock = corekv_storage::Clock::manual(1_000_000);
+    let hooks = corekv_storage::OpenHooks {
+        clock: Some(clock.clone()),
+        faults: None,
+    };
+    let e = corekv_storage::Engine::open_with_hooks(dir, options, hooks)
+        .await
+        .unwrap();
+    (e, clock)
+}
