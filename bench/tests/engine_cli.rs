@@ -16,6 +16,17 @@ fn bench(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `corekv-bench engine ARGS`, which must succeed (stderr shown if not); its stdout.
+fn bench_ok(args: &[&str]) -> String {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A database directory on the target's disk (O_DIRECT needs a real filesystem).
 fn db_dir() -> tempfile::TempDir {
     let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -27,7 +38,7 @@ fn db_dir() -> tempfile::TempDir {
 fn prints_db_bench_lines_for_every_benchmark() {
     let dir = db_dir();
     let db = dir.path().join("db");
-    let out = bench(&[
+    let stdout = bench_ok(&[
         "--benchmarks=fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom",
         "--num=2000",
         "--reads=1500",
@@ -36,12 +47,6 @@ fn prints_db_bench_lines_for_every_benchmark() {
         "--compression_type=none",
         &format!("--db={}", db.display()),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<_> = stdout.lines().filter_map(parse_db_bench_line).collect();
     let names: Vec<_> = lines.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
@@ -86,19 +91,13 @@ fn prints_db_bench_lines_for_every_benchmark() {
 #[test]
 fn durable_writers_share_fdatasyncs() {
     let dir = db_dir();
-    let out = bench(&[
+    let stdout = bench_ok(&[
         "--benchmarks=fillrandom",
         "--sync=1",
         "--threads=8",
         "--num=25",
         &format!("--db={}", dir.path().join("db").display()),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     let line = stdout.lines().find_map(parse_db_bench_line).unwrap();
     assert_eq!(line.operations, 200);
     let detail = stdout.lines().find(|l| l.contains("latency_us")).unwrap();
@@ -136,7 +135,7 @@ fn bad_flags_are_refused_with_a_message() {
 #[test]
 fn flush_and_compaction_show_in_the_engine_line() {
     let dir = db_dir();
-    let out = bench(&[
+    let stdout = bench_ok(&[
         "--benchmarks=fillrandom,flush,waitforcompaction,readrandom",
         "--num=3000",
         "--reads=500",
@@ -144,12 +143,6 @@ fn flush_and_compaction_show_in_the_engine_line() {
         "--cache_size=1048576",
         &format!("--db={}", dir.path().join("db").display()),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     // flush and waitforcompaction are steps, not db_bench result lines.
     let names: Vec<_> = stdout
         .lines()
