@@ -51,8 +51,8 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub durability: Option<Durability>,
 
-    /// Serve Prometheus metrics on http://HOST:PORT/metrics (not served yet: issue 7; the
-    /// server logs a warning and `corekv-cli stats` shows the counters). [default: off]
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (port 0: a free port, logged at
+    /// start). [default: off]
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<SocketAddr>,
 

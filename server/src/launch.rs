@@ -85,14 +85,14 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     raise_limits();
     let count = config.shard_count();
     let data = DataDir::open(&config.data_dir, count)?;
-    if let Some(addr) = config.metrics {
-        // The Prometheus endpoint is issue 7's; until it lands, say so rather than pretend.
-        tracing::warn!(
-            %addr,
-            "--metrics: the Prometheus endpoint is not implemented yet; `corekv-cli stats` \
-             shows every counter"
-        );
-    }
+    // The shards listen on the main port with SO_REUSEPORT (each accepts its share), which
+    // would also let a second server on the same port silently take part of the connections.
+    // A plain bind fails if any socket holds the port: refuse to start then, naming it.
+    std::net::TcpListener::bind(config.listen).map_err(|source| Error::Bind {
+        shard: 0,
+        addr: config.listen,
+        source,
+    })?;
     // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
     // the start (it would otherwise be silently ignored).
     let disk = IoProperties::load(data.root())?;
@@ -293,13 +293,11 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
             .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;
         let metrics_listener = match metrics_addr {
-            Some(addr) => Some(
-                glommio::net::TcpListener::bind(addr).map_err(|e| Error::Bind {
-                    shard: id,
-                    addr,
-                    source: e.into(),
-                })?,
-            ),
+            Some(addr) => Some(net::listen_exclusive(addr).map_err(|source| Error::Bind {
+                shard: id,
+                addr,
+                source,
+            })?),
             None => None,
         };
         let metrics = ShardMetrics::new().map_err(|e| Error::Shard {

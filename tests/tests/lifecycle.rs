@@ -1,13 +1,18 @@
 //! Starting and stopping: what the server prints, a clean stop on SIGTERM/SIGINT (exit 0), and
-//! the clear refusals: a second server on the same data directory, a restart with another
-//! shard count, bad log settings.
+//! the clear refusals: a second server on the same data directory or on a port that is taken,
+//! a restart with another shard count, bad log settings.
 
 // Test code: helpers panic on failed set-up steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use corekv_proto::Connection;
 use corekv_proto::client::TokioRuntime;
-use corekv_tests::{Server, ServerOptions, block_on, cpus, run, test_dir};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use corekv_tests::{
+    PROCESS_DEADLINE, Server, ServerOptions, bin_path, block_on, cpus, run, test_dir,
+};
 
 #[test]
 fn startup_says_where_it_listens_and_sigterm_stops_it_cleanly() {
@@ -55,6 +60,75 @@ fn a_second_server_on_the_same_directory_is_refused() {
         let conn = Connection::connect(TokioRuntime, first.addr).await.unwrap();
         conn.put(b"k", b"v", 0).await.unwrap();
         assert_eq!(conn.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    });
+}
+
+/// Runs `corekv-server` on a fresh directory with `args` and expects it to exit with an error
+/// before the deadline (killed and failed otherwise); returns what it printed.
+fn server_refuses(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut child = Command::new(bin_path("corekv-server"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--shards", "1", "--io-memory-bytes", "1048576"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "corekv-server {args:?} was not refused:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_second_server_on_a_taken_port_is_refused() {
+    let dir = test_dir("port-taken");
+    // The shards share the main port with SO_REUSEPORT; a second process must not join them,
+    // nor share the metrics port (bound explicitly: ports the kernel picks are never shared).
+    let metrics = format!("127.0.0.1:{}", corekv_tests::free_ports(1));
+    let first = Server::start(
+        dir.path(),
+        ServerOptions::shards(1).args(&["--metrics", &metrics]),
+    );
+    let main = first.addr.to_string();
+    let err = server_refuses(&dir.path().join("second"), &["--listen", &main]);
+    assert!(err.contains(&format!("cannot listen on {main}: ")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    // The metrics port too (the second server on free ports of its own).
+    let metrics = metrics.as_str();
+    let other = format!("127.0.0.1:{}", corekv_tests::free_ports(2));
+    let err = server_refuses(
+        &dir.path().join("third"),
+        &["--listen", &other, "--metrics", metrics],
+    );
+    assert!(
+        err.contains(&format!("cannot listen on {metrics}: ")),
+        "{err}"
+    );
+    // The first server still answers every connection on its main port.
+    block_on(async {
+        for _ in 0..8 {
+            let conn = Connection::connect(TokioRuntime, first.addr).await.unwrap();
+            conn.put(b"k", b"v", 0).await.unwrap();
+            assert_eq!(conn.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
     });
 }
 

@@ -82,27 +82,32 @@ fn promtool_check(text: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address the server logged for its metrics endpoint (started with port 0, so the
+/// kernel picked a free port that no other test can be given too).
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving Prometheus metrics on http://"))
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("unreadable metrics line: {line}"));
+    let addr: SocketAddr = addr.parse().unwrap();
+    assert_ne!(addr.port(), 0, "{line}");
+    addr
 }
 
 #[test]
 fn metrics_pass_promtool_and_move_with_requests() {
     let dir = test_dir("metrics");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let server = Server::start(
         dir.path(),
-        ServerOptions::shards(2).args(&["--metrics", &metrics.to_string()]),
+        ServerOptions::shards(2).args(&["--metrics", "127.0.0.1:0"]),
     );
-    assert!(
-        server.log().contains(&format!("http://{metrics}/metrics")),
-        "{}",
-        server.log()
-    );
+    let metrics = metrics_addr(&server);
     let before = scrape(metrics);
     promtool_check(&before);
     let b = samples(&before);
@@ -220,17 +225,17 @@ fn metrics_pass_promtool_and_move_with_requests() {
 #[test]
 fn lsm_metrics_move_when_data_reaches_tables() {
     let dir = test_dir("metrics-lsm");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // A 64 KiB memtable: a few hundred KiB of puts make several level-0 tables.
     let server = Server::start(
         dir.path(),
         ServerOptions::shards(1).args(&[
             "--metrics",
-            &metrics.to_string(),
+            "127.0.0.1:0",
             "--memtable-size-bytes",
             "65536",
         ]),
     );
+    let metrics = metrics_addr(&server);
     let before = samples(&scrape(metrics));
     let keys = 2000;
     let value = vec![b'v'; 200];
@@ -298,11 +303,11 @@ fn lsm_metrics_move_when_data_reaches_tables() {
 #[test]
 fn other_paths_and_methods_get_http_errors() {
     let dir = test_dir("metrics-http");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _server = Server::start(
+    let server = Server::start(
         dir.path(),
-        ServerOptions::shards(1).args(&["--metrics", &metrics.to_string()]),
+        ServerOptions::shards(1).args(&["--metrics", "127.0.0.1:0"]),
     );
+    let metrics = metrics_addr(&server);
     assert_eq!(
         http(metrics, "GET / HTTP/1.1\r\n\r\n").0,
         "HTTP/1.1 404 Not Found"

@@ -36,11 +36,17 @@ pub fn bind(
         }
     };
     let main_listener = TcpListener::bind(main).map_err(|e| bind_err(main)(e.into()))?;
-    let std_listener = std::net::TcpListener::bind(own).map_err(bind_err(own))?;
+    let own_listener = listen_exclusive(own).map_err(bind_err(own))?;
+    Ok((main_listener, own_listener))
+}
+
+/// A glommio listener on `addr` bound without `SO_REUSEPORT` (glommio's own `bind` sets it,
+/// which would let another process share a port that is taken): fails if the port is in use.
+pub fn listen_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
     // SAFETY: `into_raw_fd` hands over a bound, listening socket that nothing else owns; the
     // glommio listener takes ownership and closes it when dropped.
-    let own_listener = unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) };
-    Ok((main_listener, own_listener))
+    Ok(unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) })
 }
 
 /// Accepts connections until the shard stops, serving each in its own task.
