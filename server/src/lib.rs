@@ -8,7 +8,8 @@
 //! backpressure), [`service`] (the Cap'n Proto interface), [`shard`] (routing, local execution,
 //! scans across shards), [`mesh`] (cross-shard channels), [`metrics`] (Prometheus `/metrics`),
 //! [`store`] (the only module that talks to the storage engine), [`config`] (flags, file,
-//! defaults), [`datadir`] (layout, lock), [`faults`] (disk fault injection for tests).
+//! defaults), [`datadir`] (layout, lock), [`faults`] (disk fault injection for tests), [`hugepages`]
+//! (transparent huge pages off for the process).
 //! The `corekv-cli` binary is built from [`cli`].
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod cpuset;
 pub mod datadir;
 pub mod error;
 pub mod faults;
+pub mod hugepages;
 pub mod io_properties;
 pub mod launch;
 pub mod logging;

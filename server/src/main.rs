@@ -10,6 +10,8 @@ use corekv_server::config::{Cli, Config, allowed_cpus};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // First, before the allocator hands out much memory (why: `hugepages`'s module doc).
+    let thp = corekv_server::hugepages::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let config = match allowed_cpus()
         .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))
@@ -24,6 +26,12 @@ fn main() -> ExitCode {
     if let Err(e) = corekv_server::logging::init(config.log_format, &config.log_level) {
         eprintln!("corekv-server: {e}");
         return ExitCode::from(2);
+    }
+    if let Err(e) = thp {
+        tracing::warn!(
+            "could not turn transparent huge pages off for this process ({e}); \
+             SETs may cost more CPU (the kernel zeroes 2 MiB on each first touch)"
+        );
     }
     match corekv_server::launch::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,10 @@ pub const TTL_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// `crate::engine`), so the engine hands the buffer to the WAL without copying it.
 pub(crate) const RESERVED_HEADER_BYTES: usize = 24;
 
+/// Encoding bytes of one operation besides its key and value: the kind byte, the two lengths,
+/// a TTL.
+const OP_OVERHEAD_BYTES_MAX: usize = 1 + 4 + 4 + 8;
+
 /// An atomic group of puts and deletes: [`crate::Engine::write`] applies all of them or none.
 /// Later operations on the same key win over earlier ones.
 #[derive(Default, Clone, Debug)]
@@ -46,6 +50,21 @@ impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty batch whose buffer already holds `ops` operations carrying `payload_bytes`
+    /// key and value bytes in all (each with a TTL at most), so that filling it never
+    /// reallocates. A large batch built with [`WriteBatch::new`] grows by doubling: a copy of
+    /// everything added so far per doubling, and for big batches a fresh allocation each time
+    /// (memory the kernel has to zero on first touch).
+    pub fn with_capacity(ops: usize, payload_bytes: usize) -> Self {
+        let bytes = RESERVED_HEADER_BYTES
+            .saturating_add(ops.saturating_mul(OP_OVERHEAD_BYTES_MAX))
+            .saturating_add(payload_bytes);
+        WriteBatch {
+            rep: Vec::with_capacity(bytes),
+            ..Self::default()
+        }
     }
 
     /// Adds a put.
@@ -125,7 +144,7 @@ impl WriteBatch {
 
     fn push(&mut self, op: u8, key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) {
         if self.rep.is_empty() {
-            let len = 1 + 4 + key.len() + value.map_or(0, |v| 4 + v.len()) + 8;
+            let len = OP_OVERHEAD_BYTES_MAX + key.len() + value.map_or(0, <[u8]>::len);
             self.rep.reserve(RESERVED_HEADER_BYTES + len);
             self.rep.resize(RESERVED_HEADER_BYTES, 0);
         }
@@ -297,6 +316,32 @@ pub(crate) fn bad_ttl_error(ttl: Duration) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_sized_up_front_never_reallocates_and_encodes_the_same() {
+        let value = vec![7u8; 1000];
+        let keys: Vec<Vec<u8>> = (0..50u32).map(|i| format!("key{i}").into_bytes()).collect();
+        let payload: usize = keys.iter().map(|k| k.len() + value.len()).sum::<usize>() + 2;
+        let mut sized = WriteBatch::with_capacity(keys.len() + 1, payload);
+        let start = (sized.rep.as_ptr(), sized.rep.capacity());
+        let mut grown = WriteBatch::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 2 == 0 {
+                sized.put(k, &value);
+                grown.put(k, &value);
+            } else {
+                sized.put_with_ttl(k, &value, Duration::from_secs(5));
+                grown.put_with_ttl(k, &value, Duration::from_secs(5));
+            }
+        }
+        sized.delete(b"zz");
+        grown.delete(b"zz");
+        assert_eq!((sized.rep.as_ptr(), sized.rep.capacity()), start);
+        assert_eq!(sized.rep(), grown.rep());
+        assert_eq!(sized.len(), grown.len());
+        assert_eq!(sized.payload_bytes(), grown.payload_bytes());
+        assert_eq!(sized.payload_bytes(), payload);
+    }
 
     #[test]
     fn encodes_and_decodes_every_kind() {

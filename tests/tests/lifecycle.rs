@@ -1,4 +1,5 @@
-//! Starting and stopping: what the server prints, a clean stop on SIGTERM/SIGINT (exit 0), and
+//! Starting and stopping: what the server prints, a clean stop on SIGTERM/SIGINT (exit 0),
+//! transparent huge pages off for the process, and
 //! the clear refusals: a second server on the same data directory or on a port that is taken,
 //! a restart with another shard count, bad log settings.
 
@@ -36,6 +37,12 @@ fn startup_says_where_it_listens_and_sigterm_stops_it_cleanly() {
         ready.contains(&server.data_dir.display().to_string()),
         "{ready}"
     );
+    // Transparent huge pages are off for the server process (`corekv_server::hugepages`).
+    let pid = server.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    if let Some(thp) = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")) {
+        assert_eq!(thp.trim(), "0", "THP still on for the server:\n{status}");
+    }
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert!(server.log().contains("stopped cleanly"));
