@@ -6,9 +6,9 @@
 //! buffers, blocks filled into the cache as tables are written), and on the VMs measured a
 //! profile of SET at pipeline 16 had half of the shard's CPU in the kernel's `clear_page_erms`
 //! under huge-page faults. With 4 KiB pages only what is touched is zeroed: server CPU per SET
-//! fell from 6.4-8.8 µs to 4.5-5.5 µs (docs/BENCHMARKS.md). Redis does the same at start-up
-//! (`disable-thp yes`, its default). The setting covers this process (and children it would fork;
-//! it forks none), not the machine.
+//! fell from 7.6 to 4.4 µs (medians of 5 pairs, docs/BENCHMARKS.md). Redis does the same at
+//! start-up (`disable-thp yes`, its default). The setting covers this process (and children
+//! it would fork; it forks none), not the machine.
 
 /// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`). Memory
 /// already backed by huge pages stays so; call it first thing in `main`. An error (a kernel
