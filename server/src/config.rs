@@ -105,6 +105,15 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES")]
     pub wal_segment_size_bytes: Option<usize>,
 
+    /// Let the kernel back this process's memory with transparent huge pages. Off by default
+    /// (the server calls `prctl(PR_SET_THP_DISABLE)`, as Redis does): with them, the first
+    /// touch of fresh memory zeroes 2 MiB at a time, which cost SET at pipeline 16 over a
+    /// third of its throughput in docs/BENCHMARKS.md. Huge pages can help reads of a large
+    /// memtable and block cache (fewer TLB misses); measure before turning them on.
+    /// [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub transparent_huge_pages: Option<bool>,
+
     /// TESTS ONLY: make the storage engines fail disk operations as the plan says (see
     /// `corekv_server::faults` and docs/RELIABILITY.md). Not in the config file.
     #[arg(long, value_name = "PLAN", hide = true)]
@@ -142,6 +151,7 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     memtable_size_bytes: Option<usize>,
     wal_segment_size_bytes: Option<usize>,
+    transparent_huge_pages: Option<bool>,
 }
 
 /// Default `io_memory_bytes`.
@@ -238,6 +248,8 @@ pub struct Config {
     pub shard_connections_max: usize,
     /// Shutdown grace period.
     pub shutdown_grace_ms: u64,
+    /// Whether the process keeps transparent huge pages (see `corekv_server::hugepages`).
+    pub transparent_huge_pages: bool,
     /// Storage engine options of every shard (durability included).
     pub storage: Options,
     /// Injected disk faults (tests only).
@@ -393,6 +405,10 @@ impl Config {
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            transparent_huge_pages: cli
+                .transparent_huge_pages
+                .or(file.transparent_huge_pages)
+                .unwrap_or(false),
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
@@ -554,6 +570,7 @@ mod tests {
         assert_eq!(c.connection_inflight_ops_max, 4096);
         assert_eq!(c.shard_connections_max, 10_000);
         assert_eq!(c.shutdown_grace_ms, 10_000);
+        assert!(!c.transparent_huge_pages);
         assert_eq!(
             c.block_cache_bytes_per_shard,
             default_block_cache_bytes_per_shard(physical_memory_bytes(), 4)
@@ -672,11 +689,13 @@ mod tests {
         std::fs::write(
             &path,
             "data_dir = \"/srv/kv\"\nlisten = \"0.0.0.0:9000\"\nshards = 1\n\
-             durability = \"periodic:50\"\nlog_format = \"json\"\nio_concurrency = 24\n",
+             durability = \"periodic:50\"\nlog_format = \"json\"\nio_concurrency = 24\n\
+             transparent_huge_pages = true\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
         let c = Config::resolve(cli(&["--config", p]), &cpus("0-1")).unwrap();
+        assert!(c.transparent_huge_pages);
         assert_eq!(c.data_dir, PathBuf::from("/srv/kv"));
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.shard_count(), 1);
@@ -693,10 +712,13 @@ mod tests {
                 "none",
                 "--data-dir",
                 "d",
+                "--transparent-huge-pages",
+                "false",
             ]),
             &cpus("0-1"),
         )
         .unwrap();
+        assert!(!c.transparent_huge_pages);
         assert_eq!(c.cores.to_string(), "1");
         assert_eq!(c.durability, Durability::None);
         assert_eq!(c.data_dir, PathBuf::from("d"));

@@ -8,10 +8,13 @@
 //! under huge-page faults. With 4 KiB pages only what is touched is zeroed: server CPU per SET
 //! fell from 7.6 to 4.4 µs (medians of 5 pairs, docs/BENCHMARKS.md). Redis does the same at
 //! start-up (`disable-thp yes`, its default). The setting covers this process (and children
-//! it would fork; it forks none), not the machine.
+//! it would fork; it forks none), not the machine. `--transparent-huge-pages true` (or
+//! `transparent_huge_pages = true` in the config file) keeps them, for a machine where they
+//! help reads of a large memtable and block cache (fewer TLB misses) more than they cost
+//! writes; on the VM measured no read benefit was established (docs/BENCHMARKS.md).
 
 /// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`). Memory
-/// already backed by huge pages stays so; call it first thing in `main`. An error (a kernel
+/// already backed by huge pages stays so; call it before the shards start. An error (a kernel
 /// without the call) is returned for the caller to log; the server runs either way.
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this

@@ -10,8 +10,6 @@ use corekv_server::config::{Cli, Config, allowed_cpus};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // First, before the allocator hands out much memory (why: `hugepages`'s module doc).
-    let thp = corekv_server::hugepages::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let config = match allowed_cpus()
         .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))
@@ -27,7 +25,11 @@ fn main() -> ExitCode {
         eprintln!("corekv-server: {e}");
         return ExitCode::from(2);
     }
-    if let Err(e) = thp {
+    // Before the shards start, so before the allocator hands out much memory (why:
+    // `hugepages`'s module doc).
+    if !config.transparent_huge_pages
+        && let Err(e) = corekv_server::hugepages::disable_transparent_huge_pages()
+    {
         tracing::warn!(
             "could not turn transparent huge pages off for this process ({e}); \
              SETs may cost more CPU (the kernel zeroes 2 MiB on each first touch)"

@@ -38,18 +38,34 @@ fn startup_says_where_it_listens_and_sigterm_stops_it_cleanly() {
         "{ready}"
     );
     // Transparent huge pages are off for the server process (`corekv_server::hugepages`).
-    let pid = server.pid().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    if let Some(thp) = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")) {
-        assert_eq!(thp.trim(), "0", "THP still on for the server:\n{status}");
-    }
+    assert_eq!(thp_enabled(&server).as_deref(), thp_line().then_some("0"));
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert!(server.log().contains("stopped cleanly"));
-    // SIGINT (Ctrl-C) does the same, on a restart of the same directory.
-    let mut again = server.restart();
+    // SIGINT (Ctrl-C) does the same, on a restart of the same directory; this one keeps
+    // transparent huge pages as asked.
+    let mut again =
+        server.restart_with(ServerOptions::default().args(&["--transparent-huge-pages", "true"]));
+    assert_eq!(thp_enabled(&again).as_deref(), thp_line().then_some("1"));
     let status = again.signal_and_wait(libc::SIGINT);
     assert_eq!(status.code(), Some(0), "{}", again.log());
+}
+
+/// Whether this kernel reports `THP_enabled:` in `/proc/<pid>/status` (Linux 6.0 and later).
+fn thp_line() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .contains("THP_enabled:")
+}
+
+/// The running server's `THP_enabled:` value (`0` after `PR_SET_THP_DISABLE`), if reported.
+fn thp_enabled(server: &Server) -> Option<String> {
+    let pid = server.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
 }
 
 #[test]
