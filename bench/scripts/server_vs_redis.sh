@@ -18,6 +18,8 @@
 #   PIPELINES (default "1 16") and FSYNCS (Redis appendfsync modes, default "always everysec";
 #   pinned mode only) narrow a run, so that on a noisy machine many short runs can be taken
 #   with Redis and corekv close together in time, e.g. PIPELINES=16 FSYNCS=everysec RUNS=9.
+#   SERVER_ARGS (default empty): more corekv-server flags, split on spaces, e.g.
+#   SERVER_ARGS="--transparent-huge-pages true" to compare a server setting in the same way.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-200000}
@@ -25,6 +27,7 @@ value=${2:-1000}
 clients=${3:-50}
 runs=${RUNS:-3}
 durability=${DURABILITY:-sync}
+read -r -a server_args <<<"${SERVER_ARGS:-}"
 port=${COREKV_PORT:-7579}
 pipelines=${PIPELINES:-1 16}
 fsyncs=${FSYNCS:-always everysec}
@@ -73,6 +76,7 @@ cargo build --release -q -p corekv-server -p corekv-bench
 echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 echo "# data: $data on $(df --output=source "$(dirname "$data")" | tail -1)"
 echo "# server CPUs: ${server_cpus:-any}, driver CPUs: ${driver_cpus:-any}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# corekv-server --durability $durability ${SERVER_ARGS:-}"
 for run in $(seq "$runs"); do
   if [[ -n $driver_cpus ]]; then redis_pinned; else bash "$peer" "$n" "$value" "$clients"; fi |
     tee -a "$out/redis.txt" | sed "s/^/# run $run redis: /"
@@ -81,7 +85,7 @@ for run in $(seq "$runs"); do
   for pipeline in $pipelines; do
     rm -rf "$data"
     target/release/corekv-server --data-dir "$data" --listen "127.0.0.1:$port" "${cores[@]}" \
-      --durability "$durability" >"$out/server.log" 2>&1 &
+      --durability "$durability" "${server_args[@]}" >"$out/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do grep -q "corekv-server ready" "$out/server.log" && break; sleep 0.1; done
     "${driver[@]}" target/release/corekv-load --addr "127.0.0.1:$port" --tests set,get --requests "$n" \
