@@ -10,8 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use glommio::{Latency, Shares, TaskQueueHandle};
-
+use crate::backlog::Backlog;
 use crate::compaction::job::{self, JobContext};
 use crate::compaction::picker::{self, Plan};
 use crate::engine::{Engine, Immutable, Inner};
@@ -35,6 +34,8 @@ pub(crate) struct Background {
     running: Cell<u32>,
     /// Tasks currently doing a job (not idle).
     busy: Cell<u32>,
+    /// A compaction is running (its inputs are not offered to the picker meanwhile).
+    compacting: Cell<bool>,
     /// Stalled writers take numbered tickets and go on in ticket order.
     next_ticket: Cell<u64>,
     /// Tickets whose writers are done waiting (in order or not).
@@ -102,32 +103,11 @@ impl Background {
     }
 }
 
-thread_local! {
-    /// The background task queue of this executor (one per thread, shared by its engines).
-    static QUEUE: RefCell<Option<(usize, TaskQueueHandle)>> = const { RefCell::new(None) };
-}
-
-fn queue(shares: usize) -> TaskQueueHandle {
-    QUEUE.with(|q| {
-        let mut q = q.borrow_mut();
-        match *q {
-            Some((s, h)) if s == shares => h,
-            _ => {
-                let h = glommio::executor().create_task_queue(
-                    Shares::Static(shares),
-                    Latency::NotImportant,
-                    "corekv-background",
-                );
-                *q = Some((shares, h));
-                h
-            }
-        }
-    })
-}
-
-/// Starts the flush and compaction tasks of `inner`.
+/// Starts the flush and compaction tasks of `inner`, in this executor's background queue
+/// (whose shares follow the backlog, see [`crate::backlog`]).
 pub(crate) fn start(inner: &Rc<Inner>) -> Result<()> {
-    let tq = queue(inner.options.background_shares);
+    let tq = crate::backlog::register(&inner.backlog);
+    refresh_backlog(inner);
     let bg = inner.bg.clone();
     bg.running.set(2);
     let spawn_err = |e: glommio::GlommioError<()>| {
@@ -192,8 +172,36 @@ async fn task_loop(weak: Weak<Inner>, bg: Rc<Background>, task: Task) {
         }
     }
     bg.running.set(bg.running.get() - 1);
+    if let Some(inner) = weak.upgrade() {
+        refresh_backlog(&inner);
+    }
     bg.room.notify();
     bg.work.notify();
+}
+
+/// Re-reads what waits for the background tasks into `inner.backlog` (the background queue's
+/// shares and the foreground's cooperation follow it). Called whenever a memtable becomes
+/// immutable, a version is installed, a compaction starts or ends, and a task stops.
+pub(crate) fn refresh_backlog(inner: &Inner) {
+    let o = &inner.options;
+    let b = {
+        let st = inner.state.borrow();
+        let mut cursor = inner.compaction_cursor.borrow().clone();
+        let due = inner.bg.compacting.get()
+            || picker::pick(&st.version, &inner.targets, &mut cursor).is_some();
+        Backlog {
+            memtables_immutable: st.imm.len(),
+            memtables_immutable_max: o.memtables_immutable_max,
+            level0_files: st.version.levels[0].len(),
+            level0_trigger_files: o.l0_compaction_trigger_files,
+            level0_stop_files: o.l0_stop_writes_files,
+            compaction_due: due,
+            compaction_pending_bytes: picker::pending_compaction_bytes(&st.version, &inner.targets),
+            compaction_pending_bytes_stop: o.pending_compaction_bytes_stop,
+        }
+    };
+    let stopped = inner.bg.stop.get() || inner.bg_error.borrow().is_some();
+    inner.backlog.set(b, stopped);
 }
 
 /// Whether flush or compaction has work.
@@ -281,10 +289,13 @@ async fn install(
     *inner.manifest.borrow_mut() = Some(manifest);
     r?;
     *inner.manifest_state.borrow_mut() = next_state;
-    let mut st = inner.state.borrow_mut();
-    let next = st.version.apply(&edit, &added);
-    st.version = Rc::new(next);
-    also(&mut st);
+    {
+        let mut st = inner.state.borrow_mut();
+        let next = st.version.apply(&edit, &added);
+        st.version = Rc::new(next);
+        also(&mut st);
+    }
+    refresh_backlog(inner);
     Ok(())
 }
 
@@ -380,10 +391,13 @@ async fn compact_next(inner: &Inner) -> Result<bool> {
     for t in plan.all_inputs() {
         t.compacting.set(true);
     }
+    inner.bg.compacting.set(true);
     let r = run_plan(inner, &plan).await;
+    inner.bg.compacting.set(false);
     for t in plan.all_inputs() {
         t.compacting.set(false);
     }
+    refresh_backlog(inner);
     r.map(|()| true)
 }
 

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use crate::SeqNo;
 use crate::background::{self, Background};
+use crate::backlog::{self, EngineBacklog};
 use crate::cache::BlockCache;
 use crate::compaction::picker::{self, LevelTargets};
 use crate::io::{DirLock, FaultInjector, Io};
@@ -161,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) manifest_lock: glommio::sync::Semaphore,
     /// Signals shared with the background tasks.
     pub(crate) bg: Rc<Background>,
+    /// What waits for the background tasks; sets their shares and the foreground's yields.
+    pub(crate) backlog: Rc<EngineBacklog>,
     /// The first background failure: the engine refuses writes after it.
     pub(crate) bg_error: RefCell<Option<String>>,
     /// Round-robin position of compaction per level.
@@ -345,6 +348,10 @@ impl Engine {
             manifest_state: RefCell::new(recovered.state),
             manifest_lock: glommio::sync::Semaphore::new(1),
             bg: Rc::new(Background::default()),
+            backlog: Rc::new(EngineBacklog::new(
+                options.background_shares,
+                options.background_poll_interval_us,
+            )),
             bg_error: RefCell::new(None),
             compaction_cursor: RefCell::new(vec![Vec::new(); options.levels_max]),
             targets,
@@ -569,6 +576,10 @@ impl Engine {
         s.tables_live = per_level.iter().map(|p| p.0).sum();
         s.tables_bytes = per_level.iter().map(|p| p.1).sum();
         s.compaction_pending_bytes = picker::pending_compaction_bytes(v, &self.inner.targets);
+        let b = &self.inner.backlog;
+        s.background_pending = u64::from(b.pending());
+        s.background_backlog_permille = b.backlog().permille();
+        s.background_shares = b.shares() as u64;
         let c = self.inner.cache.counters();
         s.block_cache_hits_total = c.hits;
         s.block_cache_misses_total = c.misses;
@@ -614,6 +625,7 @@ impl Engine {
 
     async fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<Vec<u8>>> {
         self.inner.options.check_key(key)?;
+        backlog::cooperate(&self.inner.backlog).await;
         self.inner.stats.borrow_mut().gets_total += 1;
         // Memtables and the version are taken in one synchronous step: a flush that moves a
         // memtable into a table cannot fall between them.
@@ -727,7 +739,7 @@ impl Engine {
         };
         let now = self.inner.clock.now_ms();
         let it = VisibleIter::new(MergeIter::new(sources, forward), seq, now);
-        EngineIter::new(it, guard, version)
+        EngineIter::new(it, guard, version, self.inner.backlog.clone())
     }
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
@@ -778,7 +790,10 @@ impl Engine {
             // again, cheaply, in case a stalled writer ahead took it).
             if self.stall_reason(needed).is_none() {
                 let s = self.sequence(b)?;
-                return self.finish_write(s, kind).await;
+                let r = self.finish_write(s, kind).await;
+                // After sequencing, never before: writes are sequenced in the order issued.
+                backlog::cooperate(&self.inner.backlog).await;
+                return r;
             }
         }
     }
@@ -886,6 +901,11 @@ impl Engine {
             };
             st.imm.push_back(imm);
             inner.bg.wake_workers();
+        }
+        if full {
+            drop(st);
+            background::refresh_backlog(inner);
+            st = inner.state.borrow_mut();
         }
         let first_seq = st.last_seq + 1;
         let now_ms = inner.clock.now_ms();
@@ -1134,6 +1154,7 @@ impl Engine {
                 }
             };
             if switched {
+                background::refresh_backlog(&self.inner);
                 break;
             }
             let seen = self.inner.bg.room_generation();

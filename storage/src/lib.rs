@@ -20,6 +20,7 @@
 //! flushes or compaction fall behind their bounds.
 
 mod background;
+pub mod backlog;
 pub mod batch;
 pub mod cache;
 pub mod clock;

@@ -167,9 +167,16 @@ pub struct Options {
     pub pending_compaction_bytes_stop: u64,
     /// The manifest log is rewritten as one snapshot once it grows past this. Default 64 MiB.
     pub manifest_size_bytes_max: u64,
-    /// Scheduler shares of the background (flush and compaction) task queue; foreground tasks
-    /// have glommio's default of 1000. Default 250.
+    /// Scheduler shares of the background (flush and compaction) task queue while nothing
+    /// waits; foreground tasks have glommio's default of 1000. The shares rise with the
+    /// backlog (waiting memtables, level 0 past its trigger, pending compaction bytes) up to
+    /// 1000 at the bounds that stall writes (see `crate::backlog`). Default 250.
     pub background_shares: usize,
+    /// While a flush or compaction is pending, engine calls let the executor poll for I/O and
+    /// run the background queue at least this often, even if the foreground never waits
+    /// (0 = off: only at the executor's own preemption points, glommio's default 100 ms).
+    /// Default 1000 µs.
+    pub background_poll_interval_us: u64,
     /// Size of each WAL segment file, allocated and zero-filled before use; the WAL rolls over
     /// to a new segment when the next record does not fit. A multiple of 4 KiB, at least
     /// 64 KiB. A record larger than a segment gets a segment of its own, sized to fit.
@@ -217,6 +224,7 @@ impl Default for Options {
             pending_compaction_bytes_stop: 64 << 30,
             manifest_size_bytes_max: 64 << 20,
             background_shares: 250,
+            background_poll_interval_us: 1000,
             wal_segment_size_bytes: 16 << 20,
             wal_write_bytes_max: 1 << 20,
             wal_pending_bytes_max: 64 << 20,
@@ -343,6 +351,12 @@ impl Options {
             return bad(format!(
                 "background_shares = {} must be in 1..=1000",
                 self.background_shares
+            ));
+        }
+        if self.background_poll_interval_us > 1_000_000 {
+            return bad(format!(
+                "background_poll_interval_us = {} must be at most 1000000 (0 = off)",
+                self.background_poll_interval_us
             ));
         }
         for c in &self.compression_per_level {

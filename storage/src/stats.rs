@@ -133,6 +133,13 @@ stats_struct! {
     compaction_versions_dropped_total,
     /// Estimated bytes compactions still have to rewrite.
     compaction_pending_bytes,
+    /// 1 while a flush or compaction waits (the foreground then yields at preemption points).
+    background_pending,
+    /// How close the background backlog is to the bounds that stall writes, in thousandths.
+    background_backlog_permille,
+    /// Scheduler shares this engine asks for its background queue (`background_shares` when
+    /// idle, up to 1000 with the backlog).
+    background_shares,
     /// Writes that had to wait (active memtable full with the immutable queue at its bound, or
     /// too many level-0 tables, or too many pending compaction bytes).
     write_stalls_total,

@@ -77,6 +77,8 @@ impl TableFile {
 impl Drop for TableFile {
     fn drop(&mut self) {
         if self.obsolete.get() {
+            // Its cached blocks will never be read again: free their space for live ones.
+            self.table.evict_cached_blocks();
             // An error leaves the file behind; the next open deletes unreferenced tables.
             if let Err(e) = self.io.remove(&self.path) {
                 tracing::warn!(file = %self.path.display(), error = %e, "could not delete an obsolete table");

@@ -115,7 +115,7 @@ pub fn engine_line(name: &str, s: &corekv_storage::Stats) -> String {
     format!(
         "{:<12} : engine since open: user_MiB={:.1} wal_MiB={:.1} flush_MiB={:.1} \
          compaction_MiB={:.1} (read {:.1}) wamp_tables={:.2} wamp_total={:.2} flushes={} \
-         compactions={} pending_MiB={:.1} stalls={} stall_ms={} levels=[{}] \
+         compactions={} pending_MiB={:.1} imm={} bg_shares={} stalls={} stall_ms={} levels=[{}] \
          cache hits={} misses={} hit%={:.1} data_MiB={:.1} pinned_MiB={:.1} cap_MiB={:.1} \
          bloom useful={} fp={}",
         name,
@@ -129,6 +129,8 @@ pub fn engine_line(name: &str, s: &corekv_storage::Stats) -> String {
         s.flushes_total,
         s.compactions_total,
         mib(s.compaction_pending_bytes),
+        s.memtables_immutable,
+        s.background_shares,
         s.write_stalls_total,
         s.write_stall_us_total / 1000,
         levels.join(" "),

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::user::VisibleIter;
+use crate::backlog::{self, EngineBacklog};
 use crate::error::Result;
 use crate::snapshot::Snapshot;
 use crate::version::Version;
@@ -45,14 +46,23 @@ pub struct EngineIter {
     _snapshot: Snapshot,
     /// Keeps the tables (and their files) the iterator reads.
     _version: Rc<Version>,
+    /// The engine's backlog: moves yield to the executor while background work is pending
+    /// and the executor wants to preempt (see [`crate::backlog`]).
+    backlog: Rc<EngineBacklog>,
 }
 
 impl EngineIter {
-    pub(crate) fn new(it: VisibleIter, snapshot: Snapshot, version: Rc<Version>) -> EngineIter {
+    pub(crate) fn new(
+        it: VisibleIter,
+        snapshot: Snapshot,
+        version: Rc<Version>,
+        backlog: Rc<EngineBacklog>,
+    ) -> EngineIter {
         EngineIter {
             it,
             _snapshot: snapshot,
             _version: version,
+            backlog,
         }
     }
 
@@ -68,6 +78,7 @@ impl EngineIter {
 
     /// Positions at the first live key (forward) or the last (reverse).
     pub async fn seek_to_first(&mut self) -> Result<()> {
+        backlog::cooperate(&self.backlog).await;
         if self.it.forward() {
             self.it.seek_ge(&[]).await
         } else {
@@ -78,6 +89,7 @@ impl EngineIter {
     /// Forward: positions at the first live key `>= key`. Reverse: at the last live key
     /// `< key` (the exclusive end of a range, as in [`crate::ScanRange`]).
     pub async fn seek(&mut self, key: &[u8]) -> Result<()> {
+        backlog::cooperate(&self.backlog).await;
         if self.it.forward() {
             self.it.seek_ge(key).await
         } else {
@@ -123,7 +135,15 @@ impl EngineIter {
             return Next(NextInner::Ready);
         }
         match self.it.next_fast() {
-            Ok(()) => Next(NextInner::Ready),
+            // Background work pending and the executor wants the core: the move is done,
+            // the returned future yields once first.
+            Ok(()) => match self.backlog.check() {
+                backlog::Cooperate::Go => Next(NextInner::Ready),
+                c => Next(NextInner::Pending(Box::pin(async move {
+                    c.run().await;
+                    Ok(())
+                }))),
+            },
             Err(pending) => Next(NextInner::Pending(Box::pin(self.it.finish(pending)))),
         }
     }
@@ -135,7 +155,7 @@ pub struct Next<'a>(NextInner<'a>);
 enum NextInner<'a> {
     /// The move is done.
     Ready,
-    /// The move reads a block.
+    /// The move reads a block (or yields to the executor first).
     Pending(Pin<Box<dyn Future<Output = Result<()>> + 'a>>),
 }
 

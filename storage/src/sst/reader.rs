@@ -174,6 +174,18 @@ impl Table {
     }
 
     /// The table's number.
+    /// Drops this table's data blocks from the block cache (the table is being deleted).
+    pub fn evict_cached_blocks(&self) {
+        let Ok(index) = BlockRef::parse(&self.index, BlockKind::Plain) else {
+            return;
+        };
+        for i in 0..index.len() {
+            if let Some(h) = BlockHandle::decode(index.entry(i).1) {
+                self.cache.remove((self.file_number, h.offset));
+            }
+        }
+    }
+
     pub fn file_number(&self) -> u64 {
         self.file_number
     }
