@@ -10,16 +10,20 @@
 //! `work_in_flight`, which shutdown waits for.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
-use corekv_proto::corekv_capnp::core_kv;
+use capnp::struct_list;
+use corekv_proto::corekv_capnp::{core_kv, op};
 use corekv_proto::{ErrorCode, Op, OpError, OpResult, codec};
 
 use crate::counters;
 use crate::metrics::{Method, OpKind};
 use crate::net::connection::ConnState;
 use crate::shard::Shard;
+use crate::shard::local::ttl;
+use crate::store::WriteSet;
 
 /// The bootstrap capability of one connection.
 pub struct CoreKvService {
@@ -37,6 +41,36 @@ impl CoreKvService {
         let c = &self.shard.counters;
         counters::incr(&c.calls_total);
         counters::add(&c.ops_total, ops as u64);
+    }
+
+    /// Runs a [`LocalWrites`] set of a `batch` call of `len` operations in a detached task
+    /// (as [`run_ops`] does writes): every operation gets the set's result.
+    async fn run_local_writes(
+        &self,
+        len: usize,
+        w: LocalWrites,
+    ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
+        let c = &self.shard.counters;
+        counters::add(&c.put_ops_total, w.puts as u64);
+        counters::add(&c.delete_ops_total, w.deletes as u64);
+        let guard = WorkGuard::new(&self.shard.work_in_flight);
+        let shard = Rc::clone(&self.shard);
+        let set = w.set;
+        let result = glommio::spawn_local(async move {
+            let _guard = guard;
+            shard.execute_local_write_set(set).await
+        })
+        .detach()
+        .await
+        .ok_or_else(lost)?;
+        if matches!(result, OpResult::Error(_)) {
+            counters::add(&c.op_errors_total, len as u64);
+        }
+        let out = vec![result; len];
+        let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
+            .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
+        self.shard.metrics.count_errors(kinds, &out);
+        Ok(Ok(out))
     }
 
     fn count_op(&self, op: &Op) {
@@ -101,6 +135,107 @@ impl Drop for WorkGuard {
     fn drop(&mut self) {
         counters::decr(&self.gauge);
     }
+}
+
+/// One operation of a `batch` call as read from the request: puts and deletes still pointing
+/// into the message (copied only once, into whatever runs them), the rest owned.
+enum ReadOp<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl_ms: u64,
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Other(Op),
+}
+
+impl ReadOp<'_> {
+    fn into_op(self) -> Op {
+        match self {
+            ReadOp::Put { key, value, ttl_ms } => Op::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ttl_ms,
+            },
+            ReadOp::Delete { key } => Op::Delete { key: key.to_vec() },
+            ReadOp::Other(op) => op,
+        }
+    }
+}
+
+/// Reads every operation of `list` once. (Once: Cap'n Proto counts every byte read against
+/// the message's traversal limit, which is also the frame size limit, so a second pass over a
+/// frame of maximal size would fail.)
+fn read_ops<'a>(list: struct_list::Reader<'a, op::Owned>) -> Result<Vec<ReadOp<'a>>, capnp::Error> {
+    let mut ops = Vec::with_capacity(list.len() as usize);
+    for r in list.iter() {
+        ops.push(match r.which() {
+            Ok(op::Put(p)) => {
+                let p = p?;
+                ReadOp::Put {
+                    key: p.get_key()?,
+                    value: p.get_value()?,
+                    ttl_ms: p.get_ttl_ms(),
+                }
+            }
+            Ok(op::Delete(d)) => ReadOp::Delete { key: d?.get_key()? },
+            _ => ReadOp::Other(codec::read_op(r)?),
+        });
+    }
+    Ok(ops)
+}
+
+/// A `batch` call's operations as one local [`WriteSet`], each key and value copied once
+/// (into the set), when the general path would make exactly one store write of them: every
+/// operation a put or delete that this shard owns and that passes the limits, no key twice
+/// (so the whole list is one phase), the batch within its limits. `None` otherwise: the
+/// general path runs the call (and reports its errors) as before.
+struct LocalWrites {
+    set: WriteSet,
+    puts: usize,
+    deletes: usize,
+}
+
+fn local_writes(shard: &Shard, ops: &[ReadOp<'_>]) -> Option<LocalWrites> {
+    let len = ops.len();
+    if len == 0 {
+        return None;
+    }
+    // std's keyed SipHash, as the phases use: keys come from clients.
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(if len > 1 { len } else { 0 });
+    let (mut puts, mut payload_bytes) = (0usize, 0usize);
+    for op in ops {
+        let (key, value, ttl_ms) = match *op {
+            ReadOp::Put { key, value, ttl_ms } => (key, Some(value), ttl_ms),
+            ReadOp::Delete { key } => (key, None, 0),
+            ReadOp::Other(_) => return None,
+        };
+        if shard.owner(key) != shard.id || shard.limits.check_write(key, value, ttl_ms).is_err() {
+            return None;
+        }
+        if len > 1 && !seen.insert(key) {
+            return None;
+        }
+        puts += usize::from(value.is_some());
+        payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
+    }
+    shard.limits.check_batch(len, payload_bytes).ok()?;
+    let mut set = WriteSet::with_capacity(len, payload_bytes);
+    for op in ops {
+        match *op {
+            ReadOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
+            ReadOp::Delete { key } => set.delete(key),
+            ReadOp::Other(_) => return None,
+        }
+    }
+    debug_assert_eq!(set.len(), len);
+    Some(LocalWrites {
+        set,
+        puts,
+        deletes: len - puts,
+    })
 }
 
 async fn run_one(shard: &Rc<Shard>, op: Op) -> Result<OpResult, capnp::Error> {
@@ -251,21 +386,28 @@ impl core_kv::Server for CoreKvService {
             let outcome = if len > limits.batch_ops_max {
                 Err(limits.check_batch(len, 0).err())
             } else {
-                let mut ops = Vec::with_capacity(len);
-                for r in list.iter() {
-                    let op = codec::read_op(r)?;
-                    self.count_op(&op);
-                    ops.push(op);
-                }
-                let bytes = ops.iter().map(Op::payload_bytes).sum();
-                let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
-                match limits.check_batch(len, bytes) {
-                    Ok(()) => {
-                        let out = run_ops(&self.shard, ops).await?;
-                        self.shard.metrics.count_errors(kinds, &out);
-                        Ok(out)
+                let read = read_ops(list)?;
+                match local_writes(&self.shard, &read) {
+                    Some(w) => {
+                        drop(read);
+                        self.run_local_writes(len, w).await?
                     }
-                    Err(e) => Err(Some(e)),
+                    None => {
+                        let ops: Vec<Op> = read.into_iter().map(ReadOp::into_op).collect();
+                        for op in &ops {
+                            self.count_op(op);
+                        }
+                        let bytes = ops.iter().map(Op::payload_bytes).sum();
+                        let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
+                        match limits.check_batch(len, bytes) {
+                            Ok(()) => {
+                                let out = run_ops(&self.shard, ops).await?;
+                                self.shard.metrics.count_errors(kinds, &out);
+                                Ok(out)
+                            }
+                            Err(e) => Err(Some(e)),
+                        }
+                    }
                 }
             };
             let out = match outcome {

@@ -40,6 +40,45 @@ impl Write<'_> {
     }
 }
 
+/// An atomic list of writes built in place (puts and deletes, applied in order), for callers
+/// that can size it up front and would otherwise first copy every key and value into an owned
+/// operation: the request's bytes are copied once, into the batch the engine logs and applies.
+pub struct WriteSet {
+    batch: WriteBatch,
+}
+
+impl WriteSet {
+    /// An empty set with room for `ops` writes carrying `payload_bytes` key and value bytes.
+    pub fn with_capacity(ops: usize, payload_bytes: usize) -> WriteSet {
+        WriteSet {
+            batch: WriteBatch::with_capacity(ops, payload_bytes),
+        }
+    }
+
+    /// Adds a put of `value` under `key`, expiring after `ttl` if given.
+    pub fn put(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) {
+        match ttl {
+            None => self.batch.put(key, value),
+            Some(ttl) => self.batch.put_with_ttl(key, value, ttl),
+        };
+    }
+
+    /// Adds a delete of `key`.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.batch.delete(key);
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether the set holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
 /// One shard's storage.
 pub struct Store {
     engine: Engine,
@@ -109,6 +148,12 @@ impl Store {
                 self.engine.write(batch).await
             }
         }
+    }
+
+    /// Applies `set` atomically, in order, as [`Store::write`] does. Returns the sequence
+    /// number of the last write.
+    pub async fn write_set(&self, set: WriteSet) -> Result<SeqNo> {
+        self.engine.write(set.batch).await
     }
 
     /// Compare-and-set, atomic with respect to every other write of this shard.

@@ -67,12 +67,9 @@ impl Limits {
     /// Checks one operation; the error is the typed result the client gets.
     pub fn check_op(&self, op: &Op) -> Result<(), OpError> {
         match op {
-            Op::Get { key } | Op::Delete { key } => self.check_key(key),
-            Op::Put { key, value, ttl_ms } => {
-                self.check_key(key)?;
-                self.check_value(value)?;
-                check_ttl(*ttl_ms)
-            }
+            Op::Get { key } => self.check_key(key),
+            Op::Delete { key } => self.check_write(key, None, 0),
+            Op::Put { key, value, ttl_ms } => self.check_write(key, Some(value), *ttl_ms),
             Op::Cas(cas) => {
                 self.check_key(&cas.key)?;
                 check_ttl(cas.ttl_ms)?;
@@ -115,6 +112,21 @@ impl Limits {
                 Ok(())
             }
         }
+    }
+
+    /// Checks a put (`value` given) or a delete as [`Limits::check_op`] does, for callers that
+    /// read them straight from a request without making an [`Op`].
+    pub fn check_write(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        ttl_ms: u64,
+    ) -> Result<(), OpError> {
+        self.check_key(key)?;
+        if let Some(value) = value {
+            self.check_value(value)?;
+        }
+        check_ttl(ttl_ms)
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), OpError> {

@@ -16,7 +16,7 @@ use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
 use super::Shard;
-use crate::store::{CasOutcome, ScanRange, Write};
+use crate::store::{CasOutcome, ScanRange, Write, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
 
@@ -66,6 +66,12 @@ impl Shard {
             Op::Cas(cas) => self.cas(cas).await,
             Op::Scan(scan) => self.local_scan(scan).await,
         }
+    }
+
+    /// Applies `set`, writes this shard owns and already checked against the limits, as one
+    /// atomic store write: the result every one of them gets.
+    pub async fn execute_local_write_set(&self, set: WriteSet) -> OpResult {
+        self.write_result(self.store.write_set(set).await)
     }
 
     async fn run_phase(&self, ops: &[Op], out: &mut [Option<OpResult>]) {
@@ -181,7 +187,7 @@ impl Shard {
 }
 
 /// `ttl_ms` as the store takes it: 0 is "no expiry".
-fn ttl(ttl_ms: u64) -> Option<Duration> {
+pub(crate) fn ttl(ttl_ms: u64) -> Option<Duration> {
     (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms))
 }
 
