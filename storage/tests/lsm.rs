@@ -507,9 +507,10 @@ fn flushes_and_compactions_run_in_the_background_queue_whose_shares_follow_the_b
 
 /// A foreground that never waits — a loop of gets served from the memtable, on an executor
 /// with glommio's default 100 ms preempt timer — still lets a level-0 compaction past its
-/// trigger finish within a bounded number of its operations: the engine's calls yield at
-/// preemption points while background work is pending, and the pacer keeps preemption
-/// points ~1 ms apart so the compaction's I/O completions are reaped.
+/// trigger finish within a bounded number of its operations: while background work is
+/// pending, the engine's calls sleep on a 1 µs timer about every `background_poll_interval_us`
+/// (so the executor reaps the compaction's I/O completions and runs the background queue)
+/// and yield at glommio's preemption points.
 #[test]
 fn a_level0_compaction_completes_under_a_foreground_that_never_waits() {
     let dir = test_dir("lsm-busy-foreground");
