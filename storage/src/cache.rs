@@ -170,12 +170,26 @@ impl Drop for BufferPool {
 pub struct CachedBlock {
     buf: PooledBuf,
     len: usize,
+    /// CLOCK's reference bit. It lives in the block, not in the cache's slot, so a reader
+    /// that reaches the block without the cache's map (a table's direct handle, see
+    /// [`crate::sst::reader::Table`]) marks it used by touching a line it loads anyway.
+    referenced: Cell<bool>,
 }
 
 impl CachedBlock {
     pub fn new(buf: PooledBuf, len: usize) -> CachedBlock {
         debug_assert!(len <= buf.capacity());
-        CachedBlock { buf, len }
+        CachedBlock {
+            buf,
+            len,
+            referenced: Cell::new(false),
+        }
+    }
+
+    /// Marks the block as used (CLOCK gives it a second chance).
+    #[inline]
+    pub fn touch(&self) {
+        self.referenced.set(true);
     }
 
     /// The block's bytes.
@@ -217,7 +231,6 @@ impl Hasher for FxHasher {
 struct Slot {
     key: BlockKey,
     block: Option<Rc<CachedBlock>>,
-    referenced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -279,15 +292,7 @@ impl BlockCache {
     /// The cached block at `key`, counting a hit or a miss.
     #[inline]
     pub fn get(&self, key: BlockKey) -> Option<Rc<CachedBlock>> {
-        let mut inner = self.inner.borrow_mut();
-        let found = match inner.map.get(&key) {
-            Some(&i) => {
-                let slot = &mut inner.slots[i];
-                slot.referenced = true;
-                slot.block.clone()
-            }
-            None => None,
-        };
+        let found = self.lookup(key);
         match &found {
             Some(_) => self.hits.set(self.hits.get() + 1),
             None => self.misses.set(self.misses.get() + 1),
@@ -295,14 +300,49 @@ impl BlockCache {
         found
     }
 
+    /// The cached block at `key` (marked used), counting a hit but not a miss: for a reader
+    /// that, on a miss, goes on to [`BlockCache::get`] (which counts it) and the disk.
+    #[inline]
+    pub fn get_if_cached(&self, key: BlockKey) -> Option<Rc<CachedBlock>> {
+        let found = self.lookup(key);
+        if found.is_some() {
+            self.count_hit();
+        }
+        found
+    }
+
+    #[inline]
+    fn lookup(&self, key: BlockKey) -> Option<Rc<CachedBlock>> {
+        let inner = self.inner.borrow();
+        let block = inner.slots[*inner.map.get(&key)?].block.clone();
+        if let Some(b) = &block {
+            b.touch();
+        }
+        block
+    }
+
+    /// Counts a hit on a block reached without [`BlockCache::get`] (a table's direct handle
+    /// to a block it found in the cache before).
+    #[inline]
+    pub fn count_hit(&self) {
+        self.hits.set(self.hits.get() + 1);
+    }
+
+    /// Counts a miss of a reader that looked with [`BlockCache::get_if_cached`].
+    #[inline]
+    pub fn count_miss(&self) {
+        self.misses.set(self.misses.get() + 1);
+    }
+
     /// Adds a block, evicting others (CLOCK) to stay within the budget. A block larger than
-    /// what the pinned blocks leave is not cached.
-    pub fn insert(&self, key: BlockKey, block: Rc<CachedBlock>) {
+    /// what the pinned blocks leave is not cached. Returns whether `block` is now the cached
+    /// block at `key` (false: too large, or another block is cached there already).
+    pub fn insert(&self, key: BlockKey, block: Rc<CachedBlock>) -> bool {
         let charge = block.charge();
         let mut inner = self.inner.borrow_mut();
         let budget = self.capacity_bytes.saturating_sub(inner.pinned_bytes);
         if charge > budget || inner.map.contains_key(&key) {
-            return;
+            return false;
         }
         let mut steps = 2 * inner.slots.len() + 1;
         while inner.used_bytes + charge > budget && steps > 0 {
@@ -314,8 +354,8 @@ impl BlockCache {
             inner.hand = h + 1;
             let slot = &mut inner.slots[h];
             let Some(b) = &slot.block else { continue };
-            if slot.referenced {
-                slot.referenced = false;
+            if b.referenced.get() {
+                b.referenced.set(false);
                 continue;
             }
             let freed = b.charge();
@@ -327,12 +367,11 @@ impl BlockCache {
             self.evictions.set(self.evictions.get() + 1);
         }
         if inner.used_bytes + charge > budget {
-            return;
+            return false;
         }
         let slot = Slot {
             key,
             block: Some(block),
-            referenced: false,
         };
         let i = match inner.free_slots.pop() {
             Some(i) => {
@@ -347,6 +386,7 @@ impl BlockCache {
         inner.map.insert(key, i);
         inner.used_bytes += charge;
         self.inserts.set(self.inserts.get() + 1);
+        true
     }
 
     /// Drops the block at `key` if it is cached (its table was deleted: the space goes to
@@ -359,7 +399,6 @@ impl BlockCache {
         if let Some(b) = inner.slots[i].block.take() {
             inner.used_bytes -= b.charge();
         }
-        inner.slots[i].referenced = false;
         inner.free_slots.push(i);
     }
 

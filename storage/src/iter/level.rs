@@ -101,6 +101,20 @@ impl LevelIter {
         self.skip_forward().await
     }
 
+    /// [`LevelIter::seek_ge`] without I/O when the blocks it needs are cached; false: call
+    /// `seek_ge` (see [`TableIter::seek_ge_cached`]).
+    #[inline]
+    pub fn seek_ge_cached(&mut self, key: &[u8]) -> bool {
+        let i = self.tables.partition_point(|t| t.largest() < key);
+        if !self.open(i) {
+            return true;
+        }
+        // A table whose largest key is >= key holds an entry >= key: positioned within it.
+        self.cur
+            .as_mut()
+            .is_some_and(|c| c.seek_ge_cached(key) && c.valid())
+    }
+
     /// Last entry with key `< key` (the very last when None).
     pub async fn seek_lt(&mut self, key: Option<&[u8]>) -> Result<()> {
         let i = match key {

@@ -101,7 +101,9 @@ impl MergeIter {
     pub async fn seek_ge(&mut self, key: &[u8]) -> Result<()> {
         debug_assert!(self.forward);
         for s in &mut self.sources {
-            s.seek_ge(key).await?;
+            if !s.seek_ge_now(key) {
+                s.seek_ge(key).await?;
+            }
         }
         self.rebuild();
         Ok(())

@@ -70,6 +70,20 @@ impl Source {
         }
     }
 
+    /// [`Source::seek_ge`] without I/O and without building a future, when it can (memtables
+    /// always; tables when the blocks are cached). False: call `seek_ge`.
+    #[inline]
+    pub fn seek_ge_now(&mut self, key: &[u8]) -> bool {
+        match self {
+            Source::Mem(m) => {
+                m.seek_ge(key);
+                true
+            }
+            Source::Table(t) => t.seek_ge_cached(key),
+            Source::Level(l) => l.seek_ge_cached(key),
+        }
+    }
+
     /// Last entry with key `< key`, or the very last entry when `key` is None (reverse
     /// sources).
     pub async fn seek_lt(&mut self, key: Option<&[u8]>) -> Result<()> {

@@ -3,8 +3,9 @@
 //! cache's budget). Data blocks come from the block cache or from one aligned O_DIRECT read,
 //! checked (crc32c, structure) on every read from disk.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::block::{BlockKind, BlockRef};
 use super::filter::Filter;
@@ -28,6 +29,39 @@ pub enum TableGet {
     Found(Entry),
 }
 
+/// One data block of a table as its reader sees it: where it is on disk (decoded from the
+/// index once, at open), and a direct handle to its cached copy.
+///
+/// The handle is weak: the cache alone owns cached blocks (plus readers holding one), so
+/// eviction frees a block's buffer as before; an evicted block's handle just fails to upgrade
+/// (its small `Rc` header, 48 bytes, stays until the handle is replaced or the table closes).
+/// With it, a seek that finds its block cached reads this slot and the block's `Rc` header —
+/// two cache lines — instead of the index entry, the cache map's control bytes and bucket and
+/// the cache's slot (see `Table::cached_block`).
+struct BlockSlot {
+    handle: BlockHandle,
+    cached: Cell<Weak<CachedBlock>>,
+}
+
+impl std::fmt::Debug for BlockSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockSlot")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockSlot {
+    /// The cached block, if the handle still reaches it.
+    #[inline]
+    fn cached(&self) -> Option<Rc<CachedBlock>> {
+        let w = self.cached.take();
+        let b = w.upgrade();
+        self.cached.set(w);
+        b
+    }
+}
+
 /// An open SSTable.
 #[derive(Debug)]
 pub struct Table {
@@ -37,6 +71,8 @@ pub struct Table {
     footer: Footer,
     /// The index block (validated), pinned.
     index: Box<[u8]>,
+    /// One per data block, in index order (pinned, charged with the index).
+    blocks: Box<[BlockSlot]>,
     filter: Filter,
     smallest: Vec<u8>,
     largest: Vec<u8>,
@@ -122,19 +158,23 @@ impl Table {
                 ),
             ));
         }
+        let mut blocks = Vec::with_capacity(index_block.len());
         for i in 0..index_block.len() {
-            let h = BlockHandle::decode(index_block.entry(i).1);
-            let ok = h.is_some_and(|h| {
+            let h = BlockHandle::decode(index_block.entry(i).1).filter(|h| {
                 h.size as usize > super::BLOCK_TRAILER_BYTES
                     && h.offset.saturating_add(u64::from(h.size)) <= footer.data_bytes
             });
-            if !ok {
+            let Some(handle) = h else {
                 return Err(corruption(
                     path,
                     footer.index_offset,
                     format!("index entry {i} holds a bad block handle"),
                 ));
-            }
+            };
+            blocks.push(BlockSlot {
+                handle,
+                cached: Cell::new(Weak::new()),
+            });
         }
         let largest = index_block.key(index_block.len() - 1).to_vec();
         let filter_raw = read_meta(&file, &cache, footer.filter(), size).await?;
@@ -157,7 +197,9 @@ impl Table {
                 "props disagree with the index about the key range",
             ));
         }
-        let pinned_bytes = index.len() + filter.size_bytes();
+        let pinned_bytes = index.len()
+            + filter.size_bytes()
+            + blocks.len() * std::mem::size_of::<BlockSlot>();
         cache.pin(pinned_bytes);
         Ok(Rc::new(Table {
             file,
@@ -165,6 +207,7 @@ impl Table {
             size_bytes: size,
             footer,
             index: index.into_boxed_slice(),
+            blocks: blocks.into_boxed_slice(),
             filter,
             smallest,
             largest,
@@ -173,19 +216,16 @@ impl Table {
         }))
     }
 
-    /// The table's number.
-    /// Drops this table's data blocks from the block cache (the table is being deleted).
+    /// Drops this table's data blocks from the block cache (the table is being deleted), and
+    /// its direct handles to them.
     pub fn evict_cached_blocks(&self) {
-        let Ok(index) = BlockRef::parse(&self.index, BlockKind::Plain) else {
-            return;
-        };
-        for i in 0..index.len() {
-            if let Some(h) = BlockHandle::decode(index.entry(i).1) {
-                self.cache.remove((self.file_number, h.offset));
-            }
+        for slot in self.blocks.iter() {
+            self.cache.remove((self.file_number, slot.handle.offset));
+            slot.cached.set(Weak::new());
         }
     }
 
+    /// The table's number.
     pub fn file_number(&self) -> u64 {
         self.file_number
     }
@@ -240,17 +280,45 @@ impl Table {
     }
 
     fn handle(&self, i: usize) -> BlockHandle {
-        // Every index entry was checked when the table opened.
-        BlockHandle::decode(self.index().entry(i).1).unwrap_or_default()
+        // Every index entry was checked (and decoded) when the table opened.
+        self.blocks.get(i).map(|s| s.handle).unwrap_or_default()
     }
 
-    /// Data block `i`, from the cache or the disk (then cached when `fill_cache`).
+    /// Data block `i` if it is cached (marked used, counted as a hit), without I/O; None when
+    /// it is not (nothing counted: the caller goes on to [`Table::data_block`]).
+    #[inline]
+    fn cached_block(&self, i: usize) -> Option<Rc<CachedBlock>> {
+        let slot = self.blocks.get(i)?;
+        if let Some(b) = slot.cached() {
+            b.touch();
+            self.cache.count_hit();
+            return Some(b);
+        }
+        let b = self
+            .cache
+            .get_if_cached((self.file_number, slot.handle.offset))?;
+        slot.cached.set(Rc::downgrade(&b));
+        Some(b)
+    }
+
+    /// Data block `i` (`< block_count()`), from the cache or the disk (then cached when
+    /// `fill_cache`). A block found in the cache before is reached through the table's
+    /// direct handle ([`BlockSlot`]) without a lookup in the cache's map.
     async fn data_block(&self, i: usize, fill_cache: bool) -> Result<Rc<CachedBlock>> {
-        let h = self.handle(i);
-        let key = (self.file_number, h.offset);
-        if let Some(b) = self.cache.get(key) {
+        debug_assert!(i < self.blocks.len());
+        let Some(slot) = self.blocks.get(i) else {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "data block {i} of {} blocks requested from {}",
+                self.blocks.len(),
+                self.path().display()
+            )));
+        };
+        if let Some(b) = self.cached_block(i) {
             return Ok(b);
         }
+        self.cache.count_miss();
+        let h = slot.handle;
+        let key = (self.file_number, h.offset);
         let (buf, delta) = read_range(
             &self.file,
             &self.cache,
@@ -260,8 +328,8 @@ impl Table {
         )
         .await?;
         let block = Rc::new(decode_data_block(self.path(), &self.cache, buf, delta, h)?);
-        if fill_cache {
-            self.cache.insert(key, block.clone());
+        if fill_cache && self.cache.insert(key, block.clone()) {
+            slot.cached.set(Rc::downgrade(&block));
         }
         Ok(block)
     }
@@ -605,6 +673,50 @@ impl TableIter {
             }
         }
         Ok(())
+    }
+
+    /// [`TableIter::seek_ge`] without I/O and without building a future, when the blocks it
+    /// needs are cached (the common case of a point seek: a new iterator per seek positions
+    /// every table, and the nested futures of the asynchronous path cost more than the search).
+    /// False: nothing useful was done (the state is unspecified), call `seek_ge`.
+    #[inline]
+    pub fn seek_ge_cached(&mut self, key: &[u8]) -> bool {
+        if self.sequential {
+            return false;
+        }
+        let n = self.table.block_count();
+        let bi = self.table.index().lower_bound(key);
+        if bi >= n {
+            self.block = None;
+            return true;
+        }
+        let Some(block) = self.table.cached_block(bi) else {
+            return false;
+        };
+        let r = BlockRef::trusted(block.data());
+        let (pos, len) = (r.lower_bound(key), r.len());
+        if pos < len {
+            self.set_block(bi, block, len, pos);
+        } else if bi + 1 >= n {
+            // Only possible if the index key were below the block's last key.
+            self.block = None;
+        } else {
+            let Some(next) = self.table.cached_block(bi + 1) else {
+                return false;
+            };
+            let len = BlockRef::trusted(next.data()).len();
+            self.set_block(bi + 1, next, len, 0);
+        }
+        true
+    }
+
+    #[inline]
+    fn set_block(&mut self, idx: usize, block: Rc<CachedBlock>, len: usize, pos: usize) {
+        self.block_idx = idx;
+        self.block = Some(block);
+        self.block_n = len;
+        self.pos = pos;
+        self.decode();
     }
 
     /// Positions at the last entry whose key is `< key`.

@@ -441,3 +441,105 @@ fn table_filter_false_positive_rate_is_near_configured() {
         );
     });
 }
+
+/// First keys of three different data blocks of `t` (keys of `model`).
+fn keys_in_three_blocks(t: &Table, model: &Model) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut last = None;
+    for (k, _) in model.keys() {
+        let off = t.block_for_tests(k).offset;
+        if last != Some(off) {
+            last = Some(off);
+            keys.push(k.clone());
+            if keys.len() == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(keys.len(), 3, "the table needs three data blocks");
+    keys
+}
+
+#[test]
+fn direct_block_handles_follow_the_cache_and_die_with_eviction() {
+    let dir = test_dir("sst-handles");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        probe(&path).await;
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let model = random_entries(&mut rng, 400, 0);
+        let opts = TableOptions {
+            block_size_bytes: 1000,
+            compression: Compression::None,
+            ..TableOptions::default()
+        };
+        build(&path, 1, &model, opts).await;
+        let file = table_path(&path, 1);
+        let pinned = {
+            let cache = BlockCache::new(4 << 20);
+            let _t = Table::open(&Io::default(), &file, 1, cache.clone())
+                .await
+                .unwrap();
+            cache.counters().pinned_bytes as usize
+        };
+        // Room for exactly two data blocks (each charged one page).
+        let cache = BlockCache::new(pinned + 2 * 4096);
+        let t = Table::open(&Io::default(), &file, 1, cache.clone())
+            .await
+            .unwrap();
+        let keys = keys_in_three_blocks(&t, &model);
+        let get = |k: &Vec<u8>| {
+            let t = t.clone();
+            let k = k.clone();
+            async move {
+                match t.get(&k, key_hash(&k), u64::MAX).await.unwrap() {
+                    TableGet::Found(e) => assert_eq!(e.key, k),
+                    other => panic!("{k:?}: {other:?}"),
+                }
+            }
+        };
+        let hm = |c: &BlockCache| {
+            let c = c.counters();
+            (c.hits, c.misses)
+        };
+        get(&keys[0]).await;
+        get(&keys[1]).await;
+        assert_eq!(hm(&cache), (0, 2));
+        // Block 0 again, through the table's handle: a hit that also marks it for CLOCK.
+        get(&keys[0]).await;
+        assert_eq!(hm(&cache), (1, 2));
+        // A third block evicts block 1 (unreferenced), not block 0 (referenced by the hit).
+        get(&keys[2]).await;
+        assert_eq!(hm(&cache), (1, 3));
+        let c = cache.counters();
+        assert_eq!((c.evictions, c.blocks), (1, 2), "{c:?}");
+        assert!(c.used_bytes as usize <= 2 * 4096, "{c:?}");
+        get(&keys[0]).await;
+        assert_eq!(hm(&cache), (2, 3));
+        // Block 1's handle died with its eviction: read from disk again.
+        get(&keys[1]).await;
+        assert_eq!(hm(&cache), (2, 4));
+
+        // A block an iterator holds is reached through the handle even if the cache's map
+        // lost it ...
+        let mut it = t.iter(false);
+        it.seek_ge(&keys[2]).await.unwrap();
+        assert!(it.valid());
+        let (h0, m0) = hm(&cache);
+        cache.remove((1, t.block_for_tests(&keys[2]).offset));
+        get(&keys[2]).await;
+        assert_eq!(hm(&cache), (h0 + 1, m0));
+        // ... but never after the table's blocks were evicted (the table is being deleted).
+        t.evict_cached_blocks();
+        assert_eq!(cache.counters().blocks, 0);
+        get(&keys[2]).await;
+        assert_eq!(hm(&cache), (h0 + 1, m0 + 1));
+        assert_eq!(it.entry().key, keys[2].as_slice());
+        drop(it);
+        // Closing the table returns its pinned bytes (index, filter and block handles).
+        drop(t);
+        let c = cache.counters();
+        assert_eq!(c.pinned_bytes, 0, "{c:?}");
+        assert!(c.used_bytes as usize <= 2 * 4096, "{c:?}");
+    });
+}
