@@ -101,6 +101,13 @@ impl LevelIter {
         self.skip_forward().await
     }
 
+    /// The table a seek of `key` starts in (None: `key` is past the level's last key).
+    #[inline]
+    pub fn table_for(&self, key: &[u8]) -> Option<&Rc<Table>> {
+        self.tables
+            .get(self.tables.partition_point(|t| t.largest() < key))
+    }
+
     /// [`LevelIter::seek_ge`] without I/O when the blocks it needs are cached; false: call
     /// `seek_ge` (see [`TableIter::seek_ge_cached`]).
     #[inline]

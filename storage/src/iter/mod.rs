@@ -70,6 +70,16 @@ impl Source {
         }
     }
 
+    /// The table a forward seek of `key` reads first (None for memtables).
+    #[inline]
+    pub fn seek_table(&self, key: &[u8]) -> Option<&std::rc::Rc<crate::sst::reader::Table>> {
+        match self {
+            Source::Mem(_) => None,
+            Source::Table(t) => Some(t.table()),
+            Source::Level(l) => l.table_for(key),
+        }
+    }
+
     /// [`Source::seek_ge`] without I/O and without building a future, when it can (memtables
     /// always; tables when the blocks are cached). False: call `seek_ge`.
     #[inline]

@@ -197,9 +197,8 @@ impl Table {
                 "props disagree with the index about the key range",
             ));
         }
-        let pinned_bytes = index.len()
-            + filter.size_bytes()
-            + blocks.len() * std::mem::size_of::<BlockSlot>();
+        let pinned_bytes =
+            index.len() + filter.size_bytes() + blocks.len() * std::mem::size_of::<BlockSlot>();
         cache.pin(pinned_bytes);
         Ok(Rc::new(Table {
             file,
@@ -282,6 +281,46 @@ impl Table {
     fn handle(&self, i: usize) -> BlockHandle {
         // Every index entry was checked (and decoded) when the table opened.
         self.blocks.get(i).map(|s| s.handle).unwrap_or_default()
+    }
+
+    /// Which data block a seek of `key` reads first (`block_count()` when `key` is past the
+    /// table's last key).
+    #[inline]
+    pub fn seek_block_index(&self, key: &[u8]) -> usize {
+        self.index().lower_bound(key)
+    }
+
+    /// Prefetch, stage 1 of 3 (see [`crate::iter::merge::MergeIter::seek_ge`]): starts loading
+    /// block `i`'s slot. Hints only: nothing is read, counted or changed.
+    #[inline]
+    pub fn prefetch_slot(&self, i: usize) {
+        if let Some(slot) = self.blocks.get(i) {
+            prefetch_lines((slot as *const BlockSlot).cast(), 1);
+        }
+    }
+
+    /// Prefetch, stage 2: starts loading the `Rc` header of block `i`'s cached copy (the
+    /// slot's weak pointer, without dereferencing it).
+    #[inline]
+    pub fn prefetch_block_header(&self, i: usize) {
+        if let Some(slot) = self.blocks.get(i) {
+            let w = slot.cached.take();
+            // The counts sit just before the value in the `Rc`'s allocation.
+            let p = w.as_ptr().cast::<u8>();
+            prefetch_lines(p.wrapping_sub(16), 1);
+            prefetch_lines(p, 1);
+            slot.cached.set(w);
+        }
+    }
+
+    /// Prefetch, stage 3: starts loading the first lines of block `i`'s data (its header,
+    /// key prefixes and offsets) if it is cached.
+    #[inline]
+    pub fn prefetch_block_data(&self, i: usize) {
+        if let Some(b) = self.blocks.get(i).and_then(BlockSlot::cached) {
+            let d = b.data();
+            prefetch_lines(d.as_ptr(), PREFETCH_BLOCK_LINES.min(d.len().div_ceil(64)));
+        }
     }
 
     /// Data block `i` if it is cached (marked used, counted as a hit), without I/O; None when
@@ -449,6 +488,30 @@ fn decode_data_block(
     BlockRef::parse(block.data(), BlockKind::Data)
         .map_err(|d| corruption(path, h.offset, format!("data block: {d}")))?;
     Ok(block)
+}
+
+/// Cache lines of a data block's start that a seek prefetches: the header, the key prefixes
+/// and the offsets of a 4 KiB block of ~30 entries (16-byte keys, 100-byte values).
+const PREFETCH_BLOCK_LINES: usize = 6;
+
+/// Asks the CPU to start loading `lines` cache lines from `p` (a hint: it never faults, so any
+/// address will do; nothing happens on other architectures).
+#[inline(always)]
+// The intrinsic is an `unsafe fn` in older toolchains and safe in newer ones.
+#[allow(unused_unsafe)]
+fn prefetch_lines(p: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..lines {
+        // SAFETY: a prefetch is a hint that reads nothing architecturally and never faults,
+        // whatever the address (SSE, which provides it, is part of x86_64's baseline).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(64 * i).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, lines);
 }
 
 /// Bytes a sequential iterator reads at once.
