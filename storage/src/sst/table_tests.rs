@@ -132,6 +132,25 @@ async fn check_table(t: &Rc<Table>, model: &Model, rng: &mut ChaCha8Rng) {
             want_ge,
             "seek_ge {probe:?}"
         );
+        // The synchronous seek (blocks cached: the seek above just read them) lands on the
+        // same entry, and then moves on like the asynchronous one.
+        let mut cached = t.iter(false);
+        t.prefetch_block_data(t.seek_block_index(&probe));
+        assert!(cached.seek_ge_cached(&probe), "seek_ge_cached {probe:?}");
+        assert_eq!(
+            cached.valid().then(|| cached.entry().to_owned()),
+            want_ge,
+            "seek_ge_cached {probe:?}"
+        );
+        if cached.valid() {
+            cached.next().await.unwrap();
+            it.next().await.unwrap();
+            assert_eq!(
+                cached.valid().then(|| cached.entry().to_owned()),
+                it.valid().then(|| it.entry().to_owned()),
+                "after seek_ge_cached {probe:?}"
+            );
+        }
         let mut it = t.iter(false);
         it.seek_lt(&probe).await.unwrap();
         let want_lt = model
