@@ -11,8 +11,9 @@ use crate::sst::EntryRef;
 /// Keys read by the first chunk after a seek. Small because many scans want only a few
 /// entries (a point seek: one), and every key read is copied out of the memtable; each later
 /// chunk doubles, up to [`CHUNK_KEYS_MAX`]. With a fixed 64-key first chunk, copying 63
-/// unwanted entries was ~10% of the CPU samples of a `corekv-bench engine` seekrandom run.
-const CHUNK_KEYS_FIRST: usize = 2;
+/// unwanted entries was ~10% of the CPU samples of a `corekv-bench engine` seekrandom run;
+/// one key instead of two took a 1M-key seekrandom from 294k to 336k seeks/s (BENCHMARKS.md).
+const CHUNK_KEYS_FIRST: usize = 1;
 /// Most keys read from the memtable per chunk.
 const CHUNK_KEYS_MAX: usize = 64;
 
