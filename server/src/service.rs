@@ -44,7 +44,7 @@ impl CoreKvService {
     }
 
     /// Runs a [`LocalWrites`] set of a `batch` call of `len` operations in a detached task
-    /// (as [`run_ops`] does writes): every operation gets the set's result.
+    /// ([`run_detached`], as [`run_ops`] runs writes): every operation gets the set's result.
     async fn run_local_writes(
         &self,
         len: usize,
@@ -53,16 +53,11 @@ impl CoreKvService {
         let c = &self.shard.counters;
         counters::add(&c.put_ops_total, w.puts as u64);
         counters::add(&c.delete_ops_total, w.deletes as u64);
-        let guard = WorkGuard::new(&self.shard.work_in_flight);
-        let shard = Rc::clone(&self.shard);
         let set = w.set;
-        let result = glommio::spawn_local(async move {
-            let _guard = guard;
+        let result = run_detached(&self.shard, |shard| async move {
             shard.execute_local_write_set(set).await
         })
-        .detach()
-        .await
-        .ok_or_else(lost)?;
+        .await?;
         if matches!(result, OpResult::Error(_)) {
             counters::add(&c.op_errors_total, len as u64);
         }
@@ -95,21 +90,36 @@ async fn run_ops(shard: &Rc<Shard>, ops: Vec<Op>) -> Result<Vec<OpResult>, capnp
             shard.execute(ops).await
         });
     }
-    let guard = WorkGuard::new(&shard.work_in_flight);
-    let task_shard = Rc::clone(shard);
-    let handle = glommio::spawn_local(async move {
-        let _guard = guard;
+    run_detached(shard, |shard| async move {
         if ops.len() == 1 {
             match ops.into_iter().next() {
-                Some(op) => vec![task_shard.execute_one(op).await],
+                Some(op) => vec![shard.execute_one(op).await],
                 None => Vec::new(),
             }
         } else {
-            task_shard.execute(ops).await
+            shard.execute(ops).await
         }
     })
-    .detach();
-    handle.await.ok_or_else(lost)
+    .await
+}
+
+/// Runs `work` in a detached task counted in the shard's `work_in_flight` (shutdown waits for
+/// it), so that a write outlives a caller that vanishes; returns its result.
+async fn run_detached<T, F, Fut>(shard: &Rc<Shard>, work: F) -> Result<T, capnp::Error>
+where
+    T: 'static,
+    F: FnOnce(Rc<Shard>) -> Fut,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let guard = WorkGuard::new(&shard.work_in_flight);
+    let task = work(Rc::clone(shard));
+    glommio::spawn_local(async move {
+        let _guard = guard;
+        task.await
+    })
+    .detach()
+    .await
+    .ok_or_else(lost)
 }
 
 fn lost() -> capnp::Error {
