@@ -114,6 +114,14 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL")]
     pub transparent_huge_pages: Option<bool>,
 
+    /// How long a shard keeps polling for network and disk completions after it runs out of
+    /// work, before it sleeps in the kernel (Seastar's `--idle-poll-time-us`). Polling spends
+    /// that CPU to spare the wake-up of a sleeping thread (tens of µs, more on a VM) in every
+    /// request round; an idle server still sleeps. 0 sleeps at once (shared or
+    /// overcommitted CPUs, laptops on battery); at most 100000. [default: 200]
+    #[arg(long, value_name = "US")]
+    pub idle_poll_us: Option<u64>,
+
     /// TESTS ONLY: make the storage engines fail disk operations as the plan says (see
     /// `corekv_server::faults` and docs/RELIABILITY.md). Not in the config file.
     #[arg(long, value_name = "PLAN", hide = true)]
@@ -152,6 +160,7 @@ struct FileConfig {
     memtable_size_bytes: Option<usize>,
     wal_segment_size_bytes: Option<usize>,
     transparent_huge_pages: Option<bool>,
+    idle_poll_us: Option<u64>,
 }
 
 /// Default `io_memory_bytes`.
@@ -191,6 +200,11 @@ pub fn default_block_cache_bytes_per_shard(physical_memory: Option<u64>, shards:
 pub const DEFAULT_CONNECTION_INFLIGHT_OPS_MAX: usize = 4096;
 /// Default `shard_connections_max`.
 pub const DEFAULT_SHARD_CONNECTIONS_MAX: usize = 10_000;
+/// Default `idle_poll_us`: Seastar's default idle poll time.
+pub const DEFAULT_IDLE_POLL_US: u64 = 200;
+/// Largest `idle_poll_us`.
+pub const IDLE_POLL_US_MAX: u64 = 100_000;
+
 /// Default `shutdown_grace_ms`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -250,6 +264,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Whether the process keeps transparent huge pages (see `corekv_server::hugepages`).
     pub transparent_huge_pages: bool,
+    /// How long each shard's executor polls before it parks, in microseconds.
+    pub idle_poll_us: u64,
     /// Storage engine options of every shard (durability included).
     pub storage: Options,
     /// Injected disk faults (tests only).
@@ -374,6 +390,15 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("`{name}` must be at least 1")));
             }
         }
+        let idle_poll_us = cli
+            .idle_poll_us
+            .or(file.idle_poll_us)
+            .unwrap_or(DEFAULT_IDLE_POLL_US);
+        if idle_poll_us > IDLE_POLL_US_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "`idle_poll_us` is {idle_poll_us}: at most {IDLE_POLL_US_MAX} (0 sleeps at once)"
+            )));
+        }
         let durability = cli
             .durability
             .or(file_durability)
@@ -409,6 +434,7 @@ impl Config {
                 .transparent_huge_pages
                 .or(file.transparent_huge_pages)
                 .unwrap_or(false),
+            idle_poll_us,
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
@@ -571,6 +597,7 @@ mod tests {
         assert_eq!(c.shard_connections_max, 10_000);
         assert_eq!(c.shutdown_grace_ms, 10_000);
         assert!(!c.transparent_huge_pages);
+        assert_eq!(c.idle_poll_us, 200);
         assert_eq!(
             c.block_cache_bytes_per_shard,
             default_block_cache_bytes_per_shard(physical_memory_bytes(), 4)
@@ -690,12 +717,13 @@ mod tests {
             &path,
             "data_dir = \"/srv/kv\"\nlisten = \"0.0.0.0:9000\"\nshards = 1\n\
              durability = \"periodic:50\"\nlog_format = \"json\"\nio_concurrency = 24\n\
-             transparent_huge_pages = true\n",
+             transparent_huge_pages = true\nidle_poll_us = 0\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
         let c = Config::resolve(cli(&["--config", p]), &cpus("0-1")).unwrap();
         assert!(c.transparent_huge_pages);
+        assert_eq!(c.idle_poll_us, 0);
         assert_eq!(c.data_dir, PathBuf::from("/srv/kv"));
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.shard_count(), 1);
@@ -714,11 +742,14 @@ mod tests {
                 "d",
                 "--transparent-huge-pages",
                 "false",
+                "--idle-poll-us",
+                "50",
             ]),
             &cpus("0-1"),
         )
         .unwrap();
         assert!(!c.transparent_huge_pages);
+        assert_eq!(c.idle_poll_us, 50);
         assert_eq!(c.cores.to_string(), "1");
         assert_eq!(c.durability, Durability::None);
         assert_eq!(c.data_dir, PathBuf::from("d"));
@@ -783,6 +814,15 @@ mod tests {
         std::fs::write(&path, "memtable_size_bytes = 8192\n").unwrap();
         let c = Config::resolve(cli(&["--config", path.to_str().unwrap()]), &cpus("0")).unwrap();
         assert_eq!(c.storage.memtable_size_bytes_max, 8192);
+    }
+
+    #[test]
+    fn idle_poll_is_bounded() {
+        let c = Config::resolve(cli(&["--idle-poll-us", "100000"]), &cpus("0")).unwrap();
+        assert_eq!(c.idle_poll_us, IDLE_POLL_US_MAX);
+        let e = Config::resolve(cli(&["--idle-poll-us", "100001"]), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("`idle_poll_us` is 100001"), "{e}");
+        assert!(Cli::try_parse_from(["corekv-server", "--idle-poll-us", "-1"]).is_err());
     }
 
     #[test]

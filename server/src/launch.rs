@@ -171,6 +171,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory_bytes)
             .ring_depth(io.ring_depth as usize)
+            .spin_before_park(Duration::from_micros(config.idle_poll_us))
             .spawn(move || run_shard(boot));
         match spawned {
             Ok(h) => handles.push((id, h)),

@@ -17,6 +17,7 @@ fn help_explains_every_setting() {
         "--config",
         "--log-format",
         "--log-level",
+        "--idle-poll-us",
     ] {
         assert!(
             help.contains(flag),
@@ -38,6 +39,10 @@ fn bad_flags_fail_with_a_clear_message_and_exit_code_2() {
         (
             &["--listen", "not-an-address"][..],
             "invalid socket address",
+        ),
+        (
+            &["--idle-poll-us", "5000000"][..],
+            "`idle_poll_us` is 5000000",
         ),
         (
             &["--config", "/nonexistent/corekv.toml"][..],
