@@ -360,7 +360,6 @@ async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<O
         b.fill_cache(inner.cache.clone());
     }
     let mut n = 0usize;
-    let mut slice = crate::backlog::BackgroundSlice::new(inner.options.background_slice_us);
     while it.valid() {
         let mut r = b.add(&it.entry()).await;
         n += 1;
@@ -372,8 +371,8 @@ async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<O
             return Err(e);
         }
         it.step();
-        if slice.tick().await {
-            inner.stats.borrow_mut().background_slices_total += 1;
+        if n % 1024 == 0 {
+            glommio::yield_if_needed().await;
         }
     }
     b.finish().await.map(Some)
@@ -437,7 +436,6 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         now_ms: inner.clock.now_ms(),
         next_file_number: &next_number,
         should_stop: &should_stop,
-        slice_us: inner.options.background_slice_us,
         cache: inner
             .options
             .block_cache_fill_on_table_write
@@ -475,6 +473,5 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
     stats.compaction_bytes_read_total += res.bytes_read;
     stats.compaction_bytes_written_total += res.bytes_written;
     stats.compaction_versions_dropped_total += res.versions_dropped;
-    stats.background_slices_total += res.slices;
     Ok(())
 }

@@ -187,61 +187,6 @@ impl EngineBacklog {
     }
 }
 
-/// Entries a flush or compaction writes between two looks at the clock.
-const ENTRIES_PER_SLICE_CHECK: u32 = 64;
-
-/// The time slices of one flush or compaction (see `Options::background_slice_us`).
-///
-/// A flush or compaction that does not await I/O for a while (its writes are buffered) keeps
-/// the core: glommio polls the reactor only when no queue is runnable or its preempt timer
-/// fires, so a WAL write that completes meanwhile is not reaped, and the writes waiting on it
-/// are not answered, until the background task awaits something. Every `slice` of such work
-/// the task sleeps on a 1 µs timer, which empties its queue: the executor polls the reactor
-/// and runs whatever that made runnable (by shares) before the background task goes on.
-#[derive(Debug)]
-pub(crate) struct BackgroundSlice {
-    slice: Duration,
-    started: Instant,
-    entries: u32,
-}
-
-impl BackgroundSlice {
-    pub(crate) fn new(slice_us: u64) -> Self {
-        BackgroundSlice {
-            slice: Duration::from_micros(slice_us),
-            started: Instant::now(),
-            entries: 0,
-        }
-    }
-
-    /// Called once per entry written: gives the core back when the slice is over (with a
-    /// zero slice, only when the executor wants to preempt, every 1024 entries). True when
-    /// a slice ended here.
-    #[inline]
-    pub(crate) async fn tick(&mut self) -> bool {
-        self.entries += 1;
-        if self.slice.is_zero() {
-            if self.entries >= 1024 {
-                self.entries = 0;
-                glommio::yield_if_needed().await;
-            }
-            return false;
-        }
-        if self.entries < ENTRIES_PER_SLICE_CHECK {
-            return false;
-        }
-        self.entries = 0;
-        if self.started.elapsed() >= self.slice {
-            glommio::timer::sleep(Duration::from_micros(1)).await;
-            self.started = Instant::now();
-            true
-        } else {
-            glommio::yield_if_needed().await;
-            false
-        }
-    }
-}
-
 /// What a foreground call does for the background work (from [`EngineBacklog::check`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cooperate {

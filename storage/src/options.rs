@@ -177,11 +177,6 @@ pub struct Options {
     /// (0 = off: only at the executor's own preemption points, glommio's default 100 ms).
     /// Default 1000 µs.
     pub background_poll_interval_us: u64,
-    /// A flush or compaction that runs without awaiting I/O gives the core back (lets the
-    /// executor poll for I/O completions and run the foreground) after this long, so that a
-    /// WAL write that completed meanwhile is answered within about this long
-    /// (0: only at the executor's own preemption points). Default 200 µs.
-    pub background_slice_us: u64,
     /// Size of each WAL segment file, allocated and zero-filled before use; the WAL rolls over
     /// to a new segment when the next record does not fit. A multiple of 4 KiB, at least
     /// 64 KiB. A record larger than a segment gets a segment of its own, sized to fit.
@@ -230,7 +225,6 @@ impl Default for Options {
             manifest_size_bytes_max: 64 << 20,
             background_shares: 250,
             background_poll_interval_us: 1000,
-            background_slice_us: 200,
             wal_segment_size_bytes: 16 << 20,
             wal_write_bytes_max: 1 << 20,
             wal_pending_bytes_max: 64 << 20,
@@ -363,12 +357,6 @@ impl Options {
             return bad(format!(
                 "background_poll_interval_us = {} must be at most 1000000 (0 = off)",
                 self.background_poll_interval_us
-            ));
-        }
-        if self.background_slice_us > 1_000_000 {
-            return bad(format!(
-                "background_slice_us = {} must be at most 1000000 (0 = off)",
-                self.background_slice_us
             ));
         }
         for c in &self.compression_per_level {

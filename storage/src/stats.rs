@@ -140,9 +140,6 @@ stats_struct! {
     /// Scheduler shares this engine asks for its background queue (`background_shares` when
     /// idle, up to 1000 with the backlog).
     background_shares,
-    /// Times a flush or compaction gave the core back at the end of its time slice
-    /// (`background_slice_us`) so the executor could poll for I/O and run the foreground.
-    background_slices_total,
     /// Writes that had to wait (active memtable full with the immutable queue at its bound, or
     /// too many level-0 tables, or too many pending compaction bytes).
     write_stalls_total,

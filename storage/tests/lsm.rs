@@ -505,50 +505,6 @@ fn flushes_and_compactions_run_in_the_background_queue_whose_shares_follow_the_b
     });
 }
 
-/// Flushes and compactions give the core back at the end of each `background_slice_us`
-/// (so the executor polls for I/O completions — a WAL write's, say — and runs the
-/// foreground), and with the slice off only at the executor's preemption points.
-#[test]
-fn flushes_and_compactions_give_the_core_back_every_slice() {
-    for slice_us in [1u64, 0] {
-        let dir = test_dir("lsm-slices");
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let e = Engine::open(
-                &path,
-                Options {
-                    background_slice_us: slice_us,
-                    ..small_tree()
-                },
-            )
-            .await
-            .unwrap();
-            let keys = 20_000u64;
-            for i in 0..keys {
-                e.put(&key(i), &value(i, 0)).await.unwrap();
-            }
-            e.flush().await.unwrap();
-            e.wait_for_background().await.unwrap();
-            let st = e.stats();
-            assert!(st.flushes_total > 0, "{st:?}");
-            if slice_us == 0 {
-                assert_eq!(st.background_slices_total, 0, "{st:?}");
-            } else {
-                // A slice is checked every 64 entries and 64 entries take more than 1 µs:
-                // every check ends one. Every key was flushed once (and compacted, perhaps).
-                assert!(
-                    st.background_slices_total >= keys / 64 - st.flushes_total,
-                    "{st:?}"
-                );
-            }
-            for i in (0..keys).step_by(101) {
-                assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 0)));
-            }
-            e.close().await.unwrap();
-        });
-    }
-}
-
 /// A foreground that never waits — a loop of gets served from the memtable, on an executor
 /// with glommio's default 100 ms preempt timer — still lets a level-0 compaction past its
 /// trigger finish within a bounded number of its operations: while background work is

@@ -44,8 +44,6 @@ pub(crate) struct JobContext<'a> {
     pub next_file_number: &'a dyn Fn() -> u64,
     /// Asked between output tables and every few thousand entries: stop early (close).
     pub should_stop: &'a dyn Fn() -> bool,
-    /// `Options::background_slice_us`.
-    pub slice_us: u64,
     /// Where output data blocks also go as they are written (None: nowhere).
     pub cache: Option<&'a Rc<BlockCache>>,
 }
@@ -58,8 +56,6 @@ pub(crate) struct JobResult {
     pub bytes_written: u64,
     pub versions_in: u64,
     pub versions_dropped: u64,
-    /// Time slices that ended (`BackgroundSlice::tick`).
-    pub slices: u64,
 }
 
 /// Decides which versions of one key to keep (see the module doc). `group` is newest first.
@@ -214,8 +210,7 @@ async fn merge(plan: &Plan, ctx: &JobContext<'_>, out: &mut Output<'_, '_>) -> R
     // Versions of the current key, newest first; entries are reused to avoid allocating.
     let mut group: Vec<Entry> = Vec::new();
     let mut n;
-    let mut since_check = 0u32;
-    let mut slice = crate::backlog::BackgroundSlice::new(ctx.slice_us);
+    let mut since_yield = 0u32;
     while merge.valid() {
         n = 0;
         loop {
@@ -243,15 +238,13 @@ async fn merge(plan: &Plan, ctx: &JobContext<'_>, out: &mut Output<'_, '_>) -> R
             }
         }
         out.maybe_cut().await?;
-        since_check += n as u32;
-        if since_check >= 1024 {
-            since_check = 0;
+        since_yield += n as u32;
+        if since_yield >= 1024 {
+            since_yield = 0;
             if (ctx.should_stop)() {
                 return Err(Error::Closed);
             }
-        }
-        if slice.tick().await {
-            res.slices += 1;
+            glommio::yield_if_needed().await;
         }
     }
     out.finish().await?;
