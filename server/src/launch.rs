@@ -87,8 +87,10 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     let data = DataDir::open(&config.data_dir, count)?;
     // The shards listen on the main port with SO_REUSEPORT (each accepts its share), which
     // would also let a second server on the same port silently take part of the connections.
-    // A plain bind fails if any socket holds the port: refuse to start then, naming it.
-    std::net::TcpListener::bind(config.listen).map_err(|source| Error::Bind {
+    // A bind without SO_REUSEPORT fails if a live socket listens on the port: refuse to start
+    // then, naming it. (With SO_REUSEADDR, as every listener has: lingering connections of a
+    // previous process do not count.)
+    net::listen_socket(config.listen, false).map_err(|source| Error::Bind {
         shard: 0,
         addr: config.listen,
         source,

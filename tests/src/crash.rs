@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::model::{Model, Totals};
 use crate::workload::{self, Progress, Shape};
-use crate::{PROCESS_DEADLINE, Server, ServerOptions, block_on};
+use crate::{PROCESS_DEADLINE, Server, ServerOptions, block_on, free_ports};
 
 /// One crash-loop configuration.
 #[derive(Debug, Clone)]
@@ -382,6 +382,10 @@ impl CrashLoop {
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
         );
+        // Every start after the first is on the same address, at once, as a supervisor
+        // restarts a crashed server: the killed process's connections still linger then.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_ports(base.shards + 1)));
+        let start = |options: ServerOptions| Server::start_at(addr, &data, options);
         let mut cycle = 0u64;
         loop {
             let more = match until {
@@ -414,19 +418,19 @@ impl CrashLoop {
                     .unwrap_or_default()
             );
             let mut server = match &plan {
-                None => Server::start_with_data(&data, base.clone()),
+                None => start(base.clone()),
                 Some(p) => {
                     if !crash_only {
                         report.fault_plans += 1;
                     }
                     let opts = base.clone().args(&["--debug-fault-injection", p]);
-                    match Server::try_start_retrying(&data, &opts) {
+                    match Server::try_start_at(addr, &data, &opts) {
                         Ok(s) => s,
                         Err(log) if crash_only => {
                             // A flush while replaying the WAL reached the crash point.
                             count_crash_point_kill(&mut report, &log, &ctx);
                             report.kills += 1;
-                            Server::start_with_data(&data, base.clone())
+                            start(base.clone())
                         }
                         Err(log) => {
                             // The fault fired while the engine opened: a clean failure to start
@@ -437,7 +441,7 @@ impl CrashLoop {
                             );
                             report.failed_starts += 1;
                             report.faults_fired += 1;
-                            Server::start_with_data(&data, base.clone())
+                            start(base.clone())
                         }
                     }
                 }
@@ -460,7 +464,7 @@ impl CrashLoop {
                 report.kills += 1;
                 crash_only = false;
                 drop(server);
-                server = Server::start_with_data(&data, base.clone());
+                server = start(base.clone());
                 report.orphans_removed += orphans_in(&server.log());
                 verify(&server, &model, &format!("{ctx}: after restart"));
             }
@@ -566,7 +570,7 @@ impl CrashLoop {
             report.cycles = cycle;
         }
         // A last restart checks the last kill; then a clean stop must lose nothing either.
-        let mut server = Server::start_with_data(&data, base.clone());
+        let mut server = start(base.clone());
         report.orphans_removed += orphans_in(&server.log());
         verify(
             &server,

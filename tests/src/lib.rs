@@ -230,6 +230,17 @@ impl Server {
     pub fn try_start(data_dir: &Path, options: &ServerOptions) -> Result<Server, String> {
         let port = free_ports(options.shards + 1);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Server::try_start_at(addr, data_dir, options)
+    }
+
+    /// Starts a server listening on `addr` (its shards on the ports after it) and waits until
+    /// it is ready; `Err(log)` if it exits first.
+    pub fn try_start_at(
+        addr: SocketAddr,
+        data_dir: &Path,
+        options: &ServerOptions,
+    ) -> Result<Server, String> {
+        let port = addr.port();
         let log_path = match &options.log_dir {
             Some(dir) => dir.join(format!(
                 "{}.{port}.log",
@@ -304,16 +315,30 @@ impl Server {
         }
     }
 
-    /// Starts the same server again (same data directory, same options) after it stopped.
+    /// Starts the same server again (same data directory, same options, same address) after it
+    /// stopped, as a supervisor restarts a crashed server: at once, on the ports it had. The old
+    /// connections may still linger (`TIME_WAIT`); the restart must not wait for them.
     pub fn restart(&self) -> Server {
-        assert!(self.child.is_none(), "the server is still running");
-        Server::start_with_data(&self.data_dir, self.options.clone())
+        self.restart_at_same_address(self.options.clone())
     }
 
-    /// Starts the server again on the same data directory with other options.
+    /// Starts the server again on the same data directory and address with other options.
     pub fn restart_with(&self, options: ServerOptions) -> Server {
+        self.restart_at_same_address(options)
+    }
+
+    fn restart_at_same_address(&self, options: ServerOptions) -> Server {
         assert!(self.child.is_none(), "the server is still running");
-        Server::start_with_data(&self.data_dir, options)
+        Server::start_at(self.addr, &self.data_dir, options)
+    }
+
+    /// Starts a server on `data_dir` listening on `addr`, as [`Server::try_start_at`];
+    /// panics with its log if it does not start.
+    pub fn start_at(addr: SocketAddr, data_dir: &Path, options: ServerOptions) -> Server {
+        match Server::try_start_at(addr, data_dir, &options) {
+            Ok(server) => server,
+            Err(log) => panic!("corekv-server did not start on {addr}:\n{log}"),
+        }
     }
 
     /// Shard `i`'s own address.

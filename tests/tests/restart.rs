@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{Client, Op, OpResult, ScanOp};
+use corekv_proto::{Client, Connection, Op, OpResult, ScanOp};
 use corekv_tests::{PROCESS_DEADLINE, Server, ServerOptions, block_on, test_dir};
 
 /// Acknowledged state: key -> value (`None` = deleted), as the writers saw it acknowledged.
@@ -154,4 +154,57 @@ fn acknowledged_writes_survive_a_clean_stop_under_load() {
 #[test]
 fn acknowledged_writes_survive_kill_9_under_load() {
     crash_while_writing(libc::SIGKILL);
+}
+
+/// Opens `count` client connections spread over the main port and every shard's own port,
+/// each used once (so the server has accepted it).
+async fn open_connections(server: &Server, count: usize) -> Vec<Connection> {
+    let mut conns = Vec::with_capacity(count);
+    for i in 0..count {
+        let addr = match i % (server.shards + 1) {
+            0 => server.addr,
+            s => server.shard_addr(s - 1),
+        };
+        let conn = Connection::connect(TokioRuntime, addr).await.unwrap();
+        conn.put(format!("conn{i}").as_bytes(), b"x", 0)
+            .await
+            .unwrap();
+        conns.push(conn);
+    }
+    conns
+}
+
+/// A crashed server is back at once on its own ports, as a supervisor (systemd, Kubernetes)
+/// restarts it: its old connections still linger in the kernel (FIN_WAIT_2/TIME_WAIT on the
+/// server's side), which without `SO_REUSEADDR` keeps the ports unbindable for about a minute.
+fn restarts_at_once_on_its_ports(signal: libc::c_int) {
+    let dir = test_dir("restart-same-port");
+    let mut server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        // Kept open (the client side never closes) through the stop and the restart.
+        let conns = open_connections(&server, 50).await;
+        server.signal_and_wait(signal);
+        let started = Instant::now();
+        let again = server.restart();
+        let client = Client::connect(TokioRuntime, again.addr).await.unwrap();
+        assert_eq!(client.get(b"conn49").await.unwrap(), Some(b"x".to_vec()));
+        let serving_after = started.elapsed();
+        assert!(
+            serving_after < Duration::from_secs(2),
+            "the restart took {serving_after:?} to serve on {}",
+            again.addr
+        );
+        assert_eq!(again.addr, server.addr);
+        drop(conns);
+    });
+}
+
+#[test]
+fn a_server_killed_with_50_open_connections_serves_again_on_its_ports_within_2_s() {
+    restarts_at_once_on_its_ports(libc::SIGKILL);
+}
+
+#[test]
+fn a_server_stopped_with_50_open_connections_serves_again_on_its_ports_within_2_s() {
+    restarts_at_once_on_its_ports(libc::SIGTERM);
 }
