@@ -20,9 +20,13 @@
 # a client should treat them as "the outcome of this call is unknown".
 #
 # Keys and values are arbitrary bytes. Keys must be non-empty. Size limits are the server's
-# (defaults: keys 16 KiB, values 8 MiB, a batch 10 000 operations and 64 MiB in total) and are
-# reported in `Error`. A single message (frame) larger than 80 MiB, garbage bytes, or a malformed
-# message are protocol failures: the server closes that connection (and counts it in `stats`).
+# (defaults: keys 16 KiB, values 8 MiB, a batch 10 000 operations and 64 MiB of keys and values
+# in total) and are reported in `Error`. A single message (frame) larger than 80 MiB, garbage
+# bytes, or a malformed message are protocol failures: the server closes that connection (and
+# counts it in `stats`).
+#
+# Replies: every reply fits what a Cap'n Proto implementation reads with its default settings
+# (a 64 MiB message): a `batch` whose results would not is answered in part (see `batch`).
 #
 # Flow control: the server stops reading a connection that has too many operations in flight
 # (default 4096) until some complete. Pipelining is encouraged; it never needs unbounded buffers.
@@ -53,16 +57,27 @@ interface CoreKv {
 
   scan @4 (op :ScanOp) -> (result :OpResult);
   # Ordered range read over `[start, end)` across all shards (the server asks every shard and
-  # merges). Pages are not a snapshot across shards: each page reflects writes acknowledged
-  # before the scan started, and may or may not reflect concurrent ones. Result: `scan` or `error`.
+  # merges). Keys are ordered as unsigned bytes, shorter first on a common prefix (memcmp order).
+  # A scan is one call per page and the server keeps nothing between calls: each page reads the
+  # state when its own call runs (every write acknowledged before the call is seen; writes
+  # concurrent with it may or may not be), so a scan continued over several pages may see writes
+  # made between them. Nothing fixes a view for later pages, and `limit` may differ from page
+  # to page. Result: `scan` or `error`.
 
   batch @5 (ops :List(Op)) -> (results :List(OpResult));
   # Many independent operations in one call: `results[i]` answers `ops[i]`. The operations are
   # NOT a transaction: each succeeds or fails on its own, and operations on different keys may be
   # applied in any order. Operations on the same key are applied in list order (a `get` after a
   # `put` of its key in the same batch sees that put). A scan in a batch sees the state at some
-  # point during the batch. A batch with too many operations or bytes gets `batchTooLarge` in
-  # every result and changes nothing.
+  # point during the batch.
+  # Two limits give `batchTooLarge`, with different effects:
+  # - Too many operations, or too many key and value bytes in the request: every result is
+  #   `batchTooLarge` and nothing is applied (`Error.limit`/`actual`: operations, or bytes).
+  # - A reply too large (results over about 60 MiB, see `Error`): every operation runs, writes
+  #   included, and the results are encoded in order; each result that carries data (a `get`
+  #   value, scan entries, a failed `cas`'s current value) and would take the reply past the
+  #   limit is replaced by `batchTooLarge` (`limit`: the reply limit in bytes; `actual`: the
+  #   reply size in bytes it would have reached). Repeat those reads in another call.
   # This is the fast path: one call amortises the per-call cost over many operations.
 
   topology @6 () -> (topology :Topology);
@@ -118,6 +133,8 @@ struct CasOp {
 }
 
 struct ScanOp {
+  # Bounds longer than the key limit plus one byte (a continuation is a key plus one byte) are
+  # `invalidArgument`, as is `start` > `end` when `end` is set.
   start @0 :Data;
   # Inclusive lower bound. Empty = from the first key.
   end @1 :Data;
@@ -183,9 +200,16 @@ struct Error {
   message @1 :Text;
   # Human-readable: what happened and what the caller can do.
   limit @2 :UInt64;
-  # For the *TooLarge codes: the server's limit in bytes.
+  # For the *TooLarge codes, the server's limit; `actual` is the same quantity for this request.
+  # The unit depends on the code (0 for the other codes):
+  # - `keyTooLarge`: bytes of the key.
+  # - `valueTooLarge`: bytes of the value (of `expected` or `new` for a `cas`).
+  # - `batchTooLarge`, request over its operation count: operations in the batch.
+  # - `batchTooLarge`, request over its byte size: key and value bytes in the batch.
+  # - `batchTooLarge`, reply over its size: bytes of results in the reply (`actual` is the
+  #   size the reply would have reached with this result).
+  # The message names which.
   actual @3 :UInt64;
-  # For the *TooLarge codes: the size that was sent.
 }
 
 enum ErrorCode {
@@ -238,7 +262,7 @@ struct ShardStats {
   # all) include `calls_total`, `ops_total`, `ops_forwarded_out_total` (operations this shard sent
   # to their owner), `ops_forwarded_in_total` (operations it served for another shard),
   # `connections_open`, `protocol_errors_total`; the storage engine's follow (for example
-  # `wal_fsyncs_total`, `memtable_bytes`).
+  # `wal_syncs_total`, `memtable_bytes`).
 }
 
 struct Counter {

@@ -259,6 +259,50 @@ fn write_scan_result(mut b: scan_result::Builder<'_>, s: &ScanResult) {
     }
 }
 
+/// The largest message a Cap'n Proto implementation reads with its default settings: 8 Mi
+/// words, the default traversal limit of capnp C++ (and so pycapnp) and capnp-rust, which they
+/// also apply to a message's total size when reading it from a stream.
+pub const DEFAULT_READER_LIMIT_BYTES: usize = 64 << 20;
+
+/// Most bytes of results ([`result_wire_bytes`]) the server puts in one reply. The rest of the
+/// limit above is headroom for the RPC framing around them and for segment ends left unused.
+pub const REPLY_RESULT_BYTES_MAX: usize = 60 << 20;
+
+/// Bytes of a `Data` or `Text` blob in a message: padded to whole words (`Text` adds a NUL).
+fn blob_wire_bytes(len: usize) -> usize {
+    (len + 1).div_ceil(8) * 8
+}
+
+/// Upper bound on the bytes `result` takes in a message: as an element of a `List(OpResult)`
+/// (its struct words) plus everything it points to (structs, lists and blobs, word-padded).
+/// The server caps a `batch` reply with it so that the whole reply stays within what a client
+/// with default settings reads (a 64 MiB traversal limit).
+pub fn result_wire_bytes(result: &OpResult) -> usize {
+    // The `OpResult` struct, and the struct its union points to, with room to spare for the
+    // fields either may gain (each is a few words).
+    const STRUCTS: usize = 64;
+    // A list pointer's tag word, and each `KeyValue` element (two pointers).
+    const LIST_TAG: usize = 8;
+    const KEY_VALUE: usize = 16;
+    STRUCTS
+        + match result {
+            OpResult::Error(e) => blob_wire_bytes(e.message.len()),
+            OpResult::Get(v) => v.as_ref().map_or(0, |v| blob_wire_bytes(v.len())),
+            OpResult::Write { .. } => 0,
+            OpResult::Cas(c) => c.current.as_ref().map_or(0, |v| blob_wire_bytes(v.len())),
+            OpResult::Scan(s) => {
+                LIST_TAG
+                    + blob_wire_bytes(s.continuation.len())
+                    + s.entries
+                        .iter()
+                        .map(|(k, v)| {
+                            KEY_VALUE + blob_wire_bytes(k.len()) + blob_wire_bytes(v.len())
+                        })
+                        .sum::<usize>()
+            }
+        }
+}
+
 /// Reads a `Topology`.
 pub fn read_topology(r: topology::Reader<'_>) -> Result<Topology> {
     let mut shards = Vec::new();
@@ -338,6 +382,86 @@ mod tests {
         let reader =
             capnp::serialize::read_message(&mut bytes.as_slice(), ReaderOptions::new()).unwrap();
         read_result(reader.get_root::<op_result::Reader<'_>>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn result_wire_bytes_bounds_the_encoded_size_of_a_list_of_results() {
+        let results = [
+            OpResult::Error(OpError::new(ErrorCode::BatchTooLarge, "x".repeat(77))),
+            OpResult::Get(None),
+            OpResult::Get(Some(vec![])),
+            OpResult::Get(Some(vec![7; 8])),
+            OpResult::Get(Some(vec![7; 1001])),
+            OpResult::Write { sequence: 9 },
+            OpResult::Cas(CasResult {
+                succeeded: false,
+                sequence: 0,
+                current: Some(vec![1; 13]),
+            }),
+            OpResult::Scan(ScanResult {
+                entries: (0..50)
+                    .map(|i| (vec![i as u8; i], vec![i as u8; 3 * i]))
+                    .collect(),
+                more: true,
+                continuation: vec![5; 17],
+            }),
+        ];
+        // Each alone, then all in one list (as a `batch` reply carries them).
+        let one = list_message_bytes;
+        let empty = one(&[]);
+        for r in &results {
+            let encoded = one(std::slice::from_ref(r)) - empty;
+            assert!(
+                encoded <= result_wire_bytes(r),
+                "{r:?}: {encoded} bytes encoded, bound {}",
+                result_wire_bytes(r)
+            );
+        }
+        let all: usize = results.iter().map(result_wire_bytes).sum();
+        assert!(one(&results) - empty <= all);
+    }
+
+    /// Encodes `results` as one list, as a `batch` reply carries them; the message's size.
+    fn list_message_bytes(results: &[OpResult]) -> usize {
+        let mut msg: Builder<HeapAllocator> = Builder::new_default();
+        let mut list = msg
+            .initn_root::<capnp::struct_list::Builder<'_, op_result::Owned>>(results.len() as u32);
+        for (i, r) in results.iter().enumerate() {
+            write_result(list.reborrow().get(i as u32), r);
+        }
+        capnp::serialize::compute_serialized_size_in_words(&msg) * 8
+    }
+
+    #[test]
+    fn a_reply_of_results_up_to_the_cap_is_within_the_default_reader_limit() {
+        // Values of one size, and mixed: the segment ends left unused differ.
+        let sizes: [&[usize]; 4] = [
+            &[8 << 20],
+            &[1 << 20],
+            &[100 << 10],
+            &[8 << 20, 3, 1 << 20, 5000, 3 << 20, 0, 777_777],
+        ];
+        for pattern in sizes {
+            let mut results = Vec::new();
+            let mut bytes = 0;
+            for &len in pattern.iter().cycle() {
+                let r = OpResult::Get(Some(vec![1; len]));
+                if bytes + result_wire_bytes(&r) > REPLY_RESULT_BYTES_MAX {
+                    break;
+                }
+                bytes += result_wire_bytes(&r);
+                results.push(r);
+            }
+            let encoded = list_message_bytes(&results);
+            assert!(
+                encoded <= bytes + (64 << 10),
+                "{pattern:?}: {encoded} > {bytes}"
+            );
+            assert!(
+                encoded + (1 << 20) <= DEFAULT_READER_LIMIT_BYTES,
+                "{pattern:?}: {encoded} bytes"
+            );
+        }
     }
 
     #[test]

@@ -252,6 +252,20 @@ async fn run_one(shard: &Rc<Shard>, op: Op) -> Result<OpResult, capnp::Error> {
     run_ops(shard, vec![op]).await?.pop().ok_or_else(lost)
 }
 
+/// What a result that would take a `batch` reply past `reply_max` bytes gets instead (the reply
+/// would then reach `wanted` bytes). The operation itself ran: a write in the batch is applied.
+fn reply_too_large(reply_max: usize, wanted: usize) -> OpResult {
+    OpResult::Error(OpError {
+        code: ErrorCode::BatchTooLarge,
+        message: format!(
+            "the batch's reply would reach {wanted} bytes, over its limit of {reply_max}; \
+             repeat this operation in another batch"
+        ),
+        limit: reply_max as u64,
+        actual: wanted as u64,
+    })
+}
+
 /// Key and value bytes a result carries back.
 fn result_bytes(r: &OpResult) -> usize {
     match r {
@@ -429,25 +443,17 @@ impl core_kv::Server for CoreKvService {
                 }
             };
             let mut list = results.get().init_results(len as u32);
-            let mut bytes = 0usize;
+            let reply_max = self.shard.limits.reply_bytes_max;
+            let mut reply_bytes = 0usize;
             for (i, r) in out.iter().enumerate() {
-                bytes += result_bytes(r);
                 let b = list.reborrow().get(i as u32);
-                if bytes > self.shard.limits.reply_bytes_max && result_bytes(r) > 0 {
-                    codec::write_result(
-                        b,
-                        &OpResult::Error(OpError {
-                            code: ErrorCode::BatchTooLarge,
-                            message: format!(
-                                "the batch's reply would exceed {} bytes; repeat this \
-                                 operation in another batch",
-                                self.shard.limits.reply_bytes_max
-                            ),
-                            limit: self.shard.limits.reply_bytes_max as u64,
-                            actual: bytes as u64,
-                        }),
-                    );
+                let wanted = reply_bytes + codec::result_wire_bytes(r);
+                if wanted > reply_max && result_bytes(r) > 0 {
+                    let e = reply_too_large(reply_max, wanted);
+                    reply_bytes += codec::result_wire_bytes(&e);
+                    codec::write_result(b, &e);
                 } else {
+                    reply_bytes = wanted;
                     codec::write_result(b, r);
                 }
             }

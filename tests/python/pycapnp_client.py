@@ -1,9 +1,12 @@
 """A corekv client written with pycapnp from the schema file alone.
 
-Usage: python3 tests/python/pycapnp_client.py HOST PORT
+Usage: python3 tests/python/pycapnp_client.py HOST PORT [big-reply]
 
 Exercises every method of the CoreKv interface against a running server and prints `ok` on
-success; any mismatch raises (non-zero exit). Run by tests/tests/other_clients.rs.
+success; any mismatch raises (non-zero exit). With `big-reply`, checks instead that a batch
+whose results would exceed what a client reads with default settings (64 MiB) is answered
+within it. pycapnp runs with its default reader limits throughout. Run by
+tests/tests/other_clients.rs.
 """
 
 import asyncio
@@ -88,5 +91,48 @@ async def main(host, port):
     print("ok")
 
 
+async def big_reply(host, port):
+    """9 gets of one 8 MiB value (every request limit holds) plus a put: the reply keeps within
+    64 MiB by answering the gets that do not fit with `batchTooLarge`; the put is applied."""
+    stream = await capnp.AsyncIoStream.create_connection(host=host, port=port)
+    client = capnp.TwoPartyClient(stream)
+    kv = client.bootstrap().cast_as(corekv.CoreKv)
+    big = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    r = (await kv.put(key=b"py:big", value=big, ttlMs=0)).result
+    check(r.which() == "write", f"put of 8 MiB: {r.which()}")
+
+    ops = []
+    for _ in range(9):
+        op = corekv.Op.new_message()
+        op.init("get")
+        op.get.key = b"py:big"
+        ops.append(op)
+    op = corekv.Op.new_message()
+    op.init("put")
+    op.put.key = b"py:big:put"
+    op.put.value = b"applied"
+    ops.append(op)
+    results = list((await kv.batch(ops=ops)).results)
+    check(len(results) == 10, "one result per op")
+    kinds = [r.which() for r in results]
+    served = [r for r in results[:9] if r.which() == "get"]
+    refused = [r for r in results[:9] if r.which() == "error"]
+    check(len(served) + len(refused) == 9, f"results: {kinds}")
+    check(len(served) >= 1 and len(refused) >= 1, f"results: {kinds}")
+    check(kinds[:len(served)] == ["get"] * len(served), f"served first: {kinds}")
+    check(all(r.get.found and r.get.value == big for r in served), "served values are whole")
+    for r in refused:
+        e = r.error
+        check(e.code == "batchTooLarge", f"code {e.code}")
+        check(e.limit < 64 * 1024 * 1024 and e.actual > e.limit, f"limit {e.limit} actual {e.actual}")
+    check(kinds[9] == "write", f"the put in the batch: {kinds[9]}")
+
+    # The connection is still usable, and the put was applied.
+    r = (await kv.get(key=b"py:big:put")).result
+    check(r.which() == "get" and r.get.value == b"applied", f"get after: {r.which()}")
+    print("ok")
+
+
 if __name__ == "__main__":
-    asyncio.run(capnp.run(main(sys.argv[1], int(sys.argv[2]))))
+    run = big_reply if sys.argv[3:] == ["big-reply"] else main
+    asyncio.run(capnp.run(run(sys.argv[1], int(sys.argv[2]))))

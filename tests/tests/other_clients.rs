@@ -8,8 +8,7 @@ use std::process::Command;
 
 use corekv_tests::{Server, ServerOptions, example_path, repo_root, test_dir};
 
-#[test]
-fn a_pycapnp_client_built_from_the_schema_alone_works() {
+fn run_pycapnp_client(mode: &[&str]) {
     let dir = test_dir("pycapnp");
     let server = Server::start(dir.path(), ServerOptions::default());
     let script = repo_root().join("tests/python/pycapnp_client.py");
@@ -17,6 +16,7 @@ fn a_pycapnp_client_built_from_the_schema_alone_works() {
         .arg(&script)
         .arg(server.addr.ip().to_string())
         .arg(server.addr.port().to_string())
+        .args(mode)
         .output()
         .expect("run python3 (tests/setup.sh installs pycapnp)");
     assert!(
@@ -26,6 +26,19 @@ fn a_pycapnp_client_built_from_the_schema_alone_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn a_pycapnp_client_built_from_the_schema_alone_works() {
+    run_pycapnp_client(&[]);
+}
+
+/// A reply must fit what a client with default settings reads (64 MiB): a batch of 9 gets of an
+/// 8 MiB value, within every request limit, is answered with the gets that fit and
+/// `batchTooLarge` for the rest, on a connection that stays usable.
+#[test]
+fn a_batch_reply_fits_a_pycapnp_client_with_default_limits() {
+    run_pycapnp_client(&["big-reply"]);
 }
 
 #[test]

@@ -22,8 +22,9 @@ pub struct Limits {
     pub scan_limit_max: u32,
     /// A scan page stops growing past this many key and value bytes (it has at least one entry).
     pub scan_reply_bytes_max: usize,
-    /// A `batch` reply stops carrying values past this many bytes; the rest get
-    /// `batchTooLarge`.
+    /// Most bytes of results in a `batch` reply ([`corekv_proto::codec::result_wire_bytes`]):
+    /// a result carrying data that would take the reply past it gets `batchTooLarge` instead.
+    /// Below the 64 MiB a client reads with default settings, with room for the framing.
     pub reply_bytes_max: usize,
     /// Largest incoming message (frame); a larger one is a protocol failure.
     pub frame_bytes_max: usize,
@@ -44,7 +45,7 @@ impl Default for Limits {
             scan_limit_default: 1000,
             scan_limit_max: 10_000,
             scan_reply_bytes_max: 4 << 20,
-            reply_bytes_max: 64 << 20,
+            reply_bytes_max: corekv_proto::codec::REPLY_RESULT_BYTES_MAX,
             frame_bytes_max: 80 << 20,
             connection_inflight_ops_max: 4096,
             shard_connections_max: 10_000,
