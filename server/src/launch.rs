@@ -70,6 +70,50 @@ struct ShardBoot {
     io_ring_depth: u32,
 }
 
+/// How long a start waits for a port in use to be released before it refuses to start.
+///
+/// After `kill -9`, the kernel closes the dead process's listening sockets only once it has torn
+/// down its io_uring rings, which happens after the process has exited and been reaped (about
+/// 5-10 ms were seen on the development machine): a supervisor that restarts at once would
+/// otherwise find the ports still in use. A port that a live server holds stays in use; it is
+/// refused once this has passed.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Checks that every `(shard, address)` can be listened on now (no live socket listens there),
+/// waiting up to [`PORT_RELEASE_WAIT`] for one in use.
+fn wait_for_ports(ports: &[(usize, SocketAddr)]) -> Result<(), Error> {
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    let mut said = false;
+    for &(shard, addr) in ports {
+        loop {
+            match net::listen_socket(addr, false) {
+                Ok(_) => break,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    if !said {
+                        tracing::info!(
+                            %addr,
+                            "{addr} is in use; waiting up to {PORT_RELEASE_WAIT:?} for the \
+                             sockets of a previous process to be released"
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(source) => {
+                    return Err(Error::Bind {
+                        shard,
+                        addr,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the server until it is stopped (SIGINT or SIGTERM, or a shard failing). `Ok` after a
 /// clean stop.
 pub fn run(config: Config) -> Result<(), Error> {
@@ -87,14 +131,13 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     let data = DataDir::open(&config.data_dir, count)?;
     // The shards listen on the main port with SO_REUSEPORT (each accepts its share), which
     // would also let a second server on the same port silently take part of the connections.
-    // A bind without SO_REUSEPORT fails if a live socket listens on the port: refuse to start
-    // then, naming it. (With SO_REUSEADDR, as every listener has: lingering connections of a
-    // previous process do not count.)
-    net::listen_socket(config.listen, false).map_err(|source| Error::Bind {
-        shard: 0,
-        addr: config.listen,
-        source,
-    })?;
+    // A bind without SO_REUSEPORT fails if a live socket listens on a port: refuse to start
+    // then, naming it. Every port is probed, after a short wait for a previous process's
+    // listeners to be released (see `wait_for_ports`).
+    let mut ports = vec![(0, config.listen)];
+    ports.extend((0..count).map(|i| (i, config.shard_listen(i))));
+    ports.extend(config.metrics.map(|addr| (0, addr)));
+    wait_for_ports(&ports)?;
     // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
     // the start (it would otherwise be silently ignored).
     let disk = IoProperties::load(data.root())?;
