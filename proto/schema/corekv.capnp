@@ -28,6 +28,14 @@
 # Replies: every reply fits what a Cap'n Proto implementation reads with its default settings
 # (a 64 MiB message): a `batch` whose results would not is answered in part (see `batch`).
 #
+# Order: calls on one connection that touch the same key take effect in the order they were
+# sent, whether or not the earlier ones have been answered (as pipelined Redis commands do): a
+# `get` sent right after an unanswered `put` of its key sees that put, a `put` sent after an
+# unanswered `get` does not change what the `get` returns, and a `scan` sees every write sent
+# before it on its connection. Calls on different keys, or on different connections, are not
+# ordered until one is answered: an answered write is seen by every call sent after the answer,
+# on any connection.
+#
 # Flow control: the server stops reading a connection that has too many operations in flight
 # (default 4096) until some complete. Pipelining is encouraged; it never needs unbounded buffers.
 #

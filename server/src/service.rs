@@ -1,8 +1,10 @@
 //! The `CoreKv` Cap'n Proto interface, served per connection.
 //!
-//! Each method decodes its parameters into [`corekv_proto::Op`]s, hands them to the shard
-//! (which routes them) and encodes the results. User errors are typed results; an `Err` here
-//! (an RPC exception) means the request itself was malformed.
+//! Each method decodes its parameters into [`corekv_proto::Op`]s when the call is dispatched,
+//! enters the connection's key order ([`crate::net::order`]: calls touching the same key take
+//! effect in the order sent), waits for its turn, hands the operations to the shard (which
+//! routes them) and encodes the results. User errors are typed results; an `Err` here (an RPC
+//! exception) means the request itself was malformed.
 //!
 //! Operations that write run in a detached task: if the client disconnects mid-call, the
 //! write still completes (or fails) as a whole inside the engine instead of being cancelled
@@ -21,6 +23,7 @@ use corekv_proto::{ErrorCode, Op, OpError, OpResult, codec};
 use crate::counters;
 use crate::metrics::{Method, OpKind};
 use crate::net::connection::ConnState;
+use crate::net::order::{Access, Turn};
 use crate::shard::Shard;
 use crate::shard::local::ttl;
 use crate::store::WriteSet;
@@ -162,6 +165,20 @@ enum ReadOp<'a> {
 }
 
 impl ReadOp<'_> {
+    fn key(&self) -> Option<&[u8]> {
+        match self {
+            ReadOp::Put { key, .. } | ReadOp::Delete { key } => Some(key),
+            ReadOp::Other(op) => op.key(),
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        match self {
+            ReadOp::Put { .. } | ReadOp::Delete { .. } => true,
+            ReadOp::Other(op) => op.is_write(),
+        }
+    }
+
     fn into_op(self) -> Op {
         match self {
             ReadOp::Put { key, value, ttl_ms } => Op::Put {
@@ -276,28 +293,97 @@ fn result_bytes(r: &OpResult) -> usize {
     }
 }
 
+impl CoreKvService {
+    /// Serves a single-operation method: `op` decoded from its parameters (when the call is
+    /// dispatched, so that it enters the connection's order in arrival order), `reply` writes
+    /// the result into the method's results.
+    fn call_one(
+        self: CapRc<Self>,
+        method: Method,
+        op: Result<Op, capnp::Error>,
+        reply: impl FnOnce(&OpResult) + 'static,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let timer = self.shard.metrics.start(method);
+        let guard = self.conn.begin(1);
+        self.count_call(1);
+        let entered = op.map(|op| {
+            let access = if op.is_write() {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            let scans = matches!(op, Op::Scan(_));
+            let turn = self.conn.order.enter(op.key(), access, scans);
+            (op, turn)
+        });
+        async move {
+            let (op, mut turn) = entered?;
+            turn.ready().await;
+            self.count_op(&op);
+            let kind = OpKind::of(&op);
+            let result = run_one(&self.shard, op).await?;
+            reply(&result);
+            self.shard.metrics.count_errors([kind], [&result]);
+            self.shard.metrics.finish(timer);
+            drop(turn);
+            drop(guard);
+            Ok(())
+        }
+    }
+
+    /// Reads a `batch` call's operations and enters it in the connection's order.
+    fn decode_batch(
+        &self,
+        params: &core_kv::BatchParams,
+        len: usize,
+    ) -> Result<(BatchWork, Option<Turn>), capnp::Error> {
+        let limits = &self.shard.limits;
+        if len > limits.batch_ops_max {
+            return Ok((BatchWork::Refused(limits.check_batch(len, 0).err()), None));
+        }
+        let read = read_ops(params.get()?.get_ops()?)?;
+        let keys = read.iter().filter_map(ReadOp::key);
+        let access = if read.iter().any(ReadOp::is_write) {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        let scans = read
+            .iter()
+            .any(|op| matches!(op, ReadOp::Other(Op::Scan(_))));
+        let turn = self.conn.order.enter(keys, access, scans);
+        let work = match local_writes(&self.shard, &read) {
+            Some(w) => BatchWork::Local(w),
+            None => BatchWork::Ops(read.into_iter().map(ReadOp::into_op).collect()),
+        };
+        Ok((work, Some(turn)))
+    }
+}
+
+/// What a `batch` call runs.
+enum BatchWork {
+    /// Over a request limit: every result is this error (`None`: the generic one).
+    Refused(Option<OpError>),
+    /// Local puts and deletes as one store write.
+    Local(LocalWrites),
+    /// The general path.
+    Ops(Vec<Op>),
+}
+
 impl core_kv::Server for CoreKvService {
     fn get(
         self: CapRc<Self>,
         params: core_kv::GetParams,
         mut results: core_kv::GetResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
-        let timer = self.shard.metrics.start(Method::Get);
-        let guard = self.conn.begin(1);
-        self.count_call(1);
-        async move {
-            let op = Op::Get {
-                key: params.get()?.get_key()?.to_vec(),
-            };
-            self.count_op(&op);
-            let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
-            codec::write_result(results.get().init_result(), &result);
-            self.shard.metrics.count_errors([kind], [&result]);
-            self.shard.metrics.finish(timer);
-            drop(guard);
-            Ok(())
-        }
+        let op = params.get().and_then(|p| {
+            Ok(Op::Get {
+                key: p.get_key()?.to_vec(),
+            })
+        });
+        self.call_one(Method::Get, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
     }
 
     fn put(
@@ -305,25 +391,16 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::PutParams,
         mut results: core_kv::PutResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
-        let timer = self.shard.metrics.start(Method::Put);
-        let guard = self.conn.begin(1);
-        self.count_call(1);
-        async move {
-            let p = params.get()?;
-            let op = Op::Put {
+        let op = params.get().and_then(|p| {
+            Ok(Op::Put {
                 key: p.get_key()?.to_vec(),
                 value: p.get_value()?.to_vec(),
                 ttl_ms: p.get_ttl_ms(),
-            };
-            self.count_op(&op);
-            let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
-            codec::write_result(results.get().init_result(), &result);
-            self.shard.metrics.count_errors([kind], [&result]);
-            self.shard.metrics.finish(timer);
-            drop(guard);
-            Ok(())
-        }
+            })
+        });
+        self.call_one(Method::Put, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
     }
 
     fn delete(
@@ -331,22 +408,14 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::DeleteParams,
         mut results: core_kv::DeleteResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
-        let timer = self.shard.metrics.start(Method::Delete);
-        let guard = self.conn.begin(1);
-        self.count_call(1);
-        async move {
-            let op = Op::Delete {
-                key: params.get()?.get_key()?.to_vec(),
-            };
-            self.count_op(&op);
-            let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
-            codec::write_result(results.get().init_result(), &result);
-            self.shard.metrics.count_errors([kind], [&result]);
-            self.shard.metrics.finish(timer);
-            drop(guard);
-            Ok(())
-        }
+        let op = params.get().and_then(|p| {
+            Ok(Op::Delete {
+                key: p.get_key()?.to_vec(),
+            })
+        });
+        self.call_one(Method::Delete, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
     }
 
     fn cas(
@@ -354,20 +423,12 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::CasParams,
         mut results: core_kv::CasResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
-        let timer = self.shard.metrics.start(Method::Cas);
-        let guard = self.conn.begin(1);
-        self.count_call(1);
-        async move {
-            let op = Op::Cas(codec::read_cas_op(params.get()?.get_op()?)?);
-            self.count_op(&op);
-            let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
-            codec::write_result(results.get().init_result(), &result);
-            self.shard.metrics.count_errors([kind], [&result]);
-            self.shard.metrics.finish(timer);
-            drop(guard);
-            Ok(())
-        }
+        let op = params
+            .get()
+            .and_then(|p| Ok(Op::Cas(codec::read_cas_op(p.get_op()?)?)));
+        self.call_one(Method::Cas, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
     }
 
     fn scan(
@@ -375,20 +436,12 @@ impl core_kv::Server for CoreKvService {
         params: core_kv::ScanParams,
         mut results: core_kv::ScanResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
-        let timer = self.shard.metrics.start(Method::Scan);
-        let guard = self.conn.begin(1);
-        self.count_call(1);
-        async move {
-            let op = Op::Scan(codec::read_scan_op(params.get()?.get_op()?)?);
-            self.count_op(&op);
-            let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
-            codec::write_result(results.get().init_result(), &result);
-            self.shard.metrics.count_errors([kind], [&result]);
-            self.shard.metrics.finish(timer);
-            drop(guard);
-            Ok(())
-        }
+        let op = params
+            .get()
+            .and_then(|p| Ok(Op::Scan(codec::read_scan_op(p.get_op()?)?)));
+        self.call_one(Method::Scan, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
     }
 
     fn batch(
@@ -404,36 +457,34 @@ impl core_kv::Server for CoreKvService {
         let guard = self.conn.begin(len.max(1));
         self.count_call(len);
         counters::incr(&self.shard.counters.batch_calls_total);
+        let decoded = self.decode_batch(&params, len);
+        drop(params);
         async move {
-            let list = params.get()?.get_ops()?;
+            let (work, mut turn) = decoded?;
+            if let Some(turn) = &mut turn {
+                turn.ready().await;
+            }
             let limits = &self.shard.limits;
-            let outcome = if len > limits.batch_ops_max {
-                Err(limits.check_batch(len, 0).err())
-            } else {
-                let read = read_ops(list)?;
-                match local_writes(&self.shard, &read) {
-                    Some(w) => {
-                        drop(read);
-                        self.run_local_writes(len, w).await?
+            let outcome = match work {
+                BatchWork::Refused(e) => Err(e),
+                BatchWork::Local(w) => self.run_local_writes(len, w).await?,
+                BatchWork::Ops(ops) => {
+                    for op in &ops {
+                        self.count_op(op);
                     }
-                    None => {
-                        let ops: Vec<Op> = read.into_iter().map(ReadOp::into_op).collect();
-                        for op in &ops {
-                            self.count_op(op);
+                    let bytes = ops.iter().map(Op::payload_bytes).sum();
+                    let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
+                    match limits.check_batch(len, bytes) {
+                        Ok(()) => {
+                            let out = run_ops(&self.shard, ops).await?;
+                            self.shard.metrics.count_errors(kinds, &out);
+                            Ok(out)
                         }
-                        let bytes = ops.iter().map(Op::payload_bytes).sum();
-                        let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
-                        match limits.check_batch(len, bytes) {
-                            Ok(()) => {
-                                let out = run_ops(&self.shard, ops).await?;
-                                self.shard.metrics.count_errors(kinds, &out);
-                                Ok(out)
-                            }
-                            Err(e) => Err(Some(e)),
-                        }
+                        Err(e) => Err(Some(e)),
                     }
                 }
             };
+            drop(turn);
             let out = match outcome {
                 Ok(out) => out,
                 Err(e) => {

@@ -93,3 +93,66 @@ fn scan_bounds_longer_than_a_key_and_one_byte_are_invalid() {
         }
     });
 }
+
+/// Calls on one connection that touch the same key take effect in the order sent, as Redis
+/// users expect of pipelined commands: a `get` (or `batch`, or `scan`) sent right after an
+/// unanswered `put` of its key sees that put, and a `cas` sent after it compares with it.
+#[test]
+fn pipelined_calls_on_one_connection_take_effect_in_order() {
+    let dir = test_dir("contract-order");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    block_on(async {
+        // The main port (forwarding between shards) and a shard's own port.
+        for addr in [server.addr, server.shard_addr(0)] {
+            let conn = Connection::connect(TokioRuntime, addr).await.unwrap();
+            for i in 0..40u32 {
+                let key = format!("order:{}", i % 7).into_bytes();
+                let value = format!("v{i}").into_bytes();
+                // Both requests are sent before either is answered.
+                let (put, got) = futures::join!(conn.put(&key, &value, 0), conn.get(&key));
+                put.unwrap();
+                assert_eq!(
+                    got.unwrap(),
+                    Some(value.clone()),
+                    "get after put, round {i}"
+                );
+
+                let (delete, get) = (
+                    [Op::Delete { key: key.clone() }],
+                    [Op::Get { key: key.clone() }],
+                );
+                let (del, got) = futures::join!(conn.batch(&delete), conn.batch(&get));
+                assert!(matches!(del.unwrap()[0], OpResult::Write { .. }));
+                assert_eq!(
+                    got.unwrap()[0],
+                    OpResult::Get(None),
+                    "batch get after batch delete, round {i}"
+                );
+
+                let scan = ScanOp {
+                    start: key.clone(),
+                    end: [key.as_slice(), b"\0"].concat(),
+                    limit: 10,
+                    reverse: false,
+                };
+                let (put, page) = futures::join!(conn.put(&key, &value, 0), conn.scan(&scan));
+                put.unwrap();
+                assert_eq!(
+                    page.unwrap().entries,
+                    vec![(key.clone(), value.clone())],
+                    "scan after put, round {i}"
+                );
+
+                let cas = corekv_proto::CasOp {
+                    key: key.clone(),
+                    expected: Some(b"next".to_vec()),
+                    new: Some(b"after-cas".to_vec()),
+                    ttl_ms: 0,
+                };
+                let (put, cas) = futures::join!(conn.put(&key, b"next", 0), conn.cas(&cas));
+                put.unwrap();
+                assert!(cas.unwrap().succeeded, "cas after put, round {i}");
+            }
+        }
+    });
+}

@@ -31,6 +31,7 @@ use futures::io::{AsyncRead, BufReader, BufWriter};
 
 use crate::counters::{self, Counters};
 use crate::metrics::io::{CountingReader, CountingWriter};
+use crate::net::order::KeyOrder;
 use crate::service::CoreKvService;
 use crate::shard::Shard;
 
@@ -47,6 +48,8 @@ pub struct ConnState {
     closing: Cell<bool>,
     throttled: Cell<bool>,
     counters: Rc<Counters>,
+    /// The order in which calls that touch the same key take effect.
+    pub order: Rc<KeyOrder>,
 }
 
 impl ConnState {
@@ -61,6 +64,7 @@ impl ConnState {
             closing: Cell::new(false),
             throttled: Cell::new(false),
             counters,
+            order: Rc::new(KeyOrder::default()),
         }
     }
 
