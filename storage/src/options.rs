@@ -260,6 +260,19 @@ impl Options {
                 self.value_size_bytes_max
             ));
         }
+        if self
+            .key_size_bytes_max
+            .saturating_add(self.value_size_bytes_max)
+            > crate::sst::ENTRY_BYTES_MAX
+        {
+            return bad(format!(
+                "key_size_bytes_max + value_size_bytes_max = {} must be at most {} (an entry \
+                 must fit in one table block)",
+                self.key_size_bytes_max
+                    .saturating_add(self.value_size_bytes_max),
+                crate::sst::ENTRY_BYTES_MAX
+            ));
+        }
         if self.batch_size_bytes_max == 0 || self.batch_size_bytes_max > u32::MAX as usize {
             return bad(format!(
                 "batch_size_bytes_max = {} must be in 1..=4 GiB",

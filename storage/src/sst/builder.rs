@@ -8,7 +8,8 @@ use super::block::BlockBuilder;
 use super::filter::FilterBuilder;
 use super::footer::{FOOTER_BYTES, Footer};
 use super::{
-    BLOCK_TRAILER_BYTES, BlockHandle, Compression, EntryKind, EntryRef, SEQ_MAX, append_trailer,
+    BLOCK_TRAILER_BYTES, BlockHandle, Compression, DATA_BLOCK_BYTES_MAX, EntryKind, EntryRef,
+    SEQ_MAX, append_trailer,
 };
 use crate::SeqNo;
 use crate::cache::{BlockCache, CachedBlock};
@@ -218,6 +219,12 @@ impl TableBuilder {
         let offset = self.offset();
         self.scratch.clear();
         self.block.finish_into(&mut self.scratch);
+        // Readers refuse larger blocks; the engine's key and value limits keep entries within.
+        assert!(
+            self.scratch.len() <= DATA_BLOCK_BYTES_MAX,
+            "a data block of {} bytes is over DATA_BLOCK_BYTES_MAX",
+            self.scratch.len()
+        );
         if let Some(cache) = &self.cache {
             let len = self.scratch.len();
             let mut buf = cache.pool().get(len);

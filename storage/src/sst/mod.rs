@@ -53,6 +53,15 @@ pub const SST_FORMAT_VERSION: u32 = 1;
 /// Largest sequence number an entry can carry (the tag keeps 8 bits for the kind).
 pub const SEQ_MAX: SeqNo = (1 << 56) - 1;
 
+/// Largest key plus value of one entry ([`crate::Options::validate`] keeps the key and value
+/// limits within it): a data block holds at least one entry, so this bounds blocks too.
+pub const ENTRY_BYTES_MAX: usize = 64 << 20;
+
+/// Largest data block, uncompressed: one entry of [`ENTRY_BYTES_MAX`] with its encoding, or
+/// a block of at most `block_size_bytes` (1 MiB at most). A reader refuses a compressed block
+/// that claims more before it allocates for it.
+pub const DATA_BLOCK_BYTES_MAX: usize = ENTRY_BYTES_MAX + (2 << 20);
+
 /// Size of a block trailer: compression byte + crc32c.
 pub const BLOCK_TRAILER_BYTES: usize = 5;
 

@@ -10,7 +10,7 @@ use std::rc::{Rc, Weak};
 use super::block::{BlockKind, BlockRef};
 use super::filter::Filter;
 use super::footer::{FOOTER_BYTES, Footer};
-use super::{BlockHandle, Entry, EntryRef, check_trailer, corruption};
+use super::{BlockHandle, DATA_BLOCK_BYTES_MAX, Entry, EntryRef, check_trailer, corruption};
 use crate::SeqNo;
 use crate::cache::{BlockCache, CachedBlock, PooledBuf};
 use crate::disk::{DiskFile, PAGE_SIZE_BYTES, align_down, align_up};
@@ -465,6 +465,17 @@ fn decode_data_block(
                 ));
             }
             let len = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+            // Checked before allocating: the length comes from the file.
+            if len > DATA_BLOCK_BYTES_MAX {
+                return Err(corruption(
+                    path,
+                    h.offset,
+                    format!(
+                        "compressed block claims {len} bytes uncompressed, more than a data \
+                         block can hold ({DATA_BLOCK_BYTES_MAX})"
+                    ),
+                ));
+            }
             let mut out = cache.pool().get(len);
             let n = zstd::bulk::decompress_to_buffer(&payload[4..], &mut out[..len])
                 .map_err(|e| corruption(path, h.offset, format!("zstd: {e}")))?;

@@ -562,3 +562,56 @@ fn direct_block_handles_follow_the_cache_and_die_with_eviction() {
         assert!(c.used_bytes as usize <= 2 * 4096, "{c:?}");
     });
 }
+
+/// A compressed data block whose stated uncompressed length is larger than any block (with a
+/// valid checksum, as a crafted file would have) is corruption, refused before allocating.
+#[test]
+fn a_compressed_block_claiming_more_than_a_block_holds_is_corruption() {
+    let dir = test_dir("sst-zstd-len");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        probe(&path).await;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut model = random_entries(&mut rng, 300, 0);
+        // Compressible values, so that data blocks are stored compressed.
+        for e in model.values_mut() {
+            if e.kind != EntryKind::Delete {
+                e.value = vec![b'z'; 100];
+            }
+        }
+        let opts = TableOptions {
+            compression: Compression::Zstd(3),
+            ..TableOptions::default()
+        };
+        build(&path, 1, &model, opts).await;
+        let file = table_path(&path, 1);
+        let k = model.keys().next().unwrap().0.clone();
+        let h = {
+            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+                .await
+                .unwrap();
+            t.block_for_tests(&k)
+        };
+        let mut bytes = std::fs::read(&file).unwrap();
+        let (start, end) = (h.offset as usize, h.offset as usize + h.size as usize);
+        let code_at = end - super::BLOCK_TRAILER_BYTES;
+        assert_eq!(bytes[code_at], 1, "the block is stored compressed");
+        for claimed in [super::DATA_BLOCK_BYTES_MAX as u32 + 1, u32::MAX] {
+            bytes[start..start + 4].copy_from_slice(&claimed.to_le_bytes());
+            let crc = crc32c::crc32c(&bytes[start..=code_at]);
+            bytes[code_at + 1..end].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&file, &bytes).unwrap();
+            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+                .await
+                .unwrap();
+            let r = t.get(&k, key_hash(&k), u64::MAX).await;
+            match &r {
+                Err(Error::Corruption { detail, .. }) => {
+                    assert!(detail.contains("claims"), "{detail}")
+                }
+                other => panic!("expected corruption, got {other:?}"),
+            }
+            expect_corruption(r, &file, h.offset);
+        }
+    });
+}
