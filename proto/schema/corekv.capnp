@@ -39,6 +39,12 @@
 # Flow control: the server stops reading a connection that has too many operations in flight
 # (default 4096) until some complete. Pipelining is encouraged; it never needs unbounded buffers.
 #
+# Stopping: on SIGTERM or SIGINT the server stops reading requests, and every request it has
+# already read gets its reply before the connection closes: the result of those that ran, and
+# `shuttingDown` (not applied) for those that had not started. A request the server did not
+# read (sent after it stopped reading, or cut off mid-message) gets no reply, only the closed
+# connection, and is not applied.
+#
 # Durability: a write result (`WriteResult`, a successful `CasResult`) is sent only after the write
 # is as durable as the server's durability mode promises (`sync`, the default: on stable storage).
 

@@ -125,6 +125,14 @@ where
     .ok_or_else(lost)
 }
 
+/// The answer to a request dispatched while its connection closes: it is not run.
+fn shutting_down() -> OpError {
+    OpError::new(
+        ErrorCode::ShuttingDown,
+        "the server is stopping; the operation was not applied",
+    )
+}
+
 fn lost() -> capnp::Error {
     capnp::Error::failed("the server lost this request's result; its outcome is unknown".into())
 }
@@ -306,6 +314,7 @@ impl CoreKvService {
         let timer = self.shard.metrics.start(method);
         let guard = self.conn.begin(1);
         self.count_call(1);
+        let closing = self.conn.is_closing();
         let entered = op.map(|op| {
             let access = if op.is_write() {
                 Access::Write
@@ -321,7 +330,12 @@ impl CoreKvService {
             turn.ready().await;
             self.count_op(&op);
             let kind = OpKind::of(&op);
-            let result = run_one(&self.shard, op).await?;
+            let result = if closing {
+                counters::incr(&self.shard.counters.op_errors_total);
+                OpResult::Error(shutting_down())
+            } else {
+                run_one(&self.shard, op).await?
+            };
             reply(&result);
             self.shard.metrics.count_errors([kind], [&result]);
             self.shard.metrics.finish(timer);
@@ -338,6 +352,9 @@ impl CoreKvService {
         len: usize,
     ) -> Result<(BatchWork, Option<Turn>), capnp::Error> {
         let limits = &self.shard.limits;
+        if self.conn.is_closing() {
+            return Ok((BatchWork::Refused(Some(shutting_down())), None));
+        }
         if len > limits.batch_ops_max {
             return Ok((BatchWork::Refused(limits.check_batch(len, 0).err()), None));
         }

@@ -156,3 +156,124 @@ fn pipelined_calls_on_one_connection_take_effect_in_order() {
         }
     });
 }
+
+/// What one pipelined write got back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    ShuttingDown,
+    /// The connection closed without an answer: only a request the server never read may get
+    /// this, so it must not have been applied either.
+    Unanswered,
+}
+
+/// On a clean stop, every request the server has read gets its reply before the connection
+/// closes: applied ones their result, the others `shuttingDown`; what it did not read is not
+/// applied. Clients pipelining writes through SIGTERM check it key by key after a restart.
+#[test]
+fn a_clean_stop_answers_every_request_it_read() {
+    use corekv_proto::ErrorCode;
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let dir = test_dir("contract-stop");
+    let mut server = Server::start(dir.path(), ServerOptions::default());
+    type Outcomes = Arc<Mutex<Vec<(Vec<u8>, Outcome)>>>;
+    let outcomes: Outcomes = Arc::default();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (addr, outcomes, started) = (
+                if w == 0 {
+                    server.addr
+                } else {
+                    server.shard_addr(0)
+                },
+                Arc::clone(&outcomes),
+                Arc::clone(&started),
+            );
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let conn = Connection::connect(TokioRuntime, addr).await.unwrap();
+                    let conn = &conn;
+                    // 64 writes in flight at a time, until the connection is gone; then
+                    // what was in flight is drained and recorded too.
+                    let gone = std::cell::Cell::new(false);
+                    let gone = &gone;
+                    let mut results = futures::stream::iter(0u64..)
+                        .take_while(|_| futures::future::ready(!gone.get()))
+                        .map(|i| async move {
+                            let key = format!("stop:{w}:{i}").into_bytes();
+                            let outcome = if i % 2 == 0 {
+                                conn.put(&key, b"v", 0).await.map(|_| ())
+                            } else {
+                                let op = Op::Put {
+                                    key: key.clone(),
+                                    value: b"v".to_vec(),
+                                    ttl_ms: 0,
+                                };
+                                conn.batch(&[op]).await.and_then(|r| match &r[0] {
+                                    OpResult::Write { .. } => Ok(()),
+                                    OpResult::Error(e) => {
+                                        Err(corekv_proto::Error::Server(e.clone()))
+                                    }
+                                    other => panic!("batch put answered {other:?}"),
+                                })
+                            };
+                            let outcome = match outcome {
+                                Ok(()) => Outcome::Applied,
+                                Err(e) => match e.server_error() {
+                                    Some(e) if e.code == ErrorCode::ShuttingDown => {
+                                        Outcome::ShuttingDown
+                                    }
+                                    Some(e) => panic!("write refused: {e:?}"),
+                                    None => Outcome::Unanswered,
+                                },
+                            };
+                            (key, outcome)
+                        })
+                        .buffered(64);
+                    while let Some((key, outcome)) = results.next().await {
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if outcome == Outcome::Unanswered {
+                            gone.set(true);
+                        }
+                        outcomes.lock().unwrap().push((key, outcome));
+                    }
+                })
+            })
+        })
+        .collect();
+    while started.load(std::sync::atomic::Ordering::SeqCst) < 3000 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.log());
+    for w in writers {
+        w.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let again = server.restart();
+    let count = |o| outcomes.iter().filter(|(_, x)| *x == o).count();
+    eprintln!(
+        "applied {}, shuttingDown {}, unanswered {}",
+        count(Outcome::Applied),
+        count(Outcome::ShuttingDown),
+        count(Outcome::Unanswered)
+    );
+    block_on(async {
+        let client = Client::connect(TokioRuntime, again.addr).await.unwrap();
+        for (key, outcome) in &outcomes {
+            let found = client.get(key).await.unwrap().is_some();
+            let key = String::from_utf8_lossy(key);
+            match outcome {
+                Outcome::Applied => assert!(found, "{key} was acknowledged and is lost"),
+                Outcome::ShuttingDown => assert!(!found, "{key} got shuttingDown and was applied"),
+                Outcome::Unanswered => {
+                    assert!(
+                        !found,
+                        "{key} got no answer, yet the server read and applied it"
+                    )
+                }
+            }
+        }
+    });
+}

@@ -11,13 +11,21 @@
 //! out. (A message already buffered is still dispatched, so the bound is the limit plus one
 //! read buffer.)
 //!
-//! Stopping: when the shard stops, the reader stops reading, the connection waits for its
-//! in-flight operations (at most the shutdown grace period), then disconnects, which writes
-//! every queued reply before closing the socket.
+//! Stopping: when the shard stops, the reader stops reading the socket, but what the server
+//! has already read is still served: every complete request left in the read buffer is
+//! dispatched and answered `shuttingDown` without being applied. Once the RPC layer asks the
+//! reader for bytes it will not get ("starved": nothing read is left undispatched) and no
+//! operation is in flight (at most the shutdown grace period), the connection disconnects,
+//! which writes every queued reply, then closes lingering: it sends FIN and reads and
+//! discards what the client still sends until the client closes too ([`LINGER`] at most).
+//! Closing a socket with unread bytes would send RST instead, and a client's kernel may
+//! discard replies it has received but not yet handed over. So every request the server read
+//! gets its reply; one it did not read (sent after, or cut off in the middle) is not applied.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -35,6 +43,10 @@ use crate::net::order::KeyOrder;
 use crate::service::CoreKvService;
 use crate::shard::Shard;
 
+/// How long a connection the server closes keeps reading (and discarding) what the client
+/// still sends, waiting for the client to close its side, before it closes anyway.
+pub const LINGER: Duration = Duration::from_secs(1);
+
 /// Read and write buffer of each connection. Small, so that thousands of idle connections
 /// cost little (two of these each).
 pub const CONNECTION_BUFFER_BYTES: usize = 16 << 10;
@@ -46,6 +58,9 @@ pub struct ConnState {
     reader_waker: RefCell<Option<Waker>>,
     idle_waker: RefCell<Option<Waker>>,
     closing: Cell<bool>,
+    /// Closing, and the RPC layer has asked for bytes beyond what was read: every request the
+    /// server read has been dispatched.
+    starved: Cell<bool>,
     throttled: Cell<bool>,
     counters: Rc<Counters>,
     /// The order in which calls that touch the same key take effect.
@@ -62,6 +77,7 @@ impl ConnState {
             reader_waker: RefCell::new(None),
             idle_waker: RefCell::new(None),
             closing: Cell::new(false),
+            starved: Cell::new(false),
             throttled: Cell::new(false),
             counters,
             order: Rc::new(KeyOrder::default()),
@@ -86,33 +102,99 @@ impl ConnState {
         debug_assert!(self.inflight_ops.get() >= ops);
         let now = self.inflight_ops.get().saturating_sub(ops);
         self.inflight_ops.set(now);
-        if now < self.inflight_ops_max {
-            if let Some(w) = self.reader_waker.borrow_mut().take() {
-                w.wake();
-            }
+        if now < self.inflight_ops_max && self.throttled.get() {
+            wake(&self.reader_waker);
         }
         if now == 0 {
-            if let Some(w) = self.idle_waker.borrow_mut().take() {
-                w.wake();
-            }
+            wake(&self.idle_waker);
         }
     }
 
-    /// Stops reading new requests.
+    /// Stops reading new requests from the socket; what was read is still served.
     pub fn start_closing(&self) {
         self.closing.set(true);
+        // The reader may be waiting for the socket: poll it again, so that it stops there.
+        wake(&self.reader_waker);
+    }
+
+    /// Whether the connection is closing: a request dispatched now gets `shuttingDown`.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
     }
 
     /// Resolves when nothing is in flight.
     pub fn idle(&self) -> impl Future<Output = ()> + '_ {
+        self.idle_when(false)
+    }
+
+    /// Resolves, once closing, when every request read from the socket has been dispatched
+    /// and answered.
+    pub fn drained(&self) -> impl Future<Output = ()> + '_ {
+        self.idle_when(true)
+    }
+
+    /// Resolves, once closing, when every request read from the socket has started and been
+    /// answered. capnp-rpc starts a call it has read only when its own task set next runs (it
+    /// queues the call's future there), so after [`ConnState::drained`] the RPC system gets a
+    /// few turns ([`SETTLE_TURNS`]) to start what it read; a call that starts meanwhile is
+    /// waited for in turn.
+    pub async fn settled(&self) {
+        'wait: loop {
+            self.drained().await;
+            for _ in 0..SETTLE_TURNS {
+                yield_once().await;
+                if self.inflight_ops.get() > 0 {
+                    continue 'wait;
+                }
+            }
+            return;
+        }
+    }
+
+    fn idle_when(&self, starved: bool) -> impl Future<Output = ()> + '_ {
         futures::future::poll_fn(move |cx| {
-            if self.inflight_ops.get() == 0 {
+            if self.inflight_ops.get() == 0 && (!starved || self.starved.get()) {
                 Poll::Ready(())
             } else {
                 *self.idle_waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
         })
+    }
+}
+
+/// Turns the RPC system gets, once a closing connection looks drained, to start the calls it
+/// has read (its task set polls at most 32 futures a turn; a connection holds at most
+/// `connection_inflight_ops_max` calls plus one read buffer).
+const SETTLE_TURNS: usize = 16;
+
+/// Returns `Pending` once, waking itself: the task runs again after the executor's other work,
+/// and the RPC system (polled before the drain in the same task) gets a turn.
+async fn yield_once() {
+    let mut yielded = false;
+    futures::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+fn wake(waker: &RefCell<Option<Waker>>) {
+    if let Some(w) = waker.borrow_mut().take() {
+        w.wake();
+    }
+}
+
+/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
+fn keep_waker(slot: &RefCell<Option<Waker>>, cx: &Context<'_>) {
+    let mut slot = slot.borrow_mut();
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
     }
 }
 
@@ -135,6 +217,20 @@ pub struct ThrottledReader<R> {
     state: Rc<ConnState>,
 }
 
+/// A reader shared by the RPC layer and the connection's task, which reads what is left after
+/// the RPC layer is gone (the lingering close).
+struct SharedReader<R>(Rc<RefCell<R>>);
+
+impl<R: AsyncRead + Unpin> AsyncRead for SharedReader<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
 impl<R: AsyncRead + Unpin> AsyncRead for ThrottledReader<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -142,15 +238,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for ThrottledReader<R> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let state = &self.state;
+        // Kept while reading too: closing must be able to wake a reader waiting for the socket.
+        keep_waker(&state.reader_waker, cx);
         if state.closing.get() {
-            *state.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            // The buffered reader above asks for more bytes only once it has handed on every
+            // complete request it holds.
+            if !state.starved.replace(true) {
+                wake(&state.idle_waker);
+            }
             return Poll::Pending;
         }
         if state.inflight_ops.get() >= state.inflight_ops_max {
             if !state.throttled.replace(true) {
                 counters::incr(&state.counters.reads_throttled_total);
             }
-            *state.reader_waker.borrow_mut() = Some(cx.waker().clone());
             return Poll::Pending;
         }
         state.throttled.set(false);
@@ -171,11 +272,16 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
         shard.limits.connection_inflight_ops_max,
         Rc::clone(&counters),
     ));
+    let fd = stream.as_raw_fd();
     let (read_half, write_half) = futures::io::AsyncReadExt::split(stream);
+    let read_half = Rc::new(RefCell::new(read_half));
     let reader = BufReader::with_capacity(
         CONNECTION_BUFFER_BYTES,
         ThrottledReader {
-            inner: CountingReader::new(read_half, Rc::clone(&shard.metrics)),
+            inner: CountingReader::new(
+                SharedReader(Rc::clone(&read_half)),
+                Rc::clone(&shard.metrics),
+            ),
             state: Rc::clone(&conn),
         },
     );
@@ -193,7 +299,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
     let drain = async {
         shard.stopping.wait().await;
         conn.start_closing();
-        let idle = conn.idle();
+        let idle = conn.settled();
         let timeout = glommio::timer::sleep(grace);
         futures::pin_mut!(idle, timeout);
         if let Either::Right(_) = select(idle, timeout).await {
@@ -215,7 +321,32 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
             tracing::debug!(shard = shard.id, ?peer, error = %e, "closed a connection after a protocol failure");
         }
     }
+    if conn.is_closing() {
+        // The RPC layer (and its share of the reader) is gone.
+        if let Ok(read_half) = Rc::try_unwrap(read_half) {
+            linger(fd, read_half.into_inner()).await;
+        }
+    }
     counters::decr(&counters.connections_open);
+}
+
+/// Closes the sending side of socket `fd` (FIN after the replies already written), then reads
+/// and discards from `read_half` until the client closes its side, an error, or [`LINGER`].
+async fn linger<R: AsyncRead + Unpin>(fd: std::os::fd::RawFd, mut read_half: R) {
+    // SAFETY: `fd` is the connection's socket, kept open by `read_half` (both halves share the
+    // stream, which closes it only when dropped); shutdown touches no memory.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    let discard = async {
+        let mut scratch = vec![0u8; CONNECTION_BUFFER_BYTES];
+        while let Ok(n) = futures::io::AsyncReadExt::read(&mut read_half, &mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let timeout = glommio::timer::sleep(LINGER);
+    futures::pin_mut!(discard, timeout);
+    select(discard, timeout).await;
 }
 
 #[cfg(test)]
