@@ -90,6 +90,13 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub shard_connections_max: Option<usize>,
 
+    /// Memory each shard lets large incoming messages (over 64 KiB) take while they arrive: a
+    /// connection whose next message does not fit is not read until others finish. Bounds
+    /// what slow senders of large messages can make the server hold. [default: 268435456
+    /// (256 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub frame_budget_bytes: Option<usize>,
+
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish before their
     /// connections are closed anyway. [default: 10000]
     #[arg(long, value_name = "MS")]
@@ -156,6 +163,7 @@ struct FileConfig {
     io_concurrency: Option<u32>,
     connection_inflight_ops_max: Option<usize>,
     shard_connections_max: Option<usize>,
+    frame_budget_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     memtable_size_bytes: Option<usize>,
     wal_segment_size_bytes: Option<usize>,
@@ -200,6 +208,8 @@ pub fn default_block_cache_bytes_per_shard(physical_memory: Option<u64>, shards:
 pub const DEFAULT_CONNECTION_INFLIGHT_OPS_MAX: usize = 4096;
 /// Default `shard_connections_max`.
 pub const DEFAULT_SHARD_CONNECTIONS_MAX: usize = 10_000;
+/// Default `frame_budget_bytes`: room for three of the largest messages at once.
+pub const DEFAULT_FRAME_BUDGET_BYTES: usize = 256 << 20;
 /// Default `idle_poll_us`: Seastar's default idle poll time.
 pub const DEFAULT_IDLE_POLL_US: u64 = 200;
 /// Largest `idle_poll_us`.
@@ -260,6 +270,8 @@ pub struct Config {
     pub connection_inflight_ops_max: usize,
     /// Per-shard connection bound.
     pub shard_connections_max: usize,
+    /// Per-shard budget of bytes for large messages in progress.
+    pub frame_budget_bytes: usize,
     /// Shutdown grace period.
     pub shutdown_grace_ms: u64,
     /// Whether the process keeps transparent huge pages (see `corekv_server::hugepages`).
@@ -382,9 +394,14 @@ impl Config {
             .shard_connections_max
             .or(file.shard_connections_max)
             .unwrap_or(DEFAULT_SHARD_CONNECTIONS_MAX);
+        let frame_budget_bytes = cli
+            .frame_budget_bytes
+            .or(file.frame_budget_bytes)
+            .unwrap_or(DEFAULT_FRAME_BUDGET_BYTES);
         for (name, value) in [
             ("connection_inflight_ops_max", connection_inflight_ops_max),
             ("shard_connections_max", shard_connections_max),
+            ("frame_budget_bytes", frame_budget_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("`{name}` must be at least 1")));
@@ -426,6 +443,7 @@ impl Config {
             io_concurrency,
             connection_inflight_ops_max,
             shard_connections_max,
+            frame_budget_bytes,
             shutdown_grace_ms: cli
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)
@@ -595,6 +613,7 @@ mod tests {
         assert_eq!(c.io_memory_bytes, DEFAULT_IO_MEMORY_BYTES);
         assert_eq!(c.connection_inflight_ops_max, 4096);
         assert_eq!(c.shard_connections_max, 10_000);
+        assert_eq!(c.frame_budget_bytes, 256 << 20);
         assert_eq!(c.shutdown_grace_ms, 10_000);
         assert!(!c.transparent_huge_pages);
         assert_eq!(c.idle_poll_us, 200);

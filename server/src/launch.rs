@@ -31,6 +31,7 @@ use crate::io_properties::IoProperties;
 use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
 use crate::metrics::{self, ShardMetrics};
 use crate::net;
+use crate::net::frames::FrameBudget;
 use crate::service::WorkGuard;
 use crate::shard::{Limits, Shard};
 use crate::store::{Options, Store};
@@ -181,6 +182,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     let limits = Limits {
         connection_inflight_ops_max: config.connection_inflight_ops_max,
         shard_connections_max: config.shard_connections_max,
+        frame_budget_bytes: config.frame_budget_bytes,
         ..Limits::default()
     };
     let storage = config.storage.clone();
@@ -361,6 +363,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
             return Err(e);
         }
     };
+    let frame_budget = FrameBudget::new(limits.frame_budget_bytes);
     let shard = Rc::new(Shard {
         id,
         count: topology.shard_count as usize,
@@ -372,6 +375,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         topology,
         stopping: Latch::default(),
         work_in_flight: Rc::default(),
+        frame_budget,
     });
     for (peer, receiver) in inbound {
         glommio::spawn_local(receive_loop(Rc::clone(&shard), peer, receiver)).detach();

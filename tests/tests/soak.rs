@@ -84,8 +84,8 @@ fn many_connections_with_requests_in_flight_are_all_answered_and_memory_stays_bo
         .map(|i| TcpStream::connect(server.shard_addr(i % server.shards)).unwrap())
         .collect();
     // A frame header (one segment of 8 Ki words = 64 KiB) and the first word of it, then
-    // silence: the server must not wait on them. (It does hold the announced size for each:
-    // up to frame_bytes_max per connection — see "Known issues" in docs/RELIABILITY.md.)
+    // silence: the server must not wait on them. (Frames this small need no frame budget:
+    // tests/tests/slow_senders.rs covers large ones.)
     let stuck: Vec<TcpStream> = (0..STUCK_CONNECTIONS)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).unwrap();

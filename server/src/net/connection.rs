@@ -1,8 +1,9 @@
 //! One client connection: a capnp-rpc session on a glommio `TcpStream`, with backpressure.
 //!
-//! The stream is split; the read half goes through [`ThrottledReader`] and a `BufReader`, the
-//! write half through a `BufWriter`, both into a two-party `VatNetwork` whose bootstrap
-//! capability is this shard's [`crate::service::CoreKvService`].
+//! The stream is split; the read half goes through a [`FrameReader`] (one buffer, and the
+//! shard's budget for large frames in progress), the write half through a `BufWriter`, both
+//! into a two-party `VatNetwork` whose bootstrap capability is this shard's
+//! [`crate::service::CoreKvService`].
 //!
 //! Backpressure: every call registers its operations in the connection's [`ConnState`] until
 //! it is answered. While `connection_inflight_ops_max` operations are in flight the reader
@@ -35,10 +36,11 @@ use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{RpcSystem, twoparty};
 use corekv_proto::corekv_capnp::core_kv;
 use futures::future::{Either, select};
-use futures::io::{AsyncRead, BufReader, BufWriter};
+use futures::io::{AsyncRead, BufWriter};
 
 use crate::counters::{self, Counters};
 use crate::metrics::io::{CountingReader, CountingWriter};
+use crate::net::frames::FrameReader;
 use crate::net::order::KeyOrder;
 use crate::service::CoreKvService;
 use crate::shard::Shard;
@@ -151,6 +153,33 @@ impl ConnState {
         }
     }
 
+    /// Whether the connection's socket may be read now. If not, the reader is woken when it
+    /// may: when operations complete below the limit. A closing connection is never read
+    /// again, and a reader that asks while closing has handed up everything it read.
+    pub fn may_read(&self, cx: &Context<'_>) -> bool {
+        // Kept while reading too: closing must be able to wake a reader waiting for the socket.
+        keep_waker(&self.reader_waker, cx);
+        if self.closing.get() {
+            self.starve();
+            return false;
+        }
+        if self.inflight_ops.get() >= self.inflight_ops_max {
+            if !self.throttled.replace(true) {
+                counters::incr(&self.counters.reads_throttled_total);
+            }
+            return false;
+        }
+        self.throttled.set(false);
+        true
+    }
+
+    /// Records that the reader, while closing, has handed up every request it read.
+    pub fn starve(&self) {
+        if !self.starved.replace(true) {
+            wake(&self.idle_waker);
+        }
+    }
+
     fn idle_when(&self, starved: bool) -> impl Future<Output = ()> + '_ {
         futures::future::poll_fn(move |cx| {
             if self.inflight_ops.get() == 0 && (!starved || self.starved.get()) {
@@ -210,13 +239,6 @@ impl Drop for InflightGuard {
     }
 }
 
-/// The read half of a connection, paused while the connection has too much in flight or is
-/// closing.
-pub struct ThrottledReader<R> {
-    inner: R,
-    state: Rc<ConnState>,
-}
-
 /// A reader shared by the RPC layer and the connection's task, which reads what is left after
 /// the RPC layer is gone (the lingering close).
 struct SharedReader<R>(Rc<RefCell<R>>);
@@ -228,34 +250,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for SharedReader<R> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for ThrottledReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let state = &self.state;
-        // Kept while reading too: closing must be able to wake a reader waiting for the socket.
-        keep_waker(&state.reader_waker, cx);
-        if state.closing.get() {
-            // The buffered reader above asks for more bytes only once it has handed on every
-            // complete request it holds.
-            if !state.starved.replace(true) {
-                wake(&state.idle_waker);
-            }
-            return Poll::Pending;
-        }
-        if state.inflight_ops.get() >= state.inflight_ops_max {
-            if !state.throttled.replace(true) {
-                counters::incr(&state.counters.reads_throttled_total);
-            }
-            return Poll::Pending;
-        }
-        state.throttled.set(false);
-        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -275,15 +269,14 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
     let fd = stream.as_raw_fd();
     let (read_half, write_half) = futures::io::AsyncReadExt::split(stream);
     let read_half = Rc::new(RefCell::new(read_half));
-    let reader = BufReader::with_capacity(
+    let reader = FrameReader::new(
+        CountingReader::new(
+            SharedReader(Rc::clone(&read_half)),
+            Rc::clone(&shard.metrics),
+        ),
+        Rc::clone(&conn),
+        Rc::clone(&shard.frame_budget),
         CONNECTION_BUFFER_BYTES,
-        ThrottledReader {
-            inner: CountingReader::new(
-                SharedReader(Rc::clone(&read_half)),
-                Rc::clone(&shard.metrics),
-            ),
-            state: Rc::clone(&conn),
-        },
     );
     let writer = BufWriter::with_capacity(
         CONNECTION_BUFFER_BYTES,
@@ -352,6 +345,7 @@ async fn linger<R: AsyncRead + Unpin>(fd: std::os::fd::RawFd, mut read_half: R) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::frames::FrameBudget;
     use futures::FutureExt;
     use futures::io::AsyncReadExt;
 
@@ -359,23 +353,35 @@ mod tests {
     fn the_reader_pauses_at_the_limit_and_resumes_below_it() {
         let counters = Rc::new(Counters::default());
         let state = Rc::new(ConnState::new(2, Rc::clone(&counters)));
-        let mut reader = ThrottledReader {
-            inner: &b"abcdef"[..],
-            state: Rc::clone(&state),
-        };
-        let mut buf = [0u8; 2];
-        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 2);
+        // One frame of 1000 words: more than the reader's 4 KiB buffer holds.
+        let mut bytes = vec![0, 0, 0, 0];
+        bytes.extend_from_slice(&1000u32.to_le_bytes());
+        bytes.extend(std::iter::repeat_n(7u8, 8000));
+        let budget = FrameBudget::new(1 << 20);
+        let mut reader = FrameReader::new(&bytes[..], Rc::clone(&state), budget, 4096);
+        let mut buf = vec![0u8; 3000];
+        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 3000);
         let a = state.begin(1);
         let b = state.begin(1);
+        // What is buffered is still handed up; the socket is not read.
+        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 1096);
         assert!(reader.read(&mut buf).now_or_never().is_none());
         assert!(reader.read(&mut buf).now_or_never().is_none());
         // One throttling episode, however often it is polled.
         assert_eq!(counters.reads_throttled_total.get(), 1);
         drop(a);
-        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 2);
+        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 3000);
         drop(b);
         assert!(state.idle().now_or_never().is_some());
         state.start_closing();
+        assert!(
+            state.drained().now_or_never().is_none(),
+            "the reader has not asked for more yet"
+        );
+        // What was read is still handed up (the rest of the frame); then nothing more.
+        assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 912);
+        assert!(state.drained().now_or_never().is_none());
         assert!(reader.read(&mut buf).now_or_never().is_none());
+        assert!(state.drained().now_or_never().is_some());
     }
 }

@@ -12,6 +12,7 @@
 //! socket unless both set `SO_REUSEPORT`, which only the shards' shared main port does).
 
 pub mod connection;
+pub mod frames;
 pub mod order;
 
 use std::net::SocketAddr;

@@ -32,6 +32,8 @@ pub struct Limits {
     pub connection_inflight_ops_max: usize,
     /// Most open connections per shard; more are closed as soon as accepted.
     pub shard_connections_max: usize,
+    /// Bytes of large frames in progress a shard admits at once ([`crate::net::frames`]).
+    pub frame_budget_bytes: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +51,7 @@ impl Default for Limits {
             frame_bytes_max: 80 << 20,
             connection_inflight_ops_max: 4096,
             shard_connections_max: 10_000,
+            frame_budget_bytes: crate::config::DEFAULT_FRAME_BUDGET_BYTES,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::control::Latch;
 use crate::counters::{self, Counters};
 use crate::mesh::{Mesh, Work, WorkResult};
 use crate::metrics::{ShardMetrics, ShardSnapshot};
+use crate::net::frames::FrameBudget;
 use crate::store::Store;
 pub use limits::Limits;
 
@@ -43,6 +44,8 @@ pub struct Shard {
     /// Detached tasks running operations (writes whose caller may be gone, requests from
     /// other shards); the store is closed only once this is 0.
     pub work_in_flight: Rc<std::cell::Cell<u64>>,
+    /// Bytes of large incoming frames in progress, shared by the shard's connections.
+    pub frame_budget: Rc<FrameBudget>,
 }
 
 impl Shard {
@@ -164,8 +167,7 @@ impl Shard {
 
     /// This shard's part of a Prometheus scrape.
     pub fn metrics_snapshot(&self) -> ShardSnapshot {
-        let mut server = self.counters.list();
-        server.push(("work_in_flight", self.work_in_flight.get()));
+        let server = self.server_counters();
         ShardSnapshot {
             shard: self.id,
             server,
@@ -189,10 +191,24 @@ impl Shard {
         all.await.into_iter().flatten().collect()
     }
 
-    /// This shard's counters followed by its storage's.
-    pub fn counter_list(&self) -> Vec<(&'static str, u64)> {
+    /// The server's counters of this shard, gauges included.
+    fn server_counters(&self) -> Vec<(&'static str, u64)> {
         let mut list = self.counters.list();
         list.push(("work_in_flight", self.work_in_flight.get()));
+        list.push((
+            "frame_budget_bytes_in_use",
+            self.frame_budget.in_use_bytes() as u64,
+        ));
+        list.push((
+            "frame_budget_waits_total",
+            self.frame_budget.waits_total.get(),
+        ));
+        list
+    }
+
+    /// This shard's counters followed by its storage's.
+    pub fn counter_list(&self) -> Vec<(&'static str, u64)> {
+        let mut list = self.server_counters();
         list.extend(self.store.counters());
         list
     }
