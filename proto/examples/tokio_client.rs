@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{CasOp, Client};
+use corekv_proto::{CasOp, Client, Expected};
 use futures::future::join_all;
 
 fn main() -> ExitCode {
@@ -49,7 +49,7 @@ async fn run(addr: &str) -> Result<(), corekv_proto::Error> {
     let swaps = join_all(keys.iter().map(|k| {
         client.cas(CasOp {
             key: k.as_bytes().to_vec(),
-            expected: Some(b"v1".to_vec()),
+            expected: Expected::Value(b"v1".to_vec()),
             new: Some(b"v2".to_vec()),
             ttl_ms: 0,
         })

@@ -54,7 +54,8 @@ interface CoreKv {
   # The bootstrap interface. Every method answers one `OpResult` (or a list of them for `batch`).
 
   get @0 (key :Data) -> (result :OpResult);
-  # Reads the newest value of `key`. Result: `get` (found or not) or `error`.
+  # Reads the newest value of `key`. Result: `get` (found or not, and the value's sequence
+  # number) or `error`.
 
   put @1 (key :Data, value :Data, ttlMs :UInt64) -> (result :OpResult);
   # Writes `value` under `key`. `ttlMs` > 0 makes the entry expire that many milliseconds after
@@ -99,6 +100,10 @@ interface CoreKv {
 
   stats @7 () -> (stats :Stats);
   # Counters of every shard (requests, forwarded requests, WAL syncs, engine figures, ...).
+
+  serverInfo @8 () -> (info :ServerInfo);
+  # What the server is and every limit it enforces, so that a client learns the limits
+  # without hitting them.
 }
 
 struct Op {
@@ -135,6 +140,10 @@ struct CasOp {
     # Succeeds only if the key has no live value.
     value @2 :Data;
     # Succeeds only if the key's live value equals these bytes.
+    sequence @6 :UInt64;
+    # Succeeds only if the key's live value is the one written with this sequence number (as
+    # `GetResult.sequence` or `WriteResult.sequence` reported it): the value need not be sent
+    # back, and a change to another value and back (ABA) is seen as a change.
   }
   new :union {
     value @3 :Data;
@@ -175,18 +184,23 @@ struct GetResult {
   found @0 :Bool;
   value @1 :Data;
   # Meaningful only when `found`.
+  sequence @2 :UInt64;
+  # When `found`: the sequence number of the write that stored this value (what
+  # `WriteResult.sequence` answered that write, and what `CasOp.expected.sequence` takes).
 }
 
 struct WriteResult {
   sequence @0 :UInt64;
-  # The write's sequence number in the shard that owns the key; grows with every write there.
-  # Writes of one `batch` applied together in one shard may share a number.
+  # The write's sequence number in the shard that owns the key; grows with every write there,
+  # and every write has its own (also within a `batch`). A `get` of a value this write stored
+  # reports it as `GetResult.sequence`.
 }
 
 struct CasResult {
   succeeded @0 :Bool;
   sequence @1 :UInt64;
-  # When `succeeded`: the write's sequence number.
+  # When `succeeded`: the write's sequence number. Otherwise: the sequence number of the
+  # value found (`current`), 0 when absent — what a retry can expect with `expected.sequence`.
   current :union {
     # When not `succeeded`: what the key held instead.
     absent @2 :Void;
@@ -282,4 +296,42 @@ struct ShardStats {
 struct Counter {
   name @0 :Text;
   value @1 :UInt64;
+}
+
+struct ServerInfo {
+  version @0 :Text;
+  # The server's release, for example "0.1.0".
+  protocolVersion @1 :UInt32;
+  # The version of this schema the server speaks (1). Fields and methods are only added
+  # within a version.
+  nodeId @2 :UInt64;
+  # This node's id in its cluster; 0 for a single server.
+  durability @3 :Text;
+  # When a write is acknowledged: "sync" (on stable storage), "periodic:<ms>" (written, synced
+  # at least every <ms>), or "none" (in memory; the log is written in the background).
+  shardCount @4 :UInt32;
+  limits @5 :Limits;
+}
+
+struct Limits {
+  # Every limit the server enforces on a request (see `Error` for what exceeding each does).
+  keyBytesMax @0 :UInt64;
+  valueBytesMax @1 :UInt64;
+  batchOpsMax @2 :UInt64;
+  # Operations in one `batch`.
+  batchBytesMax @3 :UInt64;
+  # Key and value bytes in one `batch`.
+  replyBytesMax @4 :UInt64;
+  # Bytes of results in one `batch` reply.
+  scanLimitDefault @5 :UInt32;
+  # Entries a scan page holds when `ScanOp.limit` is 0.
+  scanLimitMax @6 :UInt32;
+  scanPageBytesMax @7 :UInt64;
+  # A scan page stops growing past about this many key and value bytes (it holds at least one
+  # entry).
+  ttlMsMax @8 :UInt64;
+  frameBytesMax @9 :UInt64;
+  # Largest incoming message; a larger one closes the connection.
+  connectionInflightOpsMax @10 :UInt64;
+  # Operations in flight on one connection before the server stops reading it.
 }

@@ -11,8 +11,8 @@ use crate::corekv_capnp::{
     cas_op, cas_result, error, op, op_result, scan_op, scan_result, shard_stats, topology,
 };
 use crate::ops::{
-    CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo, ShardStats,
-    Topology,
+    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo,
+    ShardStats, Topology, Versioned,
 };
 
 fn not_in_schema(what: &str, e: capnp::NotInSchema) -> capnp::Error {
@@ -67,8 +67,9 @@ pub fn read_cas_op(r: cas_op::Reader<'_>) -> Result<CasOp> {
         .which()
         .map_err(|e| not_in_schema("CasOp.expected", e))?
     {
-        cas_op::expected::Absent(()) => None,
-        cas_op::expected::Value(v) => Some(v?.to_vec()),
+        cas_op::expected::Absent(()) => Expected::Absent,
+        cas_op::expected::Value(v) => Expected::Value(v?.to_vec()),
+        cas_op::expected::Sequence(s) => Expected::Sequence(s),
     };
     let new = match r
         .get_new()
@@ -90,8 +91,9 @@ pub fn read_cas_op(r: cas_op::Reader<'_>) -> Result<CasOp> {
 pub fn write_cas_op(mut b: cas_op::Builder<'_>, cas: &CasOp) {
     b.set_key(&cas.key);
     match &cas.expected {
-        None => b.reborrow().init_expected().set_absent(()),
-        Some(v) => b.reborrow().init_expected().set_value(v),
+        Expected::Absent => b.reborrow().init_expected().set_absent(()),
+        Expected::Value(v) => b.reborrow().init_expected().set_value(v),
+        Expected::Sequence(s) => b.reborrow().init_expected().set_sequence(*s),
     }
     match &cas.new {
         None => b.reborrow().init_new().set_delete(()),
@@ -179,7 +181,10 @@ pub fn read_result(r: op_result::Reader<'_>) -> Result<OpResult> {
         op_result::Get(g) => {
             let g = g?;
             OpResult::Get(if g.get_found() {
-                Some(g.get_value()?.to_vec())
+                Some(Versioned {
+                    value: g.get_value()?.to_vec(),
+                    sequence: g.get_sequence(),
+                })
             } else {
                 None
             })
@@ -200,7 +205,8 @@ pub fn write_result(b: op_result::Builder<'_>, result: &OpResult) {
             let mut g = b.init_get();
             g.set_found(value.is_some());
             if let Some(v) = value {
-                g.set_value(v);
+                g.set_value(&v.value);
+                g.set_sequence(v.sequence);
             }
         }
         OpResult::Write { sequence } => b.init_write().set_sequence(*sequence),
@@ -287,7 +293,7 @@ pub fn result_wire_bytes(result: &OpResult) -> usize {
     STRUCTS
         + match result {
             OpResult::Error(e) => blob_wire_bytes(e.message.len()),
-            OpResult::Get(v) => v.as_ref().map_or(0, |v| blob_wire_bytes(v.len())),
+            OpResult::Get(v) => v.as_ref().map_or(0, |v| blob_wire_bytes(v.value.len())),
             OpResult::Write { .. } => 0,
             OpResult::Cas(c) => c.current.as_ref().map_or(0, |v| blob_wire_bytes(v.len())),
             OpResult::Scan(s) => {
@@ -366,6 +372,10 @@ mod tests {
     use super::*;
     use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 
+    fn found(value: Vec<u8>) -> Versioned {
+        Versioned { value, sequence: 5 }
+    }
+
     fn round_trip_op(o: &Op) -> Op {
         let mut msg = Builder::new_default();
         write_op(msg.init_root::<op::Builder<'_>>(), o);
@@ -389,9 +399,9 @@ mod tests {
         let results = [
             OpResult::Error(OpError::new(ErrorCode::BatchTooLarge, "x".repeat(77))),
             OpResult::Get(None),
-            OpResult::Get(Some(vec![])),
-            OpResult::Get(Some(vec![7; 8])),
-            OpResult::Get(Some(vec![7; 1001])),
+            OpResult::Get(Some(found(vec![]))),
+            OpResult::Get(Some(found(vec![7; 8]))),
+            OpResult::Get(Some(found(vec![7; 1001]))),
             OpResult::Write { sequence: 9 },
             OpResult::Cas(CasResult {
                 succeeded: false,
@@ -445,7 +455,7 @@ mod tests {
             let mut results = Vec::new();
             let mut bytes = 0;
             for &len in pattern.iter().cycle() {
-                let r = OpResult::Get(Some(vec![1; len]));
+                let r = OpResult::Get(Some(found(vec![1; len])));
                 if bytes + result_wire_bytes(&r) > REPLY_RESULT_BYTES_MAX {
                     break;
                 }
@@ -476,13 +486,13 @@ mod tests {
             Op::Delete { key: b"d".to_vec() },
             Op::Cas(CasOp {
                 key: b"c".to_vec(),
-                expected: None,
+                expected: Expected::Absent,
                 new: Some(b"v".to_vec()),
                 ttl_ms: 0,
             }),
             Op::Cas(CasOp {
                 key: b"c".to_vec(),
-                expected: Some(vec![]),
+                expected: Expected::Value(vec![]),
                 new: None,
                 ttl_ms: 7,
             }),
@@ -502,8 +512,11 @@ mod tests {
     fn every_result_round_trips() {
         let results = [
             OpResult::Get(None),
-            OpResult::Get(Some(vec![])),
-            OpResult::Get(Some(vec![1, 2, 3])),
+            OpResult::Get(Some(found(vec![]))),
+            OpResult::Get(Some(Versioned {
+                value: vec![1, 2, 3],
+                sequence: 77,
+            })),
             OpResult::Write { sequence: 42 },
             OpResult::Cas(CasResult {
                 succeeded: false,
@@ -532,8 +545,8 @@ mod tests {
     fn an_empty_value_is_found_not_missing() {
         // `found` carries presence; an empty value must not read back as a missing key.
         assert_eq!(
-            round_trip_result(&OpResult::Get(Some(vec![]))),
-            OpResult::Get(Some(vec![]))
+            round_trip_result(&OpResult::Get(Some(found(vec![])))),
+            OpResult::Get(Some(found(vec![])))
         );
     }
 

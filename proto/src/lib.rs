@@ -40,7 +40,7 @@ pub mod corekv_capnp {
 pub use client::{Client, ClientOptions, Connection};
 pub use error::{Error, Result};
 pub use ops::{
-    CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo, ShardStats,
-    Topology,
+    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo,
+    ShardStats, Topology, Versioned,
 };
 pub use shard::{SHARD_HASH_NAME, shard_for_key};

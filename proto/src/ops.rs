@@ -56,7 +56,7 @@ impl Op {
             Op::Put { key, value, .. } => key.len() + value.len(),
             Op::Cas(cas) => {
                 cas.key.len()
-                    + cas.expected.as_ref().map_or(0, Vec::len)
+                    + cas.expected.value().map_or(0, <[u8]>::len)
                     + cas.new.as_ref().map_or(0, Vec::len)
             }
             Op::Scan(scan) => scan.start.len() + scan.end.len(),
@@ -69,12 +69,40 @@ impl Op {
 pub struct CasOp {
     /// The key.
     pub key: Vec<u8>,
-    /// `None`: succeed only if the key has no live value; `Some(v)`: only if it holds `v`.
-    pub expected: Option<Vec<u8>>,
+    /// What the key's live value must be for the new state to be written.
+    pub expected: Expected,
     /// `Some(v)`: write `v`; `None`: delete the key.
     pub new: Option<Vec<u8>>,
     /// Expiry of the new value in milliseconds; 0 means none.
     pub ttl_ms: u64,
+}
+
+/// What a compare-and-set expects (`CasOp.expected` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// No live value.
+    Absent,
+    /// A live value equal to these bytes.
+    Value(Vec<u8>),
+    /// The live value written with this sequence number.
+    Sequence(u64),
+}
+
+impl Expected {
+    /// The expected bytes, for [`Expected::Value`].
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Expected::Value(v) => Some(v),
+            Expected::Absent | Expected::Sequence(_) => None,
+        }
+    }
+}
+
+impl From<Option<Vec<u8>>> for Expected {
+    /// `None`: absent; `Some(v)`: the value `v`.
+    fn from(value: Option<Vec<u8>>) -> Expected {
+        value.map_or(Expected::Absent, Expected::Value)
+    }
 }
 
 /// Range read over `[start, end)` (`ScanOp` in the schema).
@@ -108,8 +136,8 @@ impl ScanOp {
 pub enum OpResult {
     /// The operation failed; nothing was changed.
     Error(OpError),
-    /// A `get`: the value, or `None` if the key has no live value.
-    Get(Option<Vec<u8>>),
+    /// A `get`: the value and its version, or `None` if the key has no live value.
+    Get(Option<Versioned>),
     /// A `put` or `delete` was applied with this sequence number.
     Write {
         /// The write's sequence number within the owning shard.
@@ -121,12 +149,22 @@ pub enum OpResult {
     Scan(ScanResult),
 }
 
+/// A live value and the sequence number of the write that stored it (`GetResult`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The sequence number of the write that stored it, in the shard that owns the key.
+    pub sequence: u64,
+}
+
 /// Outcome of a compare-and-set (`CasResult` in the schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasResult {
     /// Whether the expectation held and the new state was written.
     pub succeeded: bool,
-    /// When `succeeded`: the write's sequence number.
+    /// When `succeeded`: the write's sequence number; otherwise the sequence number of the live
+    /// value found (0 when absent).
     pub sequence: u64,
     /// When not `succeeded`: the live value found (`None` = absent).
     pub current: Option<Vec<u8>>,

@@ -57,14 +57,14 @@ impl CoreKvService {
         counters::add(&c.put_ops_total, w.puts as u64);
         counters::add(&c.delete_ops_total, w.deletes as u64);
         let set = w.set;
-        let result = run_detached(&self.shard, |shard| async move {
+        let out = run_detached(&self.shard, |shard| async move {
             shard.execute_local_write_set(set).await
         })
         .await?;
-        if matches!(result, OpResult::Error(_)) {
+        debug_assert_eq!(out.len(), len);
+        if matches!(out.first(), Some(OpResult::Error(_))) {
             counters::add(&c.op_errors_total, len as u64);
         }
-        let out = vec![result; len];
         let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
             .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
         self.shard.metrics.count_errors(kinds, &out);
@@ -294,7 +294,7 @@ fn reply_too_large(reply_max: usize, wanted: usize) -> OpResult {
 /// Key and value bytes a result carries back.
 fn result_bytes(r: &OpResult) -> usize {
     match r {
-        OpResult::Get(Some(v)) => v.len(),
+        OpResult::Get(Some(v)) => v.value.len(),
         OpResult::Scan(s) => s.entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
         OpResult::Cas(c) => c.current.as_ref().map_or(0, Vec::len),
         _ => 0,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use corekv_storage::io::FaultInjector;
-pub use corekv_storage::{CasOutcome, Error, Options, Result, ScanPage, ScanRange, SeqNo};
+pub use corekv_storage::{CasOutcome, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo};
 use corekv_storage::{Engine, OpenHooks, WriteBatch};
 
 /// One write of an atomic batch.
@@ -101,9 +101,9 @@ impl Store {
         })
     }
 
-    /// The newest live value of `key`.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.engine.get(key).await
+    /// The newest live value of `key` and the sequence number of the write that stored it.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<(Vec<u8>, SeqNo)>> {
+        self.engine.get_versioned(key).await
     }
 
     /// Applies `writes` atomically, in order, once as durable as the durability mode promises.
@@ -160,11 +160,13 @@ impl Store {
     pub async fn compare_and_set(
         &self,
         key: &[u8],
-        expected: Option<&[u8]>,
+        expected: Expect<'_>,
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> Result<CasOutcome> {
-        self.engine.compare_and_set(key, expected, new, ttl).await
+        self.engine
+            .compare_and_set_expecting(key, expected, new, ttl)
+            .await
     }
 
     /// A range read of the latest acknowledged state.

@@ -91,7 +91,37 @@ pub enum CasOutcome {
     Mismatch {
         /// The live value found (None = absent, deleted or expired).
         current: Option<Vec<u8>>,
+        /// The sequence number of the write that stored `current` (0 when absent).
+        current_seq: SeqNo,
     },
+}
+
+/// What a compare-and-set expects of the key's live value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// No live value (absent, deleted or expired).
+    Absent,
+    /// A live value equal to these bytes.
+    Value(&'a [u8]),
+    /// The live value written with this sequence number.
+    Sequence(SeqNo),
+}
+
+impl<'a> From<Option<&'a [u8]>> for Expect<'a> {
+    fn from(expected: Option<&'a [u8]>) -> Expect<'a> {
+        expected.map_or(Expect::Absent, Expect::Value)
+    }
+}
+
+impl Expect<'_> {
+    fn holds_for(self, current: Option<&(Vec<u8>, SeqNo)>) -> bool {
+        match (self, current) {
+            (Expect::Absent, None) => true,
+            (Expect::Value(want), Some((value, _))) => value.as_slice() == want,
+            (Expect::Sequence(want), Some(&(_, seq))) => seq == want,
+            _ => false,
+        }
+    }
 }
 
 /// A key range to scan: `[start, end)`, at most `limit` entries, in either direction.
@@ -412,6 +442,18 @@ impl Engine {
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> Result<CasOutcome> {
+        self.compare_and_set_expecting(key, expected.into(), new, ttl)
+            .await
+    }
+
+    /// [`Engine::compare_and_set`] with any expectation, a sequence number included.
+    pub async fn compare_and_set_expecting(
+        &self,
+        key: &[u8],
+        expected: Expect<'_>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome> {
         let mut b = WriteBatch::new();
         match (new, ttl) {
             (Some(v), Some(ttl)) => b.put_with_ttl(key, v, ttl),
@@ -452,7 +494,7 @@ impl Engine {
                 }
             };
             // Compare and sequence in one synchronous step: no other write can come between.
-            if current.as_deref() == expected {
+            if expected.holds_for(current.as_ref()) {
                 if self.stall_reason(needed).is_some() {
                     continue;
                 }
@@ -470,12 +512,22 @@ impl Engine {
             }
             self.publish(seen);
             inner.stats.borrow_mut().cas_mismatch_total += 1;
-            return Ok(CasOutcome::Mismatch { current });
+            let (current, current_seq) = current.map_or((None, 0), |(v, seq)| (Some(v), seq));
+            return Ok(CasOutcome::Mismatch {
+                current,
+                current_seq,
+            });
         }
     }
 
     /// The live value of `key`, as of the latest acknowledged write.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key).await?.map(|(value, _)| value))
+    }
+
+    /// The live value of `key` and the sequence number of the write that stored it, as of the
+    /// latest acknowledged write.
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, SeqNo)>> {
         self.check_open()?;
         let seq = self.inner.state.borrow().visible_seq;
         self.get_seq(key, seq).await
@@ -491,7 +543,10 @@ impl Engine {
     pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.check_snapshot(snapshot)?;
-        self.get_seq(key, snapshot.seq()).await
+        Ok(self
+            .get_seq(key, snapshot.seq())
+            .await?
+            .map(|(value, _)| value))
     }
 
     /// Live entries of `range`, at `snapshot` or (None) the latest acknowledged state.
@@ -623,7 +678,7 @@ impl Engine {
         &self.inner.wal
     }
 
-    async fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<Vec<u8>>> {
+    async fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<(Vec<u8>, SeqNo)>> {
         self.inner.options.check_key(key)?;
         backlog::cooperate(&self.inner.backlog).await;
         self.inner.stats.borrow_mut().gets_total += 1;
@@ -640,16 +695,22 @@ impl Engine {
         self.tables_lookup(&version, key, seq).await
     }
 
-    /// The value of `key` at `seq` in the memtables: Some(None) = deleted or expired there,
-    /// None = not in any memtable.
-    fn memtables_lookup(&self, st: &State, key: &[u8], seq: SeqNo) -> Option<Option<Vec<u8>>> {
+    /// The value of `key` at `seq` in the memtables, with the sequence number that wrote it:
+    /// Some(None) = deleted or expired there, None = not in any memtable.
+    fn memtables_lookup(
+        &self,
+        st: &State,
+        key: &[u8],
+        seq: SeqNo,
+    ) -> Option<Option<(Vec<u8>, SeqNo)>> {
         let now = self.inner.clock.now_ms();
+        let owned = |v: Option<(&[u8], SeqNo)>| v.map(|(value, seq)| (value.to_vec(), seq));
         if let Some(v) = st.mem.borrow().lookup(key, seq, now) {
-            return Some(v.map(<[u8]>::to_vec));
+            return Some(owned(v));
         }
         for imm in st.imm.iter().rev() {
             if let Some(v) = imm.mem.borrow().lookup(key, seq, now) {
-                return Some(v.map(<[u8]>::to_vec));
+                return Some(owned(v));
             }
         }
         None
@@ -661,7 +722,7 @@ impl Engine {
         version: &Version,
         key: &[u8],
         seq: SeqNo,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<(Vec<u8>, SeqNo)>> {
         let out = version.get(key, key_hash(key), seq).await?;
         {
             let mut stats = self.inner.stats.borrow_mut();
@@ -673,7 +734,7 @@ impl Engine {
         Ok(out
             .entry
             .filter(|e| !e.as_ref().is_absent_at(now))
-            .map(|e| e.value))
+            .map(|e| (e.value, e.seq)))
     }
 
     /// Up to `limit` live entries of `range` at `seq`, and whether more remain.

@@ -275,11 +275,16 @@ impl Memtable {
 
     /// The version of `key` a reader at `read_seq` sees, if the memtable has one: `Some(None)`
     /// is a tombstone or an expired value (the key is absent; older layers must not be read),
-    /// `Some(Some(v))` a live value.
-    pub(crate) fn lookup(&self, key: &[u8], read_seq: SeqNo, now_ms: u64) -> Option<Option<&[u8]>> {
+    /// `Some(Some((value, seq)))` a live value and the sequence number that wrote it.
+    pub(crate) fn lookup(
+        &self,
+        key: &[u8],
+        read_seq: SeqNo,
+        now_ms: u64,
+    ) -> Option<Option<(&[u8], SeqNo)>> {
         self.find(key)
             .and_then(|e| e.visible(read_seq))
-            .map(|v| v.live_value(now_ms))
+            .map(|v| v.live_value(now_ms).map(|value| (value, v.seq)))
     }
 
     /// The entry of `key`, searched with the reusable probe key (no allocation per read).

@@ -347,7 +347,8 @@ fn compare_and_set_applies_only_on_a_match() {
                 .await
                 .unwrap(),
             CasOutcome::Mismatch {
-                current: Some(b"1".to_vec())
+                current: Some(b"1".to_vec()),
+                current_seq: 1,
             }
         );
         assert_eq!(
@@ -367,7 +368,10 @@ fn compare_and_set_applies_only_on_a_match() {
             e.compare_and_set(b"k", Some(b"2"), Some(b"x"), None)
                 .await
                 .unwrap(),
-            CasOutcome::Mismatch { current: None }
+            CasOutcome::Mismatch {
+                current: None,
+                current_seq: 0,
+            }
         );
         let st = e.stats();
         assert_eq!((st.cas_applied_total, st.cas_mismatch_total), (3, 2));
@@ -426,5 +430,64 @@ fn counters_have_unique_unit_bearing_names() {
         assert_eq!(get("durability_sync"), 1);
         assert_eq!(get("write_payload_bytes_total"), 2);
         assert!(get("memtable_bytes") > 0);
+    });
+}
+
+/// A read reports the sequence number of the write that stored its value, in the memtable and
+/// in tables after a flush and a reopen; a compare-and-set can expect that number, and a change
+/// to another value and back (ABA) does not match it.
+#[test]
+fn versions_are_read_and_compare_and_set_can_expect_them() {
+    use corekv_storage::Expect;
+    let dir = test_dir("api-versions");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let e = Engine::open(&path, Options::default()).await.unwrap();
+        let first = e.put(b"k", b"a").await.unwrap();
+        assert_eq!(
+            e.get_versioned(b"k").await.unwrap(),
+            Some((b"a".to_vec(), first))
+        );
+        assert_eq!(e.get_versioned(b"missing").await.unwrap(), None);
+        // a -> b -> a: the same bytes, another version.
+        e.put(b"k", b"b").await.unwrap();
+        let again = e.put(b"k", b"a").await.unwrap();
+        assert_eq!(
+            e.compare_and_set_expecting(b"k", Expect::Sequence(first), Some(b"c"), None)
+                .await
+                .unwrap(),
+            CasOutcome::Mismatch {
+                current: Some(b"a".to_vec()),
+                current_seq: again,
+            }
+        );
+        // Versions survive a flush into a table and a reopen.
+        e.flush().await.unwrap();
+        drop(e);
+        let e = Engine::open(&path, Options::default()).await.unwrap();
+        assert_eq!(
+            e.get_versioned(b"k").await.unwrap(),
+            Some((b"a".to_vec(), again))
+        );
+        let CasOutcome::Applied(written) = e
+            .compare_and_set_expecting(b"k", Expect::Sequence(again), Some(b"c"), None)
+            .await
+            .unwrap()
+        else {
+            panic!("the expected version was the live one");
+        };
+        assert_eq!(
+            e.get_versioned(b"k").await.unwrap(),
+            Some((b"c".to_vec(), written))
+        );
+        // A deleted key has no version to match.
+        e.delete(b"k").await.unwrap();
+        assert!(matches!(
+            e.compare_and_set_expecting(b"k", Expect::Sequence(written), None, None)
+                .await
+                .unwrap(),
+            CasOutcome::Mismatch { current: None, .. }
+        ));
+        e.close().await.unwrap();
     });
 }

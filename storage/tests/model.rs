@@ -351,11 +351,15 @@ fn run_model(seed: u64, steps: usize) {
                         };
                         apply(&mut m.oracle, &[op], now);
                     } else {
-                        assert_eq!(
-                            got,
-                            CasOutcome::Mismatch { current },
-                            "seed {seed} step {step}"
-                        );
+                        let CasOutcome::Mismatch {
+                            current: found,
+                            current_seq,
+                        } = got
+                        else {
+                            panic!("seed {seed} step {step}: {got:?}");
+                        };
+                        assert_eq!(found, current, "seed {seed} step {step}");
+                        assert_eq!(current_seq > 0, found.is_some(), "seed {seed} step {step}");
                     }
                 }
                 // Reads.

@@ -35,8 +35,21 @@ async def main(host, port):
 
     r = (await kv.put(key=b"py:\x00bin", value=b"v\xff", ttlMs=0)).result
     check(r.which() == "write" and r.write.sequence > 0, f"put: {r}")
+    written = r.write.sequence
     r = (await kv.get(key=b"py:\x00bin")).result
     check(r.which() == "get" and r.get.found and r.get.value == b"v\xff", f"get: {r}")
+    check(r.get.sequence == written, f"get reports the put's sequence {written}: {r}")
+
+    # A CAS can expect the version instead of the value.
+    cas = corekv.CasOp.new_message(key=b"py:\x00bin", ttlMs=0)
+    cas.expected.sequence = written + 1000
+    cas.new.value = b"no"
+    r = (await kv.cas(op=cas)).result
+    check(not r.cas.succeeded and r.cas.sequence == written, f"cas on a stale version: {r}")
+    cas.expected.sequence = written
+    cas.new.value = b"v\xff"
+    r = (await kv.cas(op=cas)).result
+    check(r.cas.succeeded and r.cas.sequence > written, f"cas on the version read: {r}")
     r = (await kv.get(key=b"py:missing")).result
     check(r.which() == "get" and not r.get.found, f"missing get: {r}")
 

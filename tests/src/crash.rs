@@ -204,7 +204,7 @@ pub fn try_verify(server: &Server, model: &Mutex<Model>, context: &str) -> Resul
             for (k, r) in chunk.iter().zip(results) {
                 match r {
                     OpResult::Get(v) => {
-                        found.insert(k.clone(), v);
+                        found.insert(k.clone(), v.map(|v| v.value));
                     }
                     other => panic!("{context}: read of {k:?} answered {other:?}"),
                 }

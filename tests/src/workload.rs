@@ -327,7 +327,7 @@ impl Task {
             .client
             .cas(CasOp {
                 key: key.clone(),
-                expected,
+                expected: expected.clone().into(),
                 new: new.clone(),
                 ttl_ms: 0,
             })
@@ -358,7 +358,7 @@ impl Task {
             .client
             .cas(CasOp {
                 key: key.clone(),
-                expected: expected.clone(),
+                expected: expected.clone().into(),
                 new: Some(token.clone()),
                 ttl_ms: 0,
             })

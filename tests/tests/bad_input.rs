@@ -150,9 +150,17 @@ fn oversized_keys_values_and_batches_get_typed_errors_and_the_connection_stays_u
             Op::Get { key: b"a".to_vec() },
         ];
         let r = conn.batch(&ops).await.unwrap();
-        assert!(matches!(r[0], OpResult::Write { .. }));
+        let OpResult::Write { sequence } = r[0] else {
+            panic!("{:?}", r[0]);
+        };
         assert!(matches!(&r[1], OpResult::Error(e) if e.code == ErrorCode::ValueTooLarge));
-        assert_eq!(r[2], OpResult::Get(Some(b"1".to_vec())));
+        assert_eq!(
+            r[2],
+            OpResult::Get(Some(corekv_proto::Versioned {
+                value: b"1".to_vec(),
+                sequence
+            }))
+        );
         assert_eq!(conn.get(b"b").await.unwrap(), None);
         // Too many operations: every result says so and nothing is applied.
         let ops: Vec<Op> = (0..10_001)

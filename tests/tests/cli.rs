@@ -82,6 +82,35 @@ fn every_command_matches_a_model() {
     );
     assert_eq!(server.cli(&["get", "fresh"]).status.code(), Some(1));
 
+    // Versions: `get --sequence` prints the one `cas --expect-sequence` takes.
+    let line = ok(server.cli(&["get", "user:1", "--sequence"]));
+    let (sequence, value) = line.trim_end().split_once('\t').unwrap();
+    assert_eq!(value, "carol");
+    let stale = (sequence.parse::<u64>().unwrap() - 1).to_string();
+    let o = server.cli(&["cas", "user:1", "--expect-sequence", &stale, "--new", "x"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        ok(server.cli(&[
+            "cas",
+            "user:1",
+            "--expect-sequence",
+            sequence,
+            "--new",
+            "erin"
+        ])),
+        "OK\n"
+    );
+    assert_eq!(ok(server.cli(&["get", "user:1"])), "erin\n");
+    let o = server.cli(&[
+        "cas",
+        "user:1",
+        "--expect-sequence",
+        "1",
+        "--expect",
+        "erin",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "one expectation at a time");
+
     // Delete, idempotent.
     assert_eq!(ok(server.cli(&["delete", "user:2"])), "OK\n");
     assert_eq!(ok(server.cli(&["delete", "user:2"])), "OK\n");
@@ -110,7 +139,7 @@ fn every_command_matches_a_model() {
     for i in 0..server.shards {
         assert_eq!(
             ok(server.cli_at(server.shard_addr(i), &["get", "user:1"])),
-            "carol\n"
+            "erin\n"
         );
     }
 

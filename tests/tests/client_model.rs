@@ -1,6 +1,8 @@
 //! Every method through the Rust client against a model (a `BTreeMap`): random operations with
 //! a printed seed (`COREKV_TEST_SEED=<seed>` replays one), sent through the shard-aware client
-//! (coalesced and not) and through a plain connection to the main port (forwarding).
+//! (coalesced and not) and through a plain connection to the main port (forwarding). The model
+//! keeps each value's version (the sequence number its write was answered with), so reads are
+//! checked for the version too and compare-and-sets can expect one.
 
 // Test code: helpers panic on failed set-up steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,13 +13,15 @@ use std::time::Duration;
 use corekv_proto::client::{CoalesceLimits, TokioRuntime};
 use corekv_proto::ops::counter_total;
 use corekv_proto::{
-    CasOp, CasResult, Client, ClientOptions, Connection, Op, OpResult, ScanOp, ScanResult,
+    CasOp, CasResult, Client, ClientOptions, Connection, Expected, Op, OpResult, ScanOp,
+    ScanResult, Versioned,
 };
 use corekv_tests::{Server, ServerOptions, block_on, test_dir};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Key -> (value, the sequence number of the write that stored it).
+type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
 fn seed() -> u64 {
     let seed = std::env::var("COREKV_TEST_SEED")
@@ -46,7 +50,7 @@ fn model_range(model: &Model, op: &ScanOp) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<_> = model
         .iter()
         .filter(|(k, _)| in_range(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
         .collect();
     if op.reverse {
         out.reverse();
@@ -80,34 +84,50 @@ fn check_page(model: &Model, op: &ScanOp, page: &ScanResult) {
     }
 }
 
-fn apply(model: &mut Model, op: &Op) -> OpResult {
+/// Applies `op` to the model given the server's answer `got` (which says the sequence numbers
+/// writes were given); returns the answer the model expects.
+fn apply(model: &mut Model, op: &Op, got: &OpResult) -> OpResult {
+    let written = match got {
+        OpResult::Write { sequence } => *sequence,
+        OpResult::Cas(c) if c.succeeded => c.sequence,
+        _ => 0,
+    };
     match op {
-        Op::Get { key } => OpResult::Get(model.get(key).cloned()),
+        Op::Get { key } => OpResult::Get(model.get(key).map(|(value, sequence)| Versioned {
+            value: value.clone(),
+            sequence: *sequence,
+        })),
         Op::Put { key, value, .. } => {
-            model.insert(key.clone(), value.clone());
-            OpResult::Write { sequence: 0 }
+            model.insert(key.clone(), (value.clone(), written));
+            OpResult::Write { sequence: written }
         }
         Op::Delete { key } => {
             model.remove(key);
-            OpResult::Write { sequence: 0 }
+            OpResult::Write { sequence: written }
         }
         Op::Cas(cas) => {
             let current = model.get(&cas.key).cloned();
-            if current == cas.expected {
+            let holds = match (&cas.expected, &current) {
+                (Expected::Absent, None) => true,
+                (Expected::Value(want), Some((value, _))) => want == value,
+                (Expected::Sequence(want), Some((_, sequence))) => want == sequence,
+                _ => false,
+            };
+            if holds {
                 match &cas.new {
-                    Some(v) => model.insert(cas.key.clone(), v.clone()),
+                    Some(v) => model.insert(cas.key.clone(), (v.clone(), written)),
                     None => model.remove(&cas.key),
                 };
                 OpResult::Cas(CasResult {
                     succeeded: true,
-                    sequence: 0,
+                    sequence: written,
                     current: None,
                 })
             } else {
                 OpResult::Cas(CasResult {
                     succeeded: false,
-                    sequence: 0,
-                    current,
+                    sequence: current.as_ref().map_or(0, |(_, s)| *s),
+                    current: current.map(|(v, _)| v),
                 })
             }
         }
@@ -115,18 +135,17 @@ fn apply(model: &mut Model, op: &Op) -> OpResult {
     }
 }
 
-/// Compares a server result with the model's, ignoring sequence numbers (checked separately).
+/// Compares a server result with the model's; write sequence numbers are checked separately
+/// (they only have to grow).
 fn same(got: &OpResult, want: &OpResult) -> bool {
     match (got, want) {
         (OpResult::Write { .. }, OpResult::Write { .. }) => true,
-        (OpResult::Cas(g), OpResult::Cas(w)) => {
-            g.succeeded == w.succeeded && (g.succeeded || g.current == w.current)
-        }
+        (OpResult::Cas(g), OpResult::Cas(w)) if g.succeeded && w.succeeded => true,
         _ => got == want,
     }
 }
 
-fn random_op(rng: &mut ChaCha8Rng) -> Op {
+fn random_op(rng: &mut ChaCha8Rng, model: &Model) -> Op {
     match rng.gen_range(0..10) {
         0..=2 => Op::Get { key: key(rng) },
         3..=5 => Op::Put {
@@ -135,27 +154,37 @@ fn random_op(rng: &mut ChaCha8Rng) -> Op {
             ttl_ms: 0,
         },
         6 => Op::Delete { key: key(rng) },
-        _ => Op::Cas(CasOp {
-            key: key(rng),
-            expected: if rng.gen_bool(0.3) {
-                None
-            } else {
-                Some(value(rng))
-            },
-            new: if rng.gen_bool(0.2) {
-                None
-            } else {
-                Some(value(rng))
-            },
-            ttl_ms: 0,
-        }),
+        _ => {
+            let key = key(rng);
+            let expected = match rng.gen_range(0..10) {
+                0..=2 => Expected::Absent,
+                3..=5 => Expected::Value(value(rng)),
+                // The version the model holds now (it may change before the CAS runs, in a
+                // batch), or an older one.
+                _ => Expected::Sequence(match model.get(&key) {
+                    Some((_, s)) if rng.gen_bool(0.7) => *s,
+                    Some((_, s)) => s.saturating_sub(rng.gen_range(1..3)),
+                    None => rng.gen_range(1..100),
+                }),
+            };
+            Op::Cas(CasOp {
+                key,
+                expected,
+                new: if rng.gen_bool(0.2) {
+                    None
+                } else {
+                    Some(value(rng))
+                },
+                ttl_ms: 0,
+            })
+        }
     }
 }
 
 /// Sends `op` as its own RPC on `conn` and returns the result as an `OpResult`.
 async fn direct(conn: &Connection, op: &Op) -> OpResult {
     match op {
-        Op::Get { key } => OpResult::Get(conn.get(key).await.unwrap()),
+        Op::Get { key } => OpResult::Get(conn.get_versioned(key).await.unwrap()),
         Op::Put { key, value, ttl_ms } => OpResult::Write {
             sequence: conn.put(key, value, *ttl_ms).await.unwrap(),
         },
@@ -169,7 +198,7 @@ async fn direct(conn: &Connection, op: &Op) -> OpResult {
 
 async fn via_client(client: &Client, op: &Op) -> OpResult {
     match op {
-        Op::Get { key } => OpResult::Get(client.get(key).await.unwrap()),
+        Op::Get { key } => OpResult::Get(client.get_versioned(key).await.unwrap()),
         Op::Put { key, value, .. } => OpResult::Write {
             sequence: client.put(key, value).await.unwrap(),
         },
@@ -225,7 +254,7 @@ fn random_operations_through_every_client_path_match_a_model() {
             if path == 3 {
                 // A batch, possibly with the same key several times.
                 let ops: Vec<Op> = (0..rng.gen_range(1..20))
-                    .map(|_| random_op(&mut rng))
+                    .map(|_| random_op(&mut rng, &model))
                     .collect();
                 let results = if rng.gen_bool(0.5) {
                     coalescing.batch(ops.clone()).await.unwrap()
@@ -234,7 +263,7 @@ fn random_operations_through_every_client_path_match_a_model() {
                 };
                 assert_eq!(results.len(), ops.len());
                 for (op, got) in ops.iter().zip(&results) {
-                    let want = apply(&mut model, op);
+                    let want = apply(&mut model, op, got);
                     assert!(
                         same(got, &want),
                         "step {step}: batch {op:?}: got {got:?}, want {want:?}"
@@ -242,13 +271,13 @@ fn random_operations_through_every_client_path_match_a_model() {
                 }
                 continue;
             }
-            let op = random_op(&mut rng);
+            let op = random_op(&mut rng, &model);
             let got = match path {
                 0 => via_client(&coalescing, &op).await,
                 1 => via_client(&plain, &op).await,
                 _ => direct(&main_port, &op).await,
             };
-            let want = apply(&mut model, &op);
+            let want = apply(&mut model, &op, &got);
             assert!(
                 same(&got, &want),
                 "step {step}: {op:?}: got {got:?}, want {want:?}"
@@ -363,7 +392,13 @@ fn calls_in_flight_keep_each_keys_operations_in_issue_order() {
                     Op::Delete { key } => OpResult::Write {
                         sequence: client.delete(key).await.unwrap(),
                     },
-                    Op::Get { key } => OpResult::Get(client.get(key).await.unwrap()),
+                    Op::Get { key } => OpResult::Get(
+                        client
+                            .get(key)
+                            .await
+                            .unwrap()
+                            .map(|value| Versioned { value, sequence: 0 }),
+                    ),
                     _ => unreachable!(),
                 }
             }
@@ -381,7 +416,8 @@ fn calls_in_flight_keep_each_keys_operations_in_issue_order() {
                     last_sequence[*k] = *sequence;
                 }
                 (Want::Get(value), OpResult::Get(got)) => {
-                    assert_eq!(got, value, "operation {i}: get of key {k}");
+                    let got = got.as_ref().map(|v| &v.value);
+                    assert_eq!(got, value.as_ref(), "operation {i}: get of key {k}");
                 }
                 (_, got) => panic!("operation {i}: unexpected {got:?}"),
             }
@@ -438,7 +474,7 @@ fn ttl_entries_expire_and_long_ttls_stay() {
         let r = client
             .cas(CasOp {
                 key: b"cas-ttl".to_vec(),
-                expected: None,
+                expected: Expected::Absent,
                 new: Some(b"x".to_vec()),
                 ttl_ms: 1,
             })

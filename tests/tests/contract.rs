@@ -145,7 +145,7 @@ fn pipelined_calls_on_one_connection_take_effect_in_order() {
 
                 let cas = corekv_proto::CasOp {
                     key: key.clone(),
-                    expected: Some(b"next".to_vec()),
+                    expected: corekv_proto::Expected::Value(b"next".to_vec()),
                     new: Some(b"after-cas".to_vec()),
                     ttl_ms: 0,
                 };

@@ -178,7 +178,7 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
                     root.init_as::<core_kv::cas_params::Builder<'_>>().init_op(),
                     &CasOp {
                         key: key(rng),
-                        expected: Some(b"old".to_vec()),
+                        expected: corekv_proto::Expected::Value(b"old".to_vec()),
                         new: Some(b"new".to_vec()),
                         ttl_ms: 5,
                     },

@@ -91,7 +91,7 @@ async fn read_all(client: &Client, keys: &[&Vec<u8>]) -> Vec<Option<Vec<u8>>> {
             .collect();
         for r in client.batch(ops).await.unwrap() {
             match r {
-                OpResult::Get(v) => out.push(v),
+                OpResult::Get(v) => out.push(v.map(|v| v.value)),
                 other => panic!("a read answered {other:?}"),
             }
         }

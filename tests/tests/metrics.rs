@@ -136,7 +136,7 @@ fn metrics_pass_promtool_and_move_with_requests() {
         // refused for its empty key (an error).
         let cas = CasOp {
             key: b"metrics:0".to_vec(),
-            expected: Some(b"not-the-value".to_vec()),
+            expected: corekv_proto::Expected::Value(b"not-the-value".to_vec()),
             new: Some(b"x".to_vec()),
             ttl_ms: 0,
         };

@@ -16,7 +16,9 @@ use super::runtime::{LocalBoxFuture, Runtime};
 use crate::codec;
 use crate::corekv_capnp::core_kv;
 use crate::error::{Error, Result};
-use crate::ops::{CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology};
+use crate::ops::{
+    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology, Versioned,
+};
 
 /// Largest reply this client reads, in 8-byte words (128 MiB): above the server's own frame
 /// limit, so every reply the server can send is accepted.
@@ -103,9 +105,15 @@ impl Connection {
 
     /// Reads `key`: `None` if it has no live value.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key).await?.map(|v| v.value))
+    }
+
+    /// Reads `key` with the sequence number of the write that stored its value (what
+    /// [`crate::Expected::Sequence`] takes): `None` if it has no live value.
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
         let mut req = self.client.get_request();
         req.get().set_key(key);
-        expect_get(read_reply!(req))
+        expect_get_versioned(read_reply!(req))
     }
 
     /// Writes `value` under `key`; `ttl_ms` > 0 makes it expire. Returns the sequence number.
@@ -185,6 +193,10 @@ impl Drop for Connection {
 }
 
 pub(crate) fn expect_get(r: OpResult) -> Result<Option<Vec<u8>>> {
+    Ok(expect_get_versioned(r)?.map(|v| v.value))
+}
+
+pub(crate) fn expect_get_versioned(r: OpResult) -> Result<Option<Versioned>> {
     match r {
         OpResult::Get(v) => Ok(v),
         other => unexpected("get", other),
@@ -224,5 +236,8 @@ pub(crate) fn unexpected<T>(wanted: &str, got: OpResult) -> Result<T> {
 
 /// Public helpers to unwrap a result of a known kind (used by [`super::Client`]).
 pub(crate) mod expect {
-    pub(crate) use super::{expect_cas as cas, expect_get as get, expect_write as write};
+    pub(crate) use super::{
+        expect_cas as cas, expect_get as get, expect_get_versioned as get_versioned,
+        expect_write as write,
+    };
 }

@@ -29,7 +29,9 @@ pub use runtime::Runtime;
 pub use runtime::TokioRuntime;
 
 use crate::error::{Error, Result};
-use crate::ops::{CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology};
+use crate::ops::{
+    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology, Versioned,
+};
 use crate::shard::{MAX_SHARDS, SHARD_HASH_NAME, shard_for_key};
 use coalesce::Coalescer;
 use connection::expect;
@@ -179,6 +181,15 @@ impl Client {
             return self.owner(key).connection().get(key).await;
         }
         expect::get(self.single(key, Op::Get { key: key.to_vec() }).await?)
+    }
+
+    /// Reads `key` with the sequence number of the write that stored its value (what
+    /// [`crate::Expected::Sequence`] takes): `None` if it has no live value.
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        if !self.inner.options.coalesce {
+            return self.owner(key).connection().get_versioned(key).await;
+        }
+        expect::get_versioned(self.single(key, Op::Get { key: key.to_vec() }).await?)
     }
 
     /// Writes `value` under `key`. Returns the write's sequence number in its shard.

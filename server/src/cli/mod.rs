@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{CasOp, Connection, Error as ClientError, ScanOp};
+use corekv_proto::{CasOp, Connection, Error as ClientError, Expected, ScanOp};
 
 /// Exit status: `get` found no value.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -81,8 +81,12 @@ pub enum Command {
         /// The key.
         key: String,
         /// Write the value's raw bytes, without escaping or a final newline.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sequence")]
         raw: bool,
+        /// Print `SEQUENCE<TAB>VALUE`: the sequence number of the write that stored the value
+        /// (what `cas --expect-sequence` takes) before the value.
+        #[arg(long)]
+        sequence: bool,
     },
     /// Remove KEY (succeeds whether or not it exists). Prints `OK`.
     Delete {
@@ -113,13 +117,17 @@ pub enum Command {
         #[arg(
             long,
             value_name = "VALUE",
-            required_unless_present = "expect_absent",
-            conflicts_with = "expect_absent"
+            required_unless_present_any = ["expect_absent", "expect_sequence"],
+            conflicts_with_all = ["expect_absent", "expect_sequence"]
         )]
         expect: Option<String>,
         /// KEY must have no value.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "expect_sequence")]
         expect_absent: bool,
+        /// KEY's value must be the one written with this sequence number (as `get --sequence`
+        /// prints it).
+        #[arg(long, value_name = "N")]
+        expect_sequence: Option<u64>,
         /// The value to write.
         #[arg(
             long,
@@ -250,15 +258,19 @@ async fn run(args: &Args) -> Result<u8, Failure> {
             conn.put(&key, &value, *ttl_ms).await?;
             print(&mut out, format_args!("OK"))?;
         }
-        Command::Get { key, raw } => {
+        Command::Get { key, raw, sequence } => {
             let key = codec.decode("KEY", key)?;
             let conn = Connection::connect(TokioRuntime, addr).await?;
-            match conn.get(&key).await? {
-                Some(v) if *raw => out.write_all(&v).map_err(|e| Failure {
+            match conn.get_versioned(&key).await? {
+                Some(v) if *raw => out.write_all(&v.value).map_err(|e| Failure {
                     status: EXIT_CONNECTION,
                     message: format!("cannot write to stdout: {e}"),
                 })?,
-                Some(v) => print(&mut out, format_args!("{}", codec.encode(&v)))?,
+                Some(v) if *sequence => print(
+                    &mut out,
+                    format_args!("{}\t{}", v.sequence, codec.encode(&v.value)),
+                )?,
+                Some(v) => print(&mut out, format_args!("{}", codec.encode(&v.value)))?,
                 None => {
                     eprintln!("(not found)");
                     return Ok(EXIT_NOT_FOUND);
@@ -308,16 +320,18 @@ async fn run(args: &Args) -> Result<u8, Failure> {
             key,
             expect,
             expect_absent: _,
+            expect_sequence,
             new,
             delete: _,
             ttl_ms,
         } => {
             let op = CasOp {
                 key: codec.decode("KEY", key)?,
-                expected: expect
-                    .as_deref()
-                    .map(|v| codec.decode("--expect", v))
-                    .transpose()?,
+                expected: match (expect, expect_sequence) {
+                    (Some(v), _) => Expected::Value(codec.decode("--expect", v)?),
+                    (None, Some(sequence)) => Expected::Sequence(*sequence),
+                    (None, None) => Expected::Absent,
+                },
                 new: new
                     .as_deref()
                     .map(|v| codec.decode("--new", v))

@@ -83,7 +83,7 @@ impl Limits {
                         "cas: a TTL needs a new value (a delete cannot expire)",
                     ));
                 }
-                if let Some(v) = &cas.expected {
+                if let Some(v) = cas.expected.value() {
                     self.check_value(v)?;
                 }
                 if let Some(v) = &cas.new {
@@ -240,7 +240,7 @@ mod tests {
         let e = l
             .check_op(&Op::Cas(CasOp {
                 key: b"k".to_vec(),
-                expected: None,
+                expected: corekv_proto::Expected::Absent,
                 new: Some(vec![0; 9]),
                 ttl_ms: 0,
             }))
@@ -261,7 +261,7 @@ mod tests {
         let e = l
             .check_op(&Op::Cas(CasOp {
                 key: b"k".to_vec(),
-                expected: None,
+                expected: corekv_proto::Expected::Absent,
                 new: None,
                 ttl_ms: 5,
             }))

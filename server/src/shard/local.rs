@@ -11,12 +11,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use corekv_proto::{CasOp, CasResult, ErrorCode, Op, OpError, OpResult, ScanOp, ScanResult};
+use corekv_proto::{
+    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, Versioned,
+};
 use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
 use super::Shard;
-use crate::store::{CasOutcome, ScanRange, Write, WriteSet};
+use crate::store::{CasOutcome, Expect, ScanRange, Write, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
 
@@ -69,9 +71,11 @@ impl Shard {
     }
 
     /// Applies `set`, writes this shard owns and already checked against the limits, as one
-    /// atomic store write: the result every one of them gets.
-    pub async fn execute_local_write_set(&self, set: WriteSet) -> OpResult {
-        self.write_result(self.store.write_set(set).await)
+    /// atomic store write: the result of each, in order.
+    pub async fn execute_local_write_set(&self, set: WriteSet) -> Vec<OpResult> {
+        let count = set.len();
+        self.write_results(self.store.write_set(set).await, count)
+            .collect()
     }
 
     async fn run_phase(&self, ops: &[Op], out: &mut [Option<OpResult>]) {
@@ -118,9 +122,11 @@ impl Shard {
         };
         let (written, others) = futures::join!(write, futures::future::join_all(others));
         if let Some(written) = written {
-            let result = self.write_result(written);
-            for &i in &write_positions {
-                out[i] = Some(result.clone());
+            for (i, result) in write_positions
+                .iter()
+                .zip(self.write_results(written, write_positions.len()))
+            {
+                out[*i] = Some(result);
             }
         }
         for (i, r) in others {
@@ -135,9 +141,32 @@ impl Shard {
         }
     }
 
+    /// The results of the `count` writes of one store write that ended with `r`: the engine
+    /// numbers a batch's writes one by one, so write `j` has the sequence number
+    /// `last - (count - 1 - j)`, the version a `get` of its key reports.
+    pub fn write_results(
+        &self,
+        r: Result<u64, StorageError>,
+        count: usize,
+    ) -> impl Iterator<Item = OpResult> {
+        let first = r.as_ref().ok().map(|last| {
+            let first = last + 1 - count as u64;
+            debug_assert!(count as u64 <= *last, "a batch of {count} ends at {last}");
+            first
+        });
+        let error = r.err().map(|e| OpResult::Error(storage_error(e)));
+        (0..count as u64).map(move |j| match (first, &error) {
+            (Some(first), _) => OpResult::Write {
+                sequence: first + j,
+            },
+            (None, Some(e)) => e.clone(),
+            (None, None) => unreachable!("a result is a sequence number or an error"),
+        })
+    }
+
     async fn get(&self, key: &[u8]) -> OpResult {
         match self.store.get(key).await {
-            Ok(v) => OpResult::Get(v),
+            Ok(v) => OpResult::Get(v.map(|(value, sequence)| Versioned { value, sequence })),
             Err(e) => OpResult::Error(storage_error(e)),
         }
     }
@@ -147,7 +176,11 @@ impl Shard {
             .store
             .compare_and_set(
                 &cas.key,
-                cas.expected.as_deref(),
+                match &cas.expected {
+                    Expected::Absent => Expect::Absent,
+                    Expected::Value(v) => Expect::Value(v),
+                    Expected::Sequence(s) => Expect::Sequence(*s),
+                },
                 cas.new.as_deref(),
                 ttl(cas.ttl_ms),
             )
@@ -158,9 +191,12 @@ impl Shard {
                 sequence,
                 current: None,
             }),
-            Ok(CasOutcome::Mismatch { current }) => OpResult::Cas(CasResult {
+            Ok(CasOutcome::Mismatch {
+                current,
+                current_seq,
+            }) => OpResult::Cas(CasResult {
                 succeeded: false,
-                sequence: 0,
+                sequence: current_seq,
                 current,
             }),
             Err(e) => OpResult::Error(storage_error(e)),
