@@ -8,11 +8,12 @@ use capnp::Result;
 
 use crate::corekv_capnp::ErrorCode as WireCode;
 use crate::corekv_capnp::{
-    cas_op, cas_result, error, op, op_result, scan_op, scan_result, shard_stats, topology,
+    cas_op, cas_result, error, op, op_result, scan_op, scan_result, server_info, shard_stats,
+    topology,
 };
 use crate::ops::{
-    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo,
-    ShardStats, Topology, Versioned,
+    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ServerInfo,
+    ServerLimits, ShardInfo, ShardStats, Topology, Versioned,
 };
 
 fn not_in_schema(what: &str, e: capnp::NotInSchema) -> capnp::Error {
@@ -307,6 +308,53 @@ pub fn result_wire_bytes(result: &OpResult) -> usize {
                         .sum::<usize>()
             }
         }
+}
+
+/// Reads a `ServerInfo`.
+pub fn read_server_info(r: server_info::Reader<'_>) -> Result<ServerInfo> {
+    let l = r.get_limits()?;
+    Ok(ServerInfo {
+        version: r.get_version()?.to_string()?,
+        protocol_version: r.get_protocol_version(),
+        node_id: r.get_node_id(),
+        durability: r.get_durability()?.to_string()?,
+        shard_count: r.get_shard_count(),
+        limits: ServerLimits {
+            key_bytes_max: l.get_key_bytes_max(),
+            value_bytes_max: l.get_value_bytes_max(),
+            batch_ops_max: l.get_batch_ops_max(),
+            batch_bytes_max: l.get_batch_bytes_max(),
+            reply_bytes_max: l.get_reply_bytes_max(),
+            scan_limit_default: l.get_scan_limit_default(),
+            scan_limit_max: l.get_scan_limit_max(),
+            scan_page_bytes_max: l.get_scan_page_bytes_max(),
+            ttl_ms_max: l.get_ttl_ms_max(),
+            frame_bytes_max: l.get_frame_bytes_max(),
+            connection_inflight_ops_max: l.get_connection_inflight_ops_max(),
+        },
+    })
+}
+
+/// Writes a `ServerInfo`.
+pub fn write_server_info(mut b: server_info::Builder<'_>, info: &ServerInfo) {
+    b.set_version(info.version.as_str());
+    b.set_protocol_version(info.protocol_version);
+    b.set_node_id(info.node_id);
+    b.set_durability(info.durability.as_str());
+    b.set_shard_count(info.shard_count);
+    let l = &info.limits;
+    let mut lb = b.init_limits();
+    lb.set_key_bytes_max(l.key_bytes_max);
+    lb.set_value_bytes_max(l.value_bytes_max);
+    lb.set_batch_ops_max(l.batch_ops_max);
+    lb.set_batch_bytes_max(l.batch_bytes_max);
+    lb.set_reply_bytes_max(l.reply_bytes_max);
+    lb.set_scan_limit_default(l.scan_limit_default);
+    lb.set_scan_limit_max(l.scan_limit_max);
+    lb.set_scan_page_bytes_max(l.scan_page_bytes_max);
+    lb.set_ttl_ms_max(l.ttl_ms_max);
+    lb.set_frame_bytes_max(l.frame_bytes_max);
+    lb.set_connection_inflight_ops_max(l.connection_inflight_ops_max);
 }
 
 /// Reads a `Topology`.

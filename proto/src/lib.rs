@@ -40,7 +40,10 @@ pub mod corekv_capnp {
 pub use client::{Client, ClientOptions, Connection};
 pub use error::{Error, Result};
 pub use ops::{
-    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ShardInfo,
-    ShardStats, Topology, Versioned,
+    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ServerInfo,
+    ServerLimits, ShardInfo, ShardStats, Topology, Versioned,
 };
 pub use shard::{SHARD_HASH_NAME, shard_for_key};
+
+/// The version of the wire schema (`proto/schema/corekv.capnp`) this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;

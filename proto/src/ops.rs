@@ -298,6 +298,50 @@ pub struct Topology {
     pub shards: Vec<ShardInfo>,
 }
 
+/// What a server is and the limits it enforces (`ServerInfo` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerInfo {
+    /// The server's release.
+    pub version: String,
+    /// The schema version it speaks.
+    pub protocol_version: u32,
+    /// Its node id in a cluster; 0 for a single server.
+    pub node_id: u64,
+    /// `sync`, `periodic:<ms>` or `none`.
+    pub durability: String,
+    /// Number of shards.
+    pub shard_count: u32,
+    /// Every request limit.
+    pub limits: ServerLimits,
+}
+
+/// The request limits a server enforces (`Limits` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerLimits {
+    /// Largest key.
+    pub key_bytes_max: u64,
+    /// Largest value.
+    pub value_bytes_max: u64,
+    /// Most operations in one `batch`.
+    pub batch_ops_max: u64,
+    /// Most key and value bytes in one `batch`.
+    pub batch_bytes_max: u64,
+    /// Most bytes of results in one `batch` reply.
+    pub reply_bytes_max: u64,
+    /// Entries a scan page holds when it asks for 0.
+    pub scan_limit_default: u32,
+    /// Most entries in one scan page.
+    pub scan_limit_max: u32,
+    /// A scan page stops growing past about this many key and value bytes.
+    pub scan_page_bytes_max: u64,
+    /// Longest TTL in milliseconds.
+    pub ttl_ms_max: u64,
+    /// Largest incoming message.
+    pub frame_bytes_max: u64,
+    /// Operations in flight on one connection before the server stops reading it.
+    pub connection_inflight_ops_max: u64,
+}
+
 /// Counters of one shard (`ShardStats` in the schema).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ShardStats {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use corekv_proto::{SHARD_HASH_NAME, ShardInfo, Topology};
+use corekv_proto::{PROTOCOL_VERSION, SHARD_HASH_NAME, ServerInfo, ShardInfo, Topology};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, IoConcurrency};
@@ -64,6 +64,7 @@ struct ShardBoot {
     /// Injected disk faults (tests only).
     faults: Option<FaultPlan>,
     topology: Topology,
+    info: ServerInfo,
     grace: Duration,
     /// Where to serve Prometheus metrics (shard 0 only).
     metrics_addr: Option<SocketAddr>,
@@ -185,6 +186,14 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
         frame_budget_bytes: config.frame_budget_bytes,
         ..Limits::default()
     };
+    let info = ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol_version: PROTOCOL_VERSION,
+        node_id: 0,
+        durability: config.durability.to_string(),
+        shard_count: count as u32,
+        limits: limits.describe(),
+    };
     let storage = config.storage.clone();
     if let Some(plan) = &config.fault_plan {
         tracing::warn!(
@@ -210,6 +219,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             storage: storage.clone(),
             faults: config.fault_plan.clone(),
             topology: topology.clone(),
+            info: info.clone(),
             grace,
             metrics_addr: if id == 0 { config.metrics } else { None },
             io_ring_depth: io.ring_depth,
@@ -311,6 +321,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         storage,
         faults,
         topology,
+        info,
         grace,
         metrics_addr,
         io_ring_depth,
@@ -373,6 +384,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         metrics: Rc::new(metrics),
         limits,
         topology,
+        info,
         stopping: Latch::default(),
         work_in_flight: Rc::default(),
         frame_budget,

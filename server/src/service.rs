@@ -541,6 +541,16 @@ impl core_kv::Server for CoreKvService {
         std::future::ready(Ok(()))
     }
 
+    fn server_info(
+        self: CapRc<Self>,
+        _params: core_kv::ServerInfoParams,
+        mut results: core_kv::ServerInfoResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        self.count_call(0);
+        codec::write_server_info(results.get().init_info(), &self.shard.info);
+        std::future::ready(Ok(()))
+    }
+
     fn stats(
         self: CapRc<Self>,
         _params: core_kv::StatsParams,

@@ -97,6 +97,10 @@ async def main(host, port):
     r = (await kv.put(key=b"", value=b"x", ttlMs=0)).result
     check(r.which() == "error" and r.error.code == "emptyKey", f"typed error: {r}")
 
+    info = (await kv.serverInfo()).info
+    check(info.protocolVersion == 1 and info.shardCount == topo.shardCount, f"info: {info}")
+    check(info.limits.keyBytesMax == 16384 and info.durability == "sync", f"info: {info}")
+
     stats = (await kv.stats()).stats
     check(len(stats.shards) == topo.shardCount, "stats for every shard")
     names = {c.name for c in stats.shards[0].counters}

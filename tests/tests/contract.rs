@@ -277,3 +277,86 @@ fn a_clean_stop_answers_every_request_it_read() {
         }
     });
 }
+
+/// `serverInfo` reports the limits the server enforces: each is accepted at its value and
+/// refused, with that limit, just above it.
+#[test]
+fn server_info_reports_the_limits_the_server_enforces() {
+    use corekv_proto::ErrorCode;
+    let dir = test_dir("contract-info");
+    let server = Server::start(
+        dir.path(),
+        ServerOptions::default().args(&["--connection-inflight-ops-max", "77"]),
+    );
+    let version = corekv_tests::run("corekv-server", &["--version"]);
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.addr)
+            .await
+            .unwrap();
+        let info = conn.server_info().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&version.stdout).contains(&info.version),
+            "{info:?}"
+        );
+        assert_eq!(info.protocol_version, corekv_proto::PROTOCOL_VERSION);
+        assert_eq!(info.durability, "sync");
+        assert_eq!(info.shard_count as usize, server.shards);
+        let l = &info.limits;
+        assert_eq!(l.connection_inflight_ops_max, 77);
+        assert!(l.reply_bytes_max < 64 << 20 && l.frame_bytes_max > l.batch_bytes_max);
+        let refused = |r: &OpResult, code: ErrorCode, limit: u64| match r {
+            OpResult::Error(e) => e.code == code && e.limit == limit,
+            _ => false,
+        };
+        // Keys.
+        let key = vec![b'k'; l.key_bytes_max as usize];
+        conn.put(&key, b"v", 0).await.unwrap();
+        let r = conn
+            .batch(&[Op::Get {
+                key: vec![b'k'; l.key_bytes_max as usize + 1],
+            }])
+            .await
+            .unwrap();
+        assert!(
+            refused(&r[0], ErrorCode::KeyTooLarge, l.key_bytes_max),
+            "{r:?}"
+        );
+        // Values.
+        let value = vec![7u8; l.value_bytes_max as usize];
+        conn.put(b"big", &value, 0).await.unwrap();
+        let e = conn
+            .put(b"big", &vec![7u8; l.value_bytes_max as usize + 1], 0)
+            .await
+            .unwrap_err();
+        let e = e.server_error().unwrap();
+        assert_eq!(
+            (e.code, e.limit),
+            (ErrorCode::ValueTooLarge, l.value_bytes_max)
+        );
+        // Operations in a batch.
+        let gets = |n: u64| -> Vec<Op> {
+            (0..n)
+                .map(|i| Op::Get {
+                    key: format!("g{i}").into_bytes(),
+                })
+                .collect()
+        };
+        let r = conn.batch(&gets(l.batch_ops_max)).await.unwrap();
+        assert!(r.iter().all(|r| matches!(r, OpResult::Get(None))));
+        let r = conn.batch(&gets(l.batch_ops_max + 1)).await.unwrap();
+        assert!(refused(&r[0], ErrorCode::BatchTooLarge, l.batch_ops_max));
+        // TTL.
+        conn.put(b"ttl", b"v", l.ttl_ms_max).await.unwrap();
+        let e = conn.put(b"ttl", b"v", l.ttl_ms_max + 1).await.unwrap_err();
+        assert_eq!(
+            e.server_error().map(|e| e.code),
+            Some(ErrorCode::InvalidArgument)
+        );
+    });
+    let out = server.cli(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("durability\tsync\n"), "{text}");
+    assert!(text.contains("connection_inflight_ops_max\t77\n"), "{text}");
+    assert!(text.contains("key_bytes_max\t16384\n"), "{text}");
+}

@@ -17,7 +17,7 @@ use crate::codec;
 use crate::corekv_capnp::core_kv;
 use crate::error::{Error, Result};
 use crate::ops::{
-    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology, Versioned,
+    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ServerInfo, ShardStats, Topology, Versioned,
 };
 
 /// Largest reply this client reads, in 8-byte words (128 MiB): above the server's own frame
@@ -171,6 +171,12 @@ impl Connection {
     pub async fn topology(&self) -> Result<Topology> {
         let reply = self.client.topology_request().send().promise.await?;
         Ok(codec::read_topology(reply.get()?.get_topology()?)?)
+    }
+
+    /// What the server is and every limit it enforces.
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        let reply = self.client.server_info_request().send().promise.await?;
+        Ok(codec::read_server_info(reply.get()?.get_info()?)?)
     }
 
     /// Counters of every shard.

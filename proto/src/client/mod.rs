@@ -30,7 +30,7 @@ pub use runtime::TokioRuntime;
 
 use crate::error::{Error, Result};
 use crate::ops::{
-    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ShardStats, Topology, Versioned,
+    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ServerInfo, ShardStats, Topology, Versioned,
 };
 use crate::shard::{MAX_SHARDS, SHARD_HASH_NAME, shard_for_key};
 use coalesce::Coalescer;
@@ -298,6 +298,11 @@ impl Client {
     /// Counters of every shard.
     pub async fn stats(&self) -> Result<Vec<ShardStats>> {
         self.inner.shards[0].connection().stats().await
+    }
+
+    /// What the server is and every limit it enforces.
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        self.inner.shards[0].connection().server_info().await
     }
 }
 

@@ -147,6 +147,9 @@ pub enum Command {
     Stats,
     /// Print the shard count and hash, then one `shard<TAB>host:port` line per shard.
     Topology,
+    /// Print what the server is and every limit it enforces, one `name<TAB>value` line each
+    /// (version, protocol_version, node_id, durability, shard_count, then the limits).
+    Info,
 }
 
 /// A failure with the exit status it maps to.
@@ -356,6 +359,35 @@ async fn run(args: &Args) -> Result<u8, Failure> {
                 for (name, value) in &shard.counters {
                     print(&mut out, format_args!("{}\t{name}\t{value}", shard.id))?;
                 }
+            }
+        }
+        Command::Info => {
+            let conn = Connection::connect(TokioRuntime, addr).await?;
+            let i = conn.server_info().await?;
+            let l = &i.limits;
+            let lines: [(&str, &dyn std::fmt::Display); 16] = [
+                ("version", &i.version),
+                ("protocol_version", &i.protocol_version),
+                ("node_id", &i.node_id),
+                ("durability", &i.durability),
+                ("shard_count", &i.shard_count),
+                ("key_bytes_max", &l.key_bytes_max),
+                ("value_bytes_max", &l.value_bytes_max),
+                ("batch_ops_max", &l.batch_ops_max),
+                ("batch_bytes_max", &l.batch_bytes_max),
+                ("reply_bytes_max", &l.reply_bytes_max),
+                ("scan_limit_default", &l.scan_limit_default),
+                ("scan_limit_max", &l.scan_limit_max),
+                ("scan_page_bytes_max", &l.scan_page_bytes_max),
+                ("ttl_ms_max", &l.ttl_ms_max),
+                ("frame_bytes_max", &l.frame_bytes_max),
+                (
+                    "connection_inflight_ops_max",
+                    &l.connection_inflight_ops_max,
+                ),
+            ];
+            for (name, value) in lines {
+                print(&mut out, format_args!("{name}\t{value}"))?;
             }
         }
         Command::Topology => {

@@ -1,7 +1,7 @@
 //! Limits on what one request may ask, checked where a request enters the server (before any
 //! forwarding) so that an oversized operation costs nothing beyond its rejection.
 
-use corekv_proto::{ErrorCode, Op, OpError};
+use corekv_proto::{ErrorCode, Op, OpError, ServerLimits};
 use corekv_storage::batch::TTL_MS_MAX;
 
 /// Every limit the request path enforces. Defaults are in [`Limits::default`] and documented in
@@ -68,6 +68,23 @@ fn check_ttl(ttl_ms: u64) -> Result<(), OpError> {
 }
 
 impl Limits {
+    /// The limits as `serverInfo` reports them.
+    pub fn describe(&self) -> ServerLimits {
+        ServerLimits {
+            key_bytes_max: self.key_size_bytes_max as u64,
+            value_bytes_max: self.value_size_bytes_max as u64,
+            batch_ops_max: self.batch_ops_max as u64,
+            batch_bytes_max: self.batch_size_bytes_max as u64,
+            reply_bytes_max: self.reply_bytes_max as u64,
+            scan_limit_default: self.scan_limit_default,
+            scan_limit_max: self.scan_limit_max,
+            scan_page_bytes_max: self.scan_reply_bytes_max as u64,
+            ttl_ms_max: TTL_MS_MAX,
+            frame_bytes_max: self.frame_bytes_max as u64,
+            connection_inflight_ops_max: self.connection_inflight_ops_max as u64,
+        }
+    }
+
     /// Checks one operation; the error is the typed result the client gets.
     pub fn check_op(&self, op: &Op) -> Result<(), OpError> {
         match op {

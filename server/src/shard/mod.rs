@@ -11,7 +11,9 @@ pub mod scan;
 
 use std::rc::Rc;
 
-use corekv_proto::{ErrorCode, Op, OpError, OpResult, ShardStats, Topology, shard_for_key};
+use corekv_proto::{
+    ErrorCode, Op, OpError, OpResult, ServerInfo, ShardStats, Topology, shard_for_key,
+};
 
 use crate::control::Latch;
 use crate::counters::{self, Counters};
@@ -39,6 +41,8 @@ pub struct Shard {
     pub limits: Limits,
     /// What `topology` answers.
     pub topology: Topology,
+    /// What `serverInfo` answers.
+    pub info: ServerInfo,
     /// Set when the shard starts stopping: listeners close, connections drain.
     pub stopping: Latch,
     /// Detached tasks running operations (writes whose caller may be gone, requests from
