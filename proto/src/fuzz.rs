@@ -1,4 +1,4 @@
-//! Entry point for fuzzing and property tests of the server's request decoding (issue 8): a
+//! Entry point for fuzzing and property tests of the server's request decoding: a
 //! frame as the server's RPC layer reads it (`capnp::serialize`, with the server's traversal
 //! limit), then the RPC message, and for a call to `CoreKv` the parameters decoded as
 //! `corekv-server`'s service does for each method (keys, values, TTLs, CAS and scan operations,

@@ -123,8 +123,8 @@ pub struct Cli {
 
     /// How long a shard keeps polling for network and disk completions after it runs out of
     /// work, before it sleeps in the kernel (Seastar's `--idle-poll-time-us`). Polling spends
-    /// that CPU to spare the wake-up of a sleeping thread in every request round (durable
-    /// SET at pipeline 1: +24% on this VM, docs/BENCHMARKS.md); an idle server still sleeps. 0 sleeps at once (shared or
+    /// that CPU to spare the wake-up of a sleeping thread in every request round (see
+    /// docs/BENCHMARKS.md); an idle server still sleeps. 0 sleeps at once (shared or
     /// overcommitted CPUs, laptops on battery); at most 100000. [default: 200]
     #[arg(long, value_name = "US")]
     pub idle_poll_us: Option<u64>,

@@ -20,13 +20,10 @@
 //!   1 µs glommio timer, which takes its queue off the core until the executor has polled the
 //!   reactor (reaping background I/O) and run the other runnable queues by their shares; at
 //!   glommio's own preemption points it yields as `yield_if_needed` would. With no backlog
-//!   a check is one `Cell` read. (A shorter executor preempt timer — a `Latency::Matters`
-//!   queue kept runnable — was tried first: glommio 0.9 then parks with work runnable, and a
-//!   read loop slowed from 2 s to 700 s.) The other direction — background tasks sleeping on
-//!   a 1 µs timer every 200 µs so a WAL write that completes during a buffered flush is
-//!   answered sooner — was tried too and dropped: durable SET p99 fell a little, but the
-//!   flushes left pending after `overwrite` then ran at their shares through `readrandom`,
-//!   which halved (docs/BENCHMARKS.md, "Idle polling (issue 5)").
+//!   a check is one `Cell` read. A shorter executor preempt timer is no substitute: glommio
+//!   0.9 parks with a runnable `Latency::Matters` queue. Background tasks do not take turns
+//!   of their own for the foreground: they would run through a following read workload at
+//!   their shares and evict what it reads.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};

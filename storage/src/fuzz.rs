@@ -1,7 +1,7 @@
 //! Entry points for fuzzing and property tests of every decoder that reads bytes from disk:
 //! WAL segments and records, write-batch payloads, SSTable blocks, footers and filters,
 //! manifest records and edits. Each takes arbitrary bytes and must return without panicking,
-//! looping or allocating more than a small multiple of its input (issue 8).
+//! looping or allocating more than a small multiple of its input.
 //!
 //! Checksums guard every on-disk structure, so random bytes rarely get past them; the entry
 //! points therefore also call the decoders behind the checksum directly (a block's payload, a

@@ -42,9 +42,6 @@ stats_struct! {
     iterators_total,
     /// Writes rejected by a size limit or a bad argument.
     rejected_invalid_total,
-    /// Writes rejected because the memtable was full (no longer happens since flushes exist;
-    /// kept so the counter list stays stable).
-    rejected_memtable_full_total,
     /// Writes rejected because the engine is read-only after an I/O failure.
     rejected_read_only_total,
     /// Writes that failed with an I/O error (never acknowledged).

@@ -10,7 +10,7 @@
 //! [`Server`] starts a server on free loopback ports with small buffers and waits until it
 //! logs that it is ready; [`block_on`] runs client code on a tokio current-thread runtime.
 //!
-//! Crash testing (issue 8): [`model`] (the acknowledged history and its check), [`workload`]
+//! Crash testing: [`model`] (the acknowledged history and its check), [`workload`]
 //! (concurrent clients recording into it), [`crash`] (the kill -9 / restart / verify loop),
 //! [`fs`] (a small real filesystem that can fill up).
 

@@ -1,4 +1,4 @@
-//! The crash loop (issue 8): concurrent clients doing puts, deletes, batches and
+//! The crash loop: concurrent clients doing puts, deletes, batches and
 //! compare-and-sets on a known key space while the server is `kill -9`ed at random moments,
 //! restarted, and checked key by key against the acknowledged history (see
 //! `corekv_tests::model`), cycle after cycle on one data directory; then a clean stop.

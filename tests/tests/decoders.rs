@@ -1,4 +1,4 @@
-//! Every decoder that reads bytes from disk or the network, over arbitrary bytes (issue 8): WAL
+//! Every decoder that reads bytes from disk or the network, over arbitrary bytes: WAL
 //! segments and records, write batches, SSTable blocks, footers and filters, manifest edits
 //! and logs (`corekv_storage::fuzz`), and the server's request decoding (`corekv_proto::fuzz`:
 //! frame, RPC message, each method's parameters). None may panic, loop, or make an allocation

@@ -1,4 +1,4 @@
-//! Load and soak (issue 8): a server holding 1000 idle connections, 50 connections stuck in
+//! Load and soak: a server holding 1000 idle connections, 50 connections stuck in
 //! the middle of a frame (a header announcing a large message, then nothing), and 200 busy
 //! connections each keeping several requests in flight, round after round. Every request is
 //! answered — applied, or refused with a typed error such as `overloaded` — none is lost or

@@ -34,8 +34,6 @@ pub struct MemIter {
 
 impl MemIter {
     /// An iterator over `mem`, moving forward or in reverse (unpositioned until a seek).
-    // The engine builds these for scans and flushes (wired in with the engine integration).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(mem: Rc<RefCell<Memtable>>, forward: bool) -> MemIter {
         MemIter {
             mem,

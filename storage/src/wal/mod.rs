@@ -19,9 +19,8 @@
 //!   the old one, so a crash during recovery leaves either the old or the new segment.
 //! - Raft-log operations: [`Wal::read`] (entries by index range), [`Wal::truncate_suffix`],
 //!   [`Wal::drop_prefix`]. Segments are deleted only by `truncate_suffix` (records the caller
-//!   discards) and `drop_prefix` (records the caller has made safe elsewhere); the engine does
-//!   not call `drop_prefix` until SSTable flushes exist (issue 4), so today the WAL only grows,
-//!   bounded by the memtable bound.
+//!   discards) and `drop_prefix` (records the caller has made safe elsewhere): the engine
+//!   drops the segments whose records a flush has made durable in tables.
 
 pub(crate) mod reader;
 pub mod record;
@@ -446,11 +445,6 @@ impl Wal {
                 }
             }
         }
-    }
-
-    /// Resolves once record `index` has been written to its segment.
-    pub async fn wait_written(&self, index: u64) -> Result<()> {
-        self.wait(index, Level::Written).await
     }
 
     /// Resolves once record `index` has been written and `fdatasync`ed (in any mode).
