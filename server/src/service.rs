@@ -22,7 +22,7 @@ use corekv_proto::{ErrorCode, Op, OpError, OpResult, codec};
 
 use crate::counters;
 use crate::metrics::{Method, OpKind};
-use crate::net::connection::ConnState;
+use crate::net::conn_state::ConnState;
 use crate::net::order::{Access, Turn};
 use crate::shard::Shard;
 use crate::shard::local::ttl;

@@ -32,7 +32,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures::io::AsyncRead;
 
-use super::connection::ConnState;
+use super::conn_state::ConnState;
 
 /// Frames of at most this many bytes need no budget.
 pub const FRAME_BUDGET_EXEMPT_BYTES: usize = 64 << 10;

@@ -11,6 +11,7 @@
 //! second server bind a port that a live one listens on (Linux refuses a bind onto a listening
 //! socket unless both set `SO_REUSEPORT`, which only the shards' shared main port does).
 
+pub mod conn_state;
 pub mod connection;
 pub mod frames;
 pub mod order;
