@@ -12,7 +12,6 @@
 //! `work_in_flight`, which shutdown waits for.
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
@@ -25,8 +24,7 @@ use crate::metrics::{Method, OpKind};
 use crate::net::conn_state::ConnState;
 use crate::net::order::{Access, Turn};
 use crate::shard::Shard;
-use crate::shard::local::ttl;
-use crate::store::WriteSet;
+use crate::shard::local::{LocalWrites, RequestOp};
 
 /// The bootstrap capability of one connection.
 pub struct CoreKvService {
@@ -47,7 +45,7 @@ impl CoreKvService {
     }
 
     /// Runs a [`LocalWrites`] set of a `batch` call of `len` operations in a detached task
-    /// ([`run_detached`], as [`run_ops`] runs writes): every operation gets the set's result.
+    /// ([`run_detached`], as [`run_ops`] runs writes): each operation gets its own result.
     async fn run_local_writes(
         &self,
         len: usize,
@@ -158,119 +156,28 @@ impl Drop for WorkGuard {
     }
 }
 
-/// One operation of a `batch` call as read from the request: puts and deletes still pointing
-/// into the message (copied only once, into whatever runs them), the rest owned.
-enum ReadOp<'a> {
-    Put {
-        key: &'a [u8],
-        value: &'a [u8],
-        ttl_ms: u64,
-    },
-    Delete {
-        key: &'a [u8],
-    },
-    Other(Op),
-}
-
-impl ReadOp<'_> {
-    fn key(&self) -> Option<&[u8]> {
-        match self {
-            ReadOp::Put { key, .. } | ReadOp::Delete { key } => Some(key),
-            ReadOp::Other(op) => op.key(),
-        }
-    }
-
-    fn is_write(&self) -> bool {
-        match self {
-            ReadOp::Put { .. } | ReadOp::Delete { .. } => true,
-            ReadOp::Other(op) => op.is_write(),
-        }
-    }
-
-    fn into_op(self) -> Op {
-        match self {
-            ReadOp::Put { key, value, ttl_ms } => Op::Put {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                ttl_ms,
-            },
-            ReadOp::Delete { key } => Op::Delete { key: key.to_vec() },
-            ReadOp::Other(op) => op,
-        }
-    }
-}
-
 /// Reads every operation of `list` once. (Once: Cap'n Proto counts every byte read against
 /// the message's traversal limit, which is also the frame size limit, so a second pass over a
 /// frame of maximal size would fail.)
-fn read_ops<'a>(list: struct_list::Reader<'a, op::Owned>) -> Result<Vec<ReadOp<'a>>, capnp::Error> {
+fn read_ops<'a>(
+    list: struct_list::Reader<'a, op::Owned>,
+) -> Result<Vec<RequestOp<'a>>, capnp::Error> {
     let mut ops = Vec::with_capacity(list.len() as usize);
     for r in list.iter() {
         ops.push(match r.which() {
             Ok(op::Put(p)) => {
                 let p = p?;
-                ReadOp::Put {
+                RequestOp::Put {
                     key: p.get_key()?,
                     value: p.get_value()?,
                     ttl_ms: p.get_ttl_ms(),
                 }
             }
-            Ok(op::Delete(d)) => ReadOp::Delete { key: d?.get_key()? },
-            _ => ReadOp::Other(codec::read_op(r)?),
+            Ok(op::Delete(d)) => RequestOp::Delete { key: d?.get_key()? },
+            _ => RequestOp::Other(codec::read_op(r)?),
         });
     }
     Ok(ops)
-}
-
-/// A `batch` call's operations as one local [`WriteSet`], each key and value copied once
-/// (into the set), when the general path would make exactly one store write of them: every
-/// operation a put or delete that this shard owns and that passes the limits, no key twice
-/// (so the whole list is one phase), the batch within its limits. `None` otherwise: the
-/// general path runs the call (and reports its errors) as before.
-struct LocalWrites {
-    set: WriteSet,
-    puts: usize,
-    deletes: usize,
-}
-
-fn local_writes(shard: &Shard, ops: &[ReadOp<'_>]) -> Option<LocalWrites> {
-    let len = ops.len();
-    if len == 0 {
-        return None;
-    }
-    // std's keyed SipHash, as the phases use: keys come from clients.
-    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(if len > 1 { len } else { 0 });
-    let (mut puts, mut payload_bytes) = (0usize, 0usize);
-    for op in ops {
-        let (key, value, ttl_ms) = match *op {
-            ReadOp::Put { key, value, ttl_ms } => (key, Some(value), ttl_ms),
-            ReadOp::Delete { key } => (key, None, 0),
-            ReadOp::Other(_) => return None,
-        };
-        if shard.owner(key) != shard.id || shard.limits.check_write(key, value, ttl_ms).is_err() {
-            return None;
-        }
-        if len > 1 && !seen.insert(key) {
-            return None;
-        }
-        puts += usize::from(value.is_some());
-        payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
-    }
-    shard.limits.check_batch(len, payload_bytes).ok()?;
-    let mut set = WriteSet::with_capacity(len, payload_bytes);
-    for op in ops {
-        match *op {
-            ReadOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
-            ReadOp::Delete { key } => set.delete(key),
-            ReadOp::Other(_) => return None,
-        }
-    }
-    debug_assert_eq!(set.len(), len);
-    Some(LocalWrites {
-        set,
-        puts,
-        deletes: len - puts,
-    })
 }
 
 async fn run_one(shard: &Rc<Shard>, op: Op) -> Result<OpResult, capnp::Error> {
@@ -359,19 +266,19 @@ impl CoreKvService {
             return Ok((BatchWork::Refused(limits.check_batch(len, 0).err()), None));
         }
         let read = read_ops(params.get()?.get_ops()?)?;
-        let keys = read.iter().filter_map(ReadOp::key);
-        let access = if read.iter().any(ReadOp::is_write) {
+        let keys = read.iter().filter_map(RequestOp::key);
+        let access = if read.iter().any(RequestOp::is_write) {
             Access::Write
         } else {
             Access::Read
         };
         let scans = read
             .iter()
-            .any(|op| matches!(op, ReadOp::Other(Op::Scan(_))));
+            .any(|op| matches!(op, RequestOp::Other(Op::Scan(_))));
         let turn = self.conn.order.enter(keys, access, scans);
-        let work = match local_writes(&self.shard, &read) {
+        let work = match self.shard.local_write_set(&read) {
             Some(w) => BatchWork::Local(w),
-            None => BatchWork::Ops(read.into_iter().map(ReadOp::into_op).collect()),
+            None => BatchWork::Ops(read.into_iter().map(RequestOp::into_op).collect()),
         };
         Ok((work, Some(turn)))
     }

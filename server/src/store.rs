@@ -11,38 +11,8 @@ use corekv_storage::io::FaultInjector;
 pub use corekv_storage::{CasOutcome, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo};
 use corekv_storage::{Engine, OpenHooks, WriteBatch};
 
-/// One write of an atomic batch.
-#[derive(Debug, Clone, Copy)]
-pub enum Write<'a> {
-    /// Put `value` under `key`, expiring after `ttl` if given.
-    Put {
-        /// The key.
-        key: &'a [u8],
-        /// The value.
-        value: &'a [u8],
-        /// Time to live.
-        ttl: Option<Duration>,
-    },
-    /// Delete `key`.
-    Delete {
-        /// The key.
-        key: &'a [u8],
-    },
-}
-
-impl Write<'_> {
-    /// Key and value bytes.
-    fn payload_bytes(&self) -> usize {
-        match self {
-            Write::Put { key, value, .. } => key.len() + value.len(),
-            Write::Delete { key } => key.len(),
-        }
-    }
-}
-
-/// An atomic list of writes built in place (puts and deletes, applied in order), for callers
-/// that can size it up front and would otherwise first copy every key and value into an owned
-/// operation: the request's bytes are copied once, into the batch the engine logs and applies.
+/// An atomic list of writes built in place (puts and deletes, applied in order), sized up
+/// front: the request's bytes are copied once, into the batch the engine logs and applies.
 pub struct WriteSet {
     batch: WriteBatch,
 }
@@ -106,53 +76,9 @@ impl Store {
         self.engine.get_versioned(key).await
     }
 
-    /// Applies `writes` atomically, in order, once as durable as the durability mode promises.
-    /// Returns the sequence number of the last one.
-    pub async fn write(&self, writes: &[Write<'_>]) -> Result<SeqNo> {
-        match writes {
-            [
-                Write::Put {
-                    key,
-                    value,
-                    ttl: None,
-                },
-            ] => self.engine.put(key, value).await,
-            [
-                Write::Put {
-                    key,
-                    value,
-                    ttl: Some(ttl),
-                },
-            ] => self.engine.put_with_ttl(key, value, *ttl).await,
-            [Write::Delete { key }] => self.engine.delete(key).await,
-            _ => {
-                // Sized once: grown by doubling, a batch of ~100 1000-byte values would be
-                // reallocated (copied, and fresh memory touched) seven times.
-                let payload_bytes = writes.iter().map(Write::payload_bytes).sum();
-                let mut batch = WriteBatch::with_capacity(writes.len(), payload_bytes);
-                for w in writes {
-                    match *w {
-                        Write::Put {
-                            key,
-                            value,
-                            ttl: None,
-                        } => batch.put(key, value),
-                        Write::Put {
-                            key,
-                            value,
-                            ttl: Some(ttl),
-                        } => batch.put_with_ttl(key, value, ttl),
-                        Write::Delete { key } => batch.delete(key),
-                    };
-                }
-                self.engine.write(batch).await
-            }
-        }
-    }
-
-    /// Applies `set` atomically, in order, as [`Store::write`] does. Returns the sequence
-    /// number of the last write.
-    pub async fn write_set(&self, set: WriteSet) -> Result<SeqNo> {
+    /// Applies `set` atomically, in order, once as durable as the durability mode promises.
+    /// Returns the sequence number of the last write (the engine numbers them one by one).
+    pub async fn write(&self, set: WriteSet) -> Result<SeqNo> {
         self.engine.write(set.batch).await
     }
 

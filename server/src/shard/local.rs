@@ -18,7 +18,7 @@ use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
 use super::Shard;
-use crate::store::{CasOutcome, Expect, ScanRange, Write, WriteSet};
+use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
 
@@ -52,17 +52,10 @@ impl Shard {
     /// Executes one operation owned by this shard.
     pub async fn execute_local_one(&self, op: &Op) -> OpResult {
         match op {
-            Op::Put { key, value, ttl_ms } => self.write_result(
-                self.store
-                    .write(&[Write::Put {
-                        key,
-                        value,
-                        ttl: ttl(*ttl_ms),
-                    }])
-                    .await,
-            ),
-            Op::Delete { key } => {
-                self.write_result(self.store.write(&[Write::Delete { key }]).await)
+            Op::Put { .. } | Op::Delete { .. } => {
+                let mut set = WriteSet::with_capacity(1, op.payload_bytes());
+                add_write(&mut set, op);
+                self.write_result(self.store.write(set).await)
             }
             Op::Get { key } => self.get(key).await,
             Op::Cas(cas) => self.cas(cas).await,
@@ -74,27 +67,70 @@ impl Shard {
     /// atomic store write: the result of each, in order.
     pub async fn execute_local_write_set(&self, set: WriteSet) -> Vec<OpResult> {
         let count = set.len();
-        self.write_results(self.store.write_set(set).await, count)
+        self.write_results(self.store.write(set).await, count)
             .collect()
+    }
+
+    /// The puts and deletes of a `batch` call as one [`WriteSet`], each key and value copied
+    /// once (into the set), when the general path would make exactly one store write of them:
+    /// every operation a put or delete that this shard owns and that passes the limits, no key
+    /// twice (so the whole list is one phase), the batch within its limits. `None` otherwise:
+    /// the general path runs the call (and reports its errors).
+    pub fn local_write_set(&self, ops: &[RequestOp<'_>]) -> Option<LocalWrites> {
+        let len = ops.len();
+        if len == 0 {
+            return None;
+        }
+        // std's keyed SipHash, as the phases use: keys come from clients.
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(if len > 1 { len } else { 0 });
+        let (mut puts, mut payload_bytes) = (0usize, 0usize);
+        for op in ops {
+            let (key, value, ttl_ms) = match *op {
+                RequestOp::Put { key, value, ttl_ms } => (key, Some(value), ttl_ms),
+                RequestOp::Delete { key } => (key, None, 0),
+                RequestOp::Other(_) => return None,
+            };
+            if self.owner(key) != self.id || self.limits.check_write(key, value, ttl_ms).is_err() {
+                return None;
+            }
+            if len > 1 && !seen.insert(key) {
+                return None;
+            }
+            puts += usize::from(value.is_some());
+            payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
+        }
+        self.limits.check_batch(len, payload_bytes).ok()?;
+        let mut set = WriteSet::with_capacity(len, payload_bytes);
+        for op in ops {
+            match *op {
+                RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
+                RequestOp::Delete { key } => set.delete(key),
+                RequestOp::Other(_) => return None,
+            }
+        }
+        debug_assert_eq!(set.len(), len);
+        Some(LocalWrites {
+            set,
+            puts,
+            deletes: len - puts,
+        })
     }
 
     async fn run_phase(&self, ops: &[Op], out: &mut [Option<OpResult>]) {
         debug_assert_eq!(ops.len(), out.len());
-        let mut writes = Vec::new();
-        let mut write_positions = Vec::new();
+        // Sized once: grown by doubling, a phase of ~100 1000-byte values would be
+        // reallocated (copied, and fresh memory touched) seven times.
+        let (write_ops, write_bytes) = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Put { .. } | Op::Delete { .. }))
+            .fold((0, 0), |(n, bytes), op| (n + 1, bytes + op.payload_bytes()));
+        let mut writes = WriteSet::with_capacity(write_ops, write_bytes);
+        let mut write_positions = Vec::with_capacity(write_ops);
         let mut others: Vec<OpFuture<'_>> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, value, ttl_ms } => {
-                    writes.push(Write::Put {
-                        key,
-                        value,
-                        ttl: ttl(*ttl_ms),
-                    });
-                    write_positions.push(i);
-                }
-                Op::Delete { key } => {
-                    writes.push(Write::Delete { key });
+                Op::Put { .. } | Op::Delete { .. } => {
+                    add_write(&mut writes, op);
                     write_positions.push(i);
                 }
                 Op::Get { key } => {
@@ -117,7 +153,7 @@ impl Shard {
             if writes.is_empty() {
                 None
             } else {
-                Some(self.store.write(&writes).await)
+                Some(self.store.write(writes).await)
             }
         };
         let (written, others) = futures::join!(write, futures::future::join_all(others));
@@ -219,6 +255,77 @@ impl Shard {
             }),
             Err(e) => OpResult::Error(storage_error(e)),
         }
+    }
+}
+
+/// One operation of a `batch` call as read from the request: puts and deletes still pointing
+/// into the message (copied only once, into whatever runs them), the rest owned.
+pub enum RequestOp<'a> {
+    /// A put.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// Time to live in milliseconds; 0 is none.
+        ttl_ms: u64,
+    },
+    /// A delete.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Anything else, owned.
+    Other(Op),
+}
+
+impl RequestOp<'_> {
+    /// The key it addresses (none for a scan).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            RequestOp::Put { key, .. } | RequestOp::Delete { key } => Some(key),
+            RequestOp::Other(op) => op.key(),
+        }
+    }
+
+    /// Whether it can change data.
+    pub fn is_write(&self) -> bool {
+        match self {
+            RequestOp::Put { .. } | RequestOp::Delete { .. } => true,
+            RequestOp::Other(op) => op.is_write(),
+        }
+    }
+
+    /// The owned operation.
+    pub fn into_op(self) -> Op {
+        match self {
+            RequestOp::Put { key, value, ttl_ms } => Op::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ttl_ms,
+            },
+            RequestOp::Delete { key } => Op::Delete { key: key.to_vec() },
+            RequestOp::Other(op) => op,
+        }
+    }
+}
+
+/// A `batch` call's writes as one local store write ([`Shard::local_write_set`]).
+pub struct LocalWrites {
+    /// The writes.
+    pub set: WriteSet,
+    /// How many are puts.
+    pub puts: usize,
+    /// How many are deletes.
+    pub deletes: usize,
+}
+
+/// Adds a put or delete to `set` (anything else is not a write and is left out).
+fn add_write(set: &mut WriteSet, op: &Op) {
+    match op {
+        Op::Put { key, value, ttl_ms } => set.put(key, value, ttl(*ttl_ms)),
+        Op::Delete { key } => set.delete(key),
+        Op::Get { .. } | Op::Cas(_) | Op::Scan(_) => {}
     }
 }
 
