@@ -1,22 +1,30 @@
-//! `corekv-cli`: talk to a corekv server from the shell.
+//! `corekv-cli`: talk to a corekv server from the shell, one command per invocation or in an
+//! interactive shell (no command: [`shell`]).
 //!
 //! One connection to `--addr` (any of the server's ports: the server forwards each operation to
 //! the shard that owns its key), over the Rust client on a tokio current-thread runtime.
 //! Keys and values are binary-safe: see [`escape`] for the escaped form used by default and by
-//! every line of output, or use `--hex`.
+//! every line of output, or use `--hex`. `--output json` prints one JSON object per result
+//! ([`output`]).
 //!
 //! Exit status: 0 success, 1 `get` of a missing key, 2 bad command line, 3 `cas` whose
-//! expectation did not hold, 4 the server refused the operation (a typed error, printed),
-//! 5 connection or protocol failure.
+//! expectation did not hold, 4 the server refused the operation (a typed error: not applied),
+//! 5 not sent (cannot resolve or connect: certainly not applied), 6 sent but the outcome is
+//! unknown (connection lost, no answer within `--timeout-ms`: a write may or may not have been
+//! applied), 7 the operation completed but its result could not be written to stdout.
 
+mod commands;
 pub mod escape;
+pub mod output;
+mod shell;
 
-use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use corekv_proto::client::TokioRuntime;
-use corekv_proto::{CasOp, Connection, Error as ClientError, Expected, ScanOp};
+use corekv_proto::{Error as ClientError, OpError};
+
+use output::Format;
 
 /// Exit status: `get` found no value.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -24,20 +32,32 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: a `cas` expectation did not hold.
 pub const EXIT_CAS_FAILED: u8 = 3;
-/// Exit status: the server answered with a typed error.
+/// Exit status: the server refused the operation with a typed error; it was not applied.
 pub const EXIT_SERVER_ERROR: u8 = 4;
-/// Exit status: could not talk to the server.
-pub const EXIT_CONNECTION: u8 = 5;
+/// Exit status: nothing was sent (the address did not resolve, or no connection could be
+/// made): the operation was certainly not applied.
+pub const EXIT_NOT_SENT: u8 = 5;
+/// Exit status: the request was sent but no answer came (connection lost, timeout): a write
+/// may or may not have been applied.
+pub const EXIT_UNKNOWN: u8 = 6;
+/// Exit status: the operation completed, but writing its result to stdout failed.
+pub const EXIT_OUTPUT: u8 = 7;
+
+/// Default `--timeout-ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 /// Talk to a corekv server.
 ///
 /// Keys and values are written with C-like escapes: `\\`, `\t`, `\n`, `\r`, `\0` and `\xHH`
 /// stand for those bytes, other characters for their UTF-8 bytes (so `a\x00b` is 3 bytes);
 /// output uses the same form, so any output can be pasted back. `--hex` switches input and
-/// output to plain hex.
+/// output to plain hex. Without a command, an interactive shell reads commands (one per line,
+/// as in the one-shot form; `help` lists them, `quit` leaves).
 ///
 /// Exit status: 0 ok, 1 key not found (`get`), 2 bad usage, 3 `cas` expectation not met,
-/// 4 the server refused the operation, 5 cannot reach the server.
+/// 4 the server refused the operation (not applied), 5 not sent (cannot resolve or connect;
+/// not applied), 6 sent but the outcome is unknown (connection lost or timeout; a write may
+/// or may not have been applied), 7 the result could not be written to stdout.
 #[derive(Debug, Parser)]
 #[command(name = "corekv-cli", version)]
 pub struct Args {
@@ -50,13 +70,23 @@ pub struct Args {
     )]
     pub addr: String,
 
-    /// Keys and values, in arguments and output, are hex instead of escaped text.
+    /// Keys and values, in arguments and output, are hex instead of escaped text (and
+    /// instead of base64 in JSON output).
     #[arg(long, global = true)]
     pub hex: bool,
 
-    /// What to do.
+    /// Output format: `human` lines, or one `json` object per result.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    pub output: Format,
+
+    /// How long to wait for a connection, and then for each answer; past it a write's outcome
+    /// is unknown (exit status 6).
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_TIMEOUT_MS, global = true)]
+    pub timeout_ms: u64,
+
+    /// What to do; none opens the interactive shell.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// `corekv-cli` commands.
@@ -108,8 +138,9 @@ pub enum Command {
         reverse: bool,
     },
     /// Compare-and-set: write (or delete) KEY only if it currently holds the expected value
-    /// (or is absent). Prints `OK`; otherwise prints what KEY holds (`(absent)` if nothing) and
-    /// exits with status 3.
+    /// (or is absent, or holds the expected version). Prints `OK`; otherwise prints what KEY
+    /// holds (nothing on stdout and `(absent)` on stderr if it holds nothing) and exits with
+    /// status 3.
     Cas {
         /// The key.
         key: String,
@@ -153,32 +184,58 @@ pub enum Command {
 }
 
 /// A failure with the exit status it maps to.
-struct Failure {
+pub struct Failure {
     status: u8,
     message: String,
+    /// The server's typed error, when it refused the operation.
+    server: Option<OpError>,
+}
+
+impl Failure {
+    fn new(status: u8, message: String) -> Failure {
+        Failure {
+            status,
+            message,
+            server: None,
+        }
+    }
+
+    /// What a script can conclude about the operation.
+    fn outcome(&self) -> &'static str {
+        match self.status {
+            EXIT_SERVER_ERROR => "refused",
+            EXIT_NOT_SENT => "not_sent",
+            EXIT_OUTPUT => "done",
+            EXIT_USAGE => "usage",
+            _ => "unknown",
+        }
+    }
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
-        let status = match e {
+        let status = match &e {
             ClientError::Server(_) => EXIT_SERVER_ERROR,
-            _ => EXIT_CONNECTION,
+            ClientError::Connect { .. } | ClientError::Resolve { .. } => EXIT_NOT_SENT,
+            ClientError::Rpc(_) | ClientError::Protocol(_) => EXIT_UNKNOWN,
+        };
+        let message = match status {
+            EXIT_UNKNOWN => format!("{e} (the outcome is unknown: it may have been applied)"),
+            _ => e.to_string(),
         };
         Failure {
             status,
-            message: e.to_string(),
+            message,
+            server: e.server_error().cloned(),
         }
     }
 }
 
 fn usage(message: String) -> Failure {
-    Failure {
-        status: EXIT_USAGE,
-        message,
-    }
+    Failure::new(EXIT_USAGE, message)
 }
 
-/// Parses the command line, runs the command, returns the exit status.
+/// Parses the command line, runs the command (or the shell), returns the exit status.
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -188,219 +245,51 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("corekv-cli: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_CONNECTION);
+            return ExitCode::from(EXIT_NOT_SENT);
         }
     };
     let local = tokio::task::LocalSet::new();
-    match local.block_on(&runtime, run(&args)) {
-        Ok(status) => ExitCode::from(status),
-        Err(f) => {
-            eprintln!("corekv-cli: {}", f.message);
-            ExitCode::from(f.status)
+    let status = local.block_on(&runtime, async {
+        let timeout = Duration::from_millis(args.timeout_ms.max(1));
+        let addr = match corekv_proto::client::resolve(&args.addr) {
+            Ok(addr) => addr,
+            Err(e) => return report(&args, Failure::from(e)),
+        };
+        let mut session = commands::Session::new(addr, timeout);
+        match &args.command {
+            Some(command) => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                let mut printer = output::Printer {
+                    hex: args.hex,
+                    format: args.output,
+                    out: &mut out,
+                };
+                match session.execute(command, &mut printer).await {
+                    Ok(status) => status,
+                    Err(f) => {
+                        let _ = printer.failure(&f);
+                        eprintln!("corekv-cli: {}", f.message);
+                        f.status
+                    }
+                }
+            }
+            None => shell::run(&args, &mut session).await,
         }
-    }
+    });
+    ExitCode::from(status)
 }
 
-struct Codec {
-    hex: bool,
-}
-
-impl Codec {
-    fn decode(&self, what: &str, text: &str) -> Result<Vec<u8>, Failure> {
-        if self.hex {
-            escape::from_hex(text)
-        } else {
-            escape::unescape(text)
-        }
-        .map_err(|e| usage(format!("{what}: {e}")))
-    }
-
-    fn encode(&self, bytes: &[u8]) -> String {
-        if self.hex {
-            escape::to_hex(bytes)
-        } else {
-            escape::escape(bytes)
-        }
-    }
-}
-
-fn print(out: &mut impl Write, line: std::fmt::Arguments<'_>) -> Result<(), Failure> {
-    out.write_fmt(line)
-        .and_then(|()| out.write_all(b"\n"))
-        .map_err(|e| Failure {
-            status: EXIT_CONNECTION,
-            message: format!("cannot write to stdout: {e}"),
-        })
-}
-
-async fn run(args: &Args) -> Result<u8, Failure> {
-    let codec = Codec { hex: args.hex };
-    let addr = corekv_proto::client::resolve(&args.addr).map_err(|e| usage(e.to_string()))?;
-    // Decode arguments before connecting, so that a typo costs no round trip.
+/// Reports a failure before any command ran; its exit status.
+fn report(args: &Args, f: Failure) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match &args.command {
-        Command::Put {
-            key,
-            value,
-            stdin,
-            ttl_ms,
-        } => {
-            let key = codec.decode("KEY", key)?;
-            let value = match (value, stdin) {
-                (Some(v), false) => codec.decode("VALUE", v)?,
-                _ => {
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .map_err(|e| usage(format!("cannot read the value from stdin: {e}")))?;
-                    buf
-                }
-            };
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            conn.put(&key, &value, *ttl_ms).await?;
-            print(&mut out, format_args!("OK"))?;
-        }
-        Command::Get { key, raw, sequence } => {
-            let key = codec.decode("KEY", key)?;
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            match conn.get_versioned(&key).await? {
-                Some(v) if *raw => out.write_all(&v.value).map_err(|e| Failure {
-                    status: EXIT_CONNECTION,
-                    message: format!("cannot write to stdout: {e}"),
-                })?,
-                Some(v) if *sequence => print(
-                    &mut out,
-                    format_args!("{}\t{}", v.sequence, codec.encode(&v.value)),
-                )?,
-                Some(v) => print(&mut out, format_args!("{}", codec.encode(&v.value)))?,
-                None => {
-                    eprintln!("(not found)");
-                    return Ok(EXIT_NOT_FOUND);
-                }
-            }
-        }
-        Command::Delete { key } => {
-            let key = codec.decode("KEY", key)?;
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            conn.delete(&key).await?;
-            print(&mut out, format_args!("OK"))?;
-        }
-        Command::Scan {
-            start,
-            end,
-            limit,
-            reverse,
-        } => {
-            let mut op = ScanOp {
-                start: codec.decode("START", start)?,
-                end: codec.decode("END", end)?,
-                limit: 1000,
-                reverse: *reverse,
-            };
-            let wanted = limit.unwrap_or(usize::MAX);
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            let mut printed = 0usize;
-            while printed < wanted {
-                op.limit = u32::try_from(wanted - printed)
-                    .unwrap_or(u32::MAX)
-                    .min(1000);
-                let page = conn.scan(&op).await?;
-                for (k, v) in page.entries.iter().take(wanted - printed) {
-                    print(
-                        &mut out,
-                        format_args!("{}\t{}", codec.encode(k), codec.encode(v)),
-                    )?;
-                    printed += 1;
-                }
-                if !page.more {
-                    break;
-                }
-                op = op.resume(&page.continuation);
-            }
-        }
-        Command::Cas {
-            key,
-            expect,
-            expect_absent: _,
-            expect_sequence,
-            new,
-            delete: _,
-            ttl_ms,
-        } => {
-            let op = CasOp {
-                key: codec.decode("KEY", key)?,
-                expected: match (expect, expect_sequence) {
-                    (Some(v), _) => Expected::Value(codec.decode("--expect", v)?),
-                    (None, Some(sequence)) => Expected::Sequence(*sequence),
-                    (None, None) => Expected::Absent,
-                },
-                new: new
-                    .as_deref()
-                    .map(|v| codec.decode("--new", v))
-                    .transpose()?,
-                ttl_ms: *ttl_ms,
-            };
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            let result = conn.cas(&op).await?;
-            if result.succeeded {
-                print(&mut out, format_args!("OK"))?;
-            } else {
-                match result.current {
-                    Some(v) => print(&mut out, format_args!("{}", codec.encode(&v)))?,
-                    None => print(&mut out, format_args!("(absent)"))?,
-                }
-                return Ok(EXIT_CAS_FAILED);
-            }
-        }
-        Command::Stats => {
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            for shard in conn.stats().await? {
-                for (name, value) in &shard.counters {
-                    print(&mut out, format_args!("{}\t{name}\t{value}", shard.id))?;
-                }
-            }
-        }
-        Command::Info => {
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            let i = conn.server_info().await?;
-            let l = &i.limits;
-            let lines: [(&str, &dyn std::fmt::Display); 16] = [
-                ("version", &i.version),
-                ("protocol_version", &i.protocol_version),
-                ("node_id", &i.node_id),
-                ("durability", &i.durability),
-                ("shard_count", &i.shard_count),
-                ("key_bytes_max", &l.key_bytes_max),
-                ("value_bytes_max", &l.value_bytes_max),
-                ("batch_ops_max", &l.batch_ops_max),
-                ("batch_bytes_max", &l.batch_bytes_max),
-                ("reply_bytes_max", &l.reply_bytes_max),
-                ("scan_limit_default", &l.scan_limit_default),
-                ("scan_limit_max", &l.scan_limit_max),
-                ("scan_page_bytes_max", &l.scan_page_bytes_max),
-                ("ttl_ms_max", &l.ttl_ms_max),
-                ("frame_bytes_max", &l.frame_bytes_max),
-                (
-                    "connection_inflight_ops_max",
-                    &l.connection_inflight_ops_max,
-                ),
-            ];
-            for (name, value) in lines {
-                print(&mut out, format_args!("{name}\t{value}"))?;
-            }
-        }
-        Command::Topology => {
-            let conn = Connection::connect(TokioRuntime, addr).await?;
-            let t = conn.topology().await?;
-            print(
-                &mut out,
-                format_args!("shards {} hash {}", t.shard_count, t.hash),
-            )?;
-            for s in &t.shards {
-                print(&mut out, format_args!("{}\t{}:{}", s.id, s.host, s.port))?;
-            }
-        }
-    }
-    Ok(0)
+    let mut printer = output::Printer {
+        hex: args.hex,
+        format: args.output,
+        out: &mut out,
+    };
+    let _ = printer.failure(&f);
+    eprintln!("corekv-cli: {}", f.message);
+    f.status
 }
