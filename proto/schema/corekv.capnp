@@ -143,7 +143,8 @@ struct CasOp {
     sequence @6 :UInt64;
     # Succeeds only if the key's live value is the one written with this sequence number (as
     # `GetResult.sequence` or `WriteResult.sequence` reported it): the value need not be sent
-    # back, and a change to another value and back (ABA) is seen as a change.
+    # back, and a change to another value and back (ABA) is seen as a change. 0 (no write has
+    # it) succeeds only if the key has no live value, as `absent`.
   }
   new :union {
     value @3 :Data;

@@ -84,7 +84,7 @@ pub enum Expected {
     Absent,
     /// A live value equal to these bytes.
     Value(Vec<u8>),
-    /// The live value written with this sequence number.
+    /// The live value written with this sequence number; 0: no live value.
     Sequence(u64),
 }
 

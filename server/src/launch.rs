@@ -95,7 +95,6 @@ fn wait_for_ports(ports: &[(usize, SocketAddr)]) -> Result<(), Error> {
                 {
                     if !said {
                         tracing::info!(
-                            %addr,
                             "{addr} is in use; waiting up to {PORT_RELEASE_WAIT:?} for the \
                              sockets of a previous process to be released"
                         );

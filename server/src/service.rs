@@ -46,16 +46,18 @@ impl CoreKvService {
 
     /// Runs a [`LocalWrites`] set of a `batch` call of `len` operations in a detached task
     /// ([`run_detached`], as [`run_ops`] runs writes): each operation gets its own result.
-    async fn run_local_writes(
+    async fn run_local_writes<H: 'static>(
         &self,
         len: usize,
         w: LocalWrites,
+        held: H,
     ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
         let c = &self.shard.counters;
         counters::add(&c.put_ops_total, w.puts as u64);
         counters::add(&c.delete_ops_total, w.deletes as u64);
         let set = w.set;
         let out = run_detached(&self.shard, |shard| async move {
+            let _held = held;
             shard.execute_local_write_set(set).await
         })
         .await?;
@@ -82,16 +84,27 @@ impl CoreKvService {
 }
 
 /// Runs `ops` on the shard; writes in a detached task that outlives a vanished caller.
-async fn run_ops(shard: &Rc<Shard>, ops: Vec<Op>) -> Result<Vec<OpResult>, capnp::Error> {
+///
+/// `held` (the call's place in its connection's order and its in-flight count) is kept until
+/// the operations' effect is complete: for writes, in the detached task, so that a call the
+/// client cancels still holds back the calls behind it until its write is done.
+async fn run_ops<H: 'static>(
+    shard: &Rc<Shard>,
+    ops: Vec<Op>,
+    held: H,
+) -> Result<Vec<OpResult>, capnp::Error> {
     if !ops.iter().any(Op::is_write) {
-        return Ok(if ops.len() == 1 {
+        let out = if ops.len() == 1 {
             let op = ops.into_iter().next().ok_or_else(lost)?;
             vec![shard.execute_one(op).await]
         } else {
             shard.execute(ops).await
-        });
+        };
+        drop(held);
+        return Ok(out);
     }
     run_detached(shard, |shard| async move {
+        let _held = held;
         if ops.len() == 1 {
             match ops.into_iter().next() {
                 Some(op) => vec![shard.execute_one(op).await],
@@ -180,8 +193,8 @@ fn read_ops<'a>(
     Ok(ops)
 }
 
-async fn run_one(shard: &Rc<Shard>, op: Op) -> Result<OpResult, capnp::Error> {
-    run_ops(shard, vec![op]).await?.pop().ok_or_else(lost)
+async fn run_one<H: 'static>(shard: &Rc<Shard>, op: Op, held: H) -> Result<OpResult, capnp::Error> {
+    run_ops(shard, vec![op], held).await?.pop().ok_or_else(lost)
 }
 
 /// What a result that would take a `batch` reply past `reply_max` bytes gets instead (the reply
@@ -198,13 +211,14 @@ fn reply_too_large(reply_max: usize, wanted: usize) -> OpResult {
     })
 }
 
-/// Key and value bytes a result carries back.
-fn result_bytes(r: &OpResult) -> usize {
+/// Whether a result carries data back (a value, scan entries, a failed CAS's current value):
+/// only those are refused when a reply grows too large.
+fn carries_data(r: &OpResult) -> bool {
     match r {
-        OpResult::Get(Some(v)) => v.value.len(),
-        OpResult::Scan(s) => s.entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        OpResult::Cas(c) => c.current.as_ref().map_or(0, Vec::len),
-        _ => 0,
+        OpResult::Get(v) => v.is_some(),
+        OpResult::Scan(s) => !s.entries.is_empty(),
+        OpResult::Cas(c) => c.current.is_some(),
+        OpResult::Error(_) | OpResult::Write { .. } => false,
     }
 }
 
@@ -241,13 +255,11 @@ impl CoreKvService {
                 counters::incr(&self.shard.counters.op_errors_total);
                 OpResult::Error(shutting_down())
             } else {
-                run_one(&self.shard, op).await?
+                run_one(&self.shard, op, (turn, guard)).await?
             };
             reply(&result);
             self.shard.metrics.count_errors([kind], [&result]);
             self.shard.metrics.finish(timer);
-            drop(turn);
-            drop(guard);
             Ok(())
         }
     }
@@ -388,10 +400,12 @@ impl core_kv::Server for CoreKvService {
             if let Some(turn) = &mut turn {
                 turn.ready().await;
             }
+            // Held until the operations' effect is complete (see `run_ops`).
+            let mut held = Some((turn, guard));
             let limits = &self.shard.limits;
             let outcome = match work {
                 BatchWork::Refused(e) => Err(e),
-                BatchWork::Local(w) => self.run_local_writes(len, w).await?,
+                BatchWork::Local(w) => self.run_local_writes(len, w, held.take()).await?,
                 BatchWork::Ops(ops) => {
                     for op in &ops {
                         self.count_op(op);
@@ -400,7 +414,7 @@ impl core_kv::Server for CoreKvService {
                     let kinds: Vec<OpKind> = ops.iter().map(OpKind::of).collect();
                     match limits.check_batch(len, bytes) {
                         Ok(()) => {
-                            let out = run_ops(&self.shard, ops).await?;
+                            let out = run_ops(&self.shard, ops, held.take()).await?;
                             self.shard.metrics.count_errors(kinds, &out);
                             Ok(out)
                         }
@@ -408,7 +422,7 @@ impl core_kv::Server for CoreKvService {
                     }
                 }
             };
-            drop(turn);
+            drop(held);
             let out = match outcome {
                 Ok(out) => out,
                 Err(e) => {
@@ -423,7 +437,7 @@ impl core_kv::Server for CoreKvService {
             for (i, r) in out.iter().enumerate() {
                 let b = list.reborrow().get(i as u32);
                 let wanted = reply_bytes + codec::result_wire_bytes(r);
-                if wanted > reply_max && result_bytes(r) > 0 {
+                if wanted > reply_max && carries_data(r) {
                     let e = reply_too_large(reply_max, wanted);
                     reply_bytes += codec::result_wire_bytes(&e);
                     codec::write_result(b, &e);
@@ -433,7 +447,6 @@ impl core_kv::Server for CoreKvService {
                 }
             }
             self.shard.metrics.finish(timer);
-            drop(guard);
             Ok(())
         }
     }

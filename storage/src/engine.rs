@@ -103,7 +103,8 @@ pub enum Expect<'a> {
     Absent,
     /// A live value equal to these bytes.
     Value(&'a [u8]),
-    /// The live value written with this sequence number.
+    /// The live value written with this sequence number; 0 means no live value, as
+    /// [`CasOutcome::Mismatch`] reports an absent key.
     Sequence(SeqNo),
 }
 
@@ -116,7 +117,9 @@ impl<'a> From<Option<&'a [u8]>> for Expect<'a> {
 impl Expect<'_> {
     fn holds_for(self, current: Option<&(Vec<u8>, SeqNo)>) -> bool {
         match (self, current) {
-            (Expect::Absent, None) => true,
+            // No write has sequence number 0: it stands for "no value", as a failed
+            // compare-and-set reports an absent key.
+            (Expect::Absent | Expect::Sequence(0), None) => true,
             (Expect::Value(want), Some((value, _))) => value.as_slice() == want,
             (Expect::Sequence(want), Some(&(_, seq))) => seq == want,
             _ => false,

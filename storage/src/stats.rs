@@ -26,7 +26,8 @@ stats_struct! {
     write_ops_total,
     /// Key + value bytes acknowledged.
     write_payload_bytes_total,
-    /// Atomic batches (`write`) acknowledged.
+    /// `write` calls acknowledged (atomic batches, of one write or many; the server writes
+    /// every put and delete this way).
     batches_total,
     /// compare_and_set calls that wrote.
     cas_applied_total,

@@ -480,13 +480,29 @@ fn versions_are_read_and_compare_and_set_can_expect_them() {
             e.get_versioned(b"k").await.unwrap(),
             Some((b"c".to_vec(), written))
         );
-        // A deleted key has no version to match.
+        // A deleted key has no version to match, except 0, which stands for absence (what a
+        // failed compare-and-set reports for it).
         e.delete(b"k").await.unwrap();
         assert!(matches!(
             e.compare_and_set_expecting(b"k", Expect::Sequence(written), None, None)
                 .await
                 .unwrap(),
-            CasOutcome::Mismatch { current: None, .. }
+            CasOutcome::Mismatch {
+                current: None,
+                current_seq: 0
+            }
+        ));
+        assert!(matches!(
+            e.compare_and_set_expecting(b"k", Expect::Sequence(0), Some(b"back"), None)
+                .await
+                .unwrap(),
+            CasOutcome::Applied(_)
+        ));
+        assert!(matches!(
+            e.compare_and_set_expecting(b"k", Expect::Sequence(0), Some(b"again"), None)
+                .await
+                .unwrap(),
+            CasOutcome::Mismatch { .. }
         ));
         e.close().await.unwrap();
     });

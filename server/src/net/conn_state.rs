@@ -88,6 +88,7 @@ impl ConnState {
     }
 
     /// Resolves when nothing is in flight.
+    #[cfg(test)]
     pub fn idle(&self) -> impl Future<Output = ()> + '_ {
         self.idle_when(false)
     }
@@ -136,6 +137,12 @@ impl ConnState {
         true
     }
 
+    /// Keeps the reader's waker, so that closing wakes a reader waiting for anything (the
+    /// socket, operations to complete, frame budget).
+    pub fn keep_reader_waker(&self, cx: &Context<'_>) {
+        keep_waker(&self.reader_waker, cx);
+    }
+
     /// Records that the reader, while closing, has handed up every request it read.
     pub fn starve(&self) {
         if !self.starved.replace(true) {
@@ -156,8 +163,8 @@ impl ConnState {
 }
 
 /// Turns the RPC system gets, once a closing connection looks drained, to start the calls it
-/// has read (its task set polls at most 32 futures a turn; a connection holds at most
-/// `connection_inflight_ops_max` calls plus one read buffer).
+/// has read: it starts a queued call when its task set next runs, and each turn lets it run
+/// again. Several, because a turn may end early when its tasks keep waking themselves.
 const SETTLE_TURNS: usize = 16;
 
 /// Returns `Pending` once, waking itself: the task runs again after the executor's other work,
@@ -218,7 +225,7 @@ mod tests {
         bytes.extend_from_slice(&1000u32.to_le_bytes());
         bytes.extend(std::iter::repeat_n(7u8, 8000));
         let budget = FrameBudget::new(1 << 20);
-        let mut reader = FrameReader::new(&bytes[..], Rc::clone(&state), budget, 4096);
+        let mut reader = FrameReader::new(&bytes[..], Rc::clone(&state), budget, 80 << 20, 4096);
         let mut buf = vec![0u8; 3000];
         assert_eq!(reader.read(&mut buf).now_or_never().unwrap().unwrap(), 3000);
         let a = state.begin(1);

@@ -86,6 +86,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
         ),
         Rc::clone(&conn),
         Rc::clone(&shard.frame_budget),
+        shard.limits.frame_bytes_max,
         CONNECTION_BUFFER_BYTES,
     );
     let writer = BufWriter::with_capacity(
@@ -126,8 +127,13 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
     }
     if conn.is_closing() {
         // The RPC layer (and its share of the reader) is gone.
-        if let Ok(read_half) = Rc::try_unwrap(read_half) {
-            linger(fd, read_half.into_inner()).await;
+        match Rc::try_unwrap(read_half) {
+            Ok(read_half) => linger(fd, read_half.into_inner()).await,
+            Err(_) => tracing::warn!(
+                shard = shard.id,
+                ?peer,
+                "closing a connection without lingering: its reader is still shared"
+            ),
         }
     }
     counters::decr(&counters.connections_open);

@@ -38,8 +38,8 @@ use super::conn_state::ConnState;
 pub const FRAME_BUDGET_EXEMPT_BYTES: usize = 64 << 10;
 
 /// Segment tables longer than this are not parsed: the frame is handed up as it is and the
-/// RPC layer refuses it (it allows at most 512 segments).
-const SEGMENTS_MAX: usize = 512;
+/// RPC layer refuses it (it allows at most 511 segments).
+const SEGMENTS_MAX: usize = 511;
 
 /// The shard's budget of bytes for large frames in progress, shared by its connections and
 /// granted in the order they asked.
@@ -128,6 +128,9 @@ pub struct FrameReader<R> {
     inner: R,
     gate: Rc<ConnState>,
     budget: Rc<FrameBudget>,
+    /// Frames announcing more are handed up without budget: the RPC layer refuses them
+    /// before allocating.
+    frame_bytes_max: usize,
     ticket: u64,
     buf: Box<[u8]>,
     start: usize,
@@ -139,12 +142,13 @@ pub struct FrameReader<R> {
 }
 
 impl<R> FrameReader<R> {
-    /// A reader of `inner` with a buffer of `buffer_bytes`, gated by `gate` and drawing on
-    /// `budget`.
+    /// A reader of `inner` with a buffer of `buffer_bytes`, gated by `gate`, drawing on
+    /// `budget` for frames of up to `frame_bytes_max`.
     pub fn new(
         inner: R,
         gate: Rc<ConnState>,
         budget: Rc<FrameBudget>,
+        frame_bytes_max: usize,
         buffer_bytes: usize,
     ) -> FrameReader<R> {
         // A segment table of SEGMENTS_MAX entries must fit.
@@ -154,6 +158,7 @@ impl<R> FrameReader<R> {
             inner,
             gate,
             budget,
+            frame_bytes_max,
             ticket,
             buf: vec![0; buffer_bytes].into_boxed_slice(),
             start: 0,
@@ -228,13 +233,22 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameReader<R> {
         if out.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // Whatever this poll waits for, closing the connection must be able to wake it.
+        this.gate.keep_reader_waker(cx);
         while this.frame_left == 0 {
             match this.next_frame_bytes() {
-                Some(Some(total)) if total <= FRAME_BUDGET_EXEMPT_BYTES => this.frame_left = total,
+                // Small frames need no budget; oversized ones are refused by the RPC layer
+                // (and must not hold the budget while they are).
+                Some(Some(total))
+                    if total <= FRAME_BUDGET_EXEMPT_BYTES || total > this.frame_bytes_max =>
+                {
+                    this.frame_left = total;
+                }
                 Some(Some(total)) => {
-                    let whole_frame_buffered = this.buffered().len() >= total;
-                    if this.gate.is_closing() && !whole_frame_buffered {
-                        // Its bytes will not be read: hand up nothing more.
+                    if this.gate.is_closing() {
+                        // A large frame's bytes are not buffered yet and will not be read:
+                        // hand up nothing more, and wait for no budget.
+                        this.budget.leave(this.ticket);
                         this.gate.starve();
                         return Poll::Pending;
                     }
@@ -321,6 +335,7 @@ mod tests {
             futures::io::Cursor::new(bytes),
             gate,
             Rc::clone(budget),
+            80 << 20,
             4096,
         )
     }
@@ -372,6 +387,24 @@ mod tests {
         assert!(read_all(&mut first).is_some());
         assert_eq!(read_all(&mut large).unwrap(), frame(10_000, 3));
         assert_eq!(budget.in_use_bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_over_the_frame_limit_takes_no_budget() {
+        let budget = FrameBudget::new(100_000);
+        let mut header = Vec::new();
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut r = reader(header, &budget);
+        let mut head = [0u8; 8];
+        r.read_exact(&mut head).now_or_never().unwrap().unwrap();
+        assert_eq!(
+            budget.in_use_bytes(),
+            0,
+            "the RPC layer refuses it; nothing is held"
+        );
+        let mut other = reader(frame(10_000, 1), &budget);
+        assert_eq!(read_all(&mut other).unwrap(), frame(10_000, 1));
     }
 
     #[test]

@@ -45,21 +45,27 @@ impl Gate {
         }
     }
 
-    /// The gate a follower of this one must wait for now, if any.
+    /// The gate a follower of this one must wait for now, if any. Iterative: each gate
+    /// opened by a cancelled call adds a level, and a client could cancel many in a row.
     fn first_closed(self: &Rc<Self>) -> Option<Rc<Gate>> {
-        if !self.open.get() {
-            return Some(Rc::clone(self));
-        }
-        let mut after = self.after.borrow_mut();
-        while let Some(gate) = after.last() {
-            match gate.first_closed() {
-                Some(closed) => return Some(closed),
-                None => {
-                    after.pop();
-                }
+        let mut stack = vec![Rc::clone(self)];
+        while let Some(gate) = stack.pop() {
+            if !gate.open.get() {
+                return Some(gate);
             }
+            let mut after = gate.after.borrow_mut();
+            // Open gates with nothing after them are done: forget them.
+            after.retain(|g| !g.open.get() || !g.after.borrow().is_empty());
+            stack.extend(after.iter().cloned());
         }
         None
+    }
+
+    fn wait_for(&self, cx: &std::task::Context<'_>) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
     }
 }
 
@@ -130,24 +136,34 @@ impl KeyOrder {
             own_keys: Vec::new(),
             own_scan: false,
         };
-        if let Some(gate) = &*self.scan.borrow() {
-            turn.waits.push(Rc::clone(gate));
-        }
-        let nothing_pending = self.latest.borrow().is_empty();
-        if access == Access::Read && nothing_pending {
-            if scans && !turn.waits.is_empty() {
-                turn.take_scan_gate();
+        {
+            let mut scan = self.scan.borrow_mut();
+            match scan
+                .as_ref()
+                .map(|gate| (gate.first_closed().is_some(), gate))
+            {
+                Some((true, gate)) => turn.waits.push(Rc::clone(gate)),
+                Some((false, _)) => *scan = None,
+                None => {}
             }
+        }
+        if access == Access::Read && turn.waits.is_empty() && self.latest.borrow().is_empty() {
             return turn;
         }
         let mut latest = self.latest.borrow_mut();
         let hashes: Vec<u64> = keys.into_iter().map(|k| self.hasher.hash_one(k)).collect();
         for h in &hashes {
             if let Some(gate) = latest.get(h) {
-                push_once(&mut turn.waits, gate);
+                if gate.first_closed().is_some() {
+                    push_once(&mut turn.waits, gate);
+                } else {
+                    // Left by a cancelled call whose predecessors are done.
+                    latest.remove(h);
+                }
             }
         }
         if scans {
+            latest.retain(|_, gate| gate.first_closed().is_some());
             for gate in latest.values() {
                 push_once(&mut turn.waits, gate);
             }
@@ -196,7 +212,7 @@ impl Turn {
         futures::future::poll_fn(move |cx| {
             while let Some(gate) = self.waits.last() {
                 if let Some(closed) = gate.first_closed() {
-                    closed.waiters.borrow_mut().push(cx.waker().clone());
+                    closed.wait_for(cx);
                     return Poll::Pending;
                 }
                 self.waits.pop();
@@ -211,7 +227,15 @@ impl Drop for Turn {
         let Some(own) = self.own.take() else {
             return;
         };
-        own.open(std::mem::take(&mut self.waits));
+        // A call dropped before its turn came (cancelled by the client): its followers wait
+        // for what it waited for, and its entries stay to lead later calls there too (`enter`
+        // forgets them once that is done).
+        let pending: Vec<Rc<Gate>> = self.waits.iter().filter_map(Gate::first_closed).collect();
+        let cancelled = !pending.is_empty();
+        own.open(pending);
+        if cancelled {
+            return;
+        }
         let mut latest = self.order.latest.borrow_mut();
         for h in &self.own_keys {
             if latest.get(h).is_some_and(|g| Rc::ptr_eq(g, &own)) {
@@ -295,6 +319,61 @@ mod tests {
         assert!(is_ready(&mut later));
         drop(later);
         assert!(order.scan.borrow().is_none() && order.latest.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_call_entered_after_a_cancelled_one_still_follows_the_pending_write() {
+        let order = Rc::new(KeyOrder::default());
+        let a = enter(&order, &[b"k"], Access::Write);
+        let b = enter(&order, &[b"k"], Access::Write);
+        drop(b);
+        let mut c = enter(&order, &[b"k"], Access::Read);
+        assert!(!is_ready(&mut c), "a is still pending");
+        let mut scan = order.enter([], Access::Read, true);
+        assert!(!is_ready(&mut scan));
+        drop(a);
+        assert!(is_ready(&mut c));
+        // The scan also follows the read, which had to wait and so holds a gate.
+        assert!(!is_ready(&mut scan));
+        drop(c);
+        assert!(is_ready(&mut scan));
+        drop(scan);
+        let mut d = enter(&order, &[b"k"], Access::Read);
+        assert!(is_ready(&mut d));
+        assert!(
+            order.latest.borrow().is_empty(),
+            "resolved entries are forgotten"
+        );
+    }
+
+    #[test]
+    fn a_chain_of_cancelled_calls_is_followed_without_recursion() {
+        let order = Rc::new(KeyOrder::default());
+        let head = enter(&order, &[b"k"], Access::Write);
+        for _ in 0..100_000 {
+            drop(enter(&order, &[b"k"], Access::Write));
+        }
+        let mut last = enter(&order, &[b"k"], Access::Read);
+        assert!(!is_ready(&mut last));
+        drop(head);
+        assert!(is_ready(&mut last));
+    }
+
+    #[test]
+    fn a_read_that_waits_only_for_a_scan_holds_a_gate() {
+        let order = Rc::new(KeyOrder::default());
+        let write = enter(&order, &[b"x"], Access::Write);
+        let scan = order.enter([], Access::Read, true);
+        drop(write);
+        // `latest` is empty now; the scan still runs.
+        let mut read = enter(&order, &[b"k"], Access::Read);
+        let mut later = enter(&order, &[b"k"], Access::Write);
+        assert!(!is_ready(&mut read));
+        drop(scan);
+        assert!(!is_ready(&mut later), "the read has not run yet");
+        assert!(is_ready(&mut read));
+        drop(read);
+        assert!(is_ready(&mut later));
     }
 
     #[test]

@@ -105,7 +105,8 @@ impl Shard {
             match *op {
                 RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
                 RequestOp::Delete { key } => set.delete(key),
-                RequestOp::Other(_) => return None,
+                // Ruled out by the first pass.
+                RequestOp::Other(_) => {}
             }
         }
         debug_assert_eq!(set.len(), len);
@@ -185,18 +186,18 @@ impl Shard {
         r: Result<u64, StorageError>,
         count: usize,
     ) -> impl Iterator<Item = OpResult> {
-        let first = r.as_ref().ok().map(|last| {
-            let first = last + 1 - count as u64;
-            debug_assert!(count as u64 <= *last, "a batch of {count} ends at {last}");
-            first
-        });
-        let error = r.err().map(|e| OpResult::Error(storage_error(e)));
-        (0..count as u64).map(move |j| match (first, &error) {
-            (Some(first), _) => OpResult::Write {
+        let outcome = match r {
+            Ok(last) => {
+                assert!(count as u64 <= last, "a batch of {count} ends at {last}");
+                Ok(last + 1 - count as u64)
+            }
+            Err(e) => Err(OpResult::Error(storage_error(e))),
+        };
+        (0..count as u64).map(move |j| match &outcome {
+            Ok(first) => OpResult::Write {
                 sequence: first + j,
             },
-            (None, Some(e)) => e.clone(),
-            (None, None) => unreachable!("a result is a sequence number or an error"),
+            Err(e) => e.clone(),
         })
     }
 

@@ -219,12 +219,18 @@ impl TableBuilder {
         let offset = self.offset();
         self.scratch.clear();
         self.block.finish_into(&mut self.scratch);
-        // Readers refuse larger blocks; the engine's key and value limits keep entries within.
-        assert!(
-            self.scratch.len() <= DATA_BLOCK_BYTES_MAX,
-            "a data block of {} bytes is over DATA_BLOCK_BYTES_MAX",
-            self.scratch.len()
-        );
+        // Readers refuse larger blocks. The engine's key and value limits keep new entries
+        // within; an entry written under larger limits (before they were lowered) cannot be
+        // moved into a table, and says so instead of writing one no reader accepts.
+        if self.scratch.len() > DATA_BLOCK_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a data block of {} bytes is over the largest a table holds ({}); an entry \
+                 this large was written under larger key or value limits",
+                self.path.display(),
+                self.scratch.len(),
+                DATA_BLOCK_BYTES_MAX
+            )));
+        }
         if let Some(cache) = &self.cache {
             let len = self.scratch.len();
             let mut buf = cache.pool().get(len);
