@@ -21,8 +21,8 @@
 //! turns into AVX2 compares; for large blocks such as an index, a branch-free binary search),
 //! then compares whole keys only among entries whose prefix equals the target's. For keys that
 //! differ in their first 8 bytes that is zero full-key comparisons. The `block_search` criterion
-//! benchmark (bench/benches/block_search.rs) compares this with a plain binary search over
-//! whole keys; the figures are in docs/BENCHMARKS.md.
+//! benchmark (`cargo bench -p corekv-bench --bench block_search`) compares this with a plain
+//! binary search over whole keys.
 //!
 //! Entries are sorted by key (data blocks: by key, then by sequence number descending, so one
 //! key's versions are adjacent, newest first). Keys may repeat in data blocks (versions) and index blocks (a key whose versions span
