@@ -13,7 +13,7 @@ use std::time::Duration;
 use corekv_proto::client::TokioRuntime;
 use corekv_proto::ops::counter_total;
 use corekv_proto::{Client, Connection};
-use corekv_tests::{Server, ServerOptions, block_on, test_dir};
+use corekv_tests::{Server, ServerOptions, block_on, rss_bytes, test_dir};
 
 const SLOW_CONNECTIONS: usize = 200;
 /// What each slow connection announces: one segment of 8 Mi words.
@@ -21,18 +21,6 @@ const ANNOUNCED_BYTES: u32 = 64 << 20;
 const BUDGET_BYTES: u64 = 128 << 20;
 /// Room above baseline + budget for everything else 200 connections cost.
 const SLACK_BYTES: u64 = 64 << 20;
-
-/// Resident memory of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib << 10
-}
 
 #[test]
 fn slow_senders_of_large_frames_cannot_take_more_than_the_budget() {

@@ -17,7 +17,7 @@ use std::net::TcpStream;
 
 use corekv_proto::client::TokioRuntime;
 use corekv_proto::{Connection, Error, ErrorCode};
-use corekv_tests::{Server, ServerOptions, block_on, test_dir};
+use corekv_tests::{Server, ServerOptions, block_on, rss_bytes, test_dir};
 
 const IDLE_CONNECTIONS: usize = 1000;
 const STUCK_CONNECTIONS: usize = 50;
@@ -28,18 +28,6 @@ const VALUE_BYTES: usize = 1024;
 /// Resident memory the server may gain between the end of the first round and the end of the
 /// last one.
 const RSS_GROWTH_BYTES_MAX: u64 = 64 << 20;
-
-/// Resident memory of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib << 10
-}
 
 #[derive(Default)]
 struct Tally {

@@ -72,10 +72,11 @@ impl CoalesceLimits {
 
 /// Maps of key hashes need no second hash: the 64-bit key hash (keyed `RandomState`) is used
 /// as it is.
-type KeyHashState = BuildHasherDefault<KeyHashHasher>;
+pub type KeyHashState = BuildHasherDefault<KeyHashHasher>;
 
+/// The hasher of [`KeyHashState`]: passes a `u64` through.
 #[derive(Default)]
-struct KeyHashHasher(u64);
+pub struct KeyHashHasher(u64);
 
 impl Hasher for KeyHashHasher {
     fn finish(&self) -> u64 {

@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use coalesce::CoalesceLimits;
+pub use coalesce::{CoalesceLimits, KeyHashState};
 pub use connection::Connection;
 #[cfg(feature = "glommio")]
 pub use runtime::GlommioRuntime;

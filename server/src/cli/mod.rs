@@ -265,14 +265,9 @@ pub fn main() -> ExitCode {
                     format: args.output,
                     out: &mut out,
                 };
-                match session.execute(command, &mut printer).await {
-                    Ok(status) => status,
-                    Err(f) => {
-                        let _ = printer.failure(&f);
-                        eprintln!("corekv-cli: {}", f.message);
-                        f.status
-                    }
-                }
+                let outcome = session.execute(command, &mut printer).await;
+                drop(out);
+                outcome.unwrap_or_else(|f| report(&args, f))
             }
             None => shell::run(&args, &mut session).await,
         }

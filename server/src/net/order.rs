@@ -22,9 +22,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+
+use corekv_proto::client::KeyHashState;
 
 /// Opens once; tasks waiting for it are woken then. A gate opened by a call that was dropped
 /// before its own turn came (a cancelled call) passes on what that call was waiting for:
@@ -69,34 +71,14 @@ impl Gate {
     }
 }
 
-/// The map's keys are already keyed hashes of the client's keys: hash them no further.
-#[derive(Default)]
-struct PrehashedKey(u64);
-
-impl Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; fold anything else in rather than lose it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// The ordering state of one connection.
 pub struct KeyOrder {
     /// Keyed (SipHash with a random key per connection): keys come from clients, and colliding
     /// keys would only make calls wait for each other needlessly, but must not be forced.
     hasher: RandomState,
     /// Per key hash, the gate of the latest call that touched the key and holds one.
-    latest: RefCell<HashMap<u64, Rc<Gate>, BuildHasherDefault<PrehashedKey>>>,
+    /// (Keyed by those hashes as they are: [`KeyHashState`].)
+    latest: RefCell<HashMap<u64, Rc<Gate>, KeyHashState>>,
     /// The gate of the latest scan that had to wait, while it runs.
     scan: RefCell<Option<Rc<Gate>>>,
 }
