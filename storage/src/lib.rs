@@ -19,7 +19,6 @@
 //! [`cache`] (O_DIRECT reads: it is the only cache). Writes stall, counted in [`stats`], when
 //! flushes or compaction fall behind their bounds.
 
-mod background;
 pub mod backlog;
 pub mod batch;
 pub mod cache;

@@ -10,10 +10,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
+use super::{Engine, Immutable, Inner};
 use crate::backlog::Backlog;
 use crate::compaction::job::{self, JobContext};
 use crate::compaction::picker::{self, Plan};
-use crate::engine::{Engine, Immutable, Inner};
 use crate::error::{Error, Result};
 use crate::io::CrashPoint;
 use crate::manifest::VersionEdit;
@@ -266,7 +266,7 @@ async fn install(
     inner: &Inner,
     mut edit: VersionEdit,
     added: HashMap<u64, Rc<TableFile>>,
-    also: impl FnOnce(&mut crate::engine::State),
+    also: impl FnOnce(&mut super::State),
 ) -> Result<()> {
     let _permit = inner
         .manifest_lock

@@ -1,0 +1,358 @@
+//! [`Engine`]: one shard's storage engine, the API the server and the benchmarks use.
+//!
+//! ## Write path
+//!
+//! A write is validated (limits, empty keys, TTLs; nothing changes on error), checked against
+//! the memtable bound, then *sequenced* in one synchronous step: it gets its sequence numbers,
+//! its WAL record is queued, and its versions enter the memtable, invisible to readers. The
+//! write then waits until its record is as durable as [`Options::durability`] promises and
+//! *publishes* its last sequence number, making it visible. Readers read at the published
+//! sequence number, so no read observes a write before it is acknowledged. WAL records become
+//! durable in order, so publishing sequence `s` also publishes everything before it.
+//!
+//! If the WAL fails, the waiting writes get the I/O error, nothing more is published (their
+//! versions stay invisible), and every later write gets [`Error::ReadOnly`]; reads go on.
+//!
+//! ## Flush, reads, compaction (the LSM tree)
+//!
+//! When a write would push the active memtable past `memtable_size_bytes_max`, the memtable
+//! becomes immutable (queued, at most `memtables_immutable_max`) and a new one takes the write.
+//! A background task ([`background`]) writes the oldest immutable memtable to a level-0
+//! SSTable once its writes are durable in the WAL, syncs it and the directory, records it in
+//! the manifest, swaps it in for the memtable, and only then lets the WAL drop the segments it
+//! covered. Compactions run in the same low-share task queue. Writes stall (explicitly,
+//! counted) when the immutable queue is full, level 0 holds `l0_stop_writes_files` tables, or
+//! pending compaction bytes pass `pending_compaction_bytes_stop`.
+//!
+//! A point read checks the active memtable, the immutable ones newest first, then the tables
+//! ([`crate::version::Version::get`]: level 0 newest first, then one table per deeper level,
+//! each behind its bloom filter). Scans merge all of them ([`crate::iter`]) under an internal
+//! snapshot, so the versions they need survive concurrent writes and compactions.
+//!
+//! ## WAL record payload (one per acknowledged write call, little-endian)
+//!
+//! ```text
+//! 0        1          4          8                16                   24
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! | kind=1 | reserved | op_count | first_seq      | write_time_unix_ms | operations ... |
+//! | u8     | 3 x 0    | u32      | u64            | u64                | (crate::batch) |
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! ```
+//!
+//! Operation `i` has sequence number `first_seq + i`; a TTL of `ttl_ms` expires at
+//! `write_time_unix_ms + ttl_ms`. The WAL frame around it is described in
+//! [`crate::wal::record`].
+//!
+//! ## Files
+//!
+//! `open.rs` (recovery, stale-file cleanup), `write.rs` (sequencing, stalls, publishing, the
+//! payload format's writer), `read.rs` (point reads, scans, iterators), `stats.rs`,
+//! `background.rs` (flushes and compactions); this file: the handle, its state and the API
+//! types.
+
+mod background;
+mod open;
+mod read;
+mod stats;
+mod write;
+
+pub(crate) use open::replay_record;
+use write::apply_ops;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::SeqNo;
+use crate::backlog::{self, EngineBacklog};
+use crate::cache::BlockCache;
+use crate::compaction::picker::{self, LevelTargets};
+use crate::io::{DirLock, FaultInjector, Io};
+use crate::iter::Source;
+use crate::iter::cursor::EngineIter;
+use crate::iter::level::LevelIter;
+use crate::iter::mem::MemIter;
+use crate::iter::merge::MergeIter;
+use crate::iter::user::VisibleIter;
+use crate::manifest::{Manifest, ManifestState};
+use crate::sst::builder::TableOptions;
+use crate::sst::filter::key_hash;
+use crate::sst::reader::{Table, table_path};
+use crate::version::{TableFile, Version};
+use crate::wal::{Replayed, Wal, WalOptions};
+use background::Background;
+
+/// Payload kind of a write-batch record.
+const PAYLOAD_KIND_BATCH: u8 = 1;
+/// Bytes before the operations in a record payload (reserved in every `WriteBatch`).
+const PAYLOAD_HEADER_BYTES: usize = batch::RESERVED_HEADER_BYTES;
+/// The WAL's directory inside the engine directory.
+pub const WAL_DIR: &str = "wal";
+use crate::batch::{self, BatchIter, BatchOp, WriteBatch};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::memtable::{self, Memtable};
+use crate::options::{Durability, Options};
+use crate::snapshot::{Snapshot, SnapshotList};
+use crate::stats::Stats;
+
+/// The result of [`Engine::compare_and_set`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The value matched and the new value (or delete) was written with this sequence number.
+    Applied(SeqNo),
+    /// The live value differed from `expected`; nothing was written.
+    Mismatch {
+        /// The live value found (None = absent, deleted or expired).
+        current: Option<Vec<u8>>,
+        /// The sequence number of the write that stored `current` (0 when absent).
+        current_seq: SeqNo,
+    },
+}
+
+/// What a compare-and-set expects of the key's live value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// No live value (absent, deleted or expired).
+    Absent,
+    /// A live value equal to these bytes.
+    Value(&'a [u8]),
+    /// The live value written with this sequence number; 0 means no live value, as
+    /// [`CasOutcome::Mismatch`] reports an absent key.
+    Sequence(SeqNo),
+}
+
+impl<'a> From<Option<&'a [u8]>> for Expect<'a> {
+    fn from(expected: Option<&'a [u8]>) -> Expect<'a> {
+        expected.map_or(Expect::Absent, Expect::Value)
+    }
+}
+
+impl Expect<'_> {
+    fn holds_for(self, current: Option<&(Vec<u8>, SeqNo)>) -> bool {
+        match (self, current) {
+            // No write has sequence number 0: it stands for "no value", as a failed
+            // compare-and-set reports an absent key.
+            (Expect::Absent | Expect::Sequence(0), None) => true,
+            (Expect::Value(want), Some((value, _))) => value.as_slice() == want,
+            (Expect::Sequence(want), Some(&(_, seq))) => seq == want,
+            _ => false,
+        }
+    }
+}
+
+/// A key range to scan: `[start, end)`, at most `limit` entries, in either direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRange {
+    /// Inclusive lower bound; empty = from the first key.
+    pub start: Vec<u8>,
+    /// Exclusive upper bound; None = to the last key.
+    pub end: Option<Vec<u8>>,
+    /// Most entries to return, at least 1 (clamped to `Options::scan_entries_max`).
+    pub limit: usize,
+    /// false: ascending from `start`; true: descending from just below `end`.
+    pub reverse: bool,
+}
+
+/// One page of scan results.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanPage {
+    /// Key-value pairs in scan order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// True when the range holds more live entries beyond the last one returned; continue
+    /// from just after (or, in reverse, just before) the last key.
+    pub more: bool,
+}
+
+/// Things tests substitute when opening an engine.
+#[derive(Debug, Clone, Default)]
+pub struct OpenHooks {
+    /// The clock TTLs are judged by (default: the system clock).
+    pub clock: Option<Clock>,
+    /// Makes file operations fail or simulates a crash (default: none).
+    pub faults: Option<FaultInjector>,
+}
+
+/// One shard's storage engine. Cheap to clone (an `Rc`); every clone is the same engine.
+/// `!Send`: it lives on one glommio executor, and its methods may be called from many tasks
+/// on that executor at once (that is what lets group commit batch them).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) clock: Clock,
+    pub(crate) io: Io,
+    pub(crate) state: RefCell<State>,
+    pub(crate) snapshots: Rc<SnapshotList>,
+    pub(crate) stats: RefCell<Stats>,
+    pub(crate) closed: Cell<bool>,
+    /// The WAL; it also holds the WAL directory's lock.
+    pub(crate) wal: Wal,
+    pub(crate) cache: Rc<BlockCache>,
+    /// The manifest log; taken out while an edit is appended (under `manifest_lock`).
+    pub(crate) manifest: RefCell<Option<Manifest>>,
+    /// What the manifest says (metadata of the live tables).
+    pub(crate) manifest_state: RefCell<ManifestState>,
+    /// Serialises manifest edits (flushes and compactions run concurrently).
+    pub(crate) manifest_lock: glommio::sync::Semaphore,
+    /// Signals shared with the background tasks.
+    pub(crate) bg: Rc<Background>,
+    /// What waits for the background tasks; sets their shares and the foreground's yields.
+    pub(crate) backlog: Rc<EngineBacklog>,
+    /// The first background failure: the engine refuses writes after it.
+    pub(crate) bg_error: RefCell<Option<String>>,
+    /// Round-robin position of compaction per level.
+    pub(crate) compaction_cursor: RefCell<Vec<Vec<u8>>>,
+    pub(crate) targets: LevelTargets,
+    /// The engine directory's lock (the WAL holds its own).
+    _lock: DirLock,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.bg.stop();
+    }
+}
+
+/// A memtable waiting for its flush.
+#[derive(Debug, Clone)]
+pub(crate) struct Immutable {
+    pub(crate) mem: Rc<RefCell<Memtable>>,
+    /// Largest sequence number in it.
+    pub(crate) seq_max: SeqNo,
+    /// Index of the last WAL record whose writes it holds (0 = none).
+    pub(crate) wal_index_max: u64,
+}
+
+pub(crate) struct State {
+    /// The memtable writes go to.
+    pub(crate) mem: Rc<RefCell<Memtable>>,
+    /// Index of the last WAL record applied to `mem` (0 = none).
+    pub(crate) mem_wal_index_max: u64,
+    /// Immutable memtables, oldest first.
+    pub(crate) imm: VecDeque<Immutable>,
+    /// The live tables.
+    pub(crate) version: Rc<Version>,
+    /// Bumped whenever a flush moves data from a memtable into a table.
+    pub(crate) flush_generation: u64,
+    /// Next file number to hand out (tables, manifests).
+    pub(crate) next_file_number: u64,
+    /// Last sequence number handed out.
+    pub(crate) last_seq: SeqNo,
+    /// Last sequence number readers see.
+    pub(crate) visible_seq: SeqNo,
+}
+
+impl Engine {
+    /// The directory this engine lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Makes everything acknowledged durable and releases the engine's files. Other clones
+    /// of this engine get [`Error::Closed`] afterwards.
+    pub async fn close(self) -> Result<()> {
+        self.check_open()?;
+        self.inner.closed.set(true);
+        // Stop flushes and compactions (a compaction in progress is abandoned; its inputs
+        // stay) and wait for them to let go of the files.
+        self.inner.bg.stop();
+        self.inner.bg.wait_stopped().await;
+        let manifest = self.inner.manifest.borrow_mut().take();
+        if let Some(m) = manifest {
+            m.close().await?;
+        }
+        self.inner.wal.close().await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Table options for tables written to `level`.
+    pub(crate) fn table_options(options: &Options, level: usize) -> TableOptions {
+        TableOptions {
+            block_size_bytes: options.block_size_bytes,
+            bloom_bits_per_key: options.bloom_bits_per_key,
+            compression: options.compression_for_level(level),
+        }
+    }
+
+    /// Flushes the active memtable to a level-0 table now (if it holds anything) and waits
+    /// until every immutable memtable is in a table. Writes go on meanwhile.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_writable()?;
+        let target = {
+            let st = self.inner.state.borrow_mut();
+            if st.mem.borrow().is_empty() {
+                None
+            } else {
+                Some(st.flush_generation + st.imm.len() as u64 + 1)
+            }
+        };
+        let Some(target) = target else {
+            return background::wait_flushed(&self.inner, 0).await;
+        };
+        // Make room for one more immutable memtable, then switch.
+        loop {
+            self.make_room(0).await?;
+            let switched = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.imm.len() >= self.inner.options.memtables_immutable_max {
+                    false
+                } else {
+                    if !st.mem.borrow().is_empty() {
+                        let fresh = Rc::new(RefCell::new(Memtable::new()));
+                        let old = std::mem::replace(&mut st.mem, fresh);
+                        let imm = Immutable {
+                            mem: old,
+                            seq_max: st.last_seq,
+                            wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
+                        };
+                        st.imm.push_back(imm);
+                    }
+                    true
+                }
+            };
+            if switched {
+                background::refresh_backlog(&self.inner);
+                break;
+            }
+            let seen = self.inner.bg.room_generation();
+            self.inner.bg.wake_workers();
+            self.inner.bg.room_changed(seen).await;
+        }
+        self.inner.bg.wake_workers();
+        background::wait_flushed(&self.inner, target).await
+    }
+
+    /// Waits until no flush or compaction is pending or running (tests, benchmarks: "after
+    /// compaction settles"). Returns the background error if one stopped the work.
+    pub async fn wait_for_background(&self) -> Result<()> {
+        background::wait_idle(&self.inner).await
+    }
+}

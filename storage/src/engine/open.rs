@@ -1,0 +1,257 @@
+//! Opening an engine: recovery from the manifest and the WAL, and stale-file cleanup.
+
+use super::*;
+
+impl Engine {
+    /// Opens (creating if missing) the engine in `dir`, replaying the WAL.
+    pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Self::open_with_hooks(dir, options, OpenHooks::default()).await
+    }
+
+    /// [`Engine::open`] with test substitutes (a manual clock).
+    pub async fn open_with_hooks(
+        dir: impl AsRef<Path>,
+        options: Options,
+        hooks: OpenHooks,
+    ) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let io = Io::new(hooks.faults.clone());
+        // The lock file is non-empty: the safe first O_DIRECT file (see `Io::probe`).
+        io.probe(lock.path()).await?;
+        let (manifest, recovered) = Manifest::open(
+            &io,
+            &dir,
+            options.levels_max,
+            options.manifest_size_bytes_max,
+        )
+        .await?;
+        let cache = BlockCache::new(options.block_cache_size_bytes);
+        let mut version = Version::empty(options.levels_max);
+        {
+            let mut added = HashMap::new();
+            let mut edit = recovered.state.snapshot_edit();
+            for (_, meta) in &edit.added {
+                let path = table_path(&dir, meta.file_number);
+                let table = Table::open(&io, &path, meta.file_number, cache.clone()).await?;
+                if table.size_bytes() != meta.size_bytes {
+                    return Err(Error::corruption(
+                        &path,
+                        0,
+                        format!(
+                            "the manifest records {} bytes for this table, the file has {}",
+                            meta.size_bytes,
+                            table.size_bytes()
+                        ),
+                    ));
+                }
+                added.insert(
+                    meta.file_number,
+                    TableFile::new(meta.clone(), table, io.clone()),
+                );
+            }
+            edit.deleted.clear();
+            version = version.apply(&edit, &added);
+        }
+        remove_unreferenced_files(&io, &dir, &recovered.state, manifest.number())?;
+        let flushed_seq = recovered.state.flushed_seq;
+        let mut memtable = Memtable::new();
+        let mut last_seq: SeqNo = 0;
+        let mut wal_index_max = 0;
+        let (wal, report) = Wal::open(
+            dir.join(WAL_DIR),
+            WalOptions::from_options(&options),
+            hooks.faults,
+            |r| {
+                wal_index_max = r.index;
+                replay_record(&mut memtable, &mut last_seq, flushed_seq, r)
+            },
+        )
+        .await?;
+        let last_seq = last_seq
+            .max(recovered.state.last_seq)
+            .max(recovered.state.flushed_seq);
+        tracing::info!(
+            dir = ?dir,
+            records = report.records_replayed,
+            torn_tails_cut = report.torn_tails_cut,
+            manifest_edits = recovered.edits,
+            manifest_torn_tails_cut = recovered.torn_tails_cut,
+            tables = version.levels.iter().map(Vec::len).sum::<usize>(),
+            last_seq,
+            "engine opened"
+        );
+        let mut stats = Stats::default();
+        match options.durability {
+            Durability::Sync => stats.durability_sync = 1,
+            Durability::Periodic { interval_ms } => {
+                stats.durability_periodic_interval_ms = interval_ms
+            }
+            Durability::None => stats.durability_none = 1,
+        }
+        stats.memtable_bytes_max = options.memtable_size_bytes_max as u64;
+        stats.manifest_torn_tails_cut = recovered.torn_tails_cut;
+        let next_file_number = recovered.state.next_file_number.max(manifest.number() + 1);
+        // A memtable replayed past its bound is flushed right away.
+        let mut imm = VecDeque::new();
+        let mut mem_wal_index_max = wal_index_max;
+        if memtable.bytes() > options.memtable_size_bytes_max {
+            imm.push_back(Immutable {
+                mem: Rc::new(RefCell::new(std::mem::take(&mut memtable))),
+                seq_max: last_seq,
+                wal_index_max,
+            });
+            mem_wal_index_max = 0;
+        }
+        let targets = LevelTargets {
+            levels_max: options.levels_max,
+            l0_compaction_trigger_files: options.l0_compaction_trigger_files,
+            level1_size_bytes_max: options.level1_size_bytes_max,
+            level_size_ratio: options.level_size_ratio,
+        };
+        let inner = Inner {
+            dir,
+            clock: hooks.clock.unwrap_or_default(),
+            io,
+            state: RefCell::new(State {
+                mem: Rc::new(RefCell::new(memtable)),
+                mem_wal_index_max,
+                imm,
+                version: Rc::new(version),
+                flush_generation: 0,
+                next_file_number,
+                last_seq,
+                visible_seq: last_seq,
+            }),
+            snapshots: Rc::new(SnapshotList::default()),
+            stats: RefCell::new(stats),
+            closed: Cell::new(false),
+            wal,
+            cache,
+            manifest: RefCell::new(Some(manifest)),
+            manifest_state: RefCell::new(recovered.state),
+            manifest_lock: glommio::sync::Semaphore::new(1),
+            bg: Rc::new(Background::default()),
+            backlog: Rc::new(EngineBacklog::new(
+                options.background_shares,
+                options.background_poll_interval_us,
+            )),
+            bg_error: RefCell::new(None),
+            compaction_cursor: RefCell::new(vec![Vec::new(); options.levels_max]),
+            targets,
+            options,
+            _lock: lock,
+        };
+        let inner = Rc::new(inner);
+        background::start(&inner)?;
+        Ok(Engine { inner })
+    }
+}
+
+/// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number
+/// replayed so far. Records whose writes are all at or below `flushed_seq` are already in
+/// tables and are skipped.
+pub(crate) fn replay_record(
+    memtable: &mut Memtable,
+    last_seq: &mut SeqNo,
+    flushed_seq: SeqNo,
+    r: Replayed<'_>,
+) -> Result<()> {
+    let p = r.payload;
+    // Errors point at the payload: past the frame header.
+    let at = r.offset + crate::wal::record::HEADER_BYTES as u64;
+    let bad = |off: u64, what: String| Err(Error::corruption(r.file, at + off, what));
+    if p.len() < PAYLOAD_HEADER_BYTES || p[0] != PAYLOAD_KIND_BATCH {
+        return bad(
+            0,
+            format!("record {}: unknown payload kind or short header", r.index),
+        );
+    }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&p[i..i + 8]);
+        u64::from_le_bytes(a)
+    };
+    let count = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
+    let first_seq = u64_at(8);
+    let write_time_ms = u64_at(16);
+    // The record's last sequence number; a header whose range would pass u64::MAX is damage
+    // (found by tests/tests/decoders.rs: it overflowed).
+    let last_in_record = u64::from(count)
+        .checked_sub(1)
+        .and_then(|n| first_seq.checked_add(n));
+    let Some(last_in_record) = last_in_record.filter(|_| first_seq > *last_seq) else {
+        return bad(
+            4,
+            format!(
+                "record {}: {count} operations from sequence {first_seq}, after sequence {}",
+                r.index, *last_seq
+            ),
+        );
+    };
+    if last_in_record <= flushed_seq {
+        *last_seq = last_in_record;
+        return Ok(());
+    }
+    // Nobody reads during replay: keep only the newest version of each key.
+    let applied = apply_ops(
+        memtable,
+        &p[PAYLOAD_HEADER_BYTES..],
+        first_seq,
+        write_time_ms,
+        &|_, _| false,
+    )
+    .map_err(|off| {
+        Error::corruption(
+            r.file,
+            at + (PAYLOAD_HEADER_BYTES + off) as u64,
+            format!("record {}: malformed operation", r.index),
+        )
+    })?;
+    if applied != count {
+        return bad(
+            4,
+            format!(
+                "record {}: header says {count} operations, found {applied}",
+                r.index
+            ),
+        );
+    }
+    *last_seq = last_in_record;
+    Ok(())
+}
+
+/// Deletes what a crash may have left behind: tables the manifest does not list (a flush or
+/// compaction that never reached its edit), old manifests and a half-written `CURRENT.tmp`.
+fn remove_unreferenced_files(
+    io: &Io,
+    dir: &Path,
+    state: &ManifestState,
+    manifest_number: u64,
+) -> Result<()> {
+    let live: std::collections::HashSet<u64> = state
+        .levels
+        .iter()
+        .flat_map(|l| l.keys().copied())
+        .collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = if let Some(n) = name.strip_suffix(".sst") {
+            n.parse::<u64>().is_ok_and(|n| !live.contains(&n))
+        } else if let Some(n) = name.strip_prefix("MANIFEST-") {
+            n.parse::<u64>().is_ok_and(|n| n != manifest_number)
+        } else {
+            name == "CURRENT.tmp"
+        };
+        if stale {
+            tracing::info!(file = %name, "removing a file no live version refers to");
+            io.remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The write path: validation, stalls, sequencing (WAL record, memtable), durability, publishing.
+
+use super::*;
+
+impl Engine {
+    /// Writes `key = value`. Returns the write's sequence number once it is as durable as
+    /// the durability mode promises.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write_inner(b, WriteKind::Single).await
+    }
+
+    /// Writes `key = value`, invisible to reads once `ttl` has passed (1 ms ..= 100 years).
+    pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.put_with_ttl(key, value, ttl);
+        self.write_inner(b, WriteKind::Single).await
+    }
+
+    /// Deletes `key` (a no-op for readers if it is absent, but still a write).
+    pub async fn delete(&self, key: &[u8]) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write_inner(b, WriteKind::Single).await
+    }
+
+    /// Applies every operation of `batch` atomically: readers (and recovery) see all of them
+    /// or none. Returns the sequence number of the batch's last operation.
+    pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        self.write_inner(batch, WriteKind::Batch).await
+    }
+
+    /// Compare-and-set, atomic with respect to every other write to this engine: if the live
+    /// value of `key` equals `expected` (None = absent, deleted or expired), writes `new`
+    /// (None = delete) with an optional TTL. The comparison includes writes that are sequenced
+    /// but not yet acknowledged; a mismatch is reported only once those are acknowledged.
+    pub async fn compare_and_set(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome> {
+        self.compare_and_set_expecting(key, expected.into(), new, ttl)
+            .await
+    }
+
+    /// [`Engine::compare_and_set`] with any expectation, a sequence number included.
+    pub async fn compare_and_set_expecting(
+        &self,
+        key: &[u8],
+        expected: Expect<'_>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome> {
+        let mut b = WriteBatch::new();
+        match (new, ttl) {
+            (Some(v), Some(ttl)) => b.put_with_ttl(key, v, ttl),
+            (Some(v), None) => b.put(key, v),
+            (None, None) => b.delete(key),
+            (None, Some(_)) => {
+                self.count_invalid();
+                return Err(Error::InvalidArgument(
+                    "compare_and_set: a ttl needs a new value (new = None deletes)".into(),
+                ));
+            }
+        };
+        self.check_writable()?;
+        self.validate(&b)?;
+        let inner = &self.inner;
+        let needed = write_cost(&b);
+        loop {
+            self.make_room(needed).await?;
+            // The value as of everything sequenced so far: from the memtables synchronously,
+            // or from the tables (asynchronously, then re-checked: if a flush or a write to
+            // the key came in meanwhile, look again).
+            let (mem_hit, version, generation, read_seq) = {
+                let st = inner.state.borrow();
+                let hit = self.memtables_lookup(&st, key, st.last_seq);
+                (hit, st.version.clone(), st.flush_generation, st.last_seq)
+            };
+            let current = match mem_hit {
+                Some(v) => v,
+                None => {
+                    let from_tables = self.tables_lookup(&version, key, read_seq).await?;
+                    let st = inner.state.borrow();
+                    if st.flush_generation != generation
+                        || self.memtables_lookup(&st, key, st.last_seq).is_some()
+                    {
+                        continue;
+                    }
+                    from_tables
+                }
+            };
+            // Compare and sequence in one synchronous step: no other write can come between.
+            if expected.holds_for(current.as_ref()) {
+                if self.stall_reason(needed).is_some() {
+                    continue;
+                }
+                let seq = self.sequence(b)?;
+                let seq = self.finish_write(seq, WriteKind::Cas).await?;
+                inner.stats.borrow_mut().cas_applied_total += 1;
+                return Ok(CasOutcome::Applied(seq));
+            }
+            // The value we compared with may come from a write not yet acknowledged: report
+            // it only once everything sequenced so far is durable.
+            let seen = inner.state.borrow().last_seq;
+            let index = inner.wal.last_index();
+            if index > 0 {
+                inner.wal.wait_durable(index).await?;
+            }
+            self.publish(seen);
+            inner.stats.borrow_mut().cas_mismatch_total += 1;
+            let (current, current_seq) = current.map_or((None, 0), |(v, seq)| (Some(v), seq));
+            return Ok(CasOutcome::Mismatch {
+                current,
+                current_seq,
+            });
+        }
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        let failure = self
+            .inner
+            .wal
+            .failure()
+            .or_else(|| self.inner.bg_error.borrow().clone());
+        if let Some(reason) = failure {
+            self.inner.stats.borrow_mut().rejected_read_only_total += 1;
+            return Err(Error::ReadOnly { reason });
+        }
+        Ok(())
+    }
+
+    fn count_invalid(&self) {
+        self.inner.stats.borrow_mut().rejected_invalid_total += 1;
+    }
+
+    fn validate(&self, b: &WriteBatch) -> Result<()> {
+        batch::validate(b, &self.inner.options).inspect_err(|_| self.count_invalid())
+    }
+
+    async fn write_inner(&self, b: WriteBatch, kind: WriteKind) -> Result<SeqNo> {
+        self.check_writable()?;
+        self.validate(&b)?;
+        let needed = write_cost(&b);
+        loop {
+            self.make_room(needed).await?;
+            // No await between make_room and sequence: the room is still there (checked
+            // again, cheaply, in case a stalled writer ahead took it).
+            if self.stall_reason(needed).is_none() {
+                let s = self.sequence(b)?;
+                let r = self.finish_write(s, kind).await;
+                // After sequencing, never before: writes are sequenced in the order issued.
+                backlog::cooperate(&self.inner.backlog).await;
+                return r;
+            }
+        }
+    }
+
+    /// Why a write of `needed` bytes cannot be sequenced now, if it cannot.
+    fn stall_reason(&self, needed: usize) -> Option<StallReason> {
+        let inner = &self.inner;
+        let st = inner.state.borrow();
+        let o = &inner.options;
+        let full = {
+            let mem = st.mem.borrow();
+            !mem.is_empty() && mem.bytes() + needed > o.memtable_size_bytes_max
+        };
+        if full && st.imm.len() >= o.memtables_immutable_max {
+            return Some(StallReason::Memtables);
+        }
+        if st.version.levels[0].len() >= o.l0_stop_writes_files {
+            return Some(StallReason::Level0);
+        }
+        if picker::pending_compaction_bytes(&st.version, &inner.targets)
+            >= o.pending_compaction_bytes_stop
+        {
+            return Some(StallReason::PendingCompaction);
+        }
+        None
+    }
+
+    /// Waits (a counted write stall) until a write of `needed` bytes can go in. Stalled
+    /// writers go on in arrival order: while one waits, later writers queue behind it, so
+    /// writes are still sequenced in the order they were issued and a large write is not
+    /// starved by small ones.
+    pub(super) async fn make_room(&self, needed: usize) -> Result<()> {
+        let inner = &self.inner;
+        let bg = &inner.bg;
+        if bg.stalled_writers() == 0 {
+            let Some(reason) = self.stall_reason(needed) else {
+                return Ok(());
+            };
+            let mut stats = inner.stats.borrow_mut();
+            stats.write_stalls_total += 1;
+            match reason {
+                StallReason::Memtables => stats.write_stalls_memtables_total += 1,
+                StallReason::Level0 => stats.write_stalls_l0_total += 1,
+                StallReason::PendingCompaction => stats.write_stalls_pending_compaction_total += 1,
+            }
+        }
+        let started = std::time::Instant::now();
+        let ticket = bg.take_ticket();
+        bg.wake_workers();
+        let r = loop {
+            let seen = bg.room_generation();
+            if let Err(e) = self.check_writable() {
+                break Err(e);
+            }
+            if bg.is_turn(ticket) && self.stall_reason(needed).is_none() {
+                break Ok(());
+            }
+            bg.room_changed(seen).await;
+        };
+        bg.done_ticket(ticket);
+        inner.stats.borrow_mut().write_stall_us_total += started.elapsed().as_micros() as u64;
+        r
+    }
+
+    /// Waits until a sequenced write is as durable as promised, then publishes it.
+    async fn finish_write(&self, s: Sequenced, kind: WriteKind) -> Result<SeqNo> {
+        let last_seq = s.last_seq;
+        if let Err(e) = self.inner.wal.wait_durable(s.index).await {
+            self.inner.stats.borrow_mut().failed_io_total += 1;
+            return Err(e);
+        }
+        self.publish(last_seq);
+        let mut stats = self.inner.stats.borrow_mut();
+        stats.writes_total += 1;
+        stats.write_ops_total += u64::from(s.ops);
+        stats.write_payload_bytes_total += s.payload_bytes as u64;
+        if kind == WriteKind::Batch {
+            stats.batches_total += 1;
+        }
+        Ok(last_seq)
+    }
+
+    /// Hands out sequence numbers, applies the (still invisible) versions to the memtable and
+    /// queues the WAL record. Synchronous: nothing else runs on the shard in between.
+    /// A full memtable is first made immutable (and its flush started). The caller has just
+    /// checked that there is room (`stall_reason` is None).
+    fn sequence(&self, b: WriteBatch) -> Result<Sequenced> {
+        let inner = &self.inner;
+        let needed = write_cost(&b);
+        debug_assert!(self.stall_reason(needed).is_none());
+        // Refuse now, before anything changes, what the WAL would refuse below.
+        let payload_len = batch::RESERVED_HEADER_BYTES + b.rep().len();
+        inner.wal.check_appendable(payload_len)?;
+        let mut st = inner.state.borrow_mut();
+        let full = {
+            let mem = st.mem.borrow();
+            !mem.is_empty() && mem.bytes() + needed > inner.options.memtable_size_bytes_max
+        };
+        if full {
+            let old = std::mem::replace(&mut st.mem, Rc::new(RefCell::new(Memtable::new())));
+            let imm = Immutable {
+                mem: old,
+                seq_max: st.last_seq,
+                wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
+            };
+            st.imm.push_back(imm);
+            inner.bg.wake_workers();
+        }
+        if full {
+            drop(st);
+            background::refresh_backlog(inner);
+            st = inner.state.borrow_mut();
+        }
+        let first_seq = st.last_seq + 1;
+        let now_ms = inner.clock.now_ms();
+        let visible = st.visible_seq;
+        let snapshots = &inner.snapshots;
+        let needed = |lo: SeqNo, hi: SeqNo| {
+            // Readers at the read point need the newest version at or below it; versions above
+            // it are pending writes, kept until published. Both have `visible < hi`.
+            visible < hi || snapshots.any_in(lo, hi)
+        };
+        // The batch was validated: it decodes.
+        let mem = st.mem.clone();
+        let applied = apply_ops(&mut mem.borrow_mut(), b.rep(), first_seq, now_ms, &needed);
+        debug_assert_eq!(applied, Ok(b.count()));
+        let (ops, payload_bytes) = (b.count(), b.payload_bytes());
+        st.last_seq = first_seq + u64::from(ops) - 1;
+        let index = inner
+            .wal
+            .append(b.into_buffer_with_header(&payload_header(ops, first_seq, now_ms)))?;
+        st.mem_wal_index_max = index;
+        Ok(Sequenced {
+            last_seq: st.last_seq,
+            index,
+            ops,
+            payload_bytes,
+        })
+    }
+
+    /// Makes every write up to `seq` visible to readers.
+    fn publish(&self, seq: SeqNo) {
+        let mut st = self.inner.state.borrow_mut();
+        debug_assert!(seq <= st.last_seq);
+        st.visible_seq = st.visible_seq.max(seq);
+    }
+}
+
+/// Why a write has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StallReason {
+    Memtables,
+    Level0,
+    PendingCompaction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Single,
+    Batch,
+    Cas,
+}
+
+/// Applies encoded operations to the memtable, operation `i` at `first_seq + i`.
+pub(super) fn apply_ops(
+    memtable: &mut Memtable,
+    rep: &[u8],
+    first_seq: SeqNo,
+    write_time_ms: u64,
+    needed: &dyn Fn(SeqNo, SeqNo) -> bool,
+) -> std::result::Result<u32, usize> {
+    let mut n = 0u32;
+    for (i, op) in BatchIter::new(rep).enumerate() {
+        n += 1;
+        let seq = first_seq + i as u64;
+        match op? {
+            BatchOp::Put { key, value, ttl_ms } => {
+                let expires = ttl_ms.map_or(0, |t| write_time_ms.saturating_add(t).max(1));
+                memtable.insert(key, seq, Some(value), expires, needed);
+            }
+            BatchOp::Delete { key } => memtable.insert(key, seq, None, 0, needed),
+        }
+    }
+    Ok(n)
+}
+
+/// The header of a write's WAL record payload (format in the module doc).
+fn payload_header(ops: u32, first_seq: SeqNo, now_ms: u64) -> [u8; PAYLOAD_HEADER_BYTES] {
+    let mut h = [0u8; PAYLOAD_HEADER_BYTES];
+    h[0] = PAYLOAD_KIND_BATCH;
+    h[4..8].copy_from_slice(&ops.to_le_bytes());
+    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    h[16..24].copy_from_slice(&now_ms.to_le_bytes());
+    h
+}
+
+/// A sequenced write, waiting to become durable.
+struct Sequenced {
+    last_seq: SeqNo,
+    index: u64,
+    ops: u32,
+    payload_bytes: usize,
+}
+
+/// Memtable bytes a batch needs at most.
+fn write_cost(b: &WriteBatch) -> usize {
+    BatchIter::new(b.rep())
+        .flatten()
+        .map(|op| match op {
+            BatchOp::Put { key, value, .. } => memtable::write_cost_bytes(key.len(), value.len()),
+            BatchOp::Delete { key } => memtable::write_cost_bytes(key.len(), 0),
+        })
+        .sum()
+}
