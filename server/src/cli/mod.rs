@@ -249,34 +249,6 @@ pub fn main() -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    let status = local.block_on(&runtime, async {
-        let timeout = Duration::from_millis(args.timeout_ms.max(1));
-        let addr = match corekv_proto::client::resolve(&args.addr) {
-            Ok(addr) => addr,
-            Err(e) => return report(&args, Failure::from(e)),
-        };
-        let mut session = commands::Session::new(addr, timeout);
-        match &args.command {
-            Some(command) => {
-                let stdout = std::io::stdout();
-                let mut out = stdout.lock();
-                let mut printer = output::Printer {
-                    hex: args.hex,
-                    format: args.output,
-                    out: &mut out,
-                };
-                let outcome = session.execute(command, &mut printer).await;
-                drop(out);
-                outcome.unwrap_or_else(|f| report(&args, f))
-            }
-            None => shell::run(&args, &mut session).await,
-        }
-    });
-    ExitCode::from(status)
-}
-
-/// Reports a failure before any command ran; its exit status.
-fn report(args: &Args, f: Failure) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printer = output::Printer {
@@ -284,7 +256,20 @@ fn report(args: &Args, f: Failure) -> u8 {
         format: args.output,
         out: &mut out,
     };
-    let _ = printer.failure(&f);
-    eprintln!("corekv-cli: {}", f.message);
-    f.status
+    let status = local.block_on(&runtime, async {
+        let timeout = Duration::from_millis(args.timeout_ms.max(1));
+        let addr = match corekv_proto::client::resolve(&args.addr) {
+            Ok(addr) => addr,
+            Err(e) => return printer.report(&Failure::from(e), "corekv-cli: "),
+        };
+        let mut session = commands::Session::new(addr, timeout);
+        match &args.command {
+            Some(command) => match session.execute(command, &mut printer).await {
+                Ok(status) => status,
+                Err(f) => printer.report(&f, "corekv-cli: "),
+            },
+            None => shell::run(&mut session, &mut printer).await,
+        }
+    });
+    ExitCode::from(status)
 }

@@ -278,8 +278,16 @@ impl Printer<'_> {
         }
     }
 
-    /// A failure, in JSON mode (human mode reports failures on standard error only).
-    pub fn failure(&mut self, f: &Failure) -> Result<(), Failure> {
+    /// Reports a failure: its message on standard error after `prefix`, and in JSON mode its
+    /// object on standard output. Returns its exit status.
+    pub fn report(&mut self, f: &Failure, prefix: &str) -> u8 {
+        // A failure to print the failure changes nothing: the status says what happened.
+        let _ = self.failure(f);
+        eprintln!("{prefix}{}", f.message);
+        f.status
+    }
+
+    fn failure(&mut self, f: &Failure) -> Result<(), Failure> {
         if self.format != Format::Json {
             return Ok(());
         }

@@ -6,13 +6,13 @@
 //! earlier ones recalled (history kept in `~/.corekv_cli_history`); from a pipe, lines are
 //! read as they come, without a prompt.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use clap::Parser;
 
+use super::Command;
 use super::commands::Session;
 use super::output::Printer;
-use super::{Args, Command};
 
 /// One shell line, parsed like the one-shot command line without its options.
 #[derive(Debug, Parser)]
@@ -24,7 +24,7 @@ struct Line {
 
 /// Runs the shell until `quit` or the end of input; its exit status (0, or 2 if a line could
 /// not be read).
-pub async fn run(args: &Args, session: &mut Session) -> u8 {
+pub async fn run(session: &mut Session, printer: &mut Printer<'_>) -> u8 {
     let interactive = std::io::stdin().is_terminal();
     let mut editor = if interactive {
         match rustyline::DefaultEditor::new() {
@@ -89,18 +89,9 @@ pub async fn run(args: &Args, session: &mut Session) -> u8 {
                 continue;
             }
         };
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let mut printer = Printer {
-            hex: args.hex,
-            format: args.output,
-            out: &mut out,
-        };
-        if let Err(f) = session.execute(&command, &mut printer).await {
-            let _ = printer.failure(&f);
-            eprintln!("(error) {}", f.message);
+        if let Err(f) = session.execute(&command, printer).await {
+            printer.report(&f, "(error) ");
         }
-        let _ = out.flush();
     }
     if let (Some(editor), Some(path)) = (editor.as_mut(), history.as_ref()) {
         let _ = editor.save_history(path);
