@@ -1,7 +1,22 @@
-//! [`WriteBatch`]: puts and deletes applied atomically, and the byte encoding they share with
-//! the WAL (a batch's bytes are copied into the WAL record as they are, never re-encoded).
+//! [`WriteBatch`]: puts and deletes applied atomically, and the WAL record payload a write
+//! becomes: a header, then the batch's operations as they are (the batch's buffer reserves the
+//! header's bytes, so it is handed to the WAL without being copied or re-encoded).
 //!
-//! ## Operation encoding (little-endian)
+//! ## WAL record payload (one per acknowledged write call, little-endian)
+//!
+//! ```text
+//! 0        1          4          8                16                   24
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! | kind=1 | reserved | op_count | first_seq      | write_time_unix_ms | operations ... |
+//! | u8     | 3 x 0    | u32      | u64            | u64                |                |
+//! +--------+----------+----------+----------------+--------------------+----------------+
+//! ```
+//!
+//! Operation `i` has sequence number `first_seq + i`; a TTL of `ttl_ms` expires at
+//! `write_time_unix_ms + ttl_ms`, so replay restores the same absolute expiry. The WAL frame
+//! around the payload is described in [`crate::wal::record`].
+//!
+//! ## Operation encoding
 //!
 //! ```text
 //! put:          +------+-----------+-----+-------------+-------+
@@ -11,12 +26,10 @@
 //! put with ttl: | 0x03 | key_len   | key | value_len   | value | ttl_ms (u64, >= 1) |
 //! delete:       | 0x02 | key_len   | key |
 //! ```
-//!
-//! A TTL is stored relative to the write; the WAL record carries the write's wall-clock time
-//! (see [`crate::engine`]'s record payload), so replay restores the same absolute expiry.
 
 use std::time::Duration;
 
+use crate::SeqNo;
 use crate::error::{Error, Result};
 
 const OP_PUT: u8 = 1;
@@ -26,9 +39,56 @@ const OP_PUT_TTL: u8 = 3;
 /// Largest TTL accepted: 100 years, in milliseconds.
 pub const TTL_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// Bytes reserved at the front of a batch's buffer for the WAL record payload header (see
-/// `crate::engine`), so the engine hands the buffer to the WAL without copying it.
+/// Payload kind of a write-batch record.
+const RECORD_KIND_BATCH: u8 = 1;
+
+/// Bytes of [`RecordHeader`], reserved at the front of a batch's buffer.
 pub(crate) const RESERVED_HEADER_BYTES: usize = 24;
+
+/// The header of a WAL record payload (layout in the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    /// Operations in the record.
+    pub(crate) ops: u32,
+    /// Sequence number of the first operation.
+    pub(crate) first_seq: SeqNo,
+    /// Wall-clock time of the write, Unix milliseconds (TTLs count from it).
+    pub(crate) write_time_ms: u64,
+}
+
+impl RecordHeader {
+    /// Bytes of the header.
+    pub(crate) const BYTES: usize = RESERVED_HEADER_BYTES;
+
+    fn encode(&self) -> [u8; Self::BYTES] {
+        let mut h = [0u8; Self::BYTES];
+        h[0] = RECORD_KIND_BATCH;
+        h[4..8].copy_from_slice(&self.ops.to_le_bytes());
+        h[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
+        h[16..24].copy_from_slice(&self.write_time_ms.to_le_bytes());
+        h
+    }
+
+    /// The header of `payload` and the encoded operations after it; None when the payload is
+    /// shorter than a header or of an unknown kind.
+    pub(crate) fn decode(payload: &[u8]) -> Option<(RecordHeader, &[u8])> {
+        let (h, ops) = payload.split_at_checked(Self::BYTES)?;
+        if h[0] != RECORD_KIND_BATCH {
+            return None;
+        }
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&h[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let header = RecordHeader {
+            ops: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
+            first_seq: u64_at(8),
+            write_time_ms: u64_at(16),
+        };
+        Some((header, ops))
+    }
+}
 
 /// Encoding bytes of one operation besides its key and value: the kind byte, the two lengths,
 /// a TTL.
@@ -121,15 +181,19 @@ impl WriteBatch {
         self.rep.get(RESERVED_HEADER_BYTES..).unwrap_or(&[])
     }
 
-    /// The whole buffer, with `header` written into the reserved front bytes.
-    pub(crate) fn into_buffer_with_header(
-        mut self,
-        header: &[u8; RESERVED_HEADER_BYTES],
-    ) -> Vec<u8> {
+    /// Bytes of the WAL record payload this batch becomes.
+    pub(crate) fn record_bytes(&self) -> usize {
+        RESERVED_HEADER_BYTES + self.rep().len()
+    }
+
+    /// The WAL record payload: the batch's buffer with `header` written into its reserved
+    /// front bytes.
+    pub(crate) fn into_record(mut self, header: RecordHeader) -> Vec<u8> {
+        debug_assert_eq!(header.ops, self.count);
         if self.rep.len() < RESERVED_HEADER_BYTES {
             self.rep.resize(RESERVED_HEADER_BYTES, 0);
         }
-        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(header);
+        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(&header.encode());
         self.rep
     }
 

@@ -172,7 +172,7 @@ pub struct CachedBlock {
     len: usize,
     /// CLOCK's reference bit. It lives in the block, not in the cache's slot, so a reader
     /// that reaches the block without the cache's map (a table's direct handle, see
-    /// [`crate::sst::reader::Table`]) marks it used by touching a line it loads anyway.
+    /// [`crate::sst::reader::TableReader`]) marks it used by touching a line it loads anyway.
     referenced: Cell<bool>,
 }
 

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::SeqNo;
+use crate::batch::{BatchIter, BatchOp};
 
 /// Bytes charged per key on top of its length (tree slot, boxed key header, entry).
 pub(crate) const KEY_OVERHEAD_BYTES: usize = 88;
@@ -28,7 +29,7 @@ pub(crate) const KEY_OVERHEAD_BYTES: usize = 88;
 pub(crate) const VERSION_OVERHEAD_BYTES: usize = 40;
 
 #[derive(Debug)]
-struct Version {
+struct KeyVersion {
     seq: SeqNo,
     /// Unix milliseconds at which the value stops being visible; 0 = never.
     expires_at_ms: u64,
@@ -36,7 +37,7 @@ struct Version {
     value: Option<Box<[u8]>>,
 }
 
-impl Version {
+impl KeyVersion {
     fn cost(&self) -> usize {
         VERSION_OVERHEAD_BYTES + self.value.as_ref().map_or(0, |v| v.len())
     }
@@ -53,14 +54,14 @@ impl Version {
 
 /// All versions of one key: `older` oldest first, then `newest`.
 #[derive(Debug)]
-struct Entry {
-    newest: Version,
-    older: Vec<Version>,
+struct KeyVersions {
+    newest: KeyVersion,
+    older: Vec<KeyVersion>,
 }
 
-impl Entry {
+impl KeyVersions {
     /// The newest version with `seq <= read_seq`.
-    fn visible(&self, read_seq: SeqNo) -> Option<&Version> {
+    fn visible(&self, read_seq: SeqNo) -> Option<&KeyVersion> {
         if self.newest.seq <= read_seq {
             return Some(&self.newest);
         }
@@ -171,7 +172,7 @@ impl KeyFilter {
 /// The ordered in-memory table of one engine.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
-    map: BTreeMap<MemKey, Entry>,
+    map: BTreeMap<MemKey, KeyVersions>,
     /// Every key of `map` (see [`KeyFilter`]).
     filter: KeyFilter,
     /// A reusable search key for point reads (saves an allocation per `get`).
@@ -205,6 +206,32 @@ impl Memtable {
         self.versions
     }
 
+    /// Adds the versions of encoded batch operations (see [`crate::batch`]), operation `i` at
+    /// `first_seq + i`, TTLs counted from `write_time_ms`; `needed` as for
+    /// [`Memtable::insert`]. Returns how many operations there were, or the offset of a
+    /// malformed one (operations before it are applied).
+    pub(crate) fn apply(
+        &mut self,
+        ops: &[u8],
+        first_seq: SeqNo,
+        write_time_ms: u64,
+        needed: &dyn Fn(SeqNo, SeqNo) -> bool,
+    ) -> std::result::Result<u32, usize> {
+        let mut n = 0u32;
+        for (i, op) in BatchIter::new(ops).enumerate() {
+            n += 1;
+            let seq = first_seq + i as u64;
+            match op? {
+                BatchOp::Put { key, value, ttl_ms } => {
+                    let expires = ttl_ms.map_or(0, |t| write_time_ms.saturating_add(t).max(1));
+                    self.insert(key, seq, Some(value), expires, needed);
+                }
+                BatchOp::Delete { key } => self.insert(key, seq, None, 0, needed),
+            }
+        }
+        Ok(n)
+    }
+
     /// Adds a version of `key` (`value` None = delete) and drops versions of `key` that no
     /// reader can see any more. `needed(lo, hi)` answers whether some reader may read at a
     /// sequence number in `[lo, hi)` (the engine knows its snapshots and its read point); a
@@ -217,7 +244,7 @@ impl Memtable {
         expires_at_ms: u64,
         needed: &dyn Fn(SeqNo, SeqNo) -> bool,
     ) {
-        let version = Version {
+        let version = KeyVersion {
             seq,
             expires_at_ms,
             value: value.map(Box::from),
@@ -228,7 +255,7 @@ impl Memtable {
         match self.map.entry(MemKey::new(key)) {
             std::collections::btree_map::Entry::Vacant(slot) => {
                 self.bytes += KEY_OVERHEAD_BYTES + key.len();
-                slot.insert(Entry {
+                slot.insert(KeyVersions {
                     newest: version,
                     older: Vec::new(),
                 });
@@ -288,7 +315,7 @@ impl Memtable {
     }
 
     /// The entry of `key`, searched with the reusable probe key (no allocation per read).
-    fn find(&self, key: &[u8]) -> Option<&Entry> {
+    fn find(&self, key: &[u8]) -> Option<&KeyVersions> {
         if !self.filter.may_contain(crate::sst::filter::key_hash(key)) {
             return None;
         }
@@ -345,13 +372,13 @@ impl Memtable {
         };
         let start = MemKey::new(start);
         let range = self.map.range((Bound::Included(&start), upper));
-        let live = |(k, e): (&MemKey, &Entry)| {
+        let live = |(k, e): (&MemKey, &KeyVersions)| {
             e.visible(read_seq)
                 .and_then(|v| v.live_value(now_ms))
                 .map(|v| (k.bytes.to_vec(), v.to_vec()))
         };
         let mut more = false;
-        let mut collect = |it: &mut dyn Iterator<Item = (&MemKey, &Entry)>| {
+        let mut collect = |it: &mut dyn Iterator<Item = (&MemKey, &KeyVersions)>| {
             for (k, e) in it {
                 if let Some(kv) = live((k, e)) {
                     if out.len() == limit {
@@ -440,7 +467,7 @@ impl MemChunk {
     }
 }
 
-impl Version {
+impl KeyVersion {
     fn push_to(&self, key: &[u8], out: &mut MemChunk) {
         use crate::sst::EntryKind;
         let kind = match (&self.value, self.expires_at_ms) {
@@ -475,7 +502,7 @@ impl Memtable {
         keys_max: usize,
         out: &mut MemChunk,
     ) -> bool {
-        let mut push = |k: &[u8], e: &Entry| {
+        let mut push = |k: &[u8], e: &KeyVersions| {
             if reverse {
                 for v in &e.older {
                     v.push_to(k, out);

@@ -235,4 +235,39 @@ impl Stats {
             (self.level6_files, self.level6_bytes),
         ] = levels;
     }
+
+    /// Copies the WAL's counters, its recovery report included.
+    pub(crate) fn record_wal(&mut self, w: &crate::wal::WalStats) {
+        self.wal_records_total = w.records_total;
+        self.wal_write_bytes_total = w.write_bytes_total;
+        self.wal_writes_total = w.writes_total;
+        self.wal_syncs_total = w.syncs_total;
+        self.wal_group_records_1_total = w.group_records[0];
+        self.wal_group_records_2_3_total = w.group_records[1];
+        self.wal_group_records_4_7_total = w.group_records[2];
+        self.wal_group_records_8_15_total = w.group_records[3];
+        self.wal_group_records_16_31_total = w.group_records[4];
+        self.wal_group_records_32_plus_total = w.group_records[5];
+        self.wal_group_records_max = w.group_records_max;
+        self.wal_segments_created_total = w.segments_created_total;
+        self.wal_segments_deleted_total = w.segments_deleted_total;
+        self.wal_segments_live = w.segments_live;
+        self.wal_segments_bytes = w.segments_bytes;
+        self.wal_io_errors_total = w.io_errors_total;
+        self.recovery_records_replayed = w.recovery.records_replayed;
+        self.recovery_torn_tails_cut = w.recovery.torn_tails_cut;
+        self.recovery_torn_bytes_cut = w.recovery.torn_bytes_cut;
+        self.recovery_segments_dropped = w.recovery.segments_dropped;
+        self.recovery_corruptions_skipped = w.recovery.corruptions_skipped;
+    }
+
+    /// Copies the block cache's counters.
+    pub(crate) fn record_cache(&mut self, c: &crate::cache::CacheCounters) {
+        self.block_cache_hits_total = c.hits;
+        self.block_cache_misses_total = c.misses;
+        self.block_cache_evictions_total = c.evictions;
+        self.block_cache_data_bytes = c.used_bytes;
+        self.block_cache_pinned_bytes = c.pinned_bytes;
+        self.block_cache_capacity_bytes = c.capacity_bytes;
+    }
 }

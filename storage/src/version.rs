@@ -19,13 +19,13 @@ use crate::io::Io;
 use crate::manifest::VersionEdit;
 use crate::sst::Entry;
 use crate::sst::builder::TableMeta;
-use crate::sst::reader::{Table, TableGet};
+use crate::sst::reader::{TableGet, TableReader};
 
 /// One live table.
 #[derive(Debug)]
 pub(crate) struct TableFile {
     pub meta: TableMeta,
-    pub table: Rc<Table>,
+    pub table: Rc<TableReader>,
     /// Set when a compaction replaced the table: the file is deleted on drop.
     obsolete: Cell<bool>,
     /// Set while a compaction reads it.
@@ -35,7 +35,7 @@ pub(crate) struct TableFile {
 }
 
 impl TableFile {
-    pub(crate) fn new(meta: TableMeta, table: Rc<Table>, io: Io) -> Rc<TableFile> {
+    pub(crate) fn new(meta: TableMeta, table: Rc<TableReader>, io: Io) -> Rc<TableFile> {
         let path = table.path().to_path_buf();
         Rc::new(TableFile {
             meta,

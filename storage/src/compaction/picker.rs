@@ -16,6 +16,7 @@
 //! * The highest score (size / target) wins. A table with nothing to merge with below is moved
 //!   down by a manifest edit alone (a trivial move: nothing is rewritten).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::version::{TableFile, Version};
@@ -27,6 +28,39 @@ pub(crate) struct LevelTargets {
     pub l0_compaction_trigger_files: usize,
     pub level1_size_bytes_max: u64,
     pub level_size_ratio: u64,
+}
+
+/// One engine's compaction picker: the shape of its tree and, per level, where round-robin
+/// compaction goes on next.
+#[derive(Debug)]
+pub(crate) struct Picker {
+    targets: LevelTargets,
+    cursor: RefCell<Vec<Vec<u8>>>,
+}
+
+impl Picker {
+    pub(crate) fn new(targets: LevelTargets) -> Picker {
+        Picker {
+            cursor: RefCell::new(vec![Vec::new(); targets.levels_max]),
+            targets,
+        }
+    }
+
+    /// The next compaction of `v`, moving the round-robin position past it.
+    pub(crate) fn next(&self, v: &Version) -> Option<Plan> {
+        pick(v, &self.targets, &mut self.cursor.borrow_mut())
+    }
+
+    /// Whether a compaction of `v` is due (the round-robin position stays).
+    pub(crate) fn is_due(&self, v: &Version) -> bool {
+        let mut cursor = self.cursor.borrow().clone();
+        pick(v, &self.targets, &mut cursor).is_some()
+    }
+
+    /// See [`pending_compaction_bytes`].
+    pub(crate) fn pending_bytes(&self, v: &Version) -> u64 {
+        pending_compaction_bytes(v, &self.targets)
+    }
 }
 
 /// Targets computed from the current shape of the tree.

@@ -4,119 +4,40 @@
 //! The tasks hold the engine only weakly while idle, so dropping the last `Engine` handle
 //! stops them; `Engine::close` stops them and waits until they have let go of the files.
 //! The first failure of either (an I/O error while writing a table or the manifest) is kept
-//! in `bg_error`: the engine then refuses writes (reads go on), like a failed WAL.
+//! in [`Workers`]: the engine then refuses writes (reads go on), like a failed WAL.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use super::{Engine, Immutable, Inner};
+use super::state::{Immutable, State};
+use super::workers::Workers;
+use super::{Engine, Inner};
 use crate::backlog::Backlog;
 use crate::compaction::job::{self, JobContext};
-use crate::compaction::picker::{self, Plan};
+use crate::compaction::picker::Plan;
 use crate::error::{Error, Result};
 use crate::io::CrashPoint;
 use crate::manifest::VersionEdit;
-use crate::signal::Signal;
 use crate::sst::builder::{TableBuilder, TableMeta};
-use crate::sst::reader::{Table, table_path};
+use crate::sst::reader::{TableReader, table_path};
 use crate::version::TableFile;
-
-/// Signals shared between the engine and its background tasks.
-#[derive(Debug, Default)]
-pub(crate) struct Background {
-    /// Wakes the tasks: a memtable became immutable, a table was added, or stop.
-    work: Signal,
-    /// Wakes stalled writers: a flush or compaction finished, or a task stopped.
-    room: Signal,
-    stop: Cell<bool>,
-    /// Tasks still running.
-    running: Cell<u32>,
-    /// Tasks currently doing a job (not idle).
-    busy: Cell<u32>,
-    /// A compaction is running (its inputs are not offered to the picker meanwhile).
-    compacting: Cell<bool>,
-    /// Stalled writers take numbered tickets and go on in ticket order.
-    next_ticket: Cell<u64>,
-    /// Tickets whose writers are done waiting (in order or not).
-    done_tickets: RefCell<std::collections::BTreeSet<u64>>,
-    /// The smallest ticket not yet done: its writer's turn.
-    serving: Cell<u64>,
-}
-
-impl Background {
-    pub(crate) fn stop(&self) {
-        self.stop.set(true);
-        self.work.notify();
-        self.room.notify();
-    }
-
-    pub(crate) fn wake_workers(&self) {
-        self.work.notify();
-    }
-
-    /// Writers waiting for room.
-    pub(crate) fn stalled_writers(&self) -> u64 {
-        self.next_ticket.get() - self.serving.get()
-    }
-
-    pub(crate) fn take_ticket(&self) -> u64 {
-        let t = self.next_ticket.get();
-        self.next_ticket.set(t + 1);
-        t
-    }
-
-    pub(crate) fn is_turn(&self, ticket: u64) -> bool {
-        ticket == self.serving.get()
-    }
-
-    /// The writer holding `ticket` stopped waiting (it goes on, or it failed).
-    pub(crate) fn done_ticket(&self, ticket: u64) {
-        let mut done = self.done_tickets.borrow_mut();
-        done.insert(ticket);
-        let mut s = self.serving.get();
-        while done.remove(&s) {
-            s += 1;
-        }
-        self.serving.set(s);
-        drop(done);
-        self.room.notify();
-    }
-
-    pub(crate) fn room_generation(&self) -> u64 {
-        self.room.generation()
-    }
-
-    pub(crate) async fn room_changed(&self, seen: u64) {
-        self.room.changed(seen).await
-    }
-
-    /// Resolves once every task has ended.
-    pub(crate) async fn wait_stopped(&self) {
-        while self.running.get() > 0 {
-            let seen = self.room.generation();
-            if self.running.get() == 0 {
-                break;
-            }
-            self.room.changed(seen).await;
-        }
-    }
-}
 
 /// Starts the flush and compaction tasks of `inner`, in this executor's background queue
 /// (whose shares follow the backlog, see [`crate::backlog`]).
-pub(crate) fn start(inner: &Rc<Inner>) -> Result<()> {
+pub(super) fn start(inner: &Rc<Inner>) -> Result<()> {
     let tq = crate::backlog::register(&inner.backlog);
     refresh_backlog(inner);
-    let bg = inner.bg.clone();
-    bg.running.set(2);
+    let workers = inner.workers.clone();
+    workers.tasks_started(2);
     let spawn_err = |e: glommio::GlommioError<()>| {
         Error::InvalidArgument(format!("cannot start background tasks: {e}"))
     };
-    glommio::spawn_local_into(task_loop(Rc::downgrade(inner), bg.clone(), Task::Flush), tq)
+    let flush = task_loop(Rc::downgrade(inner), workers.clone(), Task::Flush);
+    glommio::spawn_local_into(flush, tq)
         .map_err(spawn_err)?
         .detach();
-    glommio::spawn_local_into(task_loop(Rc::downgrade(inner), bg, Task::Compaction), tq)
+    let compaction = task_loop(Rc::downgrade(inner), workers, Task::Compaction);
+    glommio::spawn_local_into(compaction, tq)
         .map_err(spawn_err)?
         .detach();
     Ok(())
@@ -128,32 +49,32 @@ enum Task {
     Compaction,
 }
 
-async fn task_loop(weak: Weak<Inner>, bg: Rc<Background>, task: Task) {
+async fn task_loop(weak: Weak<Inner>, workers: Rc<Workers>, task: Task) {
     loop {
-        let seen = bg.work.generation();
-        if bg.stop.get() {
+        let seen = workers.work_generation();
+        if workers.is_stopped() {
             break;
         }
         let Some(inner) = weak.upgrade() else { break };
-        if inner.bg_error.borrow().is_some() {
+        if workers.has_failed() {
             break;
         }
-        bg.busy.set(bg.busy.get() + 1);
+        workers.job_started();
         let r = match task {
             Task::Flush => flush_next(&inner).await,
             Task::Compaction => compact_next(&inner).await,
         };
-        bg.busy.set(bg.busy.get() - 1);
+        workers.job_ended();
         match r {
             Ok(true) => {
-                bg.room.notify();
-                bg.work.notify();
+                workers.room_made();
+                workers.wake();
             }
             Ok(false) => {
                 // Idle: no notification here (a stalled writer woken for nothing would wake
                 // the tasks again, and the two would spin).
                 drop(inner);
-                bg.work.changed(seen).await;
+                workers.work_changed(seen).await;
             }
             Err(Error::Closed) => break,
             Err(e) => {
@@ -163,101 +84,81 @@ async fn task_loop(weak: Weak<Inner>, bg: Rc<Background>, task: Task) {
                 };
                 tracing::error!(error = %e, "{what} failed; the engine refuses writes until reopened");
                 inner.stats.borrow_mut().background_errors_total += 1;
-                inner
-                    .bg_error
-                    .borrow_mut()
-                    .get_or_insert_with(|| format!("{what} failed: {e}"));
+                workers.fail(format!("{what} failed: {e}"));
                 break;
             }
         }
     }
-    bg.running.set(bg.running.get() - 1);
     if let Some(inner) = weak.upgrade() {
         refresh_backlog(&inner);
     }
-    bg.room.notify();
-    bg.work.notify();
+    workers.task_ended();
 }
 
 /// Re-reads what waits for the background tasks into `inner.backlog` (the background queue's
 /// shares and the foreground's cooperation follow it). Called whenever a memtable becomes
 /// immutable, a version is installed, a compaction starts or ends, and a task stops.
-pub(crate) fn refresh_backlog(inner: &Inner) {
+pub(super) fn refresh_backlog(inner: &Inner) {
     let o = &inner.options;
     let b = {
-        let st = inner.state.borrow();
-        let mut cursor = inner.compaction_cursor.borrow().clone();
-        let due = inner.bg.compacting.get()
-            || picker::pick(&st.version, &inner.targets, &mut cursor).is_some();
+        let state = inner.state.borrow();
+        let version = state.version();
         Backlog {
-            memtables_immutable: st.imm.len(),
+            memtables_immutable: state.immutable_count(),
             memtables_immutable_max: o.memtables_immutable_max,
-            level0_files: st.version.levels[0].len(),
+            level0_files: version.levels[0].len(),
             level0_trigger_files: o.l0_compaction_trigger_files,
             level0_stop_files: o.l0_stop_writes_files,
-            compaction_due: due,
-            compaction_pending_bytes: picker::pending_compaction_bytes(&st.version, &inner.targets),
+            compaction_due: inner.workers.is_compacting() || inner.picker.is_due(version),
+            compaction_pending_bytes: inner.picker.pending_bytes(version),
             compaction_pending_bytes_stop: o.pending_compaction_bytes_stop,
         }
     };
-    let stopped = inner.bg.stop.get() || inner.bg_error.borrow().is_some();
+    let stopped = inner.workers.is_stopped() || inner.workers.has_failed();
     inner.backlog.set(b, stopped);
 }
 
 /// Whether flush or compaction has work.
 fn has_work(inner: &Inner) -> bool {
-    let st = inner.state.borrow();
-    if !st.imm.is_empty() {
-        return true;
-    }
-    let mut cursor = inner.compaction_cursor.borrow().clone();
-    picker::pick(&st.version, &inner.targets, &mut cursor).is_some()
+    let state = inner.state.borrow();
+    state.immutable_count() > 0 || inner.picker.is_due(state.version())
 }
 
 /// Waits until no flush or compaction is pending or running.
-pub(crate) async fn wait_idle(inner: &Rc<Inner>) -> Result<()> {
-    loop {
-        let seen = inner.bg.room.generation();
-        if let Some(e) = inner.bg_error.borrow().clone() {
-            return Err(Error::ReadOnly { reason: e });
-        }
-        if inner.bg.stop.get() {
-            return Err(Error::Closed);
-        }
-        if inner.bg.busy.get() == 0 && !has_work(inner) {
-            return Ok(());
-        }
-        inner.bg.work.notify();
-        inner.bg.room.changed(seen).await;
-    }
+pub(super) async fn wait_idle(inner: &Rc<Inner>) -> Result<()> {
+    wait_until(inner, |inner| inner.workers.is_idle() && !has_work(inner)).await
 }
 
 /// Waits until at least `generation` flushes have finished and no immutable memtable waits.
-pub(crate) async fn wait_flushed(inner: &Rc<Inner>, generation: u64) -> Result<()> {
+pub(super) async fn wait_flushed(inner: &Rc<Inner>, generation: u64) -> Result<()> {
+    wait_until(inner, |inner| {
+        let state = inner.state.borrow();
+        state.flush_generation() >= generation && state.immutable_count() == 0
+    })
+    .await
+}
+
+/// Wakes the tasks until `done` holds; fails if they failed or stopped first.
+async fn wait_until(inner: &Rc<Inner>, done: impl Fn(&Inner) -> bool) -> Result<()> {
+    let workers = &inner.workers;
     loop {
-        let seen = inner.bg.room.generation();
-        if let Some(e) = inner.bg_error.borrow().clone() {
-            return Err(Error::ReadOnly { reason: e });
+        let seen = workers.room_generation();
+        if let Some(reason) = workers.failure() {
+            return Err(Error::ReadOnly { reason });
         }
-        if inner.bg.stop.get() {
+        if workers.is_stopped() {
             return Err(Error::Closed);
         }
-        {
-            let st = inner.state.borrow();
-            if st.flush_generation >= generation && st.imm.is_empty() {
-                return Ok(());
-            }
+        if done(inner) {
+            return Ok(());
         }
-        inner.bg.work.notify();
-        inner.bg.room.changed(seen).await;
+        workers.wake();
+        workers.room_changed(seen).await;
     }
 }
 
-fn alloc_file_number(inner: &Inner) -> u64 {
-    let mut st = inner.state.borrow_mut();
-    let n = st.next_file_number;
-    st.next_file_number += 1;
-    n
+fn take_file_number(inner: &Inner) -> u64 {
+    inner.state.borrow_mut().take_file_number()
 }
 
 /// Appends `edit` to the manifest and, once it is durable, swaps in the next version with
@@ -266,34 +167,23 @@ async fn install(
     inner: &Inner,
     mut edit: VersionEdit,
     added: HashMap<u64, Rc<TableFile>>,
-    also: impl FnOnce(&mut super::State),
+    also: impl FnOnce(&mut State),
 ) -> Result<()> {
-    let _permit = inner
-        .manifest_lock
-        .acquire_permit(1)
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("manifest lock: {e}")))?;
+    let _permit = inner.manifest.lock().await?;
     {
-        let st = inner.state.borrow();
-        edit.last_seq = Some(st.last_seq);
-        edit.next_file_number = Some(st.next_file_number);
+        let state = inner.state.borrow();
+        edit.last_seq = Some(state.last_seq());
+        edit.next_file_number = Some(state.next_file_number());
     }
-    let mut next_state = inner.manifest_state.borrow().clone();
-    next_state
-        .apply(&edit, inner.options.levels_max)
-        .map_err(|d| Error::InvalidArgument(format!("bad version edit: {d}")))?;
-    let mut manifest = inner.manifest.borrow_mut().take().ok_or(Error::Closed)?;
-    let r = manifest
-        .append(&edit, &next_state, || alloc_file_number(inner))
-        .await;
-    *inner.manifest.borrow_mut() = Some(manifest);
-    r?;
-    *inner.manifest_state.borrow_mut() = next_state;
+    inner
+        .manifest
+        .append(&edit, || take_file_number(inner))
+        .await?;
     {
-        let mut st = inner.state.borrow_mut();
-        let next = st.version.apply(&edit, &added);
-        st.version = Rc::new(next);
-        also(&mut st);
+        let mut state = inner.state.borrow_mut();
+        let next = state.version().apply(&edit, &added);
+        state.install(next);
+        also(&mut state);
     }
     refresh_backlog(inner);
     Ok(())
@@ -301,25 +191,26 @@ async fn install(
 
 async fn open_table(inner: &Inner, meta: TableMeta) -> Result<Rc<TableFile>> {
     let path = table_path(&inner.dir, meta.file_number);
-    let table = Table::open(&inner.io, &path, meta.file_number, inner.cache.clone()).await?;
+    let table = TableReader::open(&inner.io, &path, meta.file_number, inner.cache.clone()).await?;
     Ok(TableFile::new(meta, table, inner.io.clone()))
 }
 
 /// Flushes the oldest immutable memtable. Ok(false) when there is none.
 async fn flush_next(inner: &Inner) -> Result<bool> {
-    let Some(imm) = inner.state.borrow().imm.front().cloned() else {
+    let Some(immutable) = inner.state.borrow().oldest_immutable() else {
         return Ok(false);
     };
     // Its writes must be durable in the WAL first: a table never holds a write that a crash
     // could still take back from the log.
-    if imm.wal_index_max > 0 {
-        inner.wal.wait_durable(imm.wal_index_max).await?;
+    let wal_index_max = immutable.wal_index_max();
+    if wal_index_max > 0 {
+        inner.wal.wait_durable(wal_index_max).await?;
     }
-    let number = alloc_file_number(inner);
-    let meta = write_memtable(inner, &imm, number).await?;
+    let number = take_file_number(inner);
+    let meta = write_memtable(inner, &immutable, number).await?;
 
     let mut edit = VersionEdit {
-        flushed_seq: Some(imm.seq_max),
+        flushed_seq: Some(immutable.seq_max()),
         ..VersionEdit::default()
     };
     let mut added = HashMap::new();
@@ -330,15 +221,11 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
         added.insert(meta.file_number, t);
         edit.added.push((0, meta.clone()));
     }
-    install(inner, edit, added, |st| {
-        st.imm.pop_front();
-        st.flush_generation += 1;
-    })
-    .await?;
+    install(inner, edit, added, State::flushed_oldest).await?;
     inner.io.crash_point(CrashPoint::FlushBeforeWalRelease)?;
 
-    if imm.wal_index_max > 0 {
-        inner.wal.drop_prefix(imm.wal_index_max + 1).await?;
+    if wal_index_max > 0 {
+        inner.wal.drop_prefix(wal_index_max + 1).await?;
     }
     let mut stats = inner.stats.borrow_mut();
     stats.flushes_total += 1;
@@ -346,15 +233,20 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     Ok(true)
 }
 
-/// Writes every version of `imm` to table `number`; None if it holds nothing.
-async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<Option<TableMeta>> {
-    if imm.mem.borrow().is_empty() {
+/// Writes every version of `immutable` to table `number`; None if it holds nothing.
+async fn write_memtable(
+    inner: &Inner,
+    immutable: &Immutable,
+    number: u64,
+) -> Result<Option<TableMeta>> {
+    let memtable = immutable.memtable();
+    if memtable.borrow().is_empty() {
         return Ok(None);
     }
-    let mut it = crate::iter::mem::MemIter::new(imm.mem.clone(), true);
+    let mut it = crate::iter::mem::MemIter::new(memtable.clone(), true);
     it.seek_ge(&[]);
     let opts = Engine::table_options(&inner.options, 0);
-    let half = imm.mem.borrow().versions() / 2;
+    let half = memtable.borrow().versions() / 2;
     let mut b = TableBuilder::create(&inner.io, &inner.dir, number, opts).await?;
     if inner.options.block_cache_fill_on_table_write {
         b.fill_cache(inner.cache.clone());
@@ -380,20 +272,16 @@ async fn write_memtable(inner: &Inner, imm: &Immutable, number: u64) -> Result<O
 
 /// Runs the next compaction, if one is needed. Ok(false) when none is.
 async fn compact_next(inner: &Inner) -> Result<bool> {
-    let plan = {
-        let st = inner.state.borrow();
-        let mut cursor = inner.compaction_cursor.borrow_mut();
-        picker::pick(&st.version, &inner.targets, &mut cursor)
-    };
+    let plan = inner.picker.next(inner.state.borrow().version());
     let Some(plan) = plan else {
         return Ok(false);
     };
     for t in plan.all_inputs() {
         t.compacting.set(true);
     }
-    inner.bg.compacting.set(true);
+    inner.workers.set_compacting(true);
     let r = run_plan(inner, &plan).await;
-    inner.bg.compacting.set(false);
+    inner.workers.set_compacting(false);
     for t in plan.all_inputs() {
         t.compacting.set(false);
     }
@@ -423,9 +311,9 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         );
         return Ok(());
     }
-    let visible_seq = inner.state.borrow().visible_seq;
-    let next_number = || alloc_file_number(inner);
-    let should_stop = || inner.bg.stop.get();
+    let visible_seq = inner.state.borrow().visible_seq();
+    let next_number = || take_file_number(inner);
+    let should_stop = || inner.workers.is_stopped();
     let ctx = JobContext {
         io: &inner.io,
         dir: &inner.dir,

@@ -29,74 +29,61 @@
 //! each behind its bloom filter). Scans merge all of them ([`crate::iter`]) under an internal
 //! snapshot, so the versions they need survive concurrent writes and compactions.
 //!
-//! ## WAL record payload (one per acknowledged write call, little-endian)
-//!
-//! ```text
-//! 0        1          4          8                16                   24
-//! +--------+----------+----------+----------------+--------------------+----------------+
-//! | kind=1 | reserved | op_count | first_seq      | write_time_unix_ms | operations ... |
-//! | u8     | 3 x 0    | u32      | u64            | u64                | (crate::batch) |
-//! +--------+----------+----------+----------------+--------------------+----------------+
-//! ```
-//!
-//! Operation `i` has sequence number `first_seq + i`; a TTL of `ttl_ms` expires at
-//! `write_time_unix_ms + ttl_ms`. The WAL frame around it is described in
-//! [`crate::wal::record`].
+//! Each write is one WAL record, whose payload (a header and the batch's operations) is
+//! defined in [`crate::batch`].
 //!
 //! ## Files
 //!
-//! `open.rs` (recovery, stale-file cleanup), `write.rs` (sequencing, stalls, publishing, the
-//! payload format's writer), `read.rs` (point reads, scans, iterators), `stats.rs`,
-//! `background.rs` (flushes and compactions); this file: the handle, its state and the API
+//! Each piece of state has one owner: [`state::State`] (memtables, live tables, sequence and
+//! file numbers), [`workers::Workers`] (signals to and from the background tasks, stalled
+//! writers, the first background failure), [`manifest_log::ManifestLog`] (the manifest and
+//! what it says), [`crate::compaction::picker::Picker`], the [`Wal`], the block cache and the
+//! counters. `open.rs` recovers them; `write.rs` (validation, stalls, sequencing, publishing),
+//! `read.rs` (point reads, scans, iterators), `stats.rs` and `background.rs` (the flush and
+//! compaction tasks) use them through their methods; this file holds the handle and the API
 //! types.
 
 mod background;
+mod manifest_log;
 mod open;
 mod read;
+mod state;
 mod stats;
+mod workers;
 mod write;
 
 pub(crate) use open::replay_record;
-use write::apply_ops;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::SeqNo;
 use crate::backlog::{self, EngineBacklog};
+use crate::batch::{self, RecordHeader, WriteBatch};
 use crate::cache::BlockCache;
-use crate::compaction::picker::{self, LevelTargets};
+use crate::clock::Clock;
+use crate::compaction::picker::Picker;
+use crate::error::{Error, Result};
 use crate::io::{DirLock, FaultInjector, Io};
-use crate::iter::Source;
 use crate::iter::cursor::EngineIter;
-use crate::iter::level::LevelIter;
-use crate::iter::mem::MemIter;
 use crate::iter::merge::MergeIter;
 use crate::iter::user::VisibleIter;
-use crate::manifest::{Manifest, ManifestState};
+use crate::memtable;
+use crate::options::Options;
+use crate::snapshot::{Snapshot, SnapshotList};
 use crate::sst::builder::TableOptions;
 use crate::sst::filter::key_hash;
-use crate::sst::reader::{Table, table_path};
-use crate::version::{TableFile, Version};
-use crate::wal::{Replayed, Wal, WalOptions};
-use background::Background;
+use crate::stats::Stats;
+use crate::version::Version;
+use crate::wal::Wal;
+use manifest_log::ManifestLog;
+use state::State;
+use workers::Workers;
 
-/// Payload kind of a write-batch record.
-const PAYLOAD_KIND_BATCH: u8 = 1;
-/// Bytes before the operations in a record payload (reserved in every `WriteBatch`).
-const PAYLOAD_HEADER_BYTES: usize = batch::RESERVED_HEADER_BYTES;
 /// The WAL's directory inside the engine directory.
 pub const WAL_DIR: &str = "wal";
-use crate::batch::{self, BatchIter, BatchOp, WriteBatch};
-use crate::clock::Clock;
-use crate::error::{Error, Result};
-use crate::memtable::{self, Memtable};
-use crate::options::{Durability, Options};
-use crate::snapshot::{Snapshot, SnapshotList};
-use crate::stats::Stats;
 
 /// The result of [`Engine::compare_and_set`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,70 +178,31 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) options: Options,
-    pub(crate) clock: Clock,
-    pub(crate) io: Io,
-    pub(crate) state: RefCell<State>,
-    pub(crate) snapshots: Rc<SnapshotList>,
-    pub(crate) stats: RefCell<Stats>,
-    pub(crate) closed: Cell<bool>,
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    clock: Clock,
+    io: Io,
+    state: RefCell<State>,
+    snapshots: Rc<SnapshotList>,
+    stats: RefCell<Stats>,
+    closed: Cell<bool>,
     /// The WAL; it also holds the WAL directory's lock.
-    pub(crate) wal: Wal,
-    pub(crate) cache: Rc<BlockCache>,
-    /// The manifest log; taken out while an edit is appended (under `manifest_lock`).
-    pub(crate) manifest: RefCell<Option<Manifest>>,
-    /// What the manifest says (metadata of the live tables).
-    pub(crate) manifest_state: RefCell<ManifestState>,
-    /// Serialises manifest edits (flushes and compactions run concurrently).
-    pub(crate) manifest_lock: glommio::sync::Semaphore,
-    /// Signals shared with the background tasks.
-    pub(crate) bg: Rc<Background>,
+    wal: Wal,
+    cache: Rc<BlockCache>,
+    manifest: ManifestLog,
+    workers: Rc<Workers>,
     /// What waits for the background tasks; sets their shares and the foreground's yields.
-    pub(crate) backlog: Rc<EngineBacklog>,
-    /// The first background failure: the engine refuses writes after it.
-    pub(crate) bg_error: RefCell<Option<String>>,
-    /// Round-robin position of compaction per level.
-    pub(crate) compaction_cursor: RefCell<Vec<Vec<u8>>>,
-    pub(crate) targets: LevelTargets,
+    backlog: Rc<EngineBacklog>,
+    picker: Picker,
     /// The engine directory's lock (the WAL holds its own).
     _lock: DirLock,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.bg.stop();
+        self.workers.stop();
     }
-}
-
-/// A memtable waiting for its flush.
-#[derive(Debug, Clone)]
-pub(crate) struct Immutable {
-    pub(crate) mem: Rc<RefCell<Memtable>>,
-    /// Largest sequence number in it.
-    pub(crate) seq_max: SeqNo,
-    /// Index of the last WAL record whose writes it holds (0 = none).
-    pub(crate) wal_index_max: u64,
-}
-
-pub(crate) struct State {
-    /// The memtable writes go to.
-    pub(crate) mem: Rc<RefCell<Memtable>>,
-    /// Index of the last WAL record applied to `mem` (0 = none).
-    pub(crate) mem_wal_index_max: u64,
-    /// Immutable memtables, oldest first.
-    pub(crate) imm: VecDeque<Immutable>,
-    /// The live tables.
-    pub(crate) version: Rc<Version>,
-    /// Bumped whenever a flush moves data from a memtable into a table.
-    pub(crate) flush_generation: u64,
-    /// Next file number to hand out (tables, manifests).
-    pub(crate) next_file_number: u64,
-    /// Last sequence number handed out.
-    pub(crate) last_seq: SeqNo,
-    /// Last sequence number readers see.
-    pub(crate) visible_seq: SeqNo,
 }
 
 impl Engine {
@@ -275,12 +223,9 @@ impl Engine {
         self.inner.closed.set(true);
         // Stop flushes and compactions (a compaction in progress is abandoned; its inputs
         // stay) and wait for them to let go of the files.
-        self.inner.bg.stop();
-        self.inner.bg.wait_stopped().await;
-        let manifest = self.inner.manifest.borrow_mut().take();
-        if let Some(m) = manifest {
-            m.close().await?;
-        }
+        self.inner.workers.stop();
+        self.inner.workers.wait_stopped().await;
+        self.inner.manifest.close().await?;
         self.inner.wal.close().await
     }
 
@@ -307,11 +252,11 @@ impl Engine {
     pub async fn flush(&self) -> Result<()> {
         self.check_writable()?;
         let target = {
-            let st = self.inner.state.borrow_mut();
-            if st.mem.borrow().is_empty() {
+            let state = self.inner.state.borrow();
+            if state.memtable_is_empty() {
                 None
             } else {
-                Some(st.flush_generation + st.imm.len() as u64 + 1)
+                Some(state.flush_generation() + state.immutable_count() as u64 + 1)
             }
         };
         let Some(target) = target else {
@@ -321,20 +266,11 @@ impl Engine {
         loop {
             self.make_room(0).await?;
             let switched = {
-                let mut st = self.inner.state.borrow_mut();
-                if st.imm.len() >= self.inner.options.memtables_immutable_max {
+                let mut state = self.inner.state.borrow_mut();
+                if state.immutable_count() >= self.inner.options.memtables_immutable_max {
                     false
                 } else {
-                    if !st.mem.borrow().is_empty() {
-                        let fresh = Rc::new(RefCell::new(Memtable::new()));
-                        let old = std::mem::replace(&mut st.mem, fresh);
-                        let imm = Immutable {
-                            mem: old,
-                            seq_max: st.last_seq,
-                            wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
-                        };
-                        st.imm.push_back(imm);
-                    }
+                    state.rotate_memtable();
                     true
                 }
             };
@@ -342,11 +278,11 @@ impl Engine {
                 background::refresh_backlog(&self.inner);
                 break;
             }
-            let seen = self.inner.bg.room_generation();
-            self.inner.bg.wake_workers();
-            self.inner.bg.room_changed(seen).await;
+            let seen = self.inner.workers.room_generation();
+            self.inner.workers.wake();
+            self.inner.workers.room_changed(seen).await;
         }
-        self.inner.bg.wake_workers();
+        self.inner.workers.wake();
         background::wait_flushed(&self.inner, target).await
     }
 

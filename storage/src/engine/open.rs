@@ -1,6 +1,15 @@
 //! Opening an engine: recovery from the manifest and the WAL, and stale-file cleanup.
 
+use std::collections::HashMap;
+
 use super::*;
+use crate::compaction::picker::LevelTargets;
+use crate::manifest::{Manifest, ManifestState};
+use crate::memtable::Memtable;
+use crate::options::Durability;
+use crate::sst::reader::{TableReader, table_path};
+use crate::version::TableFile;
+use crate::wal::{Replayed, WalOptions};
 
 impl Engine {
     /// Opens (creating if missing) the engine in `dir`, replaying the WAL.
@@ -35,7 +44,7 @@ impl Engine {
             let mut edit = recovered.state.snapshot_edit();
             for (_, meta) in &edit.added {
                 let path = table_path(&dir, meta.file_number);
-                let table = Table::open(&io, &path, meta.file_number, cache.clone()).await?;
+                let table = TableReader::open(&io, &path, meta.file_number, cache.clone()).await?;
                 if table.size_bytes() != meta.size_bytes {
                     return Err(Error::corruption(
                         &path,
@@ -94,53 +103,37 @@ impl Engine {
         stats.memtable_bytes_max = options.memtable_size_bytes_max as u64;
         stats.manifest_torn_tails_cut = recovered.torn_tails_cut;
         let next_file_number = recovered.state.next_file_number.max(manifest.number() + 1);
-        // A memtable replayed past its bound is flushed right away.
-        let mut imm = VecDeque::new();
-        let mut mem_wal_index_max = wal_index_max;
-        if memtable.bytes() > options.memtable_size_bytes_max {
-            imm.push_back(Immutable {
-                mem: Rc::new(RefCell::new(std::mem::take(&mut memtable))),
-                seq_max: last_seq,
-                wal_index_max,
-            });
-            mem_wal_index_max = 0;
-        }
-        let targets = LevelTargets {
+        let state = State::recovered(
+            memtable,
+            wal_index_max,
+            version,
+            next_file_number,
+            last_seq,
+            options.memtable_size_bytes_max,
+        );
+        let picker = Picker::new(LevelTargets {
             levels_max: options.levels_max,
             l0_compaction_trigger_files: options.l0_compaction_trigger_files,
             level1_size_bytes_max: options.level1_size_bytes_max,
             level_size_ratio: options.level_size_ratio,
-        };
+        });
         let inner = Inner {
             dir,
             clock: hooks.clock.unwrap_or_default(),
             io,
-            state: RefCell::new(State {
-                mem: Rc::new(RefCell::new(memtable)),
-                mem_wal_index_max,
-                imm,
-                version: Rc::new(version),
-                flush_generation: 0,
-                next_file_number,
-                last_seq,
-                visible_seq: last_seq,
-            }),
+            state: RefCell::new(state),
             snapshots: Rc::new(SnapshotList::default()),
             stats: RefCell::new(stats),
             closed: Cell::new(false),
             wal,
             cache,
-            manifest: RefCell::new(Some(manifest)),
-            manifest_state: RefCell::new(recovered.state),
-            manifest_lock: glommio::sync::Semaphore::new(1),
-            bg: Rc::new(Background::default()),
+            manifest: ManifestLog::new(manifest, recovered.state, options.levels_max),
+            workers: Rc::new(Workers::default()),
             backlog: Rc::new(EngineBacklog::new(
                 options.background_shares,
                 options.background_poll_interval_us,
             )),
-            bg_error: RefCell::new(None),
-            compaction_cursor: RefCell::new(vec![Vec::new(); options.levels_max]),
-            targets,
+            picker,
             options,
             _lock: lock,
         };
@@ -159,26 +152,21 @@ pub(crate) fn replay_record(
     flushed_seq: SeqNo,
     r: Replayed<'_>,
 ) -> Result<()> {
-    let p = r.payload;
     // Errors point at the payload: past the frame header.
     let at = r.offset + crate::wal::record::HEADER_BYTES as u64;
     let bad = |off: u64, what: String| Err(Error::corruption(r.file, at + off, what));
-    if p.len() < PAYLOAD_HEADER_BYTES || p[0] != PAYLOAD_KIND_BATCH {
+    let Some((header, ops)) = RecordHeader::decode(r.payload) else {
         return bad(
             0,
             format!("record {}: unknown payload kind or short header", r.index),
         );
-    }
-    let u64_at = |i: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&p[i..i + 8]);
-        u64::from_le_bytes(a)
     };
-    let count = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
-    let first_seq = u64_at(8);
-    let write_time_ms = u64_at(16);
-    // The record's last sequence number; a header whose range would pass u64::MAX is damage
-    // (found by tests/tests/decoders.rs: it overflowed).
+    let RecordHeader {
+        ops: count,
+        first_seq,
+        write_time_ms,
+    } = header;
+    // The record's last sequence number; a header whose range would pass u64::MAX is damage.
     let last_in_record = u64::from(count)
         .checked_sub(1)
         .and_then(|n| first_seq.checked_add(n));
@@ -196,20 +184,15 @@ pub(crate) fn replay_record(
         return Ok(());
     }
     // Nobody reads during replay: keep only the newest version of each key.
-    let applied = apply_ops(
-        memtable,
-        &p[PAYLOAD_HEADER_BYTES..],
-        first_seq,
-        write_time_ms,
-        &|_, _| false,
-    )
-    .map_err(|off| {
-        Error::corruption(
-            r.file,
-            at + (PAYLOAD_HEADER_BYTES + off) as u64,
-            format!("record {}: malformed operation", r.index),
-        )
-    })?;
+    let applied = memtable
+        .apply(ops, first_seq, write_time_ms, &|_, _| false)
+        .map_err(|off| {
+            Error::corruption(
+                r.file,
+                at + (RecordHeader::BYTES + off) as u64,
+                format!("record {}: malformed operation", r.index),
+            )
+        })?;
     if applied != count {
         return bad(
             4,

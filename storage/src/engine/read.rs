@@ -12,13 +12,13 @@ impl Engine {
     /// latest acknowledged write.
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, SeqNo)>> {
         self.check_open()?;
-        let seq = self.inner.state.borrow().visible_seq;
+        let seq = self.inner.state.borrow().visible_seq();
         self.get_seq(key, seq).await
     }
 
     /// A consistent point-in-time view; the versions it needs are kept until it is dropped.
     pub fn snapshot(&self) -> Snapshot {
-        let seq = self.inner.state.borrow().visible_seq;
+        let seq = self.inner.state.borrow().visible_seq();
         self.inner.snapshots.take(seq)
     }
 
@@ -45,7 +45,7 @@ impl Engine {
                 self.check_snapshot(s)?;
                 s.seq()
             }
-            None => self.inner.state.borrow().visible_seq,
+            None => self.inner.state.borrow().visible_seq(),
         };
         let limit = range.limit.min(self.inner.options.scan_entries_max);
         let (entries, more) = self.scan_seq(range, limit, seq).await?;
@@ -68,7 +68,7 @@ impl Engine {
                 self.check_snapshot(s)?;
                 s.seq()
             }
-            None => self.inner.state.borrow().visible_seq,
+            None => self.inner.state.borrow().visible_seq(),
         };
         self.inner.stats.borrow_mut().iterators_total += 1;
         Ok(self.iter_seq(seq, !reverse))
@@ -80,36 +80,17 @@ impl Engine {
         self.inner.stats.borrow_mut().gets_total += 1;
         // Memtables and the version are taken in one synchronous step: a flush that moves a
         // memtable into a table cannot fall between them.
+        let now_ms = self.inner.clock.now_ms();
         let (hit, version) = {
-            let st = self.inner.state.borrow();
-            (self.memtables_lookup(&st, key, seq), st.version.clone())
+            let state = self.inner.state.borrow();
+            let hit = state.memtables_lookup(key, seq, now_ms);
+            (hit, state.version().clone())
         };
         if let Some(v) = hit {
             self.inner.stats.borrow_mut().gets_memtable_hits_total += 1;
             return Ok(v);
         }
         self.tables_lookup(&version, key, seq).await
-    }
-
-    /// The value of `key` at `seq` in the memtables, with the sequence number that wrote it:
-    /// Some(None) = deleted or expired there, None = not in any memtable.
-    pub(super) fn memtables_lookup(
-        &self,
-        st: &State,
-        key: &[u8],
-        seq: SeqNo,
-    ) -> Option<Option<(Vec<u8>, SeqNo)>> {
-        let now = self.inner.clock.now_ms();
-        let owned = |v: Option<(&[u8], SeqNo)>| v.map(|(value, seq)| (value.to_vec(), seq));
-        if let Some(v) = st.mem.borrow().lookup(key, seq, now) {
-            return Some(owned(v));
-        }
-        for imm in st.imm.iter().rev() {
-            if let Some(v) = imm.mem.borrow().lookup(key, seq, now) {
-                return Some(owned(v));
-            }
-        }
-        None
     }
 
     /// The live value of `key` at `seq` in the tables of `version`.
@@ -177,22 +158,8 @@ impl Engine {
         // Memtables and the version are taken in one synchronous step: a flush that moves a
         // memtable into a table cannot fall between them.
         let (sources, version) = {
-            let st = self.inner.state.borrow();
-            let mut sources = vec![Source::Mem(MemIter::new(st.mem.clone(), forward))];
-            for imm in &st.imm {
-                sources.push(Source::Mem(MemIter::new(imm.mem.clone(), forward)));
-            }
-            let v = &st.version;
-            for t in &v.levels[0] {
-                sources.push(Source::Table(t.table.iter(false)));
-            }
-            for files in &v.levels[1..] {
-                if !files.is_empty() {
-                    let tables = files.iter().map(|t| t.table.clone()).collect();
-                    sources.push(Source::Level(LevelIter::new(tables, false)));
-                }
-            }
-            (sources, st.version.clone())
+            let state = self.inner.state.borrow();
+            (state.sources(forward), state.version().clone())
         };
         let now = self.inner.clock.now_ms();
         let it = VisibleIter::new(MergeIter::new(sources, forward), seq, now);

@@ -1,6 +1,7 @@
 //! The write path: validation, stalls, sequencing (WAL record, memtable), durability, publishing.
 
 use super::*;
+use crate::batch::{BatchIter, BatchOp};
 
 impl Engine {
     /// Writes `key = value`. Returns the write's sequence number once it is as durable as
@@ -75,18 +76,23 @@ impl Engine {
             // The value as of everything sequenced so far: from the memtables synchronously,
             // or from the tables (asynchronously, then re-checked: if a flush or a write to
             // the key came in meanwhile, look again).
+            let now_ms = inner.clock.now_ms();
             let (mem_hit, version, generation, read_seq) = {
-                let st = inner.state.borrow();
-                let hit = self.memtables_lookup(&st, key, st.last_seq);
-                (hit, st.version.clone(), st.flush_generation, st.last_seq)
+                let state = inner.state.borrow();
+                let read_seq = state.last_seq();
+                let hit = state.memtables_lookup(key, read_seq, now_ms);
+                let version = state.version().clone();
+                (hit, version, state.flush_generation(), read_seq)
             };
             let current = match mem_hit {
                 Some(v) => v,
                 None => {
                     let from_tables = self.tables_lookup(&version, key, read_seq).await?;
-                    let st = inner.state.borrow();
-                    if st.flush_generation != generation
-                        || self.memtables_lookup(&st, key, st.last_seq).is_some()
+                    let state = inner.state.borrow();
+                    if state.flush_generation() != generation
+                        || state
+                            .memtables_lookup(key, state.last_seq(), now_ms)
+                            .is_some()
                     {
                         continue;
                     }
@@ -105,12 +111,12 @@ impl Engine {
             }
             // The value we compared with may come from a write not yet acknowledged: report
             // it only once everything sequenced so far is durable.
-            let seen = inner.state.borrow().last_seq;
+            let seen = inner.state.borrow().last_seq();
             let index = inner.wal.last_index();
             if index > 0 {
                 inner.wal.wait_durable(index).await?;
             }
-            self.publish(seen);
+            inner.state.borrow_mut().publish(seen);
             inner.stats.borrow_mut().cas_mismatch_total += 1;
             let (current, current_seq) = current.map_or((None, 0), |(v, seq)| (Some(v), seq));
             return Ok(CasOutcome::Mismatch {
@@ -126,7 +132,7 @@ impl Engine {
             .inner
             .wal
             .failure()
-            .or_else(|| self.inner.bg_error.borrow().clone());
+            .or_else(|| self.inner.workers.failure());
         if let Some(reason) = failure {
             self.inner.stats.borrow_mut().rejected_read_only_total += 1;
             return Err(Error::ReadOnly { reason });
@@ -163,21 +169,17 @@ impl Engine {
     /// Why a write of `needed` bytes cannot be sequenced now, if it cannot.
     fn stall_reason(&self, needed: usize) -> Option<StallReason> {
         let inner = &self.inner;
-        let st = inner.state.borrow();
+        let state = inner.state.borrow();
         let o = &inner.options;
-        let full = {
-            let mem = st.mem.borrow();
-            !mem.is_empty() && mem.bytes() + needed > o.memtable_size_bytes_max
-        };
-        if full && st.imm.len() >= o.memtables_immutable_max {
+        if state.memtable_full(needed, o.memtable_size_bytes_max)
+            && state.immutable_count() >= o.memtables_immutable_max
+        {
             return Some(StallReason::Memtables);
         }
-        if st.version.levels[0].len() >= o.l0_stop_writes_files {
+        if state.version().levels[0].len() >= o.l0_stop_writes_files {
             return Some(StallReason::Level0);
         }
-        if picker::pending_compaction_bytes(&st.version, &inner.targets)
-            >= o.pending_compaction_bytes_stop
-        {
+        if inner.picker.pending_bytes(state.version()) >= o.pending_compaction_bytes_stop {
             return Some(StallReason::PendingCompaction);
         }
         None
@@ -189,8 +191,8 @@ impl Engine {
     /// starved by small ones.
     pub(super) async fn make_room(&self, needed: usize) -> Result<()> {
         let inner = &self.inner;
-        let bg = &inner.bg;
-        if bg.stalled_writers() == 0 {
+        let workers = &inner.workers;
+        if workers.stalled_writers() == 0 {
             let Some(reason) = self.stall_reason(needed) else {
                 return Ok(());
             };
@@ -203,19 +205,19 @@ impl Engine {
             }
         }
         let started = std::time::Instant::now();
-        let ticket = bg.take_ticket();
-        bg.wake_workers();
+        let ticket = workers.take_ticket();
+        workers.wake();
         let r = loop {
-            let seen = bg.room_generation();
+            let seen = workers.room_generation();
             if let Err(e) = self.check_writable() {
                 break Err(e);
             }
-            if bg.is_turn(ticket) && self.stall_reason(needed).is_none() {
+            if workers.is_turn(ticket) && self.stall_reason(needed).is_none() {
                 break Ok(());
             }
-            bg.room_changed(seen).await;
+            workers.room_changed(seen).await;
         };
-        bg.done_ticket(ticket);
+        workers.done_ticket(ticket);
         inner.stats.borrow_mut().write_stall_us_total += started.elapsed().as_micros() as u64;
         r
     }
@@ -227,7 +229,7 @@ impl Engine {
             self.inner.stats.borrow_mut().failed_io_total += 1;
             return Err(e);
         }
-        self.publish(last_seq);
+        self.inner.state.borrow_mut().publish(last_seq);
         let mut stats = self.inner.stats.borrow_mut();
         stats.writes_total += 1;
         stats.write_ops_total += u64::from(s.ops);
@@ -247,60 +249,31 @@ impl Engine {
         let needed = write_cost(&b);
         debug_assert!(self.stall_reason(needed).is_none());
         // Refuse now, before anything changes, what the WAL would refuse below.
-        let payload_len = batch::RESERVED_HEADER_BYTES + b.rep().len();
-        inner.wal.check_appendable(payload_len)?;
-        let mut st = inner.state.borrow_mut();
-        let full = {
-            let mem = st.mem.borrow();
-            !mem.is_empty() && mem.bytes() + needed > inner.options.memtable_size_bytes_max
-        };
-        if full {
-            let old = std::mem::replace(&mut st.mem, Rc::new(RefCell::new(Memtable::new())));
-            let imm = Immutable {
-                mem: old,
-                seq_max: st.last_seq,
-                wal_index_max: std::mem::take(&mut st.mem_wal_index_max),
-            };
-            st.imm.push_back(imm);
-            inner.bg.wake_workers();
-        }
-        if full {
-            drop(st);
+        inner.wal.check_appendable(b.record_bytes())?;
+        let mut state = inner.state.borrow_mut();
+        if state.memtable_full(needed, inner.options.memtable_size_bytes_max) {
+            state.rotate_memtable();
+            inner.workers.wake();
+            drop(state);
             background::refresh_backlog(inner);
-            st = inner.state.borrow_mut();
+            state = inner.state.borrow_mut();
         }
-        let first_seq = st.last_seq + 1;
-        let now_ms = inner.clock.now_ms();
-        let visible = st.visible_seq;
-        let snapshots = &inner.snapshots;
-        let needed = |lo: SeqNo, hi: SeqNo| {
-            // Readers at the read point need the newest version at or below it; versions above
-            // it are pending writes, kept until published. Both have `visible < hi`.
-            visible < hi || snapshots.any_in(lo, hi)
-        };
-        // The batch was validated: it decodes.
-        let mem = st.mem.clone();
-        let applied = apply_ops(&mut mem.borrow_mut(), b.rep(), first_seq, now_ms, &needed);
-        debug_assert_eq!(applied, Ok(b.count()));
+        let write_time_ms = inner.clock.now_ms();
         let (ops, payload_bytes) = (b.count(), b.payload_bytes());
-        st.last_seq = first_seq + u64::from(ops) - 1;
-        let index = inner
-            .wal
-            .append(b.into_buffer_with_header(&payload_header(ops, first_seq, now_ms)))?;
-        st.mem_wal_index_max = index;
+        let first_seq = state.apply_write(b.rep(), ops, write_time_ms, &inner.snapshots);
+        let header = RecordHeader {
+            ops,
+            first_seq,
+            write_time_ms,
+        };
+        let index = inner.wal.append(b.into_record(header))?;
+        state.logged(index);
         Ok(Sequenced {
-            last_seq: st.last_seq,
+            last_seq: state.last_seq(),
             index,
             ops,
             payload_bytes,
         })
-    }
-
-    /// Makes every write up to `seq` visible to readers.
-    fn publish(&self, seq: SeqNo) {
-        let mut st = self.inner.state.borrow_mut();
-        debug_assert!(seq <= st.last_seq);
-        st.visible_seq = st.visible_seq.max(seq);
     }
 }
 
@@ -317,39 +290,6 @@ enum WriteKind {
     Single,
     Batch,
     Cas,
-}
-
-/// Applies encoded operations to the memtable, operation `i` at `first_seq + i`.
-pub(super) fn apply_ops(
-    memtable: &mut Memtable,
-    rep: &[u8],
-    first_seq: SeqNo,
-    write_time_ms: u64,
-    needed: &dyn Fn(SeqNo, SeqNo) -> bool,
-) -> std::result::Result<u32, usize> {
-    let mut n = 0u32;
-    for (i, op) in BatchIter::new(rep).enumerate() {
-        n += 1;
-        let seq = first_seq + i as u64;
-        match op? {
-            BatchOp::Put { key, value, ttl_ms } => {
-                let expires = ttl_ms.map_or(0, |t| write_time_ms.saturating_add(t).max(1));
-                memtable.insert(key, seq, Some(value), expires, needed);
-            }
-            BatchOp::Delete { key } => memtable.insert(key, seq, None, 0, needed),
-        }
-    }
-    Ok(n)
-}
-
-/// The header of a write's WAL record payload (format in the module doc).
-fn payload_header(ops: u32, first_seq: SeqNo, now_ms: u64) -> [u8; PAYLOAD_HEADER_BYTES] {
-    let mut h = [0u8; PAYLOAD_HEADER_BYTES];
-    h[0] = PAYLOAD_KIND_BATCH;
-    h[4..8].copy_from_slice(&ops.to_le_bytes());
-    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
-    h[16..24].copy_from_slice(&now_ms.to_le_bytes());
-    h
 }
 
 /// A sequenced write, waiting to become durable.

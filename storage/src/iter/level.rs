@@ -5,20 +5,20 @@ use std::rc::Rc;
 
 use crate::error::Result;
 use crate::sst::EntryRef;
-use crate::sst::reader::{Table, TableIter};
+use crate::sst::reader::{TableIter, TableReader};
 
 /// An iterator over one level.
 #[derive(Debug)]
 pub struct LevelIter {
-    tables: Vec<Rc<Table>>,
+    tables: Vec<Rc<TableReader>>,
     sequential: bool,
     idx: usize,
     cur: Option<TableIter>,
 }
 
 impl LevelIter {
-    /// Iterates `tables` (sorted by key, disjoint). `sequential`: see [`Table::iter`].
-    pub fn new(tables: Vec<Rc<Table>>, sequential: bool) -> LevelIter {
+    /// Iterates `tables` (sorted by key, disjoint). `sequential`: see [`TableReader::iter`].
+    pub fn new(tables: Vec<Rc<TableReader>>, sequential: bool) -> LevelIter {
         LevelIter {
             tables,
             sequential,
@@ -103,7 +103,7 @@ impl LevelIter {
 
     /// The table a seek of `key` starts in (None: `key` is past the level's last key).
     #[inline]
-    pub fn table_for(&self, key: &[u8]) -> Option<&Rc<Table>> {
+    pub fn table_for(&self, key: &[u8]) -> Option<&Rc<TableReader>> {
         self.tables
             .get(self.tables.partition_point(|t| t.largest() < key))
     }

@@ -72,7 +72,7 @@ impl Source {
 
     /// The table a forward seek of `key` reads first (None for memtables).
     #[inline]
-    pub fn seek_table(&self, key: &[u8]) -> Option<&std::rc::Rc<crate::sst::reader::Table>> {
+    pub fn seek_table(&self, key: &[u8]) -> Option<&std::rc::Rc<crate::sst::reader::TableReader>> {
         match self {
             Source::Mem(_) => None,
             Source::Table(t) => Some(t.table()),

@@ -18,7 +18,7 @@ use crate::cache::BlockCache;
 use crate::io::Io;
 use crate::memtable::Memtable;
 use crate::sst::builder::{TableBuilder, TableOptions};
-use crate::sst::reader::{Table, table_path};
+use crate::sst::reader::{TableReader, table_path};
 use crate::sst::{Entry, EntryKind};
 use crate::test_util::{probe, run, test_dir};
 
@@ -44,7 +44,7 @@ async fn table(
     n: u64,
     entries: &[Entry],
     cache: &Rc<BlockCache>,
-) -> Rc<Table> {
+) -> Rc<TableReader> {
     let opts = TableOptions {
         block_size_bytes: 512,
         ..TableOptions::default()
@@ -56,7 +56,7 @@ async fn table(
         b.add(&e.as_ref()).await.unwrap();
     }
     b.finish().await.unwrap();
-    Table::open(&Io::default(), &table_path(dir, n), n, cache.clone())
+    TableReader::open(&Io::default(), &table_path(dir, n), n, cache.clone())
         .await
         .unwrap()
 }

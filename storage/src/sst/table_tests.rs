@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use super::builder::{TableBuilder, TableMeta, TableOptions};
 use super::filter::{expected_fpr, key_hash};
 use super::footer::FOOTER_BYTES;
-use super::reader::{Table, TableGet, TableIter, table_path};
+use super::reader::{TableGet, TableIter, TableReader, table_path};
 use super::{Compression, Entry, EntryKind};
 use crate::cache::BlockCache;
 use crate::error::Error;
@@ -91,7 +91,7 @@ async fn collect(it: &mut TableIter, forward: bool) -> Vec<Entry> {
     out
 }
 
-async fn check_table(t: &Rc<Table>, model: &Model, rng: &mut ChaCha8Rng) {
+async fn check_table(t: &Rc<TableReader>, model: &Model, rng: &mut ChaCha8Rng) {
     let all: Vec<Entry> = model.values().cloned().collect();
     // Whole scans, both directions, cached and sequential.
     for sequential in [false, true] {
@@ -209,7 +209,7 @@ fn tables_round_trip_with_every_option() {
             assert_eq!(meta.smallest, model.keys().next().unwrap().0);
             assert_eq!(meta.largest, model.keys().next_back().unwrap().0);
             assert_eq!(meta.size_bytes % 4096, 0);
-            let t = Table::open(
+            let t = TableReader::open(
                 &Io::default(),
                 &table_path(&path, number),
                 number,
@@ -231,7 +231,7 @@ fn tables_round_trip_with_every_option() {
         };
         model.insert((big.key.clone(), !5), big.clone());
         build(&path, 99, &model, TableOptions::default()).await;
-        let t = Table::open(&Io::default(), &table_path(&path, 99), 99, cache.clone())
+        let t = TableReader::open(&Io::default(), &table_path(&path, 99), 99, cache.clone())
             .await
             .unwrap();
         assert_eq!(
@@ -330,7 +330,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         let pristine = std::fs::read(&file).unwrap();
         let restore = || std::fs::write(&file, &pristine).unwrap();
         let footer = {
-            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+            let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             t.footer_for_tests()
@@ -340,7 +340,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         for off in [size - FOOTER_BYTES as u64, size - 60, size - 1] {
             damage(&file, off, 0x20);
             expect_corruption(
-                Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
+                TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
                 &file,
                 size - FOOTER_BYTES as u64,
             );
@@ -354,7 +354,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         ] {
             for pos in [0, u64::from(len) / 2, u64::from(len) - 1] {
                 damage(&file, off + pos, 0x01);
-                let r = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await;
+                let r = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await;
                 assert!(r.is_err(), "{what} damage at +{pos} not detected");
                 expect_corruption(r, &file, off);
                 restore();
@@ -364,7 +364,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         let keys: Vec<&Vec<u8>> = model.keys().map(|(k, _)| k).collect();
         for _ in 0..20 {
             let k = keys[rng.gen_range(0..keys.len())].clone();
-            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+            let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             let h = t.block_for_tests(&k);
@@ -372,7 +372,7 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
             drop(t);
             let at = block_off + rng.gen_range(0..u64::from(h.size));
             damage(&file, at, 1 << rng.gen_range(0..8));
-            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+            let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             expect_corruption(t.get(&k, key_hash(&k), u64::MAX).await, &file, block_off);
@@ -396,13 +396,13 @@ fn a_damaged_byte_anywhere_is_reported_with_file_and_offset() {
         // Truncated file.
         std::fs::write(&file, &pristine[..pristine.len() - 4096]).unwrap();
         assert!(matches!(
-            Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
+            TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20)).await,
             Err(Error::Corruption { .. })
         ));
         restore();
         // Opened under the wrong number.
         expect_corruption(
-            Table::open(&Io::default(), &file, 2, BlockCache::new(1 << 20)).await,
+            TableReader::open(&Io::default(), &file, 2, BlockCache::new(1 << 20)).await,
             &file,
             size - FOOTER_BYTES as u64,
         );
@@ -432,7 +432,7 @@ fn table_filter_false_positive_rate_is_near_configured() {
             ..TableOptions::default()
         };
         build(&path, 1, &model, opts).await;
-        let t = Table::open(
+        let t = TableReader::open(
             &Io::default(),
             &table_path(&path, 1),
             1,
@@ -462,7 +462,7 @@ fn table_filter_false_positive_rate_is_near_configured() {
 }
 
 /// First keys of three different data blocks of `t` (keys of `model`).
-fn keys_in_three_blocks(t: &Table, model: &Model) -> Vec<Vec<u8>> {
+fn keys_in_three_blocks(t: &TableReader, model: &Model) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut last = None;
     for (k, _) in model.keys() {
@@ -496,14 +496,14 @@ fn direct_block_handles_follow_the_cache_and_die_with_eviction() {
         let file = table_path(&path, 1);
         let pinned = {
             let cache = BlockCache::new(4 << 20);
-            let _t = Table::open(&Io::default(), &file, 1, cache.clone())
+            let _t = TableReader::open(&Io::default(), &file, 1, cache.clone())
                 .await
                 .unwrap();
             cache.counters().pinned_bytes as usize
         };
         // Room for exactly two data blocks (each charged one page).
         let cache = BlockCache::new(pinned + 2 * 4096);
-        let t = Table::open(&Io::default(), &file, 1, cache.clone())
+        let t = TableReader::open(&Io::default(), &file, 1, cache.clone())
             .await
             .unwrap();
         let keys = keys_in_three_blocks(&t, &model);
@@ -587,7 +587,7 @@ fn a_compressed_block_claiming_more_than_a_block_holds_is_corruption() {
         let file = table_path(&path, 1);
         let k = model.keys().next().unwrap().0.clone();
         let h = {
-            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+            let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             t.block_for_tests(&k)
@@ -601,7 +601,7 @@ fn a_compressed_block_claiming_more_than_a_block_holds_is_corruption() {
             let crc = crc32c::crc32c(&bytes[start..=code_at]);
             bytes[code_at + 1..end].copy_from_slice(&crc.to_le_bytes());
             std::fs::write(&file, &bytes).unwrap();
-            let t = Table::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
+            let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(1 << 20))
                 .await
                 .unwrap();
             let r = t.get(&k, key_hash(&k), u64::MAX).await;

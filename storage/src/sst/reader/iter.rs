@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Table {
+impl TableReader {
     /// An iterator over the table's entries. `sequential` reads ahead in large chunks and
     /// leaves the cache alone (compaction); otherwise blocks go through the cache.
     pub fn iter(self: &Rc<Self>, sequential: bool) -> TableIter {
@@ -27,7 +27,7 @@ const READAHEAD_BYTES: usize = 512 << 10;
 /// order, movable both ways.
 #[derive(Debug)]
 pub struct TableIter {
-    table: Rc<Table>,
+    table: Rc<TableReader>,
     block_idx: usize,
     block: Option<Rc<CachedBlock>>,
     pos: usize,
@@ -83,7 +83,7 @@ impl Decoded {
 
 impl TableIter {
     /// The table iterated.
-    pub fn table(&self) -> &Rc<Table> {
+    pub fn table(&self) -> &Rc<TableReader> {
         &self.table
     }
 

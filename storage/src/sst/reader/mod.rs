@@ -1,4 +1,4 @@
-//! [`Table`]: an open SSTable. The footer, index, filter and props are read and checked when
+//! [`TableReader`]: an open SSTable. The footer, index, filter and props are read and checked when
 //! it opens; the index and filter stay in memory for its life (pinned, charged to the block
 //! cache's budget). Data blocks come from the block cache or from one aligned O_DIRECT read,
 //! checked (crc32c, structure) on every read from disk.
@@ -40,7 +40,7 @@ pub enum TableGet {
 /// (its small `Rc` header, 48 bytes, stays until the handle is replaced or the table closes).
 /// With it, a seek that finds its block cached reads this slot and the block's `Rc` header —
 /// two cache lines — instead of the index entry, the cache map's control bytes and bucket and
-/// the cache's slot (see `Table::cached_block`).
+/// the cache's slot (see `TableReader::cached_block`).
 struct BlockSlot {
     handle: BlockHandle,
     cached: Cell<Weak<CachedBlock>>,
@@ -67,7 +67,7 @@ impl BlockSlot {
 
 /// An open SSTable.
 #[derive(Debug)]
-pub struct Table {
+pub struct TableReader {
     file: DiskFile,
     file_number: u64,
     size_bytes: u64,
@@ -83,7 +83,7 @@ pub struct Table {
     pinned_bytes: usize,
 }
 
-impl Drop for Table {
+impl Drop for TableReader {
     fn drop(&mut self) {
         self.cache.unpin(self.pinned_bytes);
     }
@@ -114,7 +114,7 @@ async fn read_range(
     Ok((buf, delta))
 }
 
-impl Table {
+impl TableReader {
     /// Opens table `file_number` at `path`, reading and checking its footer, index, filter and
     /// props.
     pub(crate) async fn open(
@@ -122,7 +122,7 @@ impl Table {
         path: &Path,
         file_number: u64,
         cache: Rc<BlockCache>,
-    ) -> Result<Rc<Table>> {
+    ) -> Result<Rc<TableReader>> {
         let file = DiskFile::open(io, path).await?;
         let size = file.size().await?;
         if size < PAGE_SIZE_BYTES as u64 || size % PAGE_SIZE_BYTES as u64 != 0 {
@@ -203,7 +203,7 @@ impl Table {
         let pinned_bytes =
             index.len() + filter.size_bytes() + blocks.len() * std::mem::size_of::<BlockSlot>();
         cache.pin(pinned_bytes);
-        Ok(Rc::new(Table {
+        Ok(Rc::new(TableReader {
             file,
             file_number,
             size_bytes: size,
@@ -327,7 +327,7 @@ impl Table {
     }
 
     /// Data block `i` if it is cached (marked used, counted as a hit), without I/O; None when
-    /// it is not (nothing counted: the caller goes on to [`Table::data_block`]).
+    /// it is not (nothing counted: the caller goes on to [`TableReader::data_block`]).
     #[inline]
     fn cached_block(&self, i: usize) -> Option<Rc<CachedBlock>> {
         let slot = self.blocks.get(i)?;

@@ -1,0 +1,264 @@
+//! [`State`]: what the engine holds in memory and changes in synchronous steps: the active and
+//! immutable memtables, the live tables, the sequence numbers and the file numbers.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::SeqNo;
+use crate::iter::Source;
+use crate::iter::level::LevelIter;
+use crate::iter::mem::MemIter;
+use crate::memtable::Memtable;
+use crate::snapshot::SnapshotList;
+use crate::stats::Stats;
+use crate::version::Version;
+
+/// A memtable waiting for its flush.
+#[derive(Debug, Clone)]
+pub(super) struct Immutable {
+    memtable: Rc<RefCell<Memtable>>,
+    /// Largest sequence number in it.
+    seq_max: SeqNo,
+    /// Index of the last WAL record whose writes it holds (0 = none).
+    wal_index_max: u64,
+}
+
+impl Immutable {
+    pub(super) fn memtable(&self) -> &Rc<RefCell<Memtable>> {
+        &self.memtable
+    }
+
+    /// Largest sequence number in it: once it is in a table, everything up to here is.
+    pub(super) fn seq_max(&self) -> SeqNo {
+        self.seq_max
+    }
+
+    /// Index of the last WAL record whose writes it holds (0 = none).
+    pub(super) fn wal_index_max(&self) -> u64 {
+        self.wal_index_max
+    }
+}
+
+pub(super) struct State {
+    /// The memtable writes go to.
+    memtable: Rc<RefCell<Memtable>>,
+    /// Index of the last WAL record applied to `memtable` (0 = none).
+    memtable_wal_index_max: u64,
+    /// Immutable memtables, oldest first.
+    immutables: VecDeque<Immutable>,
+    /// The live tables.
+    version: Rc<Version>,
+    /// Bumped whenever a flush moves data from a memtable into a table.
+    flush_generation: u64,
+    /// Next file number to hand out (tables, manifests).
+    next_file_number: u64,
+    /// Last sequence number handed out.
+    last_seq: SeqNo,
+    /// Last sequence number readers see.
+    visible_seq: SeqNo,
+}
+
+impl State {
+    /// The state after recovery: `memtable` holds the WAL's writes up to record
+    /// `wal_index_max`; a memtable replayed past `memtable_bytes_max` is queued for its flush
+    /// at once.
+    pub(super) fn recovered(
+        memtable: Memtable,
+        wal_index_max: u64,
+        version: Version,
+        next_file_number: u64,
+        last_seq: SeqNo,
+        memtable_bytes_max: usize,
+    ) -> State {
+        let mut state = State {
+            memtable: Rc::new(RefCell::new(memtable)),
+            memtable_wal_index_max: wal_index_max,
+            immutables: VecDeque::new(),
+            version: Rc::new(version),
+            flush_generation: 0,
+            next_file_number,
+            last_seq,
+            visible_seq: last_seq,
+        };
+        if state.memtable.borrow().bytes() > memtable_bytes_max {
+            state.rotate_memtable();
+        }
+        state
+    }
+
+    pub(super) fn last_seq(&self) -> SeqNo {
+        self.last_seq
+    }
+
+    /// The sequence number readers read at: the last acknowledged write.
+    pub(super) fn visible_seq(&self) -> SeqNo {
+        self.visible_seq
+    }
+
+    /// Makes every write up to `seq` visible to readers.
+    pub(super) fn publish(&mut self, seq: SeqNo) {
+        debug_assert!(seq <= self.last_seq);
+        self.visible_seq = self.visible_seq.max(seq);
+    }
+
+    pub(super) fn version(&self) -> &Rc<Version> {
+        &self.version
+    }
+
+    /// Flushes finished since the engine opened.
+    pub(super) fn flush_generation(&self) -> u64 {
+        self.flush_generation
+    }
+
+    pub(super) fn immutable_count(&self) -> usize {
+        self.immutables.len()
+    }
+
+    /// The memtable to flush next.
+    pub(super) fn oldest_immutable(&self) -> Option<Immutable> {
+        self.immutables.front().cloned()
+    }
+
+    pub(super) fn memtable_is_empty(&self) -> bool {
+        self.memtable.borrow().is_empty()
+    }
+
+    /// Whether a write of `needed` bytes would push a non-empty active memtable past `max`.
+    pub(super) fn memtable_full(&self, needed: usize, max: usize) -> bool {
+        let memtable = self.memtable.borrow();
+        !memtable.is_empty() && memtable.bytes() + needed > max
+    }
+
+    /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
+    /// Returns false, changing nothing, when the active memtable is empty.
+    pub(super) fn rotate_memtable(&mut self) -> bool {
+        if self.memtable.borrow().is_empty() {
+            return false;
+        }
+        let fresh = Rc::new(RefCell::new(Memtable::new()));
+        let full = std::mem::replace(&mut self.memtable, fresh);
+        self.immutables.push_back(Immutable {
+            memtable: full,
+            seq_max: self.last_seq,
+            wal_index_max: std::mem::take(&mut self.memtable_wal_index_max),
+        });
+        true
+    }
+
+    /// Gives a write's encoded operations their sequence numbers and adds their versions to
+    /// the active memtable, invisible to readers until published. Returns the first sequence
+    /// number. `ops` was validated: it decodes.
+    pub(super) fn apply_write(
+        &mut self,
+        ops: &[u8],
+        count: u32,
+        write_time_ms: u64,
+        snapshots: &SnapshotList,
+    ) -> SeqNo {
+        let first_seq = self.last_seq + 1;
+        let visible = self.visible_seq;
+        let needed = |lo: SeqNo, hi: SeqNo| {
+            // Readers at the read point need the newest version at or below it; versions above
+            // it are pending writes, kept until published. Both have `visible < hi`.
+            visible < hi || snapshots.any_in(lo, hi)
+        };
+        let applied = self
+            .memtable
+            .borrow_mut()
+            .apply(ops, first_seq, write_time_ms, &needed);
+        debug_assert_eq!(applied, Ok(count));
+        self.last_seq = first_seq + u64::from(count) - 1;
+        first_seq
+    }
+
+    /// The write applied last is in WAL record `index`.
+    pub(super) fn logged(&mut self, index: u64) {
+        self.memtable_wal_index_max = index;
+    }
+
+    /// The value of `key` at `seq` in the memtables, newest first, with the sequence number
+    /// that wrote it: Some(None) = deleted or expired there, None = not in any memtable.
+    pub(super) fn memtables_lookup(
+        &self,
+        key: &[u8],
+        seq: SeqNo,
+        now_ms: u64,
+    ) -> Option<Option<(Vec<u8>, SeqNo)>> {
+        let owned = |v: Option<(&[u8], SeqNo)>| v.map(|(value, seq)| (value.to_vec(), seq));
+        if let Some(v) = self.memtable.borrow().lookup(key, seq, now_ms) {
+            return Some(owned(v));
+        }
+        for immutable in self.immutables.iter().rev() {
+            if let Some(v) = immutable.memtable.borrow().lookup(key, seq, now_ms) {
+                return Some(owned(v));
+            }
+        }
+        None
+    }
+
+    /// One iterator source per memtable and level-0 table and one per deeper level, newest
+    /// first, unpositioned.
+    pub(super) fn sources(&self, forward: bool) -> Vec<Source> {
+        let mut sources = vec![Source::Mem(MemIter::new(self.memtable.clone(), forward))];
+        for immutable in &self.immutables {
+            let memtable = immutable.memtable.clone();
+            sources.push(Source::Mem(MemIter::new(memtable, forward)));
+        }
+        for t in &self.version.levels[0] {
+            sources.push(Source::Table(t.table.iter(false)));
+        }
+        for files in &self.version.levels[1..] {
+            if !files.is_empty() {
+                let tables = files.iter().map(|t| t.table.clone()).collect();
+                sources.push(Source::Level(LevelIter::new(tables, false)));
+            }
+        }
+        sources
+    }
+
+    /// Hands out the next file number (tables, manifests).
+    pub(super) fn take_file_number(&mut self) -> u64 {
+        let n = self.next_file_number;
+        self.next_file_number += 1;
+        n
+    }
+
+    pub(super) fn next_file_number(&self) -> u64 {
+        self.next_file_number
+    }
+
+    /// Swaps in the live tables after a manifest edit.
+    pub(super) fn install(&mut self, version: Version) {
+        self.version = Rc::new(version);
+    }
+
+    /// The oldest immutable memtable is in a table now.
+    pub(super) fn flushed_oldest(&mut self) {
+        self.immutables.pop_front();
+        self.flush_generation += 1;
+    }
+
+    /// Reports the memtables', the tables' and the sequence numbers' figures into `s`.
+    pub(super) fn report(&self, s: &mut Stats) {
+        s.seq_last = self.last_seq;
+        s.seq_visible = self.visible_seq;
+        {
+            let memtable = self.memtable.borrow();
+            s.memtable_bytes = memtable.bytes() as u64;
+            s.memtable_keys = memtable.keys() as u64;
+            s.memtable_versions = memtable.versions() as u64;
+        }
+        s.memtables_immutable = self.immutables.len() as u64;
+        let v = &self.version;
+        let mut per_level = [(0u64, 0u64); 7];
+        for (l, files) in v.levels.iter().enumerate() {
+            let slot = &mut per_level[l.min(6)];
+            slot.0 += files.len() as u64;
+            slot.1 += v.level_bytes(l);
+        }
+        s.set_levels(per_level);
+        s.tables_live = per_level.iter().map(|p| p.0).sum();
+        s.tables_bytes = per_level.iter().map(|p| p.1).sum();
+    }
+}
