@@ -38,32 +38,7 @@ impl Engine {
         )
         .await?;
         let cache = BlockCache::new(options.block_cache_size_bytes);
-        let mut version = Version::empty(options.levels_max);
-        {
-            let mut added = HashMap::new();
-            let mut edit = recovered.state.snapshot_edit();
-            for (_, meta) in &edit.added {
-                let path = table_path(&dir, meta.file_number);
-                let table = TableReader::open(&io, &path, meta.file_number, cache.clone()).await?;
-                if table.size_bytes() != meta.size_bytes {
-                    return Err(Error::corruption(
-                        &path,
-                        0,
-                        format!(
-                            "the manifest records {} bytes for this table, the file has {}",
-                            meta.size_bytes,
-                            table.size_bytes()
-                        ),
-                    ));
-                }
-                added.insert(
-                    meta.file_number,
-                    TableFile::new(meta.clone(), table, io.clone()),
-                );
-            }
-            edit.deleted.clear();
-            version = version.apply(&edit, &added);
-        }
+        let version = open_tables(&io, &dir, &recovered.state, &cache, options.levels_max).await?;
         remove_unreferenced_files(&io, &dir, &recovered.state, manifest.number())?;
         let flushed_seq = recovered.state.flushed_seq;
         let mut memtable = Memtable::new();
@@ -92,16 +67,7 @@ impl Engine {
             last_seq,
             "engine opened"
         );
-        let mut stats = Stats::default();
-        match options.durability {
-            Durability::Sync => stats.durability_sync = 1,
-            Durability::Periodic { interval_ms } => {
-                stats.durability_periodic_interval_ms = interval_ms
-            }
-            Durability::None => stats.durability_none = 1,
-        }
-        stats.memtable_bytes_max = options.memtable_size_bytes_max as u64;
-        stats.manifest_torn_tails_cut = recovered.torn_tails_cut;
+        let stats = initial_stats(&options, recovered.torn_tails_cut);
         let next_file_number = recovered.state.next_file_number.max(manifest.number() + 1);
         let state = State::recovered(
             memtable,
@@ -141,6 +107,53 @@ impl Engine {
         background::start(&inner)?;
         Ok(Engine { inner })
     }
+}
+
+/// The counters an engine starts with: its configuration and what opening it found.
+fn initial_stats(options: &Options, manifest_torn_tails_cut: u64) -> Stats {
+    let mut stats = Stats::default();
+    match options.durability {
+        Durability::Sync => stats.durability_sync = 1,
+        Durability::Periodic { interval_ms } => stats.durability_periodic_interval_ms = interval_ms,
+        Durability::None => stats.durability_none = 1,
+    }
+    stats.memtable_bytes_max = options.memtable_size_bytes_max as u64;
+    stats.manifest_torn_tails_cut = manifest_torn_tails_cut;
+    stats
+}
+
+/// Opens every table the manifest lists (checking each file's size against it) as the
+/// engine's first version.
+async fn open_tables(
+    io: &Io,
+    dir: &Path,
+    state: &ManifestState,
+    cache: &Rc<BlockCache>,
+    levels_max: usize,
+) -> Result<Version> {
+    let mut added = HashMap::new();
+    let mut edit = state.snapshot_edit();
+    for (_, meta) in &edit.added {
+        let path = table_path(dir, meta.file_number);
+        let table = TableReader::open(io, &path, meta.file_number, cache.clone()).await?;
+        if table.size_bytes() != meta.size_bytes {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!(
+                    "the manifest records {} bytes for this table, the file has {}",
+                    meta.size_bytes,
+                    table.size_bytes()
+                ),
+            ));
+        }
+        added.insert(
+            meta.file_number,
+            TableFile::new(meta.clone(), table, io.clone()),
+        );
+    }
+    edit.deleted.clear();
+    Ok(Version::empty(levels_max).apply(&edit, &added))
 }
 
 /// Applies one replayed WAL record to the memtable; `last_seq` is the last sequence number
