@@ -412,20 +412,20 @@ impl FaultInjector {
     /// The engine reached `point`: crashes here if armed to (see
     /// [`FaultInjector::crash_at_point`]).
     pub(crate) fn reached(&self, point: CrashPoint) -> Result<()> {
-        let mut st = self.state.borrow_mut();
+        let mut state = self.state.borrow_mut();
         let here = Path::new("(crash point)");
-        if st.crashed {
+        if state.crashed {
             return Err(dead("continue", here));
         }
-        if let Some((p, n)) = st.crash_point.as_mut()
+        if let Some((p, n)) = state.crash_point.as_mut()
             && *p == point
         {
             if *n == 0 {
-                st.crash_point = None;
-                st.crashed = true;
-                st.crashed_at_point = Some(point);
-                let hook = st.crash_hook.clone();
-                drop(st);
+                state.crash_point = None;
+                state.crashed = true;
+                state.crashed_at_point = Some(point);
+                let hook = state.crash_hook.clone();
+                drop(state);
                 if let Some(hook) = hook {
                     (hook.0)(point);
                 }
@@ -452,8 +452,8 @@ impl FaultInjector {
     }
 
     fn lose_unsynced_dir_changes(&self) -> std::io::Result<usize> {
-        let mut st = self.state.borrow_mut();
-        let changes = std::mem::take(&mut st.dir_changes);
+        let mut state = self.state.borrow_mut();
+        let changes = std::mem::take(&mut state.dir_changes);
         let mut by_dir: BTreeMap<PathBuf, Vec<DirChange>> = BTreeMap::new();
         for c in changes {
             let dir = c.dir().map(Path::to_path_buf).unwrap_or_default();
@@ -461,7 +461,7 @@ impl FaultInjector {
         }
         let mut changed = 0;
         for (_, list) in by_dir {
-            let keep = (st.next_rand() % (list.len() as u64 + 1)) as usize;
+            let keep = (state.next_rand() % (list.len() as u64 + 1)) as usize;
             for c in list.into_iter().skip(keep).rev() {
                 changed += 1;
                 match c {
@@ -485,8 +485,8 @@ impl FaultInjector {
     }
 
     fn lose_unsynced_writes(&self) -> std::io::Result<usize> {
-        let mut st = self.state.borrow_mut();
-        let unsynced = std::mem::take(&mut st.unsynced);
+        let mut state = self.state.borrow_mut();
+        let unsynced = std::mem::take(&mut state.unsynced);
         let mut changed = 0;
         for (path, writes) in unsynced {
             // sector number -> candidate contents, oldest first.
@@ -504,7 +504,7 @@ impl FaultInjector {
             }
             let f = std::fs::OpenOptions::new().write(true).open(&path)?;
             for (s, cands) in sectors {
-                let pick = (st.next_rand() % cands.len() as u64) as usize;
+                let pick = (state.next_rand() % cands.len() as u64) as usize;
                 if pick != cands.len() - 1 {
                     changed += 1;
                 }
@@ -527,19 +527,21 @@ impl FaultInjector {
 
     /// A file is about to be created at `path`: remembers it if it is new (tracking only).
     pub(crate) fn creating(&self, path: &Path) {
-        let mut st = self.state.borrow_mut();
-        if st.track_unsynced && !st.crashed && !path.exists() {
-            st.dir_changes.push(DirChange::Created(path.to_path_buf()));
+        let mut state = self.state.borrow_mut();
+        if state.track_unsynced && !state.crashed && !path.exists() {
+            state
+                .dir_changes
+                .push(DirChange::Created(path.to_path_buf()));
         }
     }
 
     /// `from` is about to be renamed to `to`: remembers it and what it replaces (tracking
     /// only).
     pub(crate) fn renaming(&self, from: &Path, to: &Path) {
-        let mut st = self.state.borrow_mut();
-        if st.track_unsynced && !st.crashed {
+        let mut state = self.state.borrow_mut();
+        if state.track_unsynced && !state.crashed {
             let replaced = std::fs::read(to).ok();
-            st.dir_changes.push(DirChange::Renamed {
+            state.dir_changes.push(DirChange::Renamed {
                 from: from.to_path_buf(),
                 to: to.to_path_buf(),
                 replaced,
@@ -639,9 +641,9 @@ impl FaultInjector {
         let n = read_full_at(&f, &mut landed, pos)?;
         landed[n..].fill(0);
         {
-            let mut st = self.state.borrow_mut();
+            let mut state = self.state.borrow_mut();
             for (i, sector) in new.chunks(SECTOR_SIZE_BYTES).enumerate() {
-                if st.next_rand() % 2 == 0 {
+                if state.next_rand() % 2 == 0 {
                     let at = i * SECTOR_SIZE_BYTES;
                     landed[at..at + sector.len()].copy_from_slice(sector);
                 }

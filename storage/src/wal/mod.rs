@@ -288,7 +288,7 @@ struct Shared {
     dir: PathBuf,
     io: Io,
     opts: WalOptions,
-    st: RefCell<State>,
+    state: RefCell<State>,
     /// Wakes the writer.
     work: Signal,
     /// Wakes whoever waits for records to become written or synced.
@@ -307,7 +307,7 @@ enum Level {
 /// One write-ahead log. `!Send`; lives on one glommio executor.
 #[derive(Debug)]
 pub struct Wal {
-    sh: Rc<Shared>,
+    shared: Rc<Shared>,
 }
 
 /// The writer is told to stop when the handle goes: it writes what is queued (unless the
@@ -315,8 +315,8 @@ pub struct Wal {
 /// [`Wal::close`] to also sync.
 impl Drop for Wal {
     fn drop(&mut self) {
-        self.sh.st.borrow_mut().shutdown = true;
-        self.sh.work.notify();
+        self.shared.state.borrow_mut().shutdown = true;
+        self.shared.work.notify();
     }
 }
 
@@ -334,86 +334,86 @@ impl Wal {
         let lock = DirLock::acquire(&dir)?;
         let io = Io::new(faults);
         io.probe(lock.path()).await?;
-        let mut st = State::default();
-        let report = recover(&io, &dir, &opts, &mut st, &mut replay).await?;
-        if st.active.is_none() {
+        let mut state = State::default();
+        let report = recover(&io, &dir, &opts, &mut state, &mut replay).await?;
+        if state.active.is_none() {
             // A fresh (or sealed) log: make the first segment now, so the first write does not
             // wait for a segment to be zero-filled.
             let size = opts.segment_size_bytes as u64;
             let zero = opts.zero_fill();
-            match segment::create(&io, &dir, st.next_index, size, zero).await {
+            match segment::create(&io, &dir, state.next_index, size, zero).await {
                 Ok((file, path)) => {
-                    let first_index = st.next_index;
-                    st.start_segment(first_index, path, size, file);
+                    let first_index = state.next_index;
+                    state.start_segment(first_index, path, size, file);
                 }
                 Err(e @ Error::Io { .. }) => {
                     // A full (or failing) disk: what was recovered stays readable, writes are
                     // refused as after any WAL failure, until a reopen with space again. The
                     // half-made segment holds no record; the next open removes it.
                     tracing::error!(error = %e, dir = ?dir, "cannot create a WAL segment; the engine opens read-only");
-                    st.stats.io_errors_total += 1;
-                    st.failure = Some(Failure::from_error(&e));
+                    state.stats.io_errors_total += 1;
+                    state.failure = Some(Failure::from_error(&e));
                 }
                 Err(e) => return Err(e),
             }
         }
-        st.stats.recovery = report;
-        st.writer_running = true;
-        let sh = Rc::new(Shared {
+        state.stats.recovery = report;
+        state.writer_running = true;
+        let shared = Rc::new(Shared {
             dir,
             io,
             opts,
-            st: RefCell::new(st),
+            state: RefCell::new(state),
             work: Signal::default(),
             progress: Signal::default(),
             _lock: lock,
         });
-        glommio::spawn_local(writer::run(sh.clone())).detach();
-        writer::ensure_spare(&sh);
-        if let Durability::Periodic { interval_ms } = sh.opts.durability {
+        glommio::spawn_local(writer::run(shared.clone())).detach();
+        writer::ensure_spare(&shared);
+        if let Durability::Periodic { interval_ms } = shared.opts.durability {
             glommio::spawn_local(writer::periodic_sync(
-                Rc::downgrade(&sh),
+                Rc::downgrade(&shared),
                 Duration::from_millis(interval_ms),
             ))
             .detach();
         }
-        Ok((Wal { sh }, report))
+        Ok((Wal { shared }, report))
     }
 
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
-        &self.sh.dir
+        &self.shared.dir
     }
 
     /// Queues a record (payload 1 byte to ~4 GiB) and returns its index. It is not durable
     /// yet: wait with [`Wal::wait_durable`].
     pub fn append(&self, payload: Vec<u8>) -> Result<u64> {
-        let mut st = self.sh.st.borrow_mut();
-        self.check_appendable_in(&st, payload.len())?;
-        let index = st.next_index;
-        st.next_index += 1;
-        st.pending_bytes += payload.len();
-        st.pending.push_back(Pending { index, payload });
-        drop(st);
-        self.sh.work.notify();
+        let mut state = self.shared.state.borrow_mut();
+        self.check_appendable_in(&state, payload.len())?;
+        let index = state.next_index;
+        state.next_index += 1;
+        state.pending_bytes += payload.len();
+        state.pending.push_back(Pending { index, payload });
+        drop(state);
+        self.shared.work.notify();
         Ok(index)
     }
 
     /// Whether [`Wal::append`] would accept a payload of this size now.
     pub fn check_appendable(&self, payload_len: usize) -> Result<()> {
-        self.check_appendable_in(&self.sh.st.borrow(), payload_len)
+        self.check_appendable_in(&self.shared.state.borrow(), payload_len)
     }
 
-    fn check_appendable_in(&self, st: &State, payload_len: usize) -> Result<()> {
-        if let Some(f) = &st.failure {
+    fn check_appendable_in(&self, state: &State, payload_len: usize) -> Result<()> {
+        if let Some(f) = &state.failure {
             return Err(Error::ReadOnly {
                 reason: f.text.clone(),
             });
         }
-        if st.shutdown {
+        if state.shutdown {
             return Err(Error::Closed);
         }
-        if st.maintenance {
+        if state.maintenance {
             return Err(Error::InvalidArgument(
                 "the WAL is being truncated; append after truncate_suffix returns".into(),
             ));
@@ -429,19 +429,25 @@ impl Wal {
 
     /// Why writing stopped, if it did (then the WAL refuses appends until reopened).
     pub fn failure(&self) -> Option<String> {
-        self.sh.st.borrow().failure.as_ref().map(|f| f.text.clone())
+        self.shared
+            .state
+            .borrow()
+            .failure
+            .as_ref()
+            .map(|f| f.text.clone())
     }
 
     /// Resolves once record `index` is as durable as the durability mode promises (see the
     /// module doc), or fails if it never will be.
     pub async fn wait_durable(&self, index: u64) -> Result<()> {
-        match self.sh.opts.durability {
+        match self.shared.opts.durability {
             Durability::Sync => self.wait(index, Level::Synced).await,
             Durability::Periodic { .. } => self.wait(index, Level::Written).await,
             Durability::None => {
                 // Nothing to wait for, unless the writer falls far behind: then writers wait
                 // for it, so queued records stay bounded.
-                let behind = self.sh.st.borrow().pending_bytes > self.sh.opts.pending_bytes_max;
+                let behind =
+                    self.shared.state.borrow().pending_bytes > self.shared.opts.pending_bytes_max;
                 if behind {
                     self.wait(index, Level::Written).await
                 } else {
@@ -454,13 +460,13 @@ impl Wal {
     /// Resolves once record `index` has been written and `fdatasync`ed (in any mode).
     pub async fn wait_synced(&self, index: u64) -> Result<()> {
         {
-            let mut st = self.sh.st.borrow_mut();
-            if st.synced_index >= index {
+            let mut state = self.shared.state.borrow_mut();
+            if state.synced_index >= index {
                 return Ok(());
             }
-            st.sync_target = st.sync_target.max(index);
+            state.sync_target = state.sync_target.max(index);
         }
-        self.sh.work.notify();
+        self.shared.work.notify();
         self.wait(index, Level::Synced).await
     }
 
@@ -472,57 +478,60 @@ impl Wal {
 
     async fn wait(&self, index: u64, level: Level) -> Result<()> {
         loop {
-            let seen = self.sh.progress.generation();
+            let seen = self.shared.progress.generation();
             {
-                let st = self.sh.st.borrow();
+                let state = self.shared.state.borrow();
                 let reached = match level {
-                    Level::Written => st.written_index,
-                    Level::Synced => st.synced_index,
+                    Level::Written => state.written_index,
+                    Level::Synced => state.synced_index,
                 };
                 if reached >= index {
                     return Ok(());
                 }
-                if let Some(f) = &st.failure {
+                if let Some(f) = &state.failure {
                     return Err(f.to_error());
                 }
-                if index >= st.next_index {
+                if index >= state.next_index {
                     return Err(Error::InvalidArgument(format!(
                         "WAL index {index} has not been appended (next is {})",
-                        st.next_index
+                        state.next_index
                     )));
                 }
             }
-            self.sh.progress.changed(seen).await;
+            self.shared.progress.changed(seen).await;
         }
     }
 
     /// Index of the first record the log holds (or the next index, when empty).
     pub fn first_index(&self) -> u64 {
-        let st = self.sh.st.borrow();
-        st.segments.first().map_or(st.next_index, |s| s.first_index)
+        let state = self.shared.state.borrow();
+        state
+            .segments
+            .first()
+            .map_or(state.next_index, |s| s.first_index)
     }
 
     /// Index of the last record appended (0 if none ever was).
     pub fn last_index(&self) -> u64 {
-        self.sh.st.borrow().next_index - 1
+        self.shared.state.borrow().next_index - 1
     }
 
     /// Every record up to this index has been written.
     pub fn written_index(&self) -> u64 {
-        self.sh.st.borrow().written_index
+        self.shared.state.borrow().written_index
     }
 
     /// Every record up to this index has been written and synced.
     pub fn synced_index(&self) -> u64 {
-        self.sh.st.borrow().synced_index
+        self.shared.state.borrow().synced_index
     }
 
     /// Counters.
     pub fn stats(&self) -> WalStats {
-        let st = self.sh.st.borrow();
-        let mut s = st.stats;
-        s.segments_live = st.segments.len() as u64;
-        s.segments_bytes = st.segments.iter().map(|s| s.size_bytes).sum();
+        let state = self.shared.state.borrow();
+        let mut s = state.stats;
+        s.segments_live = state.segments.len() as u64;
+        s.segments_bytes = state.segments.iter().map(|s| s.size_bytes).sum();
         s
     }
 
@@ -530,16 +539,16 @@ impl Wal {
     /// appends fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.sync().await?;
-        self.sh.st.borrow_mut().shutdown = true;
-        self.sh.work.notify();
+        self.shared.state.borrow_mut().shutdown = true;
+        self.shared.work.notify();
         loop {
-            let seen = self.sh.progress.generation();
-            if !self.sh.st.borrow().writer_running {
+            let seen = self.shared.progress.generation();
+            if !self.shared.state.borrow().writer_running {
                 break;
             }
-            self.sh.progress.changed(seen).await;
+            self.shared.progress.changed(seen).await;
         }
-        let active = self.sh.st.borrow_mut().active.take();
+        let active = self.shared.state.borrow_mut().active.take();
         if let Some(a) = active
             && let Ok(file) = Rc::try_unwrap(a.file)
         {
@@ -547,12 +556,12 @@ impl Wal {
         }
         // A spare being prepared finishes; a ready one goes (the next open prepares anew).
         loop {
-            let seen = self.sh.progress.generation();
-            let spare = std::mem::take(&mut self.sh.st.borrow_mut().spare);
+            let seen = self.shared.progress.generation();
+            let spare = std::mem::take(&mut self.shared.state.borrow_mut().spare);
             match spare {
                 Spare::Preparing => {
-                    self.sh.st.borrow_mut().spare = Spare::Preparing;
-                    self.sh.progress.changed(seen).await;
+                    self.shared.state.borrow_mut().spare = Spare::Preparing;
+                    self.shared.progress.changed(seen).await;
                 }
                 Spare::Ready(f) => {
                     f.close().await?;
@@ -561,9 +570,9 @@ impl Wal {
                 Spare::None => break,
             }
         }
-        let spare = self.sh.dir.join(segment::SPARE_FILE);
+        let spare = self.shared.dir.join(segment::SPARE_FILE);
         if spare.exists() {
-            self.sh.io.remove(&spare)?;
+            self.shared.io.remove(&spare)?;
         }
         Ok(())
     }

@@ -2,12 +2,12 @@
 
 use super::*;
 
-/// Replays the segments in `dir` into `replay` and fills `st` (see the module doc).
+/// Replays the segments in `dir` into `replay` and fills `state` (see the module doc).
 pub(super) async fn recover(
     io: &Io,
     dir: &Path,
     opts: &WalOptions,
-    st: &mut State,
+    state: &mut State,
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<RecoveryReport> {
     let mut r = Recovery {
@@ -22,7 +22,7 @@ pub(super) async fn recover(
     let mut dropped_from: Option<usize> = None;
     for (i, (first, path)) in names.iter().enumerate() {
         let last = i + 1 == names.len();
-        match r.segment(st, *first, path, last, expect).await? {
+        match r.segment(state, *first, path, last, expect).await? {
             Outcome::Replayed { next_index } => expect = Some(next_index),
             Outcome::ReplayedDropLater { next_index } => {
                 expect = Some(next_index);
@@ -50,13 +50,14 @@ pub(super) async fn recover(
     }
     // A sealed last segment with no room is fine: the writer rolls over on the first append.
     let next = expect.unwrap_or(1);
-    st.next_index = next;
-    st.written_index = next - 1;
-    st.synced_index = next - 1;
+    state.next_index = next;
+    state.written_index = next - 1;
+    state.synced_index = next - 1;
     report.next_index = next;
-    report.first_index = st.segments.first().map_or(next, |s| s.first_index);
+    report.first_index = state.segments.first().map_or(next, |s| s.first_index);
     debug_assert!(
-        st.segments
+        state
+            .segments
             .windows(2)
             .all(|w| w[0].first_index < w[1].first_index)
     );
@@ -107,10 +108,10 @@ impl Recovery<'_> {
     }
 
     /// Checks the segment starting at index `first` (the previous one ended before `expect`),
-    /// replays its records and adds it to `st`; the last segment kept becomes the active one.
+    /// replays its records and adds it to `state`; the last segment kept becomes the active one.
     async fn segment(
         &mut self,
-        st: &mut State,
+        state: &mut State,
         first: u64,
         path: &Path,
         last: bool,
@@ -171,14 +172,14 @@ impl Recovery<'_> {
             let end = seg.end;
             let tail_from = (end - end % BLOCK) as usize;
             let tail = data[tail_from..end as usize].to_vec();
-            st.segments.push(seg);
-            st.active = Some(Active {
+            state.segments.push(seg);
+            state.active = Some(Active {
                 file: Rc::new(file),
                 end,
                 tail,
             });
         } else {
-            st.segments.push(seg);
+            state.segments.push(seg);
             file.close().await?;
         }
         Ok(if drop_later {

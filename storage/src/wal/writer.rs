@@ -30,21 +30,21 @@ enum Job {
     Work,
 }
 
-fn next_job(sh: &Shared) -> Job {
-    let st = sh.st.borrow();
-    if st.failure.is_some() {
+fn next_job(shared: &Shared) -> Job {
+    let state = shared.state.borrow();
+    if state.failure.is_some() {
         return Job::Exit;
     }
-    if st.maintenance {
+    if state.maintenance {
         return Job::Idle;
     }
-    if !st.pending.is_empty() {
+    if !state.pending.is_empty() {
         return Job::Work;
     }
-    if st.sync_target > st.synced_index && st.written_index > st.synced_index {
+    if state.sync_target > state.synced_index && state.written_index > state.synced_index {
         return Job::Work;
     }
-    if st.shutdown {
+    if state.shutdown {
         return Job::Exit;
     }
     Job::Idle
@@ -52,67 +52,67 @@ fn next_job(sh: &Shared) -> Job {
 
 /// The writer task's body. Ends on shutdown (once everything queued is written) or on the
 /// first I/O failure, which it records so every waiter and every later append fails.
-pub(super) async fn run(sh: Rc<Shared>) {
+pub(super) async fn run(shared: Rc<Shared>) {
     loop {
-        let seen = sh.work.generation();
-        match next_job(&sh) {
+        let seen = shared.work.generation();
+        match next_job(&shared) {
             Job::Exit => break,
             Job::Idle => {
-                sh.work.changed(seen).await;
+                shared.work.changed(seen).await;
                 continue;
             }
             Job::Work => {}
         }
-        sh.st.borrow_mut().busy = true;
-        let result = work(&sh).await;
-        let mut st = sh.st.borrow_mut();
-        st.busy = false;
+        shared.state.borrow_mut().busy = true;
+        let result = work(&shared).await;
+        let mut state = shared.state.borrow_mut();
+        state.busy = false;
         if let Err(e) = result {
-            tracing::error!(error = %e, dir = ?sh.dir, "WAL write failed; the engine is read-only until reopened");
-            st.stats.io_errors_total += 1;
-            st.failure = Some(Failure::from_error(&e));
-            drop(st);
-            sh.progress.notify();
+            tracing::error!(error = %e, dir = ?shared.dir, "WAL write failed; the engine is read-only until reopened");
+            state.stats.io_errors_total += 1;
+            state.failure = Some(Failure::from_error(&e));
+            drop(state);
+            shared.progress.notify();
             break;
         }
-        drop(st);
-        sh.progress.notify();
+        drop(state);
+        shared.progress.notify();
     }
-    sh.st.borrow_mut().writer_running = false;
-    sh.progress.notify();
+    shared.state.borrow_mut().writer_running = false;
+    shared.progress.notify();
 }
 
 /// One round: write what is queued (rolling over first if needed) and sync as the mode or a
 /// sync request asks; or only sync.
-async fn work(sh: &Rc<Shared>) -> Result<()> {
-    let first_frame = sh
-        .st
+async fn work(shared: &Rc<Shared>) -> Result<()> {
+    let first_frame = shared
+        .state
         .borrow()
         .pending
         .front()
         .map(|p| record::frame_len(p.payload.len()) as u64);
     let Some(first_frame) = first_frame else {
-        return sync_only(sh).await;
+        return sync_only(shared).await;
     };
     let has_room = {
-        let st = sh.st.borrow();
-        match (&st.active, st.segments.last()) {
+        let state = shared.state.borrow();
+        match (&state.active, state.segments.last()) {
             (Some(a), Some(seg)) => a.end + first_frame <= seg.size_bytes,
             _ => false,
         }
     };
     if !has_room {
-        rollover(sh, first_frame).await?;
+        rollover(shared, first_frame).await?;
     }
 
     // Build one write from the tail block and as many queued records as fit.
     let (file, buf, block_start, offsets, last_index, new_end, new_tail, records) = {
-        let mut st = sh.st.borrow_mut();
-        let st = &mut *st;
-        let (Some(active), Some(seg)) = (st.active.as_ref(), st.segments.last()) else {
+        let mut state = shared.state.borrow_mut();
+        let state = &mut *state;
+        let (Some(active), Some(seg)) = (state.active.as_ref(), state.segments.last()) else {
             return Err(crate::Error::io(
                 "wal write",
-                &sh.dir,
+                &shared.dir,
                 std::io::Error::other("internal error: no active segment after rollover"),
             ));
         };
@@ -122,12 +122,12 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         debug_assert_eq!(tail_len, active.tail.len());
         let mut frames = 0usize;
         let mut take = 0usize;
-        for p in &st.pending {
+        for p in &state.pending {
             let f = record::frame_len(p.payload.len());
             if start + (frames + f) as u64 > seg.size_bytes {
                 break;
             }
-            if take > 0 && tail_len + frames + f > sh.opts.write_bytes_max {
+            if take > 0 && tail_len + frames + f > shared.opts.write_bytes_max {
                 break;
             }
             frames += f;
@@ -138,19 +138,19 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         let mut buf = active.file.alloc(len);
         let bytes = buf.as_bytes_mut();
         bytes[..tail_len].copy_from_slice(&active.tail);
-        let durable_index = st.synced_index;
+        let durable_index = state.synced_index;
         let mut at = tail_len;
         let mut offsets = Vec::with_capacity(take);
         let mut last_index = 0;
         for _ in 0..take {
-            let Some(p) = st.pending.pop_front() else {
+            let Some(p) = state.pending.pop_front() else {
                 break;
             };
             let f = record::frame_len(p.payload.len());
             record::encode(&mut bytes[at..at + f], p.index, durable_index, &p.payload);
-            st.pending_bytes -= p.payload.len();
+            state.pending_bytes -= p.payload.len();
             offsets.push(block_start + at as u64);
-            debug_assert_eq!(p.index, st.written_index + offsets.len() as u64);
+            debug_assert_eq!(p.index, state.written_index + offsets.len() as u64);
             last_index = p.index;
             at += f;
         }
@@ -170,123 +170,125 @@ async fn work(sh: &Rc<Shared>) -> Result<()> {
         )
     };
     let write_len = buf.len() as u64;
-    let sync_now = sh.opts.durability == Durability::Sync || {
-        let st = sh.st.borrow();
-        st.sync_target > st.synced_index
+    let sync_now = shared.opts.durability == Durability::Sync || {
+        let state = shared.state.borrow();
+        state.sync_target > state.synced_index
     };
     // In `sync` mode every write is synced at once: one O_DSYNC write does both.
-    let durable_write = sync_now && sh.opts.dsync_writes;
+    let durable_write = sync_now && shared.opts.dsync_writes;
     if durable_write {
         file.write_durable_at(buf, block_start).await?;
     } else {
         file.write_at(buf, block_start).await?;
     }
     {
-        let mut st = sh.st.borrow_mut();
-        let st = &mut *st;
-        if let Some(seg) = st.segments.last_mut() {
+        let mut state = shared.state.borrow_mut();
+        let state = &mut *state;
+        if let Some(seg) = state.segments.last_mut() {
             seg.offsets.extend_from_slice(&offsets);
             seg.end = new_end;
         }
-        if let Some(a) = st.active.as_mut() {
+        if let Some(a) = state.active.as_mut() {
             a.end = new_end;
             a.tail = new_tail;
         }
-        st.written_index = last_index;
-        st.stats.records_total += records as u64;
-        st.stats.write_bytes_total += write_len;
-        st.stats.writes_total += 1;
-        st.stats.record_group(records as u64);
+        state.written_index = last_index;
+        state.stats.records_total += records as u64;
+        state.stats.write_bytes_total += write_len;
+        state.stats.writes_total += 1;
+        state.stats.record_group(records as u64);
     }
     if durable_write {
-        synced(sh, last_index);
+        synced(shared, last_index);
     } else if sync_now {
-        sync_file(sh, &file, last_index).await?;
+        sync_file(shared, &file, last_index).await?;
     }
     Ok(())
 }
 
-async fn sync_only(sh: &Shared) -> Result<()> {
+async fn sync_only(shared: &Shared) -> Result<()> {
     let (file, upto) = {
-        let st = sh.st.borrow();
-        match &st.active {
-            Some(a) => (a.file.clone(), st.written_index),
+        let state = shared.state.borrow();
+        match &state.active {
+            Some(a) => (a.file.clone(), state.written_index),
             None => return Ok(()),
         }
     };
-    sync_file(sh, &file, upto).await
+    sync_file(shared, &file, upto).await
 }
 
 /// `fdatasync`s `file`, after which every record up to `upto` is durable.
-async fn sync_file(sh: &Shared, file: &crate::io::File, upto: u64) -> Result<()> {
+async fn sync_file(shared: &Shared, file: &crate::io::File, upto: u64) -> Result<()> {
     file.fdatasync().await?;
-    synced(sh, upto);
+    synced(shared, upto);
     Ok(())
 }
 
 /// Records that every record up to `upto` is durable (after an `fdatasync` or a durable write).
-fn synced(sh: &Shared, upto: u64) {
-    let mut st = sh.st.borrow_mut();
-    st.synced_index = st.synced_index.max(upto);
-    st.stats.syncs_total += 1;
+fn synced(shared: &Shared, upto: u64) {
+    let mut state = shared.state.borrow_mut();
+    state.synced_index = state.synced_index.max(upto);
+    state.stats.syncs_total += 1;
 }
 
 /// Seals the active segment (synced, so it can never end torn) and starts a new one whose
 /// first record is the next queued one, big enough for a frame of `frame_len` bytes.
-async fn rollover(sh: &Rc<Shared>, frame_len: u64) -> Result<()> {
-    let old = sh.st.borrow_mut().active.take();
+async fn rollover(shared: &Rc<Shared>, frame_len: u64) -> Result<()> {
+    let old = shared.state.borrow_mut().active.take();
     if let Some(old) = old {
-        let upto = sh.st.borrow().written_index;
-        if sh.st.borrow().synced_index < upto {
-            sync_file(sh, &old.file, upto).await?;
+        let upto = shared.state.borrow().written_index;
+        if shared.state.borrow().synced_index < upto {
+            sync_file(shared, &old.file, upto).await?;
         }
         drop(old);
     }
-    let first_index = sh.st.borrow().written_index + 1;
-    let size_bytes = (sh.opts.segment_size_bytes as u64)
+    let first_index = shared.state.borrow().written_index + 1;
+    let size_bytes = (shared.opts.segment_size_bytes as u64)
         .max((HEADER_BLOCK_BYTES + frame_len).next_multiple_of(BLOCK));
-    let spare = if size_bytes == sh.opts.segment_size_bytes as u64 {
-        take_spare(sh).await
+    let spare = if size_bytes == shared.opts.segment_size_bytes as u64 {
+        take_spare(shared).await
     } else {
         None
     };
     let (file, path) = match spare {
-        Some(spare) => segment::install(&sh.io, &sh.dir, spare, first_index, size_bytes).await?,
+        Some(spare) => {
+            segment::install(&shared.io, &shared.dir, spare, first_index, size_bytes).await?
+        }
         None => {
-            let zero = sh.opts.zero_fill();
-            segment::create(&sh.io, &sh.dir, first_index, size_bytes, zero).await?
+            let zero = shared.opts.zero_fill();
+            segment::create(&shared.io, &shared.dir, first_index, size_bytes, zero).await?
         }
     };
-    ensure_spare(sh);
-    let mut st = sh.st.borrow_mut();
-    st.segments.push(Segment {
+    ensure_spare(shared);
+    let mut state = shared.state.borrow_mut();
+    state.segments.push(Segment {
         first_index,
         path,
         size_bytes,
         offsets: Vec::new(),
         end: HEADER_BLOCK_BYTES,
     });
-    st.active = Some(Active {
+    state.active = Some(Active {
         file: Rc::new(file),
         end: HEADER_BLOCK_BYTES,
         tail: Vec::new(),
     });
-    st.stats.segments_created_total += 1;
+    state.stats.segments_created_total += 1;
     tracing::debug!(first_index, size_bytes, "WAL segment created");
     Ok(())
 }
 
 /// The spare segment, waiting for it if it is being prepared; None if there is none.
-async fn take_spare(sh: &Shared) -> Option<crate::io::File> {
+async fn take_spare(shared: &Shared) -> Option<crate::io::File> {
     loop {
-        let seen = sh.progress.generation();
-        let spare = std::mem::take(&mut sh.st.borrow_mut().spare);
+        let seen = shared.progress.generation();
+        let spare = std::mem::take(&mut shared.state.borrow_mut().spare);
         match spare {
             Spare::Ready(f) => return Some(f),
             Spare::None => return None,
             Spare::Preparing => {
-                sh.st.borrow_mut().spare = Spare::Preparing;
-                sh.progress.changed(seen).await;
+                shared.state.borrow_mut().spare = Spare::Preparing;
+                shared.progress.changed(seen).await;
             }
         }
     }
@@ -295,24 +297,24 @@ async fn take_spare(sh: &Shared) -> Option<crate::io::File> {
 /// Starts preparing a spare segment (allocated, zero-filled, synced) in the background, if
 /// there is none. A failure only logs: the next rollover then creates its segment itself and
 /// reports any error to the writers.
-pub(super) fn ensure_spare(sh: &Rc<Shared>) {
+pub(super) fn ensure_spare(shared: &Rc<Shared>) {
     {
-        let mut st = sh.st.borrow_mut();
-        if !matches!(st.spare, Spare::None) || st.shutdown || st.failure.is_some() {
+        let mut state = shared.state.borrow_mut();
+        if !matches!(state.spare, Spare::None) || state.shutdown || state.failure.is_some() {
             return;
         }
-        st.spare = Spare::Preparing;
+        state.spare = Spare::Preparing;
     }
-    let sh = sh.clone();
+    let shared = shared.clone();
     glommio::spawn_local(async move {
-        let size = sh.opts.segment_size_bytes as u64;
+        let size = shared.opts.segment_size_bytes as u64;
         // Stop early when the WAL is dropped or fails.
         let stop = || {
-            let st = sh.st.borrow();
-            (st.shutdown && !st.writer_running) || st.failure.is_some()
+            let state = shared.state.borrow();
+            (state.shutdown && !state.writer_running) || state.failure.is_some()
         };
-        let result = segment::prepare_spare(&sh.io, &sh.dir, size, sh.opts.zero_fill(), &stop).await;
-        sh.st.borrow_mut().spare = match result {
+        let result = segment::prepare_spare(&shared.io, &shared.dir, size, shared.opts.zero_fill(), &stop).await;
+        shared.state.borrow_mut().spare = match result {
             Ok(Some(f)) => Spare::Ready(f),
             Ok(None) => Spare::None,
             Err(e) => {
@@ -320,27 +322,27 @@ pub(super) fn ensure_spare(sh: &Rc<Shared>) {
                 Spare::None
             }
         };
-        sh.progress.notify();
+        shared.progress.notify();
     })
     .detach();
 }
 
 /// In `periodic` mode: asks the writer for an `fdatasync` every interval while there is
 /// unsynced data. Ends with the WAL.
-pub(super) async fn periodic_sync(sh: Weak<Shared>, interval: Duration) {
+pub(super) async fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
     loop {
         glommio::timer::sleep(interval).await;
-        let Some(sh) = sh.upgrade() else {
+        let Some(shared) = shared.upgrade() else {
             return;
         };
         {
-            let mut st = sh.st.borrow_mut();
-            if st.shutdown || st.failure.is_some() {
+            let mut state = shared.state.borrow_mut();
+            if state.shutdown || state.failure.is_some() {
                 return;
             }
             // Everything appended so far is to be synced.
-            st.sync_target = st.sync_target.max(st.next_index - 1);
+            state.sync_target = state.sync_target.max(state.next_index - 1);
         }
-        sh.work.notify();
+        shared.work.notify();
     }
 }
