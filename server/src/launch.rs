@@ -139,60 +139,10 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     ports.extend((0..count).map(|i| (i, config.shard_listen(i))));
     ports.extend(config.metrics.map(|addr| (0, addr)));
     wait_for_ports(&ports)?;
-    // The disk's measured properties, if `corekv-tune disk` wrote them: a damaged file stops
-    // the start (it would otherwise be silently ignored).
-    let disk = IoProperties::load(data.root())?;
-    match &disk {
-        Some(p) => tracing::info!(
-            device = %p.device,
-            io_concurrency = p.io_concurrency,
-            "io-properties: the data disk was measured by corekv-tune disk"
-        ),
-        None => tracing::info!(
-            "no io-properties in the data directory; `corekv-tune disk --dir {}` measures the disk",
-            data.root().display()
-        ),
-    }
-    let io = IoConcurrency::resolve(config.io_concurrency, disk.as_ref());
-    tracing::info!(
-        io_ring_depth = io.ring_depth,
-        "I/O concurrency: io_uring rings {} deep per shard (from the {})",
-        io.ring_depth,
-        io.source
-    );
-    tracing::info!(
-        block_cache_bytes_per_shard = config.block_cache_bytes_per_shard,
-        "block cache: {} MiB per shard (--block-cache-bytes; default a quarter of physical \
-         memory split between the shards)",
-        config.block_cache_bytes_per_shard >> 20
-    );
+    let io = resolve_io(&config, &data)?;
     install_panic_hook(Arc::clone(&control));
 
-    let topology = Topology {
-        shard_count: count as u32,
-        hash: SHARD_HASH_NAME.to_string(),
-        shards: (0..count)
-            .map(|i| ShardInfo {
-                id: i as u32,
-                host: config.listen.ip().to_string(),
-                port: config.shard_listen(i).port(),
-            })
-            .collect(),
-    };
-    let limits = Limits {
-        connection_inflight_ops_max: config.connection_inflight_ops_max,
-        shard_connections_max: config.shard_connections_max,
-        frame_budget_bytes: config.frame_budget_bytes,
-        ..Limits::default()
-    };
-    let info = ServerInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        protocol_version: PROTOCOL_VERSION,
-        node_id: 0,
-        durability: config.durability.to_string(),
-        shard_count: count as u32,
-        limits: limits.describe(),
-    };
+    let (topology, limits, info) = describe(&config);
     let storage = config.storage.clone();
     if let Some(plan) = &config.fault_plan {
         tracing::warn!(
@@ -223,46 +173,21 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             metrics_addr: if id == 0 { config.metrics } else { None },
             io_ring_depth: io.ring_depth,
         };
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{id}"))
-            .io_memory(config.io_memory_bytes)
-            .ring_depth(io.ring_depth as usize)
-            .spin_before_park(Duration::from_micros(config.idle_poll_us))
-            .spawn(move || run_shard(boot));
-        match spawned {
+        match spawn_shard(&config, &io, boot) {
             Ok(h) => handles.push((id, h)),
             Err(e) => {
                 control.request_stop();
-                tracing::error!(shard = id, cpu, error = %e, "cannot start the shard's executor");
                 // The shards already started see this one's channel ends dropped and stop.
                 for (_, h) in handles {
                     let _ = h.join();
                 }
-                return Err(Error::Shard {
-                    shard: id,
-                    detail: format!("cannot start its executor on CPU {cpu}: {e}"),
-                });
+                return Err(e);
             }
         }
     }
     drop(boot_tx);
-
-    let mut ready = 0;
-    while ready < count {
-        match boot_rx.recv() {
-            Ok(Boot::Ready { shard, line }) => {
-                tracing::info!(shard, "{line}");
-                ready += 1;
-            }
-            Ok(Boot::Failed { shard }) => {
-                tracing::error!(shard, "shard failed to start; stopping the others");
-                control.request_stop();
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-    if ready == count {
+    let all_ready = wait_ready(&boot_rx, count, &control);
+    if all_ready {
         tracing::info!(
             "corekv-server ready: {count} shards on CPUs {}, listening on {} (shard ports {}-{}), \
              data in {}, durability {}",
@@ -274,7 +199,133 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             config.durability,
         );
     }
+    let first_error = join_shards(handles, &control);
+    drop(data);
+    match first_error {
+        None if all_ready => {
+            tracing::info!("corekv-server stopped cleanly");
+            Ok(())
+        }
+        None => Err(Error::Shard {
+            shard: 0,
+            detail: "the server stopped before every shard was ready".to_string(),
+        }),
+        Some(e) => Err(e),
+    }
+}
 
+/// The I/O concurrency to run with: the configured one, or what `corekv-tune disk` measured and
+/// wrote into the data directory (a damaged file stops the start: it would otherwise be
+/// silently ignored).
+fn resolve_io(config: &Config, data: &DataDir) -> Result<IoConcurrency, Error> {
+    let disk = IoProperties::load(data.root())?;
+    match &disk {
+        Some(p) => tracing::info!(
+            device = %p.device,
+            io_concurrency = p.io_concurrency,
+            "io-properties: the data disk was measured by corekv-tune disk"
+        ),
+        None => tracing::info!(
+            "no io-properties in the data directory; `corekv-tune disk --dir {}` measures the disk",
+            data.root().display()
+        ),
+    }
+    let io = IoConcurrency::resolve(config.io_concurrency, disk.as_ref());
+    tracing::info!(
+        io_ring_depth = io.ring_depth,
+        "I/O concurrency: io_uring rings {} deep per shard (from the {})",
+        io.ring_depth,
+        io.source
+    );
+    tracing::info!(
+        block_cache_bytes_per_shard = config.block_cache_bytes_per_shard,
+        "block cache: {} MiB per shard (--block-cache-bytes; default a quarter of physical \
+         memory split between the shards)",
+        config.block_cache_bytes_per_shard >> 20
+    );
+    Ok(io)
+}
+
+/// What the server tells clients about itself: its topology, its limits and its info.
+fn describe(config: &Config) -> (Topology, Limits, ServerInfo) {
+    let count = config.shard_count();
+    let topology = Topology {
+        shard_count: count as u32,
+        hash: SHARD_HASH_NAME.to_string(),
+        shards: (0..count)
+            .map(|i| ShardInfo {
+                id: i as u32,
+                host: config.listen.ip().to_string(),
+                port: config.shard_listen(i).port(),
+            })
+            .collect(),
+    };
+    let limits = Limits {
+        connection_inflight_ops_max: config.connection_inflight_ops_max,
+        shard_connections_max: config.shard_connections_max,
+        frame_budget_bytes: config.frame_budget_bytes,
+        ..Limits::default()
+    };
+    let info = ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol_version: PROTOCOL_VERSION,
+        node_id: 0,
+        durability: config.durability.to_string(),
+        shard_count: count as u32,
+        limits: limits.describe(),
+    };
+    (topology, limits, info)
+}
+
+/// Starts shard `boot.id`'s executor thread on its CPU.
+fn spawn_shard(
+    config: &Config,
+    io: &IoConcurrency,
+    boot: ShardBoot,
+) -> Result<glommio::ExecutorJoinHandle<Result<(), Error>>, Error> {
+    let (id, cpu) = (boot.id, boot.cpu);
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("shard-{id}"))
+        .io_memory(config.io_memory_bytes)
+        .ring_depth(io.ring_depth as usize)
+        .spin_before_park(Duration::from_micros(config.idle_poll_us))
+        .spawn(move || run_shard(boot))
+        .map_err(|e| {
+            tracing::error!(shard = id, cpu, error = %e, "cannot start the shard's executor");
+            Error::Shard {
+                shard: id,
+                detail: format!("cannot start its executor on CPU {cpu}: {e}"),
+            }
+        })
+}
+
+/// Waits until all `count` shards report ready (true), or one fails to start (false, and the
+/// others are asked to stop).
+fn wait_ready(boot_rx: &mpsc::Receiver<Boot>, count: usize, control: &Control) -> bool {
+    let mut ready = 0;
+    while ready < count {
+        match boot_rx.recv() {
+            Ok(Boot::Ready { shard, line }) => {
+                tracing::info!(shard, "{line}");
+                ready += 1;
+            }
+            Ok(Boot::Failed { shard }) => {
+                tracing::error!(shard, "shard failed to start; stopping the others");
+                control.request_stop();
+                return false;
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Waits for every shard's thread to end; the first failure, if any (the others are asked to
+/// stop when one fails).
+fn join_shards(
+    handles: Vec<(usize, glommio::ExecutorJoinHandle<Result<(), Error>>)>,
+    control: &Control,
+) -> Option<Error> {
     let mut first_error = None;
     for (id, handle) in handles {
         let outcome = match handle.join() {
@@ -291,18 +342,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             first_error.get_or_insert(e);
         }
     }
-    drop(data);
-    match first_error {
-        None if ready == count => {
-            tracing::info!("corekv-server stopped cleanly");
-            Ok(())
-        }
-        None => Err(Error::Shard {
-            shard: 0,
-            detail: "the server stopped before every shard was ready".to_string(),
-        }),
-        Some(e) => Err(e),
-    }
+    first_error
 }
 
 /// One shard, from channel set-up to closed store.
@@ -327,23 +367,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     } = boot;
     let counters = Rc::new(Counters::default());
     counters.io_ring_depth.set(u64::from(io_ring_depth));
-    let (mesh, inbound) = {
-        // glommio does not wake a parked executor when the peer end of a shared channel
-        // connects; it only re-checks pending connections each time its reactor loop runs. A
-        // ticking timer keeps the loop running until every channel is connected (without it,
-        // a shard that parked first could wait forever).
-        let connect = Mesh::connect(id, ends, Rc::clone(&counters));
-        let ticker = async {
-            loop {
-                glommio::timer::sleep(MESH_CONNECT_TICK).await;
-            }
-        };
-        futures::pin_mut!(connect, ticker);
-        match futures::future::select(connect, ticker).await {
-            futures::future::Either::Left((connected, _)) => connected,
-            futures::future::Either::Right(((), _)) => unreachable!("the ticker never ends"),
-        }
-    };
+    let (mesh, inbound) = connect_mesh(id, ends, Rc::clone(&counters)).await;
     let started = async {
         let faults = faults.and_then(|plan| plan.injector_for(id));
         let store = Store::open(&dir, storage, faults)
@@ -412,6 +436,19 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     });
 
     poll_until(|| control.stop_requested(), None).await;
+    stop_shard(&shard, &control, grace, accept_main, accept_own).await
+}
+
+/// Stops a serving shard (see the module doc): closes its listeners, waits for its
+/// connections and work to drain, for the other shards to drain, then closes its store.
+async fn stop_shard(
+    shard: &Rc<Shard>,
+    control: &Control,
+    grace: Duration,
+    accept_main: glommio::Task<()>,
+    accept_own: glommio::Task<()>,
+) -> Result<(), Error> {
+    let id = shard.id;
     tracing::info!(
         shard = id,
         "stopping: no new connections; finishing requests in flight"
@@ -450,12 +487,34 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     Ok(())
 }
 
+/// The receiving end of another shard's channel to this one.
+type Receiver = glommio::channels::shared_channel::ConnectedReceiver<Envelope>;
+
+/// Connects this shard's ends of the cross-shard channels.
+async fn connect_mesh(
+    id: usize,
+    ends: MeshEnds,
+    counters: Rc<Counters>,
+) -> (Rc<Mesh>, Vec<(usize, Receiver)>) {
+    // glommio does not wake a parked executor when the peer end of a shared channel
+    // connects; it only re-checks pending connections each time its reactor loop runs. A
+    // ticking timer keeps the loop running until every channel is connected (without it,
+    // a shard that parked first could wait forever).
+    let connect = Mesh::connect(id, ends, Rc::clone(&counters));
+    let ticker = async {
+        loop {
+            glommio::timer::sleep(MESH_CONNECT_TICK).await;
+        }
+    };
+    futures::pin_mut!(connect, ticker);
+    match futures::future::select(connect, ticker).await {
+        futures::future::Either::Left((connected, _)) => connected,
+        futures::future::Either::Right(((), _)) => unreachable!("the ticker never ends"),
+    }
+}
+
 /// Serves what shard `peer` sends this shard until its channel closes.
-async fn receive_loop(
-    shard: Rc<Shard>,
-    peer: usize,
-    receiver: glommio::channels::shared_channel::ConnectedReceiver<Envelope>,
-) {
+async fn receive_loop(shard: Rc<Shard>, peer: usize, receiver: Receiver) {
     while let Some(envelope) = receiver.recv().await {
         for message in envelope {
             match message {
