@@ -27,6 +27,12 @@
 //!   `compaction-before-inputs-deleted` (see `corekv_storage::io::CrashPoint`). It logs
 //!   `crash point POINT reached` first.
 //!
+//! - `bug=BUG`: a planted consistency bug, for checking that the verification harness
+//!   (`tests/src/jepsen.rs`) catches one. `BUG` is `stale-reads` (gets read a snapshot
+//!   refreshed every 100 ms, so they may miss acknowledged writes) or `early-ack` (writes are
+//!   acknowledged before their WAL record is written, whatever `--durability` says, so a
+//!   `kill -9` can lose acknowledged writes).
+//!
 //! Example: `seed=7,write=enospc@40+,sync/MANIFEST=eio@2,crash=flush-mid-table@3`.
 
 use std::str::FromStr;
@@ -48,6 +54,15 @@ pub struct FaultRule {
     pub path_part: Option<String>,
 }
 
+/// A planted consistency bug (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Gets read a snapshot up to 100 ms old.
+    StaleReads,
+    /// Writes are acknowledged before their WAL record is written.
+    EarlyAck,
+}
+
 /// What to inject, into which shards. `Send`: each shard builds its own injector from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FaultPlan {
@@ -59,6 +74,8 @@ pub struct FaultPlan {
     pub rules: Vec<FaultRule>,
     /// Kill the process the `n`-th time the engine reaches this step.
     pub crash: Option<(CrashPoint, u64)>,
+    /// A planted consistency bug.
+    pub bug: Option<PlantedBug>,
 }
 
 /// The names of crash points in plans.
@@ -161,13 +178,20 @@ impl FromStr for FaultPlan {
                      rename|syncdir, FAULT: eio|enospc|short|torn) or `crash=POINT@N` (POINT: \
                      flush-mid-table|flush-before-manifest|flush-before-wal-release|\
                      compaction-mid-output|compaction-before-manifest|\
-                     compaction-before-inputs-deleted)"
+                     compaction-before-inputs-deleted) or `bug=BUG` (BUG: stale-reads|early-ack)"
                 )
             };
             let (name, value) = item.split_once('=').ok_or_else(bad)?;
             match name {
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
                 "shard" => plan.shard = Some(value.parse().map_err(|_| bad())?),
+                "bug" => {
+                    plan.bug = Some(match value {
+                        "stale-reads" => PlantedBug::StaleReads,
+                        "early-ack" => PlantedBug::EarlyAck,
+                        _ => return Err(bad()),
+                    })
+                }
                 "crash" => {
                     let (point, at) = value.split_once('@').ok_or_else(bad)?;
                     let point = CRASH_POINTS
@@ -207,9 +231,9 @@ impl FromStr for FaultPlan {
                 }
             }
         }
-        if plan.rules.is_empty() && plan.crash.is_none() {
+        if plan.rules.is_empty() && plan.crash.is_none() && plan.bug.is_none() {
             return Err(format!(
-                "fault plan {s:?} has no `OP=FAULT@N` rule and no `crash=POINT@N`"
+                "fault plan {s:?} has no `OP=FAULT@N` rule, no `crash=POINT@N` and no `bug=BUG`"
             ));
         }
         Ok(plan)
@@ -219,6 +243,17 @@ impl FromStr for FaultPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planted_bug_is_a_plan_of_its_own() {
+        let p: FaultPlan = "bug=stale-reads".parse().unwrap();
+        assert_eq!(p.bug, Some(PlantedBug::StaleReads));
+        assert!(p.rules.is_empty());
+        let p: FaultPlan = "seed=3,bug=early-ack".parse().unwrap();
+        assert_eq!(p.bug, Some(PlantedBug::EarlyAck));
+        assert!("bug=lost-writes".parse::<FaultPlan>().is_err());
+        assert!("seed=3".parse::<FaultPlan>().is_err());
+    }
 
     #[test]
     fn plans_parse_and_build_per_shard_injectors() {

@@ -369,8 +369,9 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     counters.io_ring_depth.set(u64::from(io_ring_depth));
     let (mesh, inbound) = connect_mesh(id, ends, Rc::clone(&counters)).await;
     let started = async {
+        let bug = faults.as_ref().and_then(|plan| plan.bug);
         let faults = faults.and_then(|plan| plan.injector_for(id));
-        let store = Store::open(&dir, storage, faults)
+        let store = Store::open(&dir, storage, faults, bug)
             .await
             .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;

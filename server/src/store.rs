@@ -4,12 +4,18 @@
 //! built: the shard calls these few methods and nothing else, so an engine change touches only
 //! this file.
 
+use std::cell::RefCell;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corekv_storage::io::FaultInjector;
 pub use corekv_storage::{CasOutcome, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo};
-use corekv_storage::{Engine, OpenHooks, WriteBatch};
+use corekv_storage::{Engine, OpenHooks, Snapshot, WriteBatch};
+
+use crate::faults::PlantedBug;
+
+/// How old the snapshot that the `stale-reads` planted bug reads may get.
+const STALE_READS_AGE: Duration = Duration::from_millis(100);
 
 /// An atomic list of writes built in place (puts and deletes, applied in order), sized up
 /// front: the request's bytes are copied once, into the batch the engine logs and applies.
@@ -52,28 +58,63 @@ impl WriteSet {
 /// One shard's storage.
 pub struct Store {
     engine: Engine,
+    /// The `stale-reads` planted bug (tests only): the snapshot gets read and when it was taken.
+    stale_reads: Option<RefCell<Option<(Instant, Snapshot)>>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the shard's storage in `dir`, recovering what it holds.
     /// `faults` (tests only) makes chosen disk operations fail.
+    /// `bug` (tests only) plants a consistency bug.
     pub async fn open(
         dir: &Path,
-        options: Options,
+        mut options: Options,
         faults: Option<FaultInjector>,
+        bug: Option<PlantedBug>,
     ) -> Result<Store> {
         let hooks = OpenHooks {
             faults,
             ..OpenHooks::default()
         };
+        if bug == Some(PlantedBug::EarlyAck) {
+            // Acknowledged at once; the WAL writer writes it later.
+            options.durability = corekv_storage::Durability::None;
+        }
         Ok(Store {
             engine: Engine::open_with_hooks(dir, options, hooks).await?,
+            stale_reads: (bug == Some(PlantedBug::StaleReads)).then(RefCell::default),
         })
     }
 
     /// The newest live value of `key` and the sequence number of the write that stored it.
     pub async fn get(&self, key: &[u8]) -> Result<Option<(Vec<u8>, SeqNo)>> {
-        self.engine.get_versioned(key).await
+        match &self.stale_reads {
+            None => self.engine.get_versioned(key).await,
+            Some(stale) => self.get_stale(stale, key).await,
+        }
+    }
+
+    /// A get under the `stale-reads` planted bug.
+    async fn get_stale(
+        &self,
+        stale: &RefCell<Option<(Instant, Snapshot)>>,
+        key: &[u8],
+    ) -> Result<Option<(Vec<u8>, SeqNo)>> {
+        let snapshot = {
+            let mut stale = stale.borrow_mut();
+            if stale
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > STALE_READS_AGE)
+            {
+                *stale = Some((Instant::now(), self.engine.snapshot()));
+            }
+            stale.as_ref().map(|(_, s)| s.clone())
+        };
+        let Some(snapshot) = snapshot else {
+            return self.engine.get_versioned(key).await;
+        };
+        let value = self.engine.get_at(key, &snapshot).await?;
+        Ok(value.map(|v| (v, snapshot.seq())))
     }
 
     /// Applies `set` atomically, in order, once as durable as the durability mode promises.
