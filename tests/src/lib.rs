@@ -13,6 +13,9 @@
 //! Crash testing: [`model`] (the acknowledged history and its check), [`workload`]
 //! (concurrent clients recording into it), [`crash`] (the kill -9 / restart / verify loop),
 //! [`fs`] (a small real filesystem that can fill up).
+//!
+//! Verification (Jepsen's method): [`history`] (recorded operations, JSON Lines),
+//! [`linearizability`] (the checker), [`jepsen`] (clients, nemesis, run and check).
 
 // This crate is test code through and through: a failed set-up step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +29,9 @@ use std::time::{Duration, Instant};
 
 pub mod crash;
 pub mod fs;
+pub mod history;
+pub mod jepsen;
+pub mod linearizability;
 pub mod model;
 pub mod workload;
 
