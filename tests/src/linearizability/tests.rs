@@ -35,6 +35,11 @@ fn cas(
     )
 }
 
+/// The operation `cas(from, to)`.
+fn cas_op(from: Option<u64>, to: u64) -> Op {
+    Op::Cas { from, to }
+}
+
 fn unknown(process: u64, call_ns: u64, op: Op) -> Operation {
     Operation {
         process,
@@ -196,17 +201,7 @@ fn accepts_an_unknown_put_never_seen() {
 
 #[test]
 fn accepts_unknown_cas() {
-    let start = [
-        put(1, 0, 10, 1),
-        unknown(
-            2,
-            20,
-            Op::Cas {
-                from: Some(1),
-                to: 5,
-            },
-        ),
-    ];
+    let start = [put(1, 0, 10, 1), unknown(2, 20, cas_op(Some(1), 5))];
     for seen in [1, 5] {
         let mut ops = start.to_vec();
         ops.push(get(3, 30, 40, Some(seen)));
@@ -215,41 +210,20 @@ fn accepts_unknown_cas() {
     // A cas that cannot apply cannot explain a read of its value.
     assert_rejected(&[
         put(1, 0, 10, 1),
-        unknown(
-            2,
-            20,
-            Op::Cas {
-                from: Some(9),
-                to: 5,
-            },
-        ),
+        unknown(2, 20, cas_op(Some(9), 5)),
         get(3, 30, 40, Some(5)),
     ]);
     // A chain of unknown operations: a put, then a cas that depends on it.
     assert_accepted(&[
         put(1, 0, 10, 1),
         unknown(2, 20, Op::Put(7)),
-        unknown(
-            3,
-            21,
-            Op::Cas {
-                from: Some(7),
-                to: 8,
-            },
-        ),
+        unknown(3, 21, cas_op(Some(7), 8)),
         get(4, 30, 40, Some(8)),
     ]);
     // The same chain where the put of 7 came after the read.
     assert_rejected(&[
         put(1, 0, 10, 1),
-        unknown(
-            3,
-            21,
-            Op::Cas {
-                from: Some(7),
-                to: 8,
-            },
-        ),
+        unknown(3, 21, cas_op(Some(7), 8)),
         get(4, 30, 40, Some(8)),
         unknown(2, 50, Op::Put(7)),
     ]);
@@ -312,14 +286,7 @@ fn accepts_an_etcd_style_history() {
         cas(3, 131, 140, (Some(0), 4), false),
         cas(4, 132, 141, (Some(3), 4), true),
         unknown(6, 142, Op::Put(1)),
-        unknown(
-            5,
-            143,
-            Op::Cas {
-                from: Some(4),
-                to: 0,
-            },
-        ),
+        unknown(5, 143, cas_op(Some(4), 0)),
         put(0, 144, 150, 3),
         get(2, 151, 160, Some(3)),
         get(3, 152, 161, Some(1)),
@@ -545,10 +512,7 @@ fn simulate(seed: u64, shape: &Shape) -> Vec<Event> {
             let op = match rng.below(10) {
                 0..=3 => Op::Get,
                 4..=6 => Op::Put(value),
-                _ => Op::Cas {
-                    from: (rng.below(5) != 0).then(|| rng.below(shape.values)),
-                    to: value,
-                },
+                _ => cas_op((rng.below(5) != 0).then(|| rng.below(shape.values)), value),
             };
             let r = rng.below(1_000);
             let end = if r < shape.unknown_per_mille {
