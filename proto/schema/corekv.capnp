@@ -104,6 +104,28 @@ interface CoreKv {
   serverInfo @8 () -> (info :ServerInfo);
   # What the server is and every limit it enforces, so that a client learns the limits
   # without hitting them.
+
+  # Entities and counters. An entity is a value made of named columns, stored under its key in
+  # the encoding documented in proto/src/entity.rs (a plain `get` returns those bytes; a `put`
+  # of them makes an entity). Column operations are applied inside the shard that owns the
+  # key, atomically with respect to every other write to it, in one call: two clients updating
+  # different columns of one key never lose each other's update.
+
+  putEntity @9 (op :PutEntityOp) -> (result :OpResult);
+  # Replaces whatever `key` held with an entity of these columns. Result: `write` or `error`.
+
+  updateColumns @10 (op :UpdateColumnsOp) -> (result :OpResult);
+  # Sets some columns and removes others of the entity under `key`; the other columns are
+  # unchanged. Creates the entity if the key has no live value. Result: `write` or `error`
+  # (`wrongType` if the key holds a plain value).
+
+  getColumns @11 (op :GetColumnsOp) -> (result :OpResult);
+  # Reads the named columns (all, when `names` is empty) of the entity under `key`.
+  # Result: `columns` or `error` (`wrongType` if the key holds a plain value).
+
+  increment @12 (op :IncrementOp) -> (result :OpResult);
+  # Adds `delta` to a counter and answers its new value. Result: `increment` or `error`
+  # (`wrongType` if what it addresses is not a counter; `invalidArgument` on overflow).
 }
 
 struct Op {
@@ -114,6 +136,10 @@ struct Op {
     delete @2 :DeleteOp;
     cas @3 :CasOp;
     scan @4 :ScanOp;
+    putEntity @5 :PutEntityOp;
+    updateColumns @6 :UpdateColumnsOp;
+    getColumns @7 :GetColumnsOp;
+    increment @8 :IncrementOp;
   }
 }
 
@@ -171,6 +197,52 @@ struct ScanOp {
   # false: ascending from `start`. true: descending from just below `end`.
 }
 
+struct Column {
+  name @0 :Data;
+  # Non-empty (a request with an empty column name is malformed); unique within an operation.
+  value @1 :Data;
+}
+
+struct PutEntityOp {
+  key @0 :Data;
+  columns @1 :List(Column);
+  # At least one, names unique (`invalidArgument` otherwise).
+  ttlMs @2 :UInt64;
+  # Expiry of the entity, as in `PutOp`.
+}
+
+struct UpdateColumnsOp {
+  key @0 :Data;
+  set @1 :List(Column);
+  # Columns written (added or replaced).
+  remove @2 :List(Data);
+  # Columns removed (missing ones are ignored; names non-empty). A name may not be both set
+  # and removed.
+  # Removing the last column deletes the key.
+  ttlMs @3 :UInt64;
+  # Expiry of the whole entity from this write on, as in `PutOp` (0: none); an update does
+  # not keep an earlier expiry.
+}
+
+struct GetColumnsOp {
+  key @0 :Data;
+  names @1 :List(Data);
+  # The columns wanted (names non-empty); empty = all. Names the entity lacks are left out of
+  # the result.
+}
+
+struct IncrementOp {
+  # The counter is a signed 64-bit integer stored as ASCII decimal ("-12"), as Redis's INCR
+  # keeps it (proto/src/entity.rs); an absent one counts as 0.
+  key @0 :Data;
+  column @1 :Data;
+  # Empty: the counter is the key's whole value. Otherwise: this column of the entity under
+  # `key` (created if the key has no live value).
+  delta @2 :Int64;
+  ttlMs @3 :UInt64;
+  # Expiry of the written value or entity from this write on, as in `UpdateColumnsOp`.
+}
+
 struct OpResult {
   union {
     error @0 :Error;
@@ -178,7 +250,25 @@ struct OpResult {
     write @2 :WriteResult;
     cas @3 :CasResult;
     scan @4 :ScanResult;
+    columns @5 :ColumnsResult;
+    increment @6 :IncrementResult;
   }
+}
+
+struct ColumnsResult {
+  found @0 :Bool;
+  # Whether the key has a live value (an entity). When not, `columns` is empty.
+  columns @1 :List(Column);
+  # In ascending name order.
+  sequence @2 :UInt64;
+  # When `found`: the sequence number of the write that stored the entity.
+}
+
+struct IncrementResult {
+  value @0 :Int64;
+  # The counter after this increment.
+  sequence @1 :UInt64;
+  # The write's sequence number.
 }
 
 struct GetResult {
@@ -261,6 +351,9 @@ enum ErrorCode {
   # The server is stopping; the operation was not applied.
   corruption @10;
   # Stored data failed its checksum; the message names the file and offset.
+  wrongType @11;
+  # The key holds another kind of value than the operation needs: a column operation on a
+  # plain value, an increment of bytes that are not a counter. Nothing was changed.
 }
 
 struct Topology {

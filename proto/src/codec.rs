@@ -8,12 +8,13 @@ use capnp::Result;
 
 use crate::corekv_capnp::ErrorCode as WireCode;
 use crate::corekv_capnp::{
-    cas_op, cas_result, error, op, op_result, scan_op, scan_result, server_info, shard_stats,
-    topology,
+    cas_op, cas_result, column, columns_result, error, get_columns_op, increment_op, op, op_result,
+    put_entity_op, scan_op, scan_result, server_info, shard_stats, topology, update_columns_op,
 };
 use crate::ops::{
-    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ServerInfo,
-    ServerLimits, ShardInfo, ShardStats, Topology, Versioned,
+    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, Op, OpError,
+    OpResult, PutEntityOp, ScanOp, ScanResult, ServerInfo, ServerLimits, ShardInfo, ShardStats,
+    Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 
 fn not_in_schema(what: &str, e: capnp::NotInSchema) -> capnp::Error {
@@ -42,6 +43,10 @@ pub fn read_op(r: op::Reader<'_>) -> Result<Op> {
         },
         op::Cas(c) => Op::Cas(read_cas_op(c?)?),
         op::Scan(s) => Op::Scan(read_scan_op(s?)?),
+        op::PutEntity(p) => Op::PutEntity(read_put_entity_op(p?)?),
+        op::UpdateColumns(u) => Op::UpdateColumns(read_update_columns_op(u?)?),
+        op::GetColumns(g) => Op::GetColumns(read_get_columns_op(g?)?),
+        op::Increment(i) => Op::Increment(read_increment_op(i?)?),
     })
 }
 
@@ -58,7 +63,128 @@ pub fn write_op(b: op::Builder<'_>, op: &Op) {
         Op::Delete { key } => b.init_delete().set_key(key),
         Op::Cas(cas) => write_cas_op(b.init_cas(), cas),
         Op::Scan(scan) => write_scan_op(b.init_scan(), scan),
+        Op::PutEntity(p) => write_put_entity_op(b.init_put_entity(), p),
+        Op::UpdateColumns(u) => write_update_columns_op(b.init_update_columns(), u),
+        Op::GetColumns(g) => write_get_columns_op(b.init_get_columns(), g),
+        Op::Increment(i) => write_increment_op(b.init_increment(), i),
     }
+}
+
+/// Capacity reserved up front for a list read from a message: its length is the sender's
+/// word, and a list of empty elements costs almost nothing to send.
+const LIST_PRESIZE_MAX: usize = 64;
+
+/// Column names must be non-empty (the schema says so). Checked while reading, so that every
+/// element kept costs the sender bytes: a list of empty elements is cheap to send and would
+/// otherwise become a large allocation.
+fn read_name(name: &[u8]) -> Result<Vec<u8>> {
+    if name.is_empty() {
+        return Err(capnp::Error::failed(
+            "a column name is empty; names must be at least 1 byte".to_string(),
+        ));
+    }
+    Ok(name.to_vec())
+}
+
+fn read_columns(list: capnp::struct_list::Reader<'_, column::Owned>) -> Result<Vec<Column>> {
+    let mut columns = Vec::with_capacity((list.len() as usize).min(LIST_PRESIZE_MAX));
+    for c in list.iter() {
+        columns.push((read_name(c.get_name()?)?, c.get_value()?.to_vec()));
+    }
+    Ok(columns)
+}
+
+fn write_columns(mut list: capnp::struct_list::Builder<'_, column::Owned>, columns: &[Column]) {
+    for (i, (name, value)) in columns.iter().enumerate() {
+        let mut c = list.reborrow().get(i as u32);
+        c.set_name(name);
+        c.set_value(value);
+    }
+}
+
+fn read_names(list: capnp::data_list::Reader<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut names = Vec::with_capacity((list.len() as usize).min(LIST_PRESIZE_MAX));
+    for n in list.iter() {
+        names.push(read_name(n?)?);
+    }
+    Ok(names)
+}
+
+fn write_names(mut list: capnp::data_list::Builder<'_>, names: &[Vec<u8>]) {
+    for (i, name) in names.iter().enumerate() {
+        list.set(i as u32, name);
+    }
+}
+
+/// The length of a list the caller built from a request (so within the frame limit).
+fn list_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Reads a `PutEntityOp`.
+pub fn read_put_entity_op(r: put_entity_op::Reader<'_>) -> Result<PutEntityOp> {
+    Ok(PutEntityOp {
+        key: r.get_key()?.to_vec(),
+        columns: read_columns(r.get_columns()?)?,
+        ttl_ms: r.get_ttl_ms(),
+    })
+}
+
+/// Writes a `PutEntityOp`.
+pub fn write_put_entity_op(mut b: put_entity_op::Builder<'_>, op: &PutEntityOp) {
+    b.set_key(&op.key);
+    b.set_ttl_ms(op.ttl_ms);
+    write_columns(b.init_columns(list_len(op.columns.len())), &op.columns);
+}
+
+/// Reads an `UpdateColumnsOp`.
+pub fn read_update_columns_op(r: update_columns_op::Reader<'_>) -> Result<UpdateColumnsOp> {
+    Ok(UpdateColumnsOp {
+        key: r.get_key()?.to_vec(),
+        set: read_columns(r.get_set()?)?,
+        remove: read_names(r.get_remove()?)?,
+        ttl_ms: r.get_ttl_ms(),
+    })
+}
+
+/// Writes an `UpdateColumnsOp`.
+pub fn write_update_columns_op(mut b: update_columns_op::Builder<'_>, op: &UpdateColumnsOp) {
+    b.set_key(&op.key);
+    b.set_ttl_ms(op.ttl_ms);
+    write_columns(b.reborrow().init_set(list_len(op.set.len())), &op.set);
+    write_names(b.init_remove(list_len(op.remove.len())), &op.remove);
+}
+
+/// Reads a `GetColumnsOp`.
+pub fn read_get_columns_op(r: get_columns_op::Reader<'_>) -> Result<GetColumnsOp> {
+    Ok(GetColumnsOp {
+        key: r.get_key()?.to_vec(),
+        names: read_names(r.get_names()?)?,
+    })
+}
+
+/// Writes a `GetColumnsOp`.
+pub fn write_get_columns_op(mut b: get_columns_op::Builder<'_>, op: &GetColumnsOp) {
+    b.set_key(&op.key);
+    write_names(b.init_names(list_len(op.names.len())), &op.names);
+}
+
+/// Reads an `IncrementOp`.
+pub fn read_increment_op(r: increment_op::Reader<'_>) -> Result<IncrementOp> {
+    Ok(IncrementOp {
+        key: r.get_key()?.to_vec(),
+        column: r.get_column()?.to_vec(),
+        delta: r.get_delta(),
+        ttl_ms: r.get_ttl_ms(),
+    })
+}
+
+/// Writes an `IncrementOp`.
+pub fn write_increment_op(mut b: increment_op::Builder<'_>, op: &IncrementOp) {
+    b.set_key(&op.key);
+    b.set_column(&op.column);
+    b.set_delta(op.delta);
+    b.set_ttl_ms(op.ttl_ms);
 }
 
 /// Reads a `CasOp`.
@@ -134,6 +260,7 @@ fn code_from_wire(code: WireCode) -> ErrorCode {
         WireCode::Overloaded => ErrorCode::Overloaded,
         WireCode::ShuttingDown => ErrorCode::ShuttingDown,
         WireCode::Corruption => ErrorCode::Corruption,
+        WireCode::WrongType => ErrorCode::WrongType,
     }
 }
 
@@ -150,6 +277,7 @@ fn code_to_wire(code: ErrorCode) -> WireCode {
         ErrorCode::Overloaded => WireCode::Overloaded,
         ErrorCode::ShuttingDown => WireCode::ShuttingDown,
         ErrorCode::Corruption => WireCode::Corruption,
+        ErrorCode::WrongType => WireCode::WrongType,
     }
 }
 
@@ -195,6 +323,24 @@ pub fn read_result(r: op_result::Reader<'_>) -> Result<OpResult> {
         },
         op_result::Cas(c) => OpResult::Cas(read_cas_result(c?)?),
         op_result::Scan(s) => OpResult::Scan(read_scan_result(s?)?),
+        op_result::Columns(c) => {
+            let c = c?;
+            OpResult::Columns(if c.get_found() {
+                Some(VersionedColumns {
+                    columns: read_columns(c.get_columns()?)?,
+                    sequence: c.get_sequence(),
+                })
+            } else {
+                None
+            })
+        }
+        op_result::Increment(i) => {
+            let i = i?;
+            OpResult::Increment {
+                value: i.get_value(),
+                sequence: i.get_sequence(),
+            }
+        }
     })
 }
 
@@ -213,6 +359,23 @@ pub fn write_result(b: op_result::Builder<'_>, result: &OpResult) {
         OpResult::Write { sequence } => b.init_write().set_sequence(*sequence),
         OpResult::Cas(c) => write_cas_result(b.init_cas(), c),
         OpResult::Scan(s) => write_scan_result(b.init_scan(), s),
+        OpResult::Columns(found) => write_columns_result(b.init_columns(), found.as_ref()),
+        OpResult::Increment { value, sequence } => {
+            let mut i = b.init_increment();
+            i.set_value(*value);
+            i.set_sequence(*sequence);
+        }
+    }
+}
+
+fn write_columns_result(mut b: columns_result::Builder<'_>, found: Option<&VersionedColumns>) {
+    b.set_found(found.is_some());
+    if let Some(found) = found {
+        b.set_sequence(found.sequence);
+        write_columns(
+            b.init_columns(list_len(found.columns.len())),
+            &found.columns,
+        );
     }
 }
 
@@ -297,6 +460,16 @@ pub fn result_wire_bytes(result: &OpResult) -> usize {
             OpResult::Get(v) => v.as_ref().map_or(0, |v| blob_wire_bytes(v.value.len())),
             OpResult::Write { .. } => 0,
             OpResult::Cas(c) => c.current.as_ref().map_or(0, |v| blob_wire_bytes(v.len())),
+            OpResult::Increment { .. } => 0,
+            OpResult::Columns(c) => c.as_ref().map_or(0, |c| {
+                LIST_TAG
+                    + c.columns
+                        .iter()
+                        .map(|(n, v)| {
+                            KEY_VALUE + blob_wire_bytes(n.len()) + blob_wire_bytes(v.len())
+                        })
+                        .sum::<usize>()
+            }),
             OpResult::Scan(s) => {
                 LIST_TAG
                     + blob_wire_bytes(s.continuation.len())

@@ -1,8 +1,8 @@
 //! Entry point for fuzzing and property tests of the server's request decoding: a
 //! frame as the server's RPC layer reads it (`capnp::serialize`, with the server's traversal
 //! limit), then the RPC message, and for a call to `CoreKv` the parameters decoded as
-//! `corekv-server`'s service does for each method (keys, values, TTLs, CAS and scan operations,
-//! batch lists through [`crate::codec`]). Arbitrary bytes must never panic, loop or allocate
+//! `corekv-server`'s service does for each method (keys, values, TTLs, CAS, scan and column
+//! operations, batch lists through [`crate::codec`]). Arbitrary bytes must never panic, loop or allocate
 //! beyond a small multiple of their size. Used by `proto/tests/decode_requests.rs` (stable,
 //! in CI) and the cargo-fuzz targets in `tests/fuzz/`. Not part of the client API.
 
@@ -43,7 +43,7 @@ pub fn request(bytes: &[u8]) {
     // The parameter structs as roots, whatever the wrapper: the decoders behind the RPC layer
     // see every shape of them.
     if let Ok(root) = msg.get_root::<capnp::any_pointer::Reader<'_>>() {
-        for method in 0..=7 {
+        for method in 0..=12 {
             let _ = decode_params(method, root);
         }
     }
@@ -88,6 +88,22 @@ fn decode_params(method: u16, content: capnp::any_pointer::Reader<'_>) -> capnp:
         }
         6 => {
             let _ = content.get_as::<core_kv::topology_params::Reader<'_>>()?;
+        }
+        9 => {
+            let p = content.get_as::<core_kv::put_entity_params::Reader<'_>>()?;
+            let _ = codec::read_put_entity_op(p.get_op()?);
+        }
+        10 => {
+            let p = content.get_as::<core_kv::update_columns_params::Reader<'_>>()?;
+            let _ = codec::read_update_columns_op(p.get_op()?);
+        }
+        11 => {
+            let p = content.get_as::<core_kv::get_columns_params::Reader<'_>>()?;
+            let _ = codec::read_get_columns_op(p.get_op()?);
+        }
+        12 => {
+            let p = content.get_as::<core_kv::increment_params::Reader<'_>>()?;
+            let _ = codec::read_increment_op(p.get_op()?);
         }
         _ => {
             let _ = content.get_as::<core_kv::stats_params::Reader<'_>>()?;

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod entity;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -40,8 +41,9 @@ pub mod corekv_capnp {
 pub use client::{Client, ClientOptions, Connection};
 pub use error::{Error, Result};
 pub use ops::{
-    CasOp, CasResult, ErrorCode, Expected, Op, OpError, OpResult, ScanOp, ScanResult, ServerInfo,
-    ServerLimits, ShardInfo, ShardStats, Topology, Versioned,
+    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, Op, OpError,
+    OpResult, PutEntityOp, ScanOp, ScanResult, ServerInfo, ServerLimits, ShardInfo, ShardStats,
+    Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 pub use shard::{SHARD_HASH_NAME, shard_for_key};
 

@@ -32,6 +32,14 @@ pub enum Op {
     Cas(CasOp),
     /// Ordered range read.
     Scan(ScanOp),
+    /// Replace the key's value with an entity of these columns.
+    PutEntity(PutEntityOp),
+    /// Set and remove some columns of an entity.
+    UpdateColumns(UpdateColumnsOp),
+    /// Read columns of an entity.
+    GetColumns(GetColumnsOp),
+    /// Add to a counter.
+    Increment(IncrementOp),
 }
 
 impl Op {
@@ -41,12 +49,24 @@ impl Op {
             Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } => Some(key),
             Op::Cas(cas) => Some(&cas.key),
             Op::Scan(_) => None,
+            Op::PutEntity(op) => Some(&op.key),
+            Op::UpdateColumns(op) => Some(&op.key),
+            Op::GetColumns(op) => Some(&op.key),
+            Op::Increment(op) => Some(&op.key),
         }
     }
 
     /// Whether the operation can change data.
     pub fn is_write(&self) -> bool {
-        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Cas(_))
+        matches!(
+            self,
+            Op::Put { .. }
+                | Op::Delete { .. }
+                | Op::Cas(_)
+                | Op::PutEntity(_)
+                | Op::UpdateColumns(_)
+                | Op::Increment(_)
+        )
     }
 
     /// Key and value bytes carried, for size limits.
@@ -60,8 +80,70 @@ impl Op {
                     + cas.new.as_ref().map_or(0, Vec::len)
             }
             Op::Scan(scan) => scan.start.len() + scan.end.len(),
+            Op::PutEntity(op) => op.key.len() + columns_bytes(&op.columns),
+            Op::UpdateColumns(op) => {
+                op.key.len()
+                    + columns_bytes(&op.set)
+                    + op.remove.iter().map(Vec::len).sum::<usize>()
+            }
+            Op::GetColumns(op) => op.key.len() + op.names.iter().map(Vec::len).sum::<usize>(),
+            Op::Increment(op) => op.key.len() + op.column.len(),
         }
     }
+}
+
+/// A column: its name and value (`Column` in the schema).
+pub type Column = (Vec<u8>, Vec<u8>);
+
+/// Name and value bytes of `columns`.
+pub fn columns_bytes(columns: &[Column]) -> usize {
+    columns.iter().map(|(n, v)| n.len() + v.len()).sum()
+}
+
+/// Replace a key's value with an entity (`PutEntityOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutEntityOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The entity's columns: at least one, names non-empty and unique.
+    pub columns: Vec<Column>,
+    /// Expiry in milliseconds; 0 means none.
+    pub ttl_ms: u64,
+}
+
+/// Set and remove columns of an entity (`UpdateColumnsOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateColumnsOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Columns added or replaced.
+    pub set: Vec<Column>,
+    /// Columns removed.
+    pub remove: Vec<Vec<u8>>,
+    /// Expiry of the entity from this write on, in milliseconds; 0 means none.
+    pub ttl_ms: u64,
+}
+
+/// Read columns of an entity (`GetColumnsOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetColumnsOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The columns wanted; empty means all.
+    pub names: Vec<Vec<u8>>,
+}
+
+/// Add to a counter (`IncrementOp` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncrementOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The column holding the counter; empty: the key's whole value.
+    pub column: Vec<u8>,
+    /// What to add (negative to subtract).
+    pub delta: i64,
+    /// Expiry of what is written, in milliseconds; 0 means none.
+    pub ttl_ms: u64,
 }
 
 /// Compare-and-set (`CasOp` in the schema).
@@ -147,6 +229,26 @@ pub enum OpResult {
     Cas(CasResult),
     /// A page of a `scan`.
     Scan(ScanResult),
+    /// A `getColumns`: the columns found and the entity's version, or `None` if the key has
+    /// no live value.
+    Columns(Option<VersionedColumns>),
+    /// An `increment` was applied.
+    Increment {
+        /// The counter's new value.
+        value: i64,
+        /// The write's sequence number within the owning shard.
+        sequence: u64,
+    },
+}
+
+/// Columns of a live entity and the sequence number of the write that stored it
+/// (`ColumnsResult`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedColumns {
+    /// The columns asked for that the entity has, in ascending name order.
+    pub columns: Vec<Column>,
+    /// The sequence number of the write that stored the entity.
+    pub sequence: u64,
 }
 
 /// A live value and the sequence number of the write that stored it (`GetResult`).
@@ -206,6 +308,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Stored data failed its checksum.
     Corruption,
+    /// The key holds another kind of value than the operation needs (a column operation on
+    /// a plain value, an increment of bytes that are not a counter).
+    WrongType,
 }
 
 impl ErrorCode {
@@ -223,6 +328,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Corruption => "corruption",
+            ErrorCode::WrongType => "wrong_type",
         }
     }
 }

@@ -35,6 +35,14 @@ counters! {
     cas_ops_total,
     /// `scan` operations received.
     scan_ops_total,
+    /// `putEntity` operations received.
+    put_entity_ops_total,
+    /// `updateColumns` operations received.
+    update_columns_ops_total,
+    /// `getColumns` operations received.
+    get_columns_ops_total,
+    /// `increment` operations received.
+    increment_ops_total,
     /// `batch` calls received.
     batch_calls_total,
     /// Operations answered with a typed error.

@@ -79,6 +79,10 @@ impl CoreKvService {
             Op::Delete { .. } => &c.delete_ops_total,
             Op::Cas(_) => &c.cas_ops_total,
             Op::Scan(_) => &c.scan_ops_total,
+            Op::PutEntity(_) => &c.put_entity_ops_total,
+            Op::UpdateColumns(_) => &c.update_columns_ops_total,
+            Op::GetColumns(_) => &c.get_columns_ops_total,
+            Op::Increment(_) => &c.increment_ops_total,
         });
     }
 }
@@ -218,7 +222,8 @@ fn carries_data(r: &OpResult) -> bool {
         OpResult::Get(v) => v.is_some(),
         OpResult::Scan(s) => !s.entries.is_empty(),
         OpResult::Cas(c) => c.current.is_some(),
-        OpResult::Error(_) | OpResult::Write { .. } => false,
+        OpResult::Columns(c) => c.as_ref().is_some_and(|c| !c.columns.is_empty()),
+        OpResult::Error(_) | OpResult::Write { .. } | OpResult::Increment { .. } => false,
     }
 }
 
@@ -376,6 +381,60 @@ impl core_kv::Server for CoreKvService {
             .get()
             .and_then(|p| Ok(Op::Scan(codec::read_scan_op(p.get_op()?)?)));
         self.call_one(Method::Scan, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
+    }
+
+    fn put_entity(
+        self: CapRc<Self>,
+        params: core_kv::PutEntityParams,
+        mut results: core_kv::PutEntityResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let op = params
+            .get()
+            .and_then(|p| Ok(Op::PutEntity(codec::read_put_entity_op(p.get_op()?)?)));
+        self.call_one(Method::PutEntity, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
+    }
+
+    fn update_columns(
+        self: CapRc<Self>,
+        params: core_kv::UpdateColumnsParams,
+        mut results: core_kv::UpdateColumnsResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let op = params.get().and_then(|p| {
+            Ok(Op::UpdateColumns(codec::read_update_columns_op(
+                p.get_op()?,
+            )?))
+        });
+        self.call_one(Method::UpdateColumns, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
+    }
+
+    fn get_columns(
+        self: CapRc<Self>,
+        params: core_kv::GetColumnsParams,
+        mut results: core_kv::GetColumnsResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let op = params
+            .get()
+            .and_then(|p| Ok(Op::GetColumns(codec::read_get_columns_op(p.get_op()?)?)));
+        self.call_one(Method::GetColumns, op, move |r| {
+            codec::write_result(results.get().init_result(), r)
+        })
+    }
+
+    fn increment(
+        self: CapRc<Self>,
+        params: core_kv::IncrementParams,
+        mut results: core_kv::IncrementResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let op = params
+            .get()
+            .and_then(|p| Ok(Op::Increment(codec::read_increment_op(p.get_op()?)?)));
+        self.call_one(Method::Increment, op, move |r| {
             codec::write_result(results.get().init_result(), r)
         })
     }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use corekv_storage::io::FaultInjector;
-pub use corekv_storage::{CasOutcome, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo};
+pub use corekv_storage::{
+    CasOutcome, Change, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo,
+};
 use corekv_storage::{Engine, OpenHooks, Snapshot, WriteBatch};
 
 use crate::faults::PlantedBug;
@@ -134,6 +136,17 @@ impl Store {
         self.engine
             .compare_and_set_expecting(key, expected, new, ttl)
             .await
+    }
+
+    /// Reads the live value of `key`, lets `decide` choose what to write from it, and writes
+    /// that, with no other write to the store in between (`decide` may run more than once;
+    /// the answer of its last run is returned, with the write's sequence number if it wrote).
+    pub async fn read_modify_write<'c, T>(
+        &self,
+        key: &[u8],
+        decide: impl FnMut(Option<(&[u8], SeqNo)>) -> (Change<'c>, T),
+    ) -> Result<(T, Option<SeqNo>)> {
+        self.engine.read_modify_write(key, decide).await
     }
 
     /// A range read of the latest acknowledged state.

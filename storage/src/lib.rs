@@ -48,7 +48,7 @@ pub type SeqNo = u64;
 
 pub use batch::WriteBatch;
 pub use clock::Clock;
-pub use engine::{CasOutcome, Engine, Expect, OpenHooks, ScanPage, ScanRange};
+pub use engine::{CasOutcome, Change, Engine, Expect, OpenHooks, ScanPage, ScanRange};
 pub use error::{Error, Limit, Result};
 pub use iter::cursor::EngineIter;
 pub use options::{Durability, Options, WalRecoveryMode};

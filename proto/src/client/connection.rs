@@ -17,7 +17,8 @@ use crate::codec;
 use crate::corekv_capnp::core_kv;
 use crate::error::{Error, Result};
 use crate::ops::{
-    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ServerInfo, ShardStats, Topology, Versioned,
+    CasOp, CasResult, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, ScanOp, ScanResult,
+    ServerInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 
 /// Largest reply this client reads, in 8-byte words (128 MiB): above the server's own frame
@@ -139,6 +140,34 @@ impl Connection {
         expect_cas(read_reply!(req))
     }
 
+    /// Replaces the key's value with an entity. Returns the sequence number.
+    pub async fn put_entity(&self, op: &PutEntityOp) -> Result<u64> {
+        let mut req = self.client.put_entity_request();
+        codec::write_put_entity_op(req.get().init_op(), op);
+        expect_write(read_reply!(req))
+    }
+
+    /// Sets and removes columns of an entity. Returns the sequence number.
+    pub async fn update_columns(&self, op: &UpdateColumnsOp) -> Result<u64> {
+        let mut req = self.client.update_columns_request();
+        codec::write_update_columns_op(req.get().init_op(), op);
+        expect_write(read_reply!(req))
+    }
+
+    /// Reads columns of an entity: `None` if the key has no live value.
+    pub async fn get_columns(&self, op: &GetColumnsOp) -> Result<Option<VersionedColumns>> {
+        let mut req = self.client.get_columns_request();
+        codec::write_get_columns_op(req.get().init_op(), op);
+        expect_columns(read_reply!(req))
+    }
+
+    /// Adds to a counter. Returns its new value and the write's sequence number.
+    pub async fn increment(&self, op: &IncrementOp) -> Result<(i64, u64)> {
+        let mut req = self.client.increment_request();
+        codec::write_increment_op(req.get().init_op(), op);
+        expect_increment(read_reply!(req))
+    }
+
     /// One page of a scan over every shard.
     pub async fn scan(&self, op: &ScanOp) -> Result<ScanResult> {
         let mut req = self.client.scan_request();
@@ -223,6 +252,20 @@ pub(crate) fn expect_cas(r: OpResult) -> Result<CasResult> {
     }
 }
 
+pub(crate) fn expect_columns(r: OpResult) -> Result<Option<VersionedColumns>> {
+    match r {
+        OpResult::Columns(c) => Ok(c),
+        other => unexpected("columns", other),
+    }
+}
+
+pub(crate) fn expect_increment(r: OpResult) -> Result<(i64, u64)> {
+    match r {
+        OpResult::Increment { value, sequence } => Ok((value, sequence)),
+        other => unexpected("increment", other),
+    }
+}
+
 pub(crate) fn expect_scan(r: OpResult) -> Result<ScanResult> {
     match r {
         OpResult::Scan(s) => Ok(s),
@@ -243,7 +286,8 @@ pub(crate) fn unexpected<T>(wanted: &str, got: OpResult) -> Result<T> {
 /// Public helpers to unwrap a result of a known kind (used by [`super::Client`]).
 pub(crate) mod expect {
     pub(crate) use super::{
-        expect_cas as cas, expect_get as get, expect_get_versioned as get_versioned,
+        expect_cas as cas, expect_columns as columns, expect_get as get,
+        expect_get_versioned as get_versioned, expect_increment as increment,
         expect_write as write,
     };
 }

@@ -30,7 +30,8 @@ pub use runtime::TokioRuntime;
 
 use crate::error::{Error, Result};
 use crate::ops::{
-    CasOp, CasResult, Op, OpResult, ScanOp, ScanResult, ServerInfo, ShardStats, Topology, Versioned,
+    CasOp, CasResult, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, ScanOp, ScanResult,
+    ServerInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 use crate::shard::{MAX_SHARDS, SHARD_HASH_NAME, shard_for_key};
 use coalesce::Coalescer;
@@ -231,6 +232,52 @@ impl Client {
         }
         let key = op.key.clone();
         expect::cas(self.single(&key, Op::Cas(op)).await?)
+    }
+
+    /// Replaces the key's value with an entity of `op.columns`. Returns the write's sequence
+    /// number.
+    pub async fn put_entity(&self, op: PutEntityOp) -> Result<u64> {
+        if !self.inner.options.coalesce {
+            return self.owner(&op.key).connection().put_entity(&op).await;
+        }
+        let key = op.key.clone();
+        expect::write(self.single(&key, Op::PutEntity(op)).await?)
+    }
+
+    /// Sets `op.set` and removes `op.remove` in the entity under `op.key`, atomically, in one
+    /// call (the other columns are unchanged). Returns the write's sequence number.
+    pub async fn update_columns(&self, op: UpdateColumnsOp) -> Result<u64> {
+        if !self.inner.options.coalesce {
+            return self.owner(&op.key).connection().update_columns(&op).await;
+        }
+        let key = op.key.clone();
+        expect::write(self.single(&key, Op::UpdateColumns(op)).await?)
+    }
+
+    /// Reads the columns `names` (all when empty) of the entity under `key`: `None` if the key
+    /// has no live value.
+    pub async fn get_columns(
+        &self,
+        key: &[u8],
+        names: Vec<Vec<u8>>,
+    ) -> Result<Option<VersionedColumns>> {
+        let op = GetColumnsOp {
+            key: key.to_vec(),
+            names,
+        };
+        if !self.inner.options.coalesce {
+            return self.owner(key).connection().get_columns(&op).await;
+        }
+        expect::columns(self.single(key, Op::GetColumns(op)).await?)
+    }
+
+    /// Adds `op.delta` to a counter; returns its new value and the write's sequence number.
+    pub async fn increment(&self, op: IncrementOp) -> Result<(i64, u64)> {
+        if !self.inner.options.coalesce {
+            return self.owner(&op.key).connection().increment(&op).await;
+        }
+        let key = op.key.clone();
+        expect::increment(self.single(&key, Op::Increment(op)).await?)
     }
 
     /// One page of a scan (the server merges every shard's entries).

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{CasOp, Connection, Error as ClientError, Expected, ScanOp};
+use corekv_proto::{
+    CasOp, Column, Connection, Error as ClientError, Expected, GetColumnsOp, IncrementOp,
+    PutEntityOp, ScanOp, UpdateColumnsOp,
+};
 
 use super::output::Printer;
 use super::{
@@ -178,6 +181,72 @@ impl Session {
                     return Ok(EXIT_CAS_FAILED);
                 }
             }
+            Command::PutEntity {
+                key,
+                columns,
+                ttl_ms,
+            } => {
+                let op = PutEntityOp {
+                    key: decode("KEY", key)?,
+                    columns: decode_columns(hex, columns)?,
+                    ttl_ms: *ttl_ms,
+                };
+                let conn = self.connection().await?;
+                p.written(timed(timeout, conn.put_entity(&op)).await?)?;
+            }
+            Command::UpdateColumns {
+                key,
+                set,
+                remove,
+                ttl_ms,
+            } => {
+                let op = UpdateColumnsOp {
+                    key: decode("KEY", key)?,
+                    set: decode_columns(hex, set)?,
+                    remove: remove
+                        .iter()
+                        .map(|n| decode("--remove", n))
+                        .collect::<Result<_, _>>()?,
+                    ttl_ms: *ttl_ms,
+                };
+                let conn = self.connection().await?;
+                p.written(timed(timeout, conn.update_columns(&op)).await?)?;
+            }
+            Command::GetColumns { key, names } => {
+                let op = GetColumnsOp {
+                    key: decode("KEY", key)?,
+                    names: names
+                        .iter()
+                        .map(|n| decode("NAME", n))
+                        .collect::<Result<_, _>>()?,
+                };
+                let conn = self.connection().await?;
+                let found = timed(timeout, conn.get_columns(&op)).await?;
+                p.columns(found.as_ref())?;
+                if found.is_none() {
+                    return Ok(EXIT_NOT_FOUND);
+                }
+            }
+            Command::Increment {
+                key,
+                column,
+                by,
+                ttl_ms,
+            } => {
+                let op = IncrementOp {
+                    key: decode("KEY", key)?,
+                    column: column
+                        .as_deref()
+                        .map(|c| decode("--column", c))
+                        .transpose()?
+                        .unwrap_or_default(),
+                    delta: *by,
+                    ttl_ms: *ttl_ms,
+                };
+                let conn = self.connection().await?;
+                let (value, sequence) = timed(timeout, conn.increment(&op)).await?;
+                p.incremented(value, sequence)?;
+            }
             Command::Stats => {
                 let conn = self.connection().await?;
                 p.stats(&timed(timeout, conn.stats()).await?)?;
@@ -202,6 +271,21 @@ fn decode_arg(hex: bool, what: &str, text: &str) -> Result<Vec<u8>, Failure> {
         escape::unescape(text)
     }
     .map_err(|e| usage(format!("{what}: {e}")))
+}
+
+/// `NAME=VALUE` arguments as columns (split at the first `=`, then each side decoded).
+fn decode_columns(hex: bool, args: &[String]) -> Result<Vec<Column>, Failure> {
+    args.iter()
+        .map(|arg| {
+            let (name, value) = arg
+                .split_once('=')
+                .ok_or_else(|| usage(format!("column {arg:?} is not NAME=VALUE")))?;
+            Ok((
+                decode_arg(hex, "a column name", name)?,
+                decode_arg(hex, "a column value", value)?,
+            ))
+        })
+        .collect()
 }
 
 /// `call`'s result, or, past `timeout`, a failure whose outcome is unknown (the request was

@@ -174,6 +174,61 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value_t = 0)]
         ttl_ms: u64,
     },
+    /// Replace KEY's value with an entity of the columns NAME=VALUE (split at the first `=`;
+    /// write `\x3d` for an `=` in a name). Prints `OK`.
+    PutEntity {
+        /// The key.
+        key: String,
+        /// The columns, `NAME=VALUE` each.
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        columns: Vec<String>,
+        /// Expire the entity after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        ttl_ms: u64,
+    },
+    /// Set the columns NAME=VALUE and remove the --remove columns of the entity under KEY,
+    /// atomically (the others are unchanged; creates it if KEY has no value). Prints `OK`.
+    UpdateColumns {
+        /// The key.
+        key: String,
+        /// Columns to set, `NAME=VALUE` each.
+        #[arg(value_name = "NAME=VALUE", required_unless_present = "remove")]
+        set: Vec<String>,
+        /// A column to remove (repeat for more).
+        #[arg(long, value_name = "NAME")]
+        remove: Vec<String>,
+        /// Expire the entity after this many milliseconds from this write (0: never).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        ttl_ms: u64,
+    },
+    /// Print columns of the entity under KEY (all, or the NAMEs given), one `name<TAB>value`
+    /// line each in name order (exit status 1 if KEY has no value).
+    GetColumns {
+        /// The key.
+        key: String,
+        /// Columns to print; none prints all.
+        names: Vec<String>,
+    },
+    /// Add BY (default 1; negative subtracts) to the counter in KEY, or in one column of the
+    /// entity under KEY, and print its new value.
+    Increment {
+        /// The key.
+        key: String,
+        /// The column holding the counter (default: KEY's whole value).
+        #[arg(long, value_name = "NAME")]
+        column: Option<String>,
+        /// What to add.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1,
+            allow_negative_numbers = true
+        )]
+        by: i64,
+        /// Expire what is written after this many milliseconds (0: never).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        ttl_ms: u64,
+    },
     /// Print every shard's counters, one `shard<TAB>name<TAB>value` line each.
     Stats,
     /// Print the shard count and hash, then one `shard<TAB>host:port` line per shard.

@@ -19,7 +19,7 @@
 
 use std::io::Write;
 
-use corekv_proto::{CasResult, ServerInfo, ShardStats, Topology, Versioned};
+use corekv_proto::{CasResult, ServerInfo, ShardStats, Topology, Versioned, VersionedColumns};
 use serde_json::{Value, json};
 
 use super::escape;
@@ -112,6 +112,40 @@ impl Printer<'_> {
                 eprintln!("(not found)");
                 Ok(())
             }
+        }
+    }
+
+    /// A getColumns result.
+    pub fn columns(&mut self, found: Option<&VersionedColumns>) -> Result<(), Failure> {
+        match (self.format, found) {
+            (Format::Json, Some(c)) => {
+                let columns: Vec<Value> = c
+                    .columns
+                    .iter()
+                    .map(|(n, v)| json!({"name": self.json_bytes(n), "value": self.json_bytes(v)}))
+                    .collect();
+                self.json(&json!({"found": true, "columns": columns, "sequence": c.sequence}))
+            }
+            (Format::Json, None) => self.json(&json!({"found": false})),
+            (Format::Human, Some(c)) => {
+                for (n, v) in &c.columns {
+                    let (n, v) = (self.text(n), self.text(v));
+                    self.line(format_args!("{n}\t{v}"))?;
+                }
+                Ok(())
+            }
+            (Format::Human, None) => {
+                eprintln!("(not found)");
+                Ok(())
+            }
+        }
+    }
+
+    /// An increment's result: the counter's new value.
+    pub fn incremented(&mut self, value: i64, sequence: u64) -> Result<(), Failure> {
+        match self.format {
+            Format::Human => self.line(format_args!("{value}")),
+            Format::Json => self.json(&json!({"value": value, "sequence": sequence})),
         }
     }
 

@@ -49,6 +49,10 @@ fn op_counter(kind: OpKind) -> &'static str {
         OpKind::Delete => "delete_ops_total",
         OpKind::Cas => "cas_ops_total",
         OpKind::Scan => "scan_ops_total",
+        OpKind::PutEntity => "put_entity_ops_total",
+        OpKind::UpdateColumns => "update_columns_ops_total",
+        OpKind::GetColumns => "get_columns_ops_total",
+        OpKind::Increment => "increment_ops_total",
     }
 }
 

@@ -36,16 +36,28 @@ pub enum OpKind {
     Cas,
     /// `scan`
     Scan,
+    /// `putEntity`
+    PutEntity,
+    /// `updateColumns`
+    UpdateColumns,
+    /// `getColumns`
+    GetColumns,
+    /// `increment`
+    Increment,
 }
 
 impl OpKind {
     /// Every kind, in label order.
-    pub const ALL: [OpKind; 5] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Get,
         OpKind::Put,
         OpKind::Delete,
         OpKind::Cas,
         OpKind::Scan,
+        OpKind::PutEntity,
+        OpKind::UpdateColumns,
+        OpKind::GetColumns,
+        OpKind::Increment,
     ];
 
     /// The kind of `op`.
@@ -56,6 +68,10 @@ impl OpKind {
             Op::Delete { .. } => OpKind::Delete,
             Op::Cas(_) => OpKind::Cas,
             Op::Scan(_) => OpKind::Scan,
+            Op::PutEntity(_) => OpKind::PutEntity,
+            Op::UpdateColumns(_) => OpKind::UpdateColumns,
+            Op::GetColumns(_) => OpKind::GetColumns,
+            Op::Increment(_) => OpKind::Increment,
         }
     }
 
@@ -67,6 +83,10 @@ impl OpKind {
             OpKind::Delete => "delete",
             OpKind::Cas => "cas",
             OpKind::Scan => "scan",
+            OpKind::PutEntity => "put_entity",
+            OpKind::UpdateColumns => "update_columns",
+            OpKind::GetColumns => "get_columns",
+            OpKind::Increment => "increment",
         }
     }
 
@@ -90,17 +110,29 @@ pub enum Method {
     Scan,
     /// `batch` (one sample per call, whatever its size)
     Batch,
+    /// `putEntity`
+    PutEntity,
+    /// `updateColumns`
+    UpdateColumns,
+    /// `getColumns`
+    GetColumns,
+    /// `increment`
+    Increment,
 }
 
 impl Method {
     /// Every method, in label order.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 10] = [
         Method::Get,
         Method::Put,
         Method::Delete,
         Method::Cas,
         Method::Scan,
         Method::Batch,
+        Method::PutEntity,
+        Method::UpdateColumns,
+        Method::GetColumns,
+        Method::Increment,
     ];
 
     /// The `method` label value.
@@ -112,6 +144,10 @@ impl Method {
             Method::Cas => "cas",
             Method::Scan => "scan",
             Method::Batch => "batch",
+            Method::PutEntity => "put_entity",
+            Method::UpdateColumns => "update_columns",
+            Method::GetColumns => "get_columns",
+            Method::Increment => "increment",
         }
     }
 

@@ -1,7 +1,7 @@
 //! Limits on what one request may ask, checked where a request enters the server (before any
 //! forwarding) so that an oversized operation costs nothing beyond its rejection.
 
-use corekv_proto::{ErrorCode, Op, OpError, ServerLimits};
+use corekv_proto::{ErrorCode, Op, OpError, ServerLimits, entity};
 use corekv_storage::batch::TTL_MS_MAX;
 
 /// Every limit the request path enforces. Defaults are in [`Limits::default`] and documented in
@@ -56,6 +56,30 @@ impl Default for Limits {
     }
 }
 
+/// Column names must be non-empty and each given once.
+fn check_names<'a>(names: impl Iterator<Item = &'a [u8]>) -> Result<(), OpError> {
+    // std's keyed SipHash: names come from clients.
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !entity::valid_name(name) {
+            return Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                "column names must be at least 1 byte",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "column {:?} is named twice in one operation",
+                    String::from_utf8_lossy(name)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A TTL the store can keep: 0 (none) or 1 ms ..= 100 years.
 fn check_ttl(ttl_ms: u64) -> Result<(), OpError> {
     if ttl_ms > TTL_MS_MAX {
@@ -107,6 +131,30 @@ impl Limits {
                     self.check_value(v)?;
                 }
                 Ok(())
+            }
+            Op::PutEntity(op) => {
+                self.check_key(&op.key)?;
+                check_ttl(op.ttl_ms)?;
+                if op.columns.is_empty() {
+                    return Err(OpError::new(
+                        ErrorCode::InvalidArgument,
+                        "putEntity needs at least one column (delete the key to remove it)",
+                    ));
+                }
+                check_names(op.columns.iter().map(|(n, _)| n.as_slice()))?;
+                self.check_entity_bytes(&op.columns)
+            }
+            Op::UpdateColumns(op) => {
+                self.check_key(&op.key)?;
+                check_ttl(op.ttl_ms)?;
+                let set = op.set.iter().map(|(n, _)| n.as_slice());
+                check_names(set.chain(op.remove.iter().map(Vec::as_slice)))?;
+                self.check_entity_bytes(&op.set)
+            }
+            Op::GetColumns(op) => self.check_key(&op.key),
+            Op::Increment(op) => {
+                self.check_key(&op.key)?;
+                check_ttl(op.ttl_ms)
             }
             Op::Scan(scan) => {
                 // Bounds are not keys, but a continuation is a key plus one byte.
@@ -174,6 +222,20 @@ impl Limits {
                 ErrorCode::ValueTooLarge,
                 "value",
                 value.len() as u64,
+                self.value_size_bytes_max as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    /// An entity of `columns` (or an update setting them) must fit in a value.
+    fn check_entity_bytes(&self, columns: &[(Vec<u8>, Vec<u8>)]) -> Result<(), OpError> {
+        let bytes = entity::encoded_len(columns.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        if bytes > self.value_size_bytes_max {
+            return Err(OpError::too_large(
+                ErrorCode::ValueTooLarge,
+                "the entity's encoding",
+                bytes as u64,
                 self.value_size_bytes_max as u64,
             ));
         }

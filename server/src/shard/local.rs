@@ -17,7 +17,7 @@ use corekv_proto::{
 use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
-use super::Shard;
+use super::{Shard, columns};
 use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
@@ -52,7 +52,7 @@ impl Shard {
     /// Executes one operation owned by this shard.
     pub async fn execute_local_one(&self, op: &Op) -> OpResult {
         match op {
-            Op::Put { .. } | Op::Delete { .. } => {
+            Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_) => {
                 let mut set = WriteSet::with_capacity(1, op.payload_bytes());
                 add_write(&mut set, op);
                 self.write_result(self.store.write(set).await)
@@ -60,6 +60,9 @@ impl Shard {
             Op::Get { key } => self.get(key).await,
             Op::Cas(cas) => self.cas(cas).await,
             Op::Scan(scan) => self.local_scan(scan).await,
+            Op::GetColumns(g) => self.get_columns(g).await,
+            Op::UpdateColumns(u) => self.update_columns(u).await,
+            Op::Increment(i) => self.increment(i).await,
         }
     }
 
@@ -123,14 +126,14 @@ impl Shard {
         // reallocated (copied, and fresh memory touched) seven times.
         let (write_ops, write_bytes) = ops
             .iter()
-            .filter(|op| matches!(op, Op::Put { .. } | Op::Delete { .. }))
+            .filter(|op| is_plain_write(op))
             .fold((0, 0), |(n, bytes), op| (n + 1, bytes + op.payload_bytes()));
         let mut writes = WriteSet::with_capacity(write_ops, write_bytes);
         let mut write_positions = Vec::with_capacity(write_ops);
         let mut others: Vec<OpFuture<'_>> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { .. } | Op::Delete { .. } => {
+                Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_) => {
                     add_write(&mut writes, op);
                     write_positions.push(i);
                 }
@@ -147,6 +150,20 @@ impl Shard {
                 Op::Cas(cas) => others.push(Box::pin(async move { (i, self.cas(cas).await) })),
                 Op::Scan(scan) => {
                     others.push(Box::pin(async move { (i, self.local_scan(scan).await) }))
+                }
+                Op::GetColumns(g) => {
+                    let mut read: OpFuture<'_> =
+                        Box::pin(async move { (i, self.get_columns(g).await) });
+                    match read.as_mut().now_or_never() {
+                        Some((_, r)) => out[i] = Some(r),
+                        None => others.push(read),
+                    }
+                }
+                Op::UpdateColumns(u) => {
+                    others.push(Box::pin(async move { (i, self.update_columns(u).await) }))
+                }
+                Op::Increment(inc) => {
+                    others.push(Box::pin(async move { (i, self.increment(inc).await) }))
                 }
             }
         }
@@ -321,12 +338,24 @@ pub struct LocalWrites {
     pub deletes: usize,
 }
 
-/// Adds a put or delete to `set` (anything else is not a write and is left out).
+/// Whether `op` writes without reading the key first (a put, a delete, an entity put): such
+/// writes of one phase go into one store write.
+fn is_plain_write(op: &Op) -> bool {
+    matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_))
+}
+
+/// Adds a plain write ([`is_plain_write`]) to `set`; anything else is left out.
 fn add_write(set: &mut WriteSet, op: &Op) {
     match op {
         Op::Put { key, value, ttl_ms } => set.put(key, value, ttl(*ttl_ms)),
         Op::Delete { key } => set.delete(key),
-        Op::Get { .. } | Op::Cas(_) | Op::Scan(_) => {}
+        Op::PutEntity(p) => columns::add_put_entity(set, p),
+        Op::Get { .. }
+        | Op::Cas(_)
+        | Op::Scan(_)
+        | Op::GetColumns(_)
+        | Op::UpdateColumns(_)
+        | Op::Increment(_) => {}
     }
 }
 

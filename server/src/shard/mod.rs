@@ -5,6 +5,7 @@
 //! goes to `j` over the [`Mesh`] (all of a call's operations for `j` in one message); a scan
 //! asks every shard and merges ([`scan`]). Everything here runs on the shard's own executor.
 
+mod columns;
 pub mod limits;
 pub mod local;
 pub mod scan;

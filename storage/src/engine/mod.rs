@@ -54,6 +54,7 @@ mod write;
 
 pub(crate) use open::replay_record;
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -118,16 +119,32 @@ impl<'a> From<Option<&'a [u8]>> for Expect<'a> {
 }
 
 impl Expect<'_> {
-    fn holds_for(self, current: Option<&(Vec<u8>, SeqNo)>) -> bool {
+    fn holds_for(self, current: Option<(&[u8], SeqNo)>) -> bool {
         match (self, current) {
             // No write has sequence number 0: it stands for "no value", as a failed
             // compare-and-set reports an absent key.
             (Expect::Absent | Expect::Sequence(0), None) => true,
-            (Expect::Value(want), Some((value, _))) => value.as_slice() == want,
-            (Expect::Sequence(want), Some(&(_, seq))) => seq == want,
+            (Expect::Value(want), Some((value, _))) => value == want,
+            (Expect::Sequence(want), Some((_, seq))) => seq == want,
             _ => false,
         }
     }
+}
+
+/// What [`Engine::read_modify_write`] does with the key, decided from its live value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Nothing: the key stays as it is.
+    Keep,
+    /// Write `value`, invisible to reads once `ttl` (if any) has passed.
+    Put {
+        /// The new value.
+        value: Cow<'a, [u8]>,
+        /// Its time to live (1 ms ..= 100 years), or none.
+        ttl: Option<Duration>,
+    },
+    /// Delete the key.
+    Delete,
 }
 
 /// A key range to scan: `[start, end)`, at most `limit` entries, in either direction.

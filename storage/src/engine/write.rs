@@ -55,11 +55,12 @@ impl Engine {
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> Result<CasOutcome> {
-        let mut b = WriteBatch::new();
-        match (new, ttl) {
-            (Some(v), Some(ttl)) => b.put_with_ttl(key, v, ttl),
-            (Some(v), None) => b.put(key, v),
-            (None, None) => b.delete(key),
+        let change = match (new, ttl) {
+            (Some(value), ttl) => Change::Put {
+                value: Cow::Borrowed(value),
+                ttl,
+            },
+            (None, None) => Change::Delete,
             (None, Some(_)) => {
                 self.count_invalid();
                 return Err(Error::InvalidArgument(
@@ -67,63 +68,121 @@ impl Engine {
                 ));
             }
         };
+        let (mismatch, written) = self
+            .read_modify_write(key, |current| {
+                if expected.holds_for(current) {
+                    (change.clone(), None)
+                } else {
+                    let (current, current_seq) =
+                        current.map_or((None, 0), |(v, seq)| (Some(v.to_vec()), seq));
+                    (
+                        Change::Keep,
+                        Some(CasOutcome::Mismatch {
+                            current,
+                            current_seq,
+                        }),
+                    )
+                }
+            })
+            .await?;
+        let mut stats = self.inner.stats.borrow_mut();
+        match (written, mismatch) {
+            (Some(seq), _) => {
+                stats.cas_applied_total += 1;
+                Ok(CasOutcome::Applied(seq))
+            }
+            (None, Some(mismatch)) => {
+                stats.cas_mismatch_total += 1;
+                Ok(mismatch)
+            }
+            (None, None) => unreachable!("a compare-and-set either writes or reports a mismatch"),
+        }
+    }
+
+    /// Reads the live value of `key` (with its sequence number), lets `decide` choose a
+    /// [`Change`] from it, and writes that change, atomically with respect to every other
+    /// write to this engine: no write comes between the read and the write. `decide` may run
+    /// more than once (when a flush or another write to the key raced with a read from the
+    /// tables, or when a stall had to be waited out); the answer of its last run is returned,
+    /// with the write's sequence number unless it chose [`Change::Keep`].
+    ///
+    /// The value read includes writes that are sequenced but not yet acknowledged; when
+    /// nothing is written, the call returns only once those are acknowledged, so the caller
+    /// never reports a state that could still be lost.
+    pub async fn read_modify_write<'c, T>(
+        &self,
+        key: &[u8],
+        mut decide: impl FnMut(Option<(&[u8], SeqNo)>) -> (Change<'c>, T),
+    ) -> Result<(T, Option<SeqNo>)> {
         self.check_writable()?;
-        self.validate(&b)?;
+        let mut probe = WriteBatch::new();
+        probe.delete(key);
+        self.validate(&probe)?;
         let inner = &self.inner;
-        let needed = write_cost(&b);
+        let mut needed = write_cost(&probe);
         loop {
             self.make_room(needed).await?;
-            // The value as of everything sequenced so far: from the memtables synchronously,
-            // or from the tables (asynchronously, then re-checked: if a flush or a write to
-            // the key came in meanwhile, look again).
-            let now_ms = inner.clock.now_ms();
-            let (mem_hit, version, generation, read_seq) = {
-                let state = inner.state.borrow();
-                let read_seq = state.last_seq();
-                let hit = state.memtables_lookup(key, read_seq, now_ms);
-                let version = state.version().clone();
-                (hit, version, state.flush_generation(), read_seq)
+            let Some(current) = self.current_value(key).await? else {
+                continue;
             };
-            let current = match mem_hit {
-                Some(v) => v,
-                None => {
-                    let from_tables = self.tables_lookup(&version, key, read_seq).await?;
-                    let state = inner.state.borrow();
-                    if state.flush_generation() != generation
-                        || state
-                            .memtables_lookup(key, state.last_seq(), now_ms)
-                            .is_some()
-                    {
-                        continue;
+            // From the read to `sequence` nothing awaits: no other write can come between.
+            let (change, answer) = decide(current.as_ref().map(|(v, seq)| (v.as_slice(), *seq)));
+            let mut b = WriteBatch::new();
+            match change {
+                Change::Keep => {
+                    // What was read may come from a write not yet acknowledged: answer only
+                    // once everything sequenced so far is durable.
+                    let seen = inner.state.borrow().last_seq();
+                    let index = inner.wal.last_index();
+                    if index > 0 {
+                        inner.wal.wait_durable(index).await?;
                     }
-                    from_tables
+                    inner.state.borrow_mut().publish(seen);
+                    return Ok((answer, None));
                 }
+                Change::Put { value, ttl: None } => b.put(key, &value),
+                Change::Put {
+                    value,
+                    ttl: Some(ttl),
+                } => b.put_with_ttl(key, &value, ttl),
+                Change::Delete => b.delete(key),
             };
-            // Compare and sequence in one synchronous step: no other write can come between.
-            if expected.holds_for(current.as_ref()) {
-                if self.stall_reason(needed).is_some() {
-                    continue;
-                }
-                let seq = self.sequence(b)?;
-                let seq = self.finish_write(seq, WriteKind::Cas).await?;
-                inner.stats.borrow_mut().cas_applied_total += 1;
-                return Ok(CasOutcome::Applied(seq));
+            self.validate(&b)?;
+            needed = write_cost(&b);
+            if self.stall_reason(needed).is_some() {
+                continue;
             }
-            // The value we compared with may come from a write not yet acknowledged: report
-            // it only once everything sequenced so far is durable.
-            let seen = inner.state.borrow().last_seq();
-            let index = inner.wal.last_index();
-            if index > 0 {
-                inner.wal.wait_durable(index).await?;
-            }
-            inner.state.borrow_mut().publish(seen);
-            inner.stats.borrow_mut().cas_mismatch_total += 1;
-            let (current, current_seq) = current.map_or((None, 0), |(v, seq)| (Some(v), seq));
-            return Ok(CasOutcome::Mismatch {
-                current,
-                current_seq,
-            });
+            let seq = self.sequence(b)?;
+            let seq = self.finish_write(seq, WriteKind::Single).await?;
+            return Ok((answer, Some(seq)));
         }
+    }
+
+    /// The live value of `key` as of everything sequenced so far, or `None` when it must be
+    /// read again. From the memtables synchronously; from the tables asynchronously, then
+    /// re-checked: if a flush or a write to the key came in meanwhile, the read is stale.
+    /// Returns without awaiting after the last check, so the caller can sequence a write
+    /// based on the value before anything else runs.
+    async fn current_value(&self, key: &[u8]) -> Result<Option<Option<(Vec<u8>, SeqNo)>>> {
+        let inner = &self.inner;
+        let now_ms = inner.clock.now_ms();
+        let (mem_hit, version, generation, read_seq) = {
+            let state = inner.state.borrow();
+            let read_seq = state.last_seq();
+            let hit = state.memtables_lookup(key, read_seq, now_ms);
+            let version = state.version().clone();
+            (hit, version, state.flush_generation(), read_seq)
+        };
+        if let Some(hit) = mem_hit {
+            return Ok(Some(hit));
+        }
+        let from_tables = self.tables_lookup(&version, key, read_seq).await?;
+        let state = inner.state.borrow();
+        let raced = state.flush_generation() != generation
+            || state
+                .memtables_lookup(key, state.last_seq(), now_ms)
+                .is_some();
+        Ok((!raced).then_some(from_tables))
     }
 
     pub(super) fn check_writable(&self) -> Result<()> {
@@ -289,7 +348,6 @@ enum StallReason {
 enum WriteKind {
     Single,
     Batch,
-    Cas,
 }
 
 /// A sequenced write, waiting to become durable.
