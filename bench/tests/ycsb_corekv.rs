@@ -2,9 +2,9 @@
 //! `$COREKV_BENCH_DIR` or /var/tmp) driven through the shard-aware, batching Rust client.
 //!
 //! Proves: every workload runs with no failed operation (reads find every loaded and
-//! acknowledged record, values decode as records, one-field updates keep ten fields), scans
-//! return records in key order through the client's continuations, and the server stops
-//! cleanly and removes its directory.
+//! acknowledged record, values decode as entities), scans return records in key order through
+//! the client's continuations, records end as entities of ten 100-byte columns after one-field
+//! updates, and the server stops cleanly and removes its directory.
 
 // Test code: a failed set-up step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +15,8 @@ use corekv_bench::ycsb::drive;
 use corekv_bench::ycsb::measure::Status;
 use corekv_bench::ycsb::server::{InProcessOptions, InProcessServer};
 use corekv_bench::ycsb::workload::OpKind;
+use corekv_proto::client::GlommioRuntime;
+use corekv_proto::{Client, ScanOp};
 
 #[test]
 fn every_workload_runs_against_an_in_process_server() {
@@ -69,6 +71,32 @@ fn every_workload_runs_against_an_in_process_server() {
             );
         }
     }
+    // Records are entities of ten 100-byte columns, one-field updates included.
+    let addr = server.addr();
+    let check = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = Client::connect(GlommioRuntime, addr).await.unwrap();
+            let page = client
+                .scan(&ScanOp {
+                    limit: 200,
+                    ..ScanOp::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(page.entries.len(), 200);
+            for (key, _) in &page.entries {
+                let columns = client.get_columns(key, Vec::new()).await.unwrap().unwrap();
+                let names: Vec<Vec<u8>> =
+                    (0..10).map(|i| format!("field{i}").into_bytes()).collect();
+                let mut sorted = names.clone();
+                sorted.sort();
+                let got: Vec<_> = columns.columns.iter().map(|(n, _)| n.clone()).collect();
+                assert_eq!(got, sorted);
+                assert!(columns.columns.iter().all(|(_, v)| v.len() == 100));
+            }
+        });
+    check.unwrap().join().unwrap();
     server.stop().unwrap();
     assert!(!dir.exists(), "the server's directory is removed");
 }

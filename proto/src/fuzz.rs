@@ -4,7 +4,8 @@
 //! `corekv-server`'s service does for each method (keys, values, TTLs, CAS, scan and column
 //! operations, batch lists through [`crate::codec`]). Arbitrary bytes must never panic, loop or allocate
 //! beyond a small multiple of their size. Used by `proto/tests/decode_requests.rs` (stable,
-//! in CI) and the cargo-fuzz targets in `tests/fuzz/`. Not part of the client API.
+//! in CI) and the cargo-fuzz targets in `tests/fuzz/`. Not part of the client API. [`entity`]
+//! does the same for the entity and counter decoders, which read stored values.
 
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_capnp::message;
@@ -110,4 +111,23 @@ fn decode_params(method: u16, content: capnp::any_pointer::Reader<'_>) -> capnp:
         }
     }
     Ok(())
+}
+
+/// Decodes `bytes` as a stored value the column operations read: an entity, and a counter.
+pub fn entity(bytes: &[u8]) {
+    if let Some(columns) = crate::entity::decode(bytes) {
+        // What decodes re-encodes to the same bytes: the encoding is canonical.
+        let again = crate::entity::encode_sorted(columns.iter().copied());
+        assert_eq!(
+            again, bytes,
+            "an entity decoded but does not re-encode to itself"
+        );
+    }
+    if let Some(v) = crate::entity::decode_counter(bytes) {
+        assert_eq!(
+            crate::entity::encode_counter(v),
+            bytes,
+            "a counter is not canonical"
+        );
+    }
 }

@@ -486,3 +486,74 @@ fn the_shell_runs_commands_from_its_input() {
         "nothing runs after quit"
     );
 }
+
+#[test]
+fn column_and_counter_commands_update_in_place() {
+    let dir = test_dir("cli-columns");
+    let server = Server::start(dir.path(), ServerOptions::default());
+    // An `=` in a name is escaped; a value may hold `=`.
+    assert_eq!(
+        ok(server.cli(&[
+            "put-entity",
+            "row:1",
+            "name=ann",
+            "city=Oslo",
+            "a\\x3db=x=y"
+        ])),
+        "OK\n"
+    );
+    assert_eq!(
+        ok(server.cli(&["get-columns", "row:1"])),
+        "a=b\tx=y\ncity\tOslo\nname\tann\n"
+    );
+    assert_eq!(
+        ok(server.cli(&["update-columns", "row:1", "city=Rome", "--remove", "name"])),
+        "OK\n"
+    );
+    assert_eq!(
+        ok(server.cli(&["get-columns", "row:1", "city", "name", "missing"])),
+        "city\tRome\n"
+    );
+    // A plain get returns the documented encoding; a column operation on a plain value is a
+    // typed refusal (status 4) that changes nothing.
+    let raw = server.cli(&["get", "row:1", "--raw"]);
+    assert!(
+        raw.stdout.starts_with(b"\xffENT\x02\x00\x00\x00"),
+        "{raw:?}"
+    );
+    ok(server.cli(&["put", "plain", "v"]));
+    let refused = server.cli(&["update-columns", "plain", "a=1"]);
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("wrong_type"),
+        "{refused:?}"
+    );
+    assert_eq!(ok(server.cli(&["get", "plain"])), "v\n");
+    // Counters: the whole value, or a column; negative steps.
+    assert_eq!(ok(server.cli(&["increment", "hits"])), "1\n");
+    assert_eq!(ok(server.cli(&["increment", "hits", "--by", "-5"])), "-4\n");
+    assert_eq!(ok(server.cli(&["get", "hits"])), "-4\n");
+    assert_eq!(
+        ok(server.cli(&["increment", "row:1", "--column", "visits", "--by", "3"])),
+        "3\n"
+    );
+    assert_eq!(
+        ok(server.cli(&["get-columns", "row:1", "visits"])),
+        "visits\t3\n"
+    );
+    let json = ok(server.cli(&["--output", "json", "increment", "hits"]));
+    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(json["value"], -3);
+    // Missing entity: status 1.
+    assert_eq!(
+        server.cli(&["get-columns", "nothing"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        server
+            .cli(&["put-entity", "row:2", "no-equals-sign"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

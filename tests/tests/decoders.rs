@@ -24,7 +24,7 @@ use std::time::Duration;
 use capnp::message::Builder;
 use corekv_proto::codec;
 use corekv_proto::corekv_capnp::core_kv;
-use corekv_proto::{CasOp, Op, ScanOp};
+use corekv_proto::{CasOp, GetColumnsOp, IncrementOp, Op, PutEntityOp, ScanOp, UpdateColumnsOp};
 use corekv_storage::{Engine, Options, WriteBatch, fuzz};
 use corekv_tests::test_dir;
 use rand::{Rng, SeedableRng};
@@ -78,7 +78,7 @@ static ALLOCATOR: Counting = Counting;
 
 type Decoder = (&'static str, fn(&[u8]));
 
-const DECODERS: [Decoder; 9] = [
+const DECODERS: [Decoder; 10] = [
     ("wal_segment", fuzz::wal_segment),
     ("wal_record", fuzz::wal_record),
     ("write_batch", fuzz::write_batch),
@@ -88,6 +88,7 @@ const DECODERS: [Decoder; 9] = [
     ("manifest_edit", fuzz::manifest_edit),
     ("manifest_log", fuzz::manifest_log),
     ("request", corekv_proto::fuzz::request),
+    ("entity", corekv_proto::fuzz::entity),
 ];
 
 /// Largest allocation a decoder may make for `len` input bytes, beyond what it makes for no
@@ -152,12 +153,43 @@ fn real_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Stored values the column operations decode: entities and counters.
+fn real_values() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for n in 0..4usize {
+        let columns = (0..n)
+            .map(|i| (format!("field{i}").into_bytes(), vec![b'v'; i * 7]))
+            .collect();
+        out.push((
+            format!("entity-{n}"),
+            corekv_proto::entity::encode(&columns),
+        ));
+    }
+    for v in [0, -7, i64::MAX] {
+        out.push((
+            format!("counter{v}"),
+            corekv_proto::entity::encode_counter(v),
+        ));
+    }
+    out
+}
+
 /// Real requests: the parameters of every method, each as a frame of its own and wrapped in
 /// an RPC call message, as a client sends them.
 fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
     let key = |rng: &mut ChaCha8Rng| format!("key-{}", rng.gen_range(0..1000)).into_bytes();
     let mut out = Vec::new();
-    for method in 0..=7u16 {
+    let entity = |rng: &mut ChaCha8Rng| {
+        (0..rng.gen_range(1..4))
+            .map(|i| {
+                (
+                    format!("field{i}").into_bytes(),
+                    vec![b'x'; rng.gen_range(0..50)],
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for method in (0..=7u16).chain(9..=12) {
         let mut params = Builder::new_default();
         {
             let root = params.init_root::<capnp::any_pointer::Builder<'_>>();
@@ -202,6 +234,27 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
                             ttl_ms: 0,
                         },
                         Op::Delete { key: key(rng) },
+                        Op::PutEntity(PutEntityOp {
+                            key: key(rng),
+                            columns: entity(rng),
+                            ttl_ms: 0,
+                        }),
+                        Op::UpdateColumns(UpdateColumnsOp {
+                            key: key(rng),
+                            set: entity(rng),
+                            remove: vec![b"gone".to_vec()],
+                            ttl_ms: 9,
+                        }),
+                        Op::GetColumns(GetColumnsOp {
+                            key: key(rng),
+                            names: vec![b"field0".to_vec()],
+                        }),
+                        Op::Increment(IncrementOp {
+                            key: key(rng),
+                            column: b"n".to_vec(),
+                            delta: -3,
+                            ttl_ms: 0,
+                        }),
                     ];
                     let p = root.init_as::<core_kv::batch_params::Builder<'_>>();
                     let mut list = p.init_ops(ops.len() as u32);
@@ -212,6 +265,43 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
                 6 => {
                     root.init_as::<core_kv::topology_params::Builder<'_>>();
                 }
+                9 => codec::write_put_entity_op(
+                    root.init_as::<core_kv::put_entity_params::Builder<'_>>()
+                        .init_op(),
+                    &PutEntityOp {
+                        key: key(rng),
+                        columns: entity(rng),
+                        ttl_ms: 0,
+                    },
+                ),
+                10 => codec::write_update_columns_op(
+                    root.init_as::<core_kv::update_columns_params::Builder<'_>>()
+                        .init_op(),
+                    &UpdateColumnsOp {
+                        key: key(rng),
+                        set: entity(rng),
+                        remove: vec![b"field9".to_vec()],
+                        ttl_ms: 0,
+                    },
+                ),
+                11 => codec::write_get_columns_op(
+                    root.init_as::<core_kv::get_columns_params::Builder<'_>>()
+                        .init_op(),
+                    &GetColumnsOp {
+                        key: key(rng),
+                        names: vec![b"field1".to_vec(), b"field2".to_vec()],
+                    },
+                ),
+                12 => codec::write_increment_op(
+                    root.init_as::<core_kv::increment_params::Builder<'_>>()
+                        .init_op(),
+                    &IncrementOp {
+                        key: key(rng),
+                        column: Vec::new(),
+                        delta: rng.r#gen(),
+                        ttl_ms: 0,
+                    },
+                ),
                 _ => {
                     root.init_as::<core_kv::stats_params::Builder<'_>>();
                 }
@@ -397,7 +487,8 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
     });
     let count = env_u64("COREKV_FUZZ_ITERATIONS").unwrap_or(3000) as usize;
     eprintln!("decoders: seed {seed} (replay with COREKV_FUZZ_SEED={seed}), {count} inputs");
-    let files = real_files();
+    let mut files = real_files();
+    files.extend(real_values());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let requests = real_requests(&mut rng);
     if let Some(dir) = std::env::var_os("COREKV_FUZZ_CORPUS") {

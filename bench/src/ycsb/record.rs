@@ -1,7 +1,7 @@
 //! A YCSB record (`fieldcount` fields named `field0`, `field1`, ..., each `fieldlength` bytes)
 //! and how it is stored.
 //!
-//! **corekv**: one record is one value under the record's key, in this layout (version 1):
+//! The driver hands records to backends in this layout (version 1):
 //!
 //! ```text
 //! +---------+---------------+------------------------------------------------------------+
@@ -10,11 +10,13 @@
 //! +---------+---------------+------------------------------------------------------------+
 //! ```
 //!
-//! Ten fields of 100 bytes make a 1,112-byte value (2 + 10 × (1 + 6 + 4 + 100)). Field names are
-//! stored, as Redis stores them in its hash and YCSB's RocksDB binding in its serialised row, so
-//! both backends hold the same bytes. Updating one field of a one-value record is a
-//! read-merge-write: read the value, replace the field, write the value back (what YCSB's
-//! RocksDB binding does).
+//! Ten fields of 100 bytes make a 1,112-byte record (2 + 10 × (1 + 6 + 4 + 100)). Field names
+//! are kept, as Redis keeps them in its hash and YCSB's RocksDB binding in its serialised row.
+//! A backend that stores a record as one value updates a field by read-merge-write (the
+//! in-memory backend, as YCSB's RocksDB binding does).
+//!
+//! **corekv**: one record is one entity, a column per field (`backend::corekv`); an update of
+//! one field is one `updateColumns` call, applied atomically in the server.
 //!
 //! **Redis**: one record is one hash (`HSET key field0 v0 ... field9 v9`), as in YCSB's Redis
 //! binding; see `backend::redis`.

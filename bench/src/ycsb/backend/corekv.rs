@@ -3,25 +3,26 @@
 //! issued concurrently towards one shard are coalesced into `batch` calls).
 //!
 //! One `--connections` unit is one [`Client`] (so `shards` TCP connections), shared by its
-//! `--inflight` slots. Mapping (records encoded as in [`crate::ycsb::record`]):
+//! `--inflight` slots. A record is stored as an entity, one column per field (the encoding of
+//! [`corekv_proto::entity`], as Redis stores it as a hash). Mapping:
 //!
 //! | YCSB | corekv |
 //! |---|---|
-//! | insert | `put(key, record)` |
-//! | read | `get(key)`; the value must decode as a record |
-//! | update (one field) | `get(key)`, replace the field, `put(key, record)` (the read is skipped inside a read-modify-write, which has just read the record) |
-//! | update (`--write-all-fields`) | `put(key, new record)` |
+//! | insert | `put(key, entity of the record's fields)` (a `put` of an entity's encoding stores the entity; one copy, no per-column allocations) |
+//! | read | `get(key)`; the value must decode as an entity |
+//! | update (one field) | `updateColumns(key, set = [field])`: one call, applied atomically in the server (as Redis's `HSET key field value`) |
+//! | update (`--write-all-fields`) | `put(key, entity of the new record)` |
 //! | scan | `scan(start = key, end = ∞, limit = count)`, following continuations until `count` records |
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use corekv_proto::client::GlommioRuntime;
-use corekv_proto::{Client, ScanOp};
+use corekv_proto::{Client, ScanOp, UpdateColumnsOp, entity};
 
 use super::{Backend, Connection, Update};
 use crate::ycsb::measure::Status;
-use crate::ycsb::record::{decode_record, merge_field};
+use crate::ycsb::record::{decode_record, field_name};
 
 /// A corekv server reachable at `addr` (any of its ports).
 #[derive(Debug, Clone)]
@@ -80,8 +81,12 @@ impl CorekvConn {
         Status::Error
     }
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> Status {
-        match self.client.put(key, value).await {
+    /// Stores `record` (the driver's encoding) as an entity.
+    async fn put_record(&self, key: &[u8], record: &[u8]) -> Status {
+        let Some(value) = record_to_entity(record) else {
+            return Status::UnexpectedState;
+        };
+        match self.client.put(key, &value).await {
             Ok(_) => Status::Ok,
             Err(e) => self.failed(&e),
         }
@@ -90,13 +95,13 @@ impl CorekvConn {
 
 impl Connection for CorekvConn {
     async fn insert(&self, key: &[u8], record: &[u8]) -> Status {
-        self.put(key, record).await
+        self.put_record(key, record).await
     }
 
     async fn read(&self, key: &[u8], keep: Option<&mut Vec<u8>>) -> Status {
         match self.client.get(key).await {
             Ok(Some(value)) => {
-                if decode_record(&value).is_err() {
+                if entity::decode(&value).is_none() {
                     return Status::UnexpectedState;
                 }
                 if let Some(keep) = keep {
@@ -109,27 +114,20 @@ impl Connection for CorekvConn {
         }
     }
 
-    async fn update(&self, key: &[u8], update: Update<'_>, current: Option<&[u8]>) -> Status {
+    async fn update(&self, key: &[u8], update: Update<'_>, _current: Option<&[u8]>) -> Status {
         match update {
-            Update::All(record) => self.put(key, record).await,
+            Update::All(record) => self.put_record(key, record).await,
             Update::Field { index, value } => {
-                let fetched;
-                let current = match current {
-                    Some(c) => c,
-                    None => match self.client.get(key).await {
-                        Ok(Some(v)) => {
-                            fetched = v;
-                            &fetched
-                        }
-                        Ok(None) => return Status::NotFound,
-                        Err(e) => return self.failed(&e),
-                    },
+                let op = UpdateColumnsOp {
+                    key: key.to_vec(),
+                    set: vec![(field_name(index).to_vec(), value.to_vec())],
+                    remove: Vec::new(),
+                    ttl_ms: 0,
                 };
-                let mut merged = Vec::with_capacity(current.len() + value.len());
-                if merge_field(current, index, value, &mut merged).is_err() {
-                    return Status::UnexpectedState;
+                match self.client.update_columns(op).await {
+                    Ok(_) => Status::Ok,
+                    Err(e) => self.failed(&e),
                 }
-                self.put(key, &merged).await
             }
         }
     }
@@ -146,7 +144,11 @@ impl Connection for CorekvConn {
         loop {
             match self.client.scan(&op).await {
                 Ok(page) => {
-                    if page.entries.iter().any(|(_, v)| decode_record(v).is_err()) {
+                    if page
+                        .entries
+                        .iter()
+                        .any(|(_, v)| entity::decode(v).is_none())
+                    {
                         return Status::UnexpectedState;
                     }
                     got += page.entries.len() as u32;
@@ -172,5 +174,32 @@ impl Connection for CorekvConn {
 
     fn last_error(&self) -> Option<String> {
         self.last_error.borrow_mut().take()
+    }
+}
+
+/// The entity encoding of a record in the driver's encoding: one column per field.
+fn record_to_entity(record: &[u8]) -> Option<Vec<u8>> {
+    let mut fields = decode_record(record).ok()?;
+    fields.sort_unstable_by_key(|(name, _)| *name);
+    Some(entity::encode_sorted(fields.iter().copied()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ycsb::record::encode_record;
+
+    #[test]
+    fn a_record_becomes_an_entity_of_its_fields() {
+        let values: Vec<Vec<u8>> = (0..12).map(|i| vec![b'a' + i as u8; i * 3]).collect();
+        let mut record = Vec::new();
+        encode_record(&mut record, values.len(), |i| &values[i]);
+        let entity = record_to_entity(&record).unwrap();
+        let columns = entity::decode_owned(&entity).unwrap();
+        assert_eq!(columns.len(), 12);
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(columns.get(field_name(i)), Some(v), "field{i}");
+        }
+        assert_eq!(record_to_entity(b"not a record"), None);
     }
 }

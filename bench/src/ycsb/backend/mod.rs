@@ -7,7 +7,7 @@
 //! pipeline their requests (many in flight, answered in order or matched by id).
 //!
 //! Records arrive encoded as in [`crate::ycsb::record`]; a backend maps them to its own storage
-//! (corekv: the encoded bytes as one value; Redis: a hash).
+//! (corekv: an entity of one column per field; Redis: a hash).
 
 pub mod corekv;
 pub mod memory;
