@@ -217,11 +217,16 @@ impl Limits {
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), OpError> {
-        if value.len() > self.value_size_bytes_max {
+        self.check_value_bytes("value", value.len())
+    }
+
+    /// `what`, `bytes` long, must fit in a value.
+    fn check_value_bytes(&self, what: &str, bytes: usize) -> Result<(), OpError> {
+        if bytes > self.value_size_bytes_max {
             return Err(OpError::too_large(
                 ErrorCode::ValueTooLarge,
-                "value",
-                value.len() as u64,
+                what,
+                bytes as u64,
                 self.value_size_bytes_max as u64,
             ));
         }
@@ -231,15 +236,7 @@ impl Limits {
     /// An entity of `columns` (or an update setting them) must fit in a value.
     fn check_entity_bytes(&self, columns: &[(Vec<u8>, Vec<u8>)]) -> Result<(), OpError> {
         let bytes = entity::encoded_len(columns.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
-        if bytes > self.value_size_bytes_max {
-            return Err(OpError::too_large(
-                ErrorCode::ValueTooLarge,
-                "the entity's encoding",
-                bytes as u64,
-                self.value_size_bytes_max as u64,
-            ));
-        }
-        Ok(())
+        self.check_value_bytes("the entity's encoding", bytes)
     }
 
     /// The number of entries a scan page may hold for a requested `limit`.
