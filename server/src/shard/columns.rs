@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use corekv_proto::entity::{self, Columns};
+use corekv_proto::entity;
 use corekv_proto::{
     ErrorCode, GetColumnsOp, IncrementOp, OpError, OpResult, PutEntityOp, UpdateColumnsOp,
     VersionedColumns,
@@ -112,8 +112,17 @@ impl Shard {
 
 /// Adds an entity put to `set` (the operation was checked: names valid and unique).
 pub(super) fn add_put_entity(set: &mut WriteSet, op: &PutEntityOp) {
-    let columns: Columns = op.columns.iter().cloned().collect();
-    set.put(&op.key, &entity::encode(&columns), ttl(op.ttl_ms));
+    let mut columns: Vec<(&[u8], &[u8])> = op
+        .columns
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    columns.sort_unstable_by_key(|(name, _)| *name);
+    set.put(
+        &op.key,
+        &entity::encode_sorted(columns.iter().copied()),
+        ttl(op.ttl_ms),
+    );
 }
 
 /// The bytes to store and the counter's new value, given the key's live value.

@@ -115,11 +115,13 @@ impl Engine {
         mut decide: impl FnMut(Option<(&[u8], SeqNo)>) -> (Change<'c>, T),
     ) -> Result<(T, Option<SeqNo>)> {
         self.check_writable()?;
-        let mut probe = WriteBatch::new();
-        probe.delete(key);
-        self.validate(&probe)?;
+        self.inner
+            .options
+            .check_key(key)
+            .inspect_err(|_| self.count_invalid())?;
         let inner = &self.inner;
-        let mut needed = write_cost(&probe);
+        // Until `decide` has run, the least the write can cost: a delete of the key.
+        let mut needed = memtable::write_cost_bytes(key.len(), 0);
         loop {
             self.make_room(needed).await?;
             let Some(current) = self.current_value(key).await? else {
