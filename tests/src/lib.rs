@@ -441,3 +441,37 @@ impl Drop for Server {
         let _ = std::fs::remove_file(&self.log_path);
     }
 }
+
+/// The three ways a test reaches a server from Rust: the shard-aware client coalescing single
+/// operations, the same without coalescing, and one plain connection to the main port (whose
+/// shard forwards what it does not own).
+pub struct ClientPaths {
+    /// Shard-aware, coalescing.
+    pub coalescing: corekv_proto::Client,
+    /// Shard-aware, one call per operation.
+    pub plain: corekv_proto::Client,
+    /// One connection to the main port.
+    pub main_port: corekv_proto::Connection,
+}
+
+impl ClientPaths {
+    /// Connects all three to `addr` (on a tokio current-thread runtime, as [`block_on`] runs).
+    pub async fn connect(addr: SocketAddr) -> ClientPaths {
+        use corekv_proto::client::TokioRuntime;
+        let plain_options = corekv_proto::ClientOptions {
+            coalesce: false,
+            ..corekv_proto::ClientOptions::default()
+        };
+        ClientPaths {
+            coalescing: corekv_proto::Client::connect(TokioRuntime, addr)
+                .await
+                .expect("connect a coalescing client"),
+            plain: corekv_proto::Client::connect_with(TokioRuntime, addr, plain_options)
+                .await
+                .expect("connect a plain client"),
+            main_port: corekv_proto::Connection::connect(TokioRuntime, addr)
+                .await
+                .expect("connect to the main port"),
+        }
+    }
+}

@@ -16,7 +16,7 @@ use corekv_proto::{
     CasOp, CasResult, Client, ClientOptions, Connection, Expected, Op, OpResult, ScanOp,
     ScanResult, Versioned,
 };
-use corekv_tests::{Server, ServerOptions, block_on, test_dir};
+use corekv_tests::{ClientPaths, Server, ServerOptions, block_on, test_dir};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -226,20 +226,11 @@ fn random_operations_through_every_client_path_match_a_model() {
     let server = Server::start(dir.path(), ServerOptions::default());
     let mut rng = ChaCha8Rng::seed_from_u64(seed());
     block_on(async {
-        let coalescing = Client::connect(TokioRuntime, server.addr).await.unwrap();
-        let plain = Client::connect_with(
-            TokioRuntime,
-            server.addr,
-            ClientOptions {
-                coalesce: false,
-                ..ClientOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        let main_port = Connection::connect(TokioRuntime, server.addr)
-            .await
-            .unwrap();
+        let ClientPaths {
+            coalescing,
+            plain,
+            main_port,
+        } = ClientPaths::connect(server.addr).await;
         let mut model = Model::new();
         // Per shard, the last sequence number seen: separate writes must increase it.
         let mut last_seq = vec![0u64; server.shards];

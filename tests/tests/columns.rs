@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use corekv_proto::client::TokioRuntime;
 use corekv_proto::entity;
 use corekv_proto::{
-    Client, ClientOptions, Connection, ErrorCode, GetColumnsOp, IncrementOp, Op, OpResult,
-    PutEntityOp, UpdateColumnsOp, Versioned, VersionedColumns,
+    Client, ErrorCode, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, UpdateColumnsOp,
+    Versioned, VersionedColumns,
 };
-use corekv_tests::{Server, ServerOptions, block_on, test_dir};
+use corekv_tests::{ClientPaths, Server, ServerOptions, block_on, test_dir};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -312,20 +312,11 @@ fn column_operations_match_a_model_through_a_crash() {
     let mut model = Model::new();
     for _ in 0..2 {
         block_on(async {
-            let coalescing = Client::connect(TokioRuntime, server.addr).await.unwrap();
-            let plain = Client::connect_with(
-                TokioRuntime,
-                server.addr,
-                ClientOptions {
-                    coalesce: false,
-                    ..ClientOptions::default()
-                },
-            )
-            .await
-            .unwrap();
-            let main_port = Connection::connect(TokioRuntime, server.addr)
-                .await
-                .unwrap();
+            let ClientPaths {
+                coalescing,
+                plain,
+                main_port,
+            } = ClientPaths::connect(server.addr).await;
             check_all(&coalescing, &model).await;
             for _ in 0..700 {
                 if rng.gen_range(0..6) == 0 {
