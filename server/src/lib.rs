@@ -27,6 +27,7 @@ pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod net;
+pub mod replication;
 pub mod service;
 pub mod shard;
 pub mod store;

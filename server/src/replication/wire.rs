@@ -1,0 +1,1 @@
+//! Peer messages on the wire (being written).
