@@ -204,13 +204,14 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     // could still take back from the log.
     let wal_index_max = immutable.wal_index_max();
     if wal_index_max > 0 {
-        inner.wal.wait_durable(wal_index_max).await?;
+        inner.log.wait_durable(wal_index_max).await?;
     }
     let number = take_file_number(inner);
     let meta = write_memtable(inner, &immutable, number).await?;
 
     let mut edit = VersionEdit {
         flushed_seq: Some(immutable.seq_max()),
+        applied_index: inner.log.external().map(|_| wal_index_max),
         ..VersionEdit::default()
     };
     let mut added = HashMap::new();
@@ -224,9 +225,7 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     install(inner, edit, added, State::flushed_oldest).await?;
     inner.io.crash_point(CrashPoint::FlushBeforeWalRelease)?;
 
-    if wal_index_max > 0 {
-        inner.wal.drop_prefix(wal_index_max + 1).await?;
-    }
+    inner.log.release_upto(wal_index_max).await?;
     let mut stats = inner.stats.borrow_mut();
     stats.flushes_total += 1;
     stats.flush_bytes_written_total += meta.map_or(0, |m| m.size_bytes);

@@ -57,6 +57,11 @@ impl ManifestLog {
         Ok(())
     }
 
+    /// The last external-log entry whose writes are all in tables (0 = none).
+    pub(super) fn applied_index(&self) -> u64 {
+        self.state.borrow().applied_index
+    }
+
     /// Edits written since the engine opened (0 once closed).
     pub(super) fn edits_written(&self) -> u64 {
         self.file

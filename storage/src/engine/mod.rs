@@ -44,6 +44,7 @@
 //! types.
 
 mod background;
+mod log;
 mod manifest_log;
 mod open;
 mod read;
@@ -78,7 +79,6 @@ use crate::sst::builder::TableOptions;
 use crate::sst::filter::key_hash;
 use crate::stats::Stats;
 use crate::version::Version;
-use crate::wal::Wal;
 use manifest_log::ManifestLog;
 use state::State;
 use workers::Workers;
@@ -204,8 +204,8 @@ struct Inner {
     snapshots: Rc<SnapshotList>,
     stats: RefCell<Stats>,
     closed: Cell<bool>,
-    /// The WAL; it also holds the WAL directory's lock.
-    wal: Wal,
+    /// The engine's WAL (it also holds the WAL directory's lock), or the caller's log.
+    log: log::Log,
     cache: Rc<BlockCache>,
     manifest: ManifestLog,
     workers: Rc<Workers>,
@@ -243,7 +243,7 @@ impl Engine {
         self.inner.workers.stop();
         self.inner.workers.wait_stopped().await;
         self.inner.manifest.close().await?;
-        self.inner.wal.close().await
+        self.inner.log.close().await
     }
 
     fn check_open(&self) -> Result<()> {
@@ -279,15 +279,18 @@ impl Engine {
         let Some(target) = target else {
             return background::wait_flushed(&self.inner, 0).await;
         };
-        // Make room for one more immutable memtable, then switch.
+        // Make room for one more immutable memtable, then switch (with an external log,
+        // between two entries).
         loop {
             self.make_room(0).await?;
             let switched = {
                 let mut state = self.inner.state.borrow_mut();
-                if state.immutable_count() >= self.inner.options.memtables_immutable_max {
+                if state.immutable_count() >= self.inner.options.memtables_immutable_max
+                    || !self.may_switch_memtable(&state)
+                {
                     false
                 } else {
-                    state.rotate_memtable();
+                    state.rotate_memtable(self.applied_log_index());
                     true
                 }
             };

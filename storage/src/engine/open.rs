@@ -1,4 +1,5 @@
-//! Opening an engine: recovery from the manifest and the WAL, and stale-file cleanup.
+//! Opening an engine: recovery from the manifest and the WAL (or, for an engine applying an
+//! external log, from the manifest alone), and stale-file cleanup.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use crate::memtable::Memtable;
 use crate::options::Durability;
 use crate::sst::reader::{TableReader, table_path};
 use crate::version::TableFile;
-use crate::wal::{Replayed, WalOptions};
+use crate::wal::{Replayed, Wal, WalOptions};
 
 impl Engine {
     /// Opens (creating if missing) the engine in `dir`, replaying the WAL.
@@ -23,8 +24,31 @@ impl Engine {
         options: Options,
         hooks: OpenHooks,
     ) -> Result<Engine> {
+        Self::open_inner(dir.as_ref(), options, hooks, false).await
+    }
+
+    /// Opens (creating if missing) an engine that applies an external log, the Raft log of a
+    /// replicated shard, instead of keeping a WAL (see `log.rs`). Its tables hold the log's
+    /// entries up to [`Engine::flushed_log_index`]; the caller applies the entries after that
+    /// again, each between [`Engine::begin_entry`] and [`Engine::end_entry`]. A directory
+    /// holding an engine with its own WAL is refused, and the other way round, since either
+    /// would lose the writes only the other log holds.
+    pub async fn open_applying(
+        dir: impl AsRef<Path>,
+        options: Options,
+        hooks: OpenHooks,
+    ) -> Result<Engine> {
+        Self::open_inner(dir.as_ref(), options, hooks, true).await
+    }
+
+    async fn open_inner(
+        dir: &Path,
+        options: Options,
+        hooks: OpenHooks,
+        external_log: bool,
+    ) -> Result<Engine> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = DirLock::acquire(&dir)?;
         let io = Io::new(hooks.faults.clone());
@@ -44,21 +68,40 @@ impl Engine {
         let mut memtable = Memtable::new();
         let mut last_seq: SeqNo = 0;
         let mut wal_index_max = 0;
-        let (wal, report) = Wal::open(
-            dir.join(WAL_DIR),
-            WalOptions::from_options(&options),
-            hooks.faults,
-            |r| {
-                wal_index_max = r.index;
-                replay_record(&mut memtable, &mut last_seq, flushed_seq, r)
-            },
-        )
-        .await?;
-        let last_seq = last_seq
-            .max(recovered.state.last_seq)
-            .max(recovered.state.flushed_seq);
+        let (log, report) = if external_log {
+            check_no_wal(&dir)?;
+            // Every replica numbers the writes of an entry alike only if replay starts from
+            // what the tables hold: sequence numbers handed out after the last flush (the
+            // manifest's `last_seq` may have recorded some) were in the lost memtable.
+            let log = log::ExternalLog::new(recovered.state.applied_index);
+            (log::Log::External(log), Default::default())
+        } else {
+            if recovered.state.applied_index > 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: this engine applies an external (replicated) log up to entry {}; \
+                     opening it with its own WAL would lose the entries after that",
+                    dir.display(),
+                    recovered.state.applied_index
+                )));
+            }
+            let (wal, report) = Wal::open(
+                dir.join(WAL_DIR),
+                WalOptions::from_options(&options),
+                hooks.faults,
+                |r| {
+                    wal_index_max = r.index;
+                    replay_record(&mut memtable, &mut last_seq, flushed_seq, r)
+                },
+            )
+            .await?;
+            last_seq = last_seq.max(recovered.state.last_seq);
+            (log::Log::Wal(wal), report)
+        };
+        let last_seq = last_seq.max(recovered.state.flushed_seq);
         tracing::info!(
             dir = ?dir,
+            external_log,
+            applied_index = recovered.state.applied_index,
             records = report.records_replayed,
             torn_tails_cut = report.torn_tails_cut,
             manifest_edits = recovered.edits,
@@ -91,7 +134,7 @@ impl Engine {
             snapshots: Rc::new(SnapshotList::default()),
             stats: RefCell::new(stats),
             closed: Cell::new(false),
-            wal,
+            log,
             cache,
             manifest: ManifestLog::new(manifest, recovered.state, options.levels_max),
             workers: Rc::new(Workers::default()),
@@ -106,6 +149,24 @@ impl Engine {
         let inner = Rc::new(inner);
         background::start(&inner)?;
         Ok(Engine { inner })
+    }
+}
+
+/// Refuses to open an engine with an external log where a WAL holds records: they would
+/// be ignored.
+fn check_no_wal(dir: &Path) -> Result<()> {
+    let wal_dir = dir.join(WAL_DIR);
+    match std::fs::read_dir(&wal_dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(Error::InvalidArgument(format!(
+                "{}: this engine keeps its own WAL; it cannot apply an external (replicated) \
+                 log without losing the WAL's writes",
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("list directory", &wal_dir, e)),
     }
 }
 

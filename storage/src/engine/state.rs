@@ -82,7 +82,7 @@ impl State {
             visible_seq: last_seq,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
-            state.rotate_memtable();
+            state.rotate_memtable(0);
         }
         state
     }
@@ -131,8 +131,10 @@ impl State {
     }
 
     /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
-    /// Returns false, changing nothing, when the active memtable is empty.
-    pub(super) fn rotate_memtable(&mut self) -> bool {
+    /// Returns false, changing nothing, when the active memtable is empty. `applied_index`:
+    /// an external log's last entry applied completely, which the memtable covers even if the
+    /// entries after its last write wrote nothing (0 with the engine's own WAL).
+    pub(super) fn rotate_memtable(&mut self, applied_index: u64) -> bool {
         if self.memtable.borrow().is_empty() {
             return false;
         }
@@ -141,7 +143,7 @@ impl State {
         self.immutables.push_back(Immutable {
             memtable: full,
             seq_max: self.last_seq,
-            wal_index_max: std::mem::take(&mut self.memtable_wal_index_max),
+            wal_index_max: std::mem::take(&mut self.memtable_wal_index_max).max(applied_index),
         });
         true
     }
@@ -170,6 +172,11 @@ impl State {
         debug_assert_eq!(applied, Ok(count));
         self.last_seq = first_seq + u64::from(count) - 1;
         first_seq
+    }
+
+    /// Index of the last log record (or entry) with a write in the active memtable.
+    pub(super) fn memtable_log_index(&self) -> u64 {
+        self.memtable_wal_index_max
     }
 
     /// The write applied last is in WAL record `index`.

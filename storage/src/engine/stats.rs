@@ -19,13 +19,8 @@ impl Engine {
         s.record_cache(&inner.cache.counters());
         s.manifest_edits_total = inner.manifest.edits_written();
         s.snapshots_live = inner.snapshots.count() as u64;
-        s.read_only = u64::from(inner.wal.failure().is_some() || inner.workers.has_failed());
-        s.record_wal(&inner.wal.stats());
+        s.read_only = u64::from(inner.log.failure().is_some() || inner.workers.has_failed());
+        s.record_wal(&inner.log.stats());
         s
-    }
-
-    /// The engine's WAL (read-only access for inspection and tests).
-    pub fn wal(&self) -> &Wal {
-        &self.inner.wal
     }
 }

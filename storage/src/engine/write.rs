@@ -135,10 +135,7 @@ impl Engine {
                     // What was read may come from a write not yet acknowledged: answer only
                     // once everything sequenced so far is durable.
                     let seen = inner.state.borrow().last_seq();
-                    let index = inner.wal.last_index();
-                    if index > 0 {
-                        inner.wal.wait_durable(index).await?;
-                    }
+                    inner.log.wait_all_durable().await?;
                     inner.state.borrow_mut().publish(seen);
                     return Ok((answer, None));
                 }
@@ -167,7 +164,7 @@ impl Engine {
     /// based on the value before anything else runs.
     async fn current_value(&self, key: &[u8]) -> Result<Option<Option<(Vec<u8>, SeqNo)>>> {
         let inner = &self.inner;
-        let now_ms = inner.clock.now_ms();
+        let now_ms = self.write_time_ms();
         let (mem_hit, version, generation, read_seq) = {
             let state = inner.state.borrow();
             let read_seq = state.last_seq();
@@ -191,7 +188,7 @@ impl Engine {
         self.check_open()?;
         let failure = self
             .inner
-            .wal
+            .log
             .failure()
             .or_else(|| self.inner.workers.failure());
         if let Some(reason) = failure {
@@ -227,12 +224,23 @@ impl Engine {
         }
     }
 
+    /// Whether the active memtable may become immutable now. Always with the engine's own
+    /// WAL; with an external log, unless it holds writes of the entry being applied, whose
+    /// writes must all land in one memtable (see `log.rs`).
+    pub(super) fn may_switch_memtable(&self, state: &State) -> bool {
+        match self.inner.log.external().and_then(|log| log.entry()) {
+            Some((index, _)) => state.memtable_log_index() < index,
+            None => true,
+        }
+    }
+
     /// Why a write of `needed` bytes cannot be sequenced now, if it cannot.
     fn stall_reason(&self, needed: usize) -> Option<StallReason> {
         let inner = &self.inner;
         let state = inner.state.borrow();
         let o = &inner.options;
         if state.memtable_full(needed, o.memtable_size_bytes_max)
+            && self.may_switch_memtable(&state)
             && state.immutable_count() >= o.memtables_immutable_max
         {
             return Some(StallReason::Memtables);
@@ -286,7 +294,7 @@ impl Engine {
     /// Waits until a sequenced write is as durable as promised, then publishes it.
     async fn finish_write(&self, s: Sequenced, kind: WriteKind) -> Result<SeqNo> {
         let last_seq = s.last_seq;
-        if let Err(e) = self.inner.wal.wait_durable(s.index).await {
+        if let Err(e) = self.inner.log.wait_durable(s.index).await {
             self.inner.stats.borrow_mut().failed_io_total += 1;
             return Err(e);
         }
@@ -310,16 +318,18 @@ impl Engine {
         let needed = write_cost(&b);
         debug_assert!(self.stall_reason(needed).is_none());
         // Refuse now, before anything changes, what the WAL would refuse below.
-        inner.wal.check_appendable(b.record_bytes())?;
+        inner.log.check_appendable(b.record_bytes())?;
         let mut state = inner.state.borrow_mut();
-        if state.memtable_full(needed, inner.options.memtable_size_bytes_max) {
-            state.rotate_memtable();
+        if state.memtable_full(needed, inner.options.memtable_size_bytes_max)
+            && self.may_switch_memtable(&state)
+        {
+            state.rotate_memtable(self.applied_log_index());
             inner.workers.wake();
             drop(state);
             background::refresh_backlog(inner);
             state = inner.state.borrow_mut();
         }
-        let write_time_ms = inner.clock.now_ms();
+        let write_time_ms = self.write_time_ms();
         let (ops, payload_bytes) = (b.count(), b.payload_bytes());
         let first_seq = state.apply_write(b.rep(), ops, write_time_ms, &inner.snapshots);
         let header = RecordHeader {
@@ -327,7 +337,7 @@ impl Engine {
             first_seq,
             write_time_ms,
         };
-        let index = inner.wal.append(b.into_record(header))?;
+        let index = inner.log.append(|| b.into_record(header))?;
         state.logged(index);
         Ok(Sequenced {
             last_seq: state.last_seq(),

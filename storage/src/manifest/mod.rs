@@ -31,6 +31,8 @@
 //!     7 add file           varint level, number, size_bytes, seq_min, seq_max, entries,
 //!                          tombstones, raw_bytes, then smallest and largest keys
 //!                          (each varint length + bytes)
+//!     8 applied_index      varint  (an engine applying an external log, the Raft log: every
+//!                          entry <= it is in a table, so the log may drop it)
 //! ```
 //!
 //! ## Recovery
@@ -63,6 +65,7 @@ const TAG_LAST_SEQ: u8 = 3;
 const TAG_FLUSHED_SEQ: u8 = 4;
 const TAG_DELETE_FILE: u8 = 6;
 const TAG_ADD_FILE: u8 = 7;
+const TAG_APPLIED_INDEX: u8 = 8;
 
 /// The file name of manifest `number`.
 pub fn manifest_file_name(number: u64) -> String {
@@ -78,6 +81,8 @@ pub struct VersionEdit {
     pub last_seq: Option<SeqNo>,
     /// Every write with a sequence number at or below this is in a table.
     pub flushed_seq: Option<SeqNo>,
+    /// Every entry of the external log at or below this index is in a table.
+    pub applied_index: Option<u64>,
     /// Tables removed: (level, file number).
     pub deleted: Vec<(usize, u64)>,
     /// Tables added: (level, metadata).
@@ -99,6 +104,10 @@ impl VersionEdit {
         if let Some(s) = self.flushed_seq {
             out.push(TAG_FLUSHED_SEQ);
             put_varint(&mut out, s);
+        }
+        if let Some(i) = self.applied_index {
+            out.push(TAG_APPLIED_INDEX);
+            put_varint(&mut out, i);
         }
         for &(level, number) in &self.deleted {
             out.push(TAG_DELETE_FILE);
@@ -140,6 +149,7 @@ impl VersionEdit {
                 TAG_NEXT_FILE => e.next_file_number = Some(var(&mut pos)?),
                 TAG_LAST_SEQ => e.last_seq = Some(var(&mut pos)?),
                 TAG_FLUSHED_SEQ => e.flushed_seq = Some(var(&mut pos)?),
+                TAG_APPLIED_INDEX => e.applied_index = Some(var(&mut pos)?),
                 TAG_DELETE_FILE => {
                     let level = var(&mut pos)? as usize;
                     let n = var(&mut pos)?;
@@ -194,6 +204,9 @@ pub struct ManifestState {
     pub last_seq: SeqNo,
     /// Every write at or below this is in a table.
     pub flushed_seq: SeqNo,
+    /// Every entry of the external log at or below this index is in a table (0 = none, or
+    /// the engine keeps its own WAL).
+    pub applied_index: u64,
 }
 
 impl ManifestState {
@@ -207,6 +220,9 @@ impl ManifestState {
         }
         if let Some(s) = e.flushed_seq {
             self.flushed_seq = self.flushed_seq.max(s);
+        }
+        if let Some(i) = e.applied_index {
+            self.applied_index = self.applied_index.max(i);
         }
         for &(level, n) in &e.deleted {
             if self
@@ -250,6 +266,7 @@ impl ManifestState {
             next_file_number: Some(self.next_file_number),
             last_seq: Some(self.last_seq),
             flushed_seq: Some(self.flushed_seq),
+            applied_index: (self.applied_index > 0).then_some(self.applied_index),
             deleted: Vec::new(),
             added: self
                 .levels

@@ -22,6 +22,7 @@ fn edits_round_trip_and_garbage_is_rejected() {
         next_file_number: Some(12),
         last_seq: Some(1 << 40),
         flushed_seq: Some(77),
+        applied_index: Some(1 << 33),
         deleted: vec![(0, 3), (1, 4)],
         added: vec![(1, meta(9, b"a", b"zz")), (2, meta(10, b"", b"\xff"))],
     };
