@@ -1,16 +1,18 @@
 //! Every decoder that reads bytes from disk or the network, over arbitrary bytes: WAL
 //! segments and records, write batches, SSTable blocks, footers and filters, manifest edits
-//! and logs (`corekv_storage::fuzz`), and the server's request decoding (`corekv_proto::fuzz`:
-//! frame, RPC message, each method's parameters). None may panic, loop, or make an allocation
-//! larger than a small multiple of its input. A seeded random loop on the stable toolchain:
-//! real files written by the engine and real requests, slices of them, and mutants (flipped
-//! bits, extreme length and pointer fields, truncations, splices), plus plain random bytes.
+//! and logs (`corekv_storage::fuzz`), the server's request decoding (`corekv_proto::fuzz`:
+//! frame, RPC message, each method's parameters), and peer frames of Raft messages
+//! (`corekv_server::replication::wire::fuzz_decode`, which also checks that what decodes
+//! round-trips). None may panic, loop, or make an allocation larger than a small multiple of
+//! its input. A seeded random loop on the stable toolchain: real files written by the engine,
+//! real requests and peer frames, slices of them, and mutants (flipped bits, extreme length and
+//! pointer fields, truncations, splices), plus plain random bytes.
 //! The cargo-fuzz targets in `tests/fuzz/` run the same entry points for as long as one likes
 //! (docs/RELIABILITY.md).
 //!
 //! `COREKV_FUZZ_SEED=<n>` replays a run, `COREKV_FUZZ_ITERATIONS=<n>` makes it longer,
-//! `COREKV_FUZZ_CORPUS=<dir>` also writes the real files and requests there as seeds for the
-//! cargo-fuzz targets.
+//! `COREKV_FUZZ_CORPUS=<dir>` also writes the real files, requests and peer frames there as
+//! seeds for the cargo-fuzz targets.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,8 +27,10 @@ use capnp::message::Builder;
 use corekv_proto::codec;
 use corekv_proto::corekv_capnp::core_kv;
 use corekv_proto::{CasOp, GetColumnsOp, IncrementOp, Op, PutEntityOp, ScanOp, UpdateColumnsOp};
+use corekv_server::replication::wire;
 use corekv_storage::{Engine, Options, WriteBatch, fuzz};
 use corekv_tests::test_dir;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -78,7 +82,7 @@ static ALLOCATOR: Counting = Counting;
 
 type Decoder = (&'static str, fn(&[u8]));
 
-const DECODERS: [Decoder; 10] = [
+const DECODERS: [Decoder; 11] = [
     ("wal_segment", fuzz::wal_segment),
     ("wal_record", fuzz::wal_record),
     ("write_batch", fuzz::write_batch),
@@ -89,6 +93,7 @@ const DECODERS: [Decoder; 10] = [
     ("manifest_log", fuzz::manifest_log),
     ("request", corekv_proto::fuzz::request),
     ("entity", corekv_proto::fuzz::entity),
+    ("peer_frame", wire::fuzz_decode),
 ];
 
 /// Largest allocation a decoder may make for `len` input bytes, beyond what it makes for no
@@ -331,12 +336,107 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Real peer frame bodies (what `wire::read_frame` returns): a hello, and batches of Raft
+/// messages of every type with entries of every type, contexts and a snapshot with its
+/// membership.
+fn real_peer_frames(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
+    let body = |frame: Vec<u8>| frame[wire::FRAME_PREFIX_BYTES..].to_vec();
+    let mut out = vec![(
+        "peer-hello".to_string(),
+        body(wire::encode_hello(&wire::Hello {
+            protocol_version: wire::PEER_PROTOCOL_VERSION,
+            cluster_id: rng.r#gen(),
+            from_node: 1,
+            to_node: 2,
+            shard: 3,
+        })),
+    )];
+    let types = [
+        MessageType::MsgAppend,
+        MessageType::MsgAppendResponse,
+        MessageType::MsgRequestVote,
+        MessageType::MsgHeartbeat,
+        MessageType::MsgSnapshot,
+        MessageType::MsgReadIndex,
+        MessageType::MsgRequestPreVoteResponse,
+    ];
+    let mut messages = Vec::new();
+    for (i, msg_type) in types.into_iter().enumerate() {
+        let entries: Vec<Entry> = (0..i as u64)
+            .map(|n| Entry {
+                entry_type: [
+                    EntryType::EntryNormal,
+                    EntryType::EntryConfChange,
+                    EntryType::EntryConfChangeV2,
+                ][n as usize % 3],
+                term: 5,
+                index: 100 + n,
+                data: vec![b'd'; rng.gen_range(0..40)].into(),
+                context: vec![b'c'; rng.gen_range(0..3)].into(),
+                ..Entry::default()
+            })
+            .collect();
+        let mut m = Message {
+            msg_type,
+            to: 2,
+            from: 1,
+            term: 5,
+            log_term: 4,
+            index: 99,
+            entries: entries.into(),
+            commit: 98,
+            commit_term: 4,
+            reject: i % 2 == 1,
+            reject_hint: rng.r#gen(),
+            context: vec![b'x'; i].into(),
+            priority: -1,
+            ..Message::default()
+        };
+        if msg_type == MessageType::MsgSnapshot {
+            let mut s = Snapshot {
+                data: vec![b's'; 64].into(),
+                ..Snapshot::default()
+            };
+            s.mut_metadata().index = 97;
+            s.mut_metadata().term = 4;
+            s.mut_metadata().set_conf_state(ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+                voters_outgoing: vec![1, 2],
+                learners_next: vec![5],
+                auto_leave: true,
+                ..ConfState::default()
+            });
+            m.set_snapshot(s);
+        }
+        out.push((
+            format!("peer-{msg_type:?}"),
+            body(wire::encode_messages(std::slice::from_ref(&m)).unwrap()),
+        ));
+        messages.push(m);
+    }
+    out.push((
+        "peer-batch".to_string(),
+        body(wire::encode_messages(&messages).unwrap()),
+    ));
+    out
+}
+
 /// Seeds for the cargo-fuzz targets: `<dir>/<target>/<name>` (docs/RELIABILITY.md).
-fn write_corpus(dir: &Path, files: &[(String, Vec<u8>)], requests: &[(String, Vec<u8>)]) {
+/// `frames` holds the requests and the peer frames, told apart by name.
+fn write_corpus(dir: &Path, files: &[(String, Vec<u8>)], frames: &[(String, Vec<u8>)]) {
+    let (peer, requests): (Vec<_>, Vec<_>) = frames
+        .iter()
+        .cloned()
+        .partition(|(n, _)| n.starts_with("peer-"));
     for (name, _) in DECODERS {
         let target = dir.join(name);
         std::fs::create_dir_all(&target).unwrap();
-        let seeds = if name == "request" { requests } else { files };
+        let seeds = match name {
+            "request" => &requests[..],
+            "peer_frame" => &peer[..],
+            _ => files,
+        };
         for (file, bytes) in seeds {
             std::fs::write(target.join(file), bytes).unwrap();
         }
@@ -490,7 +590,9 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
     let mut files = real_files();
     files.extend(real_values());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let requests = real_requests(&mut rng);
+    // Network frames: client requests and peer frames, seeds for the word mutants.
+    let mut requests = real_requests(&mut rng);
+    requests.extend(real_peer_frames(&mut rng));
     if let Some(dir) = std::env::var_os("COREKV_FUZZ_CORPUS") {
         write_corpus(Path::new(&dir), &files, &requests);
     }

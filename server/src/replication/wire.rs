@@ -1,1 +1,0 @@
-//! Peer messages on the wire (being written).
