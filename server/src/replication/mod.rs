@@ -1,8 +1,15 @@
 //! Replication: every shard a Raft group across nodes (raft-rs `RawNode`, driven inside the
 //! shard's executor).
 //!
+//! - [`group`]: one shard's Raft group — the loop that drives raft-rs, proposals, read
+//!   barriers (ReadIndex), applying committed entries to the engine.
+//! - [`log_store`]: the Raft log (a WAL whose record index is the Raft index) and hard
+//!   state on disk, and raft-rs's `Storage` over them.
 //! - [`wire`]: peer messages in the project's own Cap'n Proto schema
 //!   (`proto/schema/peer.capnp`), converted field by field to and from raft-rs's `eraftpb`
 //!   types; protobuf bytes never cross the network.
 
+pub mod group;
+pub mod log_store;
+pub mod slog_bridge;
 pub mod wire;

@@ -1,0 +1,500 @@
+//! [`Group`]: one shard's Raft group on this node — a raft-rs `RawNode` over the shard's
+//! [`RaftLog`], driven by one task on the shard's executor, applying committed entries to
+//! the shard's [`Engine`] (opened with `Engine::open_applying`).
+//!
+//! ## The loop
+//! Everything that touches the `RawNode` arrives as an [`Event`] on one channel (peer
+//! messages, proposals, read barriers, ticks), so the node is only used between awaits of
+//! one task. Each turn takes every queued event, then handles one `Ready` as raft-rs asks:
+//! send its messages (the leader sends before its own fsync), apply the committed entries it
+//! carries, append its entries to the log and wait until they are durable (proposals that
+//! arrive meanwhile queue up and share the next append: group commit), record the hard
+//! state, send the messages that had to wait for that, `advance`, apply what that commits.
+//!
+//! ## Entries
+//! A normal entry's data is `time_ms u64 LE | command`: the proposer's clock, which every
+//! replica uses to judge the command's TTLs, then a command that the [`ApplyFn`] applies to
+//! the engine and answers (its answer is deterministic: every replica computes the same one,
+//! and the proposer's waiter gets it). Empty entries (a new leader's) write nothing.
+//!
+//! ## Outcomes of a proposal
+//! `Ok(answer)` once applied here; [`ProposeError::NotLeader`] (nothing proposed);
+//! [`ProposeError::Dropped`] when another leader's entry took its index (definitely not
+//! applied); [`ProposeError::Stopped`] when the group stopped first (outcome unknown).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use corekv_storage::Engine;
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::{Config, RawNode, ReadOnlyOption, StateRole};
+
+use super::log_store::RaftLog;
+
+/// Applies one command to the engine (inside the entry's `begin_entry`/`end_entry`) and
+/// returns its answer. Must be deterministic: every replica applies the same commands to
+/// the same state.
+pub type ApplyFn = Rc<dyn Fn(Engine, Vec<u8>) -> LocalBoxFuture<'static, Vec<u8>>>;
+
+/// Sends messages to peers (best effort: Raft retries what is lost).
+pub type SendFn = Rc<dyn Fn(Vec<Message>)>;
+
+/// Why a proposal or read barrier did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica is not the leader; `leader` is the one it knows of (None during an
+    /// election). Nothing was proposed.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's node id, if known.
+        leader: Option<u64>,
+    },
+    /// The entry was replaced by another leader's: it was not applied and never will be.
+    #[error("the proposal was dropped by a change of leader; it was not applied")]
+    Dropped,
+    /// The group stopped (shutdown or a storage failure) before the outcome was known.
+    #[error("the group stopped; the outcome is unknown")]
+    Stopped,
+}
+
+/// Settings of a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// This node's id (non-zero).
+    pub node_id: u64,
+    /// The shard (and so the group) number.
+    pub shard: u32,
+    /// Every voter's node id (this node's included), for a new log.
+    pub voters: Vec<u64>,
+    /// Time between ticks.
+    pub tick_interval: Duration,
+    /// Ticks without a leader's heartbeat before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Entries kept in the log behind the engine's flushed state, for followers that lag.
+    pub log_retain_entries: u64,
+}
+
+enum Event {
+    Message(Box<Message>),
+    Propose(Vec<u8>, Waiter),
+    ReadBarrier(ReadWaiter),
+    Tick,
+    Stop,
+}
+
+type Waiter = oneshot::Sender<Result<Vec<u8>, ProposeError>>;
+type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
+
+struct Inner {
+    config: GroupConfig,
+    node: RefCell<RawNode<RaftLog>>,
+    log: RaftLog,
+    engine: Engine,
+    apply: ApplyFn,
+    send: SendFn,
+    events: mpsc::UnboundedSender<Event>,
+    /// Proposals by entry index: (term the entry was proposed in, waiter).
+    proposals: RefCell<BTreeMap<u64, (u64, Waiter)>>,
+    /// Read barriers asked of Raft, by context number.
+    reads: RefCell<HashMap<u64, ReadWaiter>>,
+    /// Read barriers confirmed at an index, waiting for it to be applied.
+    reads_at: RefCell<Vec<(u64, ReadWaiter)>>,
+    next_read: Cell<u64>,
+    applied: Cell<u64>,
+    stopped: Cell<bool>,
+}
+
+/// A handle to a running group. Cheap to clone.
+#[derive(Clone)]
+pub struct Group {
+    inner: Rc<Inner>,
+}
+
+/// What a group reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Leader, follower, candidate.
+    pub role: StateRole,
+    /// The leader this replica knows of (0 = none).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Last entry applied to the engine.
+    pub applied: u64,
+    /// (first, last) entry in the log.
+    pub log_bounds: (u64, u64),
+}
+
+impl Group {
+    /// Starts the group of `engine` (opened applying an external log) over `log`, and its
+    /// loop and ticker tasks on the current executor.
+    pub fn start(
+        config: GroupConfig,
+        log: RaftLog,
+        engine: Engine,
+        apply: ApplyFn,
+        send: SendFn,
+    ) -> Result<Group, raft::Error> {
+        let applied = engine.flushed_log_index();
+        let raft_config = Config {
+            id: config.node_id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Config::default()
+        };
+        let logger = super::slog_bridge::logger(config.node_id, config.shard);
+        let node = RawNode::new(&raft_config, log.clone(), &logger)?;
+        let (events, rx) = mpsc::unbounded();
+        let inner = Rc::new(Inner {
+            node: RefCell::new(node),
+            log,
+            engine,
+            apply,
+            send,
+            events,
+            proposals: RefCell::default(),
+            reads: RefCell::default(),
+            reads_at: RefCell::default(),
+            next_read: Cell::new(1),
+            applied: Cell::new(applied),
+            stopped: Cell::new(false),
+            config,
+        });
+        glommio::spawn_local(run(inner.clone(), rx)).detach();
+        glommio::spawn_local(tick(Rc::downgrade(&inner))).detach();
+        Ok(Group { inner })
+    }
+
+    /// Hands a message from a peer to the group.
+    pub fn step(&self, message: Message) {
+        let _ = self
+            .inner
+            .events
+            .unbounded_send(Event::Message(Box::new(message)));
+    }
+
+    /// Proposes `command`; resolves once it is applied here (with its answer) or cannot be.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .events
+            .unbounded_send(Event::Propose(command, tx))
+            .is_err()
+        {
+            return Err(ProposeError::Stopped);
+        }
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// Resolves once this replica is known to be the leader and has applied everything
+    /// committed before the call (ReadIndex): a read of the engine after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .events
+            .unbounded_send(Event::ReadBarrier(tx))
+            .is_err()
+        {
+            return Err(ProposeError::Stopped);
+        }
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// The group's current state.
+    pub fn status(&self) -> GroupStatus {
+        let node = self.inner.node.borrow();
+        GroupStatus {
+            role: node.raft.state,
+            leader: node.raft.leader_id,
+            term: node.raft.term,
+            commit: node.raft.raft_log.committed,
+            applied: self.inner.applied.get(),
+            log_bounds: self.inner.log.bounds(),
+        }
+    }
+
+    /// Stops the loop; waiters get [`ProposeError::Stopped`]. The engine and log stay open
+    /// (the caller closes them).
+    pub fn stop(&self) {
+        let _ = self.inner.events.unbounded_send(Event::Stop);
+    }
+
+    /// Whether the loop has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.get()
+    }
+}
+
+async fn tick(inner: std::rc::Weak<Inner>) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(inner) if !inner.stopped.get() => inner.config.tick_interval,
+            _ => return,
+        };
+        glommio::timer::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.events.unbounded_send(Event::Tick).is_err() {
+            return;
+        }
+    }
+}
+
+async fn run(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
+    let r = run_loop(&inner, &mut rx).await;
+    if let Err(e) = &r {
+        tracing::error!(node = inner.config.node_id, shard = inner.config.shard, error = %e,
+            "the Raft group stopped on an error; this replica no longer takes part");
+    }
+    inner.stopped.set(true);
+    rx.close();
+    fail_waiters(&inner, ProposeError::Stopped);
+    while let Ok(event) = rx.try_recv() {
+        answer_stopped(event);
+    }
+}
+
+fn answer_stopped(event: Event) {
+    match event {
+        Event::Propose(_, tx) => {
+            let _ = tx.send(Err(ProposeError::Stopped));
+        }
+        Event::ReadBarrier(tx) => {
+            let _ = tx.send(Err(ProposeError::Stopped));
+        }
+        _ => {}
+    }
+}
+
+fn fail_waiters(inner: &Inner, error: ProposeError) {
+    for (_, (_, tx)) in std::mem::take(&mut *inner.proposals.borrow_mut()) {
+        let _ = tx.send(Err(error.clone()));
+    }
+    for (_, tx) in std::mem::take(&mut *inner.reads.borrow_mut()) {
+        let _ = tx.send(Err(error.clone()));
+    }
+    for (_, tx) in std::mem::take(&mut *inner.reads_at.borrow_mut()) {
+        let _ = tx.send(Err(error.clone()));
+    }
+}
+
+async fn run_loop(
+    inner: &Rc<Inner>,
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<(), String> {
+    loop {
+        let Some(first) = rx.next().await else {
+            return Ok(());
+        };
+        let mut event = Some(first);
+        while let Some(e) = event {
+            if !handle(inner, e)? {
+                return Ok(());
+            }
+            event = rx.try_recv().ok();
+        }
+        handle_ready(inner).await?;
+    }
+}
+
+/// Feeds one event to the node; false on `Stop`.
+fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
+    let mut node = inner.node.borrow_mut();
+    match event {
+        Event::Tick => {
+            node.tick();
+        }
+        Event::Message(m) if !acceptable_from_peer(&m) => {
+            tracing::warn!(from = m.from, msg_type = ?m.get_msg_type(),
+                "refused a peer message this replica never expects (a proposal, or a \
+                 configuration-change entry)");
+        }
+        Event::Message(m) => {
+            // A message from a stale term or an unknown peer is refused by raft-rs; that is
+            // not this replica's failure.
+            if let Err(e) = node.step(*m) {
+                tracing::debug!(error = %e, "Raft message not taken");
+            }
+        }
+        Event::Propose(command, tx) => {
+            if node.raft.state != StateRole::Leader {
+                let leader = (node.raft.leader_id != 0).then_some(node.raft.leader_id);
+                let _ = tx.send(Err(ProposeError::NotLeader { leader }));
+                return Ok(true);
+            }
+            let mut data = Vec::with_capacity(8 + command.len());
+            data.extend_from_slice(&corekv_storage::Clock::system().now_ms().to_le_bytes());
+            data.extend_from_slice(&command);
+            let before = node.raft.raft_log.last_index();
+            match node.propose(Vec::new(), data) {
+                Ok(()) => {
+                    let index = node.raft.raft_log.last_index();
+                    assert_eq!(index, before + 1, "one proposal, one entry");
+                    inner
+                        .proposals
+                        .borrow_mut()
+                        .insert(index, (node.raft.term, tx));
+                }
+                Err(_) => {
+                    // Dropped by raft-rs (a leader transfer, too many uncommitted bytes).
+                    let _ = tx.send(Err(ProposeError::Dropped));
+                }
+            }
+        }
+        Event::ReadBarrier(tx) => {
+            if node.raft.state != StateRole::Leader {
+                let leader = (node.raft.leader_id != 0).then_some(node.raft.leader_id);
+                let _ = tx.send(Err(ProposeError::NotLeader { leader }));
+                return Ok(true);
+            }
+            let n = inner.next_read.get();
+            inner.next_read.set(n + 1);
+            inner.reads.borrow_mut().insert(n, tx);
+            node.read_index(n.to_le_bytes().to_vec());
+        }
+        Event::Stop => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Peers never send proposals (a follower refuses them instead of forwarding), and no
+/// configuration change is ever proposed: such messages are refused before raft-rs sees
+/// them, since raft-rs decodes a configuration change's data as protobuf (which must never
+/// be fed bytes from the network).
+fn acceptable_from_peer(m: &Message) -> bool {
+    m.get_msg_type() != MessageType::MsgPropose
+        && m.entries
+            .iter()
+            .all(|e| e.get_entry_type() == EntryType::EntryNormal)
+}
+
+async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
+    let mut ready = {
+        let mut node = inner.node.borrow_mut();
+        if !node.has_ready() {
+            return Ok(());
+        }
+        node.ready()
+    };
+    if let Some(ss) = ready.ss()
+        && ss.raft_state != StateRole::Leader
+    {
+        // Read barriers asked as leader will not be confirmed by this replica any more.
+        for (_, tx) in std::mem::take(&mut *inner.reads.borrow_mut()) {
+            let _ = tx.send(Err(ProposeError::NotLeader {
+                leader: (ss.leader_id != 0).then_some(ss.leader_id),
+            }));
+        }
+    }
+    (inner.send)(ready.take_messages());
+    if !ready.snapshot().is_empty() {
+        return Err("a snapshot arrived; installing snapshots is not supported yet".into());
+    }
+    apply_entries(inner, ready.take_committed_entries()).await?;
+    inner
+        .log
+        .append(ready.entries())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(hs) = ready.hs() {
+        inner.log.set_hard_state(hs).map_err(|e| e.to_string())?;
+    }
+    (inner.send)(ready.take_persisted_messages());
+    for rs in ready.take_read_states() {
+        tracing::debug!(
+            index = rs.index,
+            applied = inner.applied.get(),
+            "read state"
+        );
+        let Some(n) = rs.request_ctx.get(..8).and_then(|b| b.try_into().ok()) else {
+            continue;
+        };
+        if let Some(tx) = inner.reads.borrow_mut().remove(&u64::from_le_bytes(n)) {
+            inner.reads_at.borrow_mut().push((rs.index, tx));
+        }
+    }
+    let mut light = inner.node.borrow_mut().advance(ready);
+    if let Some(commit) = light.commit_index() {
+        inner.log.set_commit(commit);
+    }
+    (inner.send)(light.take_messages());
+    apply_entries(inner, light.take_committed_entries()).await?;
+    inner.node.borrow_mut().advance_apply();
+    answer_reads(inner);
+    compact(inner).await
+}
+
+async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), String> {
+    for entry in entries {
+        let index = entry.index;
+        let answer = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+            let Some((time, command)) = entry.data.split_first_chunk::<8>() else {
+                return Err(format!(
+                    "entry {index}: {} bytes, no time",
+                    entry.data.len()
+                ));
+            };
+            let engine = &inner.engine;
+            engine
+                .begin_entry(index, u64::from_le_bytes(*time))
+                .map_err(|e| e.to_string())?;
+            let answer = (inner.apply)(engine.clone(), command.to_vec()).await;
+            engine.end_entry().map_err(|e| e.to_string())?;
+            Some(answer)
+        } else {
+            // A new leader's empty entry, or a configuration change (not proposed yet).
+            None
+        };
+        inner.applied.set(index);
+        let waiter = inner.proposals.borrow_mut().remove(&index);
+        if let Some((term, tx)) = waiter {
+            let _ = tx.send(match answer {
+                Some(answer) if entry.term == term => Ok(answer),
+                _ => Err(ProposeError::Dropped),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn answer_reads(inner: &Inner) {
+    let applied = inner.applied.get();
+    let mut reads = inner.reads_at.borrow_mut();
+    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *reads)
+        .into_iter()
+        .partition(|(index, _)| *index <= applied);
+    *reads = waiting;
+    for (_, tx) in ready {
+        let _ = tx.send(Ok(()));
+    }
+}
+
+/// Drops log entries the engine's tables hold, keeping `log_retain_entries` behind them for
+/// followers that lag.
+async fn compact(inner: &Inner) -> Result<(), String> {
+    let flushed = inner.engine.flushed_log_index();
+    let upto = flushed.saturating_sub(inner.config.log_retain_entries);
+    let (first, _) = inner.log.bounds();
+    if upto >= first {
+        inner.log.compact(upto).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

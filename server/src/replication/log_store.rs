@@ -1,0 +1,647 @@
+//! [`RaftLog`]: a shard's Raft log and hard state on disk, and the raft-rs [`Storage`] over
+//! them.
+//!
+//! The log is a [`Wal`] (the same segments, frames, group commit and recovery as a
+//! single-node engine's WAL), whose dense record index *is* the Raft index: entry `i` is WAL
+//! record `i`. raft-rs's `Storage` is synchronous, so every entry the WAL holds past the last
+//! compaction is also kept in memory; compaction ([`RaftLog::compact`]) drops both once the
+//! engine's tables hold the entries.
+//!
+//! ## Entry record (the WAL payload), version 1, little-endian
+//!
+//! ```text
+//! +------------+-------------+----------+-----------+------------------+---------+------+
+//! | version u8 | entry_type  | term u64 | index u64 | context_len u32  | context | data |
+//! | (1)        | u8 (eraftpb)|          |           |                  |         |      |
+//! +------------+-------------+----------+-----------+------------------+---------+------+
+//! ```
+//! `index` repeats the WAL record index, so a record found at the wrong place is damage.
+//!
+//! ## State file `raft-state`, version 1, little-endian, replaced atomically
+//!
+//! ```text
+//! "CKVRAFTS" | version u32 (1) | crc32c u32 of what follows | term u64 | vote u64 |
+//! commit u64 | compacted_index u64 | compacted_term u64 | voters u32 | voter id u64 ...
+//! ```
+//! Written (temporary file, fsync, rename, fsync directory) when the term, the vote, the
+//! voters or the compaction point change: rarely, not per write. The commit index it holds
+//! may be stale; on open it is raised to what the engine's tables hold (applied entries were
+//! committed), and the leader brings it up to date.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use corekv_storage::wal::{Replayed, Wal, WalOptions};
+use corekv_storage::{Durability, Options};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+/// The directory of the log's WAL segments, inside the shard's directory.
+pub const RAFT_LOG_DIR: &str = "raft-log";
+/// The file holding the hard state, inside the shard's directory.
+pub const RAFT_STATE_FILE: &str = "raft-state";
+
+const ENTRY_VERSION: u8 = 1;
+const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4;
+const STATE_MAGIC: &[u8; 8] = b"CKVRAFTS";
+const STATE_VERSION: u32 = 1;
+/// Most voters a state file may list (bounds what a damaged file can make us allocate).
+const VOTERS_MAX: usize = 1024;
+
+/// An error of the Raft log (I/O, damage, misuse).
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The WAL under the log failed.
+    #[error(transparent)]
+    Storage(#[from] corekv_storage::Error),
+    /// The state file could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A record or the state file is damaged.
+    #[error("{path}: {what}")]
+    Corruption {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Encodes an entry as a WAL record payload.
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + e.context.len() + e.data.len());
+    out.push(ENTRY_VERSION);
+    out.push(e.get_entry_type() as u8);
+    out.extend_from_slice(&e.term.to_le_bytes());
+    out.extend_from_slice(&e.index.to_le_bytes());
+    out.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.context);
+    out.extend_from_slice(&e.data);
+    out
+}
+
+/// Decodes a WAL record payload as an entry; what is wrong if it is not one.
+pub fn decode_entry(b: &[u8]) -> Result<Entry, String> {
+    if b.len() < ENTRY_HEADER_BYTES {
+        return Err(format!("entry record of {} bytes is too short", b.len()));
+    }
+    if b[0] != ENTRY_VERSION {
+        return Err(format!("entry record version {} (expected 1)", b[0]));
+    }
+    let entry_type = match b[1] {
+        0 => EntryType::EntryNormal,
+        1 => EntryType::EntryConfChange,
+        2 => EntryType::EntryConfChangeV2,
+        t => return Err(format!("unknown entry type {t}")),
+    };
+    let u64_at = |at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&b[18..22]);
+    let context_len = u32::from_le_bytes(len) as usize;
+    let rest = &b[ENTRY_HEADER_BYTES..];
+    if context_len > rest.len() {
+        return Err(format!(
+            "entry context of {context_len} bytes runs past the record ({} left)",
+            rest.len()
+        ));
+    }
+    let mut e = Entry::default();
+    e.set_entry_type(entry_type);
+    e.term = u64_at(2);
+    e.index = u64_at(10);
+    e.context = rest[..context_len].to_vec().into();
+    e.data = rest[context_len..].to_vec().into();
+    Ok(e)
+}
+
+/// What the state file holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PersistedState {
+    hard: HardState,
+    compacted_index: u64,
+    compacted_term: u64,
+    voters: Vec<u64>,
+}
+
+impl PersistedState {
+    fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        for x in [
+            self.hard.term,
+            self.hard.vote,
+            self.hard.commit,
+            self.compacted_index,
+            self.compacted_term,
+        ] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        body.extend_from_slice(&(self.voters.len() as u32).to_le_bytes());
+        for v in &self.voters {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut out = STATE_MAGIC.to_vec();
+        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<PersistedState, String> {
+        let header = STATE_MAGIC.len() + 8;
+        if b.len() < header + 5 * 8 + 4 || &b[..8] != STATE_MAGIC {
+            return Err("not a Raft state file (bad magic or too short)".into());
+        }
+        let u32_at = |at: usize| {
+            let mut x = [0u8; 4];
+            x.copy_from_slice(&b[at..at + 4]);
+            u32::from_le_bytes(x)
+        };
+        let u64_at = |at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(x)
+        };
+        let version = u32_at(8);
+        if version != STATE_VERSION {
+            return Err(format!("state file version {version} (expected 1)"));
+        }
+        if crc32c::crc32c(&b[header..]) != u32_at(12) {
+            return Err("state file checksum mismatch".into());
+        }
+        let hard = HardState {
+            term: u64_at(header),
+            vote: u64_at(header + 8),
+            commit: u64_at(header + 16),
+            ..HardState::default()
+        };
+        let voters_at = header + 5 * 8 + 4;
+        let count = u32_at(header + 5 * 8) as usize;
+        if count > VOTERS_MAX || b.len() != voters_at + count * 8 {
+            return Err(format!(
+                "state file lists {count} voters in {} bytes",
+                b.len()
+            ));
+        }
+        Ok(PersistedState {
+            hard,
+            compacted_index: u64_at(header + 24),
+            compacted_term: u64_at(header + 32),
+            voters: (0..count).map(|i| u64_at(voters_at + i * 8)).collect(),
+        })
+    }
+}
+
+/// The in-memory half of the log: what raft-rs reads through [`Storage`].
+#[derive(Debug, Default)]
+struct Core {
+    state: PersistedState,
+    /// Every entry after `state.compacted_index`, in index order.
+    entries: VecDeque<Entry>,
+}
+
+impl Core {
+    fn first_index(&self) -> u64 {
+        self.state.compacted_index + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.state.compacted_index + self.entries.len() as u64
+    }
+}
+
+/// A shard's Raft log: the WAL of entries, the state file, and the in-memory copy raft-rs
+/// reads. Cloning gives another handle to the same log (one lives inside the `RawNode`).
+#[derive(Clone)]
+pub struct RaftLog {
+    core: Rc<RefCell<Core>>,
+    wal: Rc<Wal>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for RaftLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftLog {
+    /// Opens (creating with `voters` if new) the log in the shard directory `dir`. `applied`:
+    /// the last entry the engine's tables hold, so the commit index is at least that.
+    pub async fn open(
+        dir: &Path,
+        options: &Options,
+        voters: &[u64],
+        applied: u64,
+    ) -> Result<RaftLog, LogError> {
+        let state_path = dir.join(RAFT_STATE_FILE);
+        let mut state = match std::fs::read(&state_path) {
+            Ok(bytes) => PersistedState::decode(&bytes).map_err(|what| LogError::Corruption {
+                path: state_path.clone(),
+                what,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState {
+                voters: voters.to_vec(),
+                ..PersistedState::default()
+            },
+            Err(source) => {
+                return Err(LogError::Io {
+                    op: "read",
+                    path: state_path,
+                    source,
+                });
+            }
+        };
+        let mut wal_options = WalOptions::from_options(options);
+        // The log is what makes a write durable on this replica: always synced.
+        wal_options.durability = Durability::Sync;
+        let compacted = state.compacted_index;
+        let mut entries = VecDeque::new();
+        let (wal, report) = Wal::open(
+            dir.join(RAFT_LOG_DIR),
+            wal_options,
+            None,
+            |r: Replayed<'_>| {
+                let bad = |what: String| corekv_storage::Error::Corruption {
+                    file: r.file.to_path_buf(),
+                    offset: r.offset,
+                    detail: format!("Raft entry {}: {what}", r.index),
+                };
+                let e = decode_entry(r.payload).map_err(bad)?;
+                if e.index != r.index {
+                    return Err(bad(format!("record holds entry {}", e.index)));
+                }
+                // Segments drop whole: records below the compaction point may remain.
+                if e.index > compacted {
+                    entries.push_back(e);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        let first_in_memory = entries.front().map(|e: &Entry| e.index);
+        if first_in_memory.is_some_and(|first| first != compacted + 1)
+            || (first_in_memory.is_none() && report.next_index > compacted + 1)
+        {
+            return Err(LogError::Corruption {
+                path: dir.join(RAFT_LOG_DIR),
+                what: format!(
+                    "the log resumes at entry {first_in_memory:?}, the state file says entries \
+                     up to {compacted} were compacted"
+                ),
+            });
+        }
+        let last = compacted + entries.len() as u64;
+        // Applied entries were committed; the stored commit may be older (it is written only
+        // with term and vote changes).
+        state.hard.commit = state.hard.commit.max(applied).min(last);
+        tracing::info!(dir = ?dir, first = compacted + 1, last, term = state.hard.term,
+            commit = state.hard.commit, "raft log opened");
+        Ok(RaftLog {
+            core: Rc::new(RefCell::new(Core { state, entries })),
+            wal: Rc::new(wal),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Appends `entries` (from a `Ready`), first removing any suffix they conflict with, and
+    /// waits until they are durable.
+    pub async fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last_index = self.core.borrow().last_index();
+        if first.index <= last_index {
+            // The leader's entries replace ours from `first.index` on.
+            self.wal.truncate_suffix(first.index).await?;
+            let mut core = self.core.borrow_mut();
+            let keep = (first.index - core.first_index()) as usize;
+            core.entries.truncate(keep);
+        }
+        let mut last = 0;
+        for e in entries {
+            let expected = self.core.borrow().last_index() + 1;
+            assert_eq!(e.index, expected, "raft-rs hands entries in index order");
+            last = self.wal.append(encode_entry(e))?;
+            assert_eq!(last, e.index, "the WAL index is the Raft index");
+            self.core.borrow_mut().entries.push_back(e.clone());
+        }
+        self.wal.wait_durable(last).await?;
+        Ok(())
+    }
+
+    /// Records a new hard state; written to disk (synced) when the term or vote changed.
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), LogError> {
+        let changed = {
+            let mut core = self.core.borrow_mut();
+            let old = &core.state.hard;
+            let changed = old.term != hs.term || old.vote != hs.vote;
+            core.state.hard = hs.clone();
+            changed
+        };
+        if changed {
+            self.persist_state()?;
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index (in memory: the state file's may lag, see the module doc).
+    pub fn set_commit(&self, commit: u64) {
+        let mut core = self.core.borrow_mut();
+        core.state.hard.commit = core.state.hard.commit.max(commit);
+    }
+
+    /// Drops the entries up to `index` (the engine's tables hold them), in memory and,
+    /// segment by segment, on disk.
+    pub async fn compact(&self, index: u64) -> Result<(), LogError> {
+        {
+            let mut core = self.core.borrow_mut();
+            let index = index.min(core.last_index()).min(core.state.hard.commit);
+            if index <= core.state.compacted_index {
+                return Ok(());
+            }
+            let drop_count = (index - core.state.compacted_index) as usize;
+            let term = core.entries[drop_count - 1].term;
+            core.entries.drain(..drop_count);
+            core.state.compacted_index = index;
+            core.state.compacted_term = term;
+        }
+        // The state file first: a crash after it and before the segments go only leaves
+        // records that open skips.
+        self.persist_state()?;
+        let upto = self.core.borrow().state.compacted_index + 1;
+        self.wal.drop_prefix(upto).await?;
+        Ok(())
+    }
+
+    /// The hard state as last set.
+    pub fn hard_state(&self) -> HardState {
+        self.core.borrow().state.hard.clone()
+    }
+
+    /// (first, last) index of the entries held.
+    pub fn bounds(&self) -> (u64, u64) {
+        let core = self.core.borrow();
+        (core.first_index(), core.last_index())
+    }
+
+    /// Closes the WAL (everything appended is durable already).
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.wal.close().await?;
+        Ok(())
+    }
+
+    fn persist_state(&self) -> Result<(), LogError> {
+        let bytes = self.core.borrow().state.encode();
+        let path = self.dir.join(RAFT_STATE_FILE);
+        let tmp = self.dir.join(format!("{RAFT_STATE_FILE}.tmp"));
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogError::Io { op, path, source }
+        };
+        // Blocking file calls: this happens on elections and compactions, not per write.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&bytes).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("sync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync directory", &self.dir))?;
+        Ok(())
+    }
+}
+
+impl Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let core = self.core.borrow();
+        let conf = ConfState {
+            voters: core.state.voters.clone(),
+            ..ConfState::default()
+        };
+        Ok(RaftState::new(core.state.hard.clone(), conf))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let core = self.core.borrow();
+        if low < core.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= core.last_index() + 1,
+            "entries({low}, {high}) past the last index {}",
+            core.last_index()
+        );
+        let offset = core.first_index();
+        let mut out: Vec<Entry> = core
+            .entries
+            .range((low - offset) as usize..(high - offset) as usize)
+            .cloned()
+            .collect();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let core = self.core.borrow();
+        if idx == core.state.compacted_index {
+            return Ok(core.state.compacted_term);
+        }
+        if idx < core.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > core.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(core.entries[(idx - core.first_index()) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.core.borrow().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.core.borrow().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Sending the engine's tables to a replica that fell behind the compacted log is
+        // not built yet: the leader retries later.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Entry::default()
+        }
+    }
+
+    fn options() -> Options {
+        Options {
+            wal_segment_size_bytes: 64 << 10,
+            ..Options::default()
+        }
+    }
+
+    fn run(f: impl AsyncFnOnce(&Path) + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(|| async move {
+                // On the target's disk, never tmpfs: the WAL writes with O_DIRECT.
+                let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+                std::fs::create_dir_all(&base).unwrap();
+                let dir = tempfile::tempdir_in(base).unwrap();
+                f(dir.path()).await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn terms(log: &RaftLog) -> Vec<(u64, u64)> {
+        let (first, last) = log.bounds();
+        log.entries(first, last + 1, None, GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
+    #[test]
+    fn entry_and_state_formats_round_trip_and_refuse_damage() {
+        let mut e = entry(7, 3, b"data");
+        e.context = b"ctx".to_vec().into();
+        e.set_entry_type(EntryType::EntryConfChangeV2);
+        let bytes = encode_entry(&e);
+        assert_eq!(decode_entry(&bytes).unwrap(), e);
+        assert!(decode_entry(&bytes[..ENTRY_HEADER_BYTES - 1]).is_err());
+        let mut bad = bytes.clone();
+        bad[1] = 9;
+        assert!(decode_entry(&bad).is_err());
+        let mut bad = bytes;
+        bad[18..22].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(decode_entry(&bad).is_err());
+
+        let mut state = PersistedState {
+            compacted_index: 10,
+            compacted_term: 2,
+            voters: vec![1, 2, 3],
+            ..PersistedState::default()
+        };
+        state.hard.term = 4;
+        state.hard.vote = 2;
+        state.hard.commit = 11;
+        let bytes = state.encode();
+        assert_eq!(PersistedState::decode(&bytes).unwrap(), state);
+        for at in [0, 8, 13, 20, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1;
+            assert!(PersistedState::decode(&bad).is_err(), "byte {at}");
+        }
+        assert!(PersistedState::decode(&bytes[..bytes.len() - 8]).is_err());
+    }
+
+    #[test]
+    fn appends_truncations_compactions_and_the_hard_state_survive_reopen() {
+        run(async |dir: &Path| {
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            assert_eq!(
+                log.initial_state().unwrap().conf_state.voters,
+                vec![1, 2, 3]
+            );
+            assert_eq!(log.bounds(), (1, 0));
+            let ten: Vec<Entry> = (1..=10).map(|i| entry(i, 1, b"x")).collect();
+            log.append(&ten).await.unwrap();
+            let hs = HardState {
+                term: 2,
+                vote: 3,
+                commit: 4,
+                ..HardState::default()
+            };
+            log.set_hard_state(&hs).unwrap();
+            // A new leader's entries replace ours from index 6 on.
+            log.append(&[entry(6, 2, b"y"), entry(7, 2, b"y")])
+                .await
+                .unwrap();
+            assert_eq!(log.bounds(), (1, 7));
+            assert_eq!(log.term(6).unwrap(), 2);
+            assert_eq!(log.term(5).unwrap(), 1);
+            log.close().await.unwrap();
+            drop(log);
+
+            // Reopened: the same entries; the commit raised to what the engine applied.
+            let log = RaftLog::open(dir, &options(), &[9], 6).await.unwrap();
+            let state = log.initial_state().unwrap();
+            assert_eq!(
+                state.conf_state.voters,
+                vec![1, 2, 3],
+                "voters come from the file"
+            );
+            assert_eq!((state.hard_state.term, state.hard_state.vote), (2, 3));
+            assert_eq!(state.hard_state.commit, 6);
+            let mut expected: Vec<(u64, u64)> = (1..=5).map(|i| (i, 1)).collect();
+            expected.extend([(6, 2), (7, 2)]);
+            assert_eq!(terms(&log), expected);
+
+            // Compaction: entries up to 5 go; the term of 5 stays known.
+            log.compact(5).await.unwrap();
+            assert_eq!(log.bounds(), (6, 7));
+            assert_eq!(log.term(5).unwrap(), 1);
+            assert!(matches!(
+                log.term(4),
+                Err(raft::Error::Store(StorageError::Compacted))
+            ));
+            assert!(matches!(
+                log.entries(5, 7, None, GetEntriesContext::empty(false)),
+                Err(raft::Error::Store(StorageError::Compacted))
+            ));
+            // The commit bounds compaction: entries not known committed stay.
+            log.compact(7).await.unwrap();
+            assert_eq!(log.bounds(), (7, 7));
+            log.close().await.unwrap();
+            drop(log);
+
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            assert_eq!(log.bounds(), (7, 7));
+            assert_eq!(log.term(6).unwrap(), 2);
+            assert_eq!(terms(&log), vec![(7, 2)]);
+            log.append(&[entry(8, 3, b"z")]).await.unwrap();
+            assert_eq!(log.bounds(), (7, 8));
+            log.close().await.unwrap();
+        });
+    }
+}
