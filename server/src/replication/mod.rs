@@ -8,8 +8,12 @@
 //! - [`wire`]: peer messages in the project's own Cap'n Proto schema
 //!   (`proto/schema/peer.capnp`), converted field by field to and from raft-rs's `eraftpb`
 //!   types; protobuf bytes never cross the network.
+//! - [`transport`]: those messages between nodes over TCP — one outbound connection per
+//!   (peer, shard), bounded queues that never block the group, and the checks an inbound
+//!   connection must pass.
 
 pub mod group;
 pub mod log_store;
 pub mod slog_bridge;
+pub mod transport;
 pub mod wire;

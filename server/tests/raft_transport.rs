@@ -1,0 +1,605 @@
+//! The Raft transport over real loopback TCP: three replicas of one group in one process
+//! (one glommio executor, each replica with its own files, `Transport` and peer listener)
+//! replicate through it; a node that is down does not hold back the others and catches up
+//! once it starts; an inbound connection that breaks the rules is closed with nothing
+//! delivered; a peer that cannot be reached costs a bounded queue, which is sent once it can.
+
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use corekv_server::replication::group::{ApplyFn, Group, GroupConfig};
+use corekv_server::replication::log_store::RaftLog;
+use corekv_server::replication::transport::{
+    Expected, Transport, TransportConfig, bind_peer_listener, serve_peer,
+};
+use corekv_server::replication::wire::{
+    Hello, PEER_PROTOCOL_VERSION, encode_hello, encode_messages,
+};
+use corekv_storage::{Engine, OpenHooks, Options, ScanRange};
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use raft::StateRole;
+use raft::eraftpb::{Message, MessageType};
+
+const VOTERS: [u64; 3] = [1, 2, 3];
+const CLUSTER_ID: u64 = 0x5eed;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn options() -> Options {
+    Options {
+        memtable_size_bytes_max: 4096,
+        wal_segment_size_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+/// One command, `p<key>=<value>`: puts, answers `ok`.
+fn apply_fn() -> ApplyFn {
+    Rc::new(|engine: Engine, command: Vec<u8>| {
+        async move {
+            let rest = command.strip_prefix(b"p").expect("a put");
+            let eq = rest.iter().position(|&b| b == b'=').unwrap();
+            engine.put(&rest[..eq], &rest[eq + 1..]).await.unwrap();
+            b"ok".to_vec()
+        }
+        .boxed_local()
+    })
+}
+
+/// Short timings: the tests wait for reconnections.
+fn transport_config(id: u64, peers: &HashMap<u64, SocketAddr>) -> TransportConfig {
+    let peers = peers
+        .iter()
+        .filter(|(n, _)| **n != id)
+        .map(|(n, a)| (*n, *a))
+        .collect();
+    TransportConfig {
+        connect_timeout: Duration::from_secs(1),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(200),
+        ..TransportConfig::new(id, 0, CLUSTER_ID, peers)
+    }
+}
+
+/// A node: a replica of shard 0's group, its transport, and its listener's accept loop.
+struct Node {
+    engine: Engine,
+    log: RaftLog,
+    group: Group,
+    transport: Transport,
+    stop_accept: oneshot::Sender<()>,
+}
+
+async fn start_node(
+    dir: &Path,
+    id: u64,
+    listener: TcpListener,
+    addrs: &HashMap<u64, SocketAddr>,
+) -> Node {
+    let shard_dir = dir.join(format!("node{id}"));
+    let engine = Engine::open_applying(&shard_dir, options(), OpenHooks::default())
+        .await
+        .unwrap();
+    let log = RaftLog::open(&shard_dir, &options(), &VOTERS, engine.flushed_log_index())
+        .await
+        .unwrap();
+    let transport = Transport::start(transport_config(id, addrs));
+    let config = GroupConfig {
+        node_id: id,
+        shard: 0,
+        voters: VOTERS.to_vec(),
+        tick_interval: Duration::from_millis(10),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        log_retain_entries: 100_000,
+    };
+    let group = Group::start(
+        config,
+        log.clone(),
+        engine.clone(),
+        apply_fn(),
+        transport.sender(),
+    )
+    .unwrap();
+    let (stop_accept, stop) = oneshot::channel();
+    let expected = Expected {
+        cluster_id: CLUSTER_ID,
+        node_id: id,
+        shards: 1,
+    };
+    let g = group.clone();
+    glommio::spawn_local(accept_loop(listener, expected, stop, move |shard, m| {
+        assert_eq!(shard, 0);
+        g.step(m)
+    }))
+    .detach();
+    Node {
+        engine,
+        log,
+        group,
+        transport,
+        stop_accept,
+    }
+}
+
+async fn stop_node(node: Node) {
+    let Node {
+        engine,
+        log,
+        group,
+        transport,
+        stop_accept,
+    } = node;
+    group.stop();
+    wait_for("the group to stop", || group.is_stopped().then_some(())).await;
+    drop(transport);
+    drop(stop_accept);
+    log.close().await.unwrap();
+    engine.close().await.unwrap();
+}
+
+/// Accepts peer connections until `stop` fires, serving each with `deliver`.
+async fn accept_loop(
+    listener: TcpListener,
+    expected: Expected,
+    mut stop: oneshot::Receiver<()>,
+    deliver: impl Fn(u32, Message) + Clone + 'static,
+) {
+    loop {
+        let accepted = match select(pin!(listener.accept()), &mut stop).await {
+            Either::Left((accepted, _)) => accepted,
+            Either::Right(_) => return,
+        };
+        let stream = accepted.unwrap();
+        glommio::spawn_local(serve_peer(stream, expected, deliver.clone())).detach();
+    }
+}
+
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `fut`'s output, or a failed test after [`DEADLINE`].
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match select(pin!(fut), pin!(glommio::timer::sleep(DEADLINE))).await {
+        Either::Left((t, _)) => t,
+        Either::Right(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn leader(nodes: &HashMap<u64, Node>) -> u64 {
+    wait_for("a leader", || {
+        nodes
+            .iter()
+            .find(|(_, n)| n.group.status().role == StateRole::Leader)
+            .map(|(id, _)| *id)
+    })
+    .await
+}
+
+/// Proposes `count` puts through `leader`, keys `prefix000...`; each must succeed.
+async fn propose_puts(leader: &Node, prefix: &str, count: usize) {
+    for i in 0..count {
+        let put = format!("p{prefix}{i:03}=v{i}").into_bytes();
+        let answer = within("a proposal", leader.group.propose(put)).await;
+        assert_eq!(answer.unwrap(), b"ok");
+    }
+}
+
+async fn wait_applied(nodes: &HashMap<u64, Node>, commit: u64) {
+    wait_for("every replica to apply the commands", || {
+        nodes
+            .values()
+            .all(|n| n.group.status().applied >= commit)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn contents(e: &Engine) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+    let range = ScanRange {
+        start: Vec::new(),
+        end: None,
+        limit: 100_000,
+        reverse: false,
+    };
+    let mut out = Vec::new();
+    for (k, v) in e.scan(&range, None).await.unwrap().entries {
+        let (_, seq) = e.get_versioned(&k).await.unwrap().unwrap();
+        out.push((k, v, seq));
+    }
+    out
+}
+
+async fn assert_same_contents(nodes: &HashMap<u64, Node>, reference: u64, keys: usize) {
+    let expected = contents(&nodes[&reference].engine).await;
+    assert_eq!(expected.len(), keys);
+    for (id, n) in nodes {
+        assert_eq!(
+            contents(&n.engine).await,
+            expected,
+            "replica {id} differs from replica {reference}"
+        );
+    }
+}
+
+fn test_dir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("raft-transport-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn loopback_listener() -> TcpListener {
+    bind_peer_listener("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn three_nodes_replicate_over_tcp() {
+    run(|| async {
+        let dir = test_dir();
+        let listeners: Vec<(u64, TcpListener)> =
+            VOTERS.iter().map(|&id| (id, loopback_listener())).collect();
+        let addrs: HashMap<u64, SocketAddr> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap()))
+            .collect();
+        let mut nodes = HashMap::new();
+        for (id, listener) in listeners {
+            nodes.insert(id, start_node(dir.path(), id, listener, &addrs).await);
+        }
+        let first = leader(&nodes).await;
+        propose_puts(&nodes[&first], "k", 100).await;
+        let commit = nodes[&first].group.status().commit;
+        wait_applied(&nodes, commit).await;
+        assert_same_contents(&nodes, first, 100).await;
+
+        for (id, n) in &nodes {
+            let stats = n.transport.stats();
+            assert!(stats.messages_sent > 0, "node {id}: {stats:?}");
+            assert!(stats.frames_sent > 0 && stats.bytes_sent > 0, "{stats:?}");
+            assert_eq!(
+                stats.connects, 2,
+                "node {id}: one connection per peer: {stats:?}"
+            );
+            assert_eq!(stats.dropped_unknown_peer, 0, "{stats:?}");
+            assert_eq!(stats.dropped_queue_full, 0, "{stats:?}");
+        }
+        for (_, n) in nodes {
+            stop_node(n).await;
+        }
+    });
+}
+
+#[test]
+fn a_node_that_is_down_holds_nobody_back_and_catches_up() {
+    run(|| async {
+        let dir = test_dir();
+        let mut listeners: HashMap<u64, TcpListener> =
+            VOTERS.iter().map(|&id| (id, loopback_listener())).collect();
+        let addrs: HashMap<u64, SocketAddr> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap()))
+            .collect();
+        // Node 3 is down: nothing listens on its address until it starts.
+        drop(listeners.remove(&3));
+        let mut nodes = HashMap::new();
+        for id in [1, 2] {
+            let listener = listeners.remove(&id).unwrap();
+            nodes.insert(id, start_node(dir.path(), id, listener, &addrs).await);
+        }
+        let first = leader(&nodes).await;
+        propose_puts(&nodes[&first], "a", 50).await;
+        let commit = nodes[&first].group.status().commit;
+        wait_applied(&nodes, commit).await;
+        // Both keep trying node 3, with backoff, in the background.
+        wait_for("repeated connection failures to node 3", || {
+            nodes
+                .values()
+                .all(|n| n.transport.stats().connect_failures >= 3)
+                .then_some(())
+        })
+        .await;
+        propose_puts(&nodes[&first], "b", 50).await;
+
+        // Node 3 starts on the address the others dial (SO_REUSEADDR: nothing lingers on it).
+        let listener = bind_peer_listener(addrs[&3]).unwrap();
+        nodes.insert(3, start_node(dir.path(), 3, listener, &addrs).await);
+        let commit = nodes[&first].group.status().commit;
+        wait_applied(&nodes, commit).await;
+        assert_same_contents(&nodes, first, 100).await;
+        // And it takes part from now on.
+        let leader_now = leader(&nodes).await;
+        propose_puts(&nodes[&leader_now], "c", 10).await;
+        let commit = nodes[&leader_now].group.status().commit;
+        wait_applied(&nodes, commit).await;
+        assert_same_contents(&nodes, leader_now, 110).await;
+        for (_, n) in nodes {
+            stop_node(n).await;
+        }
+    });
+}
+
+fn hello(cluster_id: u64, from_node: u64, to_node: u64, shard: u32) -> Hello {
+    Hello {
+        protocol_version: PEER_PROTOCOL_VERSION,
+        cluster_id,
+        from_node,
+        to_node,
+        shard,
+    }
+}
+
+fn heartbeat(from: u64, to: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = to;
+    m.term = 1;
+    m
+}
+
+fn messages_frame(messages: &[Message]) -> Vec<u8> {
+    encode_messages(messages).unwrap()
+}
+
+#[test]
+fn serve_peer_closes_connections_that_break_the_rules() {
+    run(|| async {
+        // This is node 1 of cluster CLUSTER_ID with 2 shards; node 2 connects for shard 1.
+        let expected = Expected {
+            cluster_id: CLUSTER_ID,
+            node_id: 1,
+            shards: 2,
+        };
+        let good = encode_hello(&hello(CLUSTER_ID, 2, 1, 1));
+        let old_version = encode_hello(&Hello {
+            protocol_version: PEER_PROTOCOL_VERSION + 1,
+            ..hello(CLUSTER_ID, 2, 1, 1)
+        });
+        // (what is sent, messages delivered before the connection is closed)
+        let cases: Vec<(&str, Vec<Vec<u8>>, usize)> = vec![
+            (
+                "wrong cluster id",
+                vec![encode_hello(&hello(CLUSTER_ID + 1, 2, 1, 1))],
+                0,
+            ),
+            (
+                "wrong to_node",
+                vec![encode_hello(&hello(CLUSTER_ID, 2, 3, 1))],
+                0,
+            ),
+            (
+                "shard out of range",
+                vec![encode_hello(&hello(CLUSTER_ID, 2, 1, 2))],
+                0,
+            ),
+            ("other protocol version", vec![old_version], 0),
+            (
+                "from node 0",
+                vec![encode_hello(&hello(CLUSTER_ID, 0, 1, 1))],
+                0,
+            ),
+            (
+                "from this node",
+                vec![encode_hello(&hello(CLUSTER_ID, 1, 1, 1))],
+                0,
+            ),
+            (
+                "messages before hello",
+                vec![messages_frame(&[heartbeat(2, 1)])],
+                0,
+            ),
+            (
+                "a message from another node",
+                vec![
+                    good.clone(),
+                    messages_frame(&[heartbeat(2, 1), heartbeat(3, 1)]),
+                ],
+                0,
+            ),
+            (
+                "a message to another node",
+                vec![good.clone(), messages_frame(&[heartbeat(2, 3)])],
+                0,
+            ),
+            (
+                "a second hello",
+                vec![
+                    good.clone(),
+                    messages_frame(&[heartbeat(2, 1)]),
+                    good.clone(),
+                ],
+                1,
+            ),
+        ];
+        let listener = loopback_listener();
+        let addr = listener.local_addr().unwrap();
+        let delivered: Rc<RefCell<Vec<(u32, Message)>>> = Rc::default();
+        let d = Rc::clone(&delivered);
+        let (_stop, stop) = oneshot::channel();
+        glommio::spawn_local(accept_loop(listener, expected, stop, move |shard, m| {
+            d.borrow_mut().push((shard, m))
+        }))
+        .detach();
+
+        for (what, frames, delivers) in cases {
+            delivered.borrow_mut().clear();
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            for f in &frames {
+                stream.write_all(f).await.unwrap();
+            }
+            // The server reads exactly the frames sent, so it closes with nothing unread: a
+            // clean end of stream, not a reset.
+            let mut byte = [0u8; 1];
+            let n = within(what, stream.read(&mut byte)).await;
+            assert_eq!(n.unwrap(), 0, "{what}: the connection must be closed");
+            let got = delivered.borrow();
+            assert_eq!(got.len(), delivers, "{what}: delivered {got:?}");
+            assert!(
+                got.iter()
+                    .all(|(shard, m)| *shard == 1 && m.from == 2 && m.to == 1)
+            );
+        }
+
+        // A connection that keeps the rules has its messages delivered with the hello's shard.
+        delivered.borrow_mut().clear();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&good).await.unwrap();
+        let batch = [heartbeat(2, 1), heartbeat(2, 1), heartbeat(2, 1)];
+        stream.write_all(&messages_frame(&batch)).await.unwrap();
+        stream
+            .write_all(&messages_frame(&batch[..1]))
+            .await
+            .unwrap();
+        wait_for("four messages", || {
+            (delivered.borrow().len() == 4).then_some(())
+        })
+        .await;
+        assert!(
+            delivered
+                .borrow()
+                .iter()
+                .all(|(shard, m)| *shard == 1 && *m == batch[0])
+        );
+    });
+}
+
+#[test]
+fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
+    run(|| async {
+        // An address nobody listens on (yet).
+        let addr = loopback_listener().local_addr().unwrap();
+        let transport = Transport::start(TransportConfig {
+            queue_messages_max: 100,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            ..TransportConfig::new(1, 0, CLUSTER_ID, vec![(2, addr)])
+        });
+        let send = transport.sender();
+        for _ in 0..100 {
+            send((0..100).map(|_| heartbeat(1, 2)).collect());
+            // Unknown peers are dropped too.
+            send(vec![heartbeat(1, 9)]);
+            assert!(transport.queued(2).unwrap() <= 100);
+        }
+        let stats = transport.stats();
+        assert_eq!(transport.queued(2), Some(100));
+        assert_eq!(stats.messages_queued, 100);
+        assert_eq!(stats.dropped_queue_full, 100 * 100 - 100, "{stats:?}");
+        assert_eq!(stats.dropped_unknown_peer, 100, "{stats:?}");
+        assert_eq!(transport.queued(9), None);
+        wait_for("repeated connection failures", || {
+            (transport.stats().connect_failures >= 3).then_some(())
+        })
+        .await;
+        assert_eq!(transport.stats().messages_sent, 0);
+
+        // The peer comes up: what stayed queued is sent.
+        let expected = Expected {
+            cluster_id: CLUSTER_ID,
+            node_id: 2,
+            shards: 1,
+        };
+        let received = Rc::new(Cell::new(0usize));
+        let r = Rc::clone(&received);
+        let (_stop, stop) = oneshot::channel();
+        let listener = bind_peer_listener(addr).unwrap();
+        glommio::spawn_local(accept_loop(listener, expected, stop, move |_, _| {
+            r.set(r.get() + 1)
+        }))
+        .detach();
+        wait_for("the queued messages", || {
+            (received.get() == 100).then_some(())
+        })
+        .await;
+        let stats = transport.stats();
+        assert_eq!(stats.messages_sent, 100, "{stats:?}");
+        assert_eq!(stats.messages_queued, 0, "{stats:?}");
+        assert_eq!(stats.connects, 1, "{stats:?}");
+
+        // Dropping the transport stops its task and closes the connection.
+        drop(transport);
+        send(vec![heartbeat(1, 2)]);
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert_eq!(received.get(), 100);
+    });
+}
+
+#[test]
+fn a_peer_that_refuses_the_hello_is_retried_with_backoff() {
+    run(|| async {
+        // The listener belongs to another cluster: it closes each connection after the hello.
+        let listener = loopback_listener();
+        let addr = listener.local_addr().unwrap();
+        let expected = Expected {
+            cluster_id: CLUSTER_ID + 1,
+            node_id: 2,
+            shards: 1,
+        };
+        let received = Rc::new(Cell::new(0usize));
+        let r = Rc::clone(&received);
+        let (_stop, stop) = oneshot::channel();
+        glommio::spawn_local(accept_loop(listener, expected, stop, move |_, _| {
+            r.set(r.get() + 1)
+        }))
+        .detach();
+        let transport = Transport::start(TransportConfig {
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            ..TransportConfig::new(1, 0, CLUSTER_ID, vec![(2, addr)])
+        });
+        wait_for("repeated connections", || {
+            transport.send(vec![heartbeat(1, 2)]);
+            (transport.stats().connects >= 3).then_some(())
+        })
+        .await;
+        assert_eq!(
+            received.get(),
+            0,
+            "nothing may be delivered from another cluster"
+        );
+        assert!(
+            transport.queued(2).unwrap()
+                <= TransportConfig::new(1, 0, 0, vec![]).queue_messages_max
+        );
+    });
+}
