@@ -354,6 +354,11 @@ enum ErrorCode {
   wrongType @11;
   # The key holds another kind of value than the operation needs: a column operation on a
   # plain value, an increment of bytes that are not a counter. Nothing was changed.
+  notLeader @12;
+  # A replicated shard's operation reached a replica that is not its group's leader (or the
+  # leader lost its leadership before answering a read). Nothing was applied. The message
+  # names the leader's node id when this replica knows it (none during an election); retry
+  # on the leader, or after a short wait.
 }
 
 struct Topology {

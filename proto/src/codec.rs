@@ -261,6 +261,7 @@ fn code_from_wire(code: WireCode) -> ErrorCode {
         WireCode::ShuttingDown => ErrorCode::ShuttingDown,
         WireCode::Corruption => ErrorCode::Corruption,
         WireCode::WrongType => ErrorCode::WrongType,
+        WireCode::NotLeader => ErrorCode::NotLeader,
     }
 }
 
@@ -278,6 +279,7 @@ fn code_to_wire(code: ErrorCode) -> WireCode {
         ErrorCode::ShuttingDown => WireCode::ShuttingDown,
         ErrorCode::Corruption => WireCode::Corruption,
         ErrorCode::WrongType => WireCode::WrongType,
+        ErrorCode::NotLeader => WireCode::NotLeader,
     }
 }
 

@@ -311,6 +311,9 @@ pub enum ErrorCode {
     /// The key holds another kind of value than the operation needs (a column operation on
     /// a plain value, an increment of bytes that are not a counter).
     WrongType,
+    /// A replicated shard's operation reached a replica that is not its group's leader;
+    /// nothing was applied.
+    NotLeader,
 }
 
 impl ErrorCode {
@@ -329,6 +332,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Corruption => "corruption",
             ErrorCode::WrongType => "wrong_type",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
 }

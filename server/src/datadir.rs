@@ -5,6 +5,8 @@
 //! DATA_DIR/
 //!   LOCK          flock(LOCK_EX) held for the server's lifetime; holds the owner's pid (text)
 //!   corekv.meta   format version, shard count and hash name (TOML text, below); written once
+//!   cluster       a cluster node's id and its `--initial-cluster` (text), written when the
+//!                 directory is first used by that node; absent for a single node
 //!   shard-0/      shard 0's storage engine (its WAL, tables, ...)
 //!   ...
 //!   shard-<N-1>/
@@ -38,6 +40,8 @@ use crate::error::Error;
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the layout record inside the data directory.
 pub const META_FILE: &str = "corekv.meta";
+/// Name of the cluster record inside the data directory.
+pub const CLUSTER_FILE: &str = "cluster";
 /// Version of the `corekv.meta` format written by this build.
 pub const META_FORMAT_VERSION: u32 = 1;
 
@@ -95,6 +99,61 @@ impl DataDir {
             shard_count,
             _lock: lock,
         })
+    }
+
+    /// Checks the directory against the cluster this server starts in (`identity`: what
+    /// [`crate::config::ClusterConfig::identity`] gives, None for a single node), recording it
+    /// on first use. A directory is used by one node of one cluster, or by a single node, for
+    /// its whole life: a replicated shard's state lives in its Raft log, which a single node
+    /// does not read, and another node's data would join the cluster under a false identity.
+    pub fn check_cluster(&self, identity: Option<&str>) -> Result<(), Error> {
+        let path = self.root.join(CLUSTER_FILE);
+        let refuse = |detail: String| {
+            Err(Error::DataDirMeta {
+                path: path.clone(),
+                detail,
+            })
+        };
+        match (std::fs::read_to_string(&path), identity) {
+            (Ok(recorded), Some(identity)) if recorded == identity => Ok(()),
+            (Ok(recorded), Some(_)) => refuse(format!(
+                "this directory belongs to another cluster node ({}); start with the same \
+                 `--node-id` and `--initial-cluster`, or use another data directory",
+                recorded.trim().replace('\n', ", ")
+            )),
+            (Ok(recorded), None) => refuse(format!(
+                "this directory belongs to a cluster node ({}); start it with its cluster flags",
+                recorded.trim().replace('\n', ", ")
+            )),
+            (Err(e), _) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err("read", &path)(e))
+            }
+            (Err(_), None) => Ok(()),
+            (Err(_), Some(identity)) => {
+                for shard in 0..self.shard_count {
+                    let dir = shard_dir(&self.root, shard);
+                    let used = std::fs::read_dir(&dir)
+                        .map_err(io_err("list directory", &dir))?
+                        .next()
+                        .is_some();
+                    if used {
+                        return refuse(format!(
+                            "{} holds a single node's data; a cluster node starts from an \
+                             empty data directory",
+                            dir.display()
+                        ));
+                    }
+                }
+                let tmp = self.root.join(format!("{CLUSTER_FILE}.tmp"));
+                let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+                file.write_all(identity.as_bytes())
+                    .map_err(io_err("write", &tmp))?;
+                file.sync_all().map_err(io_err("fsync", &tmp))?;
+                drop(file);
+                std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+                sync_dir(&self.root)
+            }
+        }
     }
 
     /// The root directory.
@@ -237,6 +296,30 @@ mod tests {
             assert_eq!(pid.trim(), std::process::id().to_string());
         }
         DataDir::open(&root, 3).unwrap();
+    }
+
+    #[test]
+    fn a_directory_serves_one_cluster_node_or_a_single_node_for_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let node1 = "node-id=1\ninitial-cluster=1=127.0.0.1:7479,2=127.0.0.1:8479\n";
+        let node2 = "node-id=2\ninitial-cluster=1=127.0.0.1:7479,2=127.0.0.1:8479\n";
+        let cluster_root = dir.path().join("cluster");
+        {
+            let d = DataDir::open(&cluster_root, 1).unwrap();
+            d.check_cluster(Some(node1)).unwrap();
+            d.check_cluster(Some(node1)).unwrap();
+            let err = d.check_cluster(Some(node2)).unwrap_err().to_string();
+            assert!(err.contains("another cluster node"), "{err}");
+            let err = d.check_cluster(None).unwrap_err().to_string();
+            assert!(err.contains("start it with its cluster flags"), "{err}");
+        }
+        // A single node's data does not become a cluster node's.
+        let single_root = dir.path().join("single");
+        let d = DataDir::open(&single_root, 1).unwrap();
+        d.check_cluster(None).unwrap();
+        std::fs::write(d.shard_dir(0).join("000001.sst"), b"data").unwrap();
+        let err = d.check_cluster(Some(node1)).unwrap_err().to_string();
+        assert!(err.contains("single node's data"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use corekv_proto::{PROTOCOL_VERSION, SHARD_HASH_NAME, ServerInfo, ShardInfo, Topology};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::{Config, IoConcurrency};
+use crate::config::{ClusterConfig, Config, IoConcurrency};
 use crate::control::{Control, Latch, poll_until};
 use crate::counters::Counters;
 use crate::datadir::DataDir;
@@ -32,6 +32,7 @@ use crate::mesh::{self, Envelope, Mesh, MeshEnds, Message};
 use crate::metrics::{self, ShardMetrics};
 use crate::net;
 use crate::net::frames::FrameBudget;
+use crate::replication;
 use crate::service::WorkGuard;
 use crate::shard::{Limits, Shard};
 use crate::store::{Options, Store};
@@ -70,6 +71,8 @@ struct ShardBoot {
     metrics_addr: Option<SocketAddr>,
     /// Depth of the executor's io_uring rings (reported in the counters).
     io_ring_depth: u32,
+    /// The cluster this node belongs to (None: a single node).
+    cluster: Option<ClusterConfig>,
 }
 
 /// How long a start waits for a port in use to be released before it refuses to start.
@@ -130,6 +133,13 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     raise_limits();
     let count = config.shard_count();
     let data = DataDir::open(&config.data_dir, count)?;
+    data.check_cluster(
+        config
+            .cluster
+            .as_ref()
+            .map(ClusterConfig::identity)
+            .as_deref(),
+    )?;
     // The shards listen on the main port with SO_REUSEPORT (each accepts its share), which
     // would also let a second server on the same port silently take part of the connections.
     // A bind without SO_REUSEPORT fails if a live socket listens on a port: refuse to start
@@ -138,6 +148,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
     let mut ports = vec![(0, config.listen)];
     ports.extend((0..count).map(|i| (i, config.shard_listen(i))));
     ports.extend(config.metrics.map(|addr| (0, addr)));
+    ports.extend(config.cluster.as_ref().map(|c| (0, c.peer_listen)));
     wait_for_ports(&ports)?;
     let io = resolve_io(&config, &data)?;
     install_panic_hook(Arc::clone(&control));
@@ -172,6 +183,7 @@ pub fn serve(config: Config, control: Arc<Control>) -> Result<(), Error> {
             grace,
             metrics_addr: if id == 0 { config.metrics } else { None },
             io_ring_depth: io.ring_depth,
+            cluster: config.cluster.clone(),
         };
         match spawn_shard(&config, &io, boot) {
             Ok(h) => handles.push((id, h)),
@@ -364,6 +376,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         grace,
         metrics_addr,
         io_ring_depth,
+        cluster,
     } = boot;
     let counters = Rc::new(Counters::default());
     counters.io_ring_depth.set(u64::from(io_ring_depth));
@@ -371,7 +384,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     let started = async {
         let bug = faults.as_ref().and_then(|plan| plan.bug);
         let faults = faults.and_then(|plan| plan.injector_for(id));
-        let store = Store::open(&dir, storage, faults, bug)
+        let store = Store::open(&dir, storage.clone(), faults, bug, cluster.is_some())
             .await
             .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;
@@ -412,9 +425,17 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         stopping: Latch::default(),
         work_in_flight: Rc::default(),
         frame_budget,
+        replica: std::cell::OnceCell::new(),
     });
     for (peer, receiver) in inbound {
         glommio::spawn_local(receive_loop(Rc::clone(&shard), peer, receiver)).detach();
+    }
+    if let Some(cluster) = &cluster
+        && let Err(detail) = replication::replica::start(&shard, cluster, &storage).await
+    {
+        let _ = boot.send(Boot::Failed { shard: id });
+        control.mark_drained();
+        return Err(Error::Shard { shard: id, detail });
     }
     let accept_main =
         glommio::spawn_local(net::accept_loop(Rc::clone(&shard), main_listener, grace));
@@ -479,6 +500,11 @@ async fn stop_shard(
         Some(drain_deadline + DRAIN_WAIT_EXTRA),
     )
     .await;
+    if let Some(replica) = shard.replica.get() {
+        // Nothing more is applied; what was acknowledged is in the log already.
+        replica.group.stop();
+        poll_until(|| replica.group.is_stopped(), None).await;
+    }
     shard
         .store
         .close()

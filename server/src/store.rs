@@ -68,11 +68,14 @@ impl Store {
     /// Opens (creating if needed) the shard's storage in `dir`, recovering what it holds.
     /// `faults` (tests only) makes chosen disk operations fail.
     /// `bug` (tests only) plants a consistency bug.
+    /// `replicated`: the shard is a Raft group's replica, whose engine applies the group's log
+    /// (`Engine::open_applying`) instead of keeping a WAL.
     pub async fn open(
         dir: &Path,
         mut options: Options,
         faults: Option<FaultInjector>,
         bug: Option<PlantedBug>,
+        replicated: bool,
     ) -> Result<Store> {
         let hooks = OpenHooks {
             faults,
@@ -82,10 +85,20 @@ impl Store {
             // Acknowledged at once; the WAL writer writes it later.
             options.durability = corekv_storage::Durability::None;
         }
+        let engine = if replicated {
+            Engine::open_applying(dir, options, hooks).await?
+        } else {
+            Engine::open_with_hooks(dir, options, hooks).await?
+        };
         Ok(Store {
-            engine: Engine::open_with_hooks(dir, options, hooks).await?,
+            engine,
             stale_reads: (bug == Some(PlantedBug::StaleReads)).then(RefCell::default),
         })
+    }
+
+    /// The engine itself, for the Raft group that applies its log to it.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The newest live value of `key` and the sequence number of the write that stored it.

@@ -8,6 +8,10 @@ use clap::Parser;
 use corekv_storage::{Durability, Options};
 use serde::Deserialize;
 
+pub mod cluster;
+
+pub use cluster::ClusterConfig;
+
 use crate::cpuset::CpuSet;
 use crate::faults::FaultPlan;
 use crate::io_properties::{IO_CONCURRENCY_MAX, IoProperties};
@@ -133,6 +137,28 @@ pub struct Cli {
     /// `corekv_server::faults` and docs/RELIABILITY.md). Not in the config file.
     #[arg(long, value_name = "PLAN", hide = true)]
     pub debug_fault_injection: Option<FaultPlan>,
+
+    /// Cluster: this node's id (1 or more), one of `--initial-cluster`. With `--peer-listen`
+    /// and `--initial-cluster`, every shard is a Raft group across the cluster's nodes.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<u64>,
+
+    /// Cluster: where this node listens for its peers (its own `--initial-cluster` address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// Cluster: every node, `ID=HOST:PORT,...` (peer addresses); the same on every node.
+    #[arg(long, value_name = "LIST")]
+    pub initial_cluster: Option<String>,
+
+    /// Cluster: a follower that hears no leader for this long (randomised up to twice it)
+    /// starts an election. [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+
+    /// Cluster: time between a leader's heartbeats. [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -282,6 +308,8 @@ pub struct Config {
     pub storage: Options,
     /// Injected disk faults (tests only).
     pub fault_plan: Option<FaultPlan>,
+    /// The cluster this node belongs to; None for a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -435,7 +463,22 @@ impl Config {
         storage
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("storage settings: {e}")))?;
+        let cluster = ClusterConfig::resolve(
+            cli.node_id,
+            cli.peer_listen,
+            cli.initial_cluster.as_deref(),
+            cli.election_timeout_ms,
+            cli.heartbeat_interval_ms,
+        )
+        .map_err(ConfigError::Invalid)?;
+        if cluster.is_some() && cores.len() != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "a cluster node runs one shard for now (`--shards 1`), not {}",
+                cores.len()
+            )));
+        }
         Ok(Config {
+            cluster,
             storage,
             fault_plan: cli.debug_fault_injection,
             io_memory_bytes,

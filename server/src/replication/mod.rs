@@ -3,6 +3,8 @@
 //!
 //! - [`group`]: one shard's Raft group — the loop that drives raft-rs, proposals, read
 //!   barriers (ReadIndex), applying committed entries to the engine.
+//! - [`replica`]: the request path's side: writes proposed as entries ([`commands`]: the
+//!   request's operations in the public schema), reads behind a ReadIndex barrier.
 //! - [`log_store`]: the Raft log (a WAL whose record index is the Raft index) and hard
 //!   state on disk, and raft-rs's `Storage` over them.
 //! - [`wire`]: peer messages in the project's own Cap'n Proto schema
@@ -12,8 +14,10 @@
 //!   (peer, shard), bounded queues that never block the group, and the checks an inbound
 //!   connection must pass.
 
+pub mod commands;
 pub mod group;
 pub mod log_store;
+pub mod replica;
 pub mod slog_bridge;
 pub mod transport;
 pub mod wire;

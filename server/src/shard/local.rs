@@ -23,8 +23,19 @@ use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
 
 impl Shard {
-    /// Executes `ops`, all owned by this shard (a scan covers only this shard's keys).
+    /// Executes `ops`, all owned by this shard (a scan covers only this shard's keys): in a
+    /// cluster through the shard's Raft group (writes are proposed, reads wait for a ReadIndex
+    /// barrier), else on the store at once.
     pub async fn execute_local(&self, ops: Vec<Op>) -> Vec<OpResult> {
+        match self.replica.get() {
+            Some(replica) => replica.execute(self, ops).await,
+            None => self.apply_local(ops).await,
+        }
+    }
+
+    /// Executes `ops` on this shard's store: directly on a single node, and in a cluster when
+    /// the group applies a committed entry (the engine then takes writes only inside it).
+    pub async fn apply_local(&self, ops: Vec<Op>) -> Vec<OpResult> {
         let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
         // Reads commute with reads: without writes the whole list is one phase.
         let has_writes = ops.iter().any(Op::is_write);
@@ -51,6 +62,15 @@ impl Shard {
 
     /// Executes one operation owned by this shard.
     pub async fn execute_local_one(&self, op: &Op) -> OpResult {
+        if self.replica.get().is_some() {
+            return self
+                .execute_local(vec![op.clone()])
+                .await
+                .pop()
+                .unwrap_or_else(|| {
+                    OpResult::Error(OpError::new(ErrorCode::Internal, "operation lost"))
+                });
+        }
         match op {
             Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_) => {
                 let mut set = WriteSet::with_capacity(1, op.payload_bytes());
@@ -81,7 +101,8 @@ impl Shard {
     /// the general path runs the call (and reports its errors).
     pub fn local_write_set(&self, ops: &[RequestOp<'_>]) -> Option<LocalWrites> {
         let len = ops.len();
-        if len == 0 {
+        // In a cluster every write goes through the shard's Raft group.
+        if len == 0 || self.replica.get().is_some() {
             return None;
         }
         // std's keyed SipHash, as the phases use: keys come from clients.

@@ -51,6 +51,9 @@ pub struct Shard {
     pub work_in_flight: Rc<std::cell::Cell<u64>>,
     /// Bytes of large incoming frames in progress, shared by the shard's connections.
     pub frame_budget: Rc<FrameBudget>,
+    /// In a cluster: this shard's replica of its Raft group, through which every operation
+    /// on its keys goes (set once at start).
+    pub replica: std::cell::OnceCell<crate::replication::replica::Replica>,
 }
 
 impl Shard {

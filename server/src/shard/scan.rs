@@ -23,7 +23,8 @@ pub async fn scan(shard: &Rc<Shard>, mut op: ScanOp) -> OpResult {
         let op = &op;
         async move {
             if j == shard.id {
-                return shard.local_scan(op).await;
+                // Through `execute_local_one`: in a cluster, behind a read barrier.
+                return shard.execute_local_one(&Op::Scan(op.clone())).await;
             }
             match shard
                 .mesh

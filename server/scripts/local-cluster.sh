@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A local 3-node corekv cluster on loopback, for trying replication out (docs/REPLICATION.md).
+#
+#   bash server/scripts/local-cluster.sh start   # builds if needed, starts nodes 1-3
+#   bash server/scripts/local-cluster.sh status  # which nodes run
+#   bash server/scripts/local-cluster.sh stop    # SIGTERM to each node, waits for them
+#
+# Node i listens for clients on 127.0.0.1:(i+6)379 (7379, 8379, 9379) and for peers on
+# 127.0.0.1:(i+6)479; its data and log are in $COREKV_CLUSTER_DIR/node<i> (default
+# ./corekv-cluster). Settings: COREKV_SERVER (the binary), COREKV_CLUSTER_DIR.
+set -euo pipefail
+
+dir=${COREKV_CLUSTER_DIR:-corekv-cluster}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+server=${COREKV_SERVER:-$root/target/release/corekv-server}
+cluster="1=127.0.0.1:7479,2=127.0.0.1:8479,3=127.0.0.1:9479"
+
+pid_of() { cat "$dir/node$1.pid" 2>/dev/null || true; }
+running() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+
+case ${1:-} in
+start)
+  if [[ ! -x $server ]]; then
+    (cd "$root" && cargo build --release -p corekv-server --bin corekv-server)
+  fi
+  mkdir -p "$dir"
+  for i in 1 2 3; do
+    if running "$i"; then
+      echo "node $i already runs (pid $(pid_of "$i"))"
+      continue
+    fi
+    port=$((i + 6))
+    "$server" --node-id "$i" --data-dir "$dir/node$i" --shards 1 \
+      --listen "127.0.0.1:${port}379" --peer-listen "127.0.0.1:${port}479" \
+      --initial-cluster "$cluster" >"$dir/node$i.log" 2>&1 &
+    echo $! >"$dir/node$i.pid"
+    echo "node $i: clients 127.0.0.1:${port}379, log $dir/node$i.log, pid $!"
+  done
+  ;;
+status)
+  for i in 1 2 3; do
+    if running "$i"; then echo "node $i: running (pid $(pid_of "$i"))"; else echo "node $i: stopped"; fi
+  done
+  ;;
+stop)
+  for i in 1 2 3; do
+    if running "$i"; then kill -TERM "$(pid_of "$i")"; fi
+  done
+  for i in 1 2 3; do
+    while running "$i"; do sleep 0.1; done
+    rm -f "$dir/node$i.pid"
+  done
+  echo "stopped"
+  ;;
+*)
+  echo "usage: $0 start|status|stop" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,265 @@
+//! Cluster settings: which node this is, where it listens for peers, and the nodes of the
+//! cluster (etcd's flag names: `--node-id`, `--peer-listen`, `--initial-cluster`).
+
+use std::net::SocketAddr;
+
+/// Default `--election-timeout-ms`: a follower that hears no leader for this long (randomised
+/// up to twice as long) campaigns.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
+/// Default `--heartbeat-interval-ms`.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Most nodes in a cluster.
+pub const NODES_MAX: usize = 7;
+
+/// A replicated server's cluster settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id (1..).
+    pub node_id: u64,
+    /// Where this node listens for its peers.
+    pub peer_listen: SocketAddr,
+    /// Every node of the cluster (this one included): id and peer address, by id.
+    pub members: Vec<(u64, SocketAddr)>,
+    /// See [`DEFAULT_ELECTION_TIMEOUT_MS`].
+    pub election_timeout_ms: u64,
+    /// Time between a leader's heartbeats.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl ClusterConfig {
+    /// Checks and assembles the cluster flags: all of `node_id`, `peer_listen` and
+    /// `initial_cluster` (`ID=HOST:PORT,...`), or none of them (a single node).
+    pub fn resolve(
+        node_id: Option<u64>,
+        peer_listen: Option<SocketAddr>,
+        initial_cluster: Option<&str>,
+        election_timeout_ms: Option<u64>,
+        heartbeat_interval_ms: Option<u64>,
+    ) -> Result<Option<ClusterConfig>, String> {
+        let (node_id, peer_listen, initial_cluster) = match (node_id, peer_listen, initial_cluster)
+        {
+            (None, None, None) => {
+                if election_timeout_ms.is_some() || heartbeat_interval_ms.is_some() {
+                    return Err(
+                        "`--election-timeout-ms` and `--heartbeat-interval-ms` need a \
+                                cluster (`--node-id`, `--peer-listen`, `--initial-cluster`)"
+                            .into(),
+                    );
+                }
+                return Ok(None);
+            }
+            (Some(id), Some(peer), Some(cluster)) => (id, peer, cluster),
+            _ => {
+                return Err(
+                    "a cluster node needs all of `--node-id`, `--peer-listen` and \
+                     `--initial-cluster` (none of them runs a single node)"
+                        .into(),
+                );
+            }
+        };
+        let members = parse_members(initial_cluster)?;
+        match members.iter().find(|(id, _)| *id == node_id) {
+            None => {
+                return Err(format!(
+                    "`--node-id` {node_id} is not in `--initial-cluster` {initial_cluster}"
+                ));
+            }
+            Some((_, addr)) if *addr != peer_listen => {
+                return Err(format!(
+                    "`--initial-cluster` gives node {node_id} the peer address {addr}, but \
+                     `--peer-listen` is {peer_listen}: they must be the same"
+                ));
+            }
+            Some(_) => {}
+        }
+        let election_timeout_ms = election_timeout_ms.unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS);
+        let heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
+        if heartbeat_interval_ms == 0 || election_timeout_ms < 3 * heartbeat_interval_ms {
+            return Err(format!(
+                "`--election-timeout-ms` ({election_timeout_ms}) must be at least 3 times \
+                 `--heartbeat-interval-ms` ({heartbeat_interval_ms}), which must be at least 1"
+            ));
+        }
+        Ok(Some(ClusterConfig {
+            node_id,
+            peer_listen,
+            members,
+            election_timeout_ms,
+            heartbeat_interval_ms,
+        }))
+    }
+
+    /// The node ids of the cluster.
+    pub fn voters(&self) -> Vec<u64> {
+        self.members.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The other nodes: id and peer address.
+    pub fn peers(&self) -> Vec<(u64, SocketAddr)> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id != self.node_id)
+            .collect()
+    }
+
+    /// How the data directory records the cluster: a restart with other settings is refused.
+    pub fn identity(&self) -> String {
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect();
+        format!(
+            "node-id={}\ninitial-cluster={}\n",
+            self.node_id,
+            members.join(",")
+        )
+    }
+
+    /// A number every node of this cluster derives alike, carried in peer handshakes so a
+    /// node of another cluster is refused.
+    pub fn cluster_id(&self) -> u64 {
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect();
+        // FNV-1a: stable across builds and platforms.
+        members
+            .join(",")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+}
+
+/// Parses `ID=HOST:PORT,...`: ids from 1, no id or address twice, sorted by id.
+fn parse_members(s: &str) -> Result<Vec<(u64, SocketAddr)>, String> {
+    let mut members = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            return Err(format!(
+                "`--initial-cluster` entry `{part}`: expected ID=HOST:PORT"
+            ));
+        };
+        let id: u64 = id.trim().parse().ok().filter(|&id| id > 0).ok_or_else(|| {
+            format!("`--initial-cluster` entry `{part}`: the id must be 1 or more")
+        })?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("`--initial-cluster` entry `{part}`: {e}"))?;
+        if members.iter().any(|&(i, a)| i == id || a == addr) {
+            return Err(format!(
+                "`--initial-cluster` names node {id} or address {addr} twice"
+            ));
+        }
+        members.push((id, addr));
+    }
+    if members.is_empty() || members.len() > NODES_MAX {
+        return Err(format!(
+            "`--initial-cluster` lists {} nodes: between 1 and {NODES_MAX}",
+            members.len()
+        ));
+    }
+    members.sort_unstable();
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cluster_flags_are_all_or_none_and_consistent() {
+        assert_eq!(
+            ClusterConfig::resolve(None, None, None, None, None),
+            Ok(None)
+        );
+        let cluster = "2=127.0.0.1:8479, 1=127.0.0.1:7479,3=127.0.0.1:9479";
+        let c = ClusterConfig::resolve(
+            Some(1),
+            Some(addr("127.0.0.1:7479")),
+            Some(cluster),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.voters(), vec![1, 2, 3]);
+        assert_eq!(c.peers().len(), 2);
+        assert_eq!(c.election_timeout_ms, DEFAULT_ELECTION_TIMEOUT_MS);
+        let other = ClusterConfig::resolve(
+            Some(2),
+            Some(addr("127.0.0.1:8479")),
+            Some(cluster),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.cluster_id(),
+            other.cluster_id(),
+            "every node derives the same id"
+        );
+
+        let bad = [
+            ClusterConfig::resolve(Some(1), None, Some(cluster), None, None),
+            ClusterConfig::resolve(None, None, None, Some(1000), None),
+            ClusterConfig::resolve(
+                Some(4),
+                Some(addr("127.0.0.1:7479")),
+                Some(cluster),
+                None,
+                None,
+            ),
+            ClusterConfig::resolve(
+                Some(1),
+                Some(addr("127.0.0.1:7000")),
+                Some(cluster),
+                None,
+                None,
+            ),
+            ClusterConfig::resolve(
+                Some(1),
+                Some(addr("127.0.0.1:7479")),
+                Some("1=127.0.0.1:7479,1=127.0.0.1:8479"),
+                None,
+                None,
+            ),
+            ClusterConfig::resolve(
+                Some(1),
+                Some(addr("127.0.0.1:7479")),
+                Some("0=127.0.0.1:7479"),
+                None,
+                None,
+            ),
+            ClusterConfig::resolve(
+                Some(1),
+                Some(addr("127.0.0.1:7479")),
+                Some("1=nowhere"),
+                None,
+                None,
+            ),
+            ClusterConfig::resolve(
+                Some(1),
+                Some(addr("127.0.0.1:7479")),
+                Some(cluster),
+                Some(100),
+                Some(50),
+            ),
+        ];
+        for (i, r) in bad.iter().enumerate() {
+            assert!(r.is_err(), "case {i} should be refused: {r:?}");
+        }
+    }
+}
