@@ -359,6 +359,9 @@ enum ErrorCode {
   # leader lost its leadership before answering a read). Nothing was applied. The message
   # names the leader's node id when this replica knows it (none during an election); retry
   # on the leader, or after a short wait.
+  outcomeUnknown @13;
+  # A replicated write may or may not have been applied: the replica stopped (or lost its
+  # leadership) after proposing it and before learning its outcome. Read the key to find out.
 }
 
 struct Topology {

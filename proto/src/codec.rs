@@ -262,6 +262,7 @@ fn code_from_wire(code: WireCode) -> ErrorCode {
         WireCode::Corruption => ErrorCode::Corruption,
         WireCode::WrongType => ErrorCode::WrongType,
         WireCode::NotLeader => ErrorCode::NotLeader,
+        WireCode::OutcomeUnknown => ErrorCode::OutcomeUnknown,
     }
 }
 
@@ -280,6 +281,7 @@ fn code_to_wire(code: ErrorCode) -> WireCode {
         ErrorCode::Corruption => WireCode::Corruption,
         ErrorCode::WrongType => WireCode::WrongType,
         ErrorCode::NotLeader => WireCode::NotLeader,
+        ErrorCode::OutcomeUnknown => WireCode::OutcomeUnknown,
     }
 }
 

@@ -314,6 +314,9 @@ pub enum ErrorCode {
     /// A replicated shard's operation reached a replica that is not its group's leader;
     /// nothing was applied.
     NotLeader,
+    /// A replicated write may or may not have been applied (the replica stopped before its
+    /// outcome was known).
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
@@ -333,6 +336,7 @@ impl ErrorCode {
             ErrorCode::Corruption => "corruption",
             ErrorCode::WrongType => "wrong_type",
             ErrorCode::NotLeader => "not_leader",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
         }
     }
 }

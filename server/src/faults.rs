@@ -31,7 +31,8 @@
 //!   (`tests/src/jepsen.rs`) catches one. `BUG` is `stale-reads` (gets read a snapshot
 //!   refreshed every 100 ms, so they may miss acknowledged writes) or `early-ack` (writes are
 //!   acknowledged before their WAL record is written, whatever `--durability` says, so a
-//!   `kill -9` can lose acknowledged writes).
+//!   `kill -9` can lose acknowledged writes) or, on a cluster node, `follower-reads` (every
+//!   replica answers reads from its own state, without the leader's ReadIndex barrier).
 //!
 //! Example: `seed=7,write=enospc@40+,sync/MANIFEST=eio@2,crash=flush-mid-table@3`.
 
@@ -61,6 +62,9 @@ pub enum PlantedBug {
     StaleReads,
     /// Writes are acknowledged before their WAL record is written.
     EarlyAck,
+    /// In a cluster, every replica answers reads from its own state, without asking the
+    /// leader (no ReadIndex barrier): followers serve reads that may be behind.
+    FollowerReads,
 }
 
 /// What to inject, into which shards. `Send`: each shard builds its own injector from it.
@@ -178,7 +182,7 @@ impl FromStr for FaultPlan {
                      rename|syncdir, FAULT: eio|enospc|short|torn) or `crash=POINT@N` (POINT: \
                      flush-mid-table|flush-before-manifest|flush-before-wal-release|\
                      compaction-mid-output|compaction-before-manifest|\
-                     compaction-before-inputs-deleted) or `bug=BUG` (BUG: stale-reads|early-ack)"
+                     compaction-before-inputs-deleted) or `bug=BUG` (BUG: stale-reads|early-ack|follower-reads)"
                 )
             };
             let (name, value) = item.split_once('=').ok_or_else(bad)?;
@@ -189,6 +193,7 @@ impl FromStr for FaultPlan {
                     plan.bug = Some(match value {
                         "stale-reads" => PlantedBug::StaleReads,
                         "early-ack" => PlantedBug::EarlyAck,
+                        "follower-reads" => PlantedBug::FollowerReads,
                         _ => return Err(bad()),
                     })
                 }
@@ -249,6 +254,8 @@ mod tests {
         let p: FaultPlan = "bug=stale-reads".parse().unwrap();
         assert_eq!(p.bug, Some(PlantedBug::StaleReads));
         assert!(p.rules.is_empty());
+        let p: FaultPlan = "bug=follower-reads".parse().unwrap();
+        assert_eq!(p.bug, Some(PlantedBug::FollowerReads));
         let p: FaultPlan = "seed=3,bug=early-ack".parse().unwrap();
         assert_eq!(p.bug, Some(PlantedBug::EarlyAck));
         assert!("bug=lost-writes".parse::<FaultPlan>().is_err());

@@ -378,6 +378,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         io_ring_depth,
         cluster,
     } = boot;
+    let planted_bug = faults.as_ref().and_then(|plan| plan.bug);
     let counters = Rc::new(Counters::default());
     counters.io_ring_depth.set(u64::from(io_ring_depth));
     let (mesh, inbound) = connect_mesh(id, ends, Rc::clone(&counters)).await;
@@ -431,7 +432,8 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         glommio::spawn_local(receive_loop(Rc::clone(&shard), peer, receiver)).detach();
     }
     if let Some(cluster) = &cluster
-        && let Err(detail) = replication::replica::start(&shard, cluster, &storage).await
+        && let Err(detail) =
+            replication::replica::start(&shard, cluster, &storage, planted_bug).await
     {
         let _ = boot.send(Boot::Failed { shard: id });
         control.mark_drained();
@@ -503,7 +505,14 @@ async fn stop_shard(
     if let Some(replica) = shard.replica.get() {
         // Nothing more is applied; what was acknowledged is in the log already.
         replica.group.stop();
-        poll_until(|| replica.group.is_stopped(), None).await;
+        poll_until(
+            || replica.group.is_stopped(),
+            Some(Instant::now() + DRAIN_WAIT_EXTRA),
+        )
+        .await;
+        if let Err(e) = replica.group.close_log().await {
+            tracing::warn!(shard = id, error = %e, "closing the Raft log failed");
+        }
     }
     shard
         .store

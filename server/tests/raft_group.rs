@@ -58,12 +58,12 @@ fn apply_fn() -> ApplyFn {
                         })
                         .await
                         .unwrap();
-                    n.to_string().into_bytes()
+                    Ok(n.to_string().into_bytes())
                 }
                 Some((b'p', rest)) => {
                     let eq = rest.iter().position(|&b| b == b'=').unwrap();
                     engine.put(&rest[..eq], &rest[eq + 1..]).await.unwrap();
-                    b"ok".to_vec()
+                    Ok(b"ok".to_vec())
                 }
                 _ => panic!("unknown command"),
             }
@@ -115,6 +115,7 @@ async fn start(net: &Rc<RefCell<Net>>, dir: &Path, id: u64) -> Replica {
         election_ticks: 10,
         heartbeat_ticks: 2,
         log_retain_entries: 100_000,
+        request_timeout: Duration::from_secs(10),
     };
     let group = Group::start(
         config,

@@ -52,7 +52,7 @@ fn apply_fn() -> ApplyFn {
             let rest = command.strip_prefix(b"p").expect("a put");
             let eq = rest.iter().position(|&b| b == b'=').unwrap();
             engine.put(&rest[..eq], &rest[eq + 1..]).await.unwrap();
-            b"ok".to_vec()
+            Ok(b"ok".to_vec())
         }
         .boxed_local()
     })
@@ -104,6 +104,7 @@ async fn start_node(
         election_ticks: 10,
         heartbeat_ticks: 2,
         log_retain_entries: 100_000,
+        request_timeout: Duration::from_secs(10),
     };
     let group = Group::start(
         config,

@@ -10,6 +10,11 @@
 //! `info` the client reconnects as a new process (Jepsen's rule: a process has at most one
 //! operation whose outcome is open).
 //!
+//! The target is a single server or a [`LocalCluster`] ([`Target`]). Against a cluster each
+//! client talks to one node at a time and moves to a random one now and then; a `notLeader`
+//! refusal is a `fail` (nothing was applied) and sends the client to the next node, and the
+//! nemesis kills, restarts and pauses random nodes.
+//!
 //! Servers must be started and restarted by the thread that runs [`run_register`] (the test's
 //! thread): a server dies with the thread that started it (`PR_SET_PDEATHSIG`).
 
@@ -20,13 +25,62 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{CasOp, Client, Error, Expected};
+use corekv_proto::{CasOp, Client, Error, ErrorCode, Expected};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::cluster::LocalCluster;
 use crate::history::{EventType, History, Op, Reply};
 use crate::linearizability::{self, Report};
 use crate::{Server, block_on};
+
+/// What the nemesis acts on and the clients talk to.
+pub trait Target {
+    /// The client addresses, one per node.
+    fn addrs(&self) -> Vec<SocketAddr>;
+    /// `kill -9`s a node and starts it again; says what it did.
+    fn kill_and_restart(&mut self, rng: &mut ChaCha8Rng) -> String;
+    /// A running node's pid to pause, and its name.
+    fn pause_target(&mut self, rng: &mut ChaCha8Rng) -> Option<(u32, String)>;
+}
+
+impl Target for Server {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        vec![self.addr]
+    }
+
+    fn kill_and_restart(&mut self, _rng: &mut ChaCha8Rng) -> String {
+        self.signal_and_wait(libc::SIGKILL);
+        *self = self.restart();
+        "kill -9, restart".to_string()
+    }
+
+    fn pause_target(&mut self, _rng: &mut ChaCha8Rng) -> Option<(u32, String)> {
+        self.pid().map(|pid| (pid, "the server".to_string()))
+    }
+}
+
+impl Target for LocalCluster {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        LocalCluster::addrs(self)
+    }
+
+    fn kill_and_restart(&mut self, rng: &mut ChaCha8Rng) -> String {
+        let id = rng.gen_range(1..=self.nodes.len() as u64);
+        // Down for a while, so the others elect a leader without it (when it led).
+        let down = Duration::from_millis(rng.gen_range(0..=1500));
+        let node = self.node(id);
+        node.kill9();
+        std::thread::sleep(down);
+        node.start();
+        format!("kill -9 node {id}, restart after {down:?}")
+    }
+
+    fn pause_target(&mut self, rng: &mut ChaCha8Rng) -> Option<(u32, String)> {
+        let id = rng.gen_range(1..=self.nodes.len() as u64);
+        self.node(id).pid().map(|pid| (pid, format!("node {id}")))
+    }
+}
 
 /// Faults the nemesis may inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +169,14 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-/// Runs the register workload against `server` (restarting it as the nemesis kills it),
-/// writes the history to `history_path` (JSON Lines, see [`crate::history`]) and checks it.
-/// Returns the report and the server as it is at the end (running).
-pub fn run_register(
-    mut server: Server,
+/// Runs the register workload against `target` (restarting what the nemesis kills), writes
+/// the history to `history_path` (JSON Lines, see [`crate::history`]) and checks it. Returns
+/// the report and the target as it is at the end (running).
+pub fn run_register<T: Target>(
+    mut target: T,
     options: &RunOptions,
     history_path: &Path,
-) -> (RunReport, Server) {
+) -> (RunReport, T) {
     eprintln!(
         "jepsen register run: seed {} ({} clients, {} keys, {:?}, faults {:?})",
         options.seed, options.clients, options.keys, options.duration, options.faults
@@ -132,10 +186,12 @@ pub fn run_register(
     let next_process = Arc::new(AtomicU64::new(0));
     let next_value = Arc::new(AtomicU64::new(1));
     let started = Instant::now();
+    let addrs = target.addrs();
     let clients: Vec<_> = (0..options.clients)
         .map(|i| {
             let client = RegisterClient {
-                addr: server.addr,
+                addrs: addrs.clone(),
+                node: i % addrs.len(),
                 history: history.clone(),
                 stop: Arc::clone(&stop),
                 next_process: Arc::clone(&next_process),
@@ -161,20 +217,22 @@ pub fn run_register(
         let at = started.elapsed();
         match fault {
             Fault::Kill => {
-                server.signal_and_wait(libc::SIGKILL);
-                server = server.restart();
-                faults.push((at, "kill -9, restart".to_string()));
+                let what = target.kill_and_restart(&mut nemesis_rng);
+                faults.push((at, what));
             }
             Fault::Pause => {
                 let pause = Duration::from_millis(nemesis_rng.gen_range(200..=1500));
-                let pid = server.pid().expect("the server runs") as libc::pid_t;
+                let (pid, name) = target
+                    .pause_target(&mut nemesis_rng)
+                    .expect("the target runs");
+                let pid = pid as libc::pid_t;
                 // SAFETY: kill has no memory-safety preconditions; the pid is our own running
                 // child (not reaped), so it cannot have been reused.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
                 std::thread::sleep(pause);
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGCONT) };
-                faults.push((at, format!("SIGSTOP for {pause:?}, SIGCONT")));
+                faults.push((at, format!("SIGSTOP {name} for {pause:?}, SIGCONT")));
             }
         }
     }
@@ -201,12 +259,14 @@ pub fn run_register(
         check_time,
         check,
     };
-    (report, server)
+    (report, target)
 }
 
 /// One client: a process id, a connection, operations one at a time until told to stop.
 struct RegisterClient {
-    addr: SocketAddr,
+    /// Every node's address; the client talks to `addrs[node]`.
+    addrs: Vec<SocketAddr>,
+    node: usize,
     history: History,
     stop: Arc<AtomicBool>,
     next_process: Arc<AtomicU64>,
@@ -249,12 +309,35 @@ impl RegisterClient {
                                 seen[k] = v;
                             }
                             self.history.ok(call, done.result);
+                            // Against a cluster, move to a random node now and then, so
+                            // every node serves operations (clients would otherwise gather
+                            // on the leader, the only node that accepts everything).
+                            if self.addrs.len() > 1 && self.rng.gen_bool(0.1) {
+                                self.node = self.rng.gen_range(0..self.addrs.len());
+                                break;
+                            }
+                        }
+                        // A replicated write whose outcome the replica never learned.
+                        Ok(Err(Error::Server(e))) if e.code == ErrorCode::OutcomeUnknown => {
+                            self.history.info(call);
+                            process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                            self.node = (self.node + 1) % self.addrs.len();
+                            break;
+                        }
+                        // Not the leader: nothing applied; try the next node.
+                        Ok(Err(Error::Server(e))) if e.code == ErrorCode::NotLeader => {
+                            self.history.fail(call);
+                            self.node = (self.node + 1) % self.addrs.len();
+                            // During an election every node refuses: do not spin.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            break;
                         }
                         Ok(Err(Error::Server(_))) => self.history.fail(call),
                         // Unknown outcome: a new process on a new connection.
                         Ok(Err(_)) | Err(_) => {
                             self.history.info(call);
                             process = self.next_process.fetch_add(1, Ordering::Relaxed);
+                            self.node = (self.node + 1) % self.addrs.len();
                             break;
                         }
                     }
@@ -265,13 +348,15 @@ impl RegisterClient {
         });
     }
 
-    /// Connects, retrying while the server restarts; None once told to stop.
-    async fn connect(&self) -> Option<Client> {
+    /// Connects to the current node, moving on to the next one while it does not answer
+    /// (restarting, killed); None once told to stop.
+    async fn connect(&mut self) -> Option<Client> {
         while !self.stop.load(Ordering::Relaxed) {
-            let connect = Client::connect(TokioRuntime, self.addr);
+            let connect = Client::connect(TokioRuntime, self.addrs[self.node]);
             if let Ok(Ok(client)) = tokio::time::timeout(self.timeout, connect).await {
                 return Some(client);
             }
+            self.node = (self.node + 1) % self.addrs.len();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None

@@ -27,6 +27,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod crash;
 pub mod fs;
 pub mod history;

@@ -1,6 +1,7 @@
-//! Jepsen-style verification of the single-node server (see `corekv_tests::jepsen`): register
-//! histories recorded by concurrent clients while a nemesis kills and pauses the server, checked
-//! for linearizability; and the same harness shown to catch planted bugs.
+//! Jepsen-style verification (see `corekv_tests::jepsen`) of the single-node server and of a
+//! 3-node cluster: register histories recorded by concurrent clients while a nemesis kills and
+//! pauses servers, checked for linearizability; and the same harness shown to catch planted
+//! bugs.
 //!
 //! Short runs here. `COREKV_JEPSEN_SECS=<s>` runs the nemesis test longer, and
 //! `COREKV_JEPSEN_SEED=<seed>` replays a run's choices (the interleaving is the scheduler's).
@@ -14,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corekv_tests::cluster::LocalCluster;
 use corekv_tests::jepsen::{self, Fault, RunOptions, RunReport};
 use corekv_tests::linearizability::Verdict;
 use corekv_tests::{Server, ServerOptions, test_dir};
@@ -43,6 +45,27 @@ fn run(
     let history = dir.path().join("history.jsonl");
     let (report, server) = jepsen::run_register(server, options, &history);
     drop(server);
+    eprintln!("{report}");
+    if keep(&report) {
+        let kept = kept_history(name, options.seed);
+        std::fs::copy(&history, &kept).expect("keep the history");
+        eprintln!("history kept in {}", kept.display());
+    }
+    report
+}
+
+/// [`run`] against a 3-node cluster whose nodes get `extra_args`.
+fn run_cluster(
+    name: &str,
+    extra_args: &[&str],
+    options: &RunOptions,
+    keep: impl Fn(&RunReport) -> bool,
+) -> RunReport {
+    let dir = test_dir(name);
+    let cluster = LocalCluster::start(dir.path(), 3, extra_args);
+    let history = dir.path().join("history.jsonl");
+    let (report, mut cluster) = jepsen::run_register(cluster, options, &history);
+    cluster.stop();
     eprintln!("{report}");
     if keep(&report) {
         let kept = kept_history(name, options.seed);
@@ -117,5 +140,43 @@ fn the_harness_catches_acknowledgements_before_the_wal_write() {
         Verdict::NotLinearizable,
         "a server acknowledging writes before writing them passed {} kills:\n{report}",
         report.faults.len()
+    );
+}
+
+#[test]
+fn cluster_register_histories_are_linearizable_through_kills_and_pauses() {
+    let options = RunOptions::short(seed(), seconds(30));
+    let report = run_cluster("jepsen-cluster", &[], &options, |r| !is_linearizable(r));
+    assert!(
+        is_linearizable(&report),
+        "seed {}: not linearizable\n{report}",
+        options.seed
+    );
+    assert!(
+        !report.faults.is_empty(),
+        "the nemesis injected no fault:\n{report}"
+    );
+    assert!(report.ok >= 200, "too few operations answered:\n{report}");
+}
+
+#[test]
+fn the_harness_catches_reads_from_a_follower_state() {
+    // Pauses leave a follower behind; with the planted bug it answers reads from its own
+    // state when it resumes, before it has caught up.
+    let options = RunOptions {
+        faults: vec![Fault::Pause],
+        fault_interval: (Duration::from_millis(300), Duration::from_millis(800)),
+        ..RunOptions::short(seed(), Duration::from_secs(10))
+    };
+    let report = run_cluster(
+        "jepsen-follower-reads",
+        &["--debug-fault-injection", "bug=follower-reads"],
+        &options,
+        is_linearizable,
+    );
+    assert_eq!(
+        report.check.verdict,
+        Verdict::NotLinearizable,
+        "a cluster answering reads from any replica's state passed:\n{report}"
     );
 }

@@ -38,8 +38,10 @@ use super::log_store::RaftLog;
 
 /// Applies one command to the engine (inside the entry's `begin_entry`/`end_entry`) and
 /// returns its answer. Must be deterministic: every replica applies the same commands to
-/// the same state.
-pub type ApplyFn = Rc<dyn Fn(Engine, Vec<u8>) -> LocalBoxFuture<'static, Vec<u8>>>;
+/// the same state. `Err` when this replica could not apply it (its storage failed): the
+/// entry is not marked applied and the group stops, so the replica never goes on from a
+/// state the others do not have.
+pub type ApplyFn = Rc<dyn Fn(Engine, Vec<u8>) -> LocalBoxFuture<'static, Result<Vec<u8>, String>>>;
 
 /// Sends messages to peers (best effort: Raft retries what is lost).
 pub type SendFn = Rc<dyn Fn(Vec<Message>)>;
@@ -60,6 +62,10 @@ pub enum ProposeError {
     /// The group stopped (shutdown or a storage failure) before the outcome was known.
     #[error("the group stopped; the outcome is unknown")]
     Stopped,
+    /// No outcome within the group's request timeout (a partition, a lost leadership): a
+    /// proposal may still be applied later; a read barrier had no effect.
+    #[error("no outcome within the request timeout")]
+    TimedOut,
 }
 
 /// Settings of a group.
@@ -79,6 +85,8 @@ pub struct GroupConfig {
     pub heartbeat_ticks: usize,
     /// Entries kept in the log behind the engine's flushed state, for followers that lag.
     pub log_retain_entries: u64,
+    /// How long a proposal or read barrier waits for its outcome.
+    pub request_timeout: Duration,
 }
 
 enum Event {
@@ -106,6 +114,12 @@ struct Inner {
     reads: RefCell<HashMap<u64, ReadWaiter>>,
     /// Read barriers confirmed at an index, waiting for it to be applied.
     reads_at: RefCell<Vec<(u64, ReadWaiter)>>,
+    /// Read barriers asked of a new leader before it committed an entry of its term (raft-rs
+    /// drops ReadIndex requests until then): asked once it has.
+    reads_waiting_commit: RefCell<Vec<ReadWaiter>>,
+    /// The term the barriers in `reads` were asked in: a leader that lost its leadership and
+    /// won it back in between dropped them.
+    reads_term: Cell<u64>,
     next_read: Cell<u64>,
     applied: Cell<u64>,
     stopped: Cell<bool>,
@@ -170,6 +184,8 @@ impl Group {
             proposals: RefCell::default(),
             reads: RefCell::default(),
             reads_at: RefCell::default(),
+            reads_waiting_commit: RefCell::default(),
+            reads_term: Cell::new(0),
             next_read: Cell::new(1),
             applied: Cell::new(applied),
             stopped: Cell::new(false),
@@ -199,7 +215,25 @@ impl Group {
         {
             return Err(ProposeError::Stopped);
         }
-        rx.await.unwrap_or(Err(ProposeError::Stopped))
+        self.with_timeout(rx).await
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, ProposeError>>,
+    ) -> Result<T, ProposeError> {
+        let timer = glommio::timer::Timer::new(self.inner.config.request_timeout);
+        match futures::future::select(rx, timer).await {
+            futures::future::Either::Left((answer, _)) => {
+                answer.unwrap_or(Err(ProposeError::Stopped))
+            }
+            futures::future::Either::Right(_) => Err(ProposeError::TimedOut),
+        }
+    }
+
+    /// Closes the log once the group has stopped.
+    pub async fn close_log(&self) -> Result<(), super::log_store::LogError> {
+        self.inner.log.close().await
     }
 
     /// Resolves once this replica is known to be the leader and has applied everything
@@ -214,7 +248,7 @@ impl Group {
         {
             return Err(ProposeError::Stopped);
         }
-        rx.await.unwrap_or(Err(ProposeError::Stopped))
+        self.with_timeout(rx).await
     }
 
     /// The group's current state.
@@ -294,6 +328,9 @@ fn fail_waiters(inner: &Inner, error: ProposeError) {
     for (_, tx) in std::mem::take(&mut *inner.reads_at.borrow_mut()) {
         let _ = tx.send(Err(error.clone()));
     }
+    for tx in std::mem::take(&mut *inner.reads_waiting_commit.borrow_mut()) {
+        let _ = tx.send(Err(error.clone()));
+    }
 }
 
 async fn run_loop(
@@ -365,14 +402,53 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 let _ = tx.send(Err(ProposeError::NotLeader { leader }));
                 return Ok(true);
             }
-            let n = inner.next_read.get();
-            inner.next_read.set(n + 1);
-            inner.reads.borrow_mut().insert(n, tx);
-            node.read_index(n.to_le_bytes().to_vec());
+            if !node.raft.commit_to_current_term() {
+                inner.reads_waiting_commit.borrow_mut().push(tx);
+                return Ok(true);
+            }
+            ask_read_index(inner, &mut node, tx);
         }
         Event::Stop => return Ok(false),
     }
     Ok(true)
+}
+
+/// Asks raft-rs to confirm this leader's leadership for a read barrier.
+fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
+    let n = inner.next_read.get();
+    inner.next_read.set(n + 1);
+    inner.reads.borrow_mut().insert(n, tx);
+    inner.reads_term.set(node.raft.term);
+    node.read_index(n.to_le_bytes().to_vec());
+}
+
+/// After a turn: read barriers that waited for the leader's first commit are asked now;
+/// barriers asked in an earlier term, or of a replica that is no longer leader, are refused
+/// (the client retries; a barrier has no effect).
+fn settle_reads(inner: &Inner) {
+    let mut node = inner.node.borrow_mut();
+    let leader = node.raft.state == StateRole::Leader;
+    let refusal = || ProposeError::NotLeader {
+        leader: (node.raft.leader_id != 0).then_some(node.raft.leader_id),
+    };
+    if !leader || inner.reads_term.get() != node.raft.term {
+        let stale: Vec<_> = inner.reads.borrow_mut().drain().collect();
+        for (_, tx) in stale {
+            let _ = tx.send(Err(refusal()));
+        }
+    }
+    if !leader {
+        for tx in std::mem::take(&mut *inner.reads_waiting_commit.borrow_mut()) {
+            let _ = tx.send(Err(refusal()));
+        }
+        return;
+    }
+    if node.raft.commit_to_current_term() {
+        let waiting = std::mem::take(&mut *inner.reads_waiting_commit.borrow_mut());
+        for tx in waiting {
+            ask_read_index(inner, &mut node, tx);
+        }
+    }
 }
 
 /// Peers never send proposals (a follower refuses them instead of forwarding), and no
@@ -380,10 +456,14 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
 /// them, since raft-rs decodes a configuration change's data as protobuf (which must never
 /// be fed bytes from the network).
 fn acceptable_from_peer(m: &Message) -> bool {
-    m.get_msg_type() != MessageType::MsgPropose
-        && m.entries
-            .iter()
-            .all(|e| e.get_entry_type() == EntryType::EntryNormal)
+    // No snapshot is ever sent (the log store offers none) and no leader transfer asked.
+    !matches!(
+        m.get_msg_type(),
+        MessageType::MsgPropose | MessageType::MsgSnapshot | MessageType::MsgTimeoutNow
+    ) && m
+        .entries
+        .iter()
+        .all(|e| e.get_entry_type() == EntryType::EntryNormal)
 }
 
 async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
@@ -394,16 +474,6 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         }
         node.ready()
     };
-    if let Some(ss) = ready.ss()
-        && ss.raft_state != StateRole::Leader
-    {
-        // Read barriers asked as leader will not be confirmed by this replica any more.
-        for (_, tx) in std::mem::take(&mut *inner.reads.borrow_mut()) {
-            let _ = tx.send(Err(ProposeError::NotLeader {
-                leader: (ss.leader_id != 0).then_some(ss.leader_id),
-            }));
-        }
-    }
     (inner.send)(ready.take_messages());
     if !ready.snapshot().is_empty() {
         return Err("a snapshot arrived; installing snapshots is not supported yet".into());
@@ -439,6 +509,7 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     apply_entries(inner, light.take_committed_entries()).await?;
     inner.node.borrow_mut().advance_apply();
     answer_reads(inner);
+    settle_reads(inner);
     compact(inner).await
 }
 
@@ -456,7 +527,9 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
             engine
                 .begin_entry(index, u64::from_le_bytes(*time))
                 .map_err(|e| e.to_string())?;
-            let answer = (inner.apply)(engine.clone(), command.to_vec()).await;
+            let answer = (inner.apply)(engine.clone(), command.to_vec())
+                .await
+                .map_err(|e| format!("entry {index} could not be applied here: {e}"))?;
             engine.end_entry().map_err(|e| e.to_string())?;
             Some(answer)
         } else {

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use corekv_storage::wal::{Replayed, Wal, WalOptions};
-use corekv_storage::{Durability, Options};
+use corekv_storage::{Durability, Options, WalRecoveryMode};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
@@ -267,8 +267,11 @@ impl RaftLog {
             }
         };
         let mut wal_options = WalOptions::from_options(options);
-        // The log is what makes a write durable on this replica: always synced.
+        // The log is what makes a write durable on this replica: always synced. Its entries
+        // were acknowledged to the leader (they count for commits and votes), so only a torn
+        // tail, never acknowledged, may be cut; other damage stops the open.
         wal_options.durability = Durability::Sync;
+        wal_options.recovery_mode = WalRecoveryMode::TolerateTornTail;
         let compacted = state.compacted_index;
         let mut entries = VecDeque::new();
         let (wal, report) = Wal::open(
@@ -306,6 +309,15 @@ impl RaftLog {
             });
         }
         let last = compacted + entries.len() as u64;
+        if applied > last {
+            return Err(LogError::Corruption {
+                path: dir.join(RAFT_LOG_DIR),
+                what: format!(
+                    "the engine holds entries up to {applied}, but the log ends at {last}: \
+                     the log lost entries this replica acknowledged"
+                ),
+            });
+        }
         // Applied entries were committed; the stored commit may be older (it is written only
         // with term and vote changes).
         state.hard.commit = state.hard.commit.max(applied).min(last);
@@ -324,7 +336,16 @@ impl RaftLog {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let last_index = self.core.borrow().last_index();
+        let (first_index, last_index) = self.bounds();
+        if first.index < first_index {
+            return Err(LogError::Corruption {
+                path: self.dir.join(RAFT_LOG_DIR),
+                what: format!(
+                    "asked to replace entries from {}, before the compaction point {first_index}",
+                    first.index
+                ),
+            });
+        }
         if first.index <= last_index {
             // The leader's entries replace ours from `first.index` on.
             self.wal.truncate_suffix(first.index).await?;

@@ -13,12 +13,20 @@ use super::commands::{decode_ops, decode_results, encode_ops, encode_results};
 use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
 use super::transport::{Expected, Transport, TransportConfig, bind_peer_listener, serve_peer};
+use super::wire::PEER_FRAME_BYTES_MAX;
 use crate::config::ClusterConfig;
+use crate::faults::PlantedBug;
 use crate::shard::Shard;
 
-/// Entries kept in the Raft log behind what the engine's tables hold, for a follower that
-/// lags (one that falls further behind needs a snapshot, which is not built yet).
-const LOG_RETAIN_ENTRIES: u64 = 1 << 20;
+/// Entries kept in the Raft log (and in memory) behind what the engine's tables hold, for a
+/// follower that lags (etcd keeps 5000; one that falls further behind needs a snapshot,
+/// which is not built yet).
+const LOG_RETAIN_ENTRIES: u64 = 10_000;
+/// How long a write or read waits for its outcome before it is answered `outcomeUnknown`
+/// (a write: it may still be applied) or `notLeader` (a read: it had no effect).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest command one entry carries: a peer frame holds at least one whole entry.
+const ENTRY_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX - (1 << 20);
 
 /// A shard's replica of its Raft group.
 pub struct Replica {
@@ -26,6 +34,8 @@ pub struct Replica {
     pub group: Group,
     /// This node's id.
     pub node_id: u64,
+    /// The `follower-reads` planted bug (tests only): reads skip the ReadIndex barrier.
+    follower_reads: bool,
     _transport: Transport,
 }
 
@@ -34,12 +44,39 @@ impl Replica {
     pub async fn execute(&self, shard: &Shard, ops: Vec<Op>) -> Vec<OpResult> {
         let count = ops.len();
         if !ops.iter().any(Op::is_write) {
+            if self.follower_reads {
+                return shard.apply_local(ops).await;
+            }
             return match self.group.read_barrier().await {
                 Ok(()) => shard.apply_local(ops).await,
+                // A read that got no confirmation had no effect: as if refused.
+                Err(ProposeError::TimedOut) => vec![
+                    OpResult::Error(OpError::new(
+                        ErrorCode::NotLeader,
+                        "this replica could not confirm its leadership in time (a partition \
+                         or an election): retry",
+                    ));
+                    count
+                ],
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };
         }
-        match self.group.propose(encode_ops(&ops)).await {
+        let command = encode_ops(&ops);
+        if command.len() > ENTRY_BYTES_MAX {
+            let e = OpError {
+                code: ErrorCode::BatchTooLarge,
+                message: format!(
+                    "the operations take {} bytes as a replicated entry, over the {} a \
+                     cluster replicates in one: split the batch",
+                    command.len(),
+                    ENTRY_BYTES_MAX
+                ),
+                limit: ENTRY_BYTES_MAX as u64,
+                actual: command.len() as u64,
+            };
+            return vec![OpResult::Error(e); count];
+        }
+        match self.group.propose(command).await {
             Ok(answer) => match decode_results(&answer) {
                 Ok(results) if results.len() == count => results,
                 _ => vec![
@@ -73,8 +110,13 @@ impl Replica {
                 ErrorCode::NotLeader,
                 "the leader changed before this write committed; it was not applied: retry",
             ),
+            ProposeError::TimedOut => OpError::new(
+                ErrorCode::OutcomeUnknown,
+                "the write got no outcome in time (a partition or an election): it may or may \
+                 not be applied; read the key to find out",
+            ),
             ProposeError::Stopped => OpError::new(
-                ErrorCode::Internal,
+                ErrorCode::OutcomeUnknown,
                 "the replica stopped before the outcome was known: the write may or may not \
                  have been applied",
             ),
@@ -83,23 +125,54 @@ impl Replica {
 }
 
 /// What the group does with a committed entry: decode its operations and apply them to the
-/// shard's store, answering the results (the same on every replica).
+/// shard's store, answering the results (the same on every replica). An error that comes
+/// from this replica rather than from the operation (the disk failed, the shard is gone)
+/// stops the group instead of becoming an answer: the entry would count as applied here
+/// while its writes are missing.
 pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
     Rc::new(move |_engine, command| {
         let shard = shard.clone();
         async move {
-            let results = match (shard.upgrade(), decode_ops(&command)) {
-                (Some(shard), Ok(ops)) => shard.apply_local(ops).await,
-                (None, _) => Vec::new(),
-                (Some(_), Err(e)) => vec![OpResult::Error(OpError::new(
-                    ErrorCode::Internal,
+            let shard = shard.upgrade().ok_or("the shard has stopped")?;
+            let results = match decode_ops(&command) {
+                Ok(ops) => shard.apply_entry(&ops).await,
+                // Every replica decodes the same bytes alike: a deterministic answer.
+                Err(e) => vec![OpResult::Error(OpError::new(
+                    ErrorCode::InvalidArgument,
                     format!("a log entry does not decode: {e}"),
                 ))],
             };
-            encode_results(&results)
+            if let Some(e) = results.iter().find_map(|r| match r {
+                OpResult::Error(e) if !deterministic(e.code) => Some(e),
+                _ => None,
+            }) {
+                return Err(format!("{:?}: {}", e.code, e.message));
+            }
+            Ok(encode_results(&results))
         }
         .boxed_local()
     })
+}
+
+/// Whether an error answer depends only on the operation and the replicated state, so every
+/// replica gives it alike.
+fn deterministic(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::EmptyKey
+        | ErrorCode::KeyTooLarge
+        | ErrorCode::ValueTooLarge
+        | ErrorCode::BatchTooLarge
+        | ErrorCode::InvalidArgument
+        | ErrorCode::WrongType => true,
+        ErrorCode::Internal
+        | ErrorCode::Io
+        | ErrorCode::ReadOnly
+        | ErrorCode::Overloaded
+        | ErrorCode::ShuttingDown
+        | ErrorCode::Corruption
+        | ErrorCode::NotLeader
+        | ErrorCode::OutcomeUnknown => false,
+    }
 }
 
 /// Starts this shard's replica: opens its Raft log beside the engine, the transport to the
@@ -109,6 +182,7 @@ pub async fn start(
     shard: &Rc<Shard>,
     cluster: &ClusterConfig,
     options: &corekv_storage::Options,
+    bug: Option<PlantedBug>,
 ) -> Result<(), String> {
     let engine = shard.store.engine().clone();
     let dir = engine.dir().to_path_buf();
@@ -131,6 +205,7 @@ pub async fn start(
         election_ticks: (cluster.election_timeout_ms / cluster.heartbeat_interval_ms) as usize,
         heartbeat_ticks: 1,
         log_retain_entries: LOG_RETAIN_ENTRIES,
+        request_timeout: REQUEST_TIMEOUT,
     };
     let group = Group::start(
         config,
@@ -159,6 +234,7 @@ pub async fn start(
         .set(Replica {
             group,
             node_id: cluster.node_id,
+            follower_reads: bug == Some(PlantedBug::FollowerReads),
             _transport: transport,
         })
         .map_err(|_| "the replica was started twice".to_string())

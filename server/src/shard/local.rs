@@ -60,17 +60,30 @@ impl Shard {
             .collect()
     }
 
-    /// Executes one operation owned by this shard.
+    /// Executes one operation owned by this shard (in a cluster, through its Raft group).
     pub async fn execute_local_one(&self, op: &Op) -> OpResult {
-        if self.replica.get().is_some() {
-            return self
-                .execute_local(vec![op.clone()])
-                .await
-                .pop()
-                .unwrap_or_else(|| {
-                    OpResult::Error(OpError::new(ErrorCode::Internal, "operation lost"))
-                });
+        if self.replica.get().is_none() {
+            return self.apply_local_one(op).await;
         }
+        self.execute_local(vec![op.clone()])
+            .await
+            .pop()
+            .unwrap_or_else(|| OpResult::Error(OpError::new(ErrorCode::Internal, "operation lost")))
+    }
+
+    /// Applies a committed Raft entry's operations to this shard's store, one after another:
+    /// every replica then hands out the same sequence numbers in the same order (running them
+    /// concurrently, as phases do, would number them in whatever order the disk answers).
+    pub async fn apply_entry(&self, ops: &[Op]) -> Vec<OpResult> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.apply_local_one(op).await);
+        }
+        results
+    }
+
+    /// Executes one operation on this shard's store.
+    pub async fn apply_local_one(&self, op: &Op) -> OpResult {
         match op {
             Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_) => {
                 let mut set = WriteSet::with_capacity(1, op.payload_bytes());

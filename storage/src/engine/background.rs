@@ -212,6 +212,7 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     let mut edit = VersionEdit {
         flushed_seq: Some(immutable.seq_max()),
         applied_index: inner.log.external().map(|_| wal_index_max),
+        applied_time_ms: inner.log.external().map(|_| immutable.log_time_ms()),
         ..VersionEdit::default()
     };
     let mut added = HashMap::new();
@@ -320,7 +321,13 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         target_file_size_bytes: inner.options.target_file_size_bytes as u64,
         snapshots: &inner.snapshots,
         visible_seq,
-        now_ms: inner.clock.now_ms(),
+        // With an external log, expiry is judged at the time of the last entry the tables
+        // hold: every entry applied later, or again after a crash, is at least as late, so
+        // what this drops as expired is expired for all of them, on every replica.
+        now_ms: match inner.log.external() {
+            Some(_) => inner.manifest.applied_time_ms(),
+            None => inner.clock.now_ms(),
+        },
         next_file_number: &next_number,
         should_stop: &should_stop,
         cache: inner

@@ -30,8 +30,8 @@ pub(super) enum Log {
 pub(super) struct ExternalLog {
     /// The entry being applied: (index, its time in ms since the epoch).
     entry: Cell<Option<(u64, u64)>>,
-    /// The last entry applied completely.
-    applied: Cell<u64>,
+    /// The last entry applied completely, and its time.
+    applied: Cell<(u64, u64)>,
 }
 
 impl Log {
@@ -126,8 +126,8 @@ impl Log {
 }
 
 impl ExternalLog {
-    /// A log whose entries up to `applied` are in the engine.
-    pub(super) fn new(applied: u64) -> Self {
+    /// A log whose entries up to `applied` (index, time) are in the engine.
+    pub(super) fn new(applied: (u64, u64)) -> Self {
         ExternalLog {
             entry: Cell::new(None),
             applied: Cell::new(applied),
@@ -139,7 +139,8 @@ impl ExternalLog {
         self.entry.get()
     }
 
-    pub(super) fn applied(&self) -> u64 {
+    /// The last entry applied completely: (index, time).
+    pub(super) fn applied(&self) -> (u64, u64) {
         self.applied.get()
     }
 }
@@ -156,7 +157,8 @@ impl Engine {
     }
 
     /// Starts applying log entry `index`, whose writes are judged at `time_ms` (ms since the
-    /// Unix epoch, from the entry, so every replica judges them alike). Entries are applied in
+    /// Unix epoch, from the entry, so every replica judges them alike; raised to the previous
+    /// entry's time if it is earlier). Entries are applied in
     /// increasing index order, one at a time; indexes may skip entries that write nothing.
     pub fn begin_entry(&self, index: u64, time_ms: u64) -> Result<()> {
         let log = self.external_log("begin_entry")?;
@@ -165,25 +167,28 @@ impl Engine {
                 "begin_entry({index}): entry {open} is still being applied"
             )));
         }
-        if index <= log.applied.get() {
+        let (applied, applied_time_ms) = log.applied.get();
+        if index <= applied {
             return Err(Error::InvalidArgument(format!(
-                "begin_entry({index}): entries up to {} are applied already",
-                log.applied.get()
+                "begin_entry({index}): entries up to {applied} are applied already"
             )));
         }
-        log.entry.set(Some((index, time_ms)));
+        // Entry times never go back (a new leader's clock may be behind the old one's):
+        // clamped, every replica and every replay still computes the same time, and what a
+        // compaction judged expired stays expired for every later entry.
+        log.entry.set(Some((index, time_ms.max(applied_time_ms))));
         Ok(())
     }
 
     /// Finishes applying the entry begun last; the memtable may switch after it.
     pub fn end_entry(&self) -> Result<()> {
         let log = self.external_log("end_entry")?;
-        let Some((index, _)) = log.entry.take() else {
+        let Some(entry) = log.entry.take() else {
             return Err(Error::InvalidArgument(
                 "end_entry: no entry is being applied".into(),
             ));
         };
-        log.applied.set(index);
+        log.applied.set(entry);
         // A flush waiting for an entry boundary may switch the memtable now.
         self.inner.workers.room_made();
         Ok(())
@@ -192,7 +197,16 @@ impl Engine {
     /// The last log entry applied completely (0 = none; always 0 for an engine with its own
     /// WAL).
     pub fn applied_log_index(&self) -> u64 {
-        self.inner.log.external().map_or(0, ExternalLog::applied)
+        self.applied_log_entry().0
+    }
+
+    /// The last log entry applied completely and its time ((0, 0): none, or an engine with
+    /// its own WAL).
+    pub fn applied_log_entry(&self) -> (u64, u64) {
+        self.inner
+            .log
+            .external()
+            .map_or((0, 0), ExternalLog::applied)
     }
 
     /// The last log entry whose writes are all in tables (durable without the log): the

@@ -62,6 +62,11 @@ impl ManifestLog {
         self.state.borrow().applied_index
     }
 
+    /// The time of that entry (0 = none).
+    pub(super) fn applied_time_ms(&self) -> u64 {
+        self.state.borrow().applied_time_ms
+    }
+
     /// Edits written since the engine opened (0 once closed).
     pub(super) fn edits_written(&self) -> u64 {
         self.file

@@ -290,7 +290,7 @@ impl Engine {
                 {
                     false
                 } else {
-                    state.rotate_memtable(self.applied_log_index());
+                    state.rotate_memtable(self.applied_log_entry());
                     true
                 }
             };

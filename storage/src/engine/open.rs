@@ -73,7 +73,10 @@ impl Engine {
             // Every replica numbers the writes of an entry alike only if replay starts from
             // what the tables hold: sequence numbers handed out after the last flush (the
             // manifest's `last_seq` may have recorded some) were in the lost memtable.
-            let log = log::ExternalLog::new(recovered.state.applied_index);
+            let log = log::ExternalLog::new((
+                recovered.state.applied_index,
+                recovered.state.applied_time_ms,
+            ));
             (log::Log::External(log), Default::default())
         } else {
             if recovered.state.applied_index > 0 {

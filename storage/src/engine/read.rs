@@ -107,7 +107,8 @@ impl Engine {
             stats.bloom_false_positive_total += out.filter_false_positives;
             stats.bloom_true_positive_total += out.filter_true_positives;
         }
-        let now = self.inner.clock.now_ms();
+        // While a log entry is applied, at the entry's time (as the memtables are judged).
+        let now = self.write_time_ms();
         Ok(out
             .entry
             .filter(|e| !e.as_ref().is_absent_at(now))

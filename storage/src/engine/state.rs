@@ -22,6 +22,8 @@ pub(super) struct Immutable {
     seq_max: SeqNo,
     /// Index of the last WAL record whose writes it holds (0 = none).
     wal_index_max: u64,
+    /// With an external log: the time of entry `wal_index_max` (0 otherwise).
+    log_time_ms: u64,
 }
 
 impl Immutable {
@@ -37,6 +39,11 @@ impl Immutable {
     /// Index of the last WAL record whose writes it holds (0 = none).
     pub(super) fn wal_index_max(&self) -> u64 {
         self.wal_index_max
+    }
+
+    /// With an external log, the time of entry `wal_index_max`.
+    pub(super) fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
     }
 }
 
@@ -82,7 +89,7 @@ impl State {
             visible_seq: last_seq,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
-            state.rotate_memtable(0);
+            state.rotate_memtable((0, 0));
         }
         state
     }
@@ -131,10 +138,12 @@ impl State {
     }
 
     /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
-    /// Returns false, changing nothing, when the active memtable is empty. `applied_index`:
-    /// an external log's last entry applied completely, which the memtable covers even if the
-    /// entries after its last write wrote nothing (0 with the engine's own WAL).
-    pub(super) fn rotate_memtable(&mut self, applied_index: u64) -> bool {
+    /// Returns false, changing nothing, when the active memtable is empty. `applied`: an
+    /// external log's last entry applied completely and its time, which the memtable covers
+    /// even if the entries after its last write wrote nothing ((0, 0) with the engine's own
+    /// WAL).
+    pub(super) fn rotate_memtable(&mut self, applied: (u64, u64)) -> bool {
+        let (applied_index, log_time_ms) = applied;
         if self.memtable.borrow().is_empty() {
             return false;
         }
@@ -144,6 +153,7 @@ impl State {
             memtable: full,
             seq_max: self.last_seq,
             wal_index_max: std::mem::take(&mut self.memtable_wal_index_max).max(applied_index),
+            log_time_ms,
         });
         true
     }

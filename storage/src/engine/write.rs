@@ -323,7 +323,7 @@ impl Engine {
         if state.memtable_full(needed, inner.options.memtable_size_bytes_max)
             && self.may_switch_memtable(&state)
         {
-            state.rotate_memtable(self.applied_log_index());
+            state.rotate_memtable(self.applied_log_entry());
             inner.workers.wake();
             drop(state);
             background::refresh_backlog(inner);

@@ -33,6 +33,7 @@
 //!                          (each varint length + bytes)
 //!     8 applied_index      varint  (an engine applying an external log, the Raft log: every
 //!                          entry <= it is in a table, so the log may drop it)
+//!     9 applied_time_ms    varint  (the time of that entry: what compactions judge TTLs by)
 //! ```
 //!
 //! ## Recovery
@@ -66,6 +67,7 @@ const TAG_FLUSHED_SEQ: u8 = 4;
 const TAG_DELETE_FILE: u8 = 6;
 const TAG_ADD_FILE: u8 = 7;
 const TAG_APPLIED_INDEX: u8 = 8;
+const TAG_APPLIED_TIME: u8 = 9;
 
 /// The file name of manifest `number`.
 pub fn manifest_file_name(number: u64) -> String {
@@ -83,6 +85,8 @@ pub struct VersionEdit {
     pub flushed_seq: Option<SeqNo>,
     /// Every entry of the external log at or below this index is in a table.
     pub applied_index: Option<u64>,
+    /// The time of that entry (ms since the epoch).
+    pub applied_time_ms: Option<u64>,
     /// Tables removed: (level, file number).
     pub deleted: Vec<(usize, u64)>,
     /// Tables added: (level, metadata).
@@ -108,6 +112,10 @@ impl VersionEdit {
         if let Some(i) = self.applied_index {
             out.push(TAG_APPLIED_INDEX);
             put_varint(&mut out, i);
+        }
+        if let Some(t) = self.applied_time_ms {
+            out.push(TAG_APPLIED_TIME);
+            put_varint(&mut out, t);
         }
         for &(level, number) in &self.deleted {
             out.push(TAG_DELETE_FILE);
@@ -150,6 +158,7 @@ impl VersionEdit {
                 TAG_LAST_SEQ => e.last_seq = Some(var(&mut pos)?),
                 TAG_FLUSHED_SEQ => e.flushed_seq = Some(var(&mut pos)?),
                 TAG_APPLIED_INDEX => e.applied_index = Some(var(&mut pos)?),
+                TAG_APPLIED_TIME => e.applied_time_ms = Some(var(&mut pos)?),
                 TAG_DELETE_FILE => {
                     let level = var(&mut pos)? as usize;
                     let n = var(&mut pos)?;
@@ -207,6 +216,8 @@ pub struct ManifestState {
     /// Every entry of the external log at or below this index is in a table (0 = none, or
     /// the engine keeps its own WAL).
     pub applied_index: u64,
+    /// The time of that entry.
+    pub applied_time_ms: u64,
 }
 
 impl ManifestState {
@@ -223,6 +234,9 @@ impl ManifestState {
         }
         if let Some(i) = e.applied_index {
             self.applied_index = self.applied_index.max(i);
+        }
+        if let Some(t) = e.applied_time_ms {
+            self.applied_time_ms = self.applied_time_ms.max(t);
         }
         for &(level, n) in &e.deleted {
             if self
@@ -267,6 +281,7 @@ impl ManifestState {
             last_seq: Some(self.last_seq),
             flushed_seq: Some(self.flushed_seq),
             applied_index: (self.applied_index > 0).then_some(self.applied_index),
+            applied_time_ms: (self.applied_time_ms > 0).then_some(self.applied_time_ms),
             deleted: Vec::new(),
             added: self
                 .levels

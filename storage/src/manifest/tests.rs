@@ -23,6 +23,7 @@ fn edits_round_trip_and_garbage_is_rejected() {
         last_seq: Some(1 << 40),
         flushed_seq: Some(77),
         applied_index: Some(1 << 33),
+        applied_time_ms: Some(1_700_000_000_000),
         deleted: vec![(0, 3), (1, 4)],
         added: vec![(1, meta(9, b"a", b"zz")), (2, meta(10, b"", b"\xff"))],
     };

@@ -1,0 +1,135 @@
+//! A local cluster of real `corekv-server` processes on loopback (`--shards 1` each), for the
+//! replication and Jepsen tests: start, `kill -9`, restart, pause, and finding the leader.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use corekv_proto::client::{Connection, TokioRuntime};
+use corekv_proto::{Error, ErrorCode};
+
+use crate::{Server, ServerOptions, free_ports};
+
+/// One node: its addresses, data directory, options, and the process when it runs.
+pub struct Node {
+    /// Node id (1..).
+    pub id: u64,
+    /// Client address.
+    pub addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    options: ServerOptions,
+    /// The running process (None while killed).
+    pub server: Option<Server>,
+}
+
+/// A cluster of `n` nodes. Its processes die with the thread that started them.
+pub struct LocalCluster {
+    /// The nodes, `nodes[i]` has id `i + 1`.
+    pub nodes: Vec<Node>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes with data directories in `dir`; `extra_args` go to every node.
+    pub fn start(dir: &Path, n: u64, extra_args: &[&str]) -> LocalCluster {
+        // Per node: client port, shard port, peer port.
+        let base = free_ports(3 * n as usize);
+        let port = |id: u64, k: u16| base + 3 * (id as u16 - 1) + k;
+        let cluster: Vec<String> = (1..=n)
+            .map(|id| format!("{id}=127.0.0.1:{}", port(id, 2)))
+            .collect();
+        let cluster = cluster.join(",");
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|id| {
+                let peer = format!("127.0.0.1:{}", port(id, 2));
+                let options = ServerOptions::shards(1)
+                    .args(&[
+                        "--node-id",
+                        &id.to_string(),
+                        "--peer-listen",
+                        &peer,
+                        "--initial-cluster",
+                        &cluster,
+                        "--election-timeout-ms",
+                        "600",
+                        "--heartbeat-interval-ms",
+                        "100",
+                    ])
+                    .args(extra_args);
+                Node {
+                    id,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port(id, 0))),
+                    data_dir: dir.join(format!("node{id}")),
+                    options,
+                    server: None,
+                }
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        LocalCluster { nodes }
+    }
+
+    /// The node with id `id`.
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Every node's client address.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The id of the node that accepts a read now (the leader), waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for node in self.nodes.iter().filter(|n| n.server.is_some()) {
+                let Ok(c) = Connection::connect(TokioRuntime, node.addr).await else {
+                    continue;
+                };
+                match c.get(b"leader-probe").await {
+                    Ok(_) => return Some(node.id),
+                    Err(Error::Server(e)) if e.code == ErrorCode::NotLeader => {}
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Stops every running node (SIGTERM).
+    pub fn stop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut s) = node.server.take() {
+                s.terminate();
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Starts (or restarts) the node on its data directory and addresses.
+    pub fn start(&mut self) {
+        assert!(self.server.is_none(), "node {} runs already", self.id);
+        self.server = Some(Server::start_at(
+            self.addr,
+            &self.data_dir,
+            self.options.clone(),
+        ));
+    }
+
+    /// `kill -9`, waiting until the process is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal_and_wait(libc::SIGKILL);
+        }
+    }
+
+    /// The running process's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(Server::pid)
+    }
+}
