@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Durable SET throughput of a 3-node corekv cluster (server/scripts/local-cluster.sh, one shard
+# per node, all on this machine) against a single node (`--shards 1`, `sync`), with the same
+# driver and requests (corekv-load, as bench/scripts/server_vs_redis.sh), alternating, RUNS
+# times; prints the median of each and the ratio (issue 17: replicated >= 1/2 of single-node).
+#
+# Usage: bench/scripts/replicated_vs_single.sh [REQUESTS] [VALUE_BYTES] [CLIENTS]
+#   (defaults: 100000 1000 50). Environment: RUNS (default 3), PIPELINES (default "1 16"),
+#   DATA_DIR (default /var/tmp/corekv-replicated; a real disk, not tmpfs), SERVER_ARGS (more
+#   flags for every server, single and cluster nodes, e.g. "--idle-poll-us 0").
+# Needs `cargo build --release -p corekv-server -p corekv-bench`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-100000}
+value=${2:-1000}
+clients=${3:-50}
+runs=${RUNS:-3}
+pipelines=${PIPELINES:-1 16}
+data=${DATA_DIR:-/var/tmp/corekv-replicated}
+read -r -a server_args <<<"${SERVER_ARGS:-}"
+out=$(mktemp -d "${TMPDIR:-/var/tmp}/corekv-replicated.XXXXXX")
+server=target/release/corekv-server
+cli=target/release/corekv-cli
+load=target/release/corekv-load
+pid=
+cleanup() {
+  [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null || true
+  COREKV_CLUSTER_DIR=$data/cluster bash server/scripts/local-cluster.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+measure() { # label addr pipeline
+  "$load" --addr "$2" --tests set --requests "$n" --value-bytes "$value" --clients "$clients" \
+    --pipeline "$3" | sed "s/^/$1 /" | tee -a "$out/results.txt"
+}
+
+for run in $(seq "$runs"); do
+  for pipeline in $pipelines; do
+    rm -rf "$data"; mkdir -p "$data"
+    "$server" --data-dir "$data/single" --listen 127.0.0.1:7579 --shards 1 --durability sync \
+      "${server_args[@]}" >"$out/single.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do grep -q "corekv-server ready" "$out/single.log" && break; sleep 0.1; done
+    measure "run=$run single" 127.0.0.1:7579 "$pipeline"
+    kill -TERM "$pid"; wait "$pid" || true; pid=
+
+    COREKV_CLUSTER_DIR=$data/cluster COREKV_SERVER=$server COREKV_SERVER_ARGS="${SERVER_ARGS:-}" \
+      bash server/scripts/local-cluster.sh start >/dev/null
+    leader=
+    for _ in $(seq 200); do
+      for port in 7379 8379 9379; do
+        if "$cli" --addr "127.0.0.1:$port" put probe x >/dev/null 2>&1; then leader=$port; break; fi
+      done
+      [[ -n $leader ]] && break
+      sleep 0.1
+    done
+    [[ -n $leader ]] || { echo "no leader elected" >&2; exit 1; }
+    measure "run=$run replicated" "127.0.0.1:$leader" "$pipeline"
+    COREKV_CLUSTER_DIR=$data/cluster bash server/scripts/local-cluster.sh stop >/dev/null
+  done
+done
+
+python3 - "$out/results.txt" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"run=\d+ (\w+) .*pipeline=(\d+).*?: ([\d.]+) ops/s, p50=(\d+) us, p99=(\d+) us", line)
+    if m:
+        kind, p, ops, p50, p99 = m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)), int(m.group(5))
+        rows.setdefault((kind, p), []).append((ops, p50, p99))
+for p in sorted({p for _, p in rows}):
+    s = rows.get(("single", p), [])
+    r = rows.get(("replicated", p), [])
+    if not s or not r:
+        continue
+    med = lambda xs, i: statistics.median(x[i] for x in xs)
+    print(f"pipeline {p}: single {med(s,0):,.0f} ops/s (p50 {med(s,1):.0f} us, p99 {med(s,2):.0f} us); "
+          f"replicated {med(r,0):,.0f} ops/s (p50 {med(r,1):.0f} us, p99 {med(r,2):.0f} us); "
+          f"ratio {med(r,0)/med(s,0):.2f} (medians of {len(s)}/{len(r)} runs)")
+PY
