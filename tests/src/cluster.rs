@@ -1,5 +1,6 @@
 //! A local cluster of real `corekv-server` processes on loopback (`--shards 1` each), for the
-//! replication and Jepsen tests: start, `kill -9`, restart, pause, and finding the leader.
+//! replication and Jepsen tests: start, `kill -9`, restart, pause, partitions (a
+//! [`Proxy`] on each direction of each peer link), and finding the leader.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use corekv_proto::client::{Connection, TokioRuntime};
 use corekv_proto::{Error, ErrorCode};
 
+use crate::proxy::{Mode, Proxy};
 use crate::{Server, ServerOptions, free_ports};
 
 /// One node: its addresses, data directory, options, and the process when it runs.
@@ -27,6 +29,8 @@ pub struct Node {
 pub struct LocalCluster {
     /// The nodes, `nodes[i]` has id `i + 1`.
     pub nodes: Vec<Node>,
+    /// ((from, to), the proxy `from` dials to reach `to`), for every ordered pair.
+    links: Vec<((u64, u64), Proxy)>,
 }
 
 impl LocalCluster {
@@ -39,9 +43,21 @@ impl LocalCluster {
             .map(|id| format!("{id}=127.0.0.1:{}", port(id, 2)))
             .collect();
         let cluster = cluster.join(",");
+        let peer_addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], port(id, 2)));
+        let mut links = Vec::new();
+        for from in 1..=n {
+            for to in (1..=n).filter(|&to| to != from) {
+                links.push(((from, to), Proxy::start(peer_addr(to))));
+            }
+        }
         let mut nodes: Vec<Node> = (1..=n)
             .map(|id| {
                 let peer = format!("127.0.0.1:{}", port(id, 2));
+                let dial: Vec<String> = links
+                    .iter()
+                    .filter(|((from, _), _)| *from == id)
+                    .map(|((_, to), proxy)| format!("{to}={}", proxy.addr))
+                    .collect();
                 let options = ServerOptions::shards(1)
                     .args(&[
                         "--node-id",
@@ -54,6 +70,8 @@ impl LocalCluster {
                         "600",
                         "--heartbeat-interval-ms",
                         "100",
+                        "--debug-peer-dial",
+                        &dial.join(","),
                     ])
                     .args(extra_args);
                 Node {
@@ -68,7 +86,34 @@ impl LocalCluster {
         for node in &mut nodes {
             node.start();
         }
-        LocalCluster { nodes }
+        LocalCluster { nodes, links }
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways (messages vanish; the
+    /// connections stay open).
+    pub fn partition(&self, side: &[u64]) {
+        for ((from, to), proxy) in &self.links {
+            if side.contains(from) != side.contains(to) {
+                proxy.set(Mode::Blackhole);
+            }
+        }
+    }
+
+    /// Cuts the links from `from` to every other node only (its messages vanish; it still
+    /// hears the others).
+    pub fn partition_outbound(&self, from: u64) {
+        for ((f, _), proxy) in &self.links {
+            if *f == from {
+                proxy.set(Mode::Blackhole);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for (_, proxy) in &self.links {
+            proxy.set(Mode::Pass);
+        }
     }
 
     /// The node with id `id`.

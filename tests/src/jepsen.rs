@@ -42,6 +42,12 @@ pub trait Target {
     fn kill_and_restart(&mut self, rng: &mut ChaCha8Rng) -> String;
     /// A running node's pid to pause, and its name.
     fn pause_target(&mut self, rng: &mut ChaCha8Rng) -> Option<(u32, String)>;
+    /// Partitions the network; says how, or None when the target has no network to cut.
+    fn partition(&mut self, _rng: &mut ChaCha8Rng) -> Option<String> {
+        None
+    }
+    /// Heals every partition.
+    fn heal(&mut self) {}
 }
 
 impl Target for Server {
@@ -80,6 +86,21 @@ impl Target for LocalCluster {
         let id = rng.gen_range(1..=self.nodes.len() as u64);
         self.node(id).pid().map(|pid| (pid, format!("node {id}")))
     }
+
+    fn partition(&mut self, rng: &mut ChaCha8Rng) -> Option<String> {
+        let id = rng.gen_range(1..=self.nodes.len() as u64);
+        if rng.gen_bool(0.25) {
+            self.partition_outbound(id);
+            Some(format!("cut node {id}'s outbound links"))
+        } else {
+            LocalCluster::partition(self, &[id]);
+            Some(format!("isolate node {id}"))
+        }
+    }
+
+    fn heal(&mut self) {
+        LocalCluster::heal(self);
+    }
 }
 
 /// Faults the nemesis may inject.
@@ -89,6 +110,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP, a pause, SIGCONT.
     Pause,
+    /// A network partition for a while, then healed (a cluster only): one node cut off from
+    /// the others, both ways or only its outbound messages.
+    Partition,
 }
 
 /// The shape of a run.
@@ -233,6 +257,14 @@ pub fn run_register<T: Target>(
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGCONT) };
                 faults.push((at, format!("SIGSTOP {name} for {pause:?}, SIGCONT")));
+            }
+            Fault::Partition => {
+                let span = Duration::from_millis(nemesis_rng.gen_range(500..=3000));
+                if let Some(what) = target.partition(&mut nemesis_rng) {
+                    std::thread::sleep(span);
+                    target.heal();
+                    faults.push((at, format!("{what} for {span:?}, heal")));
+                }
             }
         }
     }

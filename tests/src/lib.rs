@@ -34,6 +34,7 @@ pub mod history;
 pub mod jepsen;
 pub mod linearizability;
 pub mod model;
+pub mod proxy;
 pub mod workload;
 
 /// How long a server may take to start or stop before a test gives up. Generous: tests must not

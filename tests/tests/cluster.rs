@@ -2,7 +2,10 @@
 //! go through the leader (followers refuse with `notLeader`), a `kill -9` of the leader elects
 //! a new one and loses no acknowledged write, the killed node restarts from its files and
 //! rejoins: once the other original node is killed too, the two survivors (one of them the
-//! restarted node) still form a majority and serve every acknowledged write.
+//! restarted node) still form a majority and serve every acknowledged write. A leader cut off
+//! from the others by a partition (proxies on the peer links) acknowledges nothing, the
+//! majority goes on, and after healing every node has every acknowledged write and nothing
+//! else.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,12 +17,16 @@ use corekv_proto::{Error as ClientError, ErrorCode};
 use corekv_tests::cluster::LocalCluster;
 use corekv_tests::{block_on, test_dir};
 
-/// Puts `key` on the node that accepts it, trying every running node until one does (the
-/// leader); returns its id. Panics after a generous deadline.
-async fn put_anywhere(cluster: &LocalCluster, key: &[u8], value: &[u8]) -> u64 {
+/// Puts `key` on the node that accepts it, trying every running node but `skip` until one
+/// does (the leader); returns its id. Panics after a generous deadline.
+async fn put_anywhere(cluster: &LocalCluster, skip: &[u64], key: &[u8], value: &[u8]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        for node in cluster.nodes.iter().filter(|n| n.server.is_some()) {
+        for node in cluster
+            .nodes
+            .iter()
+            .filter(|n| n.server.is_some() && !skip.contains(&n.id))
+        {
             let Ok(c) = Connection::connect(TokioRuntime, node.addr).await else {
                 continue;
             };
@@ -75,7 +82,7 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         let mut leader = 0;
         for i in 0..100 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &k, &v).await;
+            leader = put_anywhere(&cluster, &[], &k, &v).await;
             written.push((k, v));
         }
         check_all(&cluster, leader, &written).await;
@@ -85,7 +92,7 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         cluster.node(first).kill9();
         for i in 100..200 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &k, &v).await;
+            leader = put_anywhere(&cluster, &[], &k, &v).await;
             written.push((k, v));
         }
         assert_ne!(leader, first);
@@ -97,15 +104,79 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         let second = leader;
         for i in 200..250 {
             let (k, v) = kv(i);
-            put_anywhere(&cluster, &k, &v).await;
+            put_anywhere(&cluster, &[], &k, &v).await;
             written.push((k, v));
         }
         cluster.node(second).kill9();
         let (k, v) = (b"after".to_vec(), b"second failover".to_vec());
-        leader = put_anywhere(&cluster, &k, &v).await;
+        leader = put_anywhere(&cluster, &[], &k, &v).await;
         written.push((k, v));
         assert_ne!(leader, second);
         check_all(&cluster, leader, &written).await;
+    });
+    cluster.stop();
+}
+
+#[test]
+fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
+    let dir = test_dir("cluster-partition");
+    // Followers answer reads from their own state (a planted bug, tests only), so the test can
+    // look at each node's state; writes are the real thing.
+    let mut cluster = LocalCluster::start(
+        dir.path(),
+        3,
+        &["--debug-fault-injection", "bug=follower-reads"],
+    );
+    block_on(async {
+        let mut written = Vec::new();
+        let mut leader = 0;
+        for i in 0..50 {
+            let (k, v) = kv(i);
+            leader = put_anywhere(&cluster, &[], &k, &v).await;
+            written.push((k, v));
+        }
+
+        // The leader alone on one side: it acknowledges nothing more.
+        cluster.partition(&[leader]);
+        let isolated = cluster.nodes[leader as usize - 1].addr;
+        let c = Connection::connect(TokioRuntime, isolated).await.unwrap();
+        match c.put(b"minority", b"lost", 0).await {
+            Err(ClientError::Server(e))
+                if matches!(e.code, ErrorCode::NotLeader | ErrorCode::OutcomeUnknown) => {}
+            other => panic!("the isolated leader answered a write: {other:?}"),
+        }
+
+        // The majority elects another leader and goes on.
+        let old = leader;
+        for i in 50..100 {
+            let (k, v) = kv(i);
+            leader = put_anywhere(&cluster, &[old], &k, &v).await;
+            written.push((k, v));
+        }
+        assert_ne!(leader, old);
+
+        // Healed, the old leader catches up: every node ends with every acknowledged write.
+        cluster.heal();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &cluster.nodes {
+            let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
+            for (k, v) in &written {
+                loop {
+                    if c.get(k).await.unwrap().as_ref() == Some(v) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {} never got {}",
+                        node.id,
+                        String::from_utf8_lossy(k)
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            // The write the isolated leader took was replaced by the majority's entries.
+            assert_eq!(c.get(b"minority").await.unwrap(), None, "node {}", node.id);
+        }
     });
     cluster.stop();
 }

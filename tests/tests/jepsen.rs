@@ -144,8 +144,11 @@ fn the_harness_catches_acknowledgements_before_the_wal_write() {
 }
 
 #[test]
-fn cluster_register_histories_are_linearizable_through_kills_and_pauses() {
-    let options = RunOptions::short(seed(), seconds(30));
+fn cluster_register_histories_are_linearizable_through_kills_pauses_and_partitions() {
+    let options = RunOptions {
+        faults: vec![Fault::Kill, Fault::Pause, Fault::Partition],
+        ..RunOptions::short(seed(), seconds(30))
+    };
     let report = run_cluster("jepsen-cluster", &[], &options, |r| !is_linearizable(r));
     assert!(
         is_linearizable(&report),

@@ -24,6 +24,9 @@ pub struct ClusterConfig {
     pub election_timeout_ms: u64,
     /// Time between a leader's heartbeats.
     pub heartbeat_interval_ms: u64,
+    /// Tests only (`--debug-peer-dial`): where to dial some peers instead of their
+    /// `--initial-cluster` address, so a test's proxy can sit on each link.
+    pub dial_overrides: Vec<(u64, SocketAddr)>,
 }
 
 impl ClusterConfig {
@@ -86,7 +89,23 @@ impl ClusterConfig {
             members,
             election_timeout_ms,
             heartbeat_interval_ms,
+            dial_overrides: Vec::new(),
         }))
+    }
+
+    /// Sets the test-only dial overrides from `ID=HOST:PORT,...`.
+    pub fn with_dial_overrides(mut self, list: &str) -> Result<ClusterConfig, String> {
+        let overrides = parse_members(list)?;
+        if let Some((id, _)) = overrides
+            .iter()
+            .find(|(id, _)| *id == self.node_id || !self.members.iter().any(|(m, _)| m == id))
+        {
+            return Err(format!(
+                "`--debug-peer-dial` names node {id}, which is this node or not in the cluster"
+            ));
+        }
+        self.dial_overrides = overrides;
+        Ok(self)
     }
 
     /// The node ids of the cluster.
@@ -94,12 +113,15 @@ impl ClusterConfig {
         self.members.iter().map(|(id, _)| *id).collect()
     }
 
-    /// The other nodes: id and peer address.
+    /// The other nodes: id and the address to dial.
     pub fn peers(&self) -> Vec<(u64, SocketAddr)> {
         self.members
             .iter()
-            .copied()
             .filter(|(id, _)| *id != self.node_id)
+            .map(|&(id, addr)| {
+                let dial = self.dial_overrides.iter().find(|(o, _)| *o == id);
+                (id, dial.map_or(addr, |&(_, a)| a))
+            })
             .collect()
     }
 

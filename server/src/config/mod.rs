@@ -138,6 +138,11 @@ pub struct Cli {
     #[arg(long, value_name = "PLAN", hide = true)]
     pub debug_fault_injection: Option<FaultPlan>,
 
+    /// Tests only: dial these peers at these addresses (`ID=HOST:PORT,...`) instead of their
+    /// `--initial-cluster` ones (a fault-injecting proxy on each link).
+    #[arg(long, value_name = "LIST", hide = true)]
+    pub debug_peer_dial: Option<String>,
+
     /// Cluster: this node's id (1 or more), one of `--initial-cluster`. With `--peer-listen`
     /// and `--initial-cluster`, every shard is a Raft group across the cluster's nodes.
     #[arg(long, value_name = "ID")]
@@ -471,6 +476,17 @@ impl Config {
             cli.heartbeat_interval_ms,
         )
         .map_err(ConfigError::Invalid)?;
+        let cluster = match (cluster, cli.debug_peer_dial.as_deref()) {
+            (Some(c), Some(list)) => {
+                Some(c.with_dial_overrides(list).map_err(ConfigError::Invalid)?)
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "`--debug-peer-dial` needs a cluster".to_string(),
+                ));
+            }
+            (c, None) => c,
+        };
         if cluster.is_some() && cores.len() != 1 {
             return Err(ConfigError::Invalid(format!(
                 "a cluster node runs one shard for now (`--shards 1`), not {}",
