@@ -88,13 +88,21 @@ impl Target for LocalCluster {
     }
 
     fn partition(&mut self, rng: &mut ChaCha8Rng) -> Option<String> {
-        let id = rng.gen_range(1..=self.nodes.len() as u64);
+        let mut id = rng.gen_range(1..=self.nodes.len() as u64);
+        let mut role = "";
+        // Half the time the leader (if one is found quickly): the partition that matters.
+        if rng.gen_bool(0.5)
+            && let Some(leader) = block_on(self.leader(Duration::from_millis(500)))
+        {
+            id = leader;
+            role = " (the leader)";
+        }
         if rng.gen_bool(0.25) {
             self.partition_outbound(id);
-            Some(format!("cut node {id}'s outbound links"))
+            Some(format!("cut node {id}{role}'s outbound links"))
         } else {
             LocalCluster::partition(self, &[id]);
-            Some(format!("isolate node {id}"))
+            Some(format!("isolate node {id}{role}"))
         }
     }
 
