@@ -7,16 +7,22 @@
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corekv_server::replication::group::{ApplyFn, Group, GroupConfig};
+use common::{
+    DEADLINE, Replica, VOTERS, contents, find_leader, run, start_replica, stop_replica, test_dir,
+    wait_for,
+};
+use corekv_server::replication::group::Group;
 use corekv_server::replication::log_store::RaftLog;
 use corekv_server::replication::transport::{
     Expected, Transport, TransportConfig, bind_peer_listener, serve_peer,
@@ -24,41 +30,15 @@ use corekv_server::replication::transport::{
 use corekv_server::replication::wire::{
     Hello, PEER_PROTOCOL_VERSION, encode_hello, encode_messages,
 };
-use corekv_storage::{Engine, OpenHooks, Options, ScanRange};
+use corekv_storage::Engine;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
-use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
-const VOTERS: [u64; 3] = [1, 2, 3];
 const CLUSTER_ID: u64 = 0x5eed;
-const DEADLINE: Duration = Duration::from_secs(30);
 
-fn options() -> Options {
-    Options {
-        memtable_size_bytes_max: 4096,
-        wal_segment_size_bytes: 1 << 20,
-        ..Options::default()
-    }
-}
-
-/// One command, `p<key>=<value>`: puts, answers `ok`.
-fn apply_fn() -> ApplyFn {
-    Rc::new(|engine: Engine, command: Vec<u8>| {
-        async move {
-            let rest = command.strip_prefix(b"p").expect("a put");
-            let eq = rest.iter().position(|&b| b == b'=').unwrap();
-            engine.put(&rest[..eq], &rest[eq + 1..]).await.unwrap();
-            Ok(b"ok".to_vec())
-        }
-        .boxed_local()
-    })
-}
-
-/// Short timings: the tests wait for reconnections.
 fn transport_config(id: u64, peers: &HashMap<u64, SocketAddr>) -> TransportConfig {
     let peers = peers
         .iter()
@@ -88,32 +68,8 @@ async fn start_node(
     listener: TcpListener,
     addrs: &HashMap<u64, SocketAddr>,
 ) -> Node {
-    let shard_dir = dir.join(format!("node{id}"));
-    let engine = Engine::open_applying(&shard_dir, options(), OpenHooks::default())
-        .await
-        .unwrap();
-    let log = RaftLog::open(&shard_dir, &options(), &VOTERS, engine.flushed_log_index())
-        .await
-        .unwrap();
     let transport = Transport::start(transport_config(id, addrs));
-    let config = GroupConfig {
-        node_id: id,
-        shard: 0,
-        voters: VOTERS.to_vec(),
-        tick_interval: Duration::from_millis(10),
-        election_ticks: 10,
-        heartbeat_ticks: 2,
-        log_retain_entries: 100_000,
-        request_timeout: Duration::from_secs(10),
-    };
-    let group = Group::start(
-        config,
-        log.clone(),
-        engine.clone(),
-        apply_fn(),
-        transport.sender(),
-    )
-    .unwrap();
+    let Replica { engine, log, group } = start_replica(dir, id, transport.sender()).await;
     let (stop_accept, stop) = oneshot::channel();
     let expected = Expected {
         cluster_id: CLUSTER_ID,
@@ -143,12 +99,9 @@ async fn stop_node(node: Node) {
         transport,
         stop_accept,
     } = node;
-    group.stop();
-    wait_for("the group to stop", || group.is_stopped().then_some(())).await;
     drop(transport);
     drop(stop_accept);
-    log.close().await.unwrap();
-    engine.close().await.unwrap();
+    stop_replica(Replica { engine, log, group }).await;
 }
 
 /// Accepts peer connections until `stop` fires, serving each with `deliver`.
@@ -168,17 +121,6 @@ async fn accept_loop(
     }
 }
 
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `fut`'s output, or a failed test after [`DEADLINE`].
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match select(pin!(fut), pin!(glommio::timer::sleep(DEADLINE))).await {
@@ -189,10 +131,7 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 async fn leader(nodes: &HashMap<u64, Node>) -> u64 {
     wait_for("a leader", || {
-        nodes
-            .iter()
-            .find(|(_, n)| n.group.status().role == StateRole::Leader)
-            .map(|(id, _)| *id)
+        find_leader(nodes.iter().map(|(id, n)| (id, &n.group)))
     })
     .await
 }
@@ -216,21 +155,6 @@ async fn wait_applied(nodes: &HashMap<u64, Node>, commit: u64) {
     .await;
 }
 
-async fn contents(e: &Engine) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
-    let range = ScanRange {
-        start: Vec::new(),
-        end: None,
-        limit: 100_000,
-        reverse: false,
-    };
-    let mut out = Vec::new();
-    for (k, v) in e.scan(&range, None).await.unwrap().entries {
-        let (_, seq) = e.get_versioned(&k).await.unwrap().unwrap();
-        out.push((k, v, seq));
-    }
-    out
-}
-
 async fn assert_same_contents(nodes: &HashMap<u64, Node>, reference: u64, keys: usize) {
     let expected = contents(&nodes[&reference].engine).await;
     assert_eq!(expected.len(), keys);
@@ -243,40 +167,14 @@ async fn assert_same_contents(nodes: &HashMap<u64, Node>, reference: u64, keys: 
     }
 }
 
-fn test_dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("raft-transport-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 fn loopback_listener() -> TcpListener {
     bind_peer_listener("127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
-fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
 }
 
 #[test]
 fn three_nodes_replicate_over_tcp() {
     run(|| async {
-        let dir = test_dir();
+        let dir = test_dir("raft-transport-");
         let listeners: Vec<(u64, TcpListener)> =
             VOTERS.iter().map(|&id| (id, loopback_listener())).collect();
         let addrs: HashMap<u64, SocketAddr> = listeners
@@ -313,7 +211,7 @@ fn three_nodes_replicate_over_tcp() {
 #[test]
 fn a_node_that_is_down_holds_nobody_back_and_catches_up() {
     run(|| async {
-        let dir = test_dir();
+        let dir = test_dir("raft-transport-");
         let mut listeners: HashMap<u64, TcpListener> =
             VOTERS.iter().map(|&id| (id, loopback_listener())).collect();
         let addrs: HashMap<u64, SocketAddr> = listeners
