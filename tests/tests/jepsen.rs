@@ -12,11 +12,11 @@
 // Test code: helpers panic on failed set-up steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corekv_tests::cluster::LocalCluster;
-use corekv_tests::jepsen::{self, Fault, RunOptions, RunReport};
+use corekv_tests::jepsen::{self, Fault, RunOptions, RunReport, Target};
 use corekv_tests::linearizability::Verdict;
 use corekv_tests::{Server, ServerOptions, test_dir};
 
@@ -32,19 +32,19 @@ fn kept_history(name: &str, seed: u64) -> PathBuf {
     std::env::temp_dir().join(format!("corekv-jepsen-{name}-{seed}.jsonl"))
 }
 
-/// Runs `options` against a server started with `extra_args`; the history goes to a file that
-/// is removed unless `keep` says the verdict is unexpected.
-fn run(
+/// Runs `options` against the target `start` builds in a fresh directory; the history goes
+/// to a file that is removed unless `keep` says the verdict is unexpected.
+fn run_on<T: Target>(
     name: &str,
-    extra_args: &[&str],
     options: &RunOptions,
     keep: impl Fn(&RunReport) -> bool,
+    start: impl FnOnce(&Path) -> T,
 ) -> RunReport {
     let dir = test_dir(name);
-    let server = Server::start(dir.path(), ServerOptions::shards(1).args(extra_args));
+    let target = start(dir.path());
     let history = dir.path().join("history.jsonl");
-    let (report, server) = jepsen::run_register(server, options, &history);
-    drop(server);
+    // The target's processes are killed when it is dropped, here.
+    let (report, _target) = jepsen::run_register(target, options, &history);
     eprintln!("{report}");
     if keep(&report) {
         let kept = kept_history(name, options.seed);
@@ -54,25 +54,28 @@ fn run(
     report
 }
 
-/// [`run`] against a 3-node cluster whose nodes get `extra_args`.
+/// [`run_on`] a single-node server started with `extra_args`.
+fn run(
+    name: &str,
+    extra_args: &[&str],
+    options: &RunOptions,
+    keep: impl Fn(&RunReport) -> bool,
+) -> RunReport {
+    run_on(name, options, keep, |dir| {
+        Server::start(dir, ServerOptions::shards(1).args(extra_args))
+    })
+}
+
+/// [`run_on`] a 3-node cluster whose nodes get `extra_args`.
 fn run_cluster(
     name: &str,
     extra_args: &[&str],
     options: &RunOptions,
     keep: impl Fn(&RunReport) -> bool,
 ) -> RunReport {
-    let dir = test_dir(name);
-    let cluster = LocalCluster::start(dir.path(), 3, extra_args);
-    let history = dir.path().join("history.jsonl");
-    let (report, mut cluster) = jepsen::run_register(cluster, options, &history);
-    cluster.stop();
-    eprintln!("{report}");
-    if keep(&report) {
-        let kept = kept_history(name, options.seed);
-        std::fs::copy(&history, &kept).expect("keep the history");
-        eprintln!("history kept in {}", kept.display());
-    }
-    report
+    run_on(name, options, keep, |dir| {
+        LocalCluster::start(dir, 3, extra_args)
+    })
 }
 
 fn seconds(default: u64) -> Duration {
@@ -164,10 +167,11 @@ fn cluster_register_histories_are_linearizable_through_kills_pauses_and_partitio
 
 #[test]
 fn the_harness_catches_reads_from_a_follower_state() {
-    // Pauses leave a follower behind; with the planted bug it answers reads from its own
-    // state when it resumes, before it has caught up.
+    // A partitioned follower falls behind and, with the planted bug, goes on answering reads
+    // from its own state while the majority takes writes; a paused one does the same for a
+    // moment when it resumes.
     let options = RunOptions {
-        faults: vec![Fault::Pause],
+        faults: vec![Fault::Partition, Fault::Pause],
         fault_interval: (Duration::from_millis(300), Duration::from_millis(800)),
         ..RunOptions::short(seed(), Duration::from_secs(10))
     };

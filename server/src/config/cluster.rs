@@ -127,29 +127,28 @@ impl ClusterConfig {
 
     /// How the data directory records the cluster: a restart with other settings is refused.
     pub fn identity(&self) -> String {
+        format!(
+            "node-id={}\ninitial-cluster={}\n",
+            self.node_id,
+            self.members_text()
+        )
+    }
+
+    /// The members as `ID=HOST:PORT,...`, sorted by id: the same text on every node.
+    fn members_text(&self) -> String {
         let members: Vec<String> = self
             .members
             .iter()
             .map(|(id, addr)| format!("{id}={addr}"))
             .collect();
-        format!(
-            "node-id={}\ninitial-cluster={}\n",
-            self.node_id,
-            members.join(",")
-        )
+        members.join(",")
     }
 
     /// A number every node of this cluster derives alike, carried in peer handshakes so a
     /// node of another cluster is refused.
     pub fn cluster_id(&self) -> u64 {
-        let members: Vec<String> = self
-            .members
-            .iter()
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect();
         // FNV-1a: stable across builds and platforms.
-        members
-            .join(",")
+        self.members_text()
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

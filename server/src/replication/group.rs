@@ -481,7 +481,7 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     apply_entries(inner, ready.take_committed_entries()).await?;
     inner
         .log
-        .append(ready.entries())
+        .append(ready.take_entries())
         .await
         .map_err(|e| e.to_string())?;
     if let Some(hs) = ready.hs() {

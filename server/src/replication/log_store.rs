@@ -103,14 +103,7 @@ pub fn decode_entry(b: &[u8]) -> Result<Entry, String> {
         2 => EntryType::EntryConfChangeV2,
         t => return Err(format!("unknown entry type {t}")),
     };
-    let u64_at = |at: usize| {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&b[at..at + 8]);
-        u64::from_le_bytes(x)
-    };
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&b[18..22]);
-    let context_len = u32::from_le_bytes(len) as usize;
+    let context_len = le_u32(b, 18) as usize;
     let rest = &b[ENTRY_HEADER_BYTES..];
     if context_len > rest.len() {
         return Err(format!(
@@ -120,11 +113,25 @@ pub fn decode_entry(b: &[u8]) -> Result<Entry, String> {
     }
     let mut e = Entry::default();
     e.set_entry_type(entry_type);
-    e.term = u64_at(2);
-    e.index = u64_at(10);
+    e.term = le_u64(b, 2);
+    e.index = le_u64(b, 10);
     e.context = rest[..context_len].to_vec().into();
     e.data = rest[context_len..].to_vec().into();
     Ok(e)
+}
+
+/// The little-endian u32 at `at` (the caller checked the length).
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// The little-endian u64 at `at` (the caller checked the length).
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
 }
 
 /// What the state file holds.
@@ -164,16 +171,8 @@ impl PersistedState {
         if b.len() < header + 5 * 8 + 4 || &b[..8] != STATE_MAGIC {
             return Err("not a Raft state file (bad magic or too short)".into());
         }
-        let u32_at = |at: usize| {
-            let mut x = [0u8; 4];
-            x.copy_from_slice(&b[at..at + 4]);
-            u32::from_le_bytes(x)
-        };
-        let u64_at = |at: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[at..at + 8]);
-            u64::from_le_bytes(x)
-        };
+        let u32_at = |at: usize| le_u32(b, at);
+        let u64_at = |at: usize| le_u64(b, at);
         let version = u32_at(8);
         if version != STATE_VERSION {
             return Err(format!("state file version {version} (expected 1)"));
@@ -330,9 +329,9 @@ impl RaftLog {
         })
     }
 
-    /// Appends `entries` (from a `Ready`), first removing any suffix they conflict with, and
-    /// waits until they are durable.
-    pub async fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
+    /// Appends `entries` (taken from a `Ready`, kept without a copy), first removing any
+    /// suffix they conflict with, and waits until they are durable.
+    pub async fn append(&self, entries: Vec<Entry>) -> Result<(), LogError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -357,9 +356,9 @@ impl RaftLog {
         for e in entries {
             let expected = self.core.borrow().last_index() + 1;
             assert_eq!(e.index, expected, "raft-rs hands entries in index order");
-            last = self.wal.append(encode_entry(e))?;
+            last = self.wal.append(encode_entry(&e))?;
             assert_eq!(last, e.index, "the WAL index is the Raft index");
-            self.core.borrow_mut().entries.push_back(e.clone());
+            self.core.borrow_mut().entries.push_back(e);
         }
         self.wal.wait_durable(last).await?;
         Ok(())
@@ -606,7 +605,7 @@ mod tests {
             );
             assert_eq!(log.bounds(), (1, 0));
             let ten: Vec<Entry> = (1..=10).map(|i| entry(i, 1, b"x")).collect();
-            log.append(&ten).await.unwrap();
+            log.append(ten).await.unwrap();
             let hs = HardState {
                 term: 2,
                 vote: 3,
@@ -615,7 +614,7 @@ mod tests {
             };
             log.set_hard_state(&hs).unwrap();
             // A new leader's entries replace ours from index 6 on.
-            log.append(&[entry(6, 2, b"y"), entry(7, 2, b"y")])
+            log.append(vec![entry(6, 2, b"y"), entry(7, 2, b"y")])
                 .await
                 .unwrap();
             assert_eq!(log.bounds(), (1, 7));
@@ -660,7 +659,7 @@ mod tests {
             assert_eq!(log.bounds(), (7, 7));
             assert_eq!(log.term(6).unwrap(), 2);
             assert_eq!(terms(&log), vec![(7, 2)]);
-            log.append(&[entry(8, 3, b"z")]).await.unwrap();
+            log.append(vec![entry(8, 3, b"z")]).await.unwrap();
             assert_eq!(log.bounds(), (7, 8));
             log.close().await.unwrap();
         });

@@ -54,14 +54,7 @@ impl Log {
     pub(super) fn check_appendable(&self, record_bytes: usize) -> Result<()> {
         match self {
             Log::Wal(wal) => wal.check_appendable(record_bytes),
-            Log::External(log) => match log.entry.get() {
-                Some(_) => Ok(()),
-                None => Err(Error::InvalidArgument(
-                    "this engine applies a replicated log: writes happen only while an entry \
-                     is applied (begin_entry .. end_entry)"
-                        .into(),
-                )),
-            },
+            Log::External(log) => log.open_entry().map(|_| ()),
         }
     }
 
@@ -69,12 +62,7 @@ impl Log {
     pub(super) fn append(&self, record: impl FnOnce() -> Vec<u8>) -> Result<u64> {
         match self {
             Log::Wal(wal) => wal.append(record()),
-            Log::External(log) => match log.entry.get() {
-                Some((index, _)) => Ok(index),
-                None => Err(Error::InvalidArgument(
-                    "write outside an applied entry".into(),
-                )),
-            },
+            Log::External(log) => log.open_entry(),
         }
     }
 
@@ -131,6 +119,18 @@ impl ExternalLog {
         ExternalLog {
             entry: Cell::new(None),
             applied: Cell::new(applied),
+        }
+    }
+
+    /// The index of the entry being applied; writes outside one are refused.
+    fn open_entry(&self) -> Result<u64> {
+        match self.entry.get() {
+            Some((index, _)) => Ok(index),
+            None => Err(Error::InvalidArgument(
+                "this engine applies a replicated log: writes happen only while an entry is \
+                 applied (begin_entry .. end_entry)"
+                    .into(),
+            )),
         }
     }
 
