@@ -349,3 +349,119 @@ fn an_engine_is_opened_with_the_log_it_was_created_with() {
         assert!(err.to_string().contains("external"), "{err}");
     });
 }
+
+/// Copies the files of checkpoint directory `from` into a new directory `to` (a replica
+/// receives a copy, never the leader's links).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn key_values(contents: Vec<(Vec<u8>, Vec<u8>, u64)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    contents.into_iter().map(|(k, v, _)| (k, v)).collect()
+}
+
+#[test]
+fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply_alike() {
+    let seed: u64 = std::env::var("COREKV_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("checkpoint seed {seed} (COREKV_MODEL_SEED={seed} replays it)");
+    run(move || async move {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let log = random_log(&mut rng, 900);
+        let clock = Clock::manual(1 << 40);
+        let scratch = test_dir("checkpoint");
+
+        // The leader applies 600 entries and checkpoints what its tables hold, then goes on
+        // (compacting and deleting the tables it linked).
+        let leader_dir = test_dir("checkpoint-leader");
+        let leader = open(leader_dir.path(), &clock, None).await;
+        for entry in &log[..600] {
+            apply(&leader, entry).await.unwrap();
+        }
+        let checkpoint = scratch.path().join("out");
+        let info = leader.checkpoint(&checkpoint).await.unwrap();
+        let at = info.applied_index;
+        assert_eq!(at, leader.flushed_log_index());
+        assert!(
+            at > 0 && at < log[599].index,
+            "seed {seed}: checkpoint at {at}"
+        );
+        assert_eq!(info.files.last().unwrap().0, "CHECKPOINT");
+        for entry in &log[600..] {
+            apply(&leader, entry).await.unwrap();
+        }
+        leader.flush().await.unwrap();
+        leader.wait_for_background().await.unwrap();
+
+        // The replica applied a few entries of its own (a divergent state: every key of it
+        // must go), flushed some, and holds more in its memtable.
+        let replica_dir = test_dir("checkpoint-replica");
+        let replica = open(replica_dir.path(), &clock, None).await;
+        for i in 1..=40u64 {
+            replica.begin_entry(i, 1_000_000 + i).unwrap();
+            for j in 0..20 {
+                let key = format!("junk{i:03}-{j}");
+                replica.put(key.as_bytes(), &[7u8; 300]).await.unwrap();
+            }
+            replica.put(b"k000", b"replica's own").await.unwrap();
+            replica.end_entry().unwrap();
+        }
+        assert!(
+            replica.flushed_log_index() > 0,
+            "the replica must have tables"
+        );
+        let before = contents(&replica).await;
+
+        // A damaged copy is refused and changes nothing.
+        let damaged = scratch.path().join("damaged");
+        copy_dir(&checkpoint, &damaged);
+        let descriptor = damaged.join("CHECKPOINT");
+        let mut bytes = std::fs::read(&descriptor).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&descriptor, bytes).unwrap();
+        assert!(replica.install_checkpoint(&damaged).await.is_err());
+        assert_eq!(contents(&replica).await, before);
+
+        // A good copy replaces everything; the entries after it then apply as on the leader.
+        let copy = scratch.path().join("in");
+        copy_dir(&checkpoint, &copy);
+        assert_eq!(replica.install_checkpoint(&copy).await.unwrap(), at);
+        assert_eq!(
+            (replica.applied_log_index(), replica.flushed_log_index()),
+            (at, at)
+        );
+        assert!(
+            replica.install_checkpoint(&copy).await.is_err(),
+            "a checkpoint not ahead of the engine is refused"
+        );
+        let next = log.partition_point(|e| e.index <= at);
+        for entry in &log[next..] {
+            apply(&replica, entry).await.unwrap();
+        }
+        let want = key_values(contents(&leader).await);
+        assert_eq!(
+            key_values(contents(&replica).await),
+            want,
+            "seed {seed}: the replica's state differs from the leader's"
+        );
+
+        // Reopened, the replica resumes from what its tables hold and gets the same state.
+        replica.close().await.unwrap();
+        let replica = open(replica_dir.path(), &clock, None).await;
+        let flushed = replica.flushed_log_index();
+        assert!(flushed >= at, "seed {seed}: tables hold {flushed} < {at}");
+        for entry in &log[log.partition_point(|e| e.index <= flushed)..] {
+            apply(&replica, entry).await.unwrap();
+        }
+        assert_eq!(key_values(contents(&replica).await), want);
+        replica.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}

@@ -162,14 +162,25 @@ fn take_file_number(inner: &Inner) -> u64 {
 }
 
 /// Appends `edit` to the manifest and, once it is durable, swaps in the next version with
-/// `added`, calling `also` in the same synchronous step.
+/// `added`, calling `also` in the same synchronous step. Returns false, changing nothing
+/// and deleting the tables in `added`, when a checkpoint replaced the state since the job
+/// began (at `resets`): the job's inputs are gone.
 async fn install(
     inner: &Inner,
     mut edit: VersionEdit,
     added: HashMap<u64, Rc<TableFile>>,
+    resets: u64,
     also: impl FnOnce(&mut State),
-) -> Result<()> {
+) -> Result<bool> {
     let _permit = inner.manifest.lock().await?;
+    if inner.state.borrow().resets() != resets {
+        for t in added.values() {
+            if edit.deleted.iter().all(|&(_, n)| n != t.number()) {
+                t.mark_obsolete();
+            }
+        }
+        return Ok(false);
+    }
     {
         let state = inner.state.borrow();
         edit.last_seq = Some(state.last_seq());
@@ -186,7 +197,7 @@ async fn install(
         also(&mut state);
     }
     refresh_backlog(inner);
-    Ok(())
+    Ok(true)
 }
 
 async fn open_table(inner: &Inner, meta: TableMeta) -> Result<Rc<TableFile>> {
@@ -197,8 +208,12 @@ async fn open_table(inner: &Inner, meta: TableMeta) -> Result<Rc<TableFile>> {
 
 /// Flushes the oldest immutable memtable. Ok(false) when there is none.
 async fn flush_next(inner: &Inner) -> Result<bool> {
-    let Some(immutable) = inner.state.borrow().oldest_immutable() else {
-        return Ok(false);
+    let (immutable, resets) = {
+        let state = inner.state.borrow();
+        let Some(immutable) = state.oldest_immutable() else {
+            return Ok(false);
+        };
+        (immutable, state.resets())
     };
     // Its writes must be durable in the WAL first: a table never holds a write that a crash
     // could still take back from the log.
@@ -223,7 +238,9 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
         added.insert(meta.file_number, t);
         edit.added.push((0, meta.clone()));
     }
-    install(inner, edit, added, State::flushed_oldest).await?;
+    if !install(inner, edit, added, resets, State::flushed_oldest).await? {
+        return Ok(true);
+    }
     inner.io.crash_point(CrashPoint::FlushBeforeWalRelease)?;
 
     inner.log.release_upto(wal_index_max).await?;
@@ -290,6 +307,7 @@ async fn compact_next(inner: &Inner) -> Result<bool> {
 }
 
 async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
+    let resets = inner.state.borrow().resets();
     let mut edit = VersionEdit::default();
     for t in &plan.inputs {
         edit.deleted.push((plan.level, t.number()));
@@ -302,7 +320,9 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         let t = &plan.inputs[0];
         edit.added.push((plan.output_level, t.meta.clone()));
         added.insert(t.number(), t.clone());
-        install(inner, edit, added, |_| {}).await?;
+        if !install(inner, edit, added, resets, |_| {}).await? {
+            return Ok(());
+        }
         inner.stats.borrow_mut().compaction_trivial_moves_total += 1;
         tracing::debug!(
             table = t.number(),
@@ -345,7 +365,9 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         added.insert(meta.file_number, t);
         edit.added.push((plan.output_level, meta.clone()));
     }
-    install(inner, edit, added, |_| {}).await?;
+    if !install(inner, edit, added, resets, |_| {}).await? {
+        return Ok(());
+    }
     inner
         .io
         .crash_point(CrashPoint::CompactionBeforeInputsDeleted)?;

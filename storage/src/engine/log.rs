@@ -143,11 +143,16 @@ impl ExternalLog {
     pub(super) fn applied(&self) -> (u64, u64) {
         self.applied.get()
     }
+
+    /// A checkpoint holding the entries up to `applied` replaced the engine's state.
+    pub(super) fn reset_applied(&self, applied: (u64, u64)) {
+        self.applied.set(applied);
+    }
 }
 
 impl Engine {
     /// The log kind this engine was opened with is external: see [`Engine::open_applying`].
-    fn external_log(&self, what: &str) -> Result<&ExternalLog> {
+    pub(super) fn external_log(&self, what: &str) -> Result<&ExternalLog> {
         self.inner.log.external().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{what}: this engine keeps its own WAL (open it with Engine::open_applying to \

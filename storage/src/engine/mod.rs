@@ -44,6 +44,7 @@
 //! types.
 
 mod background;
+mod checkpoint;
 mod log;
 mod manifest_log;
 mod open;
@@ -53,6 +54,7 @@ mod stats;
 mod workers;
 mod write;
 
+pub use checkpoint::{CHECKPOINT_FILE, CheckpointInfo, decode_descriptor};
 pub(crate) use open::replay_record;
 
 use std::borrow::Cow;

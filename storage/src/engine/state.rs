@@ -64,6 +64,9 @@ pub(super) struct State {
     last_seq: SeqNo,
     /// Last sequence number readers see.
     visible_seq: SeqNo,
+    /// Bumped when a checkpoint replaces the whole state: a flush or compaction that started
+    /// before is abandoned at its manifest edit.
+    resets: u64,
 }
 
 impl State {
@@ -87,6 +90,7 @@ impl State {
             next_file_number,
             last_seq,
             visible_seq: last_seq,
+            resets: 0,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
             state.rotate_memtable((0, 0));
@@ -248,6 +252,25 @@ impl State {
     /// Swaps in the live tables after a manifest edit.
     pub(super) fn install(&mut self, version: Version) {
         self.version = Rc::new(version);
+    }
+
+    /// Times a checkpoint replaced the whole state.
+    pub(super) fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// Replaces the whole state (a checkpoint was installed): `version`'s tables hold every
+    /// write up to `last_seq`; the memtables' writes are dropped.
+    pub(super) fn reset(&mut self, version: Version, last_seq: SeqNo) {
+        self.memtable = Rc::new(RefCell::new(Memtable::new()));
+        self.memtable_wal_index_max = 0;
+        // Whoever waits for a flush of a dropped memtable is done waiting.
+        self.flush_generation += self.immutables.len() as u64 + 1;
+        self.immutables.clear();
+        self.version = Rc::new(version);
+        self.last_seq = self.last_seq.max(last_seq);
+        self.visible_seq = self.last_seq;
+        self.resets += 1;
     }
 
     /// The oldest immutable memtable is in a table now.

@@ -1,0 +1,346 @@
+//! Checkpoints of an engine applying an external log (a Raft snapshot's content): the tables
+//! that hold the log's entries up to [`Engine::flushed_log_index`], hard-linked into a
+//! directory beside a descriptor. Another replica's engine installs that directory in place
+//! of its whole state ([`Engine::install_checkpoint`]) and goes on applying entries after it.
+//!
+//! A checkpoint needs no flush: the tables alone are the state as of the last flushed entry
+//! (the memtable switches only between entries), and the log keeps the entries after it.
+//!
+//! ## Descriptor `CHECKPOINT`, version 1, little-endian
+//!
+//! ```text
+//! "CKVCHKPT" | version u32 (1) | crc32c u32 of the edit | edit
+//! ```
+//! The edit is a manifest edit (the manifest's record encoding): `applied_index`,
+//! `applied_time_ms`, `last_seq` (the largest sequence number in the tables) and one added
+//! table per file, with its level and metadata, under its number in the checkpoint directory.
+//!
+//! ## Installing
+//! The descriptor and every table are checked before anything changes. The tables are
+//! renamed into the engine directory under new numbers, then one manifest edit removes every
+//! live table, adds the new ones and records the checkpoint's applied entry: that edit is the
+//! commit point (a crash before it leaves the old state, and the renamed files are removed as
+//! unreferenced on the next open). The memtables are dropped; a flush or compaction that was
+//! running when the edit landed is abandoned at its own edit.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+
+use super::*;
+use crate::manifest::{ManifestState, VersionEdit};
+use crate::sst::footer::{FOOTER_BYTES, Footer};
+use crate::sst::reader::{TableReader, table_path};
+use crate::version::TableFile;
+
+/// The descriptor's file name inside a checkpoint directory.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+const MAGIC: &[u8; 8] = b"CKVCHKPT";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 4;
+/// Largest descriptor read (bounds what a damaged or hostile file can make us allocate).
+const DESCRIPTOR_BYTES_MAX: u64 = 64 << 20;
+
+/// What [`Engine::checkpoint`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The last log entry the checkpoint holds.
+    pub applied_index: u64,
+    /// That entry's time (ms since the epoch).
+    pub applied_time_ms: u64,
+    /// The files of the checkpoint directory with their sizes, tables first, the
+    /// descriptor last.
+    pub files: Vec<(String, u64)>,
+}
+
+impl Engine {
+    /// Writes a checkpoint of the tables into `dir` (which must not exist): hard links to
+    /// the live tables and the descriptor, synced. The engine goes on meanwhile; the links
+    /// keep the tables' contents however compactions change the engine later.
+    pub async fn checkpoint(&self, dir: &Path) -> Result<CheckpointInfo> {
+        self.external_log("checkpoint")?;
+        self.check_open()?;
+        let io_err = |op: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |e| Error::io(op, &p, e)
+        };
+        std::fs::create_dir(dir).map_err(io_err("create checkpoint directory", dir))?;
+        // No manifest edit may land between reading the tables and the entry they hold.
+        let permit = self.inner.manifest.lock().await?;
+        let version = self.inner.state.borrow().version().clone();
+        let mut edit = VersionEdit {
+            applied_index: Some(self.inner.manifest.applied_index()),
+            applied_time_ms: Some(self.inner.manifest.applied_time_ms()),
+            ..VersionEdit::default()
+        };
+        let mut files = Vec::new();
+        let mut last_seq = 0;
+        for (level, tables) in version.levels.iter().enumerate() {
+            for t in tables {
+                let (from, to) = (
+                    table_path(&self.inner.dir, t.number()),
+                    table_path(dir, t.number()),
+                );
+                // Blocking, but one metadata operation per table, on a rare path.
+                std::fs::hard_link(&from, &to).map_err(io_err("link table", &to))?;
+                last_seq = last_seq.max(t.meta.seq_max);
+                edit.added.push((level, t.meta.clone()));
+                files.push((
+                    crate::sst::builder::table_file_name(t.number()),
+                    t.size_bytes(),
+                ));
+            }
+        }
+        drop(permit);
+        drop(version);
+        edit.last_seq = Some(last_seq);
+        let descriptor = encode_descriptor(&edit);
+        let path = dir.join(CHECKPOINT_FILE);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).map_err(io_err("create", &path))?;
+            f.write_all(&descriptor).map_err(io_err("write", &path))?;
+            f.sync_all().map_err(io_err("sync", &path))?;
+        }
+        self.inner.io.sync_dir(dir).await?;
+        files.push((CHECKPOINT_FILE.to_string(), descriptor.len() as u64));
+        Ok(CheckpointInfo {
+            applied_index: edit.applied_index.unwrap_or(0),
+            applied_time_ms: edit.applied_time_ms.unwrap_or(0),
+            files,
+        })
+    }
+
+    /// Replaces this engine's whole state with the checkpoint in `dir` (written by
+    /// [`Engine::checkpoint`], possibly on another replica, and copied here): its tables are
+    /// moved into this engine, which then holds the log's entries up to the checkpoint's and
+    /// applies the entries after it. Returns that entry's index. Refused between
+    /// `begin_entry` and `end_entry`, and for a checkpoint not ahead of this engine. Every
+    /// file is checked first: a damaged checkpoint changes nothing.
+    pub async fn install_checkpoint(&self, dir: &Path) -> Result<u64> {
+        let log = self.external_log("install_checkpoint")?;
+        self.check_writable()?;
+        if let Some((open, _)) = log.entry() {
+            return Err(Error::InvalidArgument(format!(
+                "install_checkpoint: entry {open} is being applied"
+            )));
+        }
+        let checkpoint = read_descriptor(dir)?;
+        let index = checkpoint.applied_index.unwrap_or(0);
+        let time_ms = checkpoint.applied_time_ms.unwrap_or(0);
+        let applied = log.applied().0;
+        if index <= applied {
+            return Err(Error::InvalidArgument(format!(
+                "install_checkpoint: the checkpoint holds entries up to {index}, this engine \
+                 has applied up to {applied} already"
+            )));
+        }
+        let inner = &self.inner;
+        // Check every table (footer, index, filter, size) before anything changes, through a
+        // cache of its own: the checkpoint's table numbers may be this engine's too.
+        let scratch = BlockCache::new(1 << 20);
+        for (level, meta) in &checkpoint.added {
+            let path = table_path(dir, meta.file_number);
+            if *level >= inner.options.levels_max {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    format!(
+                        "the checkpoint puts this table at level {level}; this engine has {}",
+                        inner.options.levels_max
+                    ),
+                ));
+            }
+            let table =
+                TableReader::open(&inner.io, &path, meta.file_number, scratch.clone()).await?;
+            let size = table.size_bytes();
+            // Its footer is rewritten with a number of this engine: it must be a copy, not a
+            // link to another engine's live table.
+            let links = std::fs::metadata(&path)
+                .map_err(|e| Error::io("stat", &path, e))?
+                .nlink();
+            if links != 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: a checkpoint is installed from a copy; this file has {links} links",
+                    path.display()
+                )));
+            }
+            if size != meta.size_bytes {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    format!(
+                        "the checkpoint records {} bytes for this table, the file has {size}",
+                        meta.size_bytes
+                    ),
+                ));
+            }
+        }
+
+        let _permit = inner.manifest.lock().await?;
+        let mut edit = VersionEdit {
+            applied_index: Some(index),
+            applied_time_ms: Some(time_ms),
+            ..VersionEdit::default()
+        };
+        let mut added = HashMap::new();
+        for (level, meta) in &checkpoint.added {
+            let number = inner.state.borrow_mut().take_file_number();
+            let from = table_path(dir, meta.file_number);
+            renumber_table(&from, meta.file_number, number)?;
+            let to = table_path(&inner.dir, number);
+            inner.io.rename(&from, &to)?;
+            let meta = crate::sst::builder::TableMeta {
+                file_number: number,
+                ..meta.clone()
+            };
+            let table = TableReader::open(&inner.io, &to, number, inner.cache.clone()).await?;
+            added.insert(
+                number,
+                TableFile::new(meta.clone(), table, inner.io.clone()),
+            );
+            edit.added.push((*level, meta));
+        }
+        inner.io.sync_dir(&inner.dir).await?;
+        let old = inner.state.borrow().version().clone();
+        for (level, tables) in old.levels.iter().enumerate() {
+            for t in tables {
+                edit.deleted.push((level, t.number()));
+            }
+        }
+        let last_seq = {
+            let state = inner.state.borrow();
+            state.last_seq().max(checkpoint.last_seq.unwrap_or(0))
+        };
+        edit.last_seq = Some(last_seq);
+        edit.flushed_seq = Some(last_seq);
+        edit.next_file_number = Some(inner.state.borrow().next_file_number());
+        inner
+            .manifest
+            .append(&edit, || inner.state.borrow_mut().take_file_number())
+            .await?;
+        {
+            let mut state = inner.state.borrow_mut();
+            let next = state.version().apply(&edit, &added);
+            state.reset(next, last_seq);
+        }
+        log.reset_applied((index, time_ms));
+        for t in old.levels.iter().flatten() {
+            t.mark_obsolete();
+        }
+        drop(old);
+        background::refresh_backlog(inner);
+        inner.workers.room_made();
+        inner.workers.wake();
+        tracing::info!(dir = ?inner.dir, index, tables = added.len(), "checkpoint installed");
+        Ok(index)
+    }
+}
+
+/// Rewrites the number in the footer of table file `path` (table `from`): a table received
+/// from another engine takes a number of this one, and its footer names its number.
+fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let io_err = |op: &'static str| move |e| Error::io(op, path, e);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open"))?;
+    let size = f.metadata().map_err(io_err("stat"))?.len();
+    let at = size
+        .checked_sub(FOOTER_BYTES as u64)
+        .ok_or_else(|| Error::corruption(path, 0, "shorter than a footer"))?;
+    let mut bytes = [0u8; FOOTER_BYTES];
+    f.read_exact_at(&mut bytes, at).map_err(io_err("read"))?;
+    let mut footer = Footer::decode(&bytes, size).map_err(|d| Error::corruption(path, at, d))?;
+    if footer.file_number != from {
+        return Err(Error::corruption(
+            path,
+            at,
+            format!(
+                "footer names table {}, the checkpoint {from}",
+                footer.file_number
+            ),
+        ));
+    }
+    footer.file_number = to;
+    // Buffered and synced: the engine reads it with O_DIRECT afterwards, which sees it.
+    f.write_all_at(&footer.seal(), at)
+        .map_err(io_err("write"))?;
+    f.sync_all().map_err(io_err("sync"))
+}
+
+fn encode_descriptor(edit: &VersionEdit) -> Vec<u8> {
+    let body = edit.encode();
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads and checks the descriptor of the checkpoint in `dir`.
+fn read_descriptor(dir: &Path) -> Result<VersionEdit> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bad = |detail: String| Error::corruption(&path, 0, detail);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| Error::io("stat", &path, e))?
+        .len();
+    if size > DESCRIPTOR_BYTES_MAX {
+        return Err(bad(format!("a checkpoint descriptor of {size} bytes")));
+    }
+    let b = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    decode_descriptor(&b).map_err(bad)
+}
+
+/// Decodes a descriptor; what is wrong if it is not a valid one.
+pub fn decode_descriptor(b: &[u8]) -> std::result::Result<VersionEdit, String> {
+    if b.len() < HEADER_BYTES || &b[..8] != MAGIC {
+        return Err("not a checkpoint descriptor (bad magic or too short)".into());
+    }
+    let word = |at: usize| {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(&b[at..at + 4]);
+        u32::from_le_bytes(x)
+    };
+    if word(8) != VERSION {
+        return Err(format!(
+            "checkpoint descriptor version {} (expected 1)",
+            word(8)
+        ));
+    }
+    let body = &b[HEADER_BYTES..];
+    if crc32c::crc32c(body) != word(12) {
+        return Err("checkpoint descriptor checksum mismatch".into());
+    }
+    let edit = VersionEdit::decode(body)?;
+    if edit.applied_index.is_none() || !edit.deleted.is_empty() {
+        return Err("the descriptor names no applied entry, or deletes tables".into());
+    }
+    // The tables must form a valid version (levels in range, no number twice, deeper levels
+    // disjoint).
+    ManifestState::default().apply(&edit, usize::MAX)?;
+    let mut levels: Vec<Vec<(&[u8], &[u8])>> = Vec::new();
+    for (level, m) in &edit.added {
+        if m.smallest > m.largest {
+            return Err(format!(
+                "table {}: smallest key above largest",
+                m.file_number
+            ));
+        }
+        if *level > 0 {
+            if levels.len() <= *level {
+                levels.resize_with(*level + 1, Vec::new);
+            }
+            levels[*level].push((&m.smallest, &m.largest));
+        }
+    }
+    for (level, ranges) in levels.iter_mut().enumerate() {
+        ranges.sort();
+        if ranges.windows(2).any(|w| w[0].1 >= w[1].0) {
+            return Err(format!("level {level} has overlapping tables"));
+        }
+    }
+    Ok(edit)
+}
