@@ -612,3 +612,33 @@ fn sync_writes_use_an_o_dsync_descriptor_only_when_asked() {
         });
     }
 }
+
+#[test]
+fn a_log_restarted_at_a_later_index_holds_nothing_before_it_and_survives_reopen() {
+    let dir = test_dir("wal-restart");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        append_all(&wal, 1..700).await;
+        assert!(segments(&path).len() >= 2);
+        assert!(wal.restart_at(650).await.is_err(), "below the next index");
+        wal.restart_at(5000).await.unwrap();
+        assert_eq!(segments(&path).len(), 1);
+        assert_eq!((wal.first_index(), wal.last_index()), (5000, 4999));
+        assert!(wal.read(1..2, 10).await.is_err());
+        append_synced(&wal, 5000..5010).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert_eq!(report.first_index, 5000);
+        assert_records(&got, 5000..5010);
+        // Restarted again with nothing appended: the next index survives a reopen.
+        wal.restart_at(9000).await.unwrap();
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert!(got.is_empty());
+        assert_eq!(report.next_index, 9000);
+        assert_eq!(wal.append(b"x".to_vec()).unwrap(), 9000);
+    });
+}

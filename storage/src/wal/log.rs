@@ -1,5 +1,6 @@
 //! The log operations replication needs: records by index ([`Wal::read`]), cutting the tail
-//! ([`Wal::truncate_suffix`]) and dropping the head ([`Wal::drop_prefix`]).
+//! ([`Wal::truncate_suffix`]), dropping the head ([`Wal::drop_prefix`]) and starting over at
+//! a later index ([`Wal::restart_at`]).
 
 use super::*;
 
@@ -254,6 +255,51 @@ impl Wal {
         state.written_index = from - 1;
         state.synced_index = state.synced_index.min(from - 1);
         state.sync_target = state.sync_target.min(from - 1);
+        Ok(())
+    }
+
+    /// Drops every record and makes `next` the next append's index (Raft: a snapshot
+    /// replaced the log up to `next - 1`). `next` must not be below the next index now.
+    /// Segments are deleted newest first, then an empty segment starting at `next` is made:
+    /// a crash in between leaves a prefix of the old log or an empty one, which the caller
+    /// (who recorded the snapshot first) restarts again.
+    pub async fn restart_at(&self, next: u64) -> Result<()> {
+        let now = self.shared.state.borrow().next_index;
+        if next < now {
+            return Err(Error::InvalidArgument(format!(
+                "restart_at({next}): the log's next index is {now} already"
+            )));
+        }
+        self.begin_maintenance().await?;
+        let result = self.restart_held(next).await;
+        self.end_maintenance(&result);
+        result
+    }
+
+    async fn restart_held(&self, next: u64) -> Result<()> {
+        let shared = &self.shared;
+        loop {
+            let path = {
+                let mut state = shared.state.borrow_mut();
+                let Some(s) = state.segments.pop() else {
+                    break;
+                };
+                state.active = None;
+                state.stats.segments_deleted_total += 1;
+                s.path
+            };
+            shared.io.remove(&path)?;
+        }
+        shared.io.sync_dir(&shared.dir).await?;
+        let size = shared.opts.segment_size_bytes as u64;
+        let (file, path) =
+            segment::create(&shared.io, &shared.dir, next, size, shared.opts.zero_fill()).await?;
+        let mut state = shared.state.borrow_mut();
+        state.start_segment(next, path, size, file);
+        state.next_index = next;
+        state.written_index = next - 1;
+        state.synced_index = next - 1;
+        state.sync_target = next - 1;
         Ok(())
     }
 
