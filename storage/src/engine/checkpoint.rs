@@ -16,15 +16,16 @@
 //! table per file, with its level and metadata, under its number in the checkpoint directory.
 //!
 //! ## Installing
-//! The descriptor and every table are checked before anything changes. The tables are
-//! renamed into the engine directory under new numbers, then one manifest edit removes every
-//! live table, adds the new ones and records the checkpoint's applied entry: that edit is the
-//! commit point (a crash before it leaves the old state, and the renamed files are removed as
-//! unreferenced on the next open). The memtables are dropped; a flush or compaction that was
-//! running when the edit landed is abandoned at its own edit.
+//! A table's footer names its number, so a copy is first renumbered above every number the
+//! receiving engine has used ([`renumber_checkpoint`]). The descriptor and every table are
+//! checked before anything changes. The tables are hard-linked into the engine directory,
+//! then one manifest edit removes every live table, adds the new ones and records the
+//! checkpoint's applied entry: that edit is the commit point (a crash before it leaves the
+//! old state; the links are removed as unreferenced on the next open, and the checkpoint
+//! directory is intact for another attempt). The memtables are dropped; a flush or
+//! compaction that was running when the edit landed is abandoned at its own edit.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 
 use super::*;
 use crate::manifest::{ManifestState, VersionEdit};
@@ -95,12 +96,7 @@ impl Engine {
         edit.last_seq = Some(last_seq);
         let descriptor = encode_descriptor(&edit);
         let path = dir.join(CHECKPOINT_FILE);
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&path).map_err(io_err("create", &path))?;
-            f.write_all(&descriptor).map_err(io_err("write", &path))?;
-            f.sync_all().map_err(io_err("sync", &path))?;
-        }
+        write_synced(&path, &descriptor)?;
         self.inner.io.sync_dir(dir).await?;
         files.push((CHECKPOINT_FILE.to_string(), descriptor.len() as u64));
         Ok(CheckpointInfo {
@@ -111,11 +107,14 @@ impl Engine {
     }
 
     /// Replaces this engine's whole state with the checkpoint in `dir` (written by
-    /// [`Engine::checkpoint`], possibly on another replica, and copied here): its tables are
-    /// moved into this engine, which then holds the log's entries up to the checkpoint's and
-    /// applies the entries after it. Returns that entry's index. Refused between
-    /// `begin_entry` and `end_entry`, and for a checkpoint not ahead of this engine. Every
-    /// file is checked first: a damaged checkpoint changes nothing.
+    /// [`Engine::checkpoint`] on another replica, copied here, then given numbers of this
+    /// engine by [`renumber_checkpoint`]): this engine then holds the log's entries up to the
+    /// checkpoint's and applies the entries after it. Returns that entry's index. The
+    /// tables are hard-linked, so `dir` is unchanged (the caller removes it once this
+    /// returns) and an attempt cut short by a crash can be made again. Refused between
+    /// `begin_entry` and `end_entry`, for a checkpoint not ahead of this engine, and for
+    /// table numbers this engine may have used. Every file is checked first: a damaged
+    /// checkpoint changes nothing.
     pub async fn install_checkpoint(&self, dir: &Path) -> Result<u64> {
         let log = self.external_log("install_checkpoint")?;
         self.check_writable()?;
@@ -136,8 +135,9 @@ impl Engine {
         }
         let inner = &self.inner;
         // Check every table (footer, index, filter, size) before anything changes, through a
-        // cache of its own: the checkpoint's table numbers may be this engine's too.
+        // cache of its own.
         let scratch = BlockCache::new(1 << 20);
+        let mut last_number = 0;
         for (level, meta) in &checkpoint.added {
             let path = table_path(dir, meta.file_number);
             if *level >= inner.options.levels_max {
@@ -153,17 +153,6 @@ impl Engine {
             let table =
                 TableReader::open(&inner.io, &path, meta.file_number, scratch.clone()).await?;
             let size = table.size_bytes();
-            // Its footer is rewritten with a number of this engine: it must be a copy, not a
-            // link to another engine's live table.
-            let links = std::fs::metadata(&path)
-                .map_err(|e| Error::io("stat", &path, e))?
-                .nlink();
-            if links != 1 {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: a checkpoint is installed from a copy; this file has {links} links",
-                    path.display()
-                )));
-            }
             if size != meta.size_bytes {
                 return Err(Error::corruption(
                     &path,
@@ -174,9 +163,22 @@ impl Engine {
                     ),
                 ));
             }
+            last_number = last_number.max(meta.file_number);
         }
 
         let _permit = inner.manifest.lock().await?;
+        let next_number = inner.state.borrow().next_file_number();
+        if let Some((_, m)) = checkpoint
+            .added
+            .iter()
+            .find(|(_, m)| m.file_number < next_number)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "install_checkpoint: table {} may be one of this engine's (its numbers reach \
+                 {next_number}): renumber the checkpoint first",
+                m.file_number
+            )));
+        }
         let mut edit = VersionEdit {
             applied_index: Some(index),
             applied_time_ms: Some(time_ms),
@@ -184,21 +186,21 @@ impl Engine {
         };
         let mut added = HashMap::new();
         for (level, meta) in &checkpoint.added {
-            let number = inner.state.borrow_mut().take_file_number();
-            let from = table_path(dir, meta.file_number);
-            renumber_table(&from, meta.file_number, number)?;
-            let to = table_path(&inner.dir, number);
-            inner.io.rename(&from, &to)?;
-            let meta = crate::sst::builder::TableMeta {
-                file_number: number,
-                ..meta.clone()
-            };
-            let table = TableReader::open(&inner.io, &to, number, inner.cache.clone()).await?;
+            let to = table_path(&inner.dir, meta.file_number);
+            // A link left by an attempt a crash cut short (unreferenced: never read).
+            if to.exists() {
+                inner.io.remove(&to)?;
+            }
+            // Blocking, but one metadata operation per table, on a rare path.
+            std::fs::hard_link(table_path(dir, meta.file_number), &to)
+                .map_err(|e| Error::io("link table", &to, e))?;
+            let table =
+                TableReader::open(&inner.io, &to, meta.file_number, inner.cache.clone()).await?;
             added.insert(
-                number,
+                meta.file_number,
                 TableFile::new(meta.clone(), table, inner.io.clone()),
             );
-            edit.added.push((*level, meta));
+            edit.added.push((*level, meta.clone()));
         }
         inner.io.sync_dir(&inner.dir).await?;
         let old = inner.state.borrow().version().clone();
@@ -208,7 +210,8 @@ impl Engine {
             }
         }
         let last_seq = {
-            let state = inner.state.borrow();
+            let mut state = inner.state.borrow_mut();
+            state.raise_next_file_number(last_number + 1);
             state.last_seq().max(checkpoint.last_seq.unwrap_or(0))
         };
         edit.last_seq = Some(last_seq);
@@ -234,6 +237,49 @@ impl Engine {
         tracing::info!(dir = ?inner.dir, index, tables = added.len(), "checkpoint installed");
         Ok(index)
     }
+
+    /// The next table number this engine would hand out: a checkpoint to install here is
+    /// renumbered from above it ([`renumber_checkpoint`]).
+    pub fn next_file_number(&self) -> u64 {
+        self.inner.state.borrow().next_file_number()
+    }
+}
+
+/// Gives the tables of the checkpoint in `dir` (a copy of another engine's) numbers from
+/// `at_least` up, or from above their current numbers if those are higher: rewrites each
+/// table's footer, renames it, and rewrites the descriptor. A crash leaves the directory
+/// half renumbered: discard it. Returns the first number used.
+pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<u64> {
+    let mut edit = read_descriptor(dir)?;
+    let first = edit
+        .added
+        .iter()
+        .map(|(_, m)| m.file_number + 1)
+        .fold(at_least, u64::max);
+    for (i, (_, meta)) in edit.added.iter_mut().enumerate() {
+        let to = first + i as u64;
+        let from_path = table_path(dir, meta.file_number);
+        renumber_table(&from_path, meta.file_number, to)?;
+        let to_path = table_path(dir, to);
+        std::fs::rename(&from_path, &to_path).map_err(|e| Error::io("rename", &to_path, e))?;
+        meta.file_number = to;
+    }
+    let path = dir.join(CHECKPOINT_FILE);
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    write_synced(&tmp, &encode_descriptor(&edit))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(first)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    f.sync_all().map_err(|e| Error::io("sync", path, e))
 }
 
 /// Rewrites the number in the footer of table file `path` (table `from`): a table received

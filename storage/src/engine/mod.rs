@@ -54,7 +54,7 @@ mod stats;
 mod workers;
 mod write;
 
-pub use checkpoint::{CHECKPOINT_FILE, CheckpointInfo, decode_descriptor};
+pub use checkpoint::{CHECKPOINT_FILE, CheckpointInfo, decode_descriptor, renumber_checkpoint};
 pub(crate) use open::replay_record;
 
 use std::borrow::Cow;

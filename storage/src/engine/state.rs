@@ -249,6 +249,11 @@ impl State {
         self.next_file_number
     }
 
+    /// Hands out no number below `n` from now on (tables that came from elsewhere use them).
+    pub(super) fn raise_next_file_number(&mut self, n: u64) {
+        self.next_file_number = self.next_file_number.max(n);
+    }
+
     /// Swaps in the live tables after a manifest edit.
     pub(super) fn install(&mut self, version: Version) {
         self.version = Rc::new(version);
