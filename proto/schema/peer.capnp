@@ -12,6 +12,12 @@
 #   2. Then `messages` frames: the Raft messages of one `Ready`, in the order raft-rs produced
 #      them.
 #
+# A snapshot travels on a connection of its own (the same hello), outside the Raft messages:
+# `snapshotChunk` frames carry the files of the shard's checkpoint in order, each file's
+# chunks at increasing offsets, its last chunk marked and carrying the file's checksum; then
+# one `messages` frame holds the `MsgSnapshot` that names the snapshot, which the receiver
+# hands to Raft only once every file has arrived and checked.
+#
 # Enumerations of raft-rs (`MessageType`, `EntryType`) are carried as their protobuf numbers, not
 # as Cap'n Proto enums, so that the mapping is the one written in `eraftpb.proto` and a number
 # this version does not know is refused by name (never silently read as a default).
@@ -27,7 +33,24 @@ struct PeerFrame {
     # The first frame of a connection, and only the first.
     messages @1 :List(RaftMessage);
     # Raft messages for the shard the hello named, in send order.
+    snapshotChunk @2 :SnapshotChunk;
+    # A piece of a snapshot's file (on a snapshot connection only).
   }
+}
+
+struct SnapshotChunk {
+  index @0 :UInt64;
+  term @1 :UInt64;
+  # The snapshot: the last Raft entry it holds, and that entry's term.
+  file @2 :Text;
+  # The file's name in the checkpoint directory (`NNNNNN.sst` or `CHECKPOINT`).
+  offset @3 :UInt64;
+  # Where `data` goes in the file: the bytes before it were sent by the earlier chunks.
+  data @4 :Data;
+  last @5 :Bool;
+  # The file's final chunk.
+  crc32c @6 :UInt32;
+  # With `last`: the CRC-32C of the whole file.
 }
 
 struct Hello {

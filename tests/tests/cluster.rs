@@ -5,7 +5,8 @@
 //! restarted node) still form a majority and serve every acknowledged write. A leader cut off
 //! from the others by a partition (proxies on the peer links) acknowledges nothing, the
 //! majority goes on, and after healing every node has every acknowledged write and nothing
-//! else.
+//! else. A node down while the others flush and compact their logs past it catches up by a
+//! snapshot of the leader's tables.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -176,6 +177,89 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
             }
             // The write the isolated leader took was replaced by the majority's entries.
             assert_eq!(c.get(b"minority").await.unwrap(), None, "node {}", node.id);
+        }
+    });
+    cluster.stop();
+}
+
+#[test]
+fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+    let dir = test_dir("cluster-snapshot");
+    // Small memtables flush often, and the logs keep only 20 entries behind the flushed one:
+    // a node down for a few hundred writes is behind every leader's log. Followers answer
+    // reads from their own state (a planted bug, tests only) so the test can look at each.
+    let mut cluster = LocalCluster::start(
+        dir.path(),
+        3,
+        &[
+            "--log-retain-entries",
+            "20",
+            "--memtable-size-bytes",
+            "32768",
+            "--debug-fault-injection",
+            "bug=follower-reads",
+        ],
+    );
+    block_on(async {
+        let value = |i: usize| format!("{i}-{}", "x".repeat(1000)).into_bytes();
+        let mut leader = 0;
+        for i in 0..30 {
+            leader = put_anywhere(&cluster, &[], &kv(i).0, &value(i)).await;
+        }
+        let behind = if leader == 1 { 2 } else { 1 };
+        cluster.node(behind).kill9();
+        // Overwrites and deletes too: the snapshot must replace the node's state, not add to
+        // it.
+        for i in 0..400 {
+            leader = put_anywhere(&cluster, &[behind], &kv(i).0, &value(i + 1000)).await;
+        }
+        let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
+            .await
+            .unwrap();
+        for i in 0..10 {
+            c.delete(&kv(i).0).await.unwrap();
+        }
+
+        cluster.node(behind).start();
+        // The leader's log no longer holds what the node lacks: it catches up by snapshot.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let node = Connection::connect(TokioRuntime, cluster.nodes[behind as usize - 1].addr)
+            .await
+            .unwrap();
+        for i in 0..400 {
+            let want = (i >= 10).then(|| value(i + 1000));
+            loop {
+                if node.get(&kv(i).0).await.unwrap() == want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {behind} never caught up on key {i}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let log = cluster.nodes[behind as usize - 1]
+            .server
+            .as_ref()
+            .unwrap()
+            .log();
+        assert!(
+            log.contains("snapshot installed"),
+            "node {behind} caught up without a snapshot"
+        );
+
+        // It serves as a replica again: with the leader killed, it and the third node elect
+        // one and keep every acknowledged write.
+        cluster.node(leader).kill9();
+        let after = put_anywhere(&cluster, &[], b"after", b"snapshot").await;
+        assert_ne!(after, leader);
+        let c = Connection::connect(TokioRuntime, cluster.nodes[after as usize - 1].addr)
+            .await
+            .unwrap();
+        for i in 0..400 {
+            let want = (i >= 10).then(|| value(i + 1000));
+            assert_eq!(c.get(&kv(i).0).await.unwrap(), want, "key {i}");
         }
     });
     cluster.stop();

@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 /// Default `--heartbeat-interval-ms`.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Default `--log-retain-entries`: entries a replica keeps in its Raft log behind what its
+/// engine's tables hold, for a follower that lags (etcd keeps 5000); a follower further
+/// behind gets a snapshot.
+pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
 /// Most nodes in a cluster.
 pub const NODES_MAX: usize = 7;
 
@@ -24,6 +28,8 @@ pub struct ClusterConfig {
     pub election_timeout_ms: u64,
     /// Time between a leader's heartbeats.
     pub heartbeat_interval_ms: u64,
+    /// See [`DEFAULT_LOG_RETAIN_ENTRIES`].
+    pub log_retain_entries: u64,
     /// Tests only (`--debug-peer-dial`): where to dial some peers instead of their
     /// `--initial-cluster` address, so a test's proxy can sit on each link.
     pub dial_overrides: Vec<(u64, SocketAddr)>,
@@ -89,6 +95,7 @@ impl ClusterConfig {
             members,
             election_timeout_ms,
             heartbeat_interval_ms,
+            log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
             dial_overrides: Vec::new(),
         }))
     }

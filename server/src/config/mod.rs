@@ -164,6 +164,11 @@ pub struct Cli {
     /// Cluster: time between a leader's heartbeats. [default: 100]
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
+
+    /// Cluster: Raft log entries kept behind what the engine's tables hold, for a follower
+    /// that lags; one further behind is sent a snapshot of the tables. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub log_retain_entries: Option<u64>,
 }
 
 /// How log lines are written.
@@ -483,6 +488,18 @@ impl Config {
             (None, Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "`--debug-peer-dial` needs a cluster".to_string(),
+                ));
+            }
+            (c, None) => c,
+        };
+        let cluster = match (cluster, cli.log_retain_entries) {
+            (Some(mut c), Some(n)) => {
+                c.log_retain_entries = n;
+                Some(c)
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "`--log-retain-entries` needs a cluster".to_string(),
                 ));
             }
             (c, None) => c,

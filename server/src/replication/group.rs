@@ -35,6 +35,7 @@ use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 
 use super::log_store::RaftLog;
+use super::snapshot::Snapshots;
 
 /// Applies one command to the engine (inside the entry's `begin_entry`/`end_entry`) and
 /// returns its answer. Must be deterministic: every replica applies the same commands to
@@ -91,6 +92,13 @@ pub struct GroupConfig {
 
 enum Event {
     Message(Box<Message>),
+    /// A `MsgSnapshot` whose files arrived whole (see [`super::snapshot`]).
+    Snapshot(Box<Message>),
+    /// Whether sending a snapshot to a peer succeeded.
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
     Propose(Vec<u8>, Waiter),
     ReadBarrier(ReadWaiter),
     Tick,
@@ -123,6 +131,8 @@ struct Inner {
     next_read: Cell<u64>,
     applied: Cell<u64>,
     stopped: Cell<bool>,
+    /// Makes, sends and installs snapshots (none: a group that cannot, as in tests).
+    snapshots: RefCell<Option<Rc<Snapshots>>>,
 }
 
 /// A handle to a running group. Cheap to clone.
@@ -189,6 +199,7 @@ impl Group {
             next_read: Cell::new(1),
             applied: Cell::new(applied),
             stopped: Cell::new(false),
+            snapshots: RefCell::new(None),
             config,
         });
         glommio::spawn_local(run(inner.clone(), rx)).detach();
@@ -202,6 +213,29 @@ impl Group {
             .inner
             .events
             .unbounded_send(Event::Message(Box::new(message)));
+    }
+
+    /// Hands a `MsgSnapshot` whose files have arrived (and are kept by the group's
+    /// [`Snapshots`]) to the group.
+    pub fn step_snapshot(&self, message: Message) {
+        let _ = self
+            .inner
+            .events
+            .unbounded_send(Event::Snapshot(Box::new(message)));
+    }
+
+    /// Tells raft-rs whether the snapshot sent to `to` got there.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self
+            .inner
+            .events
+            .unbounded_send(Event::SnapshotSent { to, ok });
+    }
+
+    /// Lets the group make, send and install snapshots through `snapshots`. Call right after
+    /// [`Group::start`], before the first await.
+    pub fn set_snapshots(&self, snapshots: Rc<Snapshots>) {
+        *self.inner.snapshots.borrow_mut() = Some(snapshots);
     }
 
     /// Proposes `command`; resolves once it is applied here (with its answer) or cannot be.
@@ -364,6 +398,19 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 "refused a peer message this replica never expects (a proposal, or a \
                  configuration-change entry)");
         }
+        Event::Snapshot(m) => {
+            if let Err(e) = node.step(*m) {
+                tracing::debug!(error = %e, "snapshot message not taken");
+            }
+        }
+        Event::SnapshotSent { to, ok } => {
+            let status = if ok {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            };
+            node.report_snapshot(to, status);
+        }
         Event::Message(m) => {
             // A message from a stale term or an unknown peer is refused by raft-rs; that is
             // not this replica's failure.
@@ -456,7 +503,8 @@ fn settle_reads(inner: &Inner) {
 /// them, since raft-rs decodes a configuration change's data as protobuf (which must never
 /// be fed bytes from the network).
 fn acceptable_from_peer(m: &Message) -> bool {
-    // No snapshot is ever sent (the log store offers none) and no leader transfer asked.
+    // A snapshot comes only on its own connection, after its files ([`Event::Snapshot`]);
+    // no leader transfer is ever asked.
     !matches!(
         m.get_msg_type(),
         MessageType::MsgPropose | MessageType::MsgSnapshot | MessageType::MsgTimeoutNow
@@ -474,9 +522,16 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         }
         node.ready()
     };
-    (inner.send)(ready.take_messages());
+    send(inner, ready.take_messages());
     if !ready.snapshot().is_empty() {
-        return Err("a snapshot arrived; installing snapshots is not supported yet".into());
+        let meta = ready.snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let snapshots = inner.snapshots.borrow().clone();
+        let Some(snapshots) = snapshots else {
+            return Err("Raft accepted a snapshot, and this group takes none".into());
+        };
+        snapshots.install(index, term).await?;
+        inner.applied.set(index);
     }
     apply_entries(inner, ready.take_committed_entries()).await?;
     inner
@@ -487,7 +542,7 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     if let Some(hs) = ready.hs() {
         inner.log.set_hard_state(hs).map_err(|e| e.to_string())?;
     }
-    (inner.send)(ready.take_persisted_messages());
+    send(inner, ready.take_persisted_messages());
     for rs in ready.take_read_states() {
         tracing::debug!(
             index = rs.index,
@@ -505,12 +560,34 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     if let Some(commit) = light.commit_index() {
         inner.log.set_commit(commit);
     }
-    (inner.send)(light.take_messages());
+    send(inner, light.take_messages());
     apply_entries(inner, light.take_committed_entries()).await?;
     inner.node.borrow_mut().advance_apply();
     answer_reads(inner);
     settle_reads(inner);
+    if inner.log.take_snapshot_wanted() {
+        let snapshots = inner.snapshots.borrow().clone();
+        if let Some(snapshots) = snapshots {
+            snapshots.prepare().await?;
+        }
+    }
     compact(inner).await
+}
+
+/// Sends messages to peers; a `MsgSnapshot` goes with its files on a connection of its own.
+fn send(inner: &Inner, messages: Vec<Message>) {
+    let snapshots = inner.snapshots.borrow().clone();
+    let Some(snapshots) = snapshots else {
+        (inner.send)(messages);
+        return;
+    };
+    let (snaps, rest): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .partition(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+    (inner.send)(rest);
+    for m in snaps {
+        snapshots.send(m);
+    }
 }
 
 async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), String> {
@@ -564,7 +641,16 @@ fn answer_reads(inner: &Inner) {
 /// followers that lag.
 async fn compact(inner: &Inner) -> Result<(), String> {
     let flushed = inner.engine.flushed_log_index();
-    let upto = flushed.saturating_sub(inner.config.log_retain_entries);
+    let mut upto = flushed.saturating_sub(inner.config.log_retain_entries);
+    // A snapshot being sent needs the entries after it.
+    let pinned = inner
+        .snapshots
+        .borrow()
+        .as_ref()
+        .and_then(|s| s.pinned_index());
+    if let Some(pinned) = pinned {
+        upto = upto.min(pinned);
+    }
     let (first, _) = inner.log.bounds();
     if upto >= first {
         inner.log.compact(upto).await.map_err(|e| e.to_string())?;

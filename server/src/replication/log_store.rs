@@ -42,6 +42,9 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 pub const RAFT_LOG_DIR: &str = "raft-log";
 /// The file holding the hard state, inside the shard's directory.
 pub const RAFT_STATE_FILE: &str = "raft-state";
+/// Present while a snapshot replaces the log (see [`RaftLog::begin_snapshot`]).
+pub const SNAPSHOT_MARKER_FILE: &str = "raft-snapshot-installing";
+const MARKER_MAGIC: &[u8; 8] = b"CKVRSNAP";
 
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4;
@@ -209,6 +212,10 @@ struct Core {
     state: PersistedState,
     /// Every entry after `state.compacted_index`, in index order.
     entries: VecDeque<Entry>,
+    /// The snapshot this replica can send now, (index, term): its checkpoint is ready.
+    offered: Option<(u64, u64)>,
+    /// raft-rs asked for a snapshot that is not ready (none offered, or one too old).
+    snapshot_wanted: bool,
 }
 
 impl Core {
@@ -265,13 +272,23 @@ impl RaftLog {
                 });
             }
         };
+        // A snapshot was replacing the log when the replica stopped: the state file may or
+        // may not say so yet; the marker does (and the WAL is restarted below).
+        let marker = read_marker(dir)?;
+        if let Some((index, term)) = marker
+            && state.compacted_index < index
+        {
+            state.compacted_index = index;
+            state.compacted_term = term;
+            state.hard.commit = state.hard.commit.max(index);
+        }
+        let compacted = state.compacted_index;
         let mut wal_options = WalOptions::from_options(options);
         // The log is what makes a write durable on this replica: always synced. Its entries
         // were acknowledged to the leader (they count for commits and votes), so only a torn
         // tail, never acknowledged, may be cut; other damage stops the open.
         wal_options.durability = Durability::Sync;
         wal_options.recovery_mode = WalRecoveryMode::TolerateTornTail;
-        let compacted = state.compacted_index;
         let mut entries = VecDeque::new();
         let (wal, report) = Wal::open(
             dir.join(RAFT_LOG_DIR),
@@ -295,9 +312,20 @@ impl RaftLog {
             },
         )
         .await?;
+        let report_next = if let Some((index, _)) = marker {
+            // Entries of the old log may follow the snapshot's index: the leader's log after
+            // it may differ, so none of them is kept.
+            debug_assert_eq!(index, compacted);
+            entries.clear();
+            wal.restart_at(compacted + 1).await?;
+            remove_marker(dir)?;
+            compacted + 1
+        } else {
+            report.next_index
+        };
         let first_in_memory = entries.front().map(|e: &Entry| e.index);
         if first_in_memory.is_some_and(|first| first != compacted + 1)
-            || (first_in_memory.is_none() && report.next_index > compacted + 1)
+            || (first_in_memory.is_none() && report_next != compacted + 1)
         {
             return Err(LogError::Corruption {
                 path: dir.join(RAFT_LOG_DIR),
@@ -323,7 +351,11 @@ impl RaftLog {
         tracing::info!(dir = ?dir, first = compacted + 1, last, term = state.hard.term,
             commit = state.hard.commit, "raft log opened");
         Ok(RaftLog {
-            core: Rc::new(RefCell::new(Core { state, entries })),
+            core: Rc::new(RefCell::new(Core {
+                state,
+                entries,
+                ..Core::default()
+            })),
             wal: Rc::new(wal),
             dir: dir.to_path_buf(),
         })
@@ -408,6 +440,49 @@ impl RaftLog {
         Ok(())
     }
 
+    /// The entry the log was compacted to (or a snapshot replaced it up to): (index, term).
+    pub fn compacted(&self) -> (u64, u64) {
+        let core = self.core.borrow();
+        (core.state.compacted_index, core.state.compacted_term)
+    }
+
+    /// A snapshot at (index, term) is ready to send: raft-rs gets it from
+    /// [`Storage::snapshot`] while it is recent enough.
+    pub fn offer_snapshot(&self, index: u64, term: u64) {
+        let mut core = self.core.borrow_mut();
+        core.offered = Some((index, term));
+        core.snapshot_wanted = false;
+    }
+
+    /// Whether raft-rs asked for a snapshot that is not ready (and forgets the asking).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        std::mem::take(&mut self.core.borrow_mut().snapshot_wanted)
+    }
+
+    /// First step of replacing the log with a snapshot at (index, term), before the engine
+    /// takes the snapshot's state: records the intent (a marker file, synced), then the log's
+    /// new start in the state file, and drops the entries in memory. Until
+    /// [`RaftLog::finish_snapshot`], a restart finishes the log's part from the marker (and
+    /// the engine's part is the caller's: its state is behind [`RaftLog::compacted`]).
+    pub fn begin_snapshot(&self, index: u64, term: u64) -> Result<(), LogError> {
+        write_marker(&self.dir, index, term)?;
+        {
+            let mut core = self.core.borrow_mut();
+            core.entries.clear();
+            core.state.compacted_index = index;
+            core.state.compacted_term = term;
+            core.state.hard.commit = core.state.hard.commit.max(index);
+        }
+        self.persist_state()
+    }
+
+    /// Last step of replacing the log with a snapshot: the WAL starts over after it.
+    pub async fn finish_snapshot(&self) -> Result<(), LogError> {
+        let (index, _) = self.compacted();
+        self.wal.restart_at(index + 1).await?;
+        remove_marker(&self.dir)
+    }
+
     /// The hard state as last set.
     pub fn hard_state(&self) -> HardState {
         self.core.borrow().state.hard.clone()
@@ -427,25 +502,89 @@ impl RaftLog {
 
     fn persist_state(&self) -> Result<(), LogError> {
         let bytes = self.core.borrow().state.encode();
-        let path = self.dir.join(RAFT_STATE_FILE);
-        let tmp = self.dir.join(format!("{RAFT_STATE_FILE}.tmp"));
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LogError::Io { op, path, source }
-        };
-        // Blocking file calls: this happens on elections and compactions, not per write.
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&bytes).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("sync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync directory", &self.dir))?;
-        Ok(())
+        replace_file(&self.dir, RAFT_STATE_FILE, &bytes)
     }
+}
+
+/// Reads the snapshot marker: (index, term), or None if there is none.
+fn read_marker(dir: &Path) -> Result<Option<(u64, u64)>, LogError> {
+    let path = dir.join(SNAPSHOT_MARKER_FILE);
+    let b = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LogError::Io {
+                op: "read",
+                path,
+                source,
+            });
+        }
+    };
+    if b.len() != 8 + 16 + 4
+        || &b[..8] != MARKER_MAGIC
+        || crc32c::crc32c(&b[..24]) != le_u32(&b, 24)
+    {
+        // Written and synced before anything else changed: damage means the disk lies.
+        return Err(LogError::Corruption {
+            path,
+            what: "damaged snapshot marker".into(),
+        });
+    }
+    Ok(Some((le_u64(&b, 8), le_u64(&b, 16))))
+}
+
+fn write_marker(dir: &Path, index: u64, term: u64) -> Result<(), LogError> {
+    let mut b = MARKER_MAGIC.to_vec();
+    b.extend_from_slice(&index.to_le_bytes());
+    b.extend_from_slice(&term.to_le_bytes());
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    replace_file(dir, SNAPSHOT_MARKER_FILE, &b)
+}
+
+fn remove_marker(dir: &Path) -> Result<(), LogError> {
+    let path = dir.join(SNAPSHOT_MARKER_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(LogError::Io {
+                op: "remove",
+                path,
+                source,
+            });
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| LogError::Io {
+            op: "sync directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably (temporary file, fsync, rename,
+/// fsync of the directory). Blocking: used on elections, compactions and snapshots, not per
+/// write.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogError::Io { op, path, source }
+    };
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))?;
+    Ok(())
 }
 
 impl Storage for RaftLog {
@@ -506,12 +645,28 @@ impl Storage for RaftLog {
         Ok(self.core.borrow().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending the engine's tables to a replica that fell behind the compacted log is
-        // not built yet: the leader retries later.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut core = self.core.borrow_mut();
+        // A snapshot older than the compaction point would leave a gap: the entries after it
+        // are gone.
+        let oldest = request_index.max(core.state.compacted_index);
+        match core.offered {
+            Some((index, term)) if index >= oldest && index > 0 => {
+                let mut snapshot = Snapshot::default();
+                let meta = snapshot.mut_metadata();
+                meta.index = index;
+                meta.term = term;
+                meta.mut_conf_state().voters = core.state.voters.clone();
+                Ok(snapshot)
+            }
+            _ => {
+                // The group makes a checkpoint; raft-rs asks again at the next heartbeat.
+                core.snapshot_wanted = true;
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
     }
 }
 
@@ -661,6 +816,62 @@ mod tests {
             assert_eq!(terms(&log), vec![(7, 2)]);
             log.append(vec![entry(8, 3, b"z")]).await.unwrap();
             assert_eq!(log.bounds(), (7, 8));
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_log_and_an_interrupted_one_is_finished_on_open() {
+        run(async |dir: &Path| {
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            let twenty: Vec<Entry> = (1..=20).map(|i| entry(i, 1, b"x")).collect();
+            log.append(twenty).await.unwrap();
+            // Nothing offered: raft-rs is told to wait, and the group to make one.
+            assert!(matches!(
+                log.snapshot(0, 2),
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable
+                ))
+            ));
+            assert!(log.take_snapshot_wanted());
+            assert!(!log.take_snapshot_wanted());
+            log.offer_snapshot(15, 1);
+            let snap = log.snapshot(0, 2).unwrap();
+            assert_eq!(
+                (snap.get_metadata().index, snap.get_metadata().term),
+                (15, 1)
+            );
+            assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+            assert!(log.snapshot(16, 2).is_err(), "older than asked for");
+
+            // A snapshot before the log's end replaces it all.
+            log.begin_snapshot(10, 2).unwrap();
+            log.finish_snapshot().await.unwrap();
+            assert_eq!(log.bounds(), (11, 10));
+            // A snapshot at 100 (term 3) replaces everything, even entries after it.
+            log.begin_snapshot(100, 3).unwrap();
+            log.finish_snapshot().await.unwrap();
+            assert_eq!(log.bounds(), (101, 100));
+            assert_eq!(log.term(100).unwrap(), 3);
+            log.append(vec![entry(101, 3, b"y")]).await.unwrap();
+            log.close().await.unwrap();
+            drop(log);
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 100)
+                .await
+                .unwrap();
+            assert_eq!(log.bounds(), (101, 101));
+            assert!(log.hard_state().commit >= 100);
+
+            // Interrupted after its first step: the open finishes it (the old entries go).
+            log.begin_snapshot(200, 4).unwrap();
+            log.close().await.unwrap();
+            drop(log);
+            assert!(dir.join(SNAPSHOT_MARKER_FILE).exists());
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            assert!(!dir.join(SNAPSHOT_MARKER_FILE).exists());
+            assert_eq!(log.bounds(), (201, 200));
+            assert_eq!(log.compacted(), (200, 4));
+            log.append(vec![entry(201, 4, b"z")]).await.unwrap();
             log.close().await.unwrap();
         });
     }

@@ -13,11 +13,14 @@
 //! - [`transport`]: those messages between nodes over TCP — one outbound connection per
 //!   (peer, shard), bounded queues that never block the group, and the checks an inbound
 //!   connection must pass.
+//! - [`snapshot`]: a replica behind the leader's compacted log gets the shard's tables,
+//!   streamed in chunks on a connection of their own, and installs them.
 
 pub mod commands;
 pub mod group;
 pub mod log_store;
 pub mod replica;
 pub mod slog_bridge;
+pub mod snapshot;
 pub mod transport;
 pub mod wire;

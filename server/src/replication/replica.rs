@@ -12,16 +12,13 @@ use futures::FutureExt;
 use super::commands::{decode_ops, decode_results, encode_ops, encode_results};
 use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
+use super::snapshot::{ReplicaInbox, Snapshots};
 use super::transport::{Expected, Transport, TransportConfig, bind_peer_listener, serve_peer};
 use super::wire::PEER_FRAME_BYTES_MAX;
 use crate::config::ClusterConfig;
 use crate::faults::PlantedBug;
 use crate::shard::Shard;
 
-/// Entries kept in the Raft log (and in memory) behind what the engine's tables hold, for a
-/// follower that lags (etcd keeps 5000; one that falls further behind needs a snapshot,
-/// which is not built yet).
-const LOG_RETAIN_ENTRIES: u64 = 10_000;
 /// How long a write or read waits for its outcome before it is answered `outcomeUnknown`
 /// (a write: it may still be applied) or `notLeader` (a read: it had no effect).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +31,8 @@ pub struct Replica {
     pub group: Group,
     /// This node's id.
     pub node_id: u64,
+    /// Its snapshots, both ways.
+    pub snapshots: Rc<Snapshots>,
     /// The `follower-reads` planted bug (tests only): reads skip the ReadIndex barrier.
     follower_reads: bool,
     _transport: Transport,
@@ -190,6 +189,16 @@ pub async fn start(
         .await
         .map_err(|e| format!("Raft log: {e}"))?;
     let shard_id = shard.id as u32;
+    let snapshots = Snapshots::new(
+        &dir,
+        engine.clone(),
+        log.clone(),
+        cluster.node_id,
+        shard_id,
+        cluster.cluster_id(),
+        cluster.peers(),
+    );
+    snapshots.recover().await?;
     let transport = Transport::start(TransportConfig::new(
         cluster.node_id,
         shard_id,
@@ -204,7 +213,7 @@ pub async fn start(
         tick_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
         election_ticks: (cluster.election_timeout_ms / cluster.heartbeat_interval_ms) as usize,
         heartbeat_ticks: 1,
-        log_retain_entries: LOG_RETAIN_ENTRIES,
+        log_retain_entries: cluster.log_retain_entries,
         request_timeout: REQUEST_TIMEOUT,
     };
     let group = Group::start(
@@ -215,6 +224,8 @@ pub async fn start(
         transport.sender(),
     )
     .map_err(|e| format!("Raft group: {e}"))?;
+    group.set_snapshots(snapshots.clone());
+    snapshots.set_group(group.clone());
     let listener = bind_peer_listener(cluster.peer_listen)
         .map_err(|e| format!("cannot listen for peers on {}: {e}", cluster.peer_listen))?;
     let expected = Expected {
@@ -222,7 +233,12 @@ pub async fn start(
         node_id: cluster.node_id,
         shards: shard.count as u32,
     };
-    glommio::spawn_local(accept_peers(listener, expected, shard_id, group.clone())).detach();
+    let inbox = ReplicaInbox {
+        shard: shard_id,
+        group: group.clone(),
+        snapshots: snapshots.clone(),
+    };
+    glommio::spawn_local(accept_peers(listener, expected, inbox)).detach();
     tracing::info!(
         node = cluster.node_id,
         shard = shard_id,
@@ -234,36 +250,28 @@ pub async fn start(
         .set(Replica {
             group,
             node_id: cluster.node_id,
+            snapshots,
             follower_reads: bug == Some(PlantedBug::FollowerReads),
             _transport: transport,
         })
         .map_err(|_| "the replica was started twice".to_string())
 }
 
-/// Accepts peer connections and hands their messages to the group of `shard` (the only
-/// one a node has while clusters run one shard per node).
+/// Accepts peer connections and hands what they carry to `inbox`, the replica of the only
+/// shard a node has while clusters run one shard per node.
 async fn accept_peers(
     listener: glommio::net::TcpListener,
     expected: Expected,
-    shard: u32,
-    group: Group,
+    inbox: ReplicaInbox,
 ) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let group = group.clone();
-                glommio::spawn_local(async move {
-                    serve_peer(stream, expected, move |to_shard, m| {
-                        if to_shard == shard {
-                            group.step(m);
-                        }
-                    })
-                    .await;
-                })
-                .detach();
+                let inbox = inbox.clone();
+                glommio::spawn_local(serve_peer(stream, expected, inbox)).detach();
             }
             Err(e) => {
-                if group.is_stopped() {
+                if inbox.group.is_stopped() {
                     return;
                 }
                 tracing::warn!(error = %e, "accepting a peer connection failed");

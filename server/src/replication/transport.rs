@@ -34,7 +34,7 @@ use raft::eraftpb::Message;
 
 use super::group::SendFn;
 use super::wire::{
-    Hello, PEER_PROTOCOL_VERSION, PeerFrame, WireError, decode_frame, encode_hello,
+    Hello, PEER_PROTOCOL_VERSION, PeerFrame, SnapshotChunk, WireError, decode_frame, encode_hello,
     encode_messages, read_frame,
 };
 
@@ -573,20 +573,61 @@ enum Refusal {
     MessageFrom { got: u64, hello: u64 },
     #[error("a message to node {got}; this is node {want}")]
     MessageTo { got: u64, want: u64 },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error(transparent)]
     Wire(#[from] WireError),
 }
 
+/// Where an inbound connection's frames go. A closure `Fn(shard, message)` is an inbox that
+/// takes messages and refuses snapshots.
+pub trait PeerInbox {
+    /// What the inbox keeps about one connection (a snapshot being received); dropped when
+    /// the connection ends.
+    type Connection: Default;
+
+    /// A Raft message for `shard`, from the connection's node.
+    fn deliver(&self, conn: &mut Self::Connection, shard: u32, message: Message);
+
+    /// A piece of a snapshot for `shard` from node `from`; `Err` (why) closes the connection.
+    fn snapshot_chunk(
+        &self,
+        conn: &mut Self::Connection,
+        shard: u32,
+        from: u64,
+        chunk: SnapshotChunk,
+    ) -> impl Future<Output = Result<(), String>>;
+}
+
+impl<F: Fn(u32, Message)> PeerInbox for F {
+    type Connection = ();
+
+    fn deliver(&self, _: &mut (), shard: u32, message: Message) {
+        self(shard, message);
+    }
+
+    async fn snapshot_chunk(
+        &self,
+        _: &mut (),
+        _: u32,
+        _: u64,
+        _: SnapshotChunk,
+    ) -> Result<(), String> {
+        Err("this node takes no snapshots".into())
+    }
+}
+
 /// Serves one inbound peer connection until it closes: checks its `Hello` against
-/// `expected`, then hands every Raft message to `deliver` with the `Hello`'s shard. Closes
+/// `expected`, then hands every Raft message and snapshot chunk to `inbox` with the
+/// `Hello`'s shard. Closes
 /// the connection (logging why) on anything it refuses: a `Hello` that does not match, a
 /// message that does not come from the `Hello`'s node or is not addressed to this node (a
 /// peer cannot speak for another), a malformed frame. A frame is checked whole before any of
 /// its messages is delivered. Never writes on the connection.
-pub async fn serve_peer(stream: TcpStream, expected: Expected, deliver: impl Fn(u32, Message)) {
+pub async fn serve_peer(stream: TcpStream, expected: Expected, inbox: impl PeerInbox) {
     let remote = stream.peer_addr().ok();
     let mut stream = stream;
-    match read_peer(&mut stream, &expected, &deliver).await {
+    match read_peer(&mut stream, &expected, &inbox).await {
         Ok(()) => {
             tracing::debug!(
                 ?remote,
@@ -605,7 +646,7 @@ pub async fn serve_peer(stream: TcpStream, expected: Expected, deliver: impl Fn(
 async fn read_peer(
     stream: &mut TcpStream,
     expected: &Expected,
-    deliver: &impl Fn(u32, Message),
+    inbox: &impl PeerInbox,
 ) -> Result<(), Refusal> {
     let mut buf = Vec::new();
     // A connection that never says who it is must not hold a task for ever.
@@ -633,12 +674,20 @@ async fn read_peer(
         shard = hello.shard,
         "peer connection accepted"
     );
+    let mut conn = Default::default();
     loop {
         let messages = match read_frame(stream, &mut buf).await? {
             None => return Ok(()),
             Some(body) => match decode_frame(body)? {
                 PeerFrame::Hello(_) => return Err(Refusal::HelloAgain),
                 PeerFrame::Messages(messages) => messages,
+                PeerFrame::SnapshotChunk(chunk) => {
+                    inbox
+                        .snapshot_chunk(&mut conn, hello.shard, hello.from_node, chunk)
+                        .await
+                        .map_err(Refusal::Snapshot)?;
+                    continue;
+                }
             },
         };
         if buf.capacity() > INBOUND_BUFFER_RETAIN_BYTES {
@@ -660,7 +709,7 @@ async fn read_peer(
             }
         }
         for m in messages {
-            deliver(hello.shard, m);
+            inbox.deliver(&mut conn, hello.shard, m);
         }
     }
 }
@@ -736,7 +785,7 @@ mod tests {
         for f in &frames {
             match decode_frame(&f[super::super::wire::FRAME_PREFIX_BYTES..]).unwrap() {
                 PeerFrame::Messages(m) => decoded.extend(m),
-                PeerFrame::Hello(_) => panic!("a hello"),
+                other => panic!("not messages: {other:?}"),
             }
         }
         assert_eq!(decoded, batch);

@@ -258,17 +258,16 @@ impl Wal {
         Ok(())
     }
 
-    /// Drops every record and makes `next` the next append's index (Raft: a snapshot
-    /// replaced the log up to `next - 1`). `next` must not be below the next index now.
+    /// Drops every record and makes `next` (at least 1) the next append's index (Raft: a
+    /// snapshot replaced the log up to `next - 1`; the old log may have reached further).
     /// Segments are deleted newest first, then an empty segment starting at `next` is made:
     /// a crash in between leaves a prefix of the old log or an empty one, which the caller
     /// (who recorded the snapshot first) restarts again.
     pub async fn restart_at(&self, next: u64) -> Result<()> {
-        let now = self.shared.state.borrow().next_index;
-        if next < now {
-            return Err(Error::InvalidArgument(format!(
-                "restart_at({next}): the log's next index is {now} already"
-            )));
+        if next == 0 {
+            return Err(Error::InvalidArgument(
+                "restart_at(0): indexes start at 1".into(),
+            ));
         }
         self.begin_maintenance().await?;
         let result = self.restart_held(next).await;

@@ -18,7 +18,7 @@
 //!
 //! `len` counts the body only and is at most [`PEER_FRAME_BYTES_MAX`]; a larger one is refused
 //! before anything is allocated for it. The first frame is a `hello` ([`Hello`]), every later
-//! one a list of Raft messages. The body holds exactly one message: trailing bytes are an error.
+//! one a list of Raft messages or, on a snapshot's connection, a [`SnapshotChunk`]. The body holds exactly one message: trailing bytes are an error.
 //!
 //! # Limits on what a peer can make us do
 //!
@@ -114,6 +114,25 @@ pub struct Hello {
     pub shard: u32,
 }
 
+/// A piece of one file of a snapshot (see `peer.capnp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The last Raft entry the snapshot holds.
+    pub index: u64,
+    /// That entry's term.
+    pub term: u64,
+    /// The file's name in the checkpoint directory.
+    pub file: String,
+    /// Where `data` goes in the file.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The file's final chunk.
+    pub last: bool,
+    /// With `last`: the CRC-32C of the whole file.
+    pub crc32c: u32,
+}
+
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PeerFrame {
@@ -121,6 +140,37 @@ pub enum PeerFrame {
     Hello(Hello),
     /// Raft messages, in send order.
     Messages(Vec<Message>),
+    /// A piece of a snapshot's file.
+    SnapshotChunk(SnapshotChunk),
+}
+
+/// A whole frame (length prefix and body) holding `chunk`, or [`WireError::TooLarge`] when
+/// its data does not fit in one.
+pub fn encode_snapshot_chunk(chunk: &SnapshotChunk) -> Result<Vec<u8>, WireError> {
+    let mut builder = Builder::new_default();
+    {
+        let root = builder.init_root::<peer_frame::Builder<'_>>();
+        let mut c = root.init_snapshot_chunk();
+        c.set_index(chunk.index);
+        c.set_term(chunk.term);
+        c.set_file(chunk.file.as_str());
+        c.set_offset(chunk.offset);
+        c.set_data(&chunk.data);
+        c.set_last(chunk.last);
+        c.set_crc32c(chunk.crc32c);
+    }
+    let body_bytes = capnp::serialize::compute_serialized_size_in_words(&builder) * 8;
+    if body_bytes > PEER_FRAME_BYTES_MAX {
+        return Err(WireError::TooLarge {
+            len: body_bytes as u64,
+            max: PEER_FRAME_BYTES_MAX,
+        });
+    }
+    let mut frame = Vec::with_capacity(FRAME_PREFIX_BYTES + body_bytes);
+    frame.extend_from_slice(&body_len_prefix(body_bytes));
+    capnp::serialize::write_message(&mut frame, &builder)
+        .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(frame)
 }
 
 /// A whole frame (length prefix and body) holding `hello`.
@@ -267,6 +317,22 @@ fn decode_aligned(body: &[u8]) -> Result<PeerFrame, WireError> {
             };
             Ok(PeerFrame::Messages(convert::read_messages(list?, bound)?))
         }
+        Ok(peer_frame::SnapshotChunk(c)) => {
+            let c = c?;
+            let file = c
+                .get_file()?
+                .to_string()
+                .map_err(|e| WireError::Malformed(format!("snapshot file name: {e}")))?;
+            Ok(PeerFrame::SnapshotChunk(SnapshotChunk {
+                index: c.get_index(),
+                term: c.get_term(),
+                file,
+                offset: c.get_offset(),
+                data: c.get_data()?.to_vec(),
+                last: c.get_last(),
+                crc32c: c.get_crc32c(),
+            }))
+        }
         Err(capnp::NotInSchema(kind)) => Err(WireError::UnknownFrameKind(kind)),
     }
 }
@@ -345,6 +411,11 @@ pub fn fuzz_decode(body: &[u8]) {
     };
     let encoded = match &frame {
         PeerFrame::Hello(h) => encode_hello(h),
+        PeerFrame::SnapshotChunk(c) => match encode_snapshot_chunk(c) {
+            Ok(f) => f,
+            Err(WireError::TooLarge { .. }) => return,
+            Err(e) => panic!("a decoded chunk does not encode: {e}"),
+        },
         PeerFrame::Messages(m) => match encode_messages(m) {
             Ok(f) => f,
             // A frame of short structs can grow past the limit once written at full size.

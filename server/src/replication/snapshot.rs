@@ -1,0 +1,686 @@
+//! Snapshots: a replica whose log ends before the leader's compacted log gets the shard's
+//! state as files, streamed outside the Raft messages (TiKV's snapshot stream,
+//! etcd-io/etcd#9000), then the entries after it.
+//!
+//! ## Leader
+//! raft-rs asks the log for a snapshot (`Storage::snapshot`). When none is ready, the group
+//! calls [`Snapshots::prepare`]: the engine checkpoints its tables (`Engine::checkpoint`:
+//! hard links, as of the last flushed entry, no flush needed) into `raft-snapshot-out-<n>/`,
+//! and the log offers (index, term). raft-rs then emits a `MsgSnapshot` naming them;
+//! [`Snapshots::send`] opens a connection of its own to the peer (the peer protocol's `Hello`),
+//! streams the checkpoint's files as `snapshotChunk` frames (tables first, the descriptor
+//! last, each file's last chunk carrying its CRC-32C), then the `MsgSnapshot`, and reports the
+//! outcome to raft-rs. The log is not compacted past a checkpoint while one is being sent.
+//!
+//! ## Follower
+//! Chunks go to `raft-snapshot-in-<term>-<index>-<from>-<n>/`: in order, each file's checksum
+//! checked at its last chunk and the file synced. Once the descriptor has arrived and every
+//! table it names is there with its size, the tables are renumbered for this engine
+//! (`renumber_checkpoint`) and the `MsgSnapshot` that follows is handed to Raft. Anything else
+//! (a chunk out of order, a bad file name, a checksum mismatch, a `MsgSnapshot` whose files did
+//! not arrive on its connection) closes the connection and removes what it sent. When Raft
+//! accepts the snapshot, [`Snapshots::install`]: the log records it (a marker, then its state
+//! file), the engine installs the checkpoint (its commit point), the log restarts after it.
+//! A restart in between finishes the log's part from the marker and the engine's from the
+//! received directory ([`Snapshots::recover`]).
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use corekv_storage::Engine;
+use corekv_storage::engine::{CHECKPOINT_FILE, decode_descriptor, renumber_checkpoint};
+use futures::AsyncWriteExt;
+use glommio::net::TcpStream;
+use raft::Storage;
+use raft::eraftpb::{Message, MessageType};
+
+use super::group::Group;
+use super::log_store::RaftLog;
+use super::transport::PeerInbox;
+use super::wire::{
+    Hello, PEER_PROTOCOL_VERSION, SnapshotChunk, encode_hello, encode_messages,
+    encode_snapshot_chunk,
+};
+
+const OUT_PREFIX: &str = "raft-snapshot-out-";
+const IN_PREFIX: &str = "raft-snapshot-in-";
+/// Bytes of file data per chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Snapshots one replica receives at once (one per leader that thinks it needs one).
+const RECEIVING_MAX: u32 = 2;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a chunk write may wait for the receiver to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Numbers a renumbered checkpoint starts above the engine's next one: room for the tables
+/// the engine writes between the snapshot's arrival and its installation.
+const NUMBER_GAP: u64 = 1 << 20;
+
+/// What snapshots have done on this replica since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Checkpoints made to send.
+    pub made: u64,
+    /// Snapshots sent whole.
+    pub sent: u64,
+    /// Snapshots whose sending failed.
+    pub send_failures: u64,
+    /// Snapshots received whole.
+    pub received: u64,
+    /// Snapshots installed.
+    pub installed: u64,
+}
+
+/// A checkpoint made to be sent; its directory goes when the last sender lets go.
+struct Outgoing {
+    index: u64,
+    term: u64,
+    dir: PathBuf,
+    files: Vec<(String, u64)>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        remove_dir(&self.dir);
+    }
+}
+
+/// One shard replica's snapshots, both ways.
+pub struct Snapshots {
+    dir: PathBuf,
+    engine: Engine,
+    log: RaftLog,
+    node_id: u64,
+    shard: u32,
+    cluster_id: u64,
+    peers: Vec<(u64, SocketAddr)>,
+    group: RefCell<Option<Group>>,
+    outgoing: RefCell<Option<Rc<Outgoing>>>,
+    sending: Cell<u32>,
+    receiving: Cell<u32>,
+    /// Snapshots received whole, handed to Raft: (index, term, directory).
+    received: RefCell<Vec<(u64, u64, PathBuf)>>,
+    next_dir: Cell<u64>,
+    stats: Cell<SnapshotStats>,
+}
+
+impl Snapshots {
+    /// The snapshots of the replica whose engine and log live in `dir`.
+    pub fn new(
+        dir: &Path,
+        engine: Engine,
+        log: RaftLog,
+        node_id: u64,
+        shard: u32,
+        cluster_id: u64,
+        peers: Vec<(u64, SocketAddr)>,
+    ) -> Rc<Snapshots> {
+        Rc::new(Snapshots {
+            dir: dir.to_path_buf(),
+            engine,
+            log,
+            node_id,
+            shard,
+            cluster_id,
+            peers,
+            group: RefCell::new(None),
+            outgoing: RefCell::new(None),
+            sending: Cell::new(0),
+            receiving: Cell::new(0),
+            received: RefCell::default(),
+            next_dir: Cell::new(0),
+            stats: Cell::new(SnapshotStats::default()),
+        })
+    }
+
+    /// The group that outcomes are reported to and received snapshots handed to.
+    pub fn set_group(&self, group: Group) {
+        *self.group.borrow_mut() = Some(group);
+    }
+
+    /// What snapshots have done here.
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut SnapshotStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Before the group starts: finishes a snapshot a restart interrupted (the log says it
+    /// starts after a snapshot the engine does not hold yet: the received copy is installed),
+    /// then removes every snapshot directory left behind.
+    pub async fn recover(&self) -> Result<(), String> {
+        let (index, term) = self.log.compacted();
+        let dirs = snapshot_dirs(&self.dir)?;
+        if self.engine.flushed_log_index() < index {
+            let prefix = format!("{IN_PREFIX}{term}-{index}-");
+            let Some(dir) = dirs.iter().find(|d| {
+                d.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    && d.join(CHECKPOINT_FILE).exists()
+            }) else {
+                return Err(format!(
+                    "the Raft log starts after a snapshot at entry {index} (term {term}) that \
+                     the engine does not hold, and the snapshot's files are not in {}",
+                    self.dir.display()
+                ));
+            };
+            self.engine
+                .install_checkpoint(dir)
+                .await
+                .map_err(|e| format!("finishing the snapshot at entry {index}: {e}"))?;
+            tracing::info!(
+                index,
+                term,
+                "finished installing a snapshot a restart interrupted"
+            );
+        }
+        for d in dirs {
+            remove_dir(&d);
+        }
+        Ok(())
+    }
+
+    /// Makes a checkpoint to send and offers it to raft-rs (the log had no recent enough
+    /// one when raft-rs asked).
+    pub async fn prepare(&self) -> Result<(), String> {
+        let flushed = self.engine.flushed_log_index();
+        if let Some(o) = self.outgoing.borrow().as_ref()
+            && o.index == flushed
+        {
+            // Nothing was flushed since: the checkpoint is as recent as one can be.
+            self.log.offer_snapshot(o.index, o.term);
+            return Ok(());
+        }
+        let n = self.next_dir.get();
+        self.next_dir.set(n + 1);
+        let dir = self.dir.join(format!("{OUT_PREFIX}{n}"));
+        remove_dir(&dir);
+        let info = self
+            .engine
+            .checkpoint(&dir)
+            .await
+            .map_err(|e| format!("checkpoint for a snapshot: {e}"))?;
+        let index = info.applied_index;
+        let term = match self.log.term(index) {
+            Ok(term) if index > 0 => term,
+            _ => {
+                // Nothing flushed yet, or compacted past (cannot be: compaction stays behind
+                // the flushed entry): nothing to offer.
+                remove_dir(&dir);
+                return Ok(());
+            }
+        };
+        *self.outgoing.borrow_mut() = Some(Rc::new(Outgoing {
+            index,
+            term,
+            dir,
+            files: info.files,
+        }));
+        self.count(|s| s.made += 1);
+        self.log.offer_snapshot(index, term);
+        tracing::info!(
+            node = self.node_id,
+            shard = self.shard,
+            index,
+            term,
+            "checkpoint ready for a snapshot"
+        );
+        Ok(())
+    }
+
+    /// The entry the log must keep (compaction stops before it) while a snapshot is sent.
+    pub fn pinned_index(&self) -> Option<u64> {
+        if self.sending.get() == 0 {
+            return None;
+        }
+        self.outgoing.borrow().as_ref().map(|o| o.index)
+    }
+
+    /// Sends the snapshot `message` (a `MsgSnapshot`) names to its peer in the background,
+    /// then reports the outcome to raft-rs.
+    pub fn send(self: &Rc<Self>, message: Message) {
+        let this = Rc::clone(self);
+        glommio::spawn_local(async move {
+            let to = message.to;
+            let index = message.get_snapshot().get_metadata().index;
+            let ok = match this.stream(&message).await {
+                Ok(bytes) => {
+                    this.count(|s| s.sent += 1);
+                    tracing::info!(
+                        node = this.node_id,
+                        shard = this.shard,
+                        to,
+                        index,
+                        bytes,
+                        "snapshot sent"
+                    );
+                    true
+                }
+                Err(e) => {
+                    this.count(|s| s.send_failures += 1);
+                    tracing::warn!(node = this.node_id, shard = this.shard, to, index,
+                        error = %e, "sending a snapshot failed; Raft tries again");
+                    false
+                }
+            };
+            let group = this.group.borrow().clone();
+            if let Some(group) = group {
+                group.report_snapshot(to, ok);
+            }
+        })
+        .detach();
+    }
+
+    async fn stream(&self, message: &Message) -> Result<u64, String> {
+        let meta = message.get_snapshot().get_metadata();
+        let (index, term, to) = (meta.index, meta.term, message.to);
+        let out = self
+            .outgoing
+            .borrow()
+            .clone()
+            .filter(|o| o.index == index && o.term == term)
+            .ok_or("its checkpoint was replaced by a newer one")?;
+        let &(_, addr) = self
+            .peers
+            .iter()
+            .find(|(id, _)| *id == to)
+            .ok_or_else(|| format!("node {to} is not a peer"))?;
+        self.sending.set(self.sending.get() + 1);
+        let _sending = scopeguard(&self.sending);
+        let mut stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let hello = encode_hello(&Hello {
+            protocol_version: PEER_PROTOCOL_VERSION,
+            cluster_id: self.cluster_id,
+            from_node: self.node_id,
+            to_node: to,
+            shard: self.shard,
+        });
+        let write_err = |e: std::io::Error| format!("write to {addr}: {e}");
+        stream.write_all(&hello).await.map_err(write_err)?;
+        let mut bytes = 0;
+        for (name, size) in &out.files {
+            let path = out.dir.join(name);
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (mut offset, mut crc) = (0u64, 0u32);
+            loop {
+                let n = CHUNK_BYTES.min((size - offset) as usize);
+                let mut data = vec![0u8; n];
+                // Blocking reads of files just linked (often in the page cache), a chunk at a
+                // time, on a rare path.
+                file.read_exact_at(&mut data, offset)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                crc = crc32c::crc32c_append(crc, &data);
+                let last = offset + n as u64 == *size;
+                let frame = encode_snapshot_chunk(&SnapshotChunk {
+                    index,
+                    term,
+                    file: name.clone(),
+                    offset,
+                    data,
+                    last,
+                    crc32c: if last { crc } else { 0 },
+                })
+                .map_err(|e| e.to_string())?;
+                stream.write_all(&frame).await.map_err(write_err)?;
+                offset += n as u64;
+                bytes += n as u64;
+                if last {
+                    break;
+                }
+            }
+        }
+        let frame = encode_messages(std::slice::from_ref(message)).map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await.map_err(write_err)?;
+        stream.flush().await.map_err(write_err)?;
+        stream.close().await.map_err(write_err)?;
+        Ok(bytes)
+    }
+
+    /// Installs the snapshot (index, term) Raft accepted: its files arrived whole before
+    /// Raft saw it.
+    pub async fn install(&self, index: u64, term: u64) -> Result<(), String> {
+        let dir = self
+            .received
+            .borrow()
+            .iter()
+            .find(|(i, t, _)| (*i, *t) == (index, term))
+            .map(|(_, _, d)| d.clone())
+            .ok_or_else(|| {
+                format!(
+                    "Raft accepted the snapshot at {index} (term {term}) but its files are gone"
+                )
+            })?;
+        self.log
+            .begin_snapshot(index, term)
+            .map_err(|e| e.to_string())?;
+        self.engine
+            .install_checkpoint(&dir)
+            .await
+            .map_err(|e| format!("installing the snapshot at {index}: {e}"))?;
+        self.log
+            .finish_snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        for (_, _, d) in self.received.borrow_mut().drain(..) {
+            remove_dir(&d);
+        }
+        self.count(|s| s.installed += 1);
+        tracing::info!(
+            node = self.node_id,
+            shard = self.shard,
+            index,
+            term,
+            "snapshot installed"
+        );
+        Ok(())
+    }
+
+    async fn chunk(
+        self: &Rc<Self>,
+        conn: &mut Option<Incoming>,
+        from: u64,
+        chunk: SnapshotChunk,
+    ) -> Result<(), String> {
+        if conn.is_none() {
+            if self.receiving.get() >= RECEIVING_MAX {
+                return Err(format!(
+                    "{RECEIVING_MAX} snapshots are being received already"
+                ));
+            }
+            if chunk.index == 0 || chunk.term == 0 {
+                return Err("a snapshot at entry 0".into());
+            }
+            let n = self.next_dir.get();
+            self.next_dir.set(n + 1);
+            let dir = self.dir.join(format!(
+                "{IN_PREFIX}{}-{}-{from}-{n}",
+                chunk.term, chunk.index
+            ));
+            remove_dir(&dir);
+            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            self.receiving.set(self.receiving.get() + 1);
+            *conn = Some(Incoming {
+                owner: Rc::downgrade(self),
+                index: chunk.index,
+                term: chunk.term,
+                dir,
+                file: None,
+                done: Vec::new(),
+                complete: false,
+                handed_over: false,
+            });
+        }
+        let Some(incoming) = conn.as_mut() else {
+            unreachable!("set above");
+        };
+        incoming.write(chunk)?;
+        if incoming.complete {
+            // Numbered for this engine now, so installing it is only links and one edit.
+            let at_least = self.engine.next_file_number() + NUMBER_GAP;
+            renumber_checkpoint(&incoming.dir, at_least).map_err(|e| e.to_string())?;
+            self.count(|s| s.received += 1);
+        }
+        Ok(())
+    }
+}
+
+fn scopeguard(counter: &Cell<u32>) -> impl Drop + '_ {
+    struct Guard<'a>(&'a Cell<u32>);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    Guard(counter)
+}
+
+/// A file being received.
+struct OpenFile {
+    name: String,
+    file: std::fs::File,
+    offset: u64,
+    crc: u32,
+}
+
+/// A snapshot being received on one connection.
+pub struct Incoming {
+    /// Counts this stream among those being received while it lives.
+    owner: Weak<Snapshots>,
+    index: u64,
+    term: u64,
+    dir: PathBuf,
+    file: Option<OpenFile>,
+    /// Files received whole: name and size.
+    done: Vec<(String, u64)>,
+    complete: bool,
+    handed_over: bool,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            remove_dir(&self.dir);
+        }
+        if let Some(owner) = self.owner.upgrade() {
+            owner.receiving.set(owner.receiving.get() - 1);
+        }
+    }
+}
+
+impl Incoming {
+    fn write(&mut self, chunk: SnapshotChunk) -> Result<(), String> {
+        if self.complete {
+            return Err("a chunk after the snapshot was complete".into());
+        }
+        if (chunk.index, chunk.term) != (self.index, self.term) {
+            return Err(format!(
+                "a chunk of snapshot {}/{} on the connection of {}/{}",
+                chunk.index, chunk.term, self.index, self.term
+            ));
+        }
+        if !valid_file_name(&chunk.file) {
+            return Err(format!("a snapshot file named {:?}", chunk.file));
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: std::io::Error| format!("{}: {e}", path.display())
+        };
+        let path = self.dir.join(&chunk.file);
+        match &self.file {
+            Some(f) if f.name == chunk.file => {}
+            Some(f) => {
+                return Err(format!(
+                    "file {:?} began before {:?} ended",
+                    chunk.file, f.name
+                ));
+            }
+            None => {
+                if self.done.iter().any(|(n, _)| *n == chunk.file) {
+                    return Err(format!("file {:?} sent twice", chunk.file));
+                }
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                self.file = Some(OpenFile {
+                    name: chunk.file.clone(),
+                    file,
+                    offset: 0,
+                    crc: 0,
+                });
+            }
+        }
+        let Some(f) = self.file.as_mut() else {
+            unreachable!("set above");
+        };
+        if chunk.offset != f.offset {
+            return Err(format!(
+                "{:?}: a chunk at offset {}, expected {}",
+                chunk.file, chunk.offset, f.offset
+            ));
+        }
+        // Buffered writes (the page cache takes them); the file is synced at its end.
+        f.file
+            .write_all_at(&chunk.data, f.offset)
+            .map_err(io(&path))?;
+        f.offset += chunk.data.len() as u64;
+        f.crc = crc32c::crc32c_append(f.crc, &chunk.data);
+        if !chunk.last {
+            return Ok(());
+        }
+        if f.crc != chunk.crc32c {
+            return Err(format!(
+                "{:?}: checksum {:#010x}, the sender's {:#010x}",
+                chunk.file, f.crc, chunk.crc32c
+            ));
+        }
+        f.file.sync_all().map_err(io(&path))?;
+        self.done.push((chunk.file.clone(), f.offset));
+        self.file = None;
+        if chunk.file == CHECKPOINT_FILE {
+            self.check_complete()?;
+        }
+        Ok(())
+    }
+
+    /// The descriptor arrived: every table it names must be here, whole.
+    fn check_complete(&mut self) -> Result<(), String> {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let edit = decode_descriptor(&bytes)?;
+        if edit.applied_index != Some(self.index) {
+            return Err(format!(
+                "the descriptor holds entry {:?}, the snapshot is at {}",
+                edit.applied_index, self.index
+            ));
+        }
+        for (_, meta) in &edit.added {
+            let name = corekv_storage::sst::builder::table_file_name(meta.file_number);
+            if !self
+                .done
+                .iter()
+                .any(|(n, size)| *n == name && *size == meta.size_bytes)
+            {
+                return Err(format!(
+                    "table {name} of the descriptor did not arrive whole"
+                ));
+            }
+        }
+        if self.done.len() != edit.added.len() + 1 {
+            return Err("files the descriptor does not name".into());
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        self.complete = true;
+        Ok(())
+    }
+}
+
+/// `CHECKPOINT` or a table's `NNNNNN.sst`: nothing that names another directory.
+fn valid_file_name(name: &str) -> bool {
+    name == CHECKPOINT_FILE
+        || name
+            .strip_suffix(".sst")
+            .is_some_and(|n| (6..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(OUT_PREFIX) || name.starts_with(IN_PREFIX) {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+            "could not remove a snapshot directory (removed at the next start)"),
+    }
+}
+
+/// The inbox of a replica's peer connections: Raft messages to the group, snapshot chunks
+/// to the replica's [`Snapshots`].
+#[derive(Clone)]
+pub struct ReplicaInbox {
+    /// The shard whose group this node's listener serves.
+    pub shard: u32,
+    /// Its group.
+    pub group: Group,
+    /// Its snapshots.
+    pub snapshots: Rc<Snapshots>,
+}
+
+impl PeerInbox for ReplicaInbox {
+    type Connection = Option<Incoming>;
+
+    fn deliver(&self, conn: &mut Option<Incoming>, shard: u32, message: Message) {
+        if shard != self.shard {
+            return;
+        }
+        if message.get_msg_type() != MessageType::MsgSnapshot {
+            self.group.step(message);
+            return;
+        }
+        let meta = message.get_snapshot().get_metadata();
+        match conn.as_mut() {
+            Some(incoming)
+                if incoming.complete
+                    && (incoming.index, incoming.term) == (meta.index, meta.term) =>
+            {
+                incoming.handed_over = true;
+                let mut received = self.snapshots.received.borrow_mut();
+                received.push((incoming.index, incoming.term, incoming.dir.clone()));
+                // Keep the newest few: Raft takes at most one of them.
+                while received.len() > RECEIVING_MAX as usize {
+                    let (_, _, d) = received.remove(0);
+                    remove_dir(&d);
+                }
+                drop(received);
+                self.group.step_snapshot(message);
+            }
+            _ => tracing::warn!(
+                shard,
+                from = message.from,
+                index = meta.index,
+                "refused a snapshot message whose files did not arrive before it"
+            ),
+        }
+    }
+
+    async fn snapshot_chunk(
+        &self,
+        conn: &mut Option<Incoming>,
+        shard: u32,
+        from: u64,
+        chunk: SnapshotChunk,
+    ) -> Result<(), String> {
+        if shard != self.shard {
+            return Err(format!("a snapshot for shard {shard}"));
+        }
+        self.snapshots.chunk(conn, from, chunk).await
+    }
+}
