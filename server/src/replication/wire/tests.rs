@@ -221,6 +221,32 @@ fn hello_round_trips() {
     assert_eq!(decode_frame(body(&frame)).unwrap(), PeerFrame::Hello(hello));
 }
 
+#[test]
+fn snapshot_chunks_round_trip_and_one_over_a_frame_is_refused() {
+    let chunk = SnapshotChunk {
+        index: 1234,
+        term: 7,
+        file: "000042.sst".into(),
+        offset: 1 << 20,
+        data: (0..=255u8).cycle().take(5000).collect(),
+        last: true,
+        crc32c: 0xfeed_f00d,
+    };
+    let frame = encode_snapshot_chunk(&chunk).unwrap();
+    assert_eq!(
+        decode_frame(body(&frame)).unwrap(),
+        PeerFrame::SnapshotChunk(chunk.clone())
+    );
+    let huge = SnapshotChunk {
+        data: vec![0; PEER_FRAME_BYTES_MAX],
+        ..chunk
+    };
+    assert!(matches!(
+        encode_snapshot_chunk(&huge),
+        Err(WireError::TooLarge { .. })
+    ));
+}
+
 fn random_bytes(rng: &mut StdRng, len_max: usize) -> Vec<u8> {
     let len = rng.gen_range(0..=len_max);
     (0..len).map(|_| rng.r#gen()).collect()
