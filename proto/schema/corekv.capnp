@@ -329,6 +329,12 @@ struct Error {
   #   size the reply would have reached with this result).
   # The message names which.
   actual @3 :UInt64;
+  leader @4 :UInt64;
+  # With `notLeader`: the node id of the shard's leader as the replica knows it (0: none known,
+  # during an election).
+  leaderAddress @5 :Text;
+  # With `notLeader` and a known leader: its client address, `host:port` (empty when this
+  # replica has not learned it yet). Send the operation there.
 }
 
 enum ErrorCode {
@@ -357,8 +363,9 @@ enum ErrorCode {
   notLeader @12;
   # A replicated shard's operation reached a replica that is not its group's leader (or the
   # leader lost its leadership before answering a read). Nothing was applied. The message
-  # names the leader's node id when this replica knows it (none during an election); retry
-  # on the leader, or after a short wait.
+  # names the leader's node id when this replica knows it (none during an election), and
+  # `Error.leader` / `Error.leaderAddress` say where it is; retry on the leader, or after a short
+  # wait.
   outcomeUnknown @13;
   # A replicated write may or may not have been applied: the replica stopped (or lost its
   # leadership) after proposing it and before learning its outcome. Read the key to find out.
@@ -379,6 +386,20 @@ struct ShardInfo {
   # interfaces": connect to the host you used to reach the server.
   port @2 :UInt16;
   # The shard's own port: requests sent there are served by this shard without forwarding.
+  leader @3 :UInt64;
+  # In a cluster: the node id of the shard's Raft leader as the answering node knows it (0: none
+  # known, or not a cluster).
+  replicas @4 :List(Replica);
+  # In a cluster: every node holding a replica of the shard (empty when not a cluster).
+}
+
+struct Replica {
+  node @0 :UInt64;
+  # The node's id.
+  host @1 :Text;
+  port @2 :UInt16;
+  # The node's client address for this shard (empty host: the answering node has not learned it
+  # yet; it learns each peer's when the peer connects to it).
 }
 
 struct Stats {

@@ -9,7 +9,8 @@
 #
 #   1. The connecting node sends `hello` once: which cluster, which node to which node, which
 #      shard (Raft group). The receiver closes a connection whose hello does not match it.
-#   2. Then `messages` frames: the Raft messages of one `Ready`, in the order raft-rs produced
+#   2. Then, once, `nodeInfo`: the sender's client address.
+#   3. Then `messages` frames: the Raft messages of one `Ready`, in the order raft-rs produced
 #      them.
 #
 # A snapshot travels on a connection of its own (the same hello), outside the Raft messages:
@@ -35,7 +36,15 @@ struct PeerFrame {
     # Raft messages for the shard the hello named, in send order.
     snapshotChunk @2 :SnapshotChunk;
     # A piece of a snapshot's file (on a snapshot connection only).
+    nodeInfo @3 :NodeInfo;
+    # What the sender tells about itself, right after the hello of its message connection.
   }
+}
+
+struct NodeInfo {
+  clientAddress @0 :Text;
+  # Where clients reach the sender (`host:port`): a replica that is not a shard's leader sends
+  # clients there, and `topology` lists it.
 }
 
 struct SnapshotChunk {

@@ -60,9 +60,9 @@ pub mod peer_capnp {
 pub use client::{Client, ClientOptions, Connection};
 pub use error::{Error, Result};
 pub use ops::{
-    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, Op, OpError,
-    OpResult, PutEntityOp, ScanOp, ScanResult, ServerInfo, ServerLimits, ShardInfo, ShardStats,
-    Topology, UpdateColumnsOp, Versioned, VersionedColumns,
+    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, LeaderHint, Op,
+    OpError, OpResult, PutEntityOp, ReplicaInfo, ScanOp, ScanResult, ServerInfo, ServerLimits,
+    ShardInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 pub use shard::{SHARD_HASH_NAME, shard_for_key};
 

@@ -358,6 +358,18 @@ pub struct OpError {
     pub limit: u64,
     /// For the `*TooLarge` codes: the size that was sent.
     pub actual: u64,
+    /// With [`ErrorCode::NotLeader`]: where the shard's leader is, when the replica knows.
+    pub leader: Option<LeaderHint>,
+}
+
+/// Where a replicated shard's leader is, as a replica that is not it knows (`Error.leader`,
+/// `Error.leaderAddress` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id (non-zero).
+    pub node: u64,
+    /// Its client address, `host:port`, when the replica has learned it.
+    pub address: Option<String>,
 }
 
 impl OpError {
@@ -368,6 +380,7 @@ impl OpError {
             message: message.into(),
             limit: 0,
             actual: 0,
+            leader: None,
         }
     }
 
@@ -378,6 +391,7 @@ impl OpError {
             message: format!("{what} is {actual} bytes, more than the server's limit of {limit}"),
             limit,
             actual,
+            leader: None,
         }
     }
 }
@@ -398,6 +412,23 @@ pub struct ShardInfo {
     /// Host to connect to; an unspecified address (`0.0.0.0`, `::`) means "the host you used".
     pub host: String,
     /// The shard's own port.
+    pub port: u16,
+    /// In a cluster: the shard's leader as the answering node knows it (0: none known, or not
+    /// a cluster).
+    pub leader: u64,
+    /// In a cluster: every node holding a replica of the shard (empty otherwise).
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+/// One replica of a shard in a cluster (`Replica` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// The node's id.
+    pub node: u64,
+    /// Its client address for the shard; an empty host when the answering node has not
+    /// learned it yet.
+    pub host: String,
+    /// The port of that address.
     pub port: u16,
 }
 

@@ -269,6 +269,8 @@ fn describe(config: &Config) -> (Topology, Limits, ServerInfo) {
                 id: i as u32,
                 host: config.listen.ip().to_string(),
                 port: config.shard_listen(i).port(),
+                leader: 0,
+                replicas: Vec::new(),
             })
             .collect(),
     };

@@ -212,6 +212,7 @@ fn reply_too_large(reply_max: usize, wanted: usize) -> OpResult {
         ),
         limit: reply_max as u64,
         actual: wanted as u64,
+        leader: None,
     })
 }
 
@@ -516,7 +517,13 @@ impl core_kv::Server for CoreKvService {
         mut results: core_kv::TopologyResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
         self.count_call(0);
-        codec::write_topology(results.get().init_topology(), &self.shard.topology);
+        match self.shard.replica.get() {
+            Some(replica) => codec::write_topology(
+                results.get().init_topology(),
+                &replica.topology(&self.shard.topology),
+            ),
+            None => codec::write_topology(results.get().init_topology(), &self.shard.topology),
+        }
         std::future::ready(Ok(()))
     }
 

@@ -352,6 +352,7 @@ fn calls_in_flight_keep_each_keys_operations_in_issue_order() {
                 batch_calls_in_flight_max: 8,
                 batch_ops_split_min: 1,
             },
+            ..ClientOptions::default()
         };
         let client = Client::connect_with(TokioRuntime, server.addr, options)
             .await

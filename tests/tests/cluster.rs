@@ -6,15 +6,16 @@
 //! from the others by a partition (proxies on the peer links) acknowledges nothing, the
 //! majority goes on, and after healing every node has every acknowledged write and nothing
 //! else. A node down while the others flush and compact their logs past it catches up by a
-//! snapshot of the leader's tables.
+//! snapshot of the leader's tables. Followers tell clients where the leader is, `topology`
+//! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use corekv_proto::client::{Connection, TokioRuntime};
-use corekv_proto::{Error as ClientError, ErrorCode};
+use corekv_proto::client::{Client, Connection, TokioRuntime};
+use corekv_proto::{Error as ClientError, ErrorCode, LeaderHint};
 use corekv_tests::cluster::LocalCluster;
 use corekv_tests::{block_on, test_dir};
 
@@ -261,6 +262,106 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             let want = (i >= 10).then(|| value(i + 1000));
             assert_eq!(c.get(&kv(i).0).await.unwrap(), want, "key {i}");
         }
+    });
+    cluster.stop();
+}
+
+#[test]
+fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
+    let dir = test_dir("cluster-redirect");
+    let mut cluster = LocalCluster::start(dir.path(), 3, &[]);
+    block_on(async {
+        let leader = put_anywhere(&cluster, &[], b"first", b"1").await;
+        let follower = if leader == 1 { 2 } else { 1 };
+        let addrs: Vec<std::net::SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
+        let addr = |id: u64| addrs[id as usize - 1];
+
+        // A follower's refusal names the leader and its client address; its topology lists
+        // the leader and every replica (each learns the others' addresses as they connect).
+        let c = Connection::connect(TokioRuntime, addr(follower))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hint = match c.put(b"k", b"v", 0).await {
+                Err(ClientError::Server(e)) if e.code == ErrorCode::NotLeader => e.leader,
+                other => panic!("a follower took a write: {other:?}"),
+            };
+            let topology = c.topology().await.unwrap();
+            let shard = &topology.shards[0];
+            let listed: Vec<(u64, String)> = shard
+                .replicas
+                .iter()
+                .map(|r| (r.node, format!("{}:{}", r.host, r.port)))
+                .collect();
+            let all: Vec<(u64, String)> = (1..=3).map(|id| (id, addr(id).to_string())).collect();
+            let want_hint = LeaderHint {
+                node: leader,
+                address: Some(addr(leader).to_string()),
+            };
+            if hint.as_ref() == Some(&want_hint) && shard.leader == leader && listed == all {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hint {hint:?}, topology {shard:?}: never pointed at the leader {leader}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // The client, given a follower, writes through the leader and keeps going to it.
+        let client = Client::connect(TokioRuntime, addr(follower)).await.unwrap();
+        let mut acked = Vec::new();
+        for i in 0..50 {
+            let (k, v) = kv(i);
+            client.put(&k, &v).await.unwrap();
+            acked.push((k, v));
+        }
+        assert_eq!(client.shard_addr(0), Some(addr(leader)));
+
+        // The CLI too; and `cluster status` shows one leader and every replica caught up.
+        let out = cluster.nodes[0]
+            .server
+            .as_ref()
+            .unwrap()
+            .cli_at(addr(follower), &["put", "cli-key", "cli-value"]);
+        assert!(out.status.success(), "{out:?}");
+        acked.push((b"cli-key".to_vec(), b"cli-value".to_vec()));
+        let out = cluster.nodes[0]
+            .server
+            .as_ref()
+            .unwrap()
+            .cli_at(addr(follower), &["cluster", "status"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        let leaders: Vec<&Vec<&str>> = rows.iter().filter(|r| r[3] == "leader").collect();
+        assert_eq!(leaders.len(), 1, "{text}");
+        assert_eq!(leaders[0][1], leader.to_string(), "{text}");
+
+        // The leader dies: a call in flight may fail (its outcome unknown), never succeed
+        // falsely; the client finds the new leader and goes on.
+        cluster.node(leader).kill9();
+        let mut failed = 0;
+        for i in 50..100 {
+            let (k, v) = kv(i);
+            match client.put(&k, &v).await {
+                Ok(_) => acked.push((k, v)),
+                Err(ClientError::Rpc(_) | ClientError::Connect { .. }) => failed += 1,
+                Err(ClientError::Server(e)) if e.code == ErrorCode::OutcomeUnknown => failed += 1,
+                Err(e) => panic!("put {i} after the failover: {e}"),
+            }
+        }
+        assert!(failed <= 2, "{failed} writes failed after the failover");
+        let new_leader = put_anywhere(&cluster, &[], b"after", b"failover").await;
+        assert_ne!(new_leader, leader);
+        assert_eq!(client.shard_addr(0), Some(addr(new_leader)));
+        check_all(&cluster, new_leader, &acked).await;
     });
     cluster.stop();
 }

@@ -7,6 +7,14 @@
 //!   shard, in parallel.
 //! - [`Connection`]: one connection to one port, one RPC per method, many calls in flight.
 //!
+//! Against a cluster (the topology lists replicas), a [`Client`] sends each shard's operations
+//! to the node it last found leading the shard. An answer `notLeader` (the operation was not
+//! applied) sends it again to the leader the replica names, or, during an election, after a
+//! pause, for up to [`ClientOptions::leader_wait`]; that connection is kept for the shard's
+//! next operations. A connection that fails mid-call gives the caller the error (a write's
+//! outcome is then unknown: never reported as success) and is replaced by one to another
+//! replica for the next calls.
+//!
 //! Both run on any single-threaded executor through [`Runtime`]: [`GlommioRuntime`] inside a
 //! glommio executor, [`TokioRuntime`] inside a tokio current-thread runtime's `LocalSet`.
 //! See `proto/examples/` for one of each.
@@ -16,9 +24,11 @@ pub mod connection;
 mod oneshot;
 pub mod runtime;
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use coalesce::{CoalesceLimits, KeyHashState};
 pub use connection::Connection;
@@ -30,8 +40,8 @@ pub use runtime::TokioRuntime;
 
 use crate::error::{Error, Result};
 use crate::ops::{
-    CasOp, CasResult, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, ScanOp, ScanResult,
-    ServerInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
+    CasOp, CasResult, ErrorCode, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, ScanOp,
+    ScanResult, ServerInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 use crate::shard::{MAX_SHARDS, SHARD_HASH_NAME, shard_for_key};
 use coalesce::Coalescer;
@@ -45,6 +55,9 @@ pub struct ClientOptions {
     pub coalesce: bool,
     /// Limits of the coalescing queue of each shard.
     pub limits: CoalesceLimits,
+    /// In a cluster: how long an operation keeps looking for its shard's leader (following
+    /// `notLeader` answers, waiting out elections) before the last `notLeader` is returned.
+    pub leader_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -52,9 +65,13 @@ impl Default for ClientOptions {
         ClientOptions {
             coalesce: true,
             limits: CoalesceLimits::default(),
+            leader_wait: Duration::from_secs(10),
         }
     }
 }
+
+/// Longest pause between two tries while a shard has no leader.
+const LEADER_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// A shard-aware client: one connection per shard, each key sent to its owner.
 #[derive(Clone)]
@@ -64,8 +81,16 @@ pub struct Client {
 
 struct Inner {
     topology: Topology,
-    shards: Vec<Rc<Coalescer>>,
+    /// Each shard's connection: in a cluster, to the node last found leading it.
+    shards: Vec<RefCell<Rc<Coalescer>>>,
     options: ClientOptions,
+    /// The topology lists replicas: `notLeader` answers are followed.
+    cluster: bool,
+    /// Where the next replacement of a failed connection starts in a shard's replica list.
+    next_replica: Cell<usize>,
+    connect: Rc<dyn Fn(SocketAddr) -> runtime::LocalBoxFuture<Result<Connection>>>,
+    sleep: Rc<dyn Fn(Duration) -> runtime::LocalBoxFuture<()>>,
+    spawn: Rc<dyn Fn(runtime::LocalBoxFuture<()>)>,
 }
 
 /// Resolves `host:port` to the first address it names.
@@ -123,13 +148,31 @@ impl Client {
             }
             let shard_addr = shard_address(addr, &info.host, info.port)?;
             let conn = Connection::connect(runtime.clone(), shard_addr).await?;
-            shards.push(Coalescer::new(conn, options.limits, Rc::clone(&spawn)));
+            shards.push(RefCell::new(Coalescer::new(
+                conn,
+                options.limits,
+                Rc::clone(&spawn),
+            )));
         }
+        let cluster = topology.shards.iter().any(|s| !s.replicas.is_empty());
+        let rt = runtime.clone();
+        let connect = Rc::new(move |addr| {
+            let rt = rt.clone();
+            Box::pin(async move { Connection::connect(rt, addr).await })
+                as runtime::LocalBoxFuture<Result<Connection>>
+        });
+        let rt = runtime;
+        let sleep = Rc::new(move |d| rt.sleep(d));
         Ok(Client {
             inner: Rc::new(Inner {
                 topology,
                 shards,
                 options,
+                cluster,
+                next_replica: Cell::new(0),
+                connect,
+                sleep,
+                spawn,
             }),
         })
     }
@@ -144,42 +187,143 @@ impl Client {
         shard_for_key(key, self.inner.topology.shard_count)
     }
 
-    /// The connection to shard `shard`'s own port.
-    pub fn connection(&self, shard: u32) -> Option<&Connection> {
+    /// The address shard `shard`'s operations go to now (in a cluster: the node last found
+    /// leading it).
+    pub fn shard_addr(&self, shard: u32) -> Option<SocketAddr> {
         self.inner
             .shards
             .get(shard as usize)
-            .map(|c| c.connection())
+            .map(|c| c.borrow().connection().addr())
     }
 
     /// `(batch calls, operations)` the coalescing queues have sent so far, over all shards.
     pub fn coalesced_counts(&self) -> (u64, u64) {
         self.inner.shards.iter().fold((0, 0), |(b, o), c| {
-            let (cb, co) = c.sent();
+            let (cb, co) = c.borrow().sent();
             (b + cb, o + co)
         })
     }
 
-    fn owner(&self, key: &[u8]) -> &Rc<Coalescer> {
-        &self.inner.shards[self.shard_of(key) as usize]
+    /// Runs `call` on the connection of the shard owning `key`, following `notLeader` in a
+    /// cluster (see the module doc).
+    async fn routed<T, F, Fut>(&self, key: &[u8], call: F) -> Result<T>
+    where
+        F: Fn(Rc<Coalescer>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.routed_shard(self.shard_of(key), call).await
+    }
+
+    async fn routed_shard<T, F, Fut>(&self, shard: u32, call: F) -> Result<T>
+    where
+        F: Fn(Rc<Coalescer>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.inner.options.leader_wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let owner = self.inner.shards[shard as usize].borrow().clone();
+            let refusal = match call(Rc::clone(&owner)).await {
+                Err(Error::Server(e)) if e.code == ErrorCode::NotLeader && self.inner.cluster => e,
+                Err(e @ (Error::Rpc(_) | Error::Connect { .. })) if self.inner.cluster => {
+                    // The node may be gone: the next calls go to another replica, whose
+                    // answer leads them to the leader. This call's outcome stays unknown.
+                    self.replace(shard, &owner).await;
+                    return Err(e);
+                }
+                other => return other,
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::Server(refusal));
+            }
+            let hint = refusal
+                .leader
+                .as_ref()
+                .and_then(|l| l.address.as_deref())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .filter(|a| *a != owner.connection().addr());
+            if let Some(addr) = hint
+                && self.switch(shard, &owner, addr).await
+            {
+                continue;
+            }
+            (self.inner.sleep)(pause).await;
+            pause = (pause * 2).min(LEADER_PAUSE_MAX);
+        }
+    }
+
+    /// Sends shard `shard`'s operations to `addr` from now on, unless another call switched
+    /// already (from `old`). False when `addr` cannot be reached.
+    async fn switch(&self, shard: u32, old: &Rc<Coalescer>, addr: SocketAddr) -> bool {
+        match (self.inner.connect)(addr).await {
+            Ok(conn) => {
+                let mut slot = self.inner.shards[shard as usize].borrow_mut();
+                if Rc::ptr_eq(&slot, old) {
+                    *slot = Coalescer::new(
+                        conn,
+                        self.inner.options.limits,
+                        Rc::clone(&self.inner.spawn),
+                    );
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Replaces shard `shard`'s failed connection `old` with one to the next replica that
+    /// accepts one (none reachable: `old` stays, and the next call fails again).
+    async fn replace(&self, shard: u32, old: &Rc<Coalescer>) {
+        let Some(info) = self.inner.topology.shards.get(shard as usize) else {
+            return;
+        };
+        let failed = old.connection().addr();
+        let n = info.replicas.len();
+        for k in 0..n {
+            let i = (self.inner.next_replica.get() + k) % n;
+            let r = &info.replicas[i];
+            let Ok(addr) = shard_address(failed, &r.host, r.port) else {
+                continue;
+            };
+            if r.host.is_empty() || addr == failed {
+                continue;
+            }
+            if self.switch(shard, old, addr).await {
+                self.inner.next_replica.set(i + 1);
+                return;
+            }
+        }
     }
 
     async fn single(&self, key: &[u8], op: Op) -> Result<OpResult> {
-        let owner = self.owner(key);
-        if self.inner.options.coalesce {
-            owner.submit(op).await
-        } else {
-            let mut results = owner.connection().batch(std::slice::from_ref(&op)).await?;
-            results
-                .pop()
-                .ok_or_else(|| Error::Protocol("empty batch reply".to_string()))
-        }
+        let coalesce = self.inner.options.coalesce;
+        self.routed(key, |owner| {
+            let op = op.clone();
+            async move {
+                let result = if coalesce {
+                    owner.submit(op).await?
+                } else {
+                    let mut results = owner.connection().batch(std::slice::from_ref(&op)).await?;
+                    results
+                        .pop()
+                        .ok_or_else(|| Error::Protocol("empty batch reply".to_string()))?
+                };
+                // A refusal is an error here, so that `notLeader` is followed.
+                match result {
+                    OpResult::Error(e) => Err(Error::Server(e)),
+                    r => Ok(r),
+                }
+            }
+        })
+        .await
     }
 
     /// Reads `key`: `None` if it has no live value.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if !self.inner.options.coalesce {
-            return self.owner(key).connection().get(key).await;
+            return self
+                .routed(key, |o| async move { o.connection().get(key).await })
+                .await;
         }
         expect::get(self.single(key, Op::Get { key: key.to_vec() }).await?)
     }
@@ -188,7 +332,12 @@ impl Client {
     /// [`crate::Expected::Sequence`] takes): `None` if it has no live value.
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
         if !self.inner.options.coalesce {
-            return self.owner(key).connection().get_versioned(key).await;
+            return self
+                .routed(
+                    key,
+                    |o| async move { o.connection().get_versioned(key).await },
+                )
+                .await;
         }
         expect::get_versioned(self.single(key, Op::Get { key: key.to_vec() }).await?)
     }
@@ -207,7 +356,11 @@ impl Client {
 
     async fn put_op(&self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<u64> {
         if !self.inner.options.coalesce {
-            return self.owner(key).connection().put(key, value, ttl_ms).await;
+            return self
+                .routed(key, |o| async move {
+                    o.connection().put(key, value, ttl_ms).await
+                })
+                .await;
         }
         let op = Op::Put {
             key: key.to_vec(),
@@ -220,7 +373,9 @@ impl Client {
     /// Removes `key`. Returns the write's sequence number in its shard.
     pub async fn delete(&self, key: &[u8]) -> Result<u64> {
         if !self.inner.options.coalesce {
-            return self.owner(key).connection().delete(key).await;
+            return self
+                .routed(key, |o| async move { o.connection().delete(key).await })
+                .await;
         }
         expect::write(self.single(key, Op::Delete { key: key.to_vec() }).await?)
     }
@@ -228,7 +383,12 @@ impl Client {
     /// Compare-and-set.
     pub async fn cas(&self, op: CasOp) -> Result<CasResult> {
         if !self.inner.options.coalesce {
-            return self.owner(&op.key).connection().cas(&op).await;
+            return self
+                .routed(&op.key, |o| {
+                    let op = &op;
+                    async move { o.connection().cas(op).await }
+                })
+                .await;
         }
         let key = op.key.clone();
         expect::cas(self.single(&key, Op::Cas(op)).await?)
@@ -238,7 +398,12 @@ impl Client {
     /// number.
     pub async fn put_entity(&self, op: PutEntityOp) -> Result<u64> {
         if !self.inner.options.coalesce {
-            return self.owner(&op.key).connection().put_entity(&op).await;
+            return self
+                .routed(&op.key, |o| {
+                    let op = &op;
+                    async move { o.connection().put_entity(op).await }
+                })
+                .await;
         }
         let key = op.key.clone();
         expect::write(self.single(&key, Op::PutEntity(op)).await?)
@@ -248,7 +413,12 @@ impl Client {
     /// call (the other columns are unchanged). Returns the write's sequence number.
     pub async fn update_columns(&self, op: UpdateColumnsOp) -> Result<u64> {
         if !self.inner.options.coalesce {
-            return self.owner(&op.key).connection().update_columns(&op).await;
+            return self
+                .routed(&op.key, |o| {
+                    let op = &op;
+                    async move { o.connection().update_columns(op).await }
+                })
+                .await;
         }
         let key = op.key.clone();
         expect::write(self.single(&key, Op::UpdateColumns(op)).await?)
@@ -266,7 +436,12 @@ impl Client {
             names,
         };
         if !self.inner.options.coalesce {
-            return self.owner(key).connection().get_columns(&op).await;
+            return self
+                .routed(key, |o| {
+                    let op = &op;
+                    async move { o.connection().get_columns(op).await }
+                })
+                .await;
         }
         expect::columns(self.single(key, Op::GetColumns(op)).await?)
     }
@@ -274,7 +449,12 @@ impl Client {
     /// Adds `op.delta` to a counter; returns its new value and the write's sequence number.
     pub async fn increment(&self, op: IncrementOp) -> Result<(i64, u64)> {
         if !self.inner.options.coalesce {
-            return self.owner(&op.key).connection().increment(&op).await;
+            return self
+                .routed(&op.key, |o| {
+                    let op = &op;
+                    async move { o.connection().increment(op).await }
+                })
+                .await;
         }
         let key = op.key.clone();
         expect::increment(self.single(&key, Op::Increment(op)).await?)
@@ -283,10 +463,8 @@ impl Client {
     /// One page of a scan (the server merges every shard's entries).
     pub async fn scan(&self, op: &ScanOp) -> Result<ScanResult> {
         // Any shard fans a scan out; spread pages over the shards by their start key.
-        let shard = self.shard_of(if op.reverse { &op.end } else { &op.start });
-        self.inner.shards[shard as usize]
-            .connection()
-            .scan(op)
+        let key = if op.reverse { &op.end } else { &op.start };
+        self.routed(key, |o| async move { o.connection().scan(op).await })
             .await
     }
 
@@ -326,8 +504,7 @@ impl Client {
         let mut calls = Vec::new();
         for (shard, (indices, ops)) in groups.iter().enumerate() {
             for (idx, part) in indices.chunks(chunk).zip(ops.chunks(chunk)) {
-                let conn = self.inner.shards[shard].connection();
-                calls.push(async move { (idx, conn.batch(part).await) });
+                calls.push(async move { (idx, self.shard_batch(shard as u32, part).await) });
             }
         }
         let mut results: Vec<Option<OpResult>> = vec![None; total];
@@ -342,14 +519,34 @@ impl Client {
             .collect()
     }
 
-    /// Counters of every shard.
+    /// One `batch` call of operations shard `shard` owns. In a cluster, a reply refusing
+    /// every operation with `notLeader` (a follower's: none was applied) is followed like a
+    /// single operation's.
+    async fn shard_batch(&self, shard: u32, ops: &[Op]) -> Result<Vec<OpResult>> {
+        self.routed_shard(shard, |o| async move {
+            let results = o.connection().batch(ops).await?;
+            let refused =
+                |r: &OpResult| matches!(r, OpResult::Error(e) if e.code == ErrorCode::NotLeader);
+            match results.first() {
+                Some(OpResult::Error(e)) if results.iter().all(refused) => {
+                    Err(Error::Server(e.clone()))
+                }
+                _ => Ok(results),
+            }
+        })
+        .await
+    }
+
+    /// Counters of every shard (of the node the first shard's operations go to).
     pub async fn stats(&self) -> Result<Vec<ShardStats>> {
-        self.inner.shards[0].connection().stats().await
+        let first = self.inner.shards[0].borrow().clone();
+        first.connection().stats().await
     }
 
     /// What the server is and every limit it enforces.
     pub async fn server_info(&self) -> Result<ServerInfo> {
-        self.inner.shards[0].connection().server_info().await
+        let first = self.inner.shards[0].borrow().clone();
+        first.connection().server_info().await
     }
 }
 

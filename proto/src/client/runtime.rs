@@ -23,6 +23,8 @@ pub trait Runtime: Clone + 'static {
     fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<std::io::Result<(BoxReader, BoxWriter)>>;
     /// Runs `future` to completion in the background on the current thread.
     fn spawn(&self, future: LocalBoxFuture<()>);
+    /// Resolves after `duration`.
+    fn sleep(&self, duration: std::time::Duration) -> LocalBoxFuture<()>;
 }
 
 /// Runs the client on the current glommio executor.
@@ -45,6 +47,10 @@ impl Runtime for GlommioRuntime {
 
     fn spawn(&self, future: LocalBoxFuture<()>) {
         glommio::spawn_local(future).detach();
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> LocalBoxFuture<()> {
+        Box::pin(glommio::timer::sleep(duration))
     }
 }
 
@@ -71,6 +77,10 @@ impl Runtime for TokioRuntime {
 
     fn spawn(&self, future: LocalBoxFuture<()>) {
         drop(tokio::task::spawn_local(future));
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> LocalBoxFuture<()> {
+        Box::pin(tokio::time::sleep(duration))
     }
 }
 

@@ -12,9 +12,9 @@ use crate::corekv_capnp::{
     put_entity_op, scan_op, scan_result, server_info, shard_stats, topology, update_columns_op,
 };
 use crate::ops::{
-    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, Op, OpError,
-    OpResult, PutEntityOp, ScanOp, ScanResult, ServerInfo, ServerLimits, ShardInfo, ShardStats,
-    Topology, UpdateColumnsOp, Versioned, VersionedColumns,
+    CasOp, CasResult, Column, ErrorCode, Expected, GetColumnsOp, IncrementOp, LeaderHint, Op,
+    OpError, OpResult, PutEntityOp, ReplicaInfo, ScanOp, ScanResult, ServerInfo, ServerLimits,
+    ShardInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
 };
 
 fn not_in_schema(what: &str, e: capnp::NotInSchema) -> capnp::Error {
@@ -296,6 +296,16 @@ pub fn read_error(r: error::Reader<'_>) -> Result<OpError> {
             .map_err(|e| capnp::Error::failed(format!("Error.message is not UTF-8: {e}")))?,
         limit: r.get_limit(),
         actual: r.get_actual(),
+        leader: match r.get_leader() {
+            0 => None,
+            node => {
+                let address = text(r.get_leader_address()?)?;
+                Some(LeaderHint {
+                    node,
+                    address: (!address.is_empty()).then_some(address),
+                })
+            }
+        },
     })
 }
 
@@ -305,6 +315,10 @@ pub fn write_error(mut b: error::Builder<'_>, e: &OpError) {
     b.set_message(e.message.as_str());
     b.set_limit(e.limit);
     b.set_actual(e.actual);
+    if let Some(leader) = &e.leader {
+        b.set_leader(leader.node);
+        b.set_leader_address(leader.address.as_deref().unwrap_or(""));
+    }
 }
 
 /// Reads one `OpResult`.
@@ -538,10 +552,20 @@ pub fn write_server_info(mut b: server_info::Builder<'_>, info: &ServerInfo) {
 pub fn read_topology(r: topology::Reader<'_>) -> Result<Topology> {
     let mut shards = Vec::new();
     for s in r.get_shards()?.iter() {
+        let mut replicas = Vec::new();
+        for r in s.get_replicas()?.iter() {
+            replicas.push(ReplicaInfo {
+                node: r.get_node(),
+                host: text(r.get_host()?)?,
+                port: r.get_port(),
+            });
+        }
         shards.push(ShardInfo {
             id: s.get_id(),
             host: text(s.get_host()?)?,
             port: s.get_port(),
+            leader: s.get_leader(),
+            replicas,
         });
     }
     Ok(Topology {
@@ -561,6 +585,14 @@ pub fn write_topology(mut b: topology::Builder<'_>, t: &Topology) {
         e.set_id(s.id);
         e.set_host(s.host.as_str());
         e.set_port(s.port);
+        e.set_leader(s.leader);
+        let mut replicas = e.init_replicas(s.replicas.len() as u32);
+        for (j, r) in s.replicas.iter().enumerate() {
+            let mut b = replicas.reborrow().get(j as u32);
+            b.set_node(r.node);
+            b.set_host(r.host.as_str());
+            b.set_port(r.port);
+        }
     }
 }
 

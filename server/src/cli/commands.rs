@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use corekv_proto::client::TokioRuntime;
 use corekv_proto::{
-    CasOp, Column, Connection, Error as ClientError, Expected, GetColumnsOp, IncrementOp,
-    PutEntityOp, ScanOp, UpdateColumnsOp,
+    CasOp, Column, Connection, Error as ClientError, ErrorCode, Expected, GetColumnsOp,
+    IncrementOp, PutEntityOp, ScanOp, UpdateColumnsOp,
 };
 
 use super::output::Printer;
 use super::{
-    Command, EXIT_CAS_FAILED, EXIT_NOT_FOUND, EXIT_NOT_SENT, EXIT_UNKNOWN, Failure, escape, usage,
+    ClusterCommand, Command, EXIT_CAS_FAILED, EXIT_NOT_FOUND, EXIT_NOT_SENT, EXIT_UNKNOWN, Failure,
+    escape, usage,
 };
+
+/// Pause between tries while a cluster shard has no leader (an election).
+const LEADER_PAUSE: Duration = Duration::from_millis(200);
 
 /// One server's connection, opened on first use and kept (the shell runs many commands on it).
 pub struct Session {
@@ -56,20 +60,48 @@ impl Session {
             .ok_or_else(|| Failure::new(EXIT_NOT_SENT, "no connection".to_string()))
     }
 
-    /// Runs `command`, printing its result; the exit status, or the failure.
+    /// Runs `command`, printing its result; the exit status, or the failure. A cluster
+    /// node's `notLeader` (nothing was applied) sends the command again to the leader it names
+    /// (kept for the session's next commands), or, during an election, again after a pause,
+    /// within the timeout; not for `put --stdin`, whose input is read once.
     pub async fn execute(
         &mut self,
         command: &Command,
         printer: &mut Printer<'_>,
     ) -> Result<u8, Failure> {
-        let result = self.run(command, printer).await;
-        if let Err(f) = &result
-            && f.status == EXIT_UNKNOWN
-        {
-            // The connection may be broken: the next command opens a new one.
-            self.conn = None;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let result = self.run(command, printer).await;
+            let Err(f) = &result else {
+                return result;
+            };
+            if f.status == EXIT_UNKNOWN {
+                // The connection may be broken: the next command opens a new one.
+                self.conn = None;
+            }
+            let refusal = f.server.as_ref().filter(|e| e.code == ErrorCode::NotLeader);
+            let Some(refusal) = refusal else {
+                return result;
+            };
+            if matches!(command, Command::Put { stdin: true, .. })
+                || tokio::time::Instant::now() >= deadline
+            {
+                return result;
+            }
+            let leader = refusal
+                .leader
+                .as_ref()
+                .and_then(|l| l.address.as_deref())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .filter(|a| *a != self.addr);
+            match leader {
+                Some(addr) => {
+                    self.addr = addr;
+                    self.conn = None;
+                }
+                None => tokio::time::sleep(LEADER_PAUSE).await,
+            }
         }
-        result
     }
 
     async fn run(&mut self, command: &Command, p: &mut Printer<'_>) -> Result<u8, Failure> {
@@ -258,6 +290,12 @@ impl Session {
             Command::Topology => {
                 let conn = self.connection().await?;
                 p.topology(&timed(timeout, conn.topology()).await?)?;
+            }
+            Command::Cluster(ClusterCommand::Status) => {
+                let conn = self.connection().await?;
+                let topology = timed(timeout, conn.topology()).await?;
+                let rows = super::cluster::status(self.addr, &topology, timeout).await?;
+                p.cluster_status(&rows)?;
             }
         }
         Ok(0)

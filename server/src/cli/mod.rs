@@ -13,6 +13,7 @@
 //! unknown (connection lost, no answer within `--timeout-ms`: a write may or may not have been
 //! applied), 7 the operation completed but its result could not be written to stdout.
 
+mod cluster;
 mod commands;
 pub mod escape;
 pub mod output;
@@ -231,11 +232,24 @@ pub enum Command {
     },
     /// Print every shard's counters, one `shard<TAB>name<TAB>value` line each.
     Stats,
-    /// Print the shard count and hash, then one `shard<TAB>host:port` line per shard.
+    /// Print the shard count and hash, then one `shard<TAB>host:port` line per shard (in a
+    /// cluster, followed by `leader N` and the replicas' `node=host:port`).
     Topology,
+    /// Cluster commands.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print what the server is and every limit it enforces, one `name<TAB>value` line each
     /// (version, protocol_version, node_id, durability, shard_count, then the limits).
     Info,
+}
+
+/// What `corekv-cli cluster` does.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Ask every replica (found through the `topology` of --addr) for its Raft state and print,
+    /// per shard, one line per replica: node, address, role, term, commit index, applied
+    /// index, and lag (entries behind the highest commit index known).
+    Status,
 }
 
 /// A failure with the exit status it maps to.

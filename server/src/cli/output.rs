@@ -243,7 +243,23 @@ impl Printer<'_> {
             Format::Human => {
                 self.line(format_args!("shards {} hash {}", t.shard_count, t.hash))?;
                 for s in &t.shards {
-                    self.line(format_args!("{}\t{}:{}", s.id, s.host, s.port))?;
+                    if s.replicas.is_empty() {
+                        self.line(format_args!("{}\t{}:{}", s.id, s.host, s.port))?;
+                    } else {
+                        let replicas: Vec<String> = s
+                            .replicas
+                            .iter()
+                            .map(|r| format!("{}={}:{}", r.node, r.host, r.port))
+                            .collect();
+                        self.line(format_args!(
+                            "{}\t{}:{}\tleader {}\t{}",
+                            s.id,
+                            s.host,
+                            s.port,
+                            s.leader,
+                            replicas.join(" ")
+                        ))?;
+                    }
                 }
                 Ok(())
             }
@@ -251,11 +267,63 @@ impl Printer<'_> {
                 let shards: Vec<Value> = t
                     .shards
                     .iter()
-                    .map(|s| json!({"id": s.id, "host": s.host, "port": s.port}))
+                    .map(|s| {
+                        let replicas: Vec<Value> = s
+                            .replicas
+                            .iter()
+                            .map(|r| json!({"node": r.node, "host": r.host, "port": r.port}))
+                            .collect();
+                        json!({"id": s.id, "host": s.host, "port": s.port,
+                            "leader": s.leader, "replicas": replicas})
+                    })
                     .collect();
                 self.json(&json!({
                     "shard_count": t.shard_count, "hash": t.hash, "shards": shards
                 }))
+            }
+        }
+    }
+
+    /// `cluster status`: one row per replica of each shard.
+    pub fn cluster_status(&mut self, rows: &[ReplicaRow]) -> Result<(), Failure> {
+        match self.format {
+            Format::Human => {
+                self.line(format_args!(
+                    "shard\tnode\taddress\trole\tterm\tcommit\tapplied\tlag"
+                ))?;
+                for r in rows {
+                    match &r.state {
+                        Some(st) => self.line(format_args!(
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            r.shard,
+                            r.node,
+                            r.address,
+                            st.role,
+                            st.term,
+                            st.commit,
+                            st.applied,
+                            st.lag
+                        ))?,
+                        None => self.line(format_args!(
+                            "{}\t{}\t{}\tunreachable\t-\t-\t-\t-",
+                            r.shard, r.node, r.address
+                        ))?,
+                    }
+                }
+                Ok(())
+            }
+            Format::Json => {
+                let rows: Vec<Value> = rows
+                    .iter()
+                    .map(|r| match &r.state {
+                        Some(st) => json!({"shard": r.shard, "node": r.node,
+                            "address": r.address, "role": st.role, "term": st.term,
+                            "commit": st.commit, "applied": st.applied, "lag": st.lag}),
+                        None => json!({"shard": r.shard, "node": r.node,
+                            "address": r.address, "role": "unreachable"}),
+                    })
+                    .collect();
+                self.json(&json!({ "replicas": rows }))
             }
         }
     }
@@ -385,4 +453,32 @@ mod tests {
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
+}
+
+/// One replica in `cluster status`.
+#[derive(Debug, Clone)]
+pub struct ReplicaRow {
+    /// The shard.
+    pub shard: u32,
+    /// The node holding the replica.
+    pub node: u64,
+    /// Its client address (`?` when unknown).
+    pub address: String,
+    /// What it said about itself; None when it could not be asked.
+    pub state: Option<ReplicaState>,
+}
+
+/// A replica's Raft state as its `stats` report it.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    /// `leader`, `follower`, `candidate`, `pre-candidate`.
+    pub role: &'static str,
+    /// Its term.
+    pub term: u64,
+    /// Its commit index.
+    pub commit: u64,
+    /// The last entry applied to its engine.
+    pub applied: u64,
+    /// Entries behind the highest commit index among the shard's replicas.
+    pub lag: u64,
 }

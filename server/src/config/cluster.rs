@@ -30,6 +30,10 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// See [`DEFAULT_LOG_RETAIN_ENTRIES`].
     pub log_retain_entries: u64,
+    /// Where clients reach this node (`host:port`), told to the peers so that a follower can
+    /// send clients to the leader: the client listen address, or, when that is unspecified
+    /// (`0.0.0.0`), the peer address's host with the client port.
+    pub client_address: String,
     /// Tests only (`--debug-peer-dial`): where to dial some peers instead of their
     /// `--initial-cluster` address, so a test's proxy can sit on each link.
     pub dial_overrides: Vec<(u64, SocketAddr)>,
@@ -96,8 +100,19 @@ impl ClusterConfig {
             election_timeout_ms,
             heartbeat_interval_ms,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
+            client_address: String::new(),
             dial_overrides: Vec::new(),
         }))
+    }
+
+    /// Sets the address clients reach this node at, from its client `listen` address.
+    pub fn with_client_listen(mut self, listen: SocketAddr) -> ClusterConfig {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(self.peer_listen.ip());
+        }
+        self.client_address = addr.to_string();
+        self
     }
 
     /// Sets the test-only dial overrides from `ID=HOST:PORT,...`.

@@ -492,6 +492,7 @@ impl Config {
             }
             (c, None) => c,
         };
+        let cluster = cluster.map(|c| c.with_client_listen(listen));
         let cluster = match (cluster, cli.log_retain_entries) {
             (Some(mut c), Some(n)) => {
                 c.log_retain_entries = n;

@@ -285,6 +285,11 @@ impl Group {
         self.with_timeout(rx).await
     }
 
+    /// The shard (and group) number.
+    pub fn shard(&self) -> u32 {
+        self.inner.config.shard
+    }
+
     /// The group's current state.
     pub fn status(&self) -> GroupStatus {
         let node = self.inner.node.borrow();

@@ -36,11 +36,10 @@ use corekv_storage::engine::{CHECKPOINT_FILE, decode_descriptor, renumber_checkp
 use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 use raft::Storage;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::Message;
 
 use super::group::Group;
 use super::log_store::RaftLog;
-use super::transport::PeerInbox;
 use super::wire::{
     Hello, PEER_PROTOCOL_VERSION, SnapshotChunk, encode_hello, encode_messages,
     encode_snapshot_chunk,
@@ -51,7 +50,7 @@ const IN_PREFIX: &str = "raft-snapshot-in-";
 /// Bytes of file data per chunk.
 const CHUNK_BYTES: usize = 1 << 20;
 /// Snapshots one replica receives at once (one per leader that thinks it needs one).
-const RECEIVING_MAX: u32 = 2;
+pub(super) const RECEIVING_MAX: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a chunk write may wait for the receiver to read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,7 +101,7 @@ pub struct Snapshots {
     sending: Cell<u32>,
     receiving: Cell<u32>,
     /// Snapshots received whole, handed to Raft: (index, term, directory).
-    received: RefCell<Vec<(u64, u64, PathBuf)>>,
+    pub(super) received: RefCell<Vec<(u64, u64, PathBuf)>>,
     next_dir: Cell<u64>,
     stats: Cell<SnapshotStats>,
 }
@@ -388,7 +387,7 @@ impl Snapshots {
         Ok(())
     }
 
-    async fn chunk(
+    pub(super) async fn chunk(
         self: &Rc<Self>,
         conn: &mut Option<Incoming>,
         from: u64,
@@ -459,14 +458,14 @@ struct OpenFile {
 pub struct Incoming {
     /// Counts this stream among those being received while it lives.
     owner: Weak<Snapshots>,
-    index: u64,
-    term: u64,
-    dir: PathBuf,
+    pub(super) index: u64,
+    pub(super) term: u64,
+    pub(super) dir: PathBuf,
     file: Option<OpenFile>,
     /// Files received whole: name and size.
     done: Vec<(String, u64)>,
-    complete: bool,
-    handed_over: bool,
+    pub(super) complete: bool,
+    pub(super) handed_over: bool,
 }
 
 impl Drop for Incoming {
@@ -613,75 +612,12 @@ fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-fn remove_dir(dir: &Path) {
+pub(super) fn remove_dir(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
             "could not remove a snapshot directory (removed at the next start)"),
-    }
-}
-
-/// The inbox of a replica's peer connections: Raft messages to the group, snapshot chunks
-/// to the replica's [`Snapshots`].
-#[derive(Clone)]
-pub struct ReplicaInbox {
-    /// The shard whose group this node's listener serves.
-    pub shard: u32,
-    /// Its group.
-    pub group: Group,
-    /// Its snapshots.
-    pub snapshots: Rc<Snapshots>,
-}
-
-impl PeerInbox for ReplicaInbox {
-    type Connection = Option<Incoming>;
-
-    fn deliver(&self, conn: &mut Option<Incoming>, shard: u32, message: Message) {
-        if shard != self.shard {
-            return;
-        }
-        if message.get_msg_type() != MessageType::MsgSnapshot {
-            self.group.step(message);
-            return;
-        }
-        let meta = message.get_snapshot().get_metadata();
-        match conn.as_mut() {
-            Some(incoming)
-                if incoming.complete
-                    && (incoming.index, incoming.term) == (meta.index, meta.term) =>
-            {
-                incoming.handed_over = true;
-                let mut received = self.snapshots.received.borrow_mut();
-                received.push((incoming.index, incoming.term, incoming.dir.clone()));
-                // Keep the newest few: Raft takes at most one of them.
-                while received.len() > RECEIVING_MAX as usize {
-                    let (_, _, d) = received.remove(0);
-                    remove_dir(&d);
-                }
-                drop(received);
-                self.group.step_snapshot(message);
-            }
-            _ => tracing::warn!(
-                shard,
-                from = message.from,
-                index = meta.index,
-                "refused a snapshot message whose files did not arrive before it"
-            ),
-        }
-    }
-
-    async fn snapshot_chunk(
-        &self,
-        conn: &mut Option<Incoming>,
-        shard: u32,
-        from: u64,
-        chunk: SnapshotChunk,
-    ) -> Result<(), String> {
-        if shard != self.shard {
-            return Err(format!("a snapshot for shard {shard}"));
-        }
-        self.snapshots.chunk(conn, from, chunk).await
     }
 }
 

@@ -34,8 +34,8 @@ use raft::eraftpb::Message;
 
 use super::group::SendFn;
 use super::wire::{
-    Hello, PEER_PROTOCOL_VERSION, PeerFrame, SnapshotChunk, WireError, decode_frame, encode_hello,
-    encode_messages, read_frame,
+    Hello, NodeInfo, PEER_PROTOCOL_VERSION, PeerFrame, SnapshotChunk, WireError, decode_frame,
+    encode_hello, encode_messages, encode_node_info, read_frame,
 };
 
 /// Default [`TransportConfig::queue_messages_max`]: a few `Ready`s' worth of messages. A
@@ -92,6 +92,8 @@ pub struct TransportConfig {
     /// Longest pause between attempts. A connection that breaks sooner than this after it
     /// was made (a peer that refuses this node's `Hello`) counts as a failure too.
     pub backoff_max: Duration,
+    /// This node's client address, told to every peer after the `Hello` (none: not told).
+    pub client_address: Option<String>,
 }
 
 impl TransportConfig {
@@ -113,6 +115,7 @@ impl TransportConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            client_address: None,
         }
     }
 }
@@ -290,13 +293,21 @@ impl Transport {
             let link = Link {
                 peer: Rc::clone(&peer),
                 counters: Rc::clone(&counters),
-                hello_frame: encode_hello(&Hello {
-                    protocol_version: PEER_PROTOCOL_VERSION,
-                    cluster_id: config.cluster_id,
-                    from_node: config.node_id,
-                    to_node: node_id,
-                    shard: config.shard,
-                }),
+                hello_frame: {
+                    let mut frames = encode_hello(&Hello {
+                        protocol_version: PEER_PROTOCOL_VERSION,
+                        cluster_id: config.cluster_id,
+                        from_node: config.node_id,
+                        to_node: node_id,
+                        shard: config.shard,
+                    });
+                    if let Some(client_address) = &config.client_address {
+                        frames.extend(encode_node_info(&NodeInfo {
+                            client_address: client_address.clone(),
+                        }));
+                    }
+                    frames
+                },
                 node_id: config.node_id,
                 shard: config.shard,
                 connect_timeout: config.connect_timeout,
@@ -390,6 +401,7 @@ enum Logged {
 struct Link {
     peer: Rc<PeerQueue>,
     counters: Rc<Counters>,
+    /// The `Hello`, then the `NodeInfo` if any: what every connection starts with.
     hello_frame: Vec<u8>,
     node_id: u64,
     shard: u32,
@@ -589,6 +601,9 @@ pub trait PeerInbox {
     /// A Raft message for `shard`, from the connection's node.
     fn deliver(&self, conn: &mut Self::Connection, shard: u32, message: Message);
 
+    /// What node `from` tells about itself.
+    fn node_info(&self, _from: u64, _info: NodeInfo) {}
+
     /// A piece of a snapshot for `shard` from node `from`; `Err` (why) closes the connection.
     fn snapshot_chunk(
         &self,
@@ -681,6 +696,10 @@ async fn read_peer(
             Some(body) => match decode_frame(body)? {
                 PeerFrame::Hello(_) => return Err(Refusal::HelloAgain),
                 PeerFrame::Messages(messages) => messages,
+                PeerFrame::NodeInfo(info) => {
+                    inbox.node_info(hello.from_node, info);
+                    continue;
+                }
                 PeerFrame::SnapshotChunk(chunk) => {
                     inbox
                         .snapshot_chunk(&mut conn, hello.shard, hello.from_node, chunk)

@@ -258,6 +258,7 @@ impl Limits {
                 ),
                 limit: self.batch_ops_max as u64,
                 actual: ops as u64,
+                leader: None,
             });
         }
         if payload_bytes > self.batch_size_bytes_max {

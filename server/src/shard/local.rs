@@ -427,6 +427,7 @@ pub fn storage_error(e: StorageError) -> OpError {
             message,
             limit: max,
             actual,
+            leader: None,
         },
         StorageError::InvalidArgument(_) => OpError::new(ErrorCode::InvalidArgument, message),
         StorageError::Io { .. } => OpError::new(ErrorCode::Io, message),

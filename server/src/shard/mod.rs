@@ -211,6 +211,9 @@ impl Shard {
             "frame_budget_waits_total",
             self.frame_budget.waits_total.get(),
         ));
+        if let Some(replica) = self.replica.get() {
+            list.extend(replica.counters());
+        }
         list
     }
 

@@ -133,6 +133,27 @@ pub struct SnapshotChunk {
     pub crc32c: u32,
 }
 
+/// What a node tells its peers about itself (see `peer.capnp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where clients reach it, `host:port`.
+    pub client_address: String,
+}
+
+/// A whole frame (length prefix and body) holding `info`.
+pub fn encode_node_info(info: &NodeInfo) -> Vec<u8> {
+    let mut builder = Builder::new_default();
+    builder
+        .init_root::<peer_frame::Builder<'_>>()
+        .init_node_info()
+        .set_client_address(info.client_address.as_str());
+    let body = capnp::serialize::write_message_to_words(&builder);
+    let mut frame = Vec::with_capacity(FRAME_PREFIX_BYTES + body.len());
+    frame.extend_from_slice(&body_len_prefix(body.len()));
+    frame.extend_from_slice(&body);
+    frame
+}
+
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PeerFrame {
@@ -142,6 +163,8 @@ pub enum PeerFrame {
     Messages(Vec<Message>),
     /// A piece of a snapshot's file.
     SnapshotChunk(SnapshotChunk),
+    /// The sender's client address.
+    NodeInfo(NodeInfo),
 }
 
 /// A whole frame (length prefix and body) holding `chunk`, or [`WireError::TooLarge`] when
@@ -333,6 +356,13 @@ fn decode_aligned(body: &[u8]) -> Result<PeerFrame, WireError> {
                 crc32c: c.get_crc32c(),
             }))
         }
+        Ok(peer_frame::NodeInfo(info)) => {
+            let client_address = info?
+                .get_client_address()?
+                .to_string()
+                .map_err(|e| WireError::Malformed(format!("client address: {e}")))?;
+            Ok(PeerFrame::NodeInfo(NodeInfo { client_address }))
+        }
         Err(capnp::NotInSchema(kind)) => Err(WireError::UnknownFrameKind(kind)),
     }
 }
@@ -411,6 +441,7 @@ pub fn fuzz_decode(body: &[u8]) {
     };
     let encoded = match &frame {
         PeerFrame::Hello(h) => encode_hello(h),
+        PeerFrame::NodeInfo(i) => encode_node_info(i),
         PeerFrame::SnapshotChunk(c) => match encode_snapshot_chunk(c) {
             Ok(f) => f,
             Err(WireError::TooLarge { .. }) => return,

@@ -222,6 +222,18 @@ fn hello_round_trips() {
 }
 
 #[test]
+fn node_info_round_trips() {
+    let info = NodeInfo {
+        client_address: "127.0.0.1:7379".into(),
+    };
+    let frame = encode_node_info(&info);
+    assert_eq!(
+        decode_frame(body(&frame)).unwrap(),
+        PeerFrame::NodeInfo(info)
+    );
+}
+
+#[test]
 fn snapshot_chunks_round_trip_and_one_over_a_frame_is_refused() {
     let chunk = SnapshotChunk {
         index: 1234,
