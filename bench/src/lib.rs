@@ -1,6 +1,6 @@
 //! `corekv-bench`: how corekv's speed is measured.
 //!
-//! - [`ycsb`]: YCSB's core workloads A–F against a server (corekv or a peer such as Redis),
+//! - [`ycsb`]: YCSB's core workloads A–F against a server (corekv or a peer: Redis, etcd),
 //!   with YCSB's key choosers, record layout and output format; start at [`ycsb::run`].
 //! - [`engine`]: db_bench's micro-benchmarks (fillseq, fillrandom, overwrite, readrandom,
 //!   readseq, seekrandom) against one storage engine in-process, with db_bench's flags and

@@ -17,7 +17,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// YCSB core workloads A–F against corekv or Redis, printed in YCSB's format.
+    /// YCSB core workloads A–F against corekv, Redis or etcd, printed in YCSB's format.
+    ///
+    /// etcd (`--backend etcd --addr HOST:PORT[,HOST:PORT...]`): etcd's v3 gRPC API (KV Put and
+    /// Range over HTTP/2), as etcd's own benchmark tool. A record is one value; an update of one
+    /// field reads the record and puts it back whole, as YCSB's etcd binding does; a scan is a
+    /// Range from the start key with limit = count. Connections go to the listed members
+    /// round-robin (followers forward writes to the leader). docs/BENCHMARKS.md has the commands.
     Ycsb(corekv_bench::ycsb::args::YcsbArgs),
     /// db_bench's engine micro-benchmarks against one storage engine, in db_bench's format.
     Engine(corekv_bench::engine::EngineArgs),

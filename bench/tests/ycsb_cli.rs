@@ -105,6 +105,34 @@ fn unreachable_server_and_bad_flags_fail_clearly() {
         "{stderr}"
     );
 
+    // etcd fails the same way, naming the member it tried.
+    let out = bench(&[
+        "ycsb",
+        "--backend",
+        "etcd",
+        "--addr",
+        &addr,
+        "--records",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("cannot connect to etcd"),
+        "{stderr}"
+    );
+
+    // Only etcd takes a list of addresses.
+    let out = bench(&[
+        "ycsb",
+        "--backend",
+        "redis",
+        "--addr",
+        "127.0.0.1:1,127.0.0.1:2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only --backend etcd"));
+
     let out = bench(&["ycsb", "--workload", "z"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workload"));

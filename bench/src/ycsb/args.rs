@@ -33,6 +33,9 @@ pub enum BackendArg {
     Corekv,
     /// Redis over RESP (default address 127.0.0.1:6379).
     Redis,
+    /// etcd v3 over gRPC (default address 127.0.0.1:2379); --addr may list several members,
+    /// comma-separated, which connections use round-robin.
+    Etcd,
     /// An in-process map: measures the driver's own ceiling, no network.
     Memory,
 }
@@ -84,7 +87,7 @@ pub struct YcsbArgs {
     pub backend: BackendArg,
 
     /// Server address HOST:PORT. corekv without it: start a server in-process on a temporary
-    /// directory.
+    /// directory. etcd: one or more members' client addresses, HOST:PORT,HOST:PORT,...
     #[arg(long)]
     pub addr: Option<String>,
 

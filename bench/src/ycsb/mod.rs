@@ -1,9 +1,9 @@
 //! The YCSB driver: YCSB's core workloads A–F with YCSB's own definitions, against corekv or a
-//! peer (Redis) through the very same key choosers, records and measurement.
+//! peer (Redis, etcd) through the very same key choosers, records and measurement.
 //!
 //! Start with [`run`] (what `corekv-bench ycsb` does), then [`runner`] (threads, slots,
 //! pacing), [`workload`] (the mixes), [`keys`] (key names and choosers), [`record`] (how a
-//! record is stored) and [`backend`] (corekv, Redis, an in-process map).
+//! record is stored) and [`backend`] (corekv, Redis, etcd, an in-process map).
 
 pub mod args;
 pub mod backend;
@@ -26,6 +26,7 @@ use self::args::{
 };
 use self::backend::Backend;
 use self::backend::corekv::CorekvBackend;
+use self::backend::etcd::EtcdBackend;
 use self::backend::memory::MemoryBackend;
 use self::backend::redis::RedisBackend;
 use self::record::{FIELD_COUNT_MAX, FIELD_LENGTH_MAX_BYTES};
@@ -38,6 +39,8 @@ use crate::sys::{allowed_cpus, parse_cpu_list};
 
 /// Redis's default address, used when `--backend redis` has no `--addr`.
 pub const REDIS_DEFAULT_ADDR: &str = "127.0.0.1:6379";
+/// etcd's default client address, used when `--backend etcd` has no `--addr`.
+pub const ETCD_DEFAULT_ADDR: &str = "127.0.0.1:2379";
 /// Run-phase operations when neither `--operations` nor `--duration` is given.
 pub const OPERATIONS_DEFAULT: u64 = 100_000;
 
@@ -99,6 +102,9 @@ fn check_limits(args: &YcsbArgs) -> Result<(), Error> {
              (--backend corekv without --addr)"
                 .into(),
         );
+    }
+    if args.backend != BackendArg::Etcd && args.addr.as_deref().is_some_and(|a| a.contains(',')) {
+        return bad("only --backend etcd takes several addresses in --addr".into());
     }
     if args.operations == Some(0) {
         return bad("--operations must be at least 1".into());
@@ -195,6 +201,10 @@ pub fn run(args: &YcsbArgs) -> Result<Vec<PhaseReport>, Error> {
                 .clone()
                 .unwrap_or_else(|| REDIS_DEFAULT_ADDR.into());
             drive(&RedisBackend::new(addr, args.field_count), args, cpus)
+        }
+        BackendArg::Etcd => {
+            let backend = EtcdBackend::new(args.addr.as_deref().unwrap_or(ETCD_DEFAULT_ADDR))?;
+            drive(&backend, args, cpus)
         }
         BackendArg::Memory => drive(&MemoryBackend::new(), args, cpus),
         BackendArg::Corekv => match &args.addr {

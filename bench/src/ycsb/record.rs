@@ -21,6 +21,9 @@
 //! **Redis**: one record is one hash (`HSET key field0 v0 ... field9 v9`), as in YCSB's Redis
 //! binding; see `backend::redis`.
 //!
+//! **etcd**: one record is one value in this layout; an update of one field reads it, merges
+//! the field and puts the whole record back, as YCSB's etcd binding does; see `backend::etcd`.
+//!
 //! Field values are printable ASCII drawn from a per-thread pool of random bytes (YCSB fills
 //! them with random printable characters too), so they do not compress much.
 

@@ -7,9 +7,10 @@
 //! pipeline their requests (many in flight, answered in order or matched by id).
 //!
 //! Records arrive encoded as in [`crate::ycsb::record`]; a backend maps them to its own storage
-//! (corekv: an entity of one column per field; Redis: a hash).
+//! (corekv: an entity of one column per field; Redis: a hash; etcd: one value).
 
 pub mod corekv;
+pub mod etcd;
 pub mod memory;
 pub mod redis;
 
