@@ -4,17 +4,13 @@
 //!
 //! ## The loop
 //! Everything that touches the `RawNode` arrives as an [`Event`] on one channel (peer
-//! messages, proposals, read barriers, ticks, finished fsyncs), so the node is only used
-//! between awaits of one task. Each turn takes every queued event, then handles one `Ready`
-//! with raft-rs's asynchronous persistence: send its messages (a leader's go before its own
-//! fsync), install a snapshot, apply the committed entries it carries, queue its entries on
-//! the log, sync a new term or vote, and hand the `Ready` back (`advance_append_async`)
-//! *without waiting for the fsync*: a task waits for it and sends [`Event::Persisted`], on which
-//! the messages that had to wait for durability (a follower's answers) go and raft-rs counts
-//! the entries as persisted (`on_persist_ready`; a leader's own log counts towards commits only
-//! then). Proposals that arrive meanwhile are appended behind, and the log's writer syncs them
-//! together (group commit) while the loop goes on.
-
+//! messages, proposals, read barriers, ticks), so the node is only used between awaits of
+//! one task. Each turn takes every queued event, then handles one `Ready` as raft-rs asks:
+//! send its messages (the leader sends before its own fsync), apply the committed entries it
+//! carries, append its entries to the log and wait until they are durable (proposals that
+//! arrive meanwhile queue up and share the next append: group commit), record the hard
+//! state, send the messages that had to wait for that, `advance`, apply what that commits.
+//!
 //! ## Entries
 //! A normal entry's data is `time_ms u64 LE | command`: the proposer's clock, which every
 //! replica uses to judge the command's TTLs, then a command that the [`ApplyFn`] applies to
@@ -102,12 +98,6 @@ enum Event {
     SnapshotSent {
         to: u64,
         ok: bool,
-    },
-    /// The log is durable up to what `Ready` `number` appended: its messages can go.
-    Persisted {
-        number: u64,
-        messages: Vec<Message>,
-        result: Result<(), String>,
     },
     Propose(Vec<u8>, Waiter),
     ReadBarrier(ReadWaiter),
@@ -418,16 +408,6 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 tracing::debug!(error = %e, "snapshot message not taken");
             }
         }
-        Event::Persisted {
-            number,
-            messages,
-            result,
-        } => {
-            result.map_err(|e| format!("the Raft log could not be made durable: {e}"))?;
-            drop(node);
-            persisted_ready(inner, number, messages);
-            return Ok(true);
-        }
         Event::SnapshotSent { to, ok } => {
             let status = if ok {
                 raft::SnapshotStatus::Finish
@@ -547,37 +527,27 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         }
         node.ready()
     };
-    // A leader's messages go at once: followers append while it does (Raft thesis 10.2.1).
     send(inner, ready.take_messages());
-    let snapshot = !ready.snapshot().is_empty();
-    if snapshot {
+    if !ready.snapshot().is_empty() {
         let meta = ready.snapshot().get_metadata();
         let (index, term) = (meta.index, meta.term);
         let snapshots = inner.snapshots.borrow().clone();
         let Some(snapshots) = snapshots else {
             return Err("Raft accepted a snapshot, and this group takes none".into());
         };
-        // The old log's appends in flight end before the snapshot replaces it.
-        let queued = inner.log.last_index_queued();
-        inner
-            .log
-            .wait_durable(queued)
-            .await
-            .map_err(|e| e.to_string())?;
         snapshots.install(index, term).await?;
         inner.applied.set(index);
     }
     apply_entries(inner, ready.take_committed_entries()).await?;
-    let durable_at = inner
+    inner
         .log
-        .queue(ready.take_entries())
+        .append(ready.take_entries())
         .await
         .map_err(|e| e.to_string())?;
     if let Some(hs) = ready.hs() {
-        // A new term or vote is synced here, before any message that depends on it.
         inner.log.set_hard_state(hs).map_err(|e| e.to_string())?;
     }
-    let persisted = ready.take_persisted_messages();
+    send(inner, ready.take_persisted_messages());
     for rs in ready.take_read_states() {
         tracing::debug!(
             index = rs.index,
@@ -591,37 +561,12 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             inner.reads_at.borrow_mut().push((rs.index, tx));
         }
     }
-    let number = ready.number();
-    inner.node.borrow_mut().advance_append_async(ready);
-    if snapshot {
-        // raft-rs counts the snapshot as applied only once it is persisted (it is: installed
-        // above).
-        inner
-            .log
-            .wait_durable(durable_at)
-            .await
-            .map_err(|e| e.to_string())?;
+    let mut light = inner.node.borrow_mut().advance(ready);
+    if let Some(commit) = light.commit_index() {
+        inner.log.set_commit(commit);
     }
-    if inner.log.durable_index() >= durable_at {
-        persisted_ready(inner, number, persisted);
-    } else {
-        // The append's fsync runs while the loop goes on (new proposals join the next
-        // append: group commit); what had to wait for it goes once it is done.
-        let log = inner.log.clone();
-        let events = inner.events.clone();
-        glommio::spawn_local(async move {
-            let result = log
-                .wait_durable(durable_at)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = events.unbounded_send(Event::Persisted {
-                number,
-                messages: persisted,
-                result,
-            });
-        })
-        .detach();
-    }
+    send(inner, light.take_messages());
+    apply_entries(inner, light.take_committed_entries()).await?;
     inner.node.borrow_mut().advance_apply();
     answer_reads(inner);
     settle_reads(inner);
@@ -632,17 +577,6 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         }
     }
     compact(inner).await
-}
-
-/// Ready `number` (and every one before it) is durable: its messages go, and raft-rs counts
-/// its entries (a leader's own for commits).
-fn persisted_ready(inner: &Inner, number: u64, messages: Vec<Message>) {
-    send(inner, messages);
-    let mut node = inner.node.borrow_mut();
-    node.on_persist_ready(number);
-    let commit = node.raft.raft_log.committed;
-    drop(node);
-    inner.log.set_commit(commit);
 }
 
 /// Sends messages to peers; a `MsgSnapshot` goes with its files on a connection of its own.

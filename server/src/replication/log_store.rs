@@ -364,17 +364,8 @@ impl RaftLog {
     /// Appends `entries` (taken from a `Ready`, kept without a copy), first removing any
     /// suffix they conflict with, and waits until they are durable.
     pub async fn append(&self, entries: Vec<Entry>) -> Result<(), LogError> {
-        let last = self.queue(entries).await?;
-        self.wait_durable(last).await
-    }
-
-    /// Appends `entries` as [`RaftLog::append`] does, without waiting for them to be durable
-    /// (raft-rs reads them from memory at once); returns the index the log is durable up to
-    /// once they are ([`RaftLog::wait_durable`]). Removing a conflicting suffix waits for the
-    /// log's queued writes first.
-    pub async fn queue(&self, entries: Vec<Entry>) -> Result<u64, LogError> {
         let Some(first) = entries.first() else {
-            return Ok(self.wal.last_index());
+            return Ok(());
         };
         let (first_index, last_index) = self.bounds();
         if first.index < first_index {
@@ -401,24 +392,7 @@ impl RaftLog {
             assert_eq!(last, e.index, "the WAL index is the Raft index");
             self.core.borrow_mut().entries.push_back(e);
         }
-        Ok(last)
-    }
-
-    /// The last record queued (durable or not).
-    pub fn last_index_queued(&self) -> u64 {
-        self.wal.last_index()
-    }
-
-    /// The index every log record up to is durable.
-    pub fn durable_index(&self) -> u64 {
-        self.wal.synced_index()
-    }
-
-    /// Waits until the records up to `index` are durable.
-    pub async fn wait_durable(&self, index: u64) -> Result<(), LogError> {
-        if index > self.durable_index() {
-            self.wal.wait_durable(index).await?;
-        }
+        self.wal.wait_durable(last).await?;
         Ok(())
     }
 
