@@ -71,7 +71,7 @@ impl Default for ClientOptions {
 }
 
 /// Longest pause between two tries while a shard has no leader.
-const LEADER_PAUSE_MAX: Duration = Duration::from_millis(500);
+const LEADER_PAUSE_MAX: Duration = Duration::from_millis(50);
 
 /// A shard-aware client: one connection per shard, each key sent to its owner.
 #[derive(Clone)]
@@ -86,7 +86,11 @@ struct Inner {
     options: ClientOptions,
     /// The topology lists replicas: `notLeader` answers are followed.
     cluster: bool,
-    /// Where the next replacement of a failed connection starts in a shard's replica list.
+    /// Every cluster node address this client has seen (the one it was given, the replicas
+    /// `topology` listed, the leaders `notLeader` named): where a failed connection's
+    /// replacement is looked for.
+    known: RefCell<Vec<SocketAddr>>,
+    /// Where the next replacement of a failed connection starts in `known`.
     next_replica: Cell<usize>,
     connect: Rc<dyn Fn(SocketAddr) -> runtime::LocalBoxFuture<Result<Connection>>>,
     sleep: Rc<dyn Fn(Duration) -> runtime::LocalBoxFuture<()>>,
@@ -155,6 +159,12 @@ impl Client {
             )));
         }
         let cluster = topology.shards.iter().any(|s| !s.replicas.is_empty());
+        let mut known = vec![addr];
+        for r in topology.shards.iter().flat_map(|s| &s.replicas) {
+            if let (false, Ok(a)) = (r.host.is_empty(), shard_address(addr, &r.host, r.port)) {
+                known.push(a);
+            }
+        }
         let rt = runtime.clone();
         let connect = Rc::new(move |addr| {
             let rt = rt.clone();
@@ -169,6 +179,7 @@ impl Client {
                 shards,
                 options,
                 cluster,
+                known: RefCell::new(known),
                 next_replica: Cell::new(0),
                 connect,
                 sleep,
@@ -220,7 +231,7 @@ impl Client {
         Fut: Future<Output = Result<T>>,
     {
         let deadline = Instant::now() + self.inner.options.leader_wait;
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Duration::from_millis(10);
         loop {
             let owner = self.inner.shards[shard as usize].borrow().clone();
             let refusal = match call(Rc::clone(&owner)).await {
@@ -242,10 +253,11 @@ impl Client {
                 .and_then(|l| l.address.as_deref())
                 .and_then(|a| a.parse::<SocketAddr>().ok())
                 .filter(|a| *a != owner.connection().addr());
-            if let Some(addr) = hint
-                && self.switch(shard, &owner, addr).await
-            {
-                continue;
+            if let Some(addr) = hint {
+                self.learn(addr);
+                if self.switch(shard, &owner, addr).await {
+                    continue;
+                }
             }
             (self.inner.sleep)(pause).await;
             pause = (pause * 2).min(LEADER_PAUSE_MAX);
@@ -271,27 +283,39 @@ impl Client {
         }
     }
 
-    /// Replaces shard `shard`'s failed connection `old` with one to the next replica that
-    /// accepts one (none reachable: `old` stays, and the next call fails again).
+    /// Remembers a cluster node's address.
+    fn learn(&self, addr: SocketAddr) {
+        let mut known = self.inner.known.borrow_mut();
+        if !known.contains(&addr) {
+            known.push(addr);
+        }
+    }
+
+    /// Replaces shard `shard`'s failed connection `old` with one to the next known node that
+    /// accepts one, and learns the replicas that node knows (none reachable: `old` stays, and
+    /// the next call fails again).
     async fn replace(&self, shard: u32, old: &Rc<Coalescer>) {
-        let Some(info) = self.inner.topology.shards.get(shard as usize) else {
-            return;
-        };
         let failed = old.connection().addr();
-        let n = info.replicas.len();
+        let known = self.inner.known.borrow().clone();
+        let n = known.len();
         for k in 0..n {
             let i = (self.inner.next_replica.get() + k) % n;
-            let r = &info.replicas[i];
-            let Ok(addr) = shard_address(failed, &r.host, r.port) else {
-                continue;
-            };
-            if r.host.is_empty() || addr == failed {
+            let addr = known[i];
+            if addr == failed || !self.switch(shard, old, addr).await {
                 continue;
             }
-            if self.switch(shard, old, addr).await {
-                self.inner.next_replica.set(i + 1);
-                return;
+            self.inner.next_replica.set(i + 1);
+            let now = self.inner.shards[shard as usize].borrow().clone();
+            if let Ok(topology) = now.connection().topology().await {
+                for r in topology.shards.iter().flat_map(|s| &s.replicas) {
+                    if let (false, Ok(a)) =
+                        (r.host.is_empty(), shard_address(addr, &r.host, r.port))
+                    {
+                        self.learn(a);
+                    }
+                }
             }
+            return;
         }
     }
 
