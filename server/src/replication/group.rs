@@ -573,7 +573,11 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     if inner.log.take_snapshot_wanted() {
         let snapshots = inner.snapshots.borrow().clone();
         if let Some(snapshots) = snapshots {
-            snapshots.prepare().await?;
+            // A checkpoint that cannot be made (a full disk) must not stop the group: the
+            // follower waits, and raft-rs asks again.
+            if let Err(e) = snapshots.prepare().await {
+                tracing::warn!(error = %e, "could not make a checkpoint for a snapshot");
+            }
         }
     }
     compact(inner).await

@@ -318,6 +318,9 @@ impl RaftLog {
             debug_assert_eq!(index, compacted);
             entries.clear();
             wal.restart_at(compacted + 1).await?;
+            // The state file may predate the snapshot: it must say where the log starts now
+            // before the marker that says so goes.
+            replace_file(dir, RAFT_STATE_FILE, &state.encode())?;
             remove_marker(dir)?;
             compacted + 1
         } else {
@@ -861,6 +864,18 @@ mod tests {
                 .unwrap();
             assert_eq!(log.bounds(), (101, 101));
             assert!(log.hard_state().commit >= 100);
+
+            // Interrupted right after the marker: the open finishes it, state file included,
+            // so a second open finds the same log.
+            write_marker(dir, 150, 4).unwrap();
+            log.close().await.unwrap();
+            drop(log);
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            assert_eq!(log.compacted(), (150, 4));
+            log.close().await.unwrap();
+            drop(log);
+            let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+            assert_eq!((log.compacted(), log.bounds()), ((150, 4), (151, 150)));
 
             // Interrupted after its first step: the open finishes it (the old entries go).
             log.begin_snapshot(200, 4).unwrap();

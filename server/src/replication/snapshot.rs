@@ -362,6 +362,12 @@ impl Snapshots {
                     "Raft accepted the snapshot at {index} (term {term}) but its files are gone"
                 )
             })?;
+        // Everything the engine would refuse is refused before the log changes: a log that
+        // starts after a snapshot the engine cannot take would leave nothing to go back to.
+        self.engine
+            .check_checkpoint(&dir)
+            .await
+            .map_err(|e| format!("the snapshot at {index} cannot be installed: {e}"))?;
         self.log
             .begin_snapshot(index, term)
             .map_err(|e| e.to_string())?;
@@ -430,6 +436,11 @@ impl Snapshots {
             // Numbered for this engine now, so installing it is only links and one edit.
             let at_least = self.engine.next_file_number() + NUMBER_GAP;
             renumber_checkpoint(&incoming.dir, at_least).map_err(|e| e.to_string())?;
+            // Refused here, before Raft sees it, if this engine would not take it.
+            self.engine
+                .check_checkpoint(&incoming.dir)
+                .await
+                .map_err(|e| format!("this replica cannot install the snapshot: {e}"))?;
             self.count(|s| s.received += 1);
         }
         Ok(())

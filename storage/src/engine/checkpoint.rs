@@ -40,6 +40,8 @@ const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 4;
 /// Largest descriptor read (bounds what a damaged or hostile file can make us allocate).
 const DESCRIPTOR_BYTES_MAX: u64 = 64 << 20;
+/// Deepest level a descriptor may name.
+const LEVELS_MAX: usize = 64;
 
 /// What [`Engine::checkpoint`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,16 +108,12 @@ impl Engine {
         })
     }
 
-    /// Replaces this engine's whole state with the checkpoint in `dir` (written by
-    /// [`Engine::checkpoint`] on another replica, copied here, then given numbers of this
-    /// engine by [`renumber_checkpoint`]): this engine then holds the log's entries up to the
-    /// checkpoint's and applies the entries after it. Returns that entry's index. The
-    /// tables are hard-linked, so `dir` is unchanged (the caller removes it once this
-    /// returns) and an attempt cut short by a crash can be made again. Refused between
-    /// `begin_entry` and `end_entry`, for a checkpoint not ahead of this engine, and for
-    /// table numbers this engine may have used. Every file is checked first: a damaged
-    /// checkpoint changes nothing.
-    pub async fn install_checkpoint(&self, dir: &Path) -> Result<u64> {
+    /// Checks, changing nothing, that [`Engine::install_checkpoint`] would take the
+    /// checkpoint in `dir` (descriptor, every table's footer, index, filter and size, levels,
+    /// numbers, an applied entry ahead of this engine's), so that a caller with its own state
+    /// to change first (a Raft log) changes it only for a checkpoint that installs. Returns
+    /// the descriptor and its largest table number.
+    pub async fn check_checkpoint(&self, dir: &Path) -> Result<(VersionEdit, u64)> {
         let log = self.external_log("install_checkpoint")?;
         self.check_writable()?;
         if let Some((open, _)) = log.entry() {
@@ -125,7 +123,6 @@ impl Engine {
         }
         let checkpoint = read_descriptor(dir)?;
         let index = checkpoint.applied_index.unwrap_or(0);
-        let time_ms = checkpoint.applied_time_ms.unwrap_or(0);
         let applied = log.applied().0;
         if index <= applied {
             return Err(Error::InvalidArgument(format!(
@@ -134,10 +131,10 @@ impl Engine {
             )));
         }
         let inner = &self.inner;
-        // Check every table (footer, index, filter, size) before anything changes, through a
-        // cache of its own.
+        // Through a cache of its own: nothing read here is served to readers.
         let scratch = BlockCache::new(1 << 20);
         let mut last_number = 0;
+        let next_number = inner.state.borrow().next_file_number();
         for (level, meta) in &checkpoint.added {
             let path = table_path(dir, meta.file_number);
             if *level >= inner.options.levels_max {
@@ -149,6 +146,13 @@ impl Engine {
                         inner.options.levels_max
                     ),
                 ));
+            }
+            if meta.file_number < next_number {
+                return Err(Error::InvalidArgument(format!(
+                    "install_checkpoint: table {} may be one of this engine's (its numbers \
+                     reach {next_number}): renumber the checkpoint first",
+                    meta.file_number
+                )));
             }
             let table =
                 TableReader::open(&inner.io, &path, meta.file_number, scratch.clone()).await?;
@@ -165,7 +169,24 @@ impl Engine {
             }
             last_number = last_number.max(meta.file_number);
         }
+        Ok((checkpoint, last_number))
+    }
 
+    /// Replaces this engine's whole state with the checkpoint in `dir` (written by
+    /// [`Engine::checkpoint`] on another replica, copied here, then given numbers of this
+    /// engine by [`renumber_checkpoint`]): this engine then holds the log's entries up to the
+    /// checkpoint's and applies the entries after it. Returns that entry's index. The
+    /// tables are hard-linked, so `dir` is unchanged (the caller removes it once this
+    /// returns) and an attempt cut short by a crash can be made again. Refused between
+    /// `begin_entry` and `end_entry`, for a checkpoint not ahead of this engine, and for
+    /// table numbers this engine may have used. Every file is checked first: a damaged
+    /// checkpoint changes nothing.
+    pub async fn install_checkpoint(&self, dir: &Path) -> Result<u64> {
+        let log = self.external_log("install_checkpoint")?;
+        let (checkpoint, last_number) = self.check_checkpoint(dir).await?;
+        let index = checkpoint.applied_index.unwrap_or(0);
+        let time_ms = checkpoint.applied_time_ms.unwrap_or(0);
+        let inner = &self.inner;
         let _permit = inner.manifest.lock().await?;
         let next_number = inner.state.borrow().next_file_number();
         if let Some((_, m)) = checkpoint
@@ -366,7 +387,9 @@ pub fn decode_descriptor(b: &[u8]) -> std::result::Result<VersionEdit, String> {
     }
     // The tables must form a valid version (levels in range, no number twice, deeper levels
     // disjoint).
-    ManifestState::default().apply(&edit, usize::MAX)?;
+    // Levels are checked against the installing engine's; this bound keeps a damaged
+    // descriptor from sizing an allocation.
+    ManifestState::default().apply(&edit, LEVELS_MAX)?;
     let mut levels: Vec<Vec<(&[u8], &[u8])>> = Vec::new();
     for (level, m) in &edit.added {
         if m.smallest > m.largest {
