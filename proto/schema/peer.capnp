@@ -74,6 +74,9 @@ struct Hello {
   # The Raft node id the sender believes it reached.
   shard @4 :UInt32;
   # The shard (Raft group) whose messages follow.
+  shardCount @5 :UInt32;
+  # The sender's number of shards: every node of a cluster runs the same, shard i of each node
+  # being a replica of group i, so a node with another count is refused.
 }
 
 struct RaftMessage {

@@ -7,7 +7,8 @@
 #
 # Node i listens for clients on 127.0.0.1:(i+6)379 (7379, 8379, 9379) and for peers on
 # 127.0.0.1:(i+6)479; its data and log are in $COREKV_CLUSTER_DIR/node<i> (default
-# ./corekv-cluster). Settings: COREKV_SERVER (the binary), COREKV_CLUSTER_DIR, COREKV_SERVER_ARGS
+# ./corekv-cluster). Settings: COREKV_SERVER (the binary), COREKV_CLUSTER_DIR, COREKV_SHARDS
+# (shards per node, default 1; shard j of node i listens on (i+6)379+1+j), COREKV_SERVER_ARGS
 # (more flags for every node, split on spaces; e.g. `--idle-poll-us 0` when the nodes share
 # fewer CPUs than they are).
 set -euo pipefail
@@ -16,6 +17,7 @@ dir=${COREKV_CLUSTER_DIR:-corekv-cluster}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 server=${COREKV_SERVER:-$root/target/release/corekv-server}
 cluster="1=127.0.0.1:7479,2=127.0.0.1:8479,3=127.0.0.1:9479"
+shards=${COREKV_SHARDS:-1}
 read -r -a extra <<<"${COREKV_SERVER_ARGS:-}"
 
 pid_of() { cat "$dir/node$1.pid" 2>/dev/null || true; }
@@ -33,7 +35,7 @@ start)
       continue
     fi
     port=$((i + 6))
-    "$server" --node-id "$i" --data-dir "$dir/node$i" --shards 1 \
+    "$server" --node-id "$i" --data-dir "$dir/node$i" --shards "$shards" \
       --listen "127.0.0.1:${port}379" --peer-listen "127.0.0.1:${port}479" \
       --initial-cluster "$cluster" "${extra[@]}" >"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"

@@ -43,6 +43,11 @@ pub enum Work {
     Stats,
     /// Report the receiver's counters and metrics (a Prometheus scrape).
     Metrics,
+    /// In a cluster: report the receiver's leader and replicas (`topology`).
+    Replicas,
+    /// In a cluster: serve this peer connection, accepted for the receiver's Raft group by
+    /// the shard that listens for peers.
+    PeerConnection(crate::replication::replica::PeerConnection),
 }
 
 /// The answer to a [`Work`].
@@ -54,6 +59,10 @@ pub enum WorkResult {
     Stats(Vec<(&'static str, u64)>),
     /// The receiver's counters and metrics.
     Metrics(Box<crate::metrics::ShardSnapshot>),
+    /// The receiver's leader (0: none known) and replicas.
+    Replicas(u64, Vec<corekv_proto::ReplicaInfo>),
+    /// The work is taken.
+    Done,
 }
 
 /// One message on a channel.

@@ -517,14 +517,12 @@ impl core_kv::Server for CoreKvService {
         mut results: core_kv::TopologyResults,
     ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
         self.count_call(0);
-        match self.shard.replica.get() {
-            Some(replica) => codec::write_topology(
-                results.get().init_topology(),
-                &replica.topology(&self.shard.topology),
-            ),
-            None => codec::write_topology(results.get().init_topology(), &self.shard.topology),
+        let shard = Rc::clone(&self.shard);
+        async move {
+            let topology = shard.topology().await;
+            codec::write_topology(results.get().init_topology(), &topology);
+            Ok(())
         }
-        std::future::ready(Ok(()))
     }
 
     fn server_info(

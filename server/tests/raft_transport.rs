@@ -49,7 +49,7 @@ fn transport_config(id: u64, peers: &HashMap<u64, SocketAddr>) -> TransportConfi
         connect_timeout: Duration::from_secs(1),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(200),
-        ..TransportConfig::new(id, 0, CLUSTER_ID, peers)
+        ..TransportConfig::new(id, (0, 1), CLUSTER_ID, peers)
     }
 }
 
@@ -257,6 +257,7 @@ fn a_node_that_is_down_holds_nobody_back_and_catches_up() {
     });
 }
 
+/// A `Hello` from a node of 2 shards.
 fn hello(cluster_id: u64, from_node: u64, to_node: u64, shard: u32) -> Hello {
     Hello {
         protocol_version: PEER_PROTOCOL_VERSION,
@@ -264,6 +265,7 @@ fn hello(cluster_id: u64, from_node: u64, to_node: u64, shard: u32) -> Hello {
         from_node,
         to_node,
         shard,
+        shard_count: 2,
     }
 }
 
@@ -309,6 +311,14 @@ fn serve_peer_closes_connections_that_break_the_rules() {
             (
                 "shard out of range",
                 vec![encode_hello(&hello(CLUSTER_ID, 2, 1, 2))],
+                0,
+            ),
+            (
+                "another shard count",
+                vec![encode_hello(&Hello {
+                    shard_count: 3,
+                    ..hello(CLUSTER_ID, 2, 1, 1)
+                })],
                 0,
             ),
             ("other protocol version", vec![old_version], 0),
@@ -411,7 +421,7 @@ fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
             queue_messages_max: 100,
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
-            ..TransportConfig::new(1, 0, CLUSTER_ID, vec![(2, addr)])
+            ..TransportConfig::new(1, (0, 1), CLUSTER_ID, vec![(2, addr)])
         });
         let send = transport.sender();
         for _ in 0..100 {
@@ -484,7 +494,7 @@ fn a_peer_that_refuses_the_hello_is_retried_with_backoff() {
         let transport = Transport::start(TransportConfig {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
-            ..TransportConfig::new(1, 0, CLUSTER_ID, vec![(2, addr)])
+            ..TransportConfig::new(1, (0, 1), CLUSTER_ID, vec![(2, addr)])
         });
         wait_for("repeated connections", || {
             transport.send(vec![heartbeat(1, 2)]);
@@ -498,7 +508,7 @@ fn a_peer_that_refuses_the_hello_is_retried_with_backoff() {
         );
         assert!(
             transport.queued(2).unwrap()
-                <= TransportConfig::new(1, 0, 0, vec![]).queue_messages_max
+                <= TransportConfig::new(1, (0, 1), 0, vec![]).queue_messages_max
         );
     });
 }

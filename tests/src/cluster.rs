@@ -1,4 +1,5 @@
-//! A local cluster of real `corekv-server` processes on loopback (`--shards 1` each), for the
+//! A local cluster of real `corekv-server` processes on loopback (`--shards 1` each unless
+//! asked for more), for the
 //! replication and Jepsen tests: start, `kill -9`, restart, pause, partitions (a
 //! [`Proxy`] on each direction of each peer link), and finding the leader.
 
@@ -18,6 +19,8 @@ pub struct Node {
     pub id: u64,
     /// Client address.
     pub addr: SocketAddr,
+    /// Each shard's own client address.
+    pub shard_addrs: Vec<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     options: ServerOptions,
@@ -36,14 +39,23 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `n` nodes with data directories in `dir`; `extra_args` go to every node.
     pub fn start(dir: &Path, n: u64, extra_args: &[&str]) -> LocalCluster {
-        // Per node: client port, shard port, peer port.
-        let base = free_ports(3 * n as usize);
-        let port = |id: u64, k: u16| base + 3 * (id as u16 - 1) + k;
+        LocalCluster::start_sharded(dir, n, 1, extra_args)
+    }
+
+    /// [`LocalCluster::start`] with `shards` shards per node (at most the CPUs there are).
+    pub fn start_sharded(dir: &Path, n: u64, shards: usize, extra_args: &[&str]) -> LocalCluster {
+        let options = ServerOptions::shards(shards);
+        let shards = options.shards;
+        // Per node: client port, one port per shard, peer port.
+        let per_node = shards as u16 + 2;
+        let base = free_ports(per_node as usize * n as usize);
+        let port = |id: u64, k: u16| base + per_node * (id as u16 - 1) + k;
+        let peer_port = |id: u64| port(id, per_node - 1);
         let cluster: Vec<String> = (1..=n)
-            .map(|id| format!("{id}=127.0.0.1:{}", port(id, 2)))
+            .map(|id| format!("{id}=127.0.0.1:{}", peer_port(id)))
             .collect();
         let cluster = cluster.join(",");
-        let peer_addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], port(id, 2)));
+        let peer_addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], peer_port(id)));
         let mut links = Vec::new();
         for from in 1..=n {
             for to in (1..=n).filter(|&to| to != from) {
@@ -52,13 +64,14 @@ impl LocalCluster {
         }
         let mut nodes: Vec<Node> = (1..=n)
             .map(|id| {
-                let peer = format!("127.0.0.1:{}", port(id, 2));
+                let peer = format!("127.0.0.1:{}", peer_port(id));
                 let dial: Vec<String> = links
                     .iter()
                     .filter(|((from, _), _)| *from == id)
                     .map(|((_, to), proxy)| format!("{to}={}", proxy.addr))
                     .collect();
-                let options = ServerOptions::shards(1)
+                let options = options
+                    .clone()
                     .args(&[
                         "--node-id",
                         &id.to_string(),
@@ -77,6 +90,9 @@ impl LocalCluster {
                 Node {
                     id,
                     addr: SocketAddr::from(([127, 0, 0, 1], port(id, 0))),
+                    shard_addrs: (0..shards as u16)
+                        .map(|i| SocketAddr::from(([127, 0, 0, 1], port(id, 1 + i))))
+                        .collect(),
                     data_dir: dir.join(format!("node{id}")),
                     options,
                     server: None,

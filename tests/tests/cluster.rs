@@ -8,6 +8,8 @@
 //! else. A node down while the others flush and compact their logs past it catches up by a
 //! snapshot of the leader's tables. Followers tell clients where the leader is, `topology`
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
+//! With 2 shards per node, each shard is a group of its own: its own leader, failover and
+//! catching up.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -275,6 +277,10 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
         let follower = if leader == 1 { 2 } else { 1 };
         let addrs: Vec<std::net::SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
         let addr = |id: u64| addrs[id as usize - 1];
+        // Hints and `topology` name the shard's own port on each node.
+        let shard_addrs: Vec<std::net::SocketAddr> =
+            cluster.nodes.iter().map(|n| n.shard_addrs[0]).collect();
+        let shard_addr = |id: u64| shard_addrs[id as usize - 1];
 
         // A follower's refusal names the leader and its client address; its topology lists
         // the leader and every replica (each learns the others' addresses as they connect).
@@ -294,10 +300,11 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
                 .iter()
                 .map(|r| (r.node, format!("{}:{}", r.host, r.port)))
                 .collect();
-            let all: Vec<(u64, String)> = (1..=3).map(|id| (id, addr(id).to_string())).collect();
+            let all: Vec<(u64, String)> =
+                (1..=3).map(|id| (id, shard_addr(id).to_string())).collect();
             let want_hint = LeaderHint {
                 node: leader,
-                address: Some(addr(leader).to_string()),
+                address: Some(shard_addr(leader).to_string()),
             };
             if hint.as_ref() == Some(&want_hint) && shard.leader == leader && listed == all {
                 break;
@@ -317,7 +324,7 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
             client.put(&k, &v).await.unwrap();
             acked.push((k, v));
         }
-        assert_eq!(client.shard_addr(0), Some(addr(leader)));
+        assert_eq!(client.shard_addr(0), Some(shard_addr(leader)));
 
         // The CLI too; and `cluster status` shows one leader and every replica caught up.
         let out = cluster.nodes[0]
@@ -360,8 +367,131 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
         assert!(failed <= 2, "{failed} writes failed after the failover");
         let new_leader = put_anywhere(&cluster, &[], b"after", b"failover").await;
         assert_ne!(new_leader, leader);
-        assert_eq!(client.shard_addr(0), Some(addr(new_leader)));
+        // Reached through the node's main port (found by trying known nodes) or the shard's.
+        let now = client.shard_addr(0).unwrap();
+        assert!(
+            now == shard_addr(new_leader) || now == addr(new_leader),
+            "{now} is not new leader {new_leader}'s"
+        );
         check_all(&cluster, new_leader, &acked).await;
+    });
+    cluster.stop();
+}
+
+/// The `cluster status` rows the CLI prints through node `via`: (shard, node, role, applied,
+/// lag) per replica.
+fn cluster_status(cluster: &LocalCluster, via: u64) -> Vec<(u32, u64, String, u64, u64)> {
+    let node = &cluster.nodes[via as usize - 1];
+    let out = node
+        .server
+        .as_ref()
+        .unwrap()
+        .cli_at(node.addr, &["cluster", "status"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let num = |i: usize| f[i].parse::<u64>().unwrap_or(u64::MAX);
+            (num(0) as u32, num(1), f[3].to_string(), num(6), num(7))
+        })
+        .collect()
+}
+
+#[test]
+fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
+    let dir = test_dir("cluster-shards");
+    let mut cluster = LocalCluster::start_sharded(dir.path(), 3, 2, &[]);
+    let shards = cluster.nodes[0].shard_addrs.len();
+    block_on(async {
+        put_anywhere(&cluster, &[], b"first", b"1").await;
+        let client = Client::connect(TokioRuntime, cluster.nodes[0].addr)
+            .await
+            .unwrap();
+        assert_eq!(client.topology().shard_count as usize, shards);
+        let mut acked = Vec::new();
+        for i in 0..200 {
+            let (k, v) = kv(i);
+            client.put(&k, &v).await.unwrap();
+            acked.push((k, v));
+        }
+        // Every shard has keys, a leader, and its replicas at that shard's own port on
+        // each node, all learned through that shard's group.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let topology = loop {
+            let c = Connection::connect(TokioRuntime, cluster.nodes[1].addr)
+                .await
+                .unwrap();
+            let t = c.topology().await.unwrap();
+            let complete = t.shards.iter().enumerate().all(|(i, s)| {
+                s.leader != 0
+                    && s.replicas
+                        .iter()
+                        .map(|r| (r.node, format!("{}:{}", r.host, r.port)))
+                        .eq(cluster
+                            .nodes
+                            .iter()
+                            .map(|n| (n.id, n.shard_addrs[i].to_string())))
+            });
+            if complete {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "topology never complete: {t:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for shard in 0..shards as u32 {
+            assert!(
+                acked.iter().any(|(k, _)| client.shard_of(k) == shard),
+                "no key in shard {shard}"
+            );
+        }
+
+        // kill -9 shard 0's leader: shard 0 elects another; every shard keeps serving.
+        let victim = topology.shards[0].leader;
+        cluster.node(victim).kill9();
+        let mut failed = 0;
+        for i in 200..300 {
+            let (k, v) = kv(i);
+            match client.put(&k, &v).await {
+                Ok(_) => acked.push((k, v)),
+                Err(ClientError::Rpc(_) | ClientError::Connect { .. }) => failed += 1,
+                Err(ClientError::Server(e)) if e.code == ErrorCode::OutcomeUnknown => failed += 1,
+                Err(e) => panic!("put {i} after the failover: {e}"),
+            }
+        }
+        assert!(
+            failed <= 2 * shards,
+            "{failed} writes failed after the failover"
+        );
+        for (k, v) in &acked {
+            assert_eq!(
+                client.get(k).await.unwrap().as_ref(),
+                Some(v),
+                "acknowledged write of {} lost",
+                String::from_utf8_lossy(k)
+            );
+        }
+
+        // The killed node restarts, and every replica of every shard catches up: one leader
+        // per shard, every replica applied as far as the others, no lag.
+        cluster.node(victim).start();
+        let survivor = if victim == 1 { 2 } else { 1 };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = cluster_status(&cluster, survivor);
+            let settled = rows.len() == 3 * shards
+                && (0..shards as u32).all(|s| {
+                    let of: Vec<_> = rows.iter().filter(|r| r.0 == s).collect();
+                    of.iter().filter(|r| r.2 == "leader").count() == 1
+                        && of.iter().all(|r| r.4 == 0 && r.3 == of[0].3)
+                });
+            if settled {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never caught up: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     });
     cluster.stop();
 }

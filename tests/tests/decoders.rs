@@ -349,6 +349,7 @@ fn real_peer_frames(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
             from_node: 1,
             to_node: 2,
             shard: 3,
+            shard_count: 4,
         })),
     )];
     let types = [

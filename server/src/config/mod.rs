@@ -505,12 +505,6 @@ impl Config {
             }
             (c, None) => c,
         };
-        if cluster.is_some() && cores.len() != 1 {
-            return Err(ConfigError::Invalid(format!(
-                "a cluster node runs one shard for now (`--shards 1`), not {}",
-                cores.len()
-            )));
-        }
         Ok(Config {
             cluster,
             storage,

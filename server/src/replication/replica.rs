@@ -6,11 +6,13 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use corekv_proto::{ErrorCode, LeaderHint, Op, OpError, OpResult, ReplicaInfo, Topology};
+use corekv_proto::{ErrorCode, LeaderHint, Op, OpError, OpResult, ReplicaInfo};
 use futures::FutureExt;
+use glommio::net::TcpStream;
 use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
@@ -19,11 +21,13 @@ use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
 use super::snapshot::{Incoming, RECEIVING_MAX, Snapshots, remove_dir};
 use super::transport::{
-    Expected, PeerInbox, Transport, TransportConfig, bind_peer_listener, serve_peer,
+    Expected, PeerInbox, Transport, TransportConfig, accept_hello, bind_peer_listener,
+    serve_after_hello,
 };
-use super::wire::{NodeInfo, PEER_FRAME_BYTES_MAX, SnapshotChunk};
+use super::wire::{Hello, NodeInfo, PEER_FRAME_BYTES_MAX, SnapshotChunk};
 use crate::config::ClusterConfig;
 use crate::faults::PlantedBug;
+use crate::mesh::Work;
 use crate::shard::Shard;
 
 /// How long a write or read waits for its outcome before it is answered `outcomeUnknown`
@@ -45,6 +49,10 @@ pub struct Replica {
     /// The `follower-reads` planted bug (tests only): reads skip the ReadIndex barrier.
     follower_reads: bool,
     transport: Transport,
+    /// What this node's inbound peer connections must match.
+    expected: Expected,
+    /// Where this shard's inbound peer connections deliver.
+    inbox: ReplicaInbox,
 }
 
 /// The cluster's nodes as this node knows them: their ids, and the client addresses they
@@ -55,13 +63,13 @@ pub struct Members {
 }
 
 impl Members {
-    /// The members of `cluster`; this node's own address is known from the start.
-    pub fn new(cluster: &ClusterConfig) -> Members {
+    /// The members of `cluster`; this node's own `client_address` is known from the start.
+    pub fn new(cluster: &ClusterConfig, client_address: &str) -> Members {
         let members = Members {
             voters: cluster.voters(),
             addresses: RefCell::default(),
         };
-        members.learn(cluster.node_id, &cluster.client_address);
+        members.learn(cluster.node_id, client_address);
         members
     }
 
@@ -151,17 +159,6 @@ impl Replica {
             },
             Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
         }
-    }
-
-    /// `base` (the node's static topology) with this shard's leader and replicas.
-    pub fn topology(&self, base: &Topology) -> Topology {
-        let mut t = base.clone();
-        let status = self.group.status();
-        if let Some(info) = t.shards.get_mut(self.group.shard() as usize) {
-            info.leader = status.leader;
-            info.replicas = self.members.replicas();
-        }
-        t
     }
 
     /// The replica's figures, for `stats` and the metrics (`raft_*`, `peer_*`).
@@ -315,23 +312,24 @@ pub async fn start(
     let log = RaftLog::open(&dir, options, &cluster.voters(), engine.flushed_log_index())
         .await
         .map_err(|e| format!("Raft log: {e}"))?;
-    let shard_id = shard.id as u32;
+    let (shard_id, shard_count) = (shard.id as u32, shard.count as u32);
     let snapshots = Snapshots::new(
         &dir,
         engine.clone(),
         log.clone(),
         cluster.node_id,
-        shard_id,
+        (shard_id, shard_count),
         cluster.cluster_id(),
         cluster.peers(),
     );
     snapshots.recover().await?;
-    let members = Rc::new(Members::new(cluster));
+    let client_address = shard_client_address(cluster, shard);
+    let members = Rc::new(Members::new(cluster, &client_address));
     let transport = Transport::start(TransportConfig {
-        client_address: Some(cluster.client_address.clone()),
+        client_address: Some(client_address),
         ..TransportConfig::new(
             cluster.node_id,
-            shard_id,
+            (shard_id, shard_count),
             cluster.cluster_id(),
             cluster.peers(),
         )
@@ -357,12 +355,10 @@ pub async fn start(
     .map_err(|e| format!("Raft group: {e}"))?;
     group.set_snapshots(snapshots.clone());
     snapshots.set_group(group.clone());
-    let listener = bind_peer_listener(cluster.peer_listen)
-        .map_err(|e| format!("cannot listen for peers on {}: {e}", cluster.peer_listen))?;
     let expected = Expected {
         cluster_id: cluster.cluster_id(),
         node_id: cluster.node_id,
-        shards: shard.count as u32,
+        shards: shard_count,
     };
     let inbox = ReplicaInbox {
         shard: shard_id,
@@ -370,13 +366,6 @@ pub async fn start(
         snapshots: snapshots.clone(),
         members: members.clone(),
     };
-    glommio::spawn_local(accept_peers(listener, expected, inbox)).detach();
-    tracing::info!(
-        node = cluster.node_id,
-        shard = shard_id,
-        peer_listen = %cluster.peer_listen,
-        "replica started"
-    );
     shard
         .replica
         .set(Replica {
@@ -386,25 +375,51 @@ pub async fn start(
             members,
             follower_reads: bug == Some(PlantedBug::FollowerReads),
             transport,
+            expected,
+            inbox,
         })
-        .map_err(|_| "the replica was started twice".to_string())
+        .map_err(|_| "the replica was started twice".to_string())?;
+    // One peer listener per node, on shard 0: each connection's `Hello` names its shard, and
+    // a connection for another shard moves to that shard's executor.
+    if shard_id == 0 {
+        let listener = bind_peer_listener(cluster.peer_listen)
+            .map_err(|e| format!("cannot listen for peers on {}: {e}", cluster.peer_listen))?;
+        glommio::spawn_local(accept_peers(listener, expected, Rc::downgrade(shard))).detach();
+    }
+    tracing::info!(
+        node = cluster.node_id,
+        shard = shard_id,
+        peer_listen = %cluster.peer_listen,
+        "replica started"
+    );
+    Ok(())
 }
 
-/// Accepts peer connections and hands what they carry to `inbox`, the replica of the only
-/// shard a node has while clusters run one shard per node.
-async fn accept_peers(
-    listener: glommio::net::TcpListener,
-    expected: Expected,
-    inbox: ReplicaInbox,
-) {
+/// Where clients reach this node's shard `shard`: the node's client host with the shard's
+/// own port, so a client sent to a shard's leader needs no hop to another shard there.
+fn shard_client_address(cluster: &ClusterConfig, shard: &Shard) -> String {
+    let port = shard.topology.shards.get(shard.id).map(|s| s.port);
+    match (cluster.client_address.parse::<SocketAddr>(), port) {
+        (Ok(mut addr), Some(port)) => {
+            addr.set_port(port);
+            addr.to_string()
+        }
+        _ => cluster.client_address.clone(),
+    }
+}
+
+/// Accepts peer connections (shard 0) and serves each on the shard its `Hello` names.
+async fn accept_peers(listener: glommio::net::TcpListener, expected: Expected, shard: Weak<Shard>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let inbox = inbox.clone();
-                glommio::spawn_local(serve_peer(stream, expected, inbox)).detach();
+                glommio::spawn_local(route_peer(stream, expected, shard.clone())).detach();
             }
             Err(e) => {
-                if inbox.group.is_stopped() {
+                let stopped = shard
+                    .upgrade()
+                    .is_none_or(|s| s.replica.get().is_none_or(|r| r.group.is_stopped()));
+                if stopped {
                     return;
                 }
                 tracing::warn!(error = %e, "accepting a peer connection failed");
@@ -412,6 +427,75 @@ async fn accept_peers(
             }
         }
     }
+}
+
+/// Reads an inbound peer connection's `Hello`, then serves it here or moves it to the
+/// shard it names (a dropped connection is dialled again by the peer).
+async fn route_peer(mut stream: TcpStream, expected: Expected, shard: Weak<Shard>) {
+    let Some(hello) = accept_hello(&mut stream, &expected).await else {
+        return;
+    };
+    let Some(shard) = shard.upgrade() else {
+        return;
+    };
+    if hello.shard as usize == shard.id {
+        if let Some(replica) = shard.replica.get() {
+            let inbox = replica.inbox.clone();
+            drop(shard);
+            serve_after_hello(stream, hello, expected, inbox).await;
+        }
+        return;
+    }
+    // SAFETY: the descriptor belongs to `stream`, which is alive for this call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let fd = match borrowed.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(shard = hello.shard, error = %e,
+                "could not hand a peer connection to its shard");
+            return;
+        }
+    };
+    // Nothing of the connection is buffered in `stream` (its `Hello` was read alone), and no
+    // operation on it is pending: the duplicate carries the connection whole.
+    drop(stream);
+    let to = hello.shard as usize;
+    if let Err(e) = shard
+        .mesh
+        .request(to, Work::PeerConnection(PeerConnection { fd, hello }))
+        .await
+    {
+        tracing::debug!(shard = to, error = %e.message, "a peer connection's shard is gone");
+    }
+}
+
+/// A peer connection whose `Hello` another shard read, handed to the shard it names.
+#[derive(Debug)]
+pub struct PeerConnection {
+    fd: OwnedFd,
+    hello: Hello,
+}
+
+/// Serves a peer connection shard 0 accepted for this shard (see [`route_peer`]).
+pub fn adopt_peer_connection(shard: &Shard, conn: PeerConnection) {
+    let Some(replica) = shard.replica.get() else {
+        // This shard's replica is still starting: the peer dials again.
+        tracing::debug!(
+            shard = shard.id,
+            "closed a peer connection that came before the replica started"
+        );
+        return;
+    };
+    // SAFETY: `conn.fd` is an open, connected TCP socket this call owns, given up to the
+    // stream (which closes it).
+    let stream = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
+    glommio::spawn_local(serve_after_hello(
+        stream,
+        conn.hello,
+        replica.expected,
+        replica.inbox.clone(),
+    ))
+    .detach();
 }
 
 /// The inbox of a replica's peer connections: Raft messages to the group, snapshot chunks

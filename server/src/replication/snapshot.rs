@@ -94,6 +94,7 @@ pub struct Snapshots {
     log: RaftLog,
     node_id: u64,
     shard: u32,
+    shard_count: u32,
     cluster_id: u64,
     peers: Vec<(u64, SocketAddr)>,
     group: RefCell<Option<Group>>,
@@ -113,7 +114,7 @@ impl Snapshots {
         engine: Engine,
         log: RaftLog,
         node_id: u64,
-        shard: u32,
+        (shard, shard_count): (u32, u32),
         cluster_id: u64,
         peers: Vec<(u64, SocketAddr)>,
     ) -> Rc<Snapshots> {
@@ -123,6 +124,7 @@ impl Snapshots {
             log,
             node_id,
             shard,
+            shard_count,
             cluster_id,
             peers,
             group: RefCell::new(None),
@@ -305,6 +307,7 @@ impl Snapshots {
             from_node: self.node_id,
             to_node: to,
             shard: self.shard,
+            shard_count: self.shard_count,
         });
         let write_err = |e: std::io::Error| format!("write to {addr}: {e}");
         stream.write_all(&hello).await.map_err(write_err)?;

@@ -72,6 +72,8 @@ pub struct TransportConfig {
     pub node_id: u64,
     /// The shard whose group this transport carries.
     pub shard: u32,
+    /// This node's number of shards, carried in every `Hello` (a node with another refuses).
+    pub shard_count: u32,
     /// Carried in every `Hello`; a node of another cluster refuses the connection.
     pub cluster_id: u64,
     /// The other nodes: Raft id and peer address (where their peer listener is).
@@ -100,13 +102,14 @@ impl TransportConfig {
     /// The settings with the default limits and timings.
     pub fn new(
         node_id: u64,
-        shard: u32,
+        (shard, shard_count): (u32, u32),
         cluster_id: u64,
         peers: Vec<(u64, SocketAddr)>,
     ) -> TransportConfig {
         TransportConfig {
             node_id,
             shard,
+            shard_count,
             cluster_id,
             peers,
             queue_messages_max: DEFAULT_QUEUE_MESSAGES_MAX,
@@ -300,6 +303,7 @@ impl Transport {
                         from_node: config.node_id,
                         to_node: node_id,
                         shard: config.shard,
+                        shard_count: config.shard_count,
                     });
                     if let Some(client_address) = &config.client_address {
                         frames.extend(encode_node_info(&NodeInfo {
@@ -579,6 +583,11 @@ enum Refusal {
     FromNode(u64),
     #[error("shard {got}; this node has {shards} shards")]
     Shard { got: u32, shards: u32 },
+    #[error(
+        "the peer runs {got} shards and this node {want}: every node of a cluster must run \
+         the same `--shards`"
+    )]
+    ShardCount { got: u32, want: u32 },
     #[error("a second hello")]
     HelloAgain,
     #[error("a message from node {got} on node {hello}'s connection")]
@@ -640,9 +649,41 @@ impl<F: Fn(u32, Message)> PeerInbox for F {
 /// peer cannot speak for another), a malformed frame. A frame is checked whole before any of
 /// its messages is delivered. Never writes on the connection.
 pub async fn serve_peer(stream: TcpStream, expected: Expected, inbox: impl PeerInbox) {
+    let mut stream = stream;
+    if let Some(hello) = accept_hello(&mut stream, &expected).await {
+        serve_after_hello(stream, hello, expected, inbox).await;
+    }
+}
+
+/// Reads and checks an inbound connection's `Hello`; `None` (logged why) when the connection
+/// closed or was refused. The caller then serves it with [`serve_after_hello`], on the shard
+/// the `Hello` names.
+pub async fn accept_hello(stream: &mut TcpStream, expected: &Expected) -> Option<Hello> {
+    let result = read_hello(stream, expected).await;
+    match result {
+        Ok(hello) => hello,
+        Err(e) => {
+            log_end(stream.peer_addr().ok(), expected, Err(e));
+            None
+        }
+    }
+}
+
+/// Serves a connection whose `Hello` [`accept_hello`] took: see [`serve_peer`].
+pub async fn serve_after_hello(
+    stream: TcpStream,
+    hello: Hello,
+    expected: Expected,
+    inbox: impl PeerInbox,
+) {
     let remote = stream.peer_addr().ok();
     let mut stream = stream;
-    match read_peer(&mut stream, &expected, &inbox).await {
+    let result = read_messages(&mut stream, &hello, &expected, &inbox).await;
+    log_end(remote, &expected, result);
+}
+
+fn log_end(remote: Option<SocketAddr>, expected: &Expected, result: Result<(), Refusal>) {
+    match result {
         Ok(()) => {
             tracing::debug!(
                 ?remote,
@@ -658,11 +699,9 @@ pub async fn serve_peer(stream: TcpStream, expected: Expected, inbox: impl PeerI
     }
 }
 
-async fn read_peer(
-    stream: &mut TcpStream,
-    expected: &Expected,
-    inbox: &impl PeerInbox,
-) -> Result<(), Refusal> {
+async fn read_hello(stream: &mut TcpStream, expected: &Expected) -> Result<Option<Hello>, Refusal> {
+    // The `Hello` is one small frame read on its own (`read_frame` reads exactly one frame):
+    // nothing of the next frames is buffered here when the connection moves to another shard.
     let mut buf = Vec::new();
     // A connection that never says who it is must not hold a task for ever.
     stream
@@ -670,7 +709,7 @@ async fn read_peer(
         .map_err(|e| WireError::Io(e.into()))?;
     let first = match read_frame(stream, &mut buf).await {
         Ok(Some(body)) => decode_frame(body)?,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(None),
         Err(WireError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
             return Err(Refusal::HelloTimeout(HELLO_TIMEOUT));
         }
@@ -689,6 +728,16 @@ async fn read_peer(
         shard = hello.shard,
         "peer connection accepted"
     );
+    Ok(Some(hello))
+}
+
+async fn read_messages(
+    stream: &mut TcpStream,
+    hello: &Hello,
+    expected: &Expected,
+    inbox: &impl PeerInbox,
+) -> Result<(), Refusal> {
+    let mut buf = Vec::new();
     let mut conn = Default::default();
     loop {
         let messages = match read_frame(stream, &mut buf).await? {
@@ -753,6 +802,12 @@ fn check_hello(hello: &Hello, expected: &Expected) -> Result<(), Refusal> {
     }
     if hello.from_node == 0 || hello.from_node == expected.node_id {
         return Err(Refusal::FromNode(hello.from_node));
+    }
+    if hello.shard_count != expected.shards {
+        return Err(Refusal::ShardCount {
+            got: hello.shard_count,
+            want: expected.shards,
+        });
     }
     if hello.shard >= expected.shards {
         return Err(Refusal::Shard {

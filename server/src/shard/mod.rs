@@ -170,7 +170,46 @@ impl Shard {
             }
             Work::Stats => WorkResult::Stats(self.counter_list()),
             Work::Metrics => WorkResult::Metrics(Box::new(self.metrics_snapshot())),
+            Work::Replicas => {
+                let (leader, replicas) = self.replicas();
+                WorkResult::Replicas(leader, replicas)
+            }
+            Work::PeerConnection(conn) => {
+                crate::replication::replica::adopt_peer_connection(self, conn);
+                WorkResult::Done
+            }
         }
+    }
+
+    /// This shard's leader (0: none known) and replicas; none on a single node.
+    fn replicas(&self) -> (u64, Vec<corekv_proto::ReplicaInfo>) {
+        match self.replica.get() {
+            Some(replica) => (replica.group.status().leader, replica.members.replicas()),
+            None => (0, Vec::new()),
+        }
+    }
+
+    /// What `topology` answers: the shards' ports and, in a cluster, each shard's leader and
+    /// replicas, asked of the shards themselves.
+    pub async fn topology(&self) -> corekv_proto::Topology {
+        let mut topology = self.topology.clone();
+        if self.replica.get().is_none() {
+            return topology;
+        }
+        for (j, info) in topology.shards.iter_mut().enumerate() {
+            let (leader, replicas) = if j == self.id {
+                self.replicas()
+            } else {
+                match self.mesh.request(j, Work::Replicas).await {
+                    Ok(WorkResult::Replicas(leader, replicas)) => (leader, replicas),
+                    // A shard that does not answer (stopping) is listed without its replicas.
+                    _ => (0, Vec::new()),
+                }
+            };
+            info.leader = leader;
+            info.replicas = replicas;
+        }
+        topology
     }
 
     /// This shard's part of a Prometheus scrape.

@@ -60,8 +60,8 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Words of the frame's root pointer and its `PeerFrame` struct (1 data word, 1 pointer).
 const FRAME_ROOT_WORDS: usize = 1 + 2;
 
-/// Words of a `Hello` struct (4 data words, no pointer).
-const HELLO_WORDS: usize = 4;
+/// Words of a `Hello` struct (5 data words, no pointer).
+const HELLO_WORDS: usize = 5;
 
 /// What went wrong reading or writing a peer frame. Every variant but `Io` means the peer sent
 /// something this node will not accept: close the connection (and count it).
@@ -112,6 +112,8 @@ pub struct Hello {
     pub to_node: u64,
     /// The shard (Raft group) whose messages follow.
     pub shard: u32,
+    /// The sender's number of shards (every node of a cluster runs the same).
+    pub shard_count: u32,
 }
 
 /// A piece of one file of a snapshot (see `peer.capnp`).
@@ -220,6 +222,7 @@ fn write_hello(mut h: hello::Builder<'_>, hello: &Hello) {
     h.set_from_node(hello.from_node);
     h.set_to_node(hello.to_node);
     h.set_shard(hello.shard);
+    h.set_shard_count(hello.shard_count);
 }
 
 /// A whole frame (length prefix and body) holding `messages`, or [`WireError::TooLarge`]
@@ -332,6 +335,7 @@ fn decode_aligned(body: &[u8]) -> Result<PeerFrame, WireError> {
                 from_node: h.get_from_node(),
                 to_node: h.get_to_node(),
                 shard: h.get_shard(),
+                shard_count: h.get_shard_count(),
             }))
         }
         Ok(peer_frame::Messages(list)) => {

@@ -216,6 +216,7 @@ fn hello_round_trips() {
         from_node: 3,
         to_node: u64::MAX,
         shard: 17,
+        shard_count: 18,
     };
     let frame = encode_hello(&hello);
     assert_eq!(decode_frame(body(&frame)).unwrap(), PeerFrame::Hello(hello));
@@ -431,6 +432,7 @@ fn unknown_numbers_are_refused_by_name() {
         from_node: 1,
         to_node: 2,
         shard: 0,
+        shard_count: 1,
     }))
     .to_vec();
     frame[16..18].copy_from_slice(&7u16.to_le_bytes());
@@ -483,6 +485,7 @@ fn frames_are_read_one_by_one_from_a_stream() {
         from_node: 1,
         to_node: 2,
         shard: 3,
+        shard_count: 4,
     };
     let batch: Vec<Message> = message_types().iter().map(|t| full_message(*t)).collect();
     let mut stream = encode_hello(&hello);
