@@ -2,7 +2,10 @@
 //! over in memory, each replica with its own log and engine on disk): a leader is elected,
 //! proposals are applied on every replica alike, the leader stops and a new one takes over
 //! without losing an acknowledged write, the old leader restarts from its files and catches
-//! up. The TCP transport and the server's use of groups are tested separately.
+//! up. With lease reads, a leader answers reads without asking a majority while its lease
+//! runs, and never once another leader could have been elected; a replica that just started
+//! votes for no one during its first election timeout. The TCP transport and the server's use
+//! of groups are tested separately.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,15 +18,19 @@ use std::path::Path;
 use std::rc::Rc;
 
 use common::{
-    Replica, VOTERS, contents, find_leader, run, start_replica, stop_replica, test_dir, wait_for,
+    Replica, VOTERS, contents, find_leader, run, start_replica_with, stop_replica, test_dir,
+    wait_for,
 };
-use corekv_server::replication::group::{Group, ProposeError, SendFn};
+use corekv_server::replication::group::{Group, GroupConfig, ProposeError, SendFn};
+use raft::eraftpb::{Message, MessageType};
 
 /// The in-memory network: which replicas run, and their groups.
 #[derive(Default)]
 struct Net {
     groups: HashMap<u64, Group>,
     down: HashSet<u64>,
+    /// Replicas whose every message is dropped, both ways (a partition).
+    cut: HashSet<u64>,
 }
 
 fn send_fn(net: &Rc<RefCell<Net>>, from: u64) -> SendFn {
@@ -32,7 +39,11 @@ fn send_fn(net: &Rc<RefCell<Net>>, from: u64) -> SendFn {
         let Some(net) = net.upgrade() else { return };
         let net = net.borrow();
         for m in messages {
-            if net.down.contains(&from) || net.down.contains(&m.to) {
+            if net.down.contains(&from)
+                || net.down.contains(&m.to)
+                || net.cut.contains(&from)
+                || net.cut.contains(&m.to)
+            {
                 continue;
             }
             if let Some(g) = net.groups.get(&m.to) {
@@ -43,7 +54,16 @@ fn send_fn(net: &Rc<RefCell<Net>>, from: u64) -> SendFn {
 }
 
 async fn start(net: &Rc<RefCell<Net>>, dir: &Path, id: u64) -> Replica {
-    let replica = start_replica(dir, id, send_fn(net, id)).await;
+    start_with(net, dir, id, |_| {}).await
+}
+
+async fn start_with(
+    net: &Rc<RefCell<Net>>,
+    dir: &Path,
+    id: u64,
+    adjust: impl FnOnce(&mut GroupConfig),
+) -> Replica {
+    let replica = common::start_replica_with(dir, id, send_fn(net, id), adjust).await;
     net.borrow_mut().groups.insert(id, replica.group.clone());
     net.borrow_mut().down.remove(&id);
     replica
@@ -152,5 +172,109 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
         for (_, r) in replicas {
             stop_replica(r).await;
         }
+    });
+}
+
+/// Ticks of 10 ms, an election timeout of 10 ticks: the lease is 81 ms.
+fn with_lease(c: &mut GroupConfig) {
+    c.lease = Some(c.safe_lease());
+}
+
+#[test]
+fn a_lease_answers_reads_without_asking_and_ends_before_another_leader_commits() {
+    run(|| async {
+        let dir = test_dir("raft-lease-");
+        let net = Rc::new(RefCell::new(Net::default()));
+        let mut replicas = HashMap::new();
+        for id in VOTERS {
+            replicas.insert(id, start_with(&net, dir.path(), id, with_lease).await);
+        }
+        let first = leader(&replicas).await;
+        let old = replicas[&first].group.clone();
+        assert_eq!(old.propose(b"pk=v1".to_vec()).await.unwrap(), b"ok");
+
+        // Back-to-back barriers: once a ReadIndex confirmed the lease, the next ones are
+        // answered without asking (a stall of the test longer than the lease asks again).
+        old.read_barrier().await.unwrap();
+        let (by_lease, _) = old.read_counts();
+        for _ in 0..20 {
+            old.read_barrier().await.unwrap();
+        }
+        let (by_lease_after, asked) = old.read_counts();
+        assert!(
+            by_lease_after > by_lease,
+            "no read was answered by the lease ({asked} ReadIndex requests)"
+        );
+
+        // The leader is cut off. The others elect a new leader, which commits a write: the
+        // old leader must not answer a read any more (it would miss that write).
+        net.borrow_mut().cut.insert(first);
+        let cut_off = replicas.remove(&first).unwrap();
+        let others = replicas;
+        let second = leader(&others).await;
+        assert_ne!(second, first);
+        let new = others[&second].group.clone();
+        assert_eq!(new.propose(b"pk=v2".to_vec()).await.unwrap(), b"ok");
+        match old.read_barrier().await {
+            Err(ProposeError::NotLeader { .. } | ProposeError::TimedOut) => {}
+            other => {
+                panic!("the old leader answered a read after another leader committed: {other:?}")
+            }
+        }
+        stop_replica(cut_off).await;
+        for r in others.into_values() {
+            stop_replica(r).await;
+        }
+    });
+}
+
+#[test]
+fn with_leases_a_replica_votes_for_no_one_during_its_first_election_timeout() {
+    run(|| async {
+        let dir = test_dir("raft-lease-vote-");
+        let sent: Rc<RefCell<Vec<Message>>> = Rc::default();
+        let capture = |sent: &Rc<RefCell<Vec<Message>>>| -> SendFn {
+            let sent = Rc::clone(sent);
+            Rc::new(move |messages| sent.borrow_mut().extend(messages))
+        };
+        // Election timeouts of 1 s: the vote request below comes well within the first.
+        let slow = |c: &mut GroupConfig| c.election_ticks = 100;
+        let leased = start_replica_with(dir.path(), 1, capture(&sent), |c| {
+            slow(c);
+            with_lease(c);
+        })
+        .await;
+        let plain = start_replica_with(dir.path(), 2, capture(&sent), slow).await;
+        let vote = |to: u64| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgRequestVote);
+            m.from = 3;
+            m.to = to;
+            m.term = 5;
+            m
+        };
+        leased.group.step(vote(1));
+        plain.group.step(vote(2));
+        // Without leases the vote is granted at once (raft-rs knows no leader yet).
+        wait_for("the vote of the replica without leases", || {
+            sent.borrow()
+                .iter()
+                .any(|m| m.from == 2 && m.get_msg_type() == MessageType::MsgRequestVoteResponse)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            !sent.borrow().iter().any(|m| m.from == 1),
+            "the replica with leases voted in its first election timeout: {:?}",
+            sent.borrow()
+        );
+        assert_eq!(plain.group.status().term, 5);
+        assert!(
+            leased.group.status().term < 5,
+            "{:?}",
+            leased.group.status()
+        );
+        stop_replica(leased).await;
+        stop_replica(plain).await;
     });
 }

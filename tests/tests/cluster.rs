@@ -9,7 +9,7 @@
 //! snapshot of the leader's tables. Followers tell clients where the leader is, `topology`
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 //! With 2 shards per node, each shard is a group of its own: its own leader, failover and
-//! catching up.
+//! catching up (and with `--read-mode lease`, leaders answer reads by their leases).
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -402,7 +402,8 @@ fn cluster_status(cluster: &LocalCluster, via: u64) -> Vec<(u32, u64, String, u6
 #[test]
 fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
     let dir = test_dir("cluster-shards");
-    let mut cluster = LocalCluster::start_sharded(dir.path(), 3, 2, &[]);
+    // Lease reads: the reads below are answered by the leaders' leases.
+    let mut cluster = LocalCluster::start_sharded(dir.path(), 3, 2, &["--read-mode", "lease"]);
     let shards = cluster.nodes[0].shard_addrs.len();
     block_on(async {
         put_anywhere(&cluster, &[], b"first", b"1").await;
@@ -472,6 +473,18 @@ fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
                 String::from_utf8_lossy(k)
             );
         }
+        let mut by_lease = 0;
+        for node in cluster.nodes.iter().filter(|n| n.server.is_some()) {
+            let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
+            for shard in c.stats().await.unwrap() {
+                let count = shard
+                    .counters
+                    .iter()
+                    .find(|(n, _)| n == "raft_reads_by_lease_total");
+                by_lease += count.map_or(0, |(_, v)| *v);
+            }
+        }
+        assert!(by_lease > 0, "no read was answered by a lease");
 
         // The killed node restarts, and every replica of every shard catches up: one leader
         // per shard, every replica applied as far as the others, no lag.

@@ -166,6 +166,30 @@ fn cluster_register_histories_are_linearizable_through_kills_pauses_and_partitio
 }
 
 #[test]
+fn cluster_histories_with_lease_reads_are_linearizable_through_kills_pauses_and_partitions() {
+    let options = RunOptions {
+        faults: vec![Fault::Kill, Fault::Pause, Fault::Partition],
+        ..RunOptions::short(seed(), seconds(20))
+    };
+    let report = run_cluster(
+        "jepsen-cluster-lease",
+        &["--read-mode", "lease"],
+        &options,
+        |r| !is_linearizable(r),
+    );
+    assert!(
+        is_linearizable(&report),
+        "seed {}: not linearizable\n{report}",
+        options.seed
+    );
+    assert!(
+        !report.faults.is_empty(),
+        "the nemesis injected no fault:\n{report}"
+    );
+    assert!(report.ok >= 200, "too few operations answered:\n{report}");
+}
+
+#[test]
 fn the_harness_catches_reads_from_a_follower_state() {
     // A partitioned follower falls behind and, with the planted bug, goes on answering reads
     // from its own state while the majority takes writes; a paused one does the same for a

@@ -30,6 +30,8 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// See [`DEFAULT_LOG_RETAIN_ENTRIES`].
     pub log_retain_entries: u64,
+    /// How a leader confirms its leadership before a read (`--read-mode`).
+    pub read_mode: super::ReadMode,
     /// Where clients reach this node (`host:port`), told to the peers so that a follower can
     /// send clients to the leader: the client listen address, or, when that is unspecified
     /// (`0.0.0.0`), the peer address's host with the client port.
@@ -100,6 +102,7 @@ impl ClusterConfig {
             election_timeout_ms,
             heartbeat_interval_ms,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
+            read_mode: super::ReadMode::default(),
             client_address: String::new(),
             dial_overrides: Vec::new(),
         }))

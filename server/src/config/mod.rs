@@ -169,6 +169,24 @@ pub struct Cli {
     /// that lags; one further behind is sent a snapshot of the tables. [default: 10000]
     #[arg(long, value_name = "N")]
     pub log_retain_entries: Option<u64>,
+
+    /// Cluster: how a leader confirms it still leads before a read. `read-index` asks a
+    /// majority for every batch of reads (a heartbeat round trip); `lease` answers reads
+    /// without asking while a majority confirmed it within the last 90% of an election
+    /// timeout (etcd's and TiKV's lease reads: correct while the nodes' clocks run at about
+    /// the same rate). [default: read-index]
+    #[arg(long, value_name = "MODE")]
+    pub read_mode: Option<ReadMode>,
+}
+
+/// How a cluster leader confirms its leadership before answering a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReadMode {
+    /// Raft's ReadIndex for every batch of reads.
+    #[default]
+    ReadIndex,
+    /// A leader lease, renewed by each ReadIndex confirmation.
+    Lease,
 }
 
 /// How log lines are written.
@@ -501,6 +519,18 @@ impl Config {
             (None, Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "`--log-retain-entries` needs a cluster".to_string(),
+                ));
+            }
+            (c, None) => c,
+        };
+        let cluster = match (cluster, cli.read_mode) {
+            (Some(mut c), Some(mode)) => {
+                c.read_mode = mode;
+                Some(c)
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "`--read-mode` needs a cluster".to_string(),
                 ));
             }
             (c, None) => c,

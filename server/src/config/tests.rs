@@ -267,3 +267,37 @@ fn this_process_has_cpus() {
         "std sees {std_count}, affinity has {cpus}"
     );
 }
+
+#[test]
+fn cluster_settings_need_a_cluster_and_reach_it() {
+    let cluster = [
+        "--node-id",
+        "1",
+        "--peer-listen",
+        "127.0.0.1:7479",
+        "--initial-cluster",
+        "1=127.0.0.1:7479,2=127.0.0.1:8479,3=127.0.0.1:9479",
+    ];
+    let c = Config::resolve(cli(&cluster), &cpus("0-1")).unwrap();
+    let cc = c.cluster.unwrap();
+    assert_eq!(cc.read_mode, ReadMode::ReadIndex);
+    // Two shards per node: each is a replica of its own group.
+    assert_eq!(c.cores.len(), 2);
+
+    let mut args = cluster.to_vec();
+    args.extend(["--read-mode", "lease", "--log-retain-entries", "50"]);
+    let cc = Config::resolve(cli(&args), &cpus("0-1"))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!((cc.read_mode, cc.log_retain_entries), (ReadMode::Lease, 50));
+
+    for alone in [
+        &["--read-mode", "lease"][..],
+        &["--log-retain-entries", "5"],
+    ] {
+        let e = Config::resolve(cli(alone), &cpus("0")).unwrap_err();
+        assert!(e.to_string().contains("needs a cluster"), "{e}");
+    }
+    assert!(Cli::try_parse_from(["corekv-server", "--read-mode", "sometimes"]).is_err());
+}

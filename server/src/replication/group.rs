@@ -25,7 +25,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corekv_storage::Engine;
 use futures::StreamExt;
@@ -88,6 +88,25 @@ pub struct GroupConfig {
     pub log_retain_entries: u64,
     /// How long a proposal or read barrier waits for its outcome.
     pub request_timeout: Duration,
+    /// Lease reads (`--read-mode lease`): how long after asking a ReadIndex that a majority
+    /// then confirmed this leader answers reads without asking again. Must stay under the
+    /// time a follower that heard from the leader refuses to vote for another candidate
+    /// (`election_ticks - 1` ticks). None: every read barrier asks (ReadIndex).
+    pub lease: Option<Duration>,
+}
+
+impl GroupConfig {
+    /// The longest lease that is safe with these timings: 90% of the `election_ticks - 1`
+    /// ticks a follower that just heard from the leader refuses votes for (clock rates may
+    /// differ a little; a late timer only makes the follower wait longer).
+    pub fn safe_lease(&self) -> Duration {
+        let ticks = self.election_ticks.saturating_sub(1) as u32;
+        self.tick_interval * ticks * 9 / 10
+    }
+
+    fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_ticks as u32
+    }
 }
 
 enum Event {
@@ -118,8 +137,8 @@ struct Inner {
     events: mpsc::UnboundedSender<Event>,
     /// Proposals by entry index: (term the entry was proposed in, waiter).
     proposals: RefCell<BTreeMap<u64, (u64, Waiter)>>,
-    /// Read barriers asked of Raft, by context number.
-    reads: RefCell<HashMap<u64, ReadWaiter>>,
+    /// Read barriers asked of Raft, by context number, with when they were asked.
+    reads: RefCell<HashMap<u64, (ReadWaiter, Instant)>>,
     /// Read barriers confirmed at an index, waiting for it to be applied.
     reads_at: RefCell<Vec<(u64, ReadWaiter)>>,
     /// Read barriers asked of a new leader before it committed an entry of its term (raft-rs
@@ -129,6 +148,14 @@ struct Inner {
     /// won it back in between dropped them.
     reads_term: Cell<u64>,
     next_read: Cell<u64>,
+    /// Lease reads: (term, until when) this leader may answer reads without asking.
+    lease: Cell<Option<(u64, Instant)>>,
+    /// When the group started: with lease reads it votes for no one during its first
+    /// election timeout (it may have confirmed a leader's lease just before a restart).
+    started: Instant,
+    /// Read barriers answered by the lease, and ReadIndex requests asked of Raft.
+    lease_reads: Cell<u64>,
+    read_index_requests: Cell<u64>,
     applied: Cell<u64>,
     stopped: Cell<bool>,
     /// Makes, sends and installs snapshots (none: a group that cannot, as in tests).
@@ -197,6 +224,10 @@ impl Group {
             reads_waiting_commit: RefCell::default(),
             reads_term: Cell::new(0),
             next_read: Cell::new(1),
+            lease: Cell::new(None),
+            started: Instant::now(),
+            lease_reads: Cell::new(0),
+            read_index_requests: Cell::new(0),
             applied: Cell::new(applied),
             stopped: Cell::new(false),
             snapshots: RefCell::new(None),
@@ -290,6 +321,14 @@ impl Group {
         self.inner.config.shard
     }
 
+    /// (reads answered by the leader's lease, ReadIndex requests asked of Raft).
+    pub fn read_counts(&self) -> (u64, u64) {
+        (
+            self.inner.lease_reads.get(),
+            self.inner.read_index_requests.get(),
+        )
+    }
+
     /// The group's current state.
     pub fn status(&self) -> GroupStatus {
         let node = self.inner.node.borrow();
@@ -361,7 +400,7 @@ fn fail_waiters(inner: &Inner, error: ProposeError) {
     for (_, (_, tx)) in std::mem::take(&mut *inner.proposals.borrow_mut()) {
         let _ = tx.send(Err(error.clone()));
     }
-    for (_, tx) in std::mem::take(&mut *inner.reads.borrow_mut()) {
+    for (_, (tx, _)) in std::mem::take(&mut *inner.reads.borrow_mut()) {
         let _ = tx.send(Err(error.clone()));
     }
     for (_, tx) in std::mem::take(&mut *inner.reads_at.borrow_mut()) {
@@ -416,6 +455,19 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
             };
             node.report_snapshot(to, status);
         }
+        Event::Message(m)
+            if inner.config.lease.is_some()
+                && matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                )
+                && inner.started.elapsed() < inner.config.election_timeout() =>
+        {
+            // Before a restart this replica may have confirmed a leader's lease; raft-rs,
+            // knowing no leader now, would vote at once and let another leader be elected
+            // while that lease runs.
+            tracing::debug!(from = m.from, "no vote during the first election timeout");
+        }
         Event::Message(m) => {
             // A message from a stale term or an unknown peer is refused by raft-rs; that is
             // not this replica's failure.
@@ -458,6 +510,21 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 inner.reads_waiting_commit.borrow_mut().push(tx);
                 return Ok(true);
             }
+            if let Some((term, until)) = inner.lease.get()
+                && term == node.raft.term
+                && Instant::now() < until
+            {
+                // No other leader can exist before `until`: what is committed now is all
+                // a read must see, once applied here.
+                inner.lease_reads.set(inner.lease_reads.get() + 1);
+                let committed = node.raft.raft_log.committed;
+                if committed <= inner.applied.get() {
+                    let _ = tx.send(Ok(()));
+                } else {
+                    inner.reads_at.borrow_mut().push((committed, tx));
+                }
+                return Ok(true);
+            }
             ask_read_index(inner, &mut node, tx);
         }
         Event::Stop => return Ok(false),
@@ -469,7 +536,10 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
 fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
     let n = inner.next_read.get();
     inner.next_read.set(n + 1);
-    inner.reads.borrow_mut().insert(n, tx);
+    inner
+        .read_index_requests
+        .set(inner.read_index_requests.get() + 1);
+    inner.reads.borrow_mut().insert(n, (tx, Instant::now()));
     inner.reads_term.set(node.raft.term);
     node.read_index(n.to_le_bytes().to_vec());
 }
@@ -485,7 +555,7 @@ fn settle_reads(inner: &Inner) {
     };
     if !leader || inner.reads_term.get() != node.raft.term {
         let stale: Vec<_> = inner.reads.borrow_mut().drain().collect();
-        for (_, tx) in stale {
+        for (_, (tx, _)) in stale {
             let _ = tx.send(Err(refusal()));
         }
     }
@@ -557,8 +627,17 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         let Some(n) = rs.request_ctx.get(..8).and_then(|b| b.try_into().ok()) else {
             continue;
         };
-        if let Some(tx) = inner.reads.borrow_mut().remove(&u64::from_le_bytes(n)) {
+        if let Some((tx, asked)) = inner.reads.borrow_mut().remove(&u64::from_le_bytes(n)) {
             inner.reads_at.borrow_mut().push((rs.index, tx));
+            // A majority heard from this leader after `asked`: none of them votes for
+            // another before `asked` plus the lease.
+            if let Some(lease) = inner.config.lease {
+                let (term, until) = (inner.reads_term.get(), asked + lease);
+                match inner.lease.get() {
+                    Some((t, u)) if t == term && u >= until => {}
+                    _ => inner.lease.set(Some((term, until))),
+                }
+            }
         }
     }
     let mut light = inner.node.borrow_mut().advance(ready);

@@ -25,7 +25,7 @@ use super::transport::{
     serve_after_hello,
 };
 use super::wire::{Hello, NodeInfo, PEER_FRAME_BYTES_MAX, SnapshotChunk};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadMode};
 use crate::faults::PlantedBug;
 use crate::mesh::Work;
 use crate::shard::Shard;
@@ -172,6 +172,7 @@ impl Replica {
         };
         let snapshots = self.snapshots.stats();
         let transport = self.transport.stats();
+        let (lease_reads, read_indexes) = self.group.read_counts();
         vec![
             ("raft_node_id", self.node_id),
             ("raft_role", role),
@@ -181,6 +182,8 @@ impl Replica {
             ("raft_applied_index", status.applied),
             ("raft_log_first_index", status.log_bounds.0),
             ("raft_log_last_index", status.log_bounds.1),
+            ("raft_reads_by_lease_total", lease_reads),
+            ("raft_read_index_requests_total", read_indexes),
             ("raft_snapshots_made_total", snapshots.made),
             ("raft_snapshots_sent_total", snapshots.sent),
             ("raft_snapshot_send_failures_total", snapshots.send_failures),
@@ -335,7 +338,7 @@ pub async fn start(
         )
     });
     // One tick per heartbeat; the election timeout in heartbeats (validated to be >= 3).
-    let config = GroupConfig {
+    let mut config = GroupConfig {
         node_id: cluster.node_id,
         shard: shard_id,
         voters: cluster.voters(),
@@ -344,7 +347,11 @@ pub async fn start(
         heartbeat_ticks: 1,
         log_retain_entries: cluster.log_retain_entries,
         request_timeout: REQUEST_TIMEOUT,
+        lease: None,
     };
+    if cluster.read_mode == ReadMode::Lease {
+        config.lease = Some(config.safe_lease());
+    }
     let group = Group::start(
         config,
         log,

@@ -72,6 +72,16 @@ pub struct Replica {
 /// Opens replica `id`'s engine and log under `dir` (waiting for a stopped predecessor's
 /// handles to let go of them) and starts its group, sending through `send`.
 pub async fn start_replica(dir: &Path, id: u64, send: SendFn) -> Replica {
+    start_replica_with(dir, id, send, |_| {}).await
+}
+
+/// [`start_replica`] with the group's settings changed by `adjust` first.
+pub async fn start_replica_with(
+    dir: &Path,
+    id: u64,
+    send: SendFn,
+    adjust: impl FnOnce(&mut GroupConfig),
+) -> Replica {
     let shard_dir = dir.join(format!("node{id}"));
     let engine = loop {
         match Engine::open_applying(&shard_dir, options(), OpenHooks::default()).await {
@@ -84,7 +94,7 @@ pub async fn start_replica(dir: &Path, id: u64, send: SendFn) -> Replica {
     let log = RaftLog::open(&shard_dir, &options(), &VOTERS, engine.flushed_log_index())
         .await
         .unwrap();
-    let config = GroupConfig {
+    let mut config = GroupConfig {
         node_id: id,
         shard: 0,
         voters: VOTERS.to_vec(),
@@ -93,7 +103,9 @@ pub async fn start_replica(dir: &Path, id: u64, send: SendFn) -> Replica {
         heartbeat_ticks: 2,
         log_retain_entries: 100_000,
         request_timeout: Duration::from_secs(10),
+        lease: None,
     };
+    adjust(&mut config);
     let group = Group::start(config, log.clone(), engine.clone(), apply_fn(), send).unwrap();
     Replica { engine, log, group }
 }
