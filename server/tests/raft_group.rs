@@ -114,6 +114,24 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
         for r in futures::future::join_all(concurrent).await {
             r.unwrap();
         }
+        // The leader counted its work: 250 proposals answered, many entries per append and
+        // per message (the 50 concurrent ones shared them), and their commit latencies.
+        let counts = replicas[&first].group.counts();
+        assert_eq!(counts.proposals_committed, 250, "{counts:?}");
+        assert!(counts.log_appended_entries >= 250, "{counts:?}");
+        assert!(
+            counts.log_appended_entries > counts.log_appends,
+            "{counts:?}"
+        );
+        assert!(
+            counts.append_message_entries > counts.append_messages && counts.append_messages > 0,
+            "{counts:?}"
+        );
+        let (p50, p99) = replicas[&first].group.commit_latency_us();
+        assert!(
+            0 < p50 && p50 <= p99,
+            "commit latency p50 {p50} us, p99 {p99} us"
+        );
         replicas[&first].group.read_barrier().await.unwrap();
         assert_eq!(
             replicas[&first].engine.get(b"c").await.unwrap(),
@@ -196,11 +214,11 @@ fn a_lease_answers_reads_without_asking_and_ends_before_another_leader_commits()
         // Back-to-back barriers: once a ReadIndex confirmed the lease, the next ones are
         // answered without asking (a stall of the test longer than the lease asks again).
         old.read_barrier().await.unwrap();
-        let (by_lease, _) = old.read_counts();
+        let by_lease = old.counts().lease_reads;
         for _ in 0..20 {
             old.read_barrier().await.unwrap();
         }
-        let (by_lease_after, asked) = old.read_counts();
+        let (by_lease_after, asked) = (old.counts().lease_reads, old.counts().read_index_requests);
         assert!(
             by_lease_after > by_lease,
             "no read was answered by the lease ({asked} ReadIndex requests)"

@@ -135,8 +135,8 @@ struct Inner {
     apply: ApplyFn,
     send: SendFn,
     events: mpsc::UnboundedSender<Event>,
-    /// Proposals by entry index: (term the entry was proposed in, waiter).
-    proposals: RefCell<BTreeMap<u64, (u64, Waiter)>>,
+    /// Proposals by entry index: (term the entry was proposed in, waiter, when proposed).
+    proposals: RefCell<BTreeMap<u64, (u64, Waiter, Instant)>>,
     /// Read barriers asked of Raft, by context number, with when they were asked.
     reads: RefCell<HashMap<u64, (ReadWaiter, Instant)>>,
     /// Read barriers confirmed at an index, waiting for it to be applied.
@@ -153,9 +153,10 @@ struct Inner {
     /// When the group started: with lease reads it votes for no one during its first
     /// election timeout (it may have confirmed a leader's lease just before a restart).
     started: Instant,
-    /// Read barriers answered by the lease, and ReadIndex requests asked of Raft.
-    lease_reads: Cell<u64>,
-    read_index_requests: Cell<u64>,
+    /// What the group counts about its work.
+    counts: Cell<GroupCounts>,
+    /// Microseconds from a proposal to its answer on this leader (committed and applied).
+    commit_latency_us: RefCell<hdrhistogram::Histogram<u64>>,
     applied: Cell<u64>,
     stopped: Cell<bool>,
     /// Makes, sends and installs snapshots (none: a group that cannot, as in tests).
@@ -166,6 +167,28 @@ struct Inner {
 #[derive(Clone)]
 pub struct Group {
     inner: Rc<Inner>,
+}
+
+/// Longest commit latency the histogram tells apart (longer ones count as this).
+const COMMIT_LATENCY_US_MAX: u64 = 60_000_000;
+
+/// What a group counts about its own work since it started (`stats`: `raft_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    /// Read barriers answered by the leader's lease.
+    pub lease_reads: u64,
+    /// ReadIndex requests asked of Raft.
+    pub read_index_requests: u64,
+    /// Durable appends of entries to this replica's log (each one fsync).
+    pub log_appends: u64,
+    /// Entries those appends wrote: divided by `log_appends`, entries per append.
+    pub log_appended_entries: u64,
+    /// Append messages sent to followers with at least one entry.
+    pub append_messages: u64,
+    /// Entries those messages carried: divided by `append_messages`, entries per message.
+    pub append_message_entries: u64,
+    /// Proposals this replica answered as leader with their outcome.
+    pub proposals_committed: u64,
 }
 
 /// What a group reports about itself.
@@ -206,6 +229,8 @@ impl Group {
             read_only_option: ReadOnlyOption::Safe,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // Proposals taken in one turn go to each follower in one append message.
+            batch_append: true,
             ..Config::default()
         };
         let logger = super::slog_bridge::logger(config.node_id, config.shard);
@@ -226,8 +251,11 @@ impl Group {
             next_read: Cell::new(1),
             lease: Cell::new(None),
             started: Instant::now(),
-            lease_reads: Cell::new(0),
-            read_index_requests: Cell::new(0),
+            counts: Cell::default(),
+            commit_latency_us: RefCell::new(
+                hdrhistogram::Histogram::new_with_bounds(1, COMMIT_LATENCY_US_MAX, 2)
+                    .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))?,
+            ),
             applied: Cell::new(applied),
             stopped: Cell::new(false),
             snapshots: RefCell::new(None),
@@ -321,12 +349,20 @@ impl Group {
         self.inner.config.shard
     }
 
-    /// (reads answered by the leader's lease, ReadIndex requests asked of Raft).
-    pub fn read_counts(&self) -> (u64, u64) {
-        (
-            self.inner.lease_reads.get(),
-            self.inner.read_index_requests.get(),
-        )
+    /// What the group has counted since it started.
+    pub fn counts(&self) -> GroupCounts {
+        self.inner.counts.get()
+    }
+
+    /// The median and 99th percentile of the time from a proposal to its answer on this
+    /// replica while leader (committed by a majority and applied), in microseconds; zeros
+    /// before the first.
+    pub fn commit_latency_us(&self) -> (u64, u64) {
+        let h = self.inner.commit_latency_us.borrow();
+        if h.is_empty() {
+            return (0, 0);
+        }
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
     }
 
     /// The group's current state.
@@ -397,7 +433,7 @@ fn answer_stopped(event: Event) {
 }
 
 fn fail_waiters(inner: &Inner, error: ProposeError) {
-    for (_, (_, tx)) in std::mem::take(&mut *inner.proposals.borrow_mut()) {
+    for (_, (_, tx, _)) in std::mem::take(&mut *inner.proposals.borrow_mut()) {
         let _ = tx.send(Err(error.clone()));
     }
     for (_, (tx, _)) in std::mem::take(&mut *inner.reads.borrow_mut()) {
@@ -492,7 +528,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                     inner
                         .proposals
                         .borrow_mut()
-                        .insert(index, (node.raft.term, tx));
+                        .insert(index, (node.raft.term, tx, Instant::now()));
                 }
                 Err(_) => {
                     // Dropped by raft-rs (a leader transfer, too many uncommitted bytes).
@@ -516,7 +552,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
             {
                 // No other leader can exist before `until`: what is committed now is all
                 // a read must see, once applied here.
-                inner.lease_reads.set(inner.lease_reads.get() + 1);
+                count(inner, |c| c.lease_reads += 1);
                 let committed = node.raft.raft_log.committed;
                 if committed <= inner.applied.get() {
                     let _ = tx.send(Ok(()));
@@ -536,9 +572,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
 fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
     let n = inner.next_read.get();
     inner.next_read.set(n + 1);
-    inner
-        .read_index_requests
-        .set(inner.read_index_requests.get() + 1);
+    count(inner, |c| c.read_index_requests += 1);
     inner.reads.borrow_mut().insert(n, (tx, Instant::now()));
     inner.reads_term.set(node.raft.term);
     node.read_index(n.to_le_bytes().to_vec());
@@ -609,11 +643,15 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         inner.applied.set(index);
     }
     apply_entries(inner, ready.take_committed_entries()).await?;
-    inner
-        .log
-        .append(ready.take_entries())
-        .await
-        .map_err(|e| e.to_string())?;
+    let entries = ready.take_entries();
+    if !entries.is_empty() {
+        let n = entries.len() as u64;
+        count(inner, |c| {
+            c.log_appends += 1;
+            c.log_appended_entries += n;
+        });
+    }
+    inner.log.append(entries).await.map_err(|e| e.to_string())?;
     if let Some(hs) = ready.hs() {
         inner.log.set_hard_state(hs).map_err(|e| e.to_string())?;
     }
@@ -664,6 +702,15 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
 
 /// Sends messages to peers; a `MsgSnapshot` goes with its files on a connection of its own.
 fn send(inner: &Inner, messages: Vec<Message>) {
+    for m in &messages {
+        if m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty() {
+            let n = m.entries.len() as u64;
+            count(inner, |c| {
+                c.append_messages += 1;
+                c.append_message_entries += n;
+            });
+        }
+    }
     let snapshots = inner.snapshots.borrow().clone();
     let Some(snapshots) = snapshots else {
         (inner.send)(messages);
@@ -703,14 +750,26 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
         };
         inner.applied.set(index);
         let waiter = inner.proposals.borrow_mut().remove(&index);
-        if let Some((term, tx)) = waiter {
+        if let Some((term, tx, proposed)) = waiter {
             let _ = tx.send(match answer {
-                Some(answer) if entry.term == term => Ok(answer),
+                Some(answer) if entry.term == term => {
+                    let us =
+                        (proposed.elapsed().as_micros() as u64).clamp(1, COMMIT_LATENCY_US_MAX);
+                    inner.commit_latency_us.borrow_mut().saturating_record(us);
+                    count(inner, |c| c.proposals_committed += 1);
+                    Ok(answer)
+                }
                 _ => Err(ProposeError::Dropped),
             });
         }
     }
     Ok(())
+}
+
+fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
+    let mut c = inner.counts.get();
+    f(&mut c);
+    inner.counts.set(c);
 }
 
 fn answer_reads(inner: &Inner) {

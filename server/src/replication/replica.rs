@@ -172,7 +172,8 @@ impl Replica {
         };
         let snapshots = self.snapshots.stats();
         let transport = self.transport.stats();
-        let (lease_reads, read_indexes) = self.group.read_counts();
+        let counts = self.group.counts();
+        let (commit_p50, commit_p99) = self.group.commit_latency_us();
         vec![
             ("raft_node_id", self.node_id),
             ("raft_role", role),
@@ -182,8 +183,21 @@ impl Replica {
             ("raft_applied_index", status.applied),
             ("raft_log_first_index", status.log_bounds.0),
             ("raft_log_last_index", status.log_bounds.1),
-            ("raft_reads_by_lease_total", lease_reads),
-            ("raft_read_index_requests_total", read_indexes),
+            ("raft_reads_by_lease_total", counts.lease_reads),
+            ("raft_read_index_requests_total", counts.read_index_requests),
+            ("raft_log_appends_total", counts.log_appends),
+            (
+                "raft_log_appended_entries_total",
+                counts.log_appended_entries,
+            ),
+            ("raft_append_messages_total", counts.append_messages),
+            (
+                "raft_append_message_entries_total",
+                counts.append_message_entries,
+            ),
+            ("raft_proposals_committed_total", counts.proposals_committed),
+            ("raft_commit_latency_p50_us", commit_p50),
+            ("raft_commit_latency_p99_us", commit_p99),
             ("raft_snapshots_made_total", snapshots.made),
             ("raft_snapshots_sent_total", snapshots.sent),
             ("raft_snapshot_send_failures_total", snapshots.send_failures),
