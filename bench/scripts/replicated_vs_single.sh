@@ -2,7 +2,9 @@
 # Durable SET throughput of a 3-node corekv cluster (server/scripts/local-cluster.sh, one shard
 # per node, all on this machine) against a single node (`--shards 1`, `sync`), with the same
 # driver and requests (corekv-load, as bench/scripts/server_vs_redis.sh), alternating, RUNS
-# times; prints the median of each and the ratio (issue 17: replicated >= 1/2 of single-node).
+# times; prints the median of each and the ratio (issue 17: replicated >= 1/2 of single-node),
+# and after each cluster run the leader's entries per log append and per append message and its
+# commit latency (proposal to answer: majority-durable and applied) p50/p99.
 #
 # Usage: bench/scripts/replicated_vs_single.sh [REQUESTS] [VALUE_BYTES] [CLIENTS]
 #   (defaults: 100000 1000 50). Environment: RUNS (default 3), PIPELINES (default "1 16"),
@@ -56,6 +58,15 @@ for run in $(seq "$runs"); do
     done
     [[ -n $leader ]] || { echo "no leader elected" >&2; exit 1; }
     measure "run=$run replicated" "127.0.0.1:$leader" "$pipeline"
+    # The leader's own view of the run: entries per append and per message, commit latency.
+    "$cli" --addr "127.0.0.1:$leader" stats | awk -v tag="run=$run pipeline=$pipeline" '
+      { v[$2] = $3 }
+      END {
+        printf "%s leader: %.1f entries/append, %.1f entries/message, commit p50=%d us p99=%d us\n",
+          tag, v["raft_log_appended_entries_total"] / (v["raft_log_appends_total"] + 0.0001),
+          v["raft_append_message_entries_total"] / (v["raft_append_messages_total"] + 0.0001),
+          v["raft_commit_latency_p50_us"], v["raft_commit_latency_p99_us"]
+      }' | tee -a "$out/raft.txt"
     COREKV_CLUSTER_DIR=$data/cluster bash server/scripts/local-cluster.sh stop >/dev/null
   done
 done
