@@ -70,6 +70,27 @@ async fn check_all(cluster: &LocalCluster, leader: u64, written: &[(Vec<u8>, Vec
     }
 }
 
+/// Puts `kv(i)` for every `i` through `client` while a failover may be under way: a put
+/// succeeds (kept in `acked`) or its outcome is unknown (a connection lost, `outcomeUnknown`),
+/// never anything else. Returns how many were unknown.
+async fn put_through_failover(
+    client: &Client,
+    range: std::ops::Range<usize>,
+    acked: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> usize {
+    let mut failed = 0;
+    for i in range {
+        let (k, v) = kv(i);
+        match client.put(&k, &v).await {
+            Ok(_) => acked.push((k, v)),
+            Err(ClientError::Rpc(_) | ClientError::Connect { .. }) => failed += 1,
+            Err(ClientError::Server(e)) if e.code == ErrorCode::OutcomeUnknown => failed += 1,
+            Err(e) => panic!("put {i} after the failover: {e}"),
+        }
+    }
+    failed
+}
+
 fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
     (
         format!("k{i:04}").into_bytes(),
@@ -354,16 +375,7 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
         // The leader dies: a call in flight may fail (its outcome unknown), never succeed
         // falsely; the client finds the new leader and goes on.
         cluster.node(leader).kill9();
-        let mut failed = 0;
-        for i in 50..100 {
-            let (k, v) = kv(i);
-            match client.put(&k, &v).await {
-                Ok(_) => acked.push((k, v)),
-                Err(ClientError::Rpc(_) | ClientError::Connect { .. }) => failed += 1,
-                Err(ClientError::Server(e)) if e.code == ErrorCode::OutcomeUnknown => failed += 1,
-                Err(e) => panic!("put {i} after the failover: {e}"),
-            }
-        }
+        let failed = put_through_failover(&client, 50..100, &mut acked).await;
         assert!(failed <= 2, "{failed} writes failed after the failover");
         let new_leader = put_anywhere(&cluster, &[], b"after", b"failover").await;
         assert_ne!(new_leader, leader);
@@ -451,16 +463,7 @@ fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
         // kill -9 shard 0's leader: shard 0 elects another; every shard keeps serving.
         let victim = topology.shards[0].leader;
         cluster.node(victim).kill9();
-        let mut failed = 0;
-        for i in 200..300 {
-            let (k, v) = kv(i);
-            match client.put(&k, &v).await {
-                Ok(_) => acked.push((k, v)),
-                Err(ClientError::Rpc(_) | ClientError::Connect { .. }) => failed += 1,
-                Err(ClientError::Server(e)) if e.code == ErrorCode::OutcomeUnknown => failed += 1,
-                Err(e) => panic!("put {i} after the failover: {e}"),
-            }
-        }
+        let failed = put_through_failover(&client, 200..300, &mut acked).await;
         assert!(
             failed <= 2 * shards,
             "{failed} writes failed after the failover"

@@ -179,6 +179,16 @@ pub struct Cli {
     pub read_mode: Option<ReadMode>,
 }
 
+/// The cluster settings a cluster-only `flag` sets; an error on a single node.
+fn cluster_only<'c>(
+    cluster: &'c mut Option<ClusterConfig>,
+    flag: &str,
+) -> Result<&'c mut ClusterConfig, ConfigError> {
+    cluster
+        .as_mut()
+        .ok_or_else(|| ConfigError::Invalid(format!("`{flag}` needs a cluster")))
+}
+
 /// How a cluster leader confirms its leadership before answering a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ReadMode {
@@ -511,30 +521,13 @@ impl Config {
             (c, None) => c,
         };
         let cluster = cluster.map(|c| c.with_client_listen(listen));
-        let cluster = match (cluster, cli.log_retain_entries) {
-            (Some(mut c), Some(n)) => {
-                c.log_retain_entries = n;
-                Some(c)
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "`--log-retain-entries` needs a cluster".to_string(),
-                ));
-            }
-            (c, None) => c,
-        };
-        let cluster = match (cluster, cli.read_mode) {
-            (Some(mut c), Some(mode)) => {
-                c.read_mode = mode;
-                Some(c)
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "`--read-mode` needs a cluster".to_string(),
-                ));
-            }
-            (c, None) => c,
-        };
+        let mut cluster = cluster;
+        if let Some(n) = cli.log_retain_entries {
+            cluster_only(&mut cluster, "--log-retain-entries")?.log_retain_entries = n;
+        }
+        if let Some(mode) = cli.read_mode {
+            cluster_only(&mut cluster, "--read-mode")?.read_mode = mode;
+        }
         Ok(Config {
             cluster,
             storage,

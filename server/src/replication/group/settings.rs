@@ -1,0 +1,65 @@
+//! A group's settings ([`GroupConfig`]) and what it counts about its work ([`GroupCounts`]).
+
+use std::time::Duration;
+
+/// Settings of a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// This node's id (non-zero).
+    pub node_id: u64,
+    /// The shard (and so the group) number.
+    pub shard: u32,
+    /// Every voter's node id (this node's included), for a new log.
+    pub voters: Vec<u64>,
+    /// Time between ticks.
+    pub tick_interval: Duration,
+    /// Ticks without a leader's heartbeat before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Entries kept in the log behind the engine's flushed state, for followers that lag.
+    pub log_retain_entries: u64,
+    /// How long a proposal or read barrier waits for its outcome.
+    pub request_timeout: Duration,
+    /// Lease reads (`--read-mode lease`): how long after asking a ReadIndex that a majority
+    /// then confirmed this leader answers reads without asking again. Must stay under the
+    /// time a follower that heard from the leader refuses to vote for another candidate
+    /// (`election_ticks - 1` ticks). None: every read barrier asks (ReadIndex).
+    pub lease: Option<Duration>,
+}
+
+impl GroupConfig {
+    /// The longest lease that is safe with these timings: 90% of the `election_ticks - 1`
+    /// ticks a follower that just heard from the leader refuses votes for (clock rates may
+    /// differ a little; a late timer only makes the follower wait longer).
+    pub fn safe_lease(&self) -> Duration {
+        let ticks = self.election_ticks.saturating_sub(1) as u32;
+        self.tick_interval * ticks * 9 / 10
+    }
+
+    pub(super) fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_ticks as u32
+    }
+}
+
+/// Longest commit latency the histogram tells apart (longer ones count as this).
+pub(super) const COMMIT_LATENCY_US_MAX: u64 = 60_000_000;
+
+/// What a group counts about its own work since it started (`stats`: `raft_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    /// Read barriers answered by the leader's lease.
+    pub lease_reads: u64,
+    /// ReadIndex requests asked of Raft.
+    pub read_index_requests: u64,
+    /// Durable appends of entries to this replica's log (each one fsync).
+    pub log_appends: u64,
+    /// Entries those appends wrote: divided by `log_appends`, entries per append.
+    pub log_appended_entries: u64,
+    /// Append messages sent to followers with at least one entry.
+    pub append_messages: u64,
+    /// Entries those messages carried: divided by `append_messages`, entries per message.
+    pub append_message_entries: u64,
+    /// Proposals this replica answered as leader with their outcome.
+    pub proposals_committed: u64,
+}
