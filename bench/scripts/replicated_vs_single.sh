@@ -48,15 +48,19 @@ for run in $(seq "$runs"); do
 
     COREKV_CLUSTER_DIR=$data/cluster COREKV_SERVER=$server COREKV_SERVER_ARGS="${SERVER_ARGS:-}" \
       bash server/scripts/local-cluster.sh start >/dev/null
+    # The leader's node id from `cluster status` once a write went through (any node takes a
+    # client's put: the CLI follows the leader), then its client port (node i: (i+6)379).
     leader=
     for _ in $(seq 200); do
-      for port in 7379 8379 9379; do
-        if "$cli" --addr "127.0.0.1:$port" put probe x >/dev/null 2>&1; then leader=$port; break; fi
-      done
+      if "$cli" --addr 127.0.0.1:7379 put probe x >/dev/null 2>&1; then
+        leader=$("$cli" --addr 127.0.0.1:7379 cluster status 2>/dev/null |
+          awk -F'\t' '$4 == "leader" { print $2; exit }')
+      fi
       [[ -n $leader ]] && break
       sleep 0.1
     done
     [[ -n $leader ]] || { echo "no leader elected" >&2; exit 1; }
+    leader=$((leader + 6))379
     measure "run=$run replicated" "127.0.0.1:$leader" "$pipeline"
     # The leader's own view of the run: entries per append and per message, commit latency.
     "$cli" --addr "127.0.0.1:$leader" stats | awk -v tag="run=$run pipeline=$pipeline" '

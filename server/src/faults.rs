@@ -1,7 +1,8 @@
 //! Fault injection for reliability tests: a plan, given on the command line, that each shard
 //! turns into a storage [`FaultInjector`] so that a real server process sees disk errors
 //! (EIO, ENOSPC, short and torn writes) at chosen points of its WAL, flushes, compactions and
-//! manifest updates, or kills itself at a chosen step of a flush or compaction. Never use it
+//! manifest updates, or kills itself at a chosen step of a flush, a compaction or a snapshot's
+//! installation. Never use it
 //! outside tests: the server logs a warning when it is on.
 //!
 //! ## Syntax (`--debug-fault-injection PLAN`)
@@ -24,7 +25,8 @@
 //!   itself with SIGKILL, right there (a real `kill -9` inside a flush or compaction).
 //!   `POINT` is one of `flush-mid-table`, `flush-before-manifest`, `flush-before-wal-release`,
 //!   `compaction-mid-output`, `compaction-before-manifest`,
-//!   `compaction-before-inputs-deleted` (see `corekv_storage::io::CrashPoint`). It logs
+//!   `compaction-before-inputs-deleted`, or, on a cluster node installing a Raft snapshot,
+//!   `checkpoint-before-manifest` (see `corekv_storage::io::CrashPoint`). It logs
 //!   `crash point POINT reached` first.
 //!
 //! - `bug=BUG`: a planted consistency bug, for checking that the verification harness
@@ -83,7 +85,7 @@ pub struct FaultPlan {
 }
 
 /// The names of crash points in plans.
-const CRASH_POINTS: [(&str, CrashPoint); 6] = [
+const CRASH_POINTS: [(&str, CrashPoint); 7] = [
     ("flush-mid-table", CrashPoint::FlushMidTable),
     ("flush-before-manifest", CrashPoint::FlushBeforeManifest),
     (
@@ -98,6 +100,10 @@ const CRASH_POINTS: [(&str, CrashPoint); 6] = [
     (
         "compaction-before-inputs-deleted",
         CrashPoint::CompactionBeforeInputsDeleted,
+    ),
+    (
+        "checkpoint-before-manifest",
+        CrashPoint::CheckpointBeforeManifest,
     ),
 ];
 
@@ -308,7 +314,8 @@ mod tests {
         for (name, point) in CRASH_POINTS {
             assert_eq!(crash_point_name(point), name);
         }
-        assert_eq!(CRASH_POINTS.len(), CrashPoint::ALL.len());
+        // Every point of flushes and compactions, and a snapshot's installation.
+        assert_eq!(CRASH_POINTS.len(), CrashPoint::ALL.len() + 1);
     }
 
     #[test]

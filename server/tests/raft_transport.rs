@@ -2,7 +2,8 @@
 //! (one glommio executor, each replica with its own files, `Transport` and peer listener)
 //! replicate through it; a node that is down does not hold back the others and catches up
 //! once it starts; an inbound connection that breaks the rules is closed with nothing
-//! delivered; a peer that cannot be reached costs a bounded queue, which is sent once it can.
+//! delivered, and one that stops half way through a snapshot is closed; a peer that cannot be
+//! reached costs a bounded queue, which is sent once it can.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,10 +26,12 @@ use common::{
 use corekv_server::replication::group::Group;
 use corekv_server::replication::log_store::RaftLog;
 use corekv_server::replication::transport::{
-    Expected, Transport, TransportConfig, bind_peer_listener, serve_peer,
+    Expected, PeerInbox, SNAPSHOT_IDLE_TIMEOUT, Transport, TransportConfig, bind_peer_listener,
+    serve_peer,
 };
 use corekv_server::replication::wire::{
-    Hello, PEER_PROTOCOL_VERSION, encode_hello, encode_messages,
+    Hello, PEER_PROTOCOL_VERSION, SnapshotChunk, encode_hello, encode_messages,
+    encode_snapshot_chunk,
 };
 use corekv_storage::Engine;
 use futures::channel::oneshot;
@@ -75,6 +78,7 @@ async fn start_node(
         cluster_id: CLUSTER_ID,
         node_id: id,
         shards: 1,
+        snapshot_idle_timeout: SNAPSHOT_IDLE_TIMEOUT,
     };
     let g = group.clone();
     glommio::spawn_local(accept_loop(listener, expected, stop, move |shard, m| {
@@ -290,6 +294,7 @@ fn serve_peer_closes_connections_that_break_the_rules() {
             cluster_id: CLUSTER_ID,
             node_id: 1,
             shards: 2,
+            snapshot_idle_timeout: SNAPSHOT_IDLE_TIMEOUT,
         };
         let good = encode_hello(&hello(CLUSTER_ID, 2, 1, 1));
         let old_version = encode_hello(&Hello {
@@ -412,6 +417,98 @@ fn serve_peer_closes_connections_that_break_the_rules() {
     });
 }
 
+/// An inbox that counts what it is given and takes every snapshot chunk.
+#[derive(Clone, Default)]
+struct Counting {
+    messages: Rc<Cell<usize>>,
+    chunks: Rc<Cell<usize>>,
+}
+
+impl PeerInbox for Counting {
+    type Connection = ();
+
+    fn deliver(&self, _: &mut (), _: u32, _: Message) {
+        self.messages.set(self.messages.get() + 1);
+    }
+
+    async fn snapshot_chunk(
+        &self,
+        _: &mut (),
+        _: u32,
+        _: u64,
+        _: SnapshotChunk,
+    ) -> Result<(), String> {
+        self.chunks.set(self.chunks.get() + 1);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_stream_that_goes_silent_is_closed_and_other_connections_may_idle() {
+    run(|| async {
+        let idle = Duration::from_millis(300);
+        let expected = Expected {
+            cluster_id: CLUSTER_ID,
+            node_id: 1,
+            shards: 2,
+            snapshot_idle_timeout: idle,
+        };
+        let listener = loopback_listener();
+        let addr = listener.local_addr().unwrap();
+        let inbox = Counting::default();
+        let served = inbox.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let stream = listener.accept().await.unwrap();
+                glommio::spawn_local(serve_peer(stream, expected, served.clone())).detach();
+            }
+        })
+        .detach();
+        let good = encode_hello(&hello(CLUSTER_ID, 2, 1, 1));
+
+        // A connection of Raft messages that idles well past the timeout stays open.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(&good).await.unwrap();
+        plain
+            .write_all(&messages_frame(&[heartbeat(2, 1)]))
+            .await
+            .unwrap();
+
+        // A snapshot stream that stops after its first chunk is closed (its files removed).
+        let mut snapshot = TcpStream::connect(addr).await.unwrap();
+        snapshot.write_all(&good).await.unwrap();
+        let chunk = encode_snapshot_chunk(&SnapshotChunk {
+            index: 5,
+            term: 1,
+            file: "000001.sst".into(),
+            offset: 0,
+            data: vec![7; 100],
+            last: false,
+            crc32c: 0,
+        })
+        .unwrap();
+        snapshot.write_all(&chunk).await.unwrap();
+        let mut byte = [0u8; 1];
+        let n = within(
+            "the silent snapshot stream to be closed",
+            snapshot.read(&mut byte),
+        )
+        .await;
+        assert_eq!(n.unwrap(), 0, "the silent snapshot stream must be closed");
+        assert_eq!(inbox.chunks.get(), 1);
+
+        glommio::timer::sleep(idle * 3).await;
+        plain
+            .write_all(&messages_frame(&[heartbeat(2, 1)]))
+            .await
+            .unwrap();
+        wait_for("both messages of the idle connection", || {
+            (inbox.messages.get() == 2).then_some(())
+        })
+        .await;
+    });
+}
+
 #[test]
 fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
     run(|| async {
@@ -447,6 +544,7 @@ fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
             cluster_id: CLUSTER_ID,
             node_id: 2,
             shards: 1,
+            snapshot_idle_timeout: SNAPSHOT_IDLE_TIMEOUT,
         };
         let received = Rc::new(Cell::new(0usize));
         let r = Rc::clone(&received);
@@ -483,6 +581,7 @@ fn a_peer_that_refuses_the_hello_is_retried_with_backoff() {
             cluster_id: CLUSTER_ID + 1,
             node_id: 2,
             shards: 1,
+            snapshot_idle_timeout: SNAPSHOT_IDLE_TIMEOUT,
         };
         let received = Rc::new(Cell::new(0usize));
         let r = Rc::clone(&received);

@@ -182,6 +182,30 @@ impl Node {
         ));
     }
 
+    /// Sets flag `flag` to `value` for this node's later starts (replacing the value it had).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        let args = &mut self.options.extra_args;
+        match args.iter().position(|a| a == flag) {
+            Some(at) if at + 1 < args.len() => args[at + 1] = value.to_string(),
+            _ => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
+    /// Waits until the process exits by itself (a crash point), at most `timeout`; true if it
+    /// did. The node is then down.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let exited = self.server.as_mut().is_none_or(|s| s.exited().is_some());
+            if exited {
+                self.server = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// `kill -9`, waiting until the process is gone.
     pub fn kill9(&mut self) {
         if let Some(mut s) = self.server.take() {

@@ -9,9 +9,10 @@
 //!
 //! Against a cluster (the topology lists replicas), a [`Client`] sends each shard's operations
 //! to the node it last found leading the shard. An answer `notLeader` (the operation was not
-//! applied) sends it again to the leader the replica names, or, during an election, after a
-//! pause, for up to [`ClientOptions::leader_wait`]; that connection is kept for the shard's
-//! next operations. A connection that fails mid-call gives the caller the error (a write's
+//! applied) sends it again to the leader the replica names (at once the first time, after a
+//! pause when hints lead in a circle), or, from a replica that knows no leader (an election,
+//! or a replica cut off from the others), to the next known replica after a pause, for up to
+//! [`ClientOptions::leader_wait`]; that connection is kept for the shard's next operations. A connection that fails mid-call gives the caller the error (a write's
 //! outcome is then unknown: never reported as success) and is replaced by one to another
 //! replica for the next calls.
 //!
@@ -232,6 +233,7 @@ impl Client {
     {
         let deadline = Instant::now() + self.inner.options.leader_wait;
         let mut pause = Duration::from_millis(10);
+        let mut followed = false;
         loop {
             let owner = self.inner.shards[shard as usize].borrow().clone();
             let refusal = match call(Rc::clone(&owner)).await {
@@ -253,11 +255,18 @@ impl Client {
                 .and_then(|l| l.address.as_deref())
                 .and_then(|a| a.parse::<SocketAddr>().ok())
                 .filter(|a| *a != owner.connection().addr());
-            if let Some(addr) = hint {
-                self.learn(addr);
-                if self.switch(shard, &owner, addr).await {
-                    continue;
+            match hint {
+                Some(addr) => {
+                    self.learn(addr);
+                    // Followed at once the first time; stale hints that send the call round
+                    // in a circle wait like an election does.
+                    if self.switch(shard, &owner, addr).await && !followed {
+                        followed = true;
+                        continue;
+                    }
                 }
+                // This replica knows no leader; another one may (this one may be cut off).
+                None => self.next_replica(shard, &owner).await,
             }
             (self.inner.sleep)(pause).await;
             pause = (pause * 2).min(LEADER_PAUSE_MAX);
@@ -288,6 +297,21 @@ impl Client {
         let mut known = self.inner.known.borrow_mut();
         if !known.contains(&addr) {
             known.push(addr);
+        }
+    }
+
+    /// Sends shard `shard`'s next calls to the next known node after `old`'s that accepts a
+    /// connection (none: `old` stays).
+    async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) {
+        let current = old.connection().addr();
+        let known = self.inner.known.borrow().clone();
+        let n = known.len();
+        for k in 0..n {
+            let i = (self.inner.next_replica.get() + k) % n;
+            if known[i] != current && self.switch(shard, old, known[i]).await {
+                self.inner.next_replica.set(i + 1);
+                return;
+            }
         }
     }
 

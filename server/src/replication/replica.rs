@@ -21,8 +21,8 @@ use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
 use super::snapshot::{Incoming, RECEIVING_MAX, Snapshots, remove_dir};
 use super::transport::{
-    Expected, PeerInbox, Transport, TransportConfig, accept_hello, bind_peer_listener,
-    serve_after_hello,
+    Expected, PeerInbox, SNAPSHOT_IDLE_TIMEOUT, Transport, TransportConfig, accept_hello,
+    bind_peer_listener, serve_after_hello,
 };
 use super::wire::{Hello, NodeInfo, PEER_FRAME_BYTES_MAX, SnapshotChunk};
 use crate::config::{ClusterConfig, ReadMode};
@@ -380,6 +380,7 @@ pub async fn start(
         cluster_id: cluster.cluster_id(),
         node_id: cluster.node_id,
         shards: shard_count,
+        snapshot_idle_timeout: SNAPSHOT_IDLE_TIMEOUT,
     };
     let inbox = ReplicaInbox {
         shard: shard_id,
@@ -557,9 +558,15 @@ impl PeerInbox for ReplicaInbox {
                 incoming.handed_over = true;
                 let mut received = self.snapshots.received.borrow_mut();
                 received.push((incoming.index, incoming.term, incoming.dir.clone()));
-                // Keep the newest few: Raft takes at most one of them.
+                // Keep the few furthest ahead: Raft takes none behind its commit.
                 while received.len() > RECEIVING_MAX as usize {
-                    let (_, _, d) = received.remove(0);
+                    let lowest = received
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (index, term, _))| (*index, *term))
+                        .map(|(at, _)| at)
+                        .unwrap_or(0);
+                    let (_, _, d) = received.remove(lowest);
                     remove_dir(&d);
                 }
                 drop(received);

@@ -18,7 +18,9 @@
 //! table it names is there with its size, the tables are renumbered for this engine
 //! (`renumber_checkpoint`) and the `MsgSnapshot` that follows is handed to Raft. Anything else
 //! (a chunk out of order, a bad file name, a checksum mismatch, a `MsgSnapshot` whose files did
-//! not arrive on its connection) closes the connection and removes what it sent. When Raft
+//! not arrive on its connection, more than [`FILES_MAX`] files, more bytes than leave
+//! [`DISK_RESERVE_BYTES`] free on the disk, a minute without a frame) closes the connection
+//! and removes what it sent. When Raft
 //! accepts the snapshot, [`Snapshots::install`]: the log records it (a marker, then its state
 //! file), the engine installs the checkpoint (its commit point), the log restarts after it.
 //! A restart in between finishes the log's part from the marker and the engine's from the
@@ -57,6 +59,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Numbers a renumbered checkpoint starts above the engine's next one: room for the tables
 /// the engine writes between the snapshot's arrival and its installation.
 const NUMBER_GAP: u64 = 1 << 20;
+/// Most files one received snapshot may hold (its tables and the descriptor): bounds the
+/// memory its list of files takes, whatever a peer sends.
+const FILES_MAX: usize = 1 << 16;
+/// Free space a snapshot being received leaves on the data directory's filesystem: one that
+/// would take more is refused, so a peer's stream cannot fill the disk the engine writes to.
+const DISK_RESERVE_BYTES: u64 = 1 << 30;
 
 /// What snapshots have done on this replica since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,16 +168,36 @@ impl Snapshots {
         let (index, term) = self.log.compacted();
         let dirs = snapshot_dirs(&self.dir)?;
         if self.engine.flushed_log_index() < index {
+            // Several copies may be here (from different leaders, one cut short by the
+            // crash, half renumbered): the one to install is one the engine takes whole.
             let prefix = format!("{IN_PREFIX}{term}-{index}-");
-            let Some(dir) = dirs.iter().find(|d| {
-                d.file_name()
+            let mut refused = Vec::new();
+            let mut chosen = None;
+            for d in &dirs {
+                if !d
+                    .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-                    && d.join(CHECKPOINT_FILE).exists()
-            }) else {
+                {
+                    continue;
+                }
+                match self.engine.check_checkpoint(d).await {
+                    Ok(_) => {
+                        chosen = Some(d);
+                        break;
+                    }
+                    Err(e) => refused.push(format!("{}: {e}", d.display())),
+                }
+            }
+            let Some(dir) = chosen else {
                 return Err(format!(
                     "the Raft log starts after a snapshot at entry {index} (term {term}) that \
-                     the engine does not hold, and the snapshot's files are not in {}",
-                    self.dir.display()
+                     the engine does not hold, and no complete copy of it is in {}{}",
+                    self.dir.display(),
+                    if refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", refused.join("; "))
+                    }
                 ));
             };
             self.engine
@@ -382,9 +410,15 @@ impl Snapshots {
             .finish_snapshot()
             .await
             .map_err(|e| e.to_string())?;
-        for (_, _, d) in self.received.borrow_mut().drain(..) {
-            remove_dir(&d);
-        }
+        // Older snapshots are useless now; a newer one (another leader's, handed to Raft
+        // already) may still be the next to install.
+        self.received.borrow_mut().retain(|(i, _, d)| {
+            let keep = *i > index;
+            if !keep {
+                remove_dir(d);
+            }
+            keep
+        });
         self.count(|s| s.installed += 1);
         tracing::info!(
             node = self.node_id,
@@ -418,6 +452,7 @@ impl Snapshots {
                 chunk.term, chunk.index
             ));
             remove_dir(&dir);
+            let room = free_bytes(&self.dir)?.saturating_sub(DISK_RESERVE_BYTES);
             std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             self.receiving.set(self.receiving.get() + 1);
             *conn = Some(Incoming {
@@ -427,6 +462,8 @@ impl Snapshots {
                 dir,
                 file: None,
                 done: Vec::new(),
+                bytes: 0,
+                room,
                 complete: false,
                 handed_over: false,
             });
@@ -478,6 +515,10 @@ pub struct Incoming {
     file: Option<OpenFile>,
     /// Files received whole: name and size.
     done: Vec<(String, u64)>,
+    /// Bytes received so far.
+    bytes: u64,
+    /// Most bytes this snapshot may take on disk.
+    room: u64,
     pub(super) complete: bool,
     pub(super) handed_over: bool,
 }
@@ -524,6 +565,9 @@ impl Incoming {
                 if self.done.iter().any(|(n, _)| *n == chunk.file) {
                     return Err(format!("file {:?} sent twice", chunk.file));
                 }
+                if self.done.len() >= FILES_MAX {
+                    return Err(format!("more than {FILES_MAX} files"));
+                }
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -546,6 +590,14 @@ impl Incoming {
                 chunk.file, chunk.offset, f.offset
             ));
         }
+        let bytes = self.bytes + chunk.data.len() as u64;
+        if bytes > self.room {
+            return Err(format!(
+                "{bytes} bytes would leave less than {DISK_RESERVE_BYTES} bytes free on this \
+                 replica's disk"
+            ));
+        }
+        self.bytes = bytes;
         // Buffered writes (the page cache takes them); the file is synced at its end.
         f.file
             .write_all_at(&chunk.data, f.offset)
@@ -612,6 +664,27 @@ fn valid_file_name(name: &str) -> bool {
             .is_some_and(|n| (6..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Bytes an unprivileged writer may still write on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a path with a NUL byte", dir.display()))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and outlives the call; `stat` is valid for writes of
+    // one `statvfs`, which the call fills when it returns 0.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(format!(
+            "statvfs {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: statvfs returned 0, so it initialised `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut out = Vec::new();
@@ -649,6 +722,8 @@ mod tests {
             dir: dir.to_path_buf(),
             file: None,
             done: Vec::new(),
+            bytes: 0,
+            room: u64::MAX,
             complete: false,
             handed_over: true,
         }
@@ -664,6 +739,33 @@ mod tests {
             last,
             crc32c,
         }
+    }
+
+    #[test]
+    fn a_snapshot_is_bounded_in_bytes_and_files() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let data = [5u8; 10];
+
+        let mut a = incoming(dir.path());
+        a.room = 25;
+        a.write(chunk("000001.sst", 0, &data, false, 0)).unwrap();
+        a.write(chunk("000001.sst", 10, &data, false, 0)).unwrap();
+        let e = a
+            .write(chunk("000001.sst", 20, &data, false, 0))
+            .unwrap_err();
+        assert!(e.contains("free"), "{e}");
+
+        let mut b = incoming(dir.path());
+        b.done = (0..FILES_MAX).map(|i| (format!("{i}"), 0)).collect();
+        let e = b
+            .write(chunk("000002.sst", 0, &data, true, crc32c::crc32c(&data)))
+            .unwrap_err();
+        assert!(e.contains("files"), "{e}");
+
+        // The filesystem's free space is what bounds a real stream.
+        assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 
     #[test]

@@ -35,8 +35,8 @@ use raft::eraftpb::Message;
 mod inbound;
 
 pub use inbound::{
-    Expected, HELLO_TIMEOUT, INBOUND_BUFFER_RETAIN_BYTES, PeerInbox, accept_hello,
-    bind_peer_listener, serve_after_hello, serve_peer,
+    Expected, HELLO_TIMEOUT, INBOUND_BUFFER_RETAIN_BYTES, PeerInbox, SNAPSHOT_IDLE_TIMEOUT,
+    accept_hello, bind_peer_listener, serve_after_hello, serve_peer,
 };
 
 use super::group::SendFn;

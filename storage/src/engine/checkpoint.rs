@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::io::CrashPoint;
 use crate::manifest::{ManifestState, VersionEdit};
 use crate::sst::footer::{FOOTER_BYTES, Footer};
 use crate::sst::reader::{TableReader, table_path};
@@ -188,17 +189,23 @@ impl Engine {
         let time_ms = checkpoint.applied_time_ms.unwrap_or(0);
         let inner = &self.inner;
         let _permit = inner.manifest.lock().await?;
-        let next_number = inner.state.borrow().next_file_number();
-        if let Some((_, m)) = checkpoint
-            .added
-            .iter()
-            .find(|(_, m)| m.file_number < next_number)
         {
-            return Err(Error::InvalidArgument(format!(
-                "install_checkpoint: table {} may be one of this engine's (its numbers reach \
-                 {next_number}): renumber the checkpoint first",
-                m.file_number
-            )));
+            // Checked and raised in one step: no number handed out between the check and the
+            // raise (a flush, across the awaits below) can be one of the checkpoint's.
+            let mut state = inner.state.borrow_mut();
+            let next_number = state.next_file_number();
+            if let Some((_, m)) = checkpoint
+                .added
+                .iter()
+                .find(|(_, m)| m.file_number < next_number)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "install_checkpoint: table {} may be one of this engine's (its numbers \
+                     reach {next_number}): renumber the checkpoint first",
+                    m.file_number
+                )));
+            }
+            state.raise_next_file_number(last_number + 1);
         }
         let mut edit = VersionEdit {
             applied_index: Some(index),
@@ -224,17 +231,18 @@ impl Engine {
             edit.added.push((*level, meta.clone()));
         }
         inner.io.sync_dir(&inner.dir).await?;
+        inner.io.crash_point(CrashPoint::CheckpointBeforeManifest)?;
         let old = inner.state.borrow().version().clone();
         for (level, tables) in old.levels.iter().enumerate() {
             for t in tables {
                 edit.deleted.push((level, t.number()));
             }
         }
-        let last_seq = {
-            let mut state = inner.state.borrow_mut();
-            state.raise_next_file_number(last_number + 1);
-            state.last_seq().max(checkpoint.last_seq.unwrap_or(0))
-        };
+        let last_seq = inner
+            .state
+            .borrow()
+            .last_seq()
+            .max(checkpoint.last_seq.unwrap_or(0));
         edit.last_seq = Some(last_seq);
         edit.flushed_seq = Some(last_seq);
         edit.next_file_number = Some(inner.state.borrow().next_file_number());

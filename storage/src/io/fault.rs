@@ -73,10 +73,14 @@ pub enum CrashPoint {
     CompactionBeforeManifest,
     /// The compaction's manifest edit is durable; its input tables are not deleted yet.
     CompactionBeforeInputsDeleted,
+    /// A checkpoint being installed (`Engine::install_checkpoint`) has its tables linked into
+    /// the engine's directory; the manifest edit that makes them the engine's state is not
+    /// written. Not in [`CrashPoint::ALL`], which lists the points of flushes and compactions.
+    CheckpointBeforeManifest,
 }
 
 impl CrashPoint {
-    /// Every crash point.
+    /// Every crash point of flushes and compactions.
     pub const ALL: [CrashPoint; 6] = [
         CrashPoint::FlushMidTable,
         CrashPoint::FlushBeforeManifest,

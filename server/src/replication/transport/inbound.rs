@@ -30,7 +30,15 @@ pub struct Expected {
     pub node_id: u64,
     /// Shards of this node: a `Hello` for a shard at or over this is refused.
     pub shards: u32,
+    /// Longest a connection that is streaming a snapshot may stay silent before it is closed
+    /// (and what it sent removed); other connections may idle (a follower's peers send it
+    /// nothing while it leads nobody).
+    pub snapshot_idle_timeout: Duration,
 }
+
+/// The default [`Expected::snapshot_idle_timeout`]: a sender waits up to 30 s for a write to
+/// be taken, so a live stream is never silent this long.
+pub const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an inbound connection was closed by this node.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +70,8 @@ enum Refusal {
     MessageTo { got: u64, want: u64 },
     #[error("snapshot: {0}")]
     Snapshot(String),
+    #[error("snapshot: nothing received for {0:?}")]
+    SnapshotIdle(Duration),
     #[error(transparent)]
     Wire(#[from] WireError),
 }
@@ -205,8 +215,15 @@ async fn read_messages(
 ) -> Result<(), Refusal> {
     let mut buf = Vec::new();
     let mut conn = Default::default();
+    let mut streaming = false;
     loop {
-        let messages = match read_frame(stream, &mut buf).await? {
+        let frame = match read_frame(stream, &mut buf).await {
+            Err(WireError::Io(e)) if streaming && e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Refusal::SnapshotIdle(expected.snapshot_idle_timeout));
+            }
+            other => other?,
+        };
+        let messages = match frame {
             None => return Ok(()),
             Some(body) => match decode_frame(body)? {
                 PeerFrame::Hello(_) => return Err(Refusal::HelloAgain),
@@ -220,6 +237,14 @@ async fn read_messages(
                         .snapshot_chunk(&mut conn, hello.shard, hello.from_node, chunk)
                         .await
                         .map_err(Refusal::Snapshot)?;
+                    if !streaming {
+                        // A stream that stops half way must not keep its files (and a
+                        // receiving slot) for ever.
+                        streaming = true;
+                        stream
+                            .set_read_timeout(Some(expected.snapshot_idle_timeout))
+                            .map_err(|e| WireError::Io(e.into()))?;
+                    }
                     continue;
                 }
             },
