@@ -41,7 +41,7 @@ pub use inbound::{
 
 use super::group::SendFn;
 use super::wire::{
-    Hello, NodeInfo, PEER_PROTOCOL_VERSION, WireError, encode_hello, encode_messages,
+    Hello, MessagesFrame, NodeInfo, PEER_PROTOCOL_VERSION, WireError, build_messages, encode_hello,
     encode_node_info,
 };
 
@@ -520,9 +520,11 @@ impl Link {
             }
             let sent = batch.len() as u64 - too_large;
             for frame in &frames {
-                if let Err(e) = writer.write_all(frame).await {
-                    add(&self.counters.dropped_send_failed, sent);
-                    return e;
+                for part in frame.parts() {
+                    if let Err(e) = writer.write_all(part).await {
+                        add(&self.counters.dropped_send_failed, sent);
+                        return e;
+                    }
                 }
                 add(&self.counters.frames_sent, 1);
                 add(&self.counters.bytes_sent, frame.len() as u64);
@@ -539,11 +541,11 @@ impl Link {
 /// Encodes `messages` as frames under the frame limit, in order: all in one frame when they
 /// fit, else halves, recursively. Returns how many messages were dropped because even alone
 /// they do not fit.
-fn encode_batch(messages: &[Message], frames: &mut Vec<Vec<u8>>) -> u64 {
+fn encode_batch(messages: &[Message], frames: &mut Vec<MessagesFrame>) -> u64 {
     if messages.is_empty() {
         return 0;
     }
-    match encode_messages(messages) {
+    match build_messages(messages) {
         Ok(frame) => {
             frames.push(frame);
             0
@@ -589,7 +591,8 @@ mod tests {
         assert!(frames.len() >= 2);
         let mut decoded = Vec::new();
         for f in &frames {
-            match decode_frame(&f[super::super::wire::FRAME_PREFIX_BYTES..]).unwrap() {
+            let bytes = f.parts().concat();
+            match decode_frame(&bytes[super::super::wire::FRAME_PREFIX_BYTES..]).unwrap() {
                 PeerFrame::Messages(m) => decoded.extend(m),
                 other => panic!("not messages: {other:?}"),
             }

@@ -229,6 +229,43 @@ fn write_hello(mut h: hello::Builder<'_>, hello: &Hello) {
 /// (checked before building it) when it would pass [`PEER_FRAME_BYTES_MAX`]: send fewer
 /// messages per frame, or a snapshot in pieces.
 pub fn encode_messages(messages: &[Message]) -> Result<Vec<u8>, WireError> {
+    let built = build_messages(messages)?;
+    let mut frame = Vec::with_capacity(built.len());
+    for part in built.parts() {
+        frame.extend_from_slice(part);
+    }
+    Ok(frame)
+}
+
+/// A `Messages` frame as built ([`build_messages`]): the bytes before its one segment (the
+/// length prefix and the segment table) and the builder that holds the segment. A sender
+/// writes the two parts in turn, so a frame of many entries is never copied whole into a
+/// buffer of its own.
+pub struct MessagesFrame {
+    head: [u8; FRAME_PREFIX_BYTES + 8],
+    builder: Builder<HeapAllocator>,
+}
+
+impl MessagesFrame {
+    /// The frame's bytes, in order: the head, then the segment.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        let segment = self.builder.get_segments_for_output()[0];
+        [&self.head, segment]
+    }
+
+    /// Bytes of the whole frame.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    /// Never: a frame holds at least its head.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// [`encode_messages`] as a [`MessagesFrame`], whose parts are written in turn.
+pub fn build_messages(messages: &[Message]) -> Result<MessagesFrame, WireError> {
     // The exact size first: one segment of it, and no frame built that cannot be sent.
     let content_words = messages
         .iter()
@@ -264,12 +301,26 @@ pub fn encode_messages(messages: &[Message]) -> Result<Vec<u8>, WireError> {
         written_bytes, body_bytes,
         "peer frame size estimate differs from the encoding"
     );
-    let mut frame = Vec::with_capacity(FRAME_PREFIX_BYTES + body_bytes);
-    frame.extend_from_slice(&body_len_prefix(body_bytes));
-    capnp::serialize::write_message(&mut frame, &builder)
-        .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))?;
-    debug_assert_eq!(frame.len(), FRAME_PREFIX_BYTES + body_bytes);
-    Ok(frame)
+    // The standard serialization of a one-segment message: segment count - 1 (0), the
+    // segment's size in words, then the segment.
+    let segment_words = {
+        let segments = builder.get_segments_for_output();
+        assert_eq!(
+            segments.len(),
+            1,
+            "the frame's one segment was sized exactly"
+        );
+        segments[0].len() / 8
+    };
+    assert_eq!(
+        (segment_words + segment_table_words) * 8,
+        body_bytes,
+        "peer frame segment size differs from the estimate"
+    );
+    let mut head = [0u8; FRAME_PREFIX_BYTES + 8];
+    head[..FRAME_PREFIX_BYTES].copy_from_slice(&body_len_prefix(body_bytes));
+    head[FRAME_PREFIX_BYTES + 4..].copy_from_slice(&word_count(segment_words).to_le_bytes());
+    Ok(MessagesFrame { head, builder })
 }
 
 /// `words` as the allocator takes it; callers checked it is under the frame limit.

@@ -26,6 +26,14 @@ fn body(frame: &[u8]) -> &[u8] {
 
 fn round_trip(messages: &[Message]) {
     let frame = encode_messages(messages).unwrap();
+    // Capnp's standard serialization of one segment: count - 1, the segment's words, the
+    // segment (the sender writes the built frame's head and segment in turn).
+    let b = body(&frame);
+    let word = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!((word(0), word(4) * 8), (0, b.len() - 8));
+    let built = build_messages(messages).unwrap();
+    assert_eq!(built.parts().concat(), frame);
+    assert_eq!(built.len(), frame.len());
     let expected = PeerFrame::Messages(messages.to_vec());
     // The body after the prefix is not 8-byte aligned (decoded from a copy); `read_frame`'s
     // buffer is (decoded in place): both.
