@@ -276,6 +276,11 @@ impl Client {
     /// Sends shard `shard`'s operations to `addr` from now on, unless another call switched
     /// already (from `old`). False when `addr` cannot be reached.
     async fn switch(&self, shard: u32, old: &Rc<Coalescer>, addr: SocketAddr) -> bool {
+        if !Rc::ptr_eq(&self.inner.shards[shard as usize].borrow(), old) {
+            // Another call moved the shard already (the operations of one refused batch all
+            // come here at once): no connection of its own.
+            return true;
+        }
         match (self.inner.connect)(addr).await {
             Ok(conn) => {
                 let mut slot = self.inner.shards[shard as usize].borrow_mut();

@@ -33,7 +33,8 @@ pub struct ClusterConfig {
     /// How a leader confirms its leadership before a read (`--read-mode`).
     pub read_mode: super::ReadMode,
     /// Where clients reach this node (`host:port`), told to the peers so that a follower can
-    /// send clients to the leader: `--advertise-client`, else the client listen address, or,
+    /// send clients to the leader: `--advertise-host` with the client port, else the client
+    /// listen address, or,
     /// when that is unspecified (`0.0.0.0`), the peer address's host with the client port.
     pub client_address: String,
     /// Tests only (`--debug-peer-dial`): where to dial some peers instead of their

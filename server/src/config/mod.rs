@@ -178,13 +178,12 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub read_mode: Option<ReadMode>,
 
-    /// Cluster: the address clients reach this node at, which followers give clients to send
-    /// them to the leader (etcd's `--advertise-client-urls`). Its port is the node's client
-    /// port; each shard's own port is told with the same host. [default: the `--listen`
-    /// address; when that is unspecified (0.0.0.0), the `--peer-listen` host with the
-    /// `--listen` port]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub advertise_client: Option<SocketAddr>,
+    /// Cluster: the IP address clients reach this node at, which followers give clients to
+    /// send them to the leader (as etcd's `--advertise-client-urls`), with the node's own
+    /// ports (each shard's). [default: the `--listen` host; when that is unspecified
+    /// (0.0.0.0), the `--peer-listen` host]
+    #[arg(long, value_name = "IP")]
+    pub advertise_host: Option<std::net::IpAddr>,
 }
 
 /// The cluster settings a cluster-only `flag` sets; an error on a single node.
@@ -536,14 +535,14 @@ impl Config {
         if let Some(mode) = cli.read_mode {
             cluster_only(&mut cluster, "--read-mode")?.read_mode = mode;
         }
-        if let Some(addr) = cli.advertise_client {
-            if addr.ip().is_unspecified() || addr.port() == 0 {
+        if let Some(ip) = cli.advertise_host {
+            if ip.is_unspecified() {
                 return Err(ConfigError::Invalid(format!(
-                    "`--advertise-client` {addr}: clients cannot reach an unspecified address \
-                     or port 0"
+                    "`--advertise-host` {ip}: clients cannot reach an unspecified address"
                 )));
             }
-            cluster_only(&mut cluster, "--advertise-client")?.client_address = addr.to_string();
+            let c = cluster_only(&mut cluster, "--advertise-host")?;
+            c.client_address = SocketAddr::new(ip, listen.port()).to_string();
         }
         Ok(Config {
             cluster,

@@ -297,18 +297,18 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     args.extend(["--listen", "0.0.0.0:7379"]);
     let cc = Config::resolve(cli(&args), &cpus("0")).unwrap().cluster;
     assert_eq!(cc.unwrap().client_address, "127.0.0.1:7379");
-    args.extend(["--advertise-client", "10.1.2.3:17379"]);
+    args.extend(["--advertise-host", "10.1.2.3"]);
     let cc = Config::resolve(cli(&args), &cpus("0")).unwrap().cluster;
-    assert_eq!(cc.unwrap().client_address, "10.1.2.3:17379");
+    assert_eq!(cc.unwrap().client_address, "10.1.2.3:7379");
     let mut args = cluster.to_vec();
-    args.extend(["--advertise-client", "0.0.0.0:7379"]);
+    args.extend(["--advertise-host", "0.0.0.0"]);
     let e = Config::resolve(cli(&args), &cpus("0")).unwrap_err();
     assert!(e.to_string().contains("unspecified"), "{e}");
 
     for alone in [
         &["--read-mode", "lease"][..],
         &["--log-retain-entries", "5"],
-        &["--advertise-client", "10.1.2.3:7379"],
+        &["--advertise-host", "10.1.2.3"],
     ] {
         let e = Config::resolve(cli(alone), &cpus("0")).unwrap_err();
         assert!(e.to_string().contains("needs a cluster"), "{e}");

@@ -422,8 +422,22 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                  configuration-change entry)");
         }
         Event::Snapshot(m) => {
+            let meta = m.get_snapshot().get_metadata();
+            let (index, term) = (meta.index, meta.term);
             if let Err(e) = node.step(*m) {
                 tracing::debug!(error = %e, "snapshot message not taken");
+            }
+            // Taken, it waits in raft-rs until the next `Ready` installs it; refused (entries
+            // this replica holds, a deposed leader's), its files go now.
+            let taken = node
+                .raft
+                .raft_log
+                .unstable
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| (s.get_metadata().index, s.get_metadata().term) == (index, term));
+            if !taken && let Some(snapshots) = inner.snapshots.borrow().as_ref() {
+                snapshots.discard(index, term);
             }
         }
         Event::SnapshotSent { to, ok } => {

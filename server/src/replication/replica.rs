@@ -19,7 +19,7 @@ use raft::eraftpb::{Message, MessageType};
 use super::commands::{decode_ops, decode_results, encode_ops, encode_results};
 use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
-use super::snapshot::{Incoming, RECEIVING_MAX, Snapshots, remove_dir};
+use super::snapshot::{Incoming, Snapshots};
 use super::transport::{
     Expected, PeerInbox, SNAPSHOT_IDLE_TIMEOUT, Transport, TransportConfig, accept_hello,
     bind_peer_listener, serve_after_hello,
@@ -556,20 +556,12 @@ impl PeerInbox for ReplicaInbox {
                     && (incoming.index, incoming.term) == (meta.index, meta.term) =>
             {
                 incoming.handed_over = true;
-                let mut received = self.snapshots.received.borrow_mut();
-                received.push((incoming.index, incoming.term, incoming.dir.clone()));
-                // Keep the few furthest ahead: Raft takes none behind its commit.
-                while received.len() > RECEIVING_MAX as usize {
-                    let lowest = received
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (index, term, _))| (*index, *term))
-                        .map(|(at, _)| at)
-                        .unwrap_or(0);
-                    let (_, _, d) = received.remove(lowest);
-                    remove_dir(&d);
-                }
-                drop(received);
+                // Kept until Raft refuses it (the group discards it then) or it is installed.
+                self.snapshots.received.borrow_mut().push((
+                    incoming.index,
+                    incoming.term,
+                    incoming.dir.clone(),
+                ));
                 self.group.step_snapshot(message);
             }
             _ => tracing::warn!(

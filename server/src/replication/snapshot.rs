@@ -18,8 +18,8 @@
 //! table it names is there with its size, the tables are renumbered for this engine
 //! (`renumber_checkpoint`) and the `MsgSnapshot` that follows is handed to Raft. Anything else
 //! (a chunk out of order, a bad file name, a checksum mismatch, a `MsgSnapshot` whose files did
-//! not arrive on its connection, more than [`FILES_MAX`] files, more bytes than leave
-//! [`DISK_RESERVE_BYTES`] free on the disk, a minute without a frame) closes the connection
+//! not arrive on its connection, more than [`FILES_MAX`] files, a chunk that would leave less
+//! than [`DISK_RESERVE_BYTES`] free on the disk, a minute without a frame) closes the connection
 //! and removes what it sent. When Raft
 //! accepts the snapshot, [`Snapshots::install`]: the log records it (a marker, then its state
 //! file), the engine installs the checkpoint (its commit point), the log restarts after it.
@@ -34,7 +34,9 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use corekv_storage::Engine;
-use corekv_storage::engine::{CHECKPOINT_FILE, decode_descriptor, renumber_checkpoint};
+use corekv_storage::engine::{
+    CHECKPOINT_FILE, DESCRIPTOR_BYTES_MAX, decode_descriptor, renumber_checkpoint,
+};
 use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 use raft::Storage;
@@ -109,8 +111,12 @@ pub struct Snapshots {
     outgoing: RefCell<Option<Rc<Outgoing>>>,
     sending: Cell<u32>,
     receiving: Cell<u32>,
-    /// Snapshots received whole, handed to Raft: (index, term, directory).
+    /// Snapshots received whole and handed to Raft, until Raft refuses one
+    /// ([`Snapshots::discard`]) or one is installed: (index, term, directory).
     pub(super) received: RefCell<Vec<(u64, u64, PathBuf)>>,
+    /// Table numbers the next received snapshot is renumbered from at least: above every
+    /// received one's, so no two received copies share a number, whichever is installed.
+    numbers_from: Cell<u64>,
     next_dir: Cell<u64>,
     stats: Cell<SnapshotStats>,
 }
@@ -140,6 +146,7 @@ impl Snapshots {
             sending: Cell::new(0),
             receiving: Cell::new(0),
             received: RefCell::default(),
+            numbers_from: Cell::new(0),
             next_dir: Cell::new(0),
             stats: Cell::new(SnapshotStats::default()),
         })
@@ -382,17 +389,21 @@ impl Snapshots {
     /// Installs the snapshot (index, term) Raft accepted: its files arrived whole before
     /// Raft saw it.
     pub async fn install(&self, index: u64, term: u64) -> Result<(), String> {
-        let dir = self
-            .received
-            .borrow()
-            .iter()
-            .find(|(i, t, _)| (*i, *t) == (index, term))
-            .map(|(_, _, d)| d.clone())
-            .ok_or_else(|| {
-                format!(
-                    "Raft accepted the snapshot at {index} (term {term}) but its files are gone"
-                )
-            })?;
+        // Out of the list before the first await: nothing else removes it meanwhile. On
+        // failure (the group stops) the directory stays for the next start's `recover`.
+        let dir = {
+            let mut received = self.received.borrow_mut();
+            let at = received
+                .iter()
+                .position(|(i, t, _)| (*i, *t) == (index, term))
+                .ok_or_else(|| {
+                    format!(
+                        "Raft accepted the snapshot at {index} (term {term}) but its files \
+                         are gone"
+                    )
+                })?;
+            received.remove(at).2
+        };
         // Everything the engine would refuse is refused before the log changes: a log that
         // starts after a snapshot the engine cannot take would leave nothing to go back to.
         self.engine
@@ -410,6 +421,7 @@ impl Snapshots {
             .finish_snapshot()
             .await
             .map_err(|e| e.to_string())?;
+        remove_dir(&dir);
         // Older snapshots are useless now; a newer one (another leader's, handed to Raft
         // already) may still be the next to install.
         self.received.borrow_mut().retain(|(i, _, d)| {
@@ -428,6 +440,18 @@ impl Snapshots {
             "snapshot installed"
         );
         Ok(())
+    }
+
+    /// Raft did not take the received snapshot (index, term) (it holds those entries
+    /// already, or it is from a deposed leader): its files go.
+    pub fn discard(&self, index: u64, term: u64) {
+        self.received.borrow_mut().retain(|(i, t, d)| {
+            let keep = (*i, *t) != (index, term);
+            if !keep {
+                remove_dir(d);
+            }
+            keep
+        });
     }
 
     pub(super) async fn chunk(
@@ -452,7 +476,6 @@ impl Snapshots {
                 chunk.term, chunk.index
             ));
             remove_dir(&dir);
-            let room = free_bytes(&self.dir)?.saturating_sub(DISK_RESERVE_BYTES);
             std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             self.receiving.set(self.receiving.get() + 1);
             *conn = Some(Incoming {
@@ -462,8 +485,7 @@ impl Snapshots {
                 dir,
                 file: None,
                 done: Vec::new(),
-                bytes: 0,
-                room,
+                reserve: DISK_RESERVE_BYTES,
                 complete: false,
                 handed_over: false,
             });
@@ -474,8 +496,10 @@ impl Snapshots {
         incoming.write(chunk)?;
         if incoming.complete {
             // Numbered for this engine now, so installing it is only links and one edit.
-            let at_least = self.engine.next_file_number() + NUMBER_GAP;
-            renumber_checkpoint(&incoming.dir, at_least).map_err(|e| e.to_string())?;
+            let at_least =
+                (self.engine.next_file_number() + NUMBER_GAP).max(self.numbers_from.get());
+            let used = renumber_checkpoint(&incoming.dir, at_least).map_err(|e| e.to_string())?;
+            self.numbers_from.set(self.numbers_from.get().max(used.end));
             // Refused here, before Raft sees it, if this engine would not take it.
             self.engine
                 .check_checkpoint(&incoming.dir)
@@ -515,10 +539,8 @@ pub struct Incoming {
     file: Option<OpenFile>,
     /// Files received whole: name and size.
     done: Vec<(String, u64)>,
-    /// Bytes received so far.
-    bytes: u64,
-    /// Most bytes this snapshot may take on disk.
-    room: u64,
+    /// Free bytes each chunk must leave on the disk.
+    reserve: u64,
     pub(super) complete: bool,
     pub(super) handed_over: bool,
 }
@@ -590,14 +612,22 @@ impl Incoming {
                 chunk.file, chunk.offset, f.offset
             ));
         }
-        let bytes = self.bytes + chunk.data.len() as u64;
-        if bytes > self.room {
+        if chunk.file == CHECKPOINT_FILE
+            && f.offset + chunk.data.len() as u64 > DESCRIPTOR_BYTES_MAX
+        {
+            return Err(format!("a descriptor over {DESCRIPTOR_BYTES_MAX} bytes"));
+        }
+        // Measured at every chunk: what other streams, kept copies and the engine write
+        // meanwhile counts too.
+        let free = free_bytes(&self.dir)?;
+        if free < self.reserve.saturating_add(chunk.data.len() as u64) {
             return Err(format!(
-                "{bytes} bytes would leave less than {DISK_RESERVE_BYTES} bytes free on this \
-                 replica's disk"
+                "{} more bytes would leave less than {} bytes free on this replica's disk \
+                 ({free} free)",
+                chunk.data.len(),
+                self.reserve
             ));
         }
-        self.bytes = bytes;
         // Buffered writes (the page cache takes them); the file is synced at its end.
         f.file
             .write_all_at(&chunk.data, f.offset)
@@ -722,8 +752,7 @@ mod tests {
             dir: dir.to_path_buf(),
             file: None,
             done: Vec::new(),
-            bytes: 0,
-            room: u64::MAX,
+            reserve: 0,
             complete: false,
             handed_over: true,
         }
@@ -748,12 +777,12 @@ mod tests {
         let dir = tempfile::tempdir_in(base).unwrap();
         let data = [5u8; 10];
 
+        // Each chunk must leave the reserve free on the disk.
         let mut a = incoming(dir.path());
-        a.room = 25;
         a.write(chunk("000001.sst", 0, &data, false, 0)).unwrap();
-        a.write(chunk("000001.sst", 10, &data, false, 0)).unwrap();
+        a.reserve = u64::MAX / 2;
         let e = a
-            .write(chunk("000001.sst", 20, &data, false, 0))
+            .write(chunk("000001.sst", 10, &data, false, 0))
             .unwrap_err();
         assert!(e.contains("free"), "{e}");
 
@@ -764,8 +793,24 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("files"), "{e}");
 
-        // The filesystem's free space is what bounds a real stream.
-        assert!(free_bytes(dir.path()).unwrap() > 0);
+        // A descriptor is read whole: it is bounded before it is.
+        let mut c = incoming(dir.path());
+        c.file = Some(OpenFile {
+            name: CHECKPOINT_FILE.into(),
+            file: tempfile::tempfile_in(dir.path()).unwrap(),
+            offset: DESCRIPTOR_BYTES_MAX - 5,
+            crc: 0,
+        });
+        let e = c
+            .write(chunk(
+                CHECKPOINT_FILE,
+                DESCRIPTOR_BYTES_MAX - 5,
+                &data,
+                false,
+                0,
+            ))
+            .unwrap_err();
+        assert!(e.contains("descriptor over"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,9 @@ use super::wire::{
     encode_node_info,
 };
 
+/// Frames up to this size are copied into one buffer and written at once.
+const SMALL_FRAME_BYTES: usize = 64 << 10;
+
 /// Default [`TransportConfig::queue_messages_max`]: a few `Ready`s' worth of messages. A
 /// healthy peer's queue is drained at every turn of the group's loop, so it rarely holds
 /// more than one batch.
@@ -499,6 +502,7 @@ impl Link {
             }
         });
         let mut frames = Vec::new();
+        let mut small = Vec::with_capacity(SMALL_FRAME_BYTES);
         loop {
             if let Either::Right((e, _)) =
                 select(pin!(self.peer.non_empty()), closed.as_mut()).await
@@ -520,11 +524,24 @@ impl Link {
             }
             let sent = batch.len() as u64 - too_large;
             for frame in &frames {
-                for part in frame.parts() {
-                    if let Err(e) = writer.write_all(part).await {
-                        add(&self.counters.dropped_send_failed, sent);
-                        return e;
+                // Small frames (heartbeats, answers) go in one write, so one packet on this
+                // no-delay socket; a large one as its head and its segment, never copied whole.
+                let written = if frame.len() <= SMALL_FRAME_BYTES {
+                    small.clear();
+                    for part in frame.parts() {
+                        small.extend_from_slice(part);
                     }
+                    writer.write_all(&small).await
+                } else {
+                    let [head, segment] = frame.parts();
+                    match writer.write_all(head).await {
+                        Ok(()) => writer.write_all(segment).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                if let Err(e) = written {
+                    add(&self.counters.dropped_send_failed, sent);
+                    return e;
                 }
                 add(&self.counters.frames_sent, 1);
                 add(&self.counters.bytes_sent, frame.len() as u64);

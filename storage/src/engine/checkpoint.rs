@@ -40,7 +40,7 @@ const MAGIC: &[u8; 8] = b"CKVCHKPT";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 4;
 /// Largest descriptor read (bounds what a damaged or hostile file can make us allocate).
-const DESCRIPTOR_BYTES_MAX: u64 = 64 << 20;
+pub const DESCRIPTOR_BYTES_MAX: u64 = 64 << 20;
 /// Deepest level a descriptor may name.
 const LEVELS_MAX: usize = 64;
 
@@ -277,8 +277,8 @@ impl Engine {
 /// Gives the tables of the checkpoint in `dir` (a copy of another engine's) numbers from
 /// `at_least` up, or from above their current numbers if those are higher: rewrites each
 /// table's footer, renames it, and rewrites the descriptor. A crash leaves the directory
-/// half renumbered: discard it. Returns the first number used.
-pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<u64> {
+/// half renumbered: discard it. Returns the numbers used (first..past the last).
+pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<u64>> {
     let mut edit = read_descriptor(dir)?;
     let first = edit
         .added
@@ -300,7 +300,7 @@ pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<u64> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok(first)
+    Ok(first..first + edit.added.len() as u64)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

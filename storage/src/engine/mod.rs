@@ -54,7 +54,9 @@ mod stats;
 mod workers;
 mod write;
 
-pub use checkpoint::{CHECKPOINT_FILE, CheckpointInfo, decode_descriptor, renumber_checkpoint};
+pub use checkpoint::{
+    CHECKPOINT_FILE, CheckpointInfo, DESCRIPTOR_BYTES_MAX, decode_descriptor, renumber_checkpoint,
+};
 pub(crate) use open::replay_record;
 
 use std::borrow::Cow;
