@@ -25,13 +25,23 @@ fn options(bytes: usize) -> ReaderOptions {
 
 /// Encodes the operations of one request as an entry's command.
 pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    encode_ops_after(0, ops)
+}
+
+/// [`encode_ops`] after `prefix_bytes` zero bytes (room for what the caller puts first).
+pub fn encode_ops_after(prefix_bytes: usize, ops: &[Op]) -> Vec<u8> {
     let mut message = Builder::new_default();
     let params = message.init_root::<core_kv::batch_params::Builder<'_>>();
     let mut list = params.init_ops(ops.len() as u32);
     for (i, op) in ops.iter().enumerate() {
         write_op(list.reborrow().get(i as u32), op);
     }
-    capnp::serialize::write_message_to_words(&message)
+    let words = capnp::serialize::compute_serialized_size_in_words(&message);
+    let mut out = Vec::with_capacity(prefix_bytes + words * 8);
+    out.resize(prefix_bytes, 0);
+    // Writing to a Vec cannot fail.
+    let _ = capnp::serialize::write_message(&mut out, &message);
+    out
 }
 
 /// Decodes an entry's command.
@@ -80,6 +90,11 @@ mod tests {
             Op::Get { key: b"g".to_vec() },
         ];
         assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
+        let after = encode_ops_after(8, &ops);
+        assert_eq!(
+            (&after[..8], &after[8..]),
+            (&[0u8; 8][..], &encode_ops(&ops)[..])
+        );
         let results = vec![
             OpResult::Error(OpError::new(ErrorCode::NotLeader, "node 2 leads")),
             OpResult::Get(None),

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use corekv_storage::Engine;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
@@ -47,7 +48,10 @@ use super::snapshot::Snapshots;
 /// the same state. `Err` when this replica could not apply it (its storage failed): the
 /// entry is not marked applied and the group stops, so the replica never goes on from a
 /// state the others do not have.
-pub type ApplyFn = Rc<dyn Fn(Engine, Vec<u8>) -> LocalBoxFuture<'static, Result<Vec<u8>, String>>>;
+pub type ApplyFn = Rc<dyn Fn(Engine, Bytes) -> LocalBoxFuture<'static, Result<Vec<u8>, String>>>;
+
+/// Bytes at the start of an entry's data: the proposer's time (ms, little-endian).
+pub const ENTRY_TIME_BYTES: usize = 8;
 
 /// Sends messages to peers (best effort: Raft retries what is lost).
 pub type SendFn = Rc<dyn Fn(Vec<Message>)>;
@@ -83,6 +87,7 @@ enum Event {
         to: u64,
         ok: bool,
     },
+    /// An entry's data: room for its time, then the command.
     Propose(Vec<u8>, Waiter),
     ReadBarrier(ReadWaiter),
     Tick,
@@ -242,11 +247,23 @@ impl Group {
 
     /// Proposes `command`; resolves once it is applied here (with its answer) or cannot be.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        let mut data = vec![0; ENTRY_TIME_BYTES];
+        data.extend_from_slice(&command);
+        self.propose_entry(data).await
+    }
+
+    /// [`Group::propose`] of `data[ENTRY_TIME_BYTES..]`: the first [`ENTRY_TIME_BYTES`] are
+    /// room for the entry's time, so the command is not copied once more to make an entry.
+    pub async fn propose_entry(&self, data: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        assert!(
+            data.len() >= ENTRY_TIME_BYTES,
+            "an entry begins with its time"
+        );
         let (tx, rx) = oneshot::channel();
         if self
             .inner
             .events
-            .unbounded_send(Event::Propose(command, tx))
+            .unbounded_send(Event::Propose(data, tx))
             .is_err()
         {
             return Err(ProposeError::Stopped);
@@ -474,9 +491,9 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 let _ = tx.send(Err(ProposeError::NotLeader { leader }));
                 return Ok(true);
             }
-            let mut data = Vec::with_capacity(8 + command.len());
-            data.extend_from_slice(&corekv_storage::Clock::system().now_ms().to_le_bytes());
-            data.extend_from_slice(&command);
+            let mut data = command;
+            data[..ENTRY_TIME_BYTES]
+                .copy_from_slice(&corekv_storage::Clock::system().now_ms().to_le_bytes());
             let before = node.raft.raft_log.last_index();
             match node.propose(Vec::new(), data) {
                 Ok(()) => {
@@ -686,7 +703,7 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
     for entry in entries {
         let index = entry.index;
         let answer = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-            let Some((time, command)) = entry.data.split_first_chunk::<8>() else {
+            let Some((time, _)) = entry.data.split_first_chunk::<ENTRY_TIME_BYTES>() else {
                 return Err(format!(
                     "entry {index}: {} bytes, no time",
                     entry.data.len()
@@ -696,7 +713,9 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
             engine
                 .begin_entry(index, u64::from_le_bytes(*time))
                 .map_err(|e| e.to_string())?;
-            let answer = (inner.apply)(engine.clone(), command.to_vec())
+            // A view of the entry's bytes, not a copy.
+            let command = entry.data.slice(ENTRY_TIME_BYTES..);
+            let answer = (inner.apply)(engine.clone(), command)
                 .await
                 .map_err(|e| format!("entry {index} could not be applied here: {e}"))?;
             engine.end_entry().map_err(|e| e.to_string())?;

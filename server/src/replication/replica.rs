@@ -16,8 +16,8 @@ use glommio::net::TcpStream;
 use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
-use super::commands::{decode_ops, decode_results, encode_ops, encode_results};
-use super::group::{ApplyFn, Group, GroupConfig, ProposeError};
+use super::commands::{decode_ops, decode_results, encode_ops_after, encode_results};
+use super::group::{ApplyFn, ENTRY_TIME_BYTES, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
 use super::snapshot::{Incoming, Snapshots};
 use super::transport::{
@@ -130,7 +130,7 @@ impl Replica {
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };
         }
-        let command = encode_ops(&ops);
+        let command = encode_ops_after(ENTRY_TIME_BYTES, &ops);
         if command.len() > ENTRY_BYTES_MAX {
             let e = OpError {
                 code: ErrorCode::BatchTooLarge,
@@ -146,7 +146,7 @@ impl Replica {
             };
             return vec![OpResult::Error(e); count];
         }
-        match self.group.propose(command).await {
+        match self.group.propose_entry(command).await {
             Ok(answer) => match decode_results(&answer) {
                 Ok(results) if results.len() == count => results,
                 _ => vec![

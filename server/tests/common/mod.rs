@@ -33,7 +33,7 @@ pub fn options() -> Options {
 /// Commands: `i<key>` adds 1 to the counter `key` and answers the new value; `p<key>=<value>`
 /// puts and answers `ok`. Applied through the engine like the server's commands are.
 pub fn apply_fn() -> ApplyFn {
-    Rc::new(|engine: Engine, command: Vec<u8>| {
+    Rc::new(|engine: Engine, command: bytes::Bytes| {
         async move {
             match command.split_first() {
                 Some((b'i', key)) => {
