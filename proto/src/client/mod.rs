@@ -266,7 +266,9 @@ impl Client {
                     }
                 }
                 // This replica knows no leader; another one may (this one may be cut off).
-                None => self.next_replica(shard, &owner).await,
+                None => {
+                    self.next_replica(shard, &owner).await;
+                }
             }
             (self.inner.sleep)(pause).await;
             pause = (pause * 2).min(LEADER_PAUSE_MAX);
@@ -306,8 +308,8 @@ impl Client {
     }
 
     /// Sends shard `shard`'s next calls to the next known node after `old`'s that accepts a
-    /// connection (none: `old` stays).
-    async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) {
+    /// connection, and returns it (None: `old` stays).
+    async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) -> Option<SocketAddr> {
         let current = old.connection().addr();
         let known = self.inner.known.borrow().clone();
         let n = known.len();
@@ -315,36 +317,26 @@ impl Client {
             let i = (self.inner.next_replica.get() + k) % n;
             if known[i] != current && self.switch(shard, old, known[i]).await {
                 self.inner.next_replica.set(i + 1);
-                return;
+                return Some(known[i]);
             }
         }
+        None
     }
 
     /// Replaces shard `shard`'s failed connection `old` with one to the next known node that
     /// accepts one, and learns the replicas that node knows (none reachable: `old` stays, and
     /// the next call fails again).
     async fn replace(&self, shard: u32, old: &Rc<Coalescer>) {
-        let failed = old.connection().addr();
-        let known = self.inner.known.borrow().clone();
-        let n = known.len();
-        for k in 0..n {
-            let i = (self.inner.next_replica.get() + k) % n;
-            let addr = known[i];
-            if addr == failed || !self.switch(shard, old, addr).await {
-                continue;
-            }
-            self.inner.next_replica.set(i + 1);
-            let now = self.inner.shards[shard as usize].borrow().clone();
-            if let Ok(topology) = now.connection().topology().await {
-                for r in topology.shards.iter().flat_map(|s| &s.replicas) {
-                    if let (false, Ok(a)) =
-                        (r.host.is_empty(), shard_address(addr, &r.host, r.port))
-                    {
-                        self.learn(a);
-                    }
+        let Some(addr) = self.next_replica(shard, old).await else {
+            return;
+        };
+        let now = self.inner.shards[shard as usize].borrow().clone();
+        if let Ok(topology) = now.connection().topology().await {
+            for r in topology.shards.iter().flat_map(|s| &s.replicas) {
+                if let (false, Ok(a)) = (r.host.is_empty(), shard_address(addr, &r.host, r.port)) {
+                    self.learn(a);
                 }
             }
-            return;
         }
     }
 

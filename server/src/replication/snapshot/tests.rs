@@ -1,0 +1,140 @@
+//! Tests of the receiving side: chunk order, checksums, file names, and the bounds on a stream.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn incoming(dir: &Path) -> Incoming {
+    Incoming {
+        owner: Weak::new(),
+        index: 9,
+        term: 2,
+        dir: dir.to_path_buf(),
+        file: None,
+        done: Vec::new(),
+        reserve: 0,
+        complete: false,
+        handed_over: true,
+    }
+}
+
+fn chunk(file: &str, offset: u64, data: &[u8], last: bool, crc32c: u32) -> SnapshotChunk {
+    SnapshotChunk {
+        index: 9,
+        term: 2,
+        file: file.into(),
+        offset,
+        data: data.to_vec(),
+        last,
+        crc32c,
+    }
+}
+
+#[test]
+fn a_snapshot_is_bounded_in_bytes_and_files() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let data = [5u8; 10];
+
+    // Each chunk must leave the reserve free on the disk.
+    let mut a = incoming(dir.path());
+    a.write(chunk("000001.sst", 0, &data, false, 0)).unwrap();
+    a.reserve = u64::MAX / 2;
+    let e = a
+        .write(chunk("000001.sst", 10, &data, false, 0))
+        .unwrap_err();
+    assert!(e.contains("free"), "{e}");
+
+    let mut b = incoming(dir.path());
+    b.done = (0..FILES_MAX).map(|i| (format!("{i}"), 0)).collect();
+    let e = b
+        .write(chunk("000002.sst", 0, &data, true, crc32c::crc32c(&data)))
+        .unwrap_err();
+    assert!(e.contains("files"), "{e}");
+
+    // A descriptor is read whole: it is bounded before it is.
+    let mut c = incoming(dir.path());
+    c.file = Some(OpenFile {
+        name: CHECKPOINT_FILE.into(),
+        file: tempfile::tempfile_in(dir.path()).unwrap(),
+        offset: DESCRIPTOR_BYTES_MAX - 5,
+        crc: 0,
+    });
+    let e = c
+        .write(chunk(
+            CHECKPOINT_FILE,
+            DESCRIPTOR_BYTES_MAX - 5,
+            &data,
+            false,
+            0,
+        ))
+        .unwrap_err();
+    assert!(e.contains("descriptor over"), "{e}");
+}
+
+#[test]
+fn file_names_cannot_leave_the_snapshot_directory() {
+    for good in ["CHECKPOINT", "000012.sst", "12345678901234567890.sst"] {
+        assert!(valid_file_name(good), "{good}");
+    }
+    for bad in [
+        "../CHECKPOINT",
+        "12.sst",
+        "00001a.sst",
+        "/000012.sst",
+        "x/000012.sst",
+        "",
+    ] {
+        assert!(!valid_file_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn chunks_out_of_order_of_another_snapshot_or_with_a_bad_checksum_are_refused() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let data = b"0123456789";
+    let crc = crc32c::crc32c(data);
+
+    let mut a = incoming(dir.path());
+    a.write(chunk("000001.sst", 0, &data[..4], false, 0))
+        .unwrap();
+    let e = a
+        .write(chunk("000001.sst", 5, &data[5..], true, crc))
+        .unwrap_err();
+    assert!(e.contains("offset"), "{e}");
+    let e = a
+        .write(chunk("000002.sst", 0, data, true, crc))
+        .unwrap_err();
+    assert!(e.contains("before"), "{e}");
+    let mut other = chunk("000001.sst", 4, &data[4..], true, crc);
+    other.term = 3;
+    assert!(a.write(other).is_err(), "another snapshot's chunk");
+    let e = a
+        .write(chunk("000001.sst", 4, &data[4..], true, crc ^ 1))
+        .unwrap_err();
+    assert!(e.contains("checksum"), "{e}");
+
+    let mut b = incoming(dir.path());
+    b.write(chunk("000003.sst", 0, data, true, crc)).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("000003.sst")).unwrap(), data);
+    let e = b
+        .write(chunk("000003.sst", 0, data, true, crc))
+        .unwrap_err();
+    assert!(e.contains("twice"), "{e}");
+    assert!(b.write(chunk("../x.sst", 0, data, true, crc)).is_err());
+    // A descriptor that does not decode, or names tables that did not arrive, is refused.
+    let e = b
+        .write(chunk(
+            CHECKPOINT_FILE,
+            0,
+            b"junk",
+            true,
+            crc32c::crc32c(b"junk"),
+        ))
+        .unwrap_err();
+    assert!(e.contains("descriptor"), "{e}");
+    assert!(!b.complete);
+}
