@@ -6,7 +6,8 @@
 //! from the others by a partition (proxies on the peer links) acknowledges nothing, the
 //! majority goes on, and after healing every node has every acknowledged write and nothing
 //! else. A node down while the others flush and compact their logs past it catches up by a
-//! snapshot of the leader's tables. Followers tell clients where the leader is, `topology`
+//! snapshot of the leader's tables (and a write still pending on a deposed leader is answered,
+//! outcome unknown, when such a snapshot replaces its log). Followers tell clients where the leader is, `topology`
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 //! With 2 shards per node, each shard is a group of its own: its own leader, failover and
 //! catching up (and with `--read-mode lease`, leaders answer reads by their leases).
@@ -304,6 +305,59 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             let want = (i >= 10).then(|| value(i + 1000));
             assert_eq!(c.get(&kv(i).0).await.unwrap(), want, "key {i}");
         }
+    });
+    cluster.stop();
+}
+
+#[test]
+fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_log() {
+    let dir = test_dir("cluster-superseded");
+    // The majority's logs soon start past the cut-off leader's (20 entries kept behind the
+    // flushed one, small memtables), and a write waits a minute for its outcome: within the
+    // test only the snapshot that replaces the old leader's log can answer it.
+    let mut cluster = LocalCluster::start(
+        dir.path(),
+        3,
+        &[
+            "--log-retain-entries",
+            "20",
+            "--memtable-size-bytes",
+            "32768",
+            "--request-timeout-ms",
+            "60000",
+        ],
+    );
+    block_on(async {
+        let value = |i: usize| format!("{i}-{}", "x".repeat(1000)).into_bytes();
+        let mut leader = 0;
+        for i in 0..10 {
+            leader = put_anywhere(&cluster, &[], &kv(i).0, &value(i)).await;
+        }
+        // The leader, cut off, takes a write it can never commit.
+        cluster.partition(&[leader]);
+        let old = leader;
+        let c = Connection::connect(TokioRuntime, cluster.nodes[old as usize - 1].addr)
+            .await
+            .unwrap();
+        let pending = tokio::task::spawn_local(async move { c.put(b"pending", b"lost", 0).await });
+        for i in 0..200 {
+            leader = put_anywhere(&cluster, &[old], &kv(i).0, &value(i + 1000)).await;
+        }
+        assert_ne!(leader, old);
+        cluster.heal();
+        let answer = tokio::time::timeout(Duration::from_secs(30), pending)
+            .await
+            .expect("the pending write was not answered when the snapshot replaced its log")
+            .unwrap();
+        match answer {
+            Err(ClientError::Server(e))
+                if e.code == ErrorCode::OutcomeUnknown && e.message.contains("snapshot") => {}
+            other => panic!("the deposed leader's pending write: {other:?}"),
+        }
+        let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
+            .await
+            .unwrap();
+        assert_eq!(c.get(b"pending").await.unwrap(), None);
     });
     cluster.stop();
 }

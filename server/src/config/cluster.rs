@@ -12,6 +12,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// engine's tables hold, for a follower that lags (etcd keeps 5000); a follower further
 /// behind gets a snapshot.
 pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
+/// Default `--request-timeout-ms`: how long a replicated write or read barrier waits for its
+/// outcome before answering `outcomeUnknown` (a partition, a lost leadership).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Most nodes in a cluster.
 pub const NODES_MAX: usize = 7;
 
@@ -30,6 +33,8 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// See [`DEFAULT_LOG_RETAIN_ENTRIES`].
     pub log_retain_entries: u64,
+    /// See [`DEFAULT_REQUEST_TIMEOUT_MS`].
+    pub request_timeout_ms: u64,
     /// How a leader confirms its leadership before a read (`--read-mode`).
     pub read_mode: super::ReadMode,
     /// Where clients reach this node (`host:port`), told to the peers so that a follower can
@@ -103,6 +108,7 @@ impl ClusterConfig {
             election_timeout_ms,
             heartbeat_interval_ms,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             read_mode: super::ReadMode::default(),
             client_address: String::new(),
             dial_overrides: Vec::new(),

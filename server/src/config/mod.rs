@@ -170,6 +170,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub log_retain_entries: Option<u64>,
 
+    /// Cluster: how long a write (or a read's leadership check) waits for its outcome before
+    /// the client is told `outcomeUnknown` (a partition, a lost leadership). [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
     /// Cluster: how a leader confirms it still leads before a read. `read-index` asks a
     /// majority for every batch of reads (a heartbeat round trip); `lease` answers reads
     /// without asking while a majority confirmed it within the last 90% of an election
@@ -531,6 +536,14 @@ impl Config {
         let mut cluster = cluster;
         if let Some(n) = cli.log_retain_entries {
             cluster_only(&mut cluster, "--log-retain-entries")?.log_retain_entries = n;
+        }
+        if let Some(ms) = cli.request_timeout_ms {
+            if ms == 0 {
+                return Err(ConfigError::Invalid(
+                    "`--request-timeout-ms` must be at least 1".to_string(),
+                ));
+            }
+            cluster_only(&mut cluster, "--request-timeout-ms")?.request_timeout_ms = ms;
         }
         if let Some(mode) = cli.read_mode {
             cluster_only(&mut cluster, "--read-mode")?.read_mode = mode;

@@ -285,12 +285,15 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     assert_eq!(c.cores.len(), 2);
 
     let mut args = cluster.to_vec();
+    assert_eq!(cc.request_timeout_ms, 5_000);
     args.extend(["--read-mode", "lease", "--log-retain-entries", "50"]);
+    args.extend(["--request-timeout-ms", "60000"]);
     let cc = Config::resolve(cli(&args), &cpus("0-1"))
         .unwrap()
         .cluster
         .unwrap();
     assert_eq!((cc.read_mode, cc.log_retain_entries), (ReadMode::Lease, 50));
+    assert_eq!(cc.request_timeout_ms, 60_000);
 
     // Clients are told the listen address; with 0.0.0.0, the peer host; or what is advertised.
     let mut args = cluster.to_vec();
@@ -309,6 +312,7 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
         &["--read-mode", "lease"][..],
         &["--log-retain-entries", "5"],
         &["--advertise-host", "10.1.2.3"],
+        &["--request-timeout-ms", "100"],
     ] {
         let e = Config::resolve(cli(alone), &cpus("0")).unwrap_err();
         assert!(e.to_string().contains("needs a cluster"), "{e}");

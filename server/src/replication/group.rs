@@ -69,6 +69,10 @@ pub enum ProposeError {
     /// The entry was replaced by another leader's: it was not applied and never will be.
     #[error("the proposal was dropped by a change of leader; it was not applied")]
     Dropped,
+    /// A snapshot from another leader replaced this replica's log past the entry before it
+    /// was applied here: it may or may not be in the snapshot.
+    #[error("a snapshot replaced the log past the proposal; the outcome is unknown")]
+    Superseded,
     /// The group stopped (shutdown or a storage failure) before the outcome was known.
     #[error("the group stopped; the outcome is unknown")]
     Stopped,
@@ -615,6 +619,16 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         };
         snapshots.install(index, term).await?;
         inner.applied.set(index);
+        // Proposals of this replica's leadership that the snapshot covers are never applied
+        // one by one here: their outcome is in the snapshot, unknown to this replica.
+        let covered = {
+            let mut proposals = inner.proposals.borrow_mut();
+            let rest = proposals.split_off(&(index + 1));
+            std::mem::replace(&mut *proposals, rest)
+        };
+        for (_, (_, tx, _)) in covered {
+            let _ = tx.send(Err(ProposeError::Superseded));
+        }
     }
     apply_entries(inner, ready.take_committed_entries()).await?;
     let entries = ready.take_entries();

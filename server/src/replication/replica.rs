@@ -32,7 +32,6 @@ use crate::shard::Shard;
 
 /// How long a write or read waits for its outcome before it is answered `outcomeUnknown`
 /// (a write: it may still be applied) or `notLeader` (a read: it had no effect).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest command one entry carries: a peer frame holds at least one whole entry.
 const ENTRY_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX - (1 << 20);
 
@@ -255,6 +254,12 @@ impl Replica {
                 "the write got no outcome in time (a partition or an election): it may or may \
                  not be applied; read the key to find out",
             ),
+            ProposeError::Superseded => OpError::new(
+                ErrorCode::OutcomeUnknown,
+                "this replica lost its leadership, and a snapshot from the new leader replaced \
+                 its log past the write: it may or may not have been applied; read the key to \
+                 find out",
+            ),
             ProposeError::Stopped => OpError::new(
                 ErrorCode::OutcomeUnknown,
                 "the replica stopped before the outcome was known: the write may or may not \
@@ -360,7 +365,7 @@ pub async fn start(
         election_ticks: (cluster.election_timeout_ms / cluster.heartbeat_interval_ms) as usize,
         heartbeat_ticks: 1,
         log_retain_entries: cluster.log_retain_entries,
-        request_timeout: REQUEST_TIMEOUT,
+        request_timeout: Duration::from_millis(cluster.request_timeout_ms),
         lease: None,
     };
     if cluster.read_mode == ReadMode::Lease {
