@@ -329,26 +329,33 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
     );
     block_on(async {
         let value = |i: usize| format!("{i}-{}", "x".repeat(1000)).into_bytes();
-        let mut leader = 0;
-        for i in 0..10 {
-            leader = put_anywhere(&cluster, &[], &kv(i).0, &value(i)).await;
-        }
-        // The leader, cut off, takes a write it can never commit.
-        cluster.partition(&[leader]);
-        let old = leader;
-        let c = Connection::connect(TokioRuntime, cluster.nodes[old as usize - 1].addr)
-            .await
-            .unwrap();
-        let pending = tokio::task::spawn_local(async move { c.put(b"pending", b"lost", 0).await });
-        for i in 0..200 {
-            leader = put_anywhere(&cluster, &[old], &kv(i).0, &value(i + 1000)).await;
-        }
-        assert_ne!(leader, old);
-        cluster.heal();
-        let answer = tokio::time::timeout(Duration::from_secs(30), pending)
-            .await
-            .expect("the pending write was not answered when the snapshot replaced its log")
-            .unwrap();
+        let mut leader = put_anywhere(&cluster, &[], b"first", b"1").await;
+        let mut attempts = 0;
+        let answer = loop {
+            // The leader, cut off, takes a write it can never commit (unless it stepped down
+            // before the write reached it: then again).
+            cluster.partition(&[leader]);
+            let old = leader;
+            let c = Connection::connect(TokioRuntime, cluster.nodes[old as usize - 1].addr)
+                .await
+                .unwrap();
+            let pending =
+                tokio::task::spawn_local(async move { c.put(b"pending", b"lost", 0).await });
+            for i in 0..200 {
+                leader = put_anywhere(&cluster, &[old], &kv(i).0, &value(i + 1000)).await;
+            }
+            assert_ne!(leader, old);
+            cluster.heal();
+            let answer = tokio::time::timeout(Duration::from_secs(30), pending)
+                .await
+                .expect("the pending write was not answered when the snapshot replaced its log")
+                .unwrap();
+            attempts += 1;
+            match answer {
+                Err(ClientError::Server(e)) if e.code == ErrorCode::NotLeader && attempts < 3 => {}
+                other => break other,
+            }
+        };
         match answer {
             Err(ClientError::Server(e))
                 if e.code == ErrorCode::OutcomeUnknown && e.message.contains("snapshot") => {}

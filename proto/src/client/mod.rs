@@ -308,7 +308,8 @@ impl Client {
     }
 
     /// Sends shard `shard`'s next calls to the next known node after `old`'s that accepts a
-    /// connection, and returns it (None: `old` stays).
+    /// connection, unless another call moved them already; None when none does (`old`
+    /// stays).
     async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) -> Option<SocketAddr> {
         let current = old.connection().addr();
         let known = self.inner.known.borrow().clone();
@@ -327,10 +328,12 @@ impl Client {
     /// accepts one, and learns the replicas that node knows (none reachable: `old` stays, and
     /// the next call fails again).
     async fn replace(&self, shard: u32, old: &Rc<Coalescer>) {
-        let Some(addr) = self.next_replica(shard, old).await else {
+        if self.next_replica(shard, old).await.is_none() {
             return;
-        };
+        }
+        // Where the shard went (this call's choice, or another call's).
         let now = self.inner.shards[shard as usize].borrow().clone();
+        let addr = now.connection().addr();
         if let Ok(topology) = now.connection().topology().await {
             for r in topology.shards.iter().flat_map(|s| &s.replicas) {
                 if let (false, Ok(a)) = (r.host.is_empty(), shard_address(addr, &r.host, r.port)) {

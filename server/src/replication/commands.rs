@@ -46,6 +46,18 @@ pub fn encode_ops_after(prefix_bytes: usize, ops: &[Op]) -> Vec<u8> {
 
 /// Decodes an entry's command.
 pub fn decode_ops(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
+    // Capnp reads segments in place only when they are 8-byte aligned; a command is a view
+    // into its entry's bytes, so one that is not is read from an aligned copy (an error here
+    // must depend on the bytes alone: every replica answers alike).
+    if (bytes.as_ptr() as usize) % 8 != 0 {
+        let mut words = capnp::Word::allocate_zeroed_vec(bytes.len().div_ceil(8));
+        capnp::Word::words_to_bytes_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        return decode_ops_aligned(&capnp::Word::words_to_bytes(&words)[..bytes.len()]);
+    }
+    decode_ops_aligned(bytes)
+}
+
+fn decode_ops_aligned(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
     let mut slice = bytes;
     let message = capnp::serialize::read_message_from_flat_slice(&mut slice, options(bytes.len()))?;
     let params = message.get_root::<core_kv::batch_params::Reader<'_>>()?;
@@ -90,6 +102,10 @@ mod tests {
             Op::Get { key: b"g".to_vec() },
         ];
         assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
+        // At an offset that is not a multiple of 8, as a view into an entry may be.
+        let mut unaligned = vec![0u8; 3];
+        unaligned.extend_from_slice(&encode_ops(&ops));
+        assert_eq!(decode_ops(&unaligned[3..]).unwrap(), ops);
         let after = encode_ops_after(8, &ops);
         assert_eq!(
             (&after[..8], &after[8..]),

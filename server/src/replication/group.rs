@@ -20,10 +20,13 @@
 //! ## Outcomes of a proposal
 //! `Ok(answer)` once applied here; [`ProposeError::NotLeader`] (nothing proposed);
 //! [`ProposeError::Dropped`] when another leader's entry took its index (definitely not
-//! applied); [`ProposeError::Stopped`] when the group stopped first (outcome unknown).
+//! applied); [`ProposeError::Superseded`] when a snapshot from another leader replaced the
+//! log past it (outcome unknown); [`ProposeError::TimedOut`] after the request timeout and
+//! [`ProposeError::Stopped`] when the group stopped first (outcome unknown).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -85,7 +88,7 @@ pub enum ProposeError {
 enum Event {
     Message(Box<Message>),
     /// A `MsgSnapshot` whose files arrived whole (see [`super::snapshot`]).
-    Snapshot(Box<Message>),
+    Snapshot(Box<Message>, PathBuf),
     /// Whether sending a snapshot to a peer succeeded.
     SnapshotSent {
         to: u64,
@@ -228,11 +231,11 @@ impl Group {
 
     /// Hands a `MsgSnapshot` whose files have arrived (and are kept by the group's
     /// [`Snapshots`]) to the group.
-    pub fn step_snapshot(&self, message: Message) {
+    pub fn step_snapshot(&self, message: Message, dir: PathBuf) {
         let _ = self
             .inner
             .events
-            .unbounded_send(Event::Snapshot(Box::new(message)));
+            .unbounded_send(Event::Snapshot(Box::new(message), dir));
     }
 
     /// Tells raft-rs whether the snapshot sent to `to` got there.
@@ -442,14 +445,15 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 "refused a peer message this replica never expects (a proposal, or a \
                  configuration-change entry)");
         }
-        Event::Snapshot(m) => {
+        Event::Snapshot(m, dir) => {
             let meta = m.get_snapshot().get_metadata();
             let (index, term) = (meta.index, meta.term);
             if let Err(e) = node.step(*m) {
                 tracing::debug!(error = %e, "snapshot message not taken");
             }
             // Taken, it waits in raft-rs until the next `Ready` installs it; refused (entries
-            // this replica holds, a deposed leader's), its files go now.
+            // this replica holds, a deposed leader's), its files go now (this copy's only:
+            // another leader's may have the same index and term).
             let taken = node
                 .raft
                 .raft_log
@@ -458,7 +462,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 .as_ref()
                 .is_some_and(|s| (s.get_metadata().index, s.get_metadata().term) == (index, term));
             if !taken && let Some(snapshots) = inner.snapshots.borrow().as_ref() {
-                snapshots.discard(index, term);
+                snapshots.discard(&dir);
             }
         }
         Event::SnapshotSent { to, ok } => {

@@ -30,8 +30,6 @@ use crate::faults::PlantedBug;
 use crate::mesh::Work;
 use crate::shard::Shard;
 
-/// How long a write or read waits for its outcome before it is answered `outcomeUnknown`
-/// (a write: it may still be applied) or `notLeader` (a read: it had no effect).
 /// Largest command one entry carries: a peer frame holds at least one whole entry.
 const ENTRY_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX - (1 << 20);
 
@@ -567,7 +565,7 @@ impl PeerInbox for ReplicaInbox {
                     incoming.term,
                     incoming.dir.clone(),
                 ));
-                self.group.step_snapshot(message);
+                self.group.step_snapshot(message, incoming.dir.clone());
             }
             _ => tracing::warn!(
                 shard,

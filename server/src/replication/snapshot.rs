@@ -442,16 +442,11 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Raft did not take the received snapshot (index, term) (it holds those entries
-    /// already, or it is from a deposed leader): its files go.
-    pub fn discard(&self, index: u64, term: u64) {
-        self.received.borrow_mut().retain(|(i, t, d)| {
-            let keep = (*i, *t) != (index, term);
-            if !keep {
-                remove_dir(d);
-            }
-            keep
-        });
+    /// Raft did not take the snapshot received into `dir` (it holds those entries already,
+    /// or it is from a deposed leader): its files go.
+    pub fn discard(&self, dir: &Path) {
+        self.received.borrow_mut().retain(|(_, _, d)| d != dir);
+        remove_dir(dir);
     }
 
     pub(super) async fn chunk(
