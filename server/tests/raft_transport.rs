@@ -444,7 +444,7 @@ impl PeerInbox for Counting {
 }
 
 #[test]
-fn a_snapshot_stream_that_goes_silent_is_closed_and_other_connections_may_idle() {
+fn a_snapshot_stream_that_goes_silent_or_trickles_is_closed_and_other_connections_may_idle() {
     run(|| async {
         let idle = Duration::from_millis(300);
         let expected = Expected {
@@ -496,6 +496,22 @@ fn a_snapshot_stream_that_goes_silent_is_closed_and_other_connections_may_idle()
         .await;
         assert_eq!(n.unwrap(), 0, "the silent snapshot stream must be closed");
         assert_eq!(inbox.chunks.get(), 1);
+
+        // One that trickles its next frame, a byte at a time (each read well inside the
+        // timeout), is closed too: each frame must arrive whole in time.
+        let mut trickle = TcpStream::connect(addr).await.unwrap();
+        trickle.write_all(&good).await.unwrap();
+        trickle.write_all(&chunk).await.unwrap();
+        let mut closed = false;
+        for byte in chunk.iter().take(50) {
+            glommio::timer::sleep(idle / 3).await;
+            if trickle.write_all(std::slice::from_ref(byte)).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "a trickling snapshot stream must be closed");
+        assert_eq!(inbox.chunks.get(), 2);
 
         glommio::timer::sleep(idle * 3).await;
         plain

@@ -5,8 +5,10 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
+use futures::future::{Either, select};
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
@@ -30,14 +32,14 @@ pub struct Expected {
     pub node_id: u64,
     /// Shards of this node: a `Hello` for a shard at or over this is refused.
     pub shards: u32,
-    /// Longest a connection that is streaming a snapshot may stay silent before it is closed
-    /// (and what it sent removed); other connections may idle (a follower's peers send it
-    /// nothing while it leads nobody).
+    /// Longest a connection that is streaming a snapshot may take to send its next frame
+    /// whole before it is closed (and what it sent removed); other connections may idle (a
+    /// follower's peers send it nothing while it leads nobody).
     pub snapshot_idle_timeout: Duration,
 }
 
 /// The default [`Expected::snapshot_idle_timeout`]: a sender waits up to 30 s for a write to
-/// be taken, so a live stream is never silent this long.
+/// be taken, and a frame is at most a 1 MiB chunk, so a live stream sends each within this.
 pub const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an inbound connection was closed by this node.
@@ -70,7 +72,7 @@ enum Refusal {
     MessageTo { got: u64, want: u64 },
     #[error("snapshot: {0}")]
     Snapshot(String),
-    #[error("snapshot: nothing received for {0:?}")]
+    #[error("snapshot: no whole frame within {0:?}")]
     SnapshotIdle(Duration),
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -217,11 +219,17 @@ async fn read_messages(
     let mut conn = Default::default();
     let mut streaming = false;
     loop {
-        let frame = match read_frame(stream, &mut buf).await {
-            Err(WireError::Io(e)) if streaming && e.kind() == io::ErrorKind::TimedOut => {
-                return Err(Refusal::SnapshotIdle(expected.snapshot_idle_timeout));
+        let frame = if streaming {
+            // A stream that stops (or trickles) half way must not keep its files and a
+            // receiving slot for ever: each frame has the idle timeout to arrive whole.
+            let timeout = expected.snapshot_idle_timeout;
+            let read = pin!(read_frame(stream, &mut buf));
+            match select(read, pin!(glommio::timer::sleep(timeout))).await {
+                Either::Left((frame, _)) => frame?,
+                Either::Right(_) => return Err(Refusal::SnapshotIdle(timeout)),
             }
-            other => other?,
+        } else {
+            read_frame(stream, &mut buf).await?
         };
         let messages = match frame {
             None => return Ok(()),
@@ -237,14 +245,7 @@ async fn read_messages(
                         .snapshot_chunk(&mut conn, hello.shard, hello.from_node, chunk)
                         .await
                         .map_err(Refusal::Snapshot)?;
-                    if !streaming {
-                        // A stream that stops half way must not keep its files (and a
-                        // receiving slot) for ever.
-                        streaming = true;
-                        stream
-                            .set_read_timeout(Some(expected.snapshot_idle_timeout))
-                            .map_err(|e| WireError::Io(e.into()))?;
-                    }
+                    streaming = true;
                     continue;
                 }
             },
