@@ -19,7 +19,7 @@
 //! (`renumber_checkpoint`) and the `MsgSnapshot` that follows is handed to Raft. Anything else
 //! (a chunk out of order, a bad file name, a checksum mismatch, a `MsgSnapshot` whose files did
 //! not arrive on its connection, more than [`FILES_MAX`] files, a chunk that would leave less
-//! than [`DISK_RESERVE_BYTES`] free on the disk, a minute without a frame) closes the connection
+//! than [`DISK_RESERVE_BYTES`] free on the disk, a frame not whole within a minute) closes the connection
 //! and removes what it sent. When Raft
 //! accepts the snapshot, [`Snapshots::install`]: the log records it (a marker, then its state
 //! file), the engine installs the checkpoint (its commit point), the log restarts after it.
