@@ -92,6 +92,20 @@ async fn put_through_failover(
     failed
 }
 
+/// Small memtables flush often, and the logs keep only 20 entries behind the flushed one: a
+/// node that misses a few hundred writes of [`large_value`]s is behind every leader's log.
+const SHORT_LOGS: &[&str] = &[
+    "--log-retain-entries",
+    "20",
+    "--memtable-size-bytes",
+    "32768",
+];
+
+/// A value of about 1 KB, numbered `i`.
+fn large_value(i: usize) -> Vec<u8> {
+    format!("{i}-{}", "x".repeat(1000)).into_bytes()
+}
+
 fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
     (
         format!("k{i:04}").into_bytes(),
@@ -223,16 +237,13 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         dir.path(),
         3,
         &[
-            "--log-retain-entries",
-            "20",
-            "--memtable-size-bytes",
-            "32768",
-            "--debug-fault-injection",
-            "bug=follower-reads",
-        ],
+            SHORT_LOGS,
+            &["--debug-fault-injection", "bug=follower-reads"],
+        ]
+        .concat(),
     );
     block_on(async {
-        let value = |i: usize| format!("{i}-{}", "x".repeat(1000)).into_bytes();
+        let value = large_value;
         let mut leader = 0;
         for i in 0..30 {
             leader = put_anywhere(&cluster, &[], &kv(i).0, &value(i)).await;
@@ -318,17 +329,10 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
     let mut cluster = LocalCluster::start(
         dir.path(),
         3,
-        &[
-            "--log-retain-entries",
-            "20",
-            "--memtable-size-bytes",
-            "32768",
-            "--request-timeout-ms",
-            "60000",
-        ],
+        &[SHORT_LOGS, &["--request-timeout-ms", "60000"]].concat(),
     );
     block_on(async {
-        let value = |i: usize| format!("{i}-{}", "x".repeat(1000)).into_bytes();
+        let value = large_value;
         let mut leader = put_anywhere(&cluster, &[], b"first", b"1").await;
         let mut attempts = 0;
         let answer = loop {
