@@ -101,6 +101,25 @@ const SHORT_LOGS: &[&str] = &[
     "32768",
 ];
 
+/// The checkpoints made to send as snapshots that a node's shards still keep.
+fn checkpoints_kept(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut kept = Vec::new();
+    for shard in std::fs::read_dir(data_dir).unwrap().flatten() {
+        let Ok(entries) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("raft-snapshot-out-")
+            {
+                kept.push(e.path());
+            }
+        }
+    }
+    kept
+}
+
 /// A value of about 1 KB, numbered `i`.
 fn large_value(i: usize) -> Vec<u8> {
     format!("{i}-{}", "x".repeat(1000)).into_bytes()
@@ -303,6 +322,19 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             log.contains("finished installing a snapshot a restart interrupted"),
             "node {behind} did not finish the interrupted installation: {log}"
         );
+        // Once sent, the leader's checkpoint goes: its links would keep compacted tables.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in cluster.nodes.iter().filter(|n| n.id != behind) {
+            while !checkpoints_kept(&node.data_dir).is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} keeps {:?}",
+                    node.id,
+                    checkpoints_kept(&node.data_dir)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
 
         // It serves as a replica again: with the leader killed, it and the third node elect
         // one and keep every acknowledged write.

@@ -457,6 +457,15 @@ impl RaftLog {
         core.snapshot_wanted = false;
     }
 
+    /// Stops offering the snapshot (index, term) (its checkpoint is gone); raft-rs asks again
+    /// when a follower needs one.
+    pub fn withdraw_snapshot(&self, index: u64, term: u64) {
+        let mut core = self.core.borrow_mut();
+        if core.offered == Some((index, term)) {
+            core.offered = None;
+        }
+    }
+
     /// Whether raft-rs asked for a snapshot that is not ready (and forgets the asking).
     pub fn take_snapshot_wanted(&self) -> bool {
         std::mem::take(&mut self.core.borrow_mut().snapshot_wanted)

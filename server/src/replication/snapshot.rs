@@ -10,7 +10,9 @@
 //! [`Snapshots::send`] opens a connection of its own to the peer (the peer protocol's `Hello`),
 //! streams the checkpoint's files as `snapshotChunk` frames (tables first, the descriptor
 //! last, each file's last chunk carrying its CRC-32C), then the `MsgSnapshot`, and reports the
-//! outcome to raft-rs. The log is not compacted past a checkpoint while one is being sent.
+//! outcome to raft-rs. The log is not compacted past a checkpoint while one is being sent; once
+//! no send is under way after one succeeded, the checkpoint goes (its links would keep tables
+//! the engine compacted away) and the next follower that needs a snapshot gets a new one.
 //!
 //! ## Follower
 //! Chunks go to `raft-snapshot-in-<term>-<index>-<from>-<n>/`: in order, each file's checksum
@@ -306,6 +308,15 @@ impl Snapshots {
                     false
                 }
             };
+            if ok && this.sending.get() == 0 {
+                // Sent, and no other send under way: the checkpoint's links would keep tables
+                // the engine has since compacted away on disk; another follower that needs a
+                // snapshot gets a fresh one.
+                let mut outgoing = this.outgoing.borrow_mut();
+                if let Some(o) = outgoing.take_if(|o| o.index == index) {
+                    this.log.withdraw_snapshot(o.index, o.term);
+                }
+            }
             let group = this.group.borrow().clone();
             if let Some(group) = group {
                 group.report_snapshot(to, ok);
