@@ -262,17 +262,16 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         .concat(),
     );
     block_on(async {
-        let value = large_value;
         let mut leader = 0;
         for i in 0..30 {
-            leader = put_anywhere(&cluster, &[], &kv(i).0, &value(i)).await;
+            leader = put_anywhere(&cluster, &[], &kv(i).0, &large_value(i)).await;
         }
         let behind = if leader == 1 { 2 } else { 1 };
         cluster.node(behind).kill9();
         // Overwrites and deletes too: the snapshot must replace the node's state, not add to
         // it.
         for i in 0..400 {
-            leader = put_anywhere(&cluster, &[behind], &kv(i).0, &value(i + 1000)).await;
+            leader = put_anywhere(&cluster, &[behind], &kv(i).0, &large_value(i + 1000)).await;
         }
         let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
             .await
@@ -301,7 +300,7 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             .await
             .unwrap();
         for i in 0..400 {
-            let want = (i >= 10).then(|| value(i + 1000));
+            let want = (i >= 10).then(|| large_value(i + 1000));
             loop {
                 if node.get(&kv(i).0).await.unwrap() == want {
                     break;
@@ -345,7 +344,7 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             .await
             .unwrap();
         for i in 0..400 {
-            let want = (i >= 10).then(|| value(i + 1000));
+            let want = (i >= 10).then(|| large_value(i + 1000));
             assert_eq!(c.get(&kv(i).0).await.unwrap(), want, "key {i}");
         }
     });
@@ -364,7 +363,6 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
         &[SHORT_LOGS, &["--request-timeout-ms", "60000"]].concat(),
     );
     block_on(async {
-        let value = large_value;
         let mut leader = put_anywhere(&cluster, &[], b"first", b"1").await;
         let mut attempts = 0;
         let answer = loop {
@@ -378,7 +376,7 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
             let pending =
                 tokio::task::spawn_local(async move { c.put(b"pending", b"lost", 0).await });
             for i in 0..200 {
-                leader = put_anywhere(&cluster, &[old], &kv(i).0, &value(i + 1000)).await;
+                leader = put_anywhere(&cluster, &[old], &kv(i).0, &large_value(i + 1000)).await;
             }
             assert_ne!(leader, old);
             cluster.heal();

@@ -56,7 +56,7 @@ const IN_PREFIX: &str = "raft-snapshot-in-";
 /// Bytes of file data per chunk.
 const CHUNK_BYTES: usize = 1 << 20;
 /// Snapshots one replica receives at once (one per leader that thinks it needs one).
-pub(super) const RECEIVING_MAX: u32 = 2;
+const RECEIVING_MAX: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a chunk write may wait for the receiver to read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -735,7 +735,7 @@ fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-pub(super) fn remove_dir(dir: &Path) {
+fn remove_dir(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

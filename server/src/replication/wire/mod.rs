@@ -254,13 +254,8 @@ impl MessagesFrame {
     }
 
     /// Bytes of the whole frame.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.parts().iter().map(|p| p.len()).sum()
-    }
-
-    /// Never: a frame holds at least its head.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
