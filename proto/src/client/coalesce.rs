@@ -18,13 +18,6 @@
 //! encodes the next and decodes the previous reply, and tasks whose operations came back issue
 //! new ones while the rest are still being served.
 //!
-//! **Reads and writes travel in separate calls.** A call is answered whole, once its last
-//! operation is done, and in `sync` mode a write is done only when its WAL record is on disk.
-//! A read in the same call as a write would wait for that disk write for nothing; so a call
-//! carries only reads (gets, column reads, scans) or only writes, and a mixed queue leaves as a
-//! read call and a write call side by side. Per-key order is kept as below: an operation passed
-//! over for the other kind holds back every later operation on its key.
-//!
 //! **Per-key order.** Calls in flight on one connection may complete in any order (a write
 //! waits for the WAL; a read behind it does not), so an operation is never sent while an
 //! earlier operation on the same key is still unanswered in another call: it stays queued (and
@@ -194,7 +187,9 @@ impl Coalescer {
         }));
     }
 
-    /// Takes the next call's operations off the queue: see [`take_batch`].
+    /// Takes the next call's operations off the queue, in queue order, skipping (and keeping
+    /// queued, in order) every operation whose key has an earlier operation in flight or held
+    /// back.
     fn take_batch(&self) -> Vec<Waiting> {
         let mut queue = self.queue.borrow_mut();
         let free = self
@@ -202,7 +197,46 @@ impl Coalescer {
             .batch_calls_in_flight_max
             .saturating_sub(self.calls_in_flight.get());
         let want = self.limits.next_batch_ops(queue.len(), free);
-        take_batch(&mut queue, &mut self.keys_in_flight.borrow_mut(), want)
+        let mut in_flight = self.keys_in_flight.borrow_mut();
+        if in_flight.is_empty() && queue.len() <= want {
+            // Nothing to wait for: everything goes.
+            for h in queue.iter().filter_map(|w| w.key_hash) {
+                *in_flight.entry(h).or_insert(0) += 1;
+            }
+            return std::mem::take(&mut *queue);
+        }
+        let mut taken = Vec::with_capacity(want.min(queue.len()));
+        let mut kept = Vec::with_capacity(queue.len().saturating_sub(want));
+        // The keys seen in this pass: true = in this call, false = held back (so every later
+        // operation on it is held too).
+        let mut seen: HashMap<u64, bool, KeyHashState> = HashMap::default();
+        let mut rest = queue.drain(..);
+        for w in rest.by_ref() {
+            let take = match w.key_hash {
+                None => true,
+                Some(h) => match seen.get(&h) {
+                    Some(&in_this_call) => in_this_call,
+                    None => !in_flight.contains_key(&h),
+                },
+            };
+            if let Some(h) = w.key_hash {
+                seen.insert(h, take);
+            }
+            if take {
+                taken.push(w);
+                if taken.len() >= want {
+                    break;
+                }
+            } else {
+                kept.push(w);
+            }
+        }
+        kept.extend(rest);
+        *queue = kept;
+        for h in taken.iter().filter_map(|w| w.key_hash) {
+            *in_flight.entry(h).or_insert(0) += 1;
+        }
+        taken
     }
 
     fn release_keys(&self, hashes: impl Iterator<Item = u64>) {
@@ -259,73 +293,9 @@ impl Coalescer {
     }
 }
 
-/// Takes up to `want` operations off `queue` for one call, in queue order: only reads or only
-/// writes (the kind of the first operation that may go), skipping (and keeping queued, in
-/// order) every operation whose key has an earlier operation in flight or held back, and every
-/// operation of the other kind, whose key is then held back too (a scan passed over holds
-/// back everything after it). Counts the taken keys into `in_flight`.
-fn take_batch(
-    queue: &mut Vec<Waiting>,
-    in_flight: &mut HashMap<u64, u32, KeyHashState>,
-    want: usize,
-) -> Vec<Waiting> {
-    let one_kind = |q: &[Waiting]| {
-        q.first()
-            .is_none_or(|first| q.iter().all(|w| w.op.is_write() == first.op.is_write()))
-    };
-    if in_flight.is_empty() && queue.len() <= want && one_kind(queue) {
-        // Nothing to wait for: everything goes.
-        for h in queue.iter().filter_map(|w| w.key_hash) {
-            *in_flight.entry(h).or_insert(0) += 1;
-        }
-        return std::mem::take(queue);
-    }
-    let mut taken = Vec::with_capacity(want.min(queue.len()));
-    let mut kept = Vec::with_capacity(queue.len().saturating_sub(want));
-    // The keys seen in this pass: true = in this call, false = held back (so every later
-    // operation on it is held too).
-    let mut seen: HashMap<u64, bool, KeyHashState> = HashMap::default();
-    // Whether this call carries writes: set by the first operation taken.
-    let mut writes: Option<bool> = None;
-    let mut rest = queue.drain(..);
-    for w in rest.by_ref() {
-        let free = match w.key_hash {
-            None => true,
-            Some(h) => match seen.get(&h) {
-                Some(&in_this_call) => in_this_call,
-                None => !in_flight.contains_key(&h),
-            },
-        };
-        let take = free && *writes.get_or_insert(w.op.is_write()) == w.op.is_write();
-        if let Some(h) = w.key_hash {
-            seen.insert(h, take);
-        }
-        if take {
-            taken.push(w);
-            if taken.len() >= want {
-                break;
-            }
-        } else {
-            // A scan passed over (it spans every key) holds back everything after it.
-            let barrier = w.key_hash.is_none();
-            kept.push(w);
-            if barrier {
-                break;
-            }
-        }
-    }
-    kept.extend(rest);
-    *queue = kept;
-    for h in taken.iter().filter_map(|w| w.key_hash) {
-        *in_flight.entry(h).or_insert(0) += 1;
-    }
-    taken
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::ScanOp;
 
     fn limits(max: usize, split_min: usize) -> CoalesceLimits {
         CoalesceLimits {
@@ -333,118 +303,6 @@ mod tests {
             batch_calls_in_flight_max: 8,
             batch_ops_split_min: split_min,
         }
-    }
-
-    fn get(key: &str) -> Op {
-        Op::Get {
-            key: key.as_bytes().to_vec(),
-        }
-    }
-
-    fn put(key: &str) -> Op {
-        Op::Put {
-            key: key.as_bytes().to_vec(),
-            value: b"v".to_vec(),
-            ttl_ms: 0,
-        }
-    }
-
-    /// A queue of `ops`; each key's hash is its bytes read as a number, so equal keys collide
-    /// and different ones do not.
-    fn queue(ops: Vec<Op>) -> Vec<Waiting> {
-        ops.into_iter()
-            .map(|op| {
-                let key_hash = op.key().map(|k| {
-                    k.iter()
-                        .fold(1u64, |h, &b| h.wrapping_mul(257) + u64::from(b))
-                });
-                let (reply, _) = oneshot::channel();
-                Waiting {
-                    op,
-                    key_hash,
-                    reply,
-                }
-            })
-            .collect()
-    }
-
-    fn keys(taken: &[Waiting]) -> Vec<(bool, String)> {
-        taken
-            .iter()
-            .map(|w| {
-                let key = w.op.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                (w.op.is_write(), key.unwrap_or_else(|| "scan".to_string()))
-            })
-            .collect()
-    }
-
-    fn release(in_flight: &mut HashMap<u64, u32, KeyHashState>, taken: &[Waiting]) {
-        for h in taken.iter().filter_map(|w| w.key_hash) {
-            let n = in_flight.get_mut(&h).unwrap();
-            *n -= 1;
-            if *n == 0 {
-                in_flight.remove(&h);
-            }
-        }
-    }
-
-    /// A read in a call with a durable write would be answered only once that write is on
-    /// disk; so reads and writes leave in separate calls, and each key's operations still go
-    /// in issue order.
-    #[test]
-    fn reads_and_writes_leave_in_separate_calls_in_per_key_order() {
-        let mut q = queue(vec![
-            get("k1"),
-            put("k2"),
-            get("k2"),
-            get("k3"),
-            put("k4"),
-            put("k1"),
-            get("k5"),
-        ]);
-        let mut in_flight = HashMap::default();
-        let r = |k: &str| (false, k.to_string());
-        let w = |k: &str| (true, k.to_string());
-        // The reads that may go; put k1 waits for get k1, get k2 for put k2.
-        let first = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&first), [r("k1"), r("k3"), r("k5")]);
-        // Beside it, the writes whose keys are free.
-        let second = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&second), [w("k2"), w("k4")]);
-        assert_eq!(keys(&q), [r("k2"), w("k1")]);
-        // Nothing else may go until those calls are answered.
-        assert!(take_batch(&mut q, &mut in_flight, 100).is_empty());
-        release(&mut in_flight, &first);
-        release(&mut in_flight, &second);
-        let third = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&third), [r("k2")]);
-        let fourth = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&fourth), [w("k1")]);
-        assert!(q.is_empty());
-        // A queue of one kind with nothing in flight goes whole; `want` still bounds a call.
-        let mut q = queue(vec![get("a"), get("b"), get("a")]);
-        let mut in_flight = HashMap::default();
-        assert_eq!(take_batch(&mut q, &mut in_flight, 100).len(), 3);
-        let mut q = queue(vec![put("a"), put("b"), put("c")]);
-        let mut in_flight = HashMap::default();
-        assert_eq!(
-            keys(&take_batch(&mut q, &mut in_flight, 2)),
-            [w("a"), w("b")]
-        );
-    }
-
-    /// A scan spans every key: a write call does not take writes queued after it.
-    #[test]
-    fn a_scan_passed_over_holds_back_what_follows_it() {
-        let mut q = queue(vec![put("a"), Op::Scan(ScanOp::default()), put("b")]);
-        let mut in_flight = HashMap::default();
-        let first = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&first), [(true, "a".to_string())]);
-        let second = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&second), [(false, "scan".to_string())]);
-        release(&mut in_flight, &first);
-        let third = take_batch(&mut q, &mut in_flight, 100);
-        assert_eq!(keys(&third), [(true, "b".to_string())]);
     }
 
     #[test]
