@@ -20,6 +20,7 @@ pub mod entity;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod io;
 pub mod ops;
 pub mod shard;
 

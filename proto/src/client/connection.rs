@@ -10,12 +10,13 @@ use std::rc::Rc;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{RpcSystem, twoparty};
 use futures::FutureExt;
-use futures::io::{BufReader, BufWriter};
+use futures::io::BufReader;
 
 use super::runtime::{LocalBoxFuture, Runtime};
 use crate::codec;
 use crate::corekv_capnp::core_kv;
 use crate::error::{Error, Result};
+use crate::io::MessageWriter;
 use crate::ops::{
     CasOp, CasResult, GetColumnsOp, IncrementOp, Op, OpResult, PutEntityOp, ScanOp, ScanResult,
     ServerInfo, ShardStats, Topology, UpdateColumnsOp, Versioned, VersionedColumns,
@@ -25,8 +26,10 @@ use crate::ops::{
 /// limit, so every reply the server can send is accepted.
 pub const REPLY_WORDS_MAX: usize = 16 << 20;
 
-/// Socket buffer sizes on the client side.
+/// Read buffer, and write buffer kept between requests, on the client side.
 const BUFFER_BYTES: usize = 64 << 10;
+/// The most bytes of one request sent in one write (see [`MessageWriter`]).
+const GATHER_BYTES_MAX: usize = 1 << 20;
 
 type Spawner = Rc<dyn Fn(LocalBoxFuture<()>)>;
 
@@ -66,7 +69,7 @@ impl Connection {
         options.traversal_limit_in_words(Some(REPLY_WORDS_MAX));
         let network = twoparty::VatNetwork::new(
             BufReader::with_capacity(BUFFER_BYTES, reader),
-            BufWriter::with_capacity(BUFFER_BYTES, writer),
+            MessageWriter::new(writer, BUFFER_BYTES, GATHER_BYTES_MAX),
             Side::Client,
             options,
         );

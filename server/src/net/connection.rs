@@ -31,8 +31,9 @@ use std::time::Duration;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{RpcSystem, twoparty};
 use corekv_proto::corekv_capnp::core_kv;
+use corekv_proto::io::MessageWriter;
 use futures::future::{Either, select};
-use futures::io::{AsyncRead, BufWriter};
+use futures::io::AsyncRead;
 
 use crate::counters;
 use crate::metrics::io::{CountingReader, CountingWriter};
@@ -48,6 +49,10 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// Read and write buffer of each connection. Small, so that thousands of idle connections
 /// cost little (two of these each).
 pub const CONNECTION_BUFFER_BYTES: usize = 16 << 10;
+
+/// The most bytes of one reply sent in one write: a reply is gathered whole (up to this) and
+/// sent with one `send`, not one per segment (see [`MessageWriter`]).
+pub const REPLY_GATHER_BYTES_MAX: usize = 1 << 20;
 
 /// A reader shared by the RPC layer and the connection's task, which reads what is left after
 /// the RPC layer is gone (the lingering close).
@@ -89,9 +94,10 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream, grace: Dur
         shard.limits.frame_bytes_max,
         CONNECTION_BUFFER_BYTES,
     );
-    let writer = BufWriter::with_capacity(
-        CONNECTION_BUFFER_BYTES,
+    let writer = MessageWriter::new(
         CountingWriter::new(write_half, Rc::clone(&shard.metrics)),
+        CONNECTION_BUFFER_BYTES,
+        REPLY_GATHER_BYTES_MAX,
     );
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(shard.limits.frame_bytes_max / 8));
