@@ -87,12 +87,13 @@ struct Inner {
     options: ClientOptions,
     /// The topology lists replicas: `notLeader` answers are followed.
     cluster: bool,
-    /// Every cluster node address this client has seen (the one it was given, the replicas
-    /// `topology` listed, the leaders `notLeader` named): where a failed connection's
-    /// replacement is looked for.
-    known: RefCell<Vec<SocketAddr>>,
-    /// Where the next replacement of a failed connection starts in `known`.
-    next_replica: Cell<usize>,
+    /// Per shard, the addresses of its replicas this client has seen (`topology` listed them,
+    /// `notLeader` named a leader): where its calls go when its node fails or knows no
+    /// leader. Only that shard's own ports: another shard's port, or a node's main port, is
+    /// not another replica of it.
+    known: Vec<RefCell<Vec<SocketAddr>>>,
+    /// Per shard, where the next move starts in `known`.
+    next_replica: Vec<Cell<usize>>,
     connect: Rc<dyn Fn(SocketAddr) -> runtime::LocalBoxFuture<Result<Connection>>>,
     sleep: Rc<dyn Fn(Duration) -> runtime::LocalBoxFuture<()>>,
     spawn: Rc<dyn Fn(runtime::LocalBoxFuture<()>)>,
@@ -160,12 +161,11 @@ impl Client {
             )));
         }
         let cluster = topology.shards.iter().any(|s| !s.replicas.is_empty());
-        let mut known = vec![addr];
-        for r in topology.shards.iter().flat_map(|s| &s.replicas) {
-            if let (false, Ok(a)) = (r.host.is_empty(), shard_address(addr, &r.host, r.port)) {
-                known.push(a);
-            }
-        }
+        let known = replica_addresses(addr, &topology)
+            .into_iter()
+            .map(RefCell::new)
+            .collect();
+        let next_replica = (0..count).map(|_| Cell::new(0)).collect();
         let rt = runtime.clone();
         let connect = Rc::new(move |addr| {
             let rt = rt.clone();
@@ -180,8 +180,8 @@ impl Client {
                 shards,
                 options,
                 cluster,
-                known: RefCell::new(known),
-                next_replica: Cell::new(0),
+                known,
+                next_replica,
                 connect,
                 sleep,
                 spawn,
@@ -257,7 +257,7 @@ impl Client {
                 .filter(|a| *a != owner.connection().addr());
             match hint {
                 Some(addr) => {
-                    self.learn(addr);
+                    self.learn(shard, addr);
                     // Followed at once the first time; stale hints that send the call round
                     // in a circle wait like an election does.
                     if self.switch(shard, &owner, addr).await && !followed {
@@ -299,25 +299,26 @@ impl Client {
         }
     }
 
-    /// Remembers a cluster node's address.
-    fn learn(&self, addr: SocketAddr) {
-        let mut known = self.inner.known.borrow_mut();
+    /// Remembers the address of a replica of `shard`.
+    fn learn(&self, shard: u32, addr: SocketAddr) {
+        let mut known = self.inner.known[shard as usize].borrow_mut();
         if !known.contains(&addr) {
             known.push(addr);
         }
     }
 
-    /// Sends shard `shard`'s next calls to the next known node after `old`'s that accepts a
-    /// connection, unless another call moved them already; None when none does (`old`
-    /// stays).
+    /// Sends shard `shard`'s next calls to the next known replica of it after `old`'s that
+    /// accepts a connection, unless another call moved them already; None when none does
+    /// (`old` stays).
     async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) -> Option<SocketAddr> {
         let current = old.connection().addr();
-        let known = self.inner.known.borrow().clone();
+        let known = self.inner.known[shard as usize].borrow().clone();
+        let next = &self.inner.next_replica[shard as usize];
         let n = known.len();
         for k in 0..n {
-            let i = (self.inner.next_replica.get() + k) % n;
+            let i = (next.get() + k) % n;
             if known[i] != current && self.switch(shard, old, known[i]).await {
-                self.inner.next_replica.set(i + 1);
+                next.set(i + 1);
                 return Some(known[i]);
             }
         }
@@ -335,9 +336,11 @@ impl Client {
         let now = self.inner.shards[shard as usize].borrow().clone();
         let addr = now.connection().addr();
         if let Ok(topology) = now.connection().topology().await {
-            for r in topology.shards.iter().flat_map(|s| &s.replicas) {
-                if let (false, Ok(a)) = (r.host.is_empty(), shard_address(addr, &r.host, r.port)) {
-                    self.learn(a);
+            for (s, addrs) in replica_addresses(addr, &topology).into_iter().enumerate() {
+                if s < self.inner.known.len() {
+                    for a in addrs {
+                        self.learn(s as u32, a);
+                    }
                 }
             }
         }
@@ -600,6 +603,31 @@ impl Client {
 
 /// The address of a shard: its advertised host, or the host we reached the server on when the
 /// shard listens on every interface.
+/// Per shard of `topology` (read from a node reached at `reached`), the addresses of its
+/// replicas: the answering node's own shard port first, then every listed replica whose
+/// address the node knows, each once.
+fn replica_addresses(reached: SocketAddr, topology: &Topology) -> Vec<Vec<SocketAddr>> {
+    topology
+        .shards
+        .iter()
+        .map(|info| {
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            let own = shard_address(reached, &info.host, info.port).ok();
+            let replicas = info
+                .replicas
+                .iter()
+                .filter(|r| !r.host.is_empty())
+                .filter_map(|r| shard_address(reached, &r.host, r.port).ok());
+            for a in own.into_iter().chain(replicas) {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            addrs
+        })
+        .collect()
+}
+
 fn shard_address(reached: SocketAddr, host: &str, port: u16) -> Result<SocketAddr> {
     match host.parse::<IpAddr>() {
         Ok(ip) if ip.is_unspecified() => Ok(SocketAddr::new(reached.ip(), port)),
@@ -611,6 +639,48 @@ fn shard_address(reached: SocketAddr, host: &str, port: u16) -> Result<SocketAdd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::{ReplicaInfo, ShardInfo};
+
+    /// A shard's calls move only between replicas of that shard: never to a node's main
+    /// port (the same node as its shard port) or another shard's port.
+    #[test]
+    fn each_shard_knows_only_its_own_replicas_once() {
+        let replica = |node: u64, host: &str, port: u16| ReplicaInfo {
+            node,
+            host: host.to_string(),
+            port,
+        };
+        // Node n serves clients on port n7379 and its shards on n7380, n7381.
+        let topology = Topology {
+            shard_count: 2,
+            hash: SHARD_HASH_NAME.to_string(),
+            shards: (0..2u16)
+                .map(|s| ShardInfo {
+                    id: u32::from(s),
+                    host: "0.0.0.0".to_string(),
+                    port: 17380 + s,
+                    leader: 2,
+                    replicas: vec![
+                        replica(1, "127.0.0.1", 17380 + s),
+                        replica(2, "127.0.0.1", 27380 + s),
+                        // Not learned yet by the answering node.
+                        replica(3, "", 0),
+                    ],
+                })
+                .collect(),
+        };
+        let reached: SocketAddr = "127.0.0.1:17379".parse().unwrap();
+        let addrs = |ports: &[u16]| -> Vec<SocketAddr> {
+            ports
+                .iter()
+                .map(|&p| SocketAddr::new(reached.ip(), p))
+                .collect()
+        };
+        assert_eq!(
+            replica_addresses(reached, &topology),
+            [addrs(&[17380, 27380]), addrs(&[17381, 27381])]
+        );
+    }
 
     #[test]
     fn unspecified_shard_hosts_use_the_address_we_reached() {
