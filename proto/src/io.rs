@@ -1,12 +1,14 @@
 //! [`MessageWriter`]: the write side of a capnp-rpc connection, sending each message in one
 //! write.
 //!
-//! capnp-rpc writes a message as its segment table and then each segment, one `write` each,
-//! and flushes after every message. Behind a `BufWriter`, a message larger than the buffer
+//! capnp-rpc writes a message in pieces (the first word of its segment table, the rest of the
+//! table, then each segment: one `write` each) and flushes after every message. Behind a `BufWriter`, a message larger than the buffer
 //! leaves in several writes: a `send` system call each, and on loopback each `send` also runs
 //! the receiving side's TCP path and wakes the reader. A 32-operation reply of 1 KB values
 //! took three sends. This writer keeps everything written until the flush (up to a bound) and
-//! sends it in one write; after the flush its buffer shrinks back, so that thousands of idle
+//! sends it in one write. Its buffer grows for a large message and is kept for the next one up
+//! to four times its idle size (so a connection answering 30 KB replies does not grow it
+//! afresh each time); a larger one is freed at the flush, so that thousands of idle
 //! connections stay cheap.
 
 use std::io;
@@ -15,13 +17,17 @@ use std::task::{Context, Poll, ready};
 
 use futures::io::AsyncWrite;
 
+/// A buffer up to this many times its idle size is kept after a flush.
+const RETAINED_FACTOR: usize = 4;
+
 /// Gathers writes until a flush; see the module doc.
 pub struct MessageWriter<W> {
     inner: W,
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed to `inner`.
     sent: usize,
-    /// The capacity `buf` keeps between messages.
+    /// The capacity `buf` starts with and goes back to when it grew past
+    /// `RETAINED_FACTOR` times this.
     idle_capacity: usize,
     /// The most bytes gathered: a write that would take `buf` past this sends what is gathered
     /// first, and a write at least this large goes straight to `inner` (a huge message is not
@@ -30,8 +36,9 @@ pub struct MessageWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> MessageWriter<W> {
-    /// Wraps `inner`, keeping `idle_capacity` bytes of buffer between messages and gathering
-    /// at most `gather_max` (at least `idle_capacity`).
+    /// Wraps `inner`, with a buffer of `idle_capacity` bytes (kept up to `RETAINED_FACTOR`
+    /// times that between messages) gathering at most `gather_max` (at least
+    /// `idle_capacity`).
     pub fn new(inner: W, idle_capacity: usize, gather_max: usize) -> Self {
         assert!(idle_capacity >= 1 && gather_max >= idle_capacity);
         MessageWriter {
@@ -64,10 +71,15 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         }
         self.buf.clear();
         self.sent = 0;
-        if self.buf.capacity() > self.idle_capacity {
-            self.buf.shrink_to(self.idle_capacity);
-        }
         Poll::Ready(Ok(()))
+    }
+
+    /// After a flush: frees a buffer grown past what is kept (a fresh one, nothing copied).
+    fn trim(&mut self) {
+        debug_assert!(self.buf.is_empty());
+        if self.buf.capacity() > RETAINED_FACTOR * self.idle_capacity {
+            self.buf = Vec::with_capacity(self.idle_capacity);
+        }
     }
 }
 
@@ -84,6 +96,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for MessageWriter<W> {
         if data.len() >= me.gather_max {
             return Pin::new(&mut me.inner).poll_write(cx, data);
         }
+        let needed = me.buf.len() + data.len();
+        if needed > me.buf.capacity() {
+            // Doubling, but never past the bound.
+            let grown = needed.max(2 * me.buf.capacity()).min(me.gather_max);
+            me.buf.reserve_exact(grown - me.buf.len());
+        }
         me.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
@@ -91,12 +109,14 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for MessageWriter<W> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         ready!(me.poll_send(cx))?;
+        me.trim();
         Pin::new(&mut me.inner).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         ready!(me.poll_send(cx))?;
+        me.trim();
         Pin::new(&mut me.inner).poll_close(cx)
     }
 }
@@ -145,8 +165,9 @@ mod tests {
         }
     }
 
-    /// A message of several segments, as capnp-rpc writes it: its segment table, then each
-    /// segment (one write each). Also returns the whole message's bytes.
+    /// A message of several segments, as capnp-rpc writes it: the first word of its segment
+    /// table, the rest of it, then each segment (one write each). Also returns the whole
+    /// message's bytes.
     fn capnp_message_parts(values: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
         let mut message = capnp::message::Builder::new(
             capnp::message::HeapAllocator::new().first_segment_words(64),
@@ -167,7 +188,8 @@ mod tests {
         if table.len() % 8 != 0 {
             table.extend_from_slice(&[0; 4]);
         }
-        let mut parts = vec![table];
+        let rest = table.split_off(8);
+        let mut parts = vec![table, rest];
         parts.extend(segments.iter().map(|s| s.to_vec()));
         (parts, capnp::serialize::write_message_to_words(&message))
     }
@@ -189,8 +211,17 @@ mod tests {
         });
         assert_eq!(w.get_ref().writes, [message.len()]);
         assert_eq!(w.get_ref().bytes, message);
-        // The buffer is back to its idle size.
-        assert!(w.buf.capacity() <= 16 << 10);
+        // A 33 KB message's buffer is kept for the next one; a larger one is freed.
+        assert!(w.buf.capacity() <= 4 * (16 << 10));
+        let (parts, big) = capnp_message_parts(100);
+        block_on(async {
+            for part in &parts {
+                w.write_all(part).await.unwrap();
+            }
+            w.flush().await.unwrap();
+        });
+        assert_eq!(w.get_ref().writes, [message.len(), big.len()]);
+        assert_eq!(w.buf.capacity(), 16 << 10);
     }
 
     #[test]
@@ -200,14 +231,43 @@ mod tests {
         block_on(async {
             for chunk in data[..9000].chunks(300) {
                 w.write_all(chunk).await.unwrap();
+                assert!(w.buf.capacity() <= 4000, "the buffer grew past the bound");
             }
+            // 300-byte writes gather into sends of 3900 (the next would pass 4000).
+            assert_eq!(w.get_ref().writes, [3900, 3900]);
+            // A write over the bound sends what is gathered, then goes out as it is.
             w.write_all(&data[9000..]).await.unwrap();
+            assert_eq!(w.get_ref().writes, [3900, 3900, 1200, 6000]);
             w.flush().await.unwrap();
         });
         assert_eq!(w.get_ref().bytes, data);
-        // 300-byte writes gather into sends of 3900 (the next would pass 4000); the 6000-byte
-        // write is sent as it is.
         assert_eq!(w.get_ref().writes, [3900, 3900, 1200, 6000]);
+    }
+
+    #[test]
+    fn a_connection_that_takes_no_bytes_fails_the_flush() {
+        struct Full;
+        impl AsyncWrite for Full {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(0))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut w = MessageWriter::new(Full, 100, 1000);
+        block_on(async {
+            w.write_all(b"some bytes").await.unwrap();
+            let e = w.flush().await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+        });
     }
 
     #[test]

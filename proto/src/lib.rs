@@ -11,6 +11,8 @@
 //!   conversion to and from Cap'n Proto (shared by the server and the client).
 //! - [`client`]: the shard-aware Rust client ([`Client`]) and single connections
 //!   ([`Connection`]), for glommio and tokio.
+//! - [`io`]: the write side of an RPC connection that sends each message in one write (used by
+//!   the server and the client).
 //!
 //! This crate knows nothing about the storage engine or the server internals.
 

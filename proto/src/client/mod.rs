@@ -94,6 +94,8 @@ struct Inner {
     known: Vec<RefCell<Vec<SocketAddr>>>,
     /// Per shard, where the next move starts in `known`.
     next_replica: Vec<Cell<usize>>,
+    /// The address the client was given: the last place to look for another node.
+    given: SocketAddr,
     connect: Rc<dyn Fn(SocketAddr) -> runtime::LocalBoxFuture<Result<Connection>>>,
     sleep: Rc<dyn Fn(Duration) -> runtime::LocalBoxFuture<()>>,
     spawn: Rc<dyn Fn(runtime::LocalBoxFuture<()>)>,
@@ -182,6 +184,7 @@ impl Client {
                 cluster,
                 known,
                 next_replica,
+                given: addr,
                 connect,
                 sleep,
                 spawn,
@@ -309,7 +312,9 @@ impl Client {
 
     /// Sends shard `shard`'s next calls to the next known replica of it after `old`'s that
     /// accepts a connection, unless another call moved them already; None when none does
-    /// (`old` stays).
+    /// (`old` stays). When it knows no other replica of the shard (the node that answered
+    /// `topology` had not learned its peers yet), any other node it knows will do: that node
+    /// forwards the calls or names the leader.
     async fn next_replica(&self, shard: u32, old: &Rc<Coalescer>) -> Option<SocketAddr> {
         let current = old.connection().addr();
         let known = self.inner.known[shard as usize].borrow().clone();
@@ -320,6 +325,19 @@ impl Client {
             if known[i] != current && self.switch(shard, old, known[i]).await {
                 next.set(i + 1);
                 return Some(known[i]);
+            }
+        }
+        let others: Vec<SocketAddr> = self
+            .inner
+            .known
+            .iter()
+            .flat_map(|k| k.borrow().clone())
+            .chain([self.inner.given])
+            .filter(|a| *a != current && !known.contains(a))
+            .collect();
+        for a in others {
+            if self.switch(shard, old, a).await {
+                return Some(a);
             }
         }
         None
@@ -336,8 +354,16 @@ impl Client {
         let now = self.inner.shards[shard as usize].borrow().clone();
         let addr = now.connection().addr();
         if let Ok(topology) = now.connection().topology().await {
-            for (s, addrs) in replica_addresses(addr, &topology).into_iter().enumerate() {
-                if s < self.inner.known.len() {
+            // Only from a node that maps keys as the client does: its shard i is ours.
+            let same = topology.shard_count == self.inner.topology.shard_count
+                && topology.hash == self.inner.topology.hash
+                && topology
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| s.id as usize == i);
+            if same {
+                for (s, addrs) in replica_addresses(addr, &topology).into_iter().enumerate() {
                     for a in addrs {
                         self.learn(s as u32, a);
                     }
@@ -601,8 +627,6 @@ impl Client {
     }
 }
 
-/// The address of a shard: its advertised host, or the host we reached the server on when the
-/// shard listens on every interface.
 /// Per shard of `topology` (read from a node reached at `reached`), the addresses of its
 /// replicas: the answering node's own shard port first, then every listed replica whose
 /// address the node knows, each once.
@@ -628,6 +652,8 @@ fn replica_addresses(reached: SocketAddr, topology: &Topology) -> Vec<Vec<Socket
         .collect()
 }
 
+/// The address of a shard: its advertised host, or the host we reached the server on when the
+/// shard listens on every interface.
 fn shard_address(reached: SocketAddr, host: &str, port: u16) -> Result<SocketAddr> {
     match host.parse::<IpAddr>() {
         Ok(ip) if ip.is_unspecified() => Ok(SocketAddr::new(reached.ip(), port)),

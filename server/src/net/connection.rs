@@ -1,7 +1,8 @@
 //! One client connection: a capnp-rpc session on a glommio `TcpStream`, with backpressure.
 //!
 //! The stream is split; the read half goes through a [`FrameReader`] (one buffer, and the
-//! shard's budget for large frames in progress), the write half through a `BufWriter`, both
+//! shard's budget for large frames in progress), the write half through a
+//! [`MessageWriter`] (each reply in one `send`), both
 //! into a two-party `VatNetwork` whose bootstrap capability is this shard's
 //! [`crate::service::CoreKvService`].
 //!
