@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{Client, Connection, Op, OpResult, ScanOp};
+use corekv_proto::{Client, Connection, ErrorCode, Op, OpResult, ScanOp};
 use corekv_tests::{PROCESS_DEADLINE, Server, ServerOptions, block_on, test_dir};
 
 /// Acknowledged state: key -> value (`None` = deleted), as the writers saw it acknowledged.
@@ -54,10 +54,13 @@ fn start_writers(
                                             ttl_ms: 0,
                                         }];
                                         match client.batch(ops).await {
-                                            Ok(r) if matches!(r[0], OpResult::Write { .. }) => {
-                                                Ok(Some(value))
-                                            }
-                                            Ok(r) => panic!("batch put refused: {r:?}"),
+                                            Ok(r) => match &r[0] {
+                                                OpResult::Write { .. } => Ok(Some(value)),
+                                                OpResult::Error(e) => {
+                                                    Err(corekv_proto::Error::Server(e.clone()))
+                                                }
+                                                other => panic!("batch put answered {other:?}"),
+                                            },
                                             Err(e) => Err(e),
                                         }
                                     }
@@ -68,11 +71,19 @@ fn start_writers(
                                         acked.lock().unwrap().insert(key, v);
                                         count.fetch_add(1, Ordering::SeqCst);
                                     }
-                                    // The server went away: this write's outcome is unknown,
-                                    // and so is every later one of this key; stop here.
+                                    // A stopping server refuses what it has not started, and
+                                    // promises it was not applied: the key keeps its last
+                                    // acknowledged value, which the restart checks.
+                                    Err(corekv_proto::Error::Server(e))
+                                        if e.code == ErrorCode::ShuttingDown =>
+                                    {
+                                        return None;
+                                    }
                                     Err(corekv_proto::Error::Server(e)) => {
                                         panic!("typed error during writes: {e}")
                                     }
+                                    // The server went away: this write's outcome is unknown,
+                                    // and so is every later one of this key; stop here.
                                     Err(_) => return Some(key),
                                 }
                                 i += 1;
