@@ -60,6 +60,25 @@ struct KeyVersions {
 }
 
 impl KeyVersions {
+    /// Drops the older versions no reader needs: `older[i]` stays if `needed` says a reader
+    /// may read in `[older[i].seq, next newer seq)`. Returns (bytes freed, versions dropped).
+    fn prune(&mut self, needed: &dyn Fn(SeqNo, SeqNo) -> bool) -> (usize, usize) {
+        let n = self.older.len();
+        let mut kept = 0;
+        let mut freed = 0;
+        for i in 0..n {
+            let next = self.older.get(i + 1).map_or(self.newest.seq, |v| v.seq);
+            if needed(self.older[i].seq, next) {
+                self.older.swap(kept, i);
+                kept += 1;
+            } else {
+                freed += self.older[i].cost();
+            }
+        }
+        self.older.truncate(kept);
+        (freed, n - kept)
+    }
+
     /// The newest version with `seq <= read_seq`.
     fn visible(&self, read_seq: SeqNo) -> Option<&KeyVersion> {
         if self.newest.seq <= read_seq {
@@ -267,24 +286,30 @@ impl Memtable {
                 debug_assert!(entry.newest.seq < seq, "sequence numbers must grow");
                 let previous = std::mem::replace(&mut entry.newest, version);
                 entry.older.push(previous);
-                // Keep older[i] if a reader may read in [older[i].seq, next newer seq).
-                let n = entry.older.len();
-                let mut kept = 0;
-                let mut freed = 0;
-                for i in 0..n {
-                    let next = entry.older.get(i + 1).map_or(seq, |v| v.seq);
-                    if needed(entry.older[i].seq, next) {
-                        entry.older.swap(kept, i);
-                        kept += 1;
-                    } else {
-                        freed += entry.older[i].cost();
-                    }
-                }
-                entry.older.truncate(kept);
+                let (freed, dropped) = entry.prune(needed);
                 self.bytes -= freed;
-                self.versions -= n - kept;
+                self.versions -= dropped;
             }
         }
+    }
+
+    /// Drops, from every key, the older versions no reader can see any more, as
+    /// [`Memtable::insert`] does for the key it writes. A write keeps the version it replaces
+    /// while the write is not yet published (readers at the read point still see the old
+    /// one); without another write of that key, only this pass frees it. Returns the bytes
+    /// freed. Walks every key: the caller runs it when the memtable is full, not per write.
+    pub(crate) fn prune(&mut self, needed: &dyn Fn(SeqNo, SeqNo) -> bool) -> usize {
+        let (mut freed, mut dropped) = (0, 0);
+        for entry in self.map.values_mut() {
+            if !entry.older.is_empty() {
+                let (f, d) = entry.prune(needed);
+                freed += f;
+                dropped += d;
+            }
+        }
+        self.bytes -= freed;
+        self.versions -= dropped;
+        freed
     }
 
     /// Adds a key just inserted into `map` to the filter, first rebuilding the filter twice
@@ -671,6 +696,37 @@ mod tests {
         assert_eq!(m.get(b"k", 4, 0), Some(&[0u8; 100][..]));
         assert_eq!(m.get(b"k", 5, 0), Some(&b"5"[..]));
         assert_eq!(m.get(b"k", 6, 0), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn a_pass_drops_the_versions_no_reader_needs_any_more_from_every_key() {
+        let mut m = Memtable::new();
+        for k in [&b"a"[..], b"b", b"c"] {
+            m.insert(k, 1, Some(&[1; 100]), 0, NONE);
+        }
+        let base = m.bytes();
+        // Each key rewritten while readers still read at 1 (the rewrites not yet published).
+        m.insert(b"a", 2, Some(&[2; 100]), 0, &readers(&[1]));
+        m.insert(b"b", 3, Some(&[3; 100]), 0, &readers(&[1]));
+        m.insert(b"c", 4, Some(&[4; 100]), 0, &readers(&[1]));
+        assert_eq!(m.versions(), 6);
+        // Still needed: the pass keeps them.
+        assert_eq!(m.prune(&readers(&[1])), 0);
+        assert_eq!(m.versions(), 6);
+        // A reader at 3 needs b's v3 and c's v1 (c's v4 is above it); a's v1 is needed by
+        // nobody, nor is b's v1.
+        let freed = m.prune(&readers(&[3]));
+        assert_eq!(freed, 2 * (VERSION_OVERHEAD_BYTES + 100));
+        assert_eq!(m.versions(), 4);
+        assert_eq!(m.get(b"c", 3, 0), Some(&[1u8; 100][..]));
+        assert_eq!(m.get(b"b", 3, 0), Some(&[3u8; 100][..]));
+        // Everything published: one version per key, bytes as after the first writes.
+        m.prune(&readers(&[4]));
+        assert_eq!(m.versions(), 3);
+        assert_eq!(m.bytes(), base);
+        for (k, v) in [(&b"a"[..], 2u8), (b"b", 3), (b"c", 4)] {
+            assert_eq!(m.get(k, 4, 0), Some(&[v; 100][..]));
+        }
     }
 
     #[test]

@@ -115,6 +115,11 @@ stats_struct! {
     recovery_corruptions_skipped,
     /// Immutable memtables waiting for (or in) their flush.
     memtables_immutable,
+    /// Passes over a full active memtable that dropped versions no reader needed any more
+    /// (sparing or delaying its flush).
+    memtable_prunes_total,
+    /// Memtable bytes those passes freed.
+    memtable_pruned_bytes_total,
     /// Memtable flushes finished (each writes one level-0 table).
     flushes_total,
     /// Bytes of level-0 tables written by flushes.

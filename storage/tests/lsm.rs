@@ -185,6 +185,61 @@ fn snapshots_keep_their_versions_through_flushes_and_compactions() {
     });
 }
 
+#[test]
+fn updates_of_a_working_set_that_fits_the_memtable_prune_it_instead_of_flushing() {
+    let dir = test_dir("lsm-prune");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // 3000 keys of 100-byte values: one version each fits the 1 MiB memtable, two do not,
+        // and each rewrite keeps the version it replaces until a pass drops it.
+        let e = Engine::open(&path, small_tree()).await.unwrap();
+        let keys = 3000;
+        for round in 0..8 {
+            for i in 0..keys {
+                e.put(&key(i), &value(i, round)).await.unwrap();
+            }
+        }
+        let s = e.stats();
+        assert_eq!(s.flushes_total, 0, "{s:?}");
+        assert!(s.memtable_prunes_total > 0, "{s:?}");
+        assert!(s.memtable_versions < 2 * keys, "{s:?}");
+        for i in (0..keys).step_by(7) {
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 7)));
+        }
+        // A snapshot's versions survive the passes; the ones between it and now do not
+        // need to (and with them the memtable fills and flushes as before).
+        let snap = e.snapshot();
+        for round in 8..14 {
+            for i in 0..keys {
+                e.put(&key(i), &value(i, round)).await.unwrap();
+            }
+        }
+        for i in (0..keys).step_by(7) {
+            assert_eq!(e.get_at(&key(i), &snap).await.unwrap(), Some(value(i, 7)));
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 13)));
+        }
+        let old = e
+            .scan(
+                &ScanRange {
+                    start: Vec::new(),
+                    end: None,
+                    limit: 100_000,
+                    reverse: false,
+                },
+                Some(&snap),
+            )
+            .await
+            .unwrap();
+        assert_eq!(old.entries.len(), keys as usize);
+        assert!(
+            old.entries
+                .iter()
+                .all(|(k, v)| v[..4] == *b"0007" && k.starts_with(b"key"))
+        );
+        e.close().await.unwrap();
+    });
+}
+
 fn sst_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()

@@ -64,9 +64,22 @@ pub(super) struct State {
     last_seq: SeqNo,
     /// Last sequence number readers see.
     visible_seq: SeqNo,
+    /// The active memtable's bytes after its last pruning pass (0: none yet).
+    pruned_at_bytes: usize,
     /// Bumped when a checkpoint replaces the whole state: a flush or compaction that started
     /// before is abandoned at its manifest edit.
     resets: u64,
+}
+
+/// Whether some reader may read at a sequence number in `[lo, hi)`: one at the read point
+/// `visible` or at a live snapshot. Readers at the read point need the newest version at or
+/// below it; versions above it are pending writes, kept until published. Both have
+/// `visible < hi`.
+fn needed_by_readers(
+    visible: SeqNo,
+    snapshots: &SnapshotList,
+) -> impl Fn(SeqNo, SeqNo) -> bool + '_ {
+    move |lo, hi| visible < hi || snapshots.any_in(lo, hi)
 }
 
 impl State {
@@ -90,6 +103,7 @@ impl State {
             next_file_number,
             last_seq,
             visible_seq: last_seq,
+            pruned_at_bytes: 0,
             resets: 0,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
@@ -141,6 +155,31 @@ impl State {
         !memtable.is_empty() && memtable.bytes() + needed > max
     }
 
+    /// [`State::memtable_full`], after a pass that drops the versions no reader needs any
+    /// more ([`Memtable::prune`]) when the memtable has grown by an eighth of `max` since the
+    /// last pass: a version replaced by a write that was pending stays until the key is
+    /// written again, and under updates of a working set that fits the memtable those
+    /// versions, not new keys, are what fill it. A pass that frees little is not repeated
+    /// before the memtable rotates. Returns (full, bytes freed by a pass).
+    pub(super) fn memtable_full_after_prune(
+        &mut self,
+        needed: usize,
+        max: usize,
+        snapshots: &SnapshotList,
+    ) -> (bool, usize) {
+        if !self.memtable_full(needed, max) {
+            return (false, 0);
+        }
+        let mut memtable = self.memtable.borrow_mut();
+        if memtable.bytes() < self.pruned_at_bytes + max / 8 {
+            return (true, 0);
+        }
+        let freed = memtable.prune(&needed_by_readers(self.visible_seq, snapshots));
+        self.pruned_at_bytes = memtable.bytes();
+        drop(memtable);
+        (self.memtable_full(needed, max), freed)
+    }
+
     /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
     /// Returns false, changing nothing, when the active memtable is empty. `applied`: an
     /// external log's last entry applied completely and its time, which the memtable covers
@@ -153,6 +192,7 @@ impl State {
         }
         let fresh = Rc::new(RefCell::new(Memtable::new()));
         let full = std::mem::replace(&mut self.memtable, fresh);
+        self.pruned_at_bytes = 0;
         self.immutables.push_back(Immutable {
             memtable: full,
             seq_max: self.last_seq,
@@ -173,12 +213,7 @@ impl State {
         snapshots: &SnapshotList,
     ) -> SeqNo {
         let first_seq = self.last_seq + 1;
-        let visible = self.visible_seq;
-        let needed = |lo: SeqNo, hi: SeqNo| {
-            // Readers at the read point need the newest version at or below it; versions above
-            // it are pending writes, kept until published. Both have `visible < hi`.
-            visible < hi || snapshots.any_in(lo, hi)
-        };
+        let needed = needed_by_readers(self.visible_seq, snapshots);
         let applied = self
             .memtable
             .borrow_mut()

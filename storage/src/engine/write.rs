@@ -234,12 +234,27 @@ impl Engine {
         }
     }
 
-    /// Why a write of `needed` bytes cannot be sequenced now, if it cannot.
+    /// Whether the active memtable has no room for `needed` more bytes, once the versions
+    /// no reader needs are dropped (see [`State::memtable_full_after_prune`]).
+    fn memtable_full(&self, state: &mut State, needed: usize) -> bool {
+        let inner = &self.inner;
+        let max = inner.options.memtable_size_bytes_max;
+        let (full, freed) = state.memtable_full_after_prune(needed, max, &inner.snapshots);
+        if freed > 0 {
+            let mut stats = inner.stats.borrow_mut();
+            stats.memtable_prunes_total += 1;
+            stats.memtable_pruned_bytes_total += freed as u64;
+        }
+        full
+    }
+
+    /// Why a write of `needed` bytes cannot be sequenced now, if it cannot. May first prune
+    /// the active memtable (see [`Engine::memtable_full`]).
     fn stall_reason(&self, needed: usize) -> Option<StallReason> {
         let inner = &self.inner;
-        let state = inner.state.borrow();
+        let mut state = inner.state.borrow_mut();
         let o = &inner.options;
-        if state.memtable_full(needed, o.memtable_size_bytes_max)
+        if self.memtable_full(&mut state, needed)
             && self.may_switch_memtable(&state)
             && state.immutable_count() >= o.memtables_immutable_max
         {
@@ -320,9 +335,7 @@ impl Engine {
         // Refuse now, before anything changes, what the WAL would refuse below.
         inner.log.check_appendable(b.record_bytes())?;
         let mut state = inner.state.borrow_mut();
-        if state.memtable_full(needed, inner.options.memtable_size_bytes_max)
-            && self.may_switch_memtable(&state)
-        {
+        if self.memtable_full(&mut state, needed) && self.may_switch_memtable(&state) {
             state.rotate_memtable(self.applied_log_entry());
             inner.workers.wake();
             drop(state);
