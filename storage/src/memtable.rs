@@ -4,7 +4,9 @@
 //! `s` sees, for each key, the newest version with `seq <= s` (MVCC). Versions that no reader
 //! can see any more are pruned when the key is next written: a write keeps every version newer
 //! than the *floor* (the oldest sequence number a reader may still use: the oldest live
-//! snapshot or the current read point) plus the newest version at or below the floor.
+//! snapshot or the current read point) plus the newest version at or below the floor. A key
+//! not written again keeps what its last write kept (the version it replaced, needed until that
+//! write was published) until [`Memtable::prune`] walks the whole memtable.
 //!
 //! Deletes are tombstones (kept: once SSTables exist they must shadow older data on disk).
 //! A version may carry an absolute expiry time; an expired version reads as absent.
@@ -198,6 +200,8 @@ pub(crate) struct Memtable {
     probe: std::cell::RefCell<Option<MemKey>>,
     bytes: usize,
     versions: usize,
+    /// The part of `bytes` held by versions other than each key's newest.
+    older_bytes: usize,
 }
 
 /// What a write costs the memtable at most (used for the bound check before writing).
@@ -285,9 +289,11 @@ impl Memtable {
                 // Sequence numbers only grow: a new version is always the newest.
                 debug_assert!(entry.newest.seq < seq, "sequence numbers must grow");
                 let previous = std::mem::replace(&mut entry.newest, version);
+                self.older_bytes += previous.cost();
                 entry.older.push(previous);
                 let (freed, dropped) = entry.prune(needed);
                 self.bytes -= freed;
+                self.older_bytes -= freed;
                 self.versions -= dropped;
             }
         }
@@ -308,8 +314,15 @@ impl Memtable {
             }
         }
         self.bytes -= freed;
+        self.older_bytes -= freed;
         self.versions -= dropped;
         freed
+    }
+
+    /// Bytes held by versions other than each key's newest: at most what [`Memtable::prune`]
+    /// can free.
+    pub(crate) fn older_bytes(&self) -> usize {
+        self.older_bytes
     }
 
     /// Adds a key just inserted into `map` to the filter, first rebuilding the filter twice
@@ -710,6 +723,7 @@ mod tests {
         m.insert(b"b", 3, Some(&[3; 100]), 0, &readers(&[1]));
         m.insert(b"c", 4, Some(&[4; 100]), 0, &readers(&[1]));
         assert_eq!(m.versions(), 6);
+        assert_eq!(m.older_bytes(), 3 * (VERSION_OVERHEAD_BYTES + 100));
         // Still needed: the pass keeps them.
         assert_eq!(m.prune(&readers(&[1])), 0);
         assert_eq!(m.versions(), 6);
@@ -723,6 +737,7 @@ mod tests {
         // Everything published: one version per key, bytes as after the first writes.
         m.prune(&readers(&[4]));
         assert_eq!(m.versions(), 3);
+        assert_eq!(m.older_bytes(), 0);
         assert_eq!(m.bytes(), base);
         for (k, v) in [(&b"a"[..], 2u8), (b"b", 3), (b"c", 4)] {
             assert_eq!(m.get(k, 4, 0), Some(&[v; 100][..]));

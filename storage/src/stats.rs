@@ -115,11 +115,13 @@ stats_struct! {
     recovery_corruptions_skipped,
     /// Immutable memtables waiting for (or in) their flush.
     memtables_immutable,
-    /// Passes over a full active memtable that dropped versions no reader needed any more
+    /// Passes over a full active memtable to drop the versions no reader needs any more
     /// (sparing or delaying its flush).
     memtable_prunes_total,
     /// Memtable bytes those passes freed.
     memtable_pruned_bytes_total,
+    /// Microseconds those passes took (the shard runs nothing else meanwhile).
+    memtable_prune_us_total,
     /// Memtable flushes finished (each writes one level-0 table).
     flushes_total,
     /// Bytes of level-0 tables written by flushes.

@@ -64,11 +64,21 @@ pub(super) struct State {
     last_seq: SeqNo,
     /// Last sequence number readers see.
     visible_seq: SeqNo,
-    /// The active memtable's bytes after its last pruning pass (0: none yet).
-    pruned_at_bytes: usize,
+    /// The active memtable's older versions' bytes left by its last pruning pass (needed
+    /// by readers then; 0: no pass yet).
+    pruned_older_bytes: usize,
     /// Bumped when a checkpoint replaces the whole state: a flush or compaction that started
     /// before is abandoned at its manifest edit.
     resets: u64,
+}
+
+/// A pass over the active memtable ([`State::memtable_full_after_prune`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PrunePass {
+    /// Bytes freed.
+    pub(super) freed: usize,
+    /// Time on the shard's thread.
+    pub(super) took: std::time::Duration,
 }
 
 /// Whether some reader may read at a sequence number in `[lo, hi)`: one at the read point
@@ -103,7 +113,7 @@ impl State {
             next_file_number,
             last_seq,
             visible_seq: last_seq,
-            pruned_at_bytes: 0,
+            pruned_older_bytes: 0,
             resets: 0,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
@@ -156,28 +166,34 @@ impl State {
     }
 
     /// [`State::memtable_full`], after a pass that drops the versions no reader needs any
-    /// more ([`Memtable::prune`]) when the memtable has grown by an eighth of `max` since the
-    /// last pass: a version replaced by a write that was pending stays until the key is
-    /// written again, and under updates of a working set that fits the memtable those
-    /// versions, not new keys, are what fill it. A pass that frees little is not repeated
-    /// before the memtable rotates. Returns (full, bytes freed by a pass).
+    /// more ([`Memtable::prune`]): a version replaced by a write that was pending stays until
+    /// the key is written again, and under updates of a working set that fits the memtable
+    /// those versions, not new keys, are what fill it. The pass walks every key, so it runs
+    /// only when it can free an eighth of `max`: when older versions hold that much more
+    /// than the last pass left (the ones it kept are still needed, by a snapshot or a
+    /// pending write). Returns whether it is full, and what a pass freed and took.
     pub(super) fn memtable_full_after_prune(
         &mut self,
         needed: usize,
         max: usize,
         snapshots: &SnapshotList,
-    ) -> (bool, usize) {
+    ) -> (bool, Option<PrunePass>) {
         if !self.memtable_full(needed, max) {
-            return (false, 0);
+            return (false, None);
         }
         let mut memtable = self.memtable.borrow_mut();
-        if memtable.bytes() < self.pruned_at_bytes + max / 8 {
-            return (true, 0);
+        if memtable.older_bytes() < self.pruned_older_bytes + max / 8 {
+            return (true, None);
         }
+        let started = std::time::Instant::now();
         let freed = memtable.prune(&needed_by_readers(self.visible_seq, snapshots));
-        self.pruned_at_bytes = memtable.bytes();
+        let pass = PrunePass {
+            freed,
+            took: started.elapsed(),
+        };
+        self.pruned_older_bytes = memtable.older_bytes();
         drop(memtable);
-        (self.memtable_full(needed, max), freed)
+        (self.memtable_full(needed, max), Some(pass))
     }
 
     /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
@@ -192,7 +208,7 @@ impl State {
         }
         let fresh = Rc::new(RefCell::new(Memtable::new()));
         let full = std::mem::replace(&mut self.memtable, fresh);
-        self.pruned_at_bytes = 0;
+        self.pruned_older_bytes = 0;
         self.immutables.push_back(Immutable {
             memtable: full,
             seq_max: self.last_seq,

@@ -239,11 +239,12 @@ impl Engine {
     fn memtable_full(&self, state: &mut State, needed: usize) -> bool {
         let inner = &self.inner;
         let max = inner.options.memtable_size_bytes_max;
-        let (full, freed) = state.memtable_full_after_prune(needed, max, &inner.snapshots);
-        if freed > 0 {
+        let (full, pass) = state.memtable_full_after_prune(needed, max, &inner.snapshots);
+        if let Some(pass) = pass {
             let mut stats = inner.stats.borrow_mut();
             stats.memtable_prunes_total += 1;
-            stats.memtable_pruned_bytes_total += freed as u64;
+            stats.memtable_pruned_bytes_total += pass.freed as u64;
+            stats.memtable_prune_us_total += pass.took.as_micros() as u64;
         }
         full
     }
