@@ -96,7 +96,8 @@ impl Hasher for KeyHashHasher {
 }
 
 struct Waiting {
-    op: Op,
+    /// Shared with the caller, which keeps it to send again after a refusal (no copy).
+    op: Rc<Op>,
     /// Hash of the operation's key (0 for keyless operations, which never wait for others).
     key_hash: Option<u64>,
     reply: oneshot::Sender<Result<OpResult>>,
@@ -153,7 +154,7 @@ impl Coalescer {
     }
 
     /// Queues `op` and waits for its result.
-    pub(crate) async fn submit(self: &Rc<Self>, op: Op) -> Result<OpResult> {
+    pub(crate) async fn submit(self: &Rc<Self>, op: Rc<Op>) -> Result<OpResult> {
         let (reply, result) = oneshot::channel();
         let key_hash = op.key().map(|k| self.hasher.hash_one(k));
         self.queue.borrow_mut().push(Waiting {

@@ -180,13 +180,13 @@ impl Connection {
 
     /// Many operations in one call; `result[i]` answers `ops[i]`. Typed errors of single
     /// operations are in their `OpResult`; `Err` means the whole call failed.
-    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
+    pub async fn batch<O: std::borrow::Borrow<Op>>(&self, ops: &[O]) -> Result<Vec<OpResult>> {
         let mut req = self.client.batch_request();
         let len = u32::try_from(ops.len())
             .map_err(|_| Error::Protocol(format!("{} operations in one batch", ops.len())))?;
         let mut list = req.get().init_ops(len);
         for (i, op) in ops.iter().enumerate() {
-            codec::write_op(list.reborrow().get(i as u32), op);
+            codec::write_op(list.reborrow().get(i as u32), op.borrow());
         }
         let reply = req.send().promise.await?;
         let results = reply.get()?.get_results()?;

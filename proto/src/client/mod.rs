@@ -374,8 +374,10 @@ impl Client {
 
     async fn single(&self, key: &[u8], op: Op) -> Result<OpResult> {
         let coalesce = self.inner.options.coalesce;
+        // Shared, not copied, with each attempt (a refused one is sent again).
+        let op = Rc::new(op);
         self.routed(key, |owner| {
-            let op = op.clone();
+            let op = Rc::clone(&op);
             async move {
                 let result = if coalesce {
                     owner.submit(op).await?
