@@ -311,6 +311,10 @@ impl Memtable {
                 let (f, d) = entry.prune(needed);
                 freed += f;
                 dropped += d;
+                if entry.older.is_empty() {
+                    // Its buffer is not charged to `bytes`; a key at rest should not keep it.
+                    entry.older = Vec::new();
+                }
             }
         }
         self.bytes -= freed;

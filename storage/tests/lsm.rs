@@ -240,6 +240,35 @@ fn updates_of_a_working_set_that_fits_the_memtable_prune_it_instead_of_flushing(
     });
 }
 
+#[test]
+fn a_memtable_that_never_fills_still_rotates_once_its_log_reaches_four_bounds() {
+    let dir = test_dir("lsm-log-bound");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // 500 keys rewritten over and over: the memtable (1 MiB bound) never fills, but its
+        // log must not grow without end: it rotates, flushes, and its WAL segments go.
+        let e = Engine::open(&path, small_tree()).await.unwrap();
+        let keys = 500;
+        let mut round = 0;
+        while e.stats().wal_write_bytes_total < 10 << 20 {
+            for i in 0..keys {
+                e.put(&key(i), &value(i, round)).await.unwrap();
+            }
+            round += 1;
+        }
+        e.wait_for_background().await.unwrap();
+        let s = e.stats();
+        assert!(s.memtable_bytes < 1 << 19, "{s:?}");
+        assert!(s.flushes_total >= 2, "{s:?}");
+        // About 4 MiB of log per memtable (1 MiB segments), not the 10 MiB written.
+        assert!(s.wal_segments_live <= 7, "{s:?}");
+        for i in (0..keys).step_by(7) {
+            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, round - 1)));
+        }
+        e.close().await.unwrap();
+    });
+}
+
 fn sst_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()

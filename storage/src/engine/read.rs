@@ -12,8 +12,7 @@ impl Engine {
     /// latest acknowledged write.
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, SeqNo)>> {
         self.check_open()?;
-        let seq = self.inner.state.borrow().visible_seq();
-        self.get_seq(key, seq).await
+        self.get_seq(key, None).await
     }
 
     /// A consistent point-in-time view; the versions it needs are kept until it is dropped.
@@ -27,7 +26,7 @@ impl Engine {
         self.check_open()?;
         self.check_snapshot(snapshot)?;
         Ok(self
-            .get_seq(key, snapshot.seq())
+            .get_seq(key, Some(snapshot.seq()))
             .await?
             .map(|(value, _)| value))
     }
@@ -74,17 +73,22 @@ impl Engine {
         Ok(self.iter_seq(seq, !reverse))
     }
 
-    async fn get_seq(&self, key: &[u8], seq: SeqNo) -> Result<Option<(Vec<u8>, SeqNo)>> {
+    /// The live value of `key` at `at` (a registered snapshot's sequence number), or (None)
+    /// at the read point as of the lookup.
+    async fn get_seq(&self, key: &[u8], at: Option<SeqNo>) -> Result<Option<(Vec<u8>, SeqNo)>> {
         self.inner.options.check_key(key)?;
         backlog::cooperate(&self.inner.backlog).await;
         self.inner.stats.borrow_mut().gets_total += 1;
-        // Memtables and the version are taken in one synchronous step: a flush that moves a
-        // memtable into a table cannot fall between them.
+        // The read point, the memtables and the version are taken in one synchronous step: a
+        // flush that moves a memtable into a table cannot fall between them, and no write can
+        // be published and prune the version read (an unregistered read point is only safe
+        // with no await between taking it and reading the memtables).
         let now_ms = self.inner.clock.now_ms();
-        let (hit, version) = {
+        let (hit, version, seq) = {
             let state = self.inner.state.borrow();
+            let seq = at.unwrap_or_else(|| state.visible_seq());
             let hit = state.memtables_lookup(key, seq, now_ms);
-            (hit, state.version().clone())
+            (hit, state.version().clone(), seq)
         };
         if let Some(v) = hit {
             self.inner.stats.borrow_mut().gets_memtable_hits_total += 1;

@@ -67,10 +67,22 @@ pub(super) struct State {
     /// The active memtable's older versions' bytes left by its last pruning pass (needed
     /// by readers then; 0: no pass yet).
     pruned_older_bytes: usize,
+    /// Log record bytes written into the active memtable (since it became active, or since
+    /// recovery): a memtable that pruning keeps from filling still rotates once this reaches
+    /// [`LOG_BYTES_PER_MEMTABLE_FACTOR`] times its bound, so that its log can be dropped.
+    memtable_log_bytes: usize,
     /// Bumped when a checkpoint replaces the whole state: a flush or compaction that started
     /// before is abandoned at its manifest edit.
     resets: u64,
 }
+
+/// A memtable whose writes took this many times its bound in log rotates even if pruning
+/// keeps it from filling (RocksDB bounds its WAL by a multiple of its write buffers too).
+pub(super) const LOG_BYTES_PER_MEMTABLE_FACTOR: usize = 4;
+
+/// A memtable with more keys is not walked ([`State::memtable_full_after_prune`]): a walk
+/// costs ~50 ns per key on the shard's thread, so this bounds its pause to a few ms.
+const PRUNE_KEYS_MAX: usize = 131_072;
 
 /// A pass over the active memtable ([`State::memtable_full_after_prune`]).
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +126,7 @@ impl State {
             last_seq,
             visible_seq: last_seq,
             pruned_older_bytes: 0,
+            memtable_log_bytes: 0,
             resets: 0,
         };
         if state.memtable.borrow().bytes() > memtable_bytes_max {
@@ -178,11 +191,16 @@ impl State {
         max: usize,
         snapshots: &SnapshotList,
     ) -> (bool, Option<PrunePass>) {
+        if self.memtable_log_full(max) {
+            return (!self.memtable.borrow().is_empty(), None);
+        }
         if !self.memtable_full(needed, max) {
             return (false, None);
         }
         let mut memtable = self.memtable.borrow_mut();
-        if memtable.older_bytes() < self.pruned_older_bytes + max / 8 {
+        // What insert's own pruning freed since the last pass lowers the mark too.
+        let kept = self.pruned_older_bytes.min(memtable.older_bytes());
+        if memtable.older_bytes() < kept + max / 8 || memtable.keys() > PRUNE_KEYS_MAX {
             return (true, None);
         }
         let started = std::time::Instant::now();
@@ -194,6 +212,17 @@ impl State {
         self.pruned_older_bytes = memtable.older_bytes();
         drop(memtable);
         (self.memtable_full(needed, max), Some(pass))
+    }
+
+    /// [`State::memtable_full`] without a pass: for checks that must not change anything.
+    pub(super) fn memtable_full_now(&self, needed: usize, max: usize) -> bool {
+        self.memtable_full(needed, max) || self.memtable_log_full(max)
+    }
+
+    /// Whether the active memtable's writes have taken enough log that it must rotate (its
+    /// log is dropped only once it is flushed).
+    fn memtable_log_full(&self, max: usize) -> bool {
+        self.memtable_log_bytes >= max.saturating_mul(LOG_BYTES_PER_MEMTABLE_FACTOR)
     }
 
     /// Makes the active memtable immutable (queued for its flush) and starts a fresh one.
@@ -209,6 +238,7 @@ impl State {
         let fresh = Rc::new(RefCell::new(Memtable::new()));
         let full = std::mem::replace(&mut self.memtable, fresh);
         self.pruned_older_bytes = 0;
+        self.memtable_log_bytes = 0;
         self.immutables.push_back(Immutable {
             memtable: full,
             seq_max: self.last_seq,
@@ -245,8 +275,9 @@ impl State {
     }
 
     /// The write applied last is in WAL record `index`.
-    pub(super) fn logged(&mut self, index: u64) {
+    pub(super) fn logged(&mut self, index: u64, record_bytes: usize) {
         self.memtable_wal_index_max = index;
+        self.memtable_log_bytes += record_bytes;
     }
 
     /// The value of `key` at `seq` in the memtables, newest first, with the sequence number
@@ -320,6 +351,8 @@ impl State {
     pub(super) fn reset(&mut self, version: Version, last_seq: SeqNo) {
         self.memtable = Rc::new(RefCell::new(Memtable::new()));
         self.memtable_wal_index_max = 0;
+        self.pruned_older_bytes = 0;
+        self.memtable_log_bytes = 0;
         // Whoever waits for a flush of a dropped memtable is done waiting.
         self.flush_generation += self.immutables.len() as u64 + 1;
         self.immutables.clear();

@@ -332,7 +332,14 @@ impl Engine {
     fn sequence(&self, b: WriteBatch) -> Result<Sequenced> {
         let inner = &self.inner;
         let needed = write_cost(&b);
-        debug_assert!(self.stall_reason(needed).is_none());
+        debug_assert!({
+            // The caller's check may have pruned; this one must not change anything.
+            let state = inner.state.borrow();
+            let o = &inner.options;
+            !(state.memtable_full_now(needed, o.memtable_size_bytes_max)
+                && self.may_switch_memtable(&state)
+                && state.immutable_count() >= o.memtables_immutable_max)
+        });
         // Refuse now, before anything changes, what the WAL would refuse below.
         inner.log.check_appendable(b.record_bytes())?;
         let mut state = inner.state.borrow_mut();
@@ -351,8 +358,9 @@ impl Engine {
             first_seq,
             write_time_ms,
         };
+        let record_bytes = b.record_bytes();
         let index = inner.log.append(|| b.into_record(header))?;
-        state.logged(index);
+        state.logged(index, record_bytes);
         Ok(Sequenced {
             last_seq: state.last_seq(),
             index,
