@@ -185,6 +185,20 @@ fn snapshots_keep_their_versions_through_flushes_and_compactions() {
     });
 }
 
+/// Writes `value(i, round)` to keys `0..keys`.
+async fn write_round(e: &Engine, keys: u64, round: u64) {
+    for i in 0..keys {
+        e.put(&key(i), &value(i, round)).await.unwrap();
+    }
+}
+
+/// Checks that every seventh of keys `0..keys` holds `value(i, round)`.
+async fn check_round(e: &Engine, keys: u64, round: u64) {
+    for i in (0..keys).step_by(7) {
+        assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, round)));
+    }
+}
+
 #[test]
 fn updates_of_a_working_set_that_fits_the_memtable_prune_it_instead_of_flushing() {
     let dir = test_dir("lsm-prune");
@@ -193,30 +207,24 @@ fn updates_of_a_working_set_that_fits_the_memtable_prune_it_instead_of_flushing(
         // 3000 keys of 100-byte values: one version each fits the 1 MiB memtable, two do not,
         // and each rewrite keeps the version it replaces until a pass drops it.
         let e = Engine::open(&path, small_tree()).await.unwrap();
-        let keys = 3000;
+        let keys: u64 = 3000;
         for round in 0..8 {
-            for i in 0..keys {
-                e.put(&key(i), &value(i, round)).await.unwrap();
-            }
+            write_round(&e, keys, round).await;
         }
         let s = e.stats();
         assert_eq!(s.flushes_total, 0, "{s:?}");
         assert!(s.memtable_prunes_total > 0, "{s:?}");
         assert!(s.memtable_versions < 2 * keys, "{s:?}");
-        for i in (0..keys).step_by(7) {
-            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 7)));
-        }
+        check_round(&e, keys, 7).await;
         // A snapshot's versions survive the passes; the ones between it and now do not
         // need to (and with them the memtable fills and flushes as before).
         let snap = e.snapshot();
         for round in 8..14 {
-            for i in 0..keys {
-                e.put(&key(i), &value(i, round)).await.unwrap();
-            }
+            write_round(&e, keys, round).await;
         }
+        check_round(&e, keys, 13).await;
         for i in (0..keys).step_by(7) {
             assert_eq!(e.get_at(&key(i), &snap).await.unwrap(), Some(value(i, 7)));
-            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, 13)));
         }
         let old = e
             .scan(
@@ -248,12 +256,10 @@ fn a_memtable_that_never_fills_still_rotates_once_its_log_reaches_four_bounds() 
         // 500 keys rewritten over and over: the memtable (1 MiB bound) never fills, but its
         // log must not grow without end: it rotates, flushes, and its WAL segments go.
         let e = Engine::open(&path, small_tree()).await.unwrap();
-        let keys = 500;
+        let keys: u64 = 500;
         let mut round = 0;
         while e.stats().wal_write_bytes_total < 10 << 20 {
-            for i in 0..keys {
-                e.put(&key(i), &value(i, round)).await.unwrap();
-            }
+            write_round(&e, keys, round).await;
             round += 1;
         }
         e.wait_for_background().await.unwrap();
@@ -262,9 +268,7 @@ fn a_memtable_that_never_fills_still_rotates_once_its_log_reaches_four_bounds() 
         assert!(s.flushes_total >= 2, "{s:?}");
         // About 4 MiB of log per memtable (1 MiB segments), not the 10 MiB written.
         assert!(s.wal_segments_live <= 7, "{s:?}");
-        for i in (0..keys).step_by(7) {
-            assert_eq!(e.get(&key(i)).await.unwrap(), Some(value(i, round - 1)));
-        }
+        check_round(&e, keys, round - 1).await;
         e.close().await.unwrap();
     });
 }
