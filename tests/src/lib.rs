@@ -193,8 +193,20 @@ pub struct Server {
 
 static PORT_SEED: AtomicU64 = AtomicU64::new(0);
 
-/// A pseudo-random base port in 20000..60000 whose `count` consecutive ports are free now.
+/// A pseudo-random base port whose `count` consecutive ports are free now, from 20000 up to
+/// the kernel's ephemeral range (`ip_local_port_range`, usually from 32768): a port in that
+/// range can be handed to any outgoing connection (a client's, a peer's) between this check
+/// and the server's bind, and a cluster node, whose peers know its ports, cannot move.
 pub fn free_ports(count: usize) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = if ephemeral_low >= 21_000 + count as u32 {
+        ephemeral_low - 20_000 - count as u32
+    } else {
+        40_000
+    };
     loop {
         let seed = PORT_SEED.fetch_add(1, Ordering::Relaxed)
             ^ u64::from(std::process::id()).rotate_left(17)
@@ -206,7 +218,7 @@ pub fn free_ports(count: usize) -> u16 {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        let base = 20_000 + (z % 40_000) as u16;
+        let base = 20_000 + (z % u64::from(span)) as u16;
         let all_free =
             (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
