@@ -360,10 +360,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn key_values(contents: Vec<(Vec<u8>, Vec<u8>, u64)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    contents.into_iter().map(|(k, v, _)| (k, v)).collect()
-}
-
 #[test]
 fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply_alike() {
     let seed: u64 = std::env::var("COREKV_MODEL_SEED")
@@ -451,9 +447,10 @@ fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply
         for entry in &log[next..] {
             apply(&replica, entry).await.unwrap();
         }
-        let want = key_values(contents(&leader).await);
+        // Sequence numbers included: a `cas` expecting one must decide alike on every replica.
+        let want = contents(&leader).await;
         assert_eq!(
-            key_values(contents(&replica).await),
+            contents(&replica).await,
             want,
             "seed {seed}: the replica's state differs from the leader's"
         );
@@ -466,7 +463,90 @@ fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply
         for entry in &log[log.partition_point(|e| e.index <= flushed)..] {
             apply(&replica, entry).await.unwrap();
         }
-        assert_eq!(key_values(contents(&replica).await), want);
+        assert_eq!(contents(&replica).await, want);
+        replica.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_replica_numbers_writes_after_a_checkpoint_as_the_leader_does_though_compaction_emptied_it() {
+    run(|| async {
+        let clock = Clock::manual(1 << 40);
+        let opts = Options {
+            l0_compaction_trigger_files: 2,
+            ..options()
+        };
+        let scratch = test_dir("checkpoint-seq");
+        let leader_dir = test_dir("checkpoint-seq-leader");
+        let leader = Engine::open_applying(leader_dir.path(), opts.clone(), hooks(&clock, None))
+            .await
+            .unwrap();
+        // Entry 1 writes 50 keys and entry 2 deletes them; each is flushed, and compacting the
+        // two tables to the bottom level drops everything: the tables hold no write at all,
+        // though the leader handed out 100 sequence numbers.
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i:03}").into_bytes()).collect();
+        leader.begin_entry(1, 1_000_000).unwrap();
+        for k in &keys {
+            leader.put(k, &[1u8; 100]).await.unwrap();
+        }
+        leader.end_entry().unwrap();
+        leader.flush().await.unwrap();
+        leader.begin_entry(2, 1_000_001).unwrap();
+        let mut deleted_at = 0;
+        for k in &keys {
+            deleted_at = leader.delete(k).await.unwrap();
+        }
+        leader.end_entry().unwrap();
+        leader.flush().await.unwrap();
+        leader.wait_for_background().await.unwrap();
+        let checkpoint = scratch.path().join("out");
+        let info = leader.checkpoint(&checkpoint).await.unwrap();
+        assert_eq!(info.applied_index, 2);
+        assert_eq!(
+            info.files.len(),
+            1,
+            "the compaction should have left no table: {:?}",
+            info.files
+        );
+
+        let replica_dir = test_dir("checkpoint-seq-replica");
+        let reopen =
+            || Engine::open_applying(replica_dir.path(), opts.clone(), hooks(&clock, None));
+        let replica = reopen().await.unwrap();
+        let copy = scratch.path().join("in");
+        copy_dir(&checkpoint, &copy);
+        corekv_storage::engine::renumber_checkpoint(&copy, replica.next_file_number()).unwrap();
+        assert_eq!(replica.install_checkpoint(&copy).await.unwrap(), 2);
+
+        // Entry 3 gets the same sequence numbers on both, so a `cas` by sequence number
+        // decides alike on both; and again after the replica restarts.
+        let entry = Entry {
+            index: 3,
+            time_ms: 1_000_002,
+            ops: vec![Op::Put(b"x".to_vec(), b"1".to_vec())],
+        };
+        let on_leader = apply(&leader, &entry).await.unwrap();
+        assert_eq!(on_leader, vec![deleted_at + 1]);
+        assert_eq!(apply(&replica, &entry).await.unwrap(), on_leader);
+        replica.close().await.unwrap();
+        let replica = reopen().await.unwrap();
+        for e in [&entry]
+            .into_iter()
+            .filter(|e| e.index > replica.flushed_log_index())
+        {
+            apply(&replica, e).await.unwrap();
+        }
+        let entry = Entry {
+            index: 4,
+            time_ms: 1_000_003,
+            ops: vec![Op::Put(b"y".to_vec(), b"2".to_vec())],
+        };
+        assert_eq!(
+            apply(&replica, &entry).await.unwrap(),
+            apply(&leader, &entry).await.unwrap()
+        );
+        assert_eq!(contents(&replica).await, contents(&leader).await);
         replica.close().await.unwrap();
         leader.close().await.unwrap();
     });

@@ -12,8 +12,10 @@
 //! "CKVCHKPT" | version u32 (1) | crc32c u32 of the edit | edit
 //! ```
 //! The edit is a manifest edit (the manifest's record encoding): `applied_index`,
-//! `applied_time_ms`, `last_seq` (the largest sequence number in the tables) and one added
-//! table per file, with its level and metadata, under its number in the checkpoint directory.
+//! `applied_time_ms`, `last_seq` (the last sequence number handed out up to the applied entry:
+//! the replica goes on numbering from there, as the leader did, even where compactions dropped
+//! the newest writes, tombstones or expired values, from the tables) and one added table per
+//! file, with its level and metadata, under its number in the checkpoint directory.
 //!
 //! ## Installing
 //! A table's footer names its number, so a copy is first renumbered above every number the
@@ -77,7 +79,7 @@ impl Engine {
             ..VersionEdit::default()
         };
         let mut files = Vec::new();
-        let mut last_seq = 0;
+        let mut last_seq = self.inner.manifest.flushed_seq();
         for (level, tables) in version.levels.iter().enumerate() {
             for t in tables {
                 let (from, to) = (

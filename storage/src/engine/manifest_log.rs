@@ -4,6 +4,7 @@ use std::cell::RefCell;
 
 use glommio::sync::{Permit, Semaphore};
 
+use crate::SeqNo;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, ManifestState, VersionEdit};
 
@@ -60,6 +61,12 @@ impl ManifestLog {
     /// The last external-log entry whose writes are all in tables (0 = none).
     pub(super) fn applied_index(&self) -> u64 {
         self.state.borrow().applied_index
+    }
+
+    /// The last sequence number handed out before the writes now in tables: every write at or
+    /// below it is in a table (some may since have been compacted away).
+    pub(super) fn flushed_seq(&self) -> SeqNo {
+        self.state.borrow().flushed_seq
     }
 
     /// The time of that entry (0 = none).
