@@ -30,7 +30,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -40,6 +39,7 @@ use corekv_storage::engine::{
     CHECKPOINT_FILE, DESCRIPTOR_BYTES_MAX, decode_descriptor, renumber_checkpoint,
 };
 use futures::AsyncWriteExt;
+use glommio::io::{BufferedFile, Directory};
 use glommio::net::TcpStream;
 use raft::Storage;
 use raft::eraftpb::Message;
@@ -360,16 +360,14 @@ impl Snapshots {
         let mut bytes = 0;
         for (name, size) in &out.files {
             let path = out.dir.join(name);
-            let file =
-                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file_err = |e: std::io::Error| format!("{}: {e}", path.display());
+            let file = BufferedFile::open(&path)
+                .await
+                .map_err(|e| file_err(e.into()))?;
             let (mut offset, mut crc) = (0u64, 0u32);
             loop {
                 let n = CHUNK_BYTES.min((size - offset) as usize);
-                let mut data = vec![0u8; n];
-                // Blocking reads of files just linked (often in the page cache), a chunk at a
-                // time, on a rare path.
-                file.read_exact_at(&mut data, offset)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let data = read_exact_at(&file, offset, n).await.map_err(file_err)?;
                 crc = crc32c::crc32c_append(crc, &data);
                 let last = offset + n as u64 == *size;
                 let frame = encode_snapshot_chunk(&SnapshotChunk {
@@ -389,6 +387,7 @@ impl Snapshots {
                     break;
                 }
             }
+            file.close().await.map_err(|e| file_err(e.into()))?;
         }
         let frame = encode_messages(std::slice::from_ref(message)).map_err(|e| e.to_string())?;
         stream.write_all(&frame).await.map_err(write_err)?;
@@ -499,7 +498,7 @@ impl Snapshots {
         let Some(incoming) = conn.as_mut() else {
             unreachable!("set above");
         };
-        incoming.write(chunk)?;
+        incoming.write(chunk).await?;
         if incoming.complete {
             // Numbered for this engine now, so installing it is only links and one edit.
             let at_least =
@@ -530,7 +529,7 @@ fn scopeguard(counter: &Cell<u32>) -> impl Drop + '_ {
 /// A file being received.
 struct OpenFile {
     name: String,
-    file: std::fs::File,
+    file: BufferedFile,
     offset: u64,
     crc: u32,
 }
@@ -563,7 +562,9 @@ impl Drop for Incoming {
 }
 
 impl Incoming {
-    fn write(&mut self, chunk: SnapshotChunk) -> Result<(), String> {
+    /// Writes one chunk (through io_uring, like every file operation of a stream but creating
+    /// its directory: the shard's thread never waits on the disk), checking it first.
+    async fn write(&mut self, chunk: SnapshotChunk) -> Result<(), String> {
         if self.complete {
             return Err("a chunk after the snapshot was complete".into());
         }
@@ -596,11 +597,12 @@ impl Incoming {
                 if self.done.len() >= FILES_MAX {
                     return Err(format!("more than {FILES_MAX} files"));
                 }
-                let file = std::fs::OpenOptions::new()
+                let file = glommio::io::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .open(&path)
-                    .map_err(io(&path))?;
+                    .buffered_open(&path)
+                    .await
+                    .map_err(|e| io(&path)(e.into()))?;
                 self.file = Some(OpenFile {
                     name: chunk.file.clone(),
                     file,
@@ -634,12 +636,13 @@ impl Incoming {
                 self.reserve
             ));
         }
-        // Buffered writes (the page cache takes them); the file is synced at its end.
-        f.file
-            .write_all_at(&chunk.data, f.offset)
-            .map_err(io(&path))?;
-        f.offset += chunk.data.len() as u64;
         f.crc = crc32c::crc32c_append(f.crc, &chunk.data);
+        let len = chunk.data.len() as u64;
+        // Buffered writes (the page cache takes them); the file is synced at its end.
+        write_all_at(&f.file, chunk.data, f.offset)
+            .await
+            .map_err(io(&path))?;
+        f.offset += len;
         if !chunk.last {
             return Ok(());
         }
@@ -649,19 +652,31 @@ impl Incoming {
                 chunk.file, f.crc, chunk.crc32c
             ));
         }
-        f.file.sync_all().map_err(io(&path))?;
+        f.file.fdatasync().await.map_err(|e| io(&path)(e.into()))?;
         self.done.push((chunk.file.clone(), f.offset));
-        self.file = None;
+        if let Some(f) = self.file.take() {
+            f.file.close().await.map_err(|e| io(&path)(e.into()))?;
+        }
         if chunk.file == CHECKPOINT_FILE {
-            self.check_complete()?;
+            self.check_complete().await?;
         }
         Ok(())
     }
 
     /// The descriptor arrived: every table it names must be here, whole.
-    fn check_complete(&mut self) -> Result<(), String> {
+    async fn check_complete(&mut self) -> Result<(), String> {
         let path = self.dir.join(CHECKPOINT_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file_err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let file = BufferedFile::open(&path)
+            .await
+            .map_err(|e| file_err(e.into()))?;
+        let size = file.file_size().await.map_err(|e| file_err(e.into()))?;
+        // The chunks' bound: the descriptor was not allowed to grow past it.
+        debug_assert!(size <= DESCRIPTOR_BYTES_MAX);
+        let bytes = read_exact_at(&file, 0, size.min(DESCRIPTOR_BYTES_MAX) as usize)
+            .await
+            .map_err(file_err)?;
+        file.close().await.map_err(|e| file_err(e.into()))?;
         let edit = decode_descriptor(&bytes)?;
         if edit.applied_index != Some(self.index) {
             return Err(format!(
@@ -684,9 +699,13 @@ impl Incoming {
         if self.done.len() != edit.added.len() + 1 {
             return Err("files the descriptor does not name".into());
         }
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let dir_err = |e: glommio::GlommioError<()>| format!("{}: {e}", self.dir.display());
+        Directory::open(&self.dir)
+            .await
+            .map_err(dir_err)?
+            .sync()
+            .await
+            .map_err(dir_err)?;
         self.complete = true;
         Ok(())
     }
@@ -698,6 +717,38 @@ fn valid_file_name(name: &str) -> bool {
         || name
             .strip_suffix(".sst")
             .is_some_and(|n| (6..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `len` bytes of `file` from `offset`.
+async fn read_exact_at(file: &BufferedFile, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        let got = file
+            .read_at(offset + data.len() as u64, len - data.len())
+            .await?;
+        if got.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ends at {}", offset + data.len() as u64),
+            ));
+        }
+        data.extend_from_slice(&got);
+    }
+    Ok(data)
+}
+
+/// Writes all of `data` at `offset` of `file`. glommio takes the buffer and returns only a
+/// count, so a short write (rare for buffered writes to a regular file: a full disk) fails the
+/// stream, which the leader sends again.
+async fn write_all_at(file: &BufferedFile, data: Vec<u8>, offset: u64) -> std::io::Result<()> {
+    let len = data.len();
+    let n = file.write_at(data, offset).await?;
+    if n != len {
+        return Err(std::io::Error::other(format!(
+            "a short write at {offset}: {n} of {len} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Bytes an unprivileged writer may still write on the filesystem holding `dir`.

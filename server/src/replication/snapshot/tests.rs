@@ -18,6 +18,19 @@ fn incoming(dir: &Path) -> Incoming {
     }
 }
 
+/// Runs `f` on a glommio executor of its own (the stream's file I/O goes through io_uring).
+fn on_executor<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 fn chunk(file: &str, offset: u64, data: &[u8], last: bool, crc32c: u32) -> SnapshotChunk {
     SnapshotChunk {
         index: 9,
@@ -32,45 +45,54 @@ fn chunk(file: &str, offset: u64, data: &[u8], last: bool, crc32c: u32) -> Snaps
 
 #[test]
 fn a_snapshot_is_bounded_in_bytes_and_files() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let data = [5u8; 10];
+    on_executor(|| async {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let data = [5u8; 10];
 
-    // Each chunk must leave the reserve free on the disk.
-    let mut a = incoming(dir.path());
-    a.write(chunk("000001.sst", 0, &data, false, 0)).unwrap();
-    a.reserve = u64::MAX / 2;
-    let e = a
-        .write(chunk("000001.sst", 10, &data, false, 0))
-        .unwrap_err();
-    assert!(e.contains("free"), "{e}");
+        // Each chunk must leave the reserve free on the disk.
+        let mut a = incoming(dir.path());
+        a.write(chunk("000001.sst", 0, &data, false, 0))
+            .await
+            .unwrap();
+        a.reserve = u64::MAX / 2;
+        let e = a
+            .write(chunk("000001.sst", 10, &data, false, 0))
+            .await
+            .unwrap_err();
+        assert!(e.contains("free"), "{e}");
 
-    let mut b = incoming(dir.path());
-    b.done = (0..FILES_MAX).map(|i| (format!("{i}"), 0)).collect();
-    let e = b
-        .write(chunk("000002.sst", 0, &data, true, crc32c::crc32c(&data)))
-        .unwrap_err();
-    assert!(e.contains("files"), "{e}");
+        let mut b = incoming(dir.path());
+        b.done = (0..FILES_MAX).map(|i| (format!("{i}"), 0)).collect();
+        let e = b
+            .write(chunk("000002.sst", 0, &data, true, crc32c::crc32c(&data)))
+            .await
+            .unwrap_err();
+        assert!(e.contains("files"), "{e}");
 
-    // A descriptor is read whole: it is bounded before it is.
-    let mut c = incoming(dir.path());
-    c.file = Some(OpenFile {
-        name: CHECKPOINT_FILE.into(),
-        file: tempfile::tempfile_in(dir.path()).unwrap(),
-        offset: DESCRIPTOR_BYTES_MAX - 5,
-        crc: 0,
+        // A descriptor is read whole: it is bounded before it is.
+        let mut c = incoming(dir.path());
+        c.file = Some(OpenFile {
+            name: CHECKPOINT_FILE.into(),
+            file: BufferedFile::create(dir.path().join("descriptor"))
+                .await
+                .unwrap(),
+            offset: DESCRIPTOR_BYTES_MAX - 5,
+            crc: 0,
+        });
+        let e = c
+            .write(chunk(
+                CHECKPOINT_FILE,
+                DESCRIPTOR_BYTES_MAX - 5,
+                &data,
+                false,
+                0,
+            ))
+            .await
+            .unwrap_err();
+        assert!(e.contains("descriptor over"), "{e}");
     });
-    let e = c
-        .write(chunk(
-            CHECKPOINT_FILE,
-            DESCRIPTOR_BYTES_MAX - 5,
-            &data,
-            false,
-            0,
-        ))
-        .unwrap_err();
-    assert!(e.contains("descriptor over"), "{e}");
 }
 
 #[test]
@@ -92,49 +114,63 @@ fn file_names_cannot_leave_the_snapshot_directory() {
 
 #[test]
 fn chunks_out_of_order_of_another_snapshot_or_with_a_bad_checksum_are_refused() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let data = b"0123456789";
-    let crc = crc32c::crc32c(data);
+    on_executor(|| async {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let data = b"0123456789";
+        let crc = crc32c::crc32c(data);
 
-    let mut a = incoming(dir.path());
-    a.write(chunk("000001.sst", 0, &data[..4], false, 0))
-        .unwrap();
-    let e = a
-        .write(chunk("000001.sst", 5, &data[5..], true, crc))
-        .unwrap_err();
-    assert!(e.contains("offset"), "{e}");
-    let e = a
-        .write(chunk("000002.sst", 0, data, true, crc))
-        .unwrap_err();
-    assert!(e.contains("before"), "{e}");
-    let mut other = chunk("000001.sst", 4, &data[4..], true, crc);
-    other.term = 3;
-    assert!(a.write(other).is_err(), "another snapshot's chunk");
-    let e = a
-        .write(chunk("000001.sst", 4, &data[4..], true, crc ^ 1))
-        .unwrap_err();
-    assert!(e.contains("checksum"), "{e}");
+        let mut a = incoming(dir.path());
+        a.write(chunk("000001.sst", 0, &data[..4], false, 0))
+            .await
+            .unwrap();
+        let e = a
+            .write(chunk("000001.sst", 5, &data[5..], true, crc))
+            .await
+            .unwrap_err();
+        assert!(e.contains("offset"), "{e}");
+        let e = a
+            .write(chunk("000002.sst", 0, data, true, crc))
+            .await
+            .unwrap_err();
+        assert!(e.contains("before"), "{e}");
+        let mut other = chunk("000001.sst", 4, &data[4..], true, crc);
+        other.term = 3;
+        assert!(a.write(other).await.is_err(), "another snapshot's chunk");
+        let e = a
+            .write(chunk("000001.sst", 4, &data[4..], true, crc ^ 1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("checksum"), "{e}");
 
-    let mut b = incoming(dir.path());
-    b.write(chunk("000003.sst", 0, data, true, crc)).unwrap();
-    assert_eq!(std::fs::read(dir.path().join("000003.sst")).unwrap(), data);
-    let e = b
-        .write(chunk("000003.sst", 0, data, true, crc))
-        .unwrap_err();
-    assert!(e.contains("twice"), "{e}");
-    assert!(b.write(chunk("../x.sst", 0, data, true, crc)).is_err());
-    // A descriptor that does not decode, or names tables that did not arrive, is refused.
-    let e = b
-        .write(chunk(
-            CHECKPOINT_FILE,
-            0,
-            b"junk",
-            true,
-            crc32c::crc32c(b"junk"),
-        ))
-        .unwrap_err();
-    assert!(e.contains("descriptor"), "{e}");
-    assert!(!b.complete);
+        let mut b = incoming(dir.path());
+        b.write(chunk("000003.sst", 0, data, true, crc))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("000003.sst")).unwrap(), data);
+        let e = b
+            .write(chunk("000003.sst", 0, data, true, crc))
+            .await
+            .unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        assert!(
+            b.write(chunk("../x.sst", 0, data, true, crc))
+                .await
+                .is_err()
+        );
+        // A descriptor that does not decode, or names tables that did not arrive, is refused.
+        let e = b
+            .write(chunk(
+                CHECKPOINT_FILE,
+                0,
+                b"junk",
+                true,
+                crc32c::crc32c(b"junk"),
+            ))
+            .await
+            .unwrap_err();
+        assert!(e.contains("descriptor"), "{e}");
+        assert!(!b.complete);
+    });
 }
