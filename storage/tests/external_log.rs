@@ -433,7 +433,9 @@ fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply
         // the leader.
         let copy = scratch.path().join("in");
         copy_dir(&checkpoint, &copy);
-        corekv_storage::engine::renumber_checkpoint(&copy, replica.next_file_number()).unwrap();
+        corekv_storage::engine::renumber_checkpoint(&copy, replica.next_file_number())
+            .await
+            .unwrap();
         assert_eq!(replica.install_checkpoint(&copy).await.unwrap(), at);
         assert_eq!(
             (replica.applied_log_index(), replica.flushed_log_index()),
@@ -516,7 +518,9 @@ fn a_replica_numbers_writes_after_a_checkpoint_as_the_leader_does_though_compact
         let replica = reopen().await.unwrap();
         let copy = scratch.path().join("in");
         copy_dir(&checkpoint, &copy);
-        corekv_storage::engine::renumber_checkpoint(&copy, replica.next_file_number()).unwrap();
+        corekv_storage::engine::renumber_checkpoint(&copy, replica.next_file_number())
+            .await
+            .unwrap();
         assert_eq!(replica.install_checkpoint(&copy).await.unwrap(), 2);
 
         // Entry 3 gets the same sequence numbers on both, so a `cas` by sequence number

@@ -503,7 +503,9 @@ impl Snapshots {
             // Numbered for this engine now, so installing it is only links and one edit.
             let at_least =
                 (self.engine.next_file_number() + NUMBER_GAP).max(self.numbers_from.get());
-            let used = renumber_checkpoint(&incoming.dir, at_least).map_err(|e| e.to_string())?;
+            let used = renumber_checkpoint(&incoming.dir, at_least)
+                .await
+                .map_err(|e| e.to_string())?;
             self.numbers_from.set(self.numbers_from.get().max(used.end));
             // Refused here, before Raft sees it, if this engine would not take it.
             self.engine

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::io::CrashPoint;
 use crate::manifest::{ManifestState, VersionEdit};
+use crate::options::WAL_BLOCK_SIZE_BYTES;
 use crate::sst::footer::{FOOTER_BYTES, Footer};
 use crate::sst::reader::{TableReader, table_path};
 use crate::version::TableFile;
@@ -101,7 +102,7 @@ impl Engine {
         edit.last_seq = Some(last_seq);
         let descriptor = encode_descriptor(&edit);
         let path = dir.join(CHECKPOINT_FILE);
-        write_synced(&path, &descriptor)?;
+        write_file_synced(&self.inner.io, &path, &descriptor).await?;
         self.inner.io.sync_dir(dir).await?;
         files.push((CHECKPOINT_FILE.to_string(), descriptor.len() as u64));
         Ok(CheckpointInfo {
@@ -279,8 +280,9 @@ impl Engine {
 /// Gives the tables of the checkpoint in `dir` (a copy of another engine's) numbers from
 /// `at_least` up, or from above their current numbers if those are higher: rewrites each
 /// table's footer, renames it, and rewrites the descriptor. A crash leaves the directory
-/// half renumbered: discard it. Returns the numbers used (first..past the last).
-pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<u64>> {
+/// half renumbered: discard it. Returns the numbers used (first..past the last). File reads,
+/// writes and syncs go through io_uring; the renames are blocking metadata calls.
+pub async fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<u64>> {
     let mut edit = read_descriptor(dir)?;
     let first = edit
         .added
@@ -290,45 +292,101 @@ pub fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<
     for (i, (_, meta)) in edit.added.iter_mut().enumerate() {
         let to = first + i as u64;
         let from_path = table_path(dir, meta.file_number);
-        renumber_table(&from_path, meta.file_number, to)?;
+        renumber_table(&from_path, meta.file_number, to).await?;
         let to_path = table_path(dir, to);
         std::fs::rename(&from_path, &to_path).map_err(|e| Error::io("rename", &to_path, e))?;
         meta.file_number = to;
     }
     let path = dir.join(CHECKPOINT_FILE);
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    write_synced(&tmp, &encode_descriptor(&edit))?;
+    write_synced(&tmp, &encode_descriptor(&edit)).await?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("sync directory", dir, e))?;
+    let dir_err = |e: glommio::GlommioError<()>| Error::io("sync directory", dir, e.into());
+    glommio::io::Directory::open(dir)
+        .await
+        .map_err(dir_err)?
+        .sync()
+        .await
+        .map_err(dir_err)?;
     Ok(first..first + edit.added.len() as u64)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
-    f.sync_all().map_err(|e| Error::io("sync", path, e))
+/// Writes `bytes` as the whole new file `path`, durably, through io_uring (the shard's thread
+/// does not wait on the disk): one aligned write, cut to length, synced.
+async fn write_file_synced(io: &crate::io::Io, path: &Path, bytes: &[u8]) -> Result<()> {
+    let f = io.create(path).await?;
+    // O_DIRECT: whole blocks (at least one), zeros past the end until the cut.
+    let len = bytes.len().max(1).next_multiple_of(WAL_BLOCK_SIZE_BYTES);
+    let mut buf = f.alloc(len);
+    let out = buf.as_bytes_mut();
+    out[..bytes.len()].copy_from_slice(bytes);
+    out[bytes.len()..].fill(0);
+    f.write_at(buf, 0).await?;
+    f.truncate(bytes.len() as u64).await?;
+    f.fdatasync().await?;
+    f.close().await
+}
+
+/// Writes `bytes` as the whole file `path` (created or truncated), buffered, and syncs it.
+async fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_err =
+        |op: &'static str| move |e: glommio::GlommioError<()>| Error::io(op, path, e.into());
+    let f = glommio::io::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(io_err("create"))?;
+    write_whole(&f, path, bytes.to_vec(), 0).await?;
+    f.fdatasync().await.map_err(io_err("sync"))?;
+    f.close().await.map_err(io_err("close"))
+}
+
+/// Writes all of `bytes` at `at`; a short write is an error.
+async fn write_whole(
+    f: &glommio::io::BufferedFile,
+    path: &Path,
+    bytes: Vec<u8>,
+    at: u64,
+) -> Result<()> {
+    let len = bytes.len();
+    let n = f
+        .write_at(bytes, at)
+        .await
+        .map_err(|e| Error::io("write", path, e.into()))?;
+    if n != len {
+        return Err(Error::io(
+            "write",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {len} bytes at offset {at}"),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rewrites the number in the footer of table file `path` (table `from`): a table received
 /// from another engine takes a number of this one, and its footer names its number.
-fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let io_err = |op: &'static str| move |e| Error::io(op, path, e);
-    let f = std::fs::OpenOptions::new()
+async fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
+    let io_err =
+        |op: &'static str| move |e: glommio::GlommioError<()>| Error::io(op, path, e.into());
+    let f = glommio::io::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(path)
+        .buffered_open(path)
+        .await
         .map_err(io_err("open"))?;
-    let size = f.metadata().map_err(io_err("stat"))?.len();
+    let size = f.file_size().await.map_err(io_err("stat"))?;
     let at = size
         .checked_sub(FOOTER_BYTES as u64)
         .ok_or_else(|| Error::corruption(path, 0, "shorter than a footer"))?;
-    let mut bytes = [0u8; FOOTER_BYTES];
-    f.read_exact_at(&mut bytes, at).map_err(io_err("read"))?;
+    let bytes = f.read_at(at, FOOTER_BYTES).await.map_err(io_err("read"))?;
+    if bytes.len() != FOOTER_BYTES {
+        return Err(Error::corruption(path, at, "the footer ends early"));
+    }
     let mut footer = Footer::decode(&bytes, size).map_err(|d| Error::corruption(path, at, d))?;
     if footer.file_number != from {
         return Err(Error::corruption(
@@ -342,9 +400,9 @@ fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
     }
     footer.file_number = to;
     // Buffered and synced: the engine reads it with O_DIRECT afterwards, which sees it.
-    f.write_all_at(&footer.seal(), at)
-        .map_err(io_err("write"))?;
-    f.sync_all().map_err(io_err("sync"))
+    write_whole(&f, path, footer.seal().to_vec(), at).await?;
+    f.fdatasync().await.map_err(io_err("sync"))?;
+    f.close().await.map_err(io_err("close"))
 }
 
 fn encode_descriptor(edit: &VersionEdit) -> Vec<u8> {
