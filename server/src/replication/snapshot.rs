@@ -120,6 +120,8 @@ pub struct Snapshots {
     /// Table numbers the next received snapshot is renumbered from at least: above every
     /// received one's, so no two received copies share a number, whichever is installed.
     numbers_from: Cell<u64>,
+    /// One renumbering at a time: each reads `numbers_from` and, after its I/O, raises it.
+    renumbering: glommio::sync::Semaphore,
     next_dir: Cell<u64>,
     stats: Cell<SnapshotStats>,
 }
@@ -150,6 +152,7 @@ impl Snapshots {
             receiving: Cell::new(0),
             received: RefCell::default(),
             numbers_from: Cell::new(0),
+            renumbering: glommio::sync::Semaphore::new(1),
             next_dir: Cell::new(0),
             stats: Cell::new(SnapshotStats::default()),
         })
@@ -501,7 +504,13 @@ impl Snapshots {
         };
         incoming.write(chunk).await?;
         if incoming.complete {
-            // Numbered for this engine now, so installing it is only links and one edit.
+            // Numbered for this engine now, so installing it is only links and one edit. Two
+            // streams completing together must not both start from the same number.
+            let _turn = self
+                .renumbering
+                .acquire_permit(1)
+                .await
+                .map_err(|e| e.to_string())?;
             let at_least =
                 (self.engine.next_file_number() + NUMBER_GAP).max(self.numbers_from.get());
             let used = renumber_checkpoint(&incoming.dir, at_least)

@@ -280,8 +280,8 @@ impl Engine {
 /// Gives the tables of the checkpoint in `dir` (a copy of another engine's) numbers from
 /// `at_least` up, or from above their current numbers if those are higher: rewrites each
 /// table's footer, renames it, and rewrites the descriptor. A crash leaves the directory
-/// half renumbered: discard it. Returns the numbers used (first..past the last). File reads,
-/// writes and syncs go through io_uring; the renames are blocking metadata calls.
+/// half renumbered: discard it. Returns the numbers used (first..past the last). Table reads,
+/// writes and syncs go through io_uring; the descriptor read and the renames block.
 pub async fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<u64>> {
     let mut edit = read_descriptor(dir)?;
     let first = edit
