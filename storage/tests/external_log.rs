@@ -383,7 +383,9 @@ fn a_checkpoint_replaces_a_lagging_replicas_state_and_the_entries_after_it_apply
         let checkpoint = scratch.path().join("out");
         let info = leader.checkpoint(&checkpoint).await.unwrap();
         let at = info.applied_index;
-        assert_eq!(at, leader.flushed_log_index());
+        // A flush may land while the descriptor is written: the tables then hold more, but
+        // the checkpoint holds exactly what they held when it read them.
+        assert!(at <= leader.flushed_log_index());
         assert!(
             at > 0 && at < log[599].index,
             "seed {seed}: checkpoint at {at}"
