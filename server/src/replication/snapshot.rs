@@ -38,7 +38,8 @@ use corekv_storage::Engine;
 use corekv_storage::engine::{
     CHECKPOINT_FILE, DESCRIPTOR_BYTES_MAX, decode_descriptor, renumber_checkpoint,
 };
-use files::{free_bytes, read_exact_at, write_all_at};
+use corekv_storage::io::buffered::{read_exact_at, write_all_at};
+use files::free_bytes;
 use futures::AsyncWriteExt;
 use glommio::io::{BufferedFile, Directory};
 use glommio::net::TcpStream;

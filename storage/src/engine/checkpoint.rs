@@ -31,6 +31,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::io::CrashPoint;
+use crate::io::buffered::{read_exact_at, write_all_at};
 use crate::manifest::{ManifestState, VersionEdit};
 use crate::options::WAL_BLOCK_SIZE_BYTES;
 use crate::sst::footer::{FOOTER_BYTES, Footer};
@@ -338,34 +339,11 @@ async fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .buffered_open(path)
         .await
         .map_err(io_err("create"))?;
-    write_whole(&f, path, bytes.to_vec(), 0).await?;
+    write_all_at(&f, bytes.to_vec(), 0)
+        .await
+        .map_err(|e| Error::io("write", path, e))?;
     f.fdatasync().await.map_err(io_err("sync"))?;
     f.close().await.map_err(io_err("close"))
-}
-
-/// Writes all of `bytes` at `at`; a short write is an error.
-async fn write_whole(
-    f: &glommio::io::BufferedFile,
-    path: &Path,
-    bytes: Vec<u8>,
-    at: u64,
-) -> Result<()> {
-    let len = bytes.len();
-    let n = f
-        .write_at(bytes, at)
-        .await
-        .map_err(|e| Error::io("write", path, e.into()))?;
-    if n != len {
-        return Err(Error::io(
-            "write",
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {len} bytes at offset {at}"),
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Rewrites the number in the footer of table file `path` (table `from`): a table received
@@ -383,10 +361,9 @@ async fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
     let at = size
         .checked_sub(FOOTER_BYTES as u64)
         .ok_or_else(|| Error::corruption(path, 0, "shorter than a footer"))?;
-    let bytes = f.read_at(at, FOOTER_BYTES).await.map_err(io_err("read"))?;
-    if bytes.len() != FOOTER_BYTES {
-        return Err(Error::corruption(path, at, "the footer ends early"));
-    }
+    let bytes = read_exact_at(&f, at, FOOTER_BYTES)
+        .await
+        .map_err(|e| Error::io("read", path, e))?;
     let mut footer = Footer::decode(&bytes, size).map_err(|d| Error::corruption(path, at, d))?;
     if footer.file_number != from {
         return Err(Error::corruption(
@@ -400,7 +377,9 @@ async fn renumber_table(path: &Path, from: u64, to: u64) -> Result<()> {
     }
     footer.file_number = to;
     // Buffered and synced: the engine reads it with O_DIRECT afterwards, which sees it.
-    write_whole(&f, path, footer.seal().to_vec(), at).await?;
+    write_all_at(&f, footer.seal().to_vec(), at)
+        .await
+        .map_err(|e| Error::io("write", path, e))?;
     f.fdatasync().await.map_err(io_err("sync"))?;
     f.close().await.map_err(io_err("close"))
 }

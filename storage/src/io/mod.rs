@@ -11,6 +11,7 @@
 //! wrongly succeeds and every later DMA read on the device fails with EOPNOTSUPP. `Io::probe`
 //! opens a non-empty file first.
 
+pub mod buffered;
 mod fault;
 mod lock;
 

@@ -1,49 +1,6 @@
-//! File helpers of snapshot streams: whole reads and writes through glommio's buffered files,
-//! and the free space a received chunk must leave.
+//! The free space a received snapshot chunk must leave.
 
 use std::path::Path;
-
-use glommio::io::BufferedFile;
-
-/// `len` bytes of `file` from `offset`.
-pub(super) async fn read_exact_at(
-    file: &BufferedFile,
-    offset: u64,
-    len: usize,
-) -> std::io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(len);
-    while data.len() < len {
-        let got = file
-            .read_at(offset + data.len() as u64, len - data.len())
-            .await?;
-        if got.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the file ends at {}", offset + data.len() as u64),
-            ));
-        }
-        data.extend_from_slice(&got);
-    }
-    Ok(data)
-}
-
-/// Writes all of `data` at `offset` of `file`. glommio takes the buffer and returns only a
-/// count, so a short write (rare for buffered writes to a regular file: a full disk) fails the
-/// stream, which the leader sends again.
-pub(super) async fn write_all_at(
-    file: &BufferedFile,
-    data: Vec<u8>,
-    offset: u64,
-) -> std::io::Result<()> {
-    let len = data.len();
-    let n = file.write_at(data, offset).await?;
-    if n != len {
-        return Err(std::io::Error::other(format!(
-            "a short write at {offset}: {n} of {len} bytes"
-        )));
-    }
-    Ok(())
-}
 
 /// Bytes an unprivileged writer may still write on the filesystem holding `dir`.
 pub(super) fn free_bytes(dir: &Path) -> Result<u64, String> {
