@@ -26,8 +26,9 @@ const LEVELS_MAX: usize = 7;
 /// A whole WAL segment file: header, record scan, and replay of every record found into a
 /// memtable, as recovery does.
 pub fn wal_segment(data: &[u8]) {
-    let first = segment::Header::decode(data).map_or(1, |h| h.first_index);
-    let scan = reader::scan(data, first);
+    let header = segment::Header::decode(data).ok();
+    let first = header.map_or(1, |h| h.first_index);
+    let scan = reader::scan(data, first, header.is_none_or(|h| h.format_version >= 2));
     let mut memtable = Memtable::new();
     let mut last_seq = 0;
     for r in &scan.records {

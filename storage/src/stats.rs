@@ -91,6 +91,10 @@ stats_struct! {
     wal_group_records_32_plus_total,
     /// Most records carried by one WAL write.
     wal_group_records_max,
+    /// WAL writes started while another was in flight (`sync` mode).
+    wal_writes_overlapped_total,
+    /// Zero bytes the WAL left before such writes so that each starts on a fresh block.
+    wal_gap_bytes_total,
     /// WAL writes or syncs that failed.
     wal_io_errors_total,
     /// WAL segment files created.
@@ -256,6 +260,8 @@ impl Stats {
         self.wal_group_records_16_31_total = w.group_records[4];
         self.wal_group_records_32_plus_total = w.group_records[5];
         self.wal_group_records_max = w.group_records_max;
+        self.wal_writes_overlapped_total = w.writes_overlapped_total;
+        self.wal_gap_bytes_total = w.gap_bytes_total;
         self.wal_segments_created_total = w.segments_created_total;
         self.wal_segments_deleted_total = w.segments_deleted_total;
         self.wal_segments_live = w.segments_live;

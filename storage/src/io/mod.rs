@@ -218,27 +218,38 @@ impl File {
             self.write_at(buf, pos).await?;
             return self.fdatasync().await;
         }
-        let twin = self.dsync.borrow().clone();
-        let twin = match twin {
-            Some(t) => t,
-            None => {
-                let t = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DSYNC)
-                    .dma_open(&self.path)
-                    .await
-                    .map_err(|e| Error::io("open (O_DSYNC)", &self.path, os_error(e)))?;
-                let t = Rc::new(t);
-                *self.dsync.borrow_mut() = Some(t.clone());
-                t
-            }
-        };
+        let twin = self.dsync_twin().await?;
         let len = buf.len();
         let written = twin
             .write_at(buf, pos)
             .await
             .map_err(|e| Error::io("write (O_DSYNC)", &self.path, os_error(e)))?;
         self.whole("write (O_DSYNC)", written, len, pos)
+    }
+
+    /// Opens the `O_DSYNC` descriptor of [`File::write_durable_at`] now, unless it is open
+    /// (or unused, with faults attached). Its first use opens it otherwise, so two first
+    /// writes at once would open two: callers that overlap writes call this first.
+    pub(crate) async fn open_dsync(&self) -> Result<()> {
+        if self.io.faults.is_none() {
+            self.dsync_twin().await?;
+        }
+        Ok(())
+    }
+
+    async fn dsync_twin(&self) -> Result<Rc<DmaFile>> {
+        if let Some(t) = self.dsync.borrow().clone() {
+            return Ok(t);
+        }
+        let t = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .dma_open(&self.path)
+            .await
+            .map_err(|e| Error::io("open (O_DSYNC)", &self.path, os_error(e)))?;
+        let t = Rc::new(t);
+        *self.dsync.borrow_mut() = Some(t.clone());
+        Ok(t)
     }
 
     /// Reads up to `len` bytes at `pos` (any alignment); fewer at end of file.

@@ -112,7 +112,8 @@ impl Wal {
         self.shared.state.borrow_mut().maintenance = true;
         loop {
             let seen = self.shared.progress.generation();
-            if !self.shared.state.borrow().busy {
+            let state = self.shared.state.borrow();
+            if !state.busy && state.in_flight == 0 {
                 return Ok(());
             }
             self.shared.progress.changed(seen).await;

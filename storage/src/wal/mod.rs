@@ -131,6 +131,10 @@ pub struct WalStats {
     pub group_records: [u64; 6],
     /// Most records in one write.
     pub group_records_max: u64,
+    /// Writes started while another was in flight (`sync` mode; see `writer.rs`).
+    pub writes_overlapped_total: u64,
+    /// Zero bytes left before such writes so that they start on a fresh block.
+    pub gap_bytes_total: u64,
     /// Segments created.
     pub segments_created_total: u64,
     /// Segments deleted.
@@ -170,16 +174,20 @@ struct Segment {
     offsets: Vec<u64>,
     /// Offset just past the last written record.
     end: u64,
+    /// Its format (version 2 on) lets a write start at the next block boundary, leaving zeros
+    /// after the record before it: the writer may then have two writes in flight.
+    gaps: bool,
 }
 
 /// The segment being written (always the last one).
 #[derive(Debug)]
 struct Active {
     file: Rc<File>,
-    /// Offset where the next record goes (= the segment's `end`).
+    /// Offset where the next record goes: the segment's `end` once no write is in flight,
+    /// past it while writes are.
     end: u64,
     /// Bytes of the partially filled block `[end - end % 4096, end)`, rewritten by the next
-    /// write.
+    /// write (unless one is in flight: then the next starts on the next block).
     tail: Vec<u8>,
 }
 
@@ -252,6 +260,12 @@ struct State {
     synced_index: u64,
     /// The writer is doing I/O.
     busy: bool,
+    /// Writes started and not yet ended (published or failed).
+    in_flight: usize,
+    /// Writes started so far; each is published in this order.
+    rounds_started: u64,
+    /// Writes published so far (their records count as written).
+    rounds_published: u64,
     writer_running: bool,
     failure: Option<Failure>,
     /// Records up to this index must be synced even outside `sync` mode (`wait_synced`,
@@ -273,6 +287,7 @@ impl State {
             size_bytes,
             offsets: Vec::new(),
             end: segment::HEADER_BLOCK_BYTES,
+            gaps: true,
         });
         self.active = Some(Active {
             file: Rc::new(file),

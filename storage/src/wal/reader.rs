@@ -1,7 +1,10 @@
 //! Reading a segment back: the records it holds and, if it is damaged, where and how badly.
 //!
-//! The scan stops at the first position that does not hold the next valid record. That is a
-//! clean end when nothing but zeros follows. Otherwise it is damage, and the scan looks at the
+//! The scan stops at the first position that does not hold the next valid record. In a
+//! segment of format version 2 or later, zeros from there to the next 4 KiB boundary followed
+//! by the next record at that boundary are a gap between two overlapping writes (see
+//! `writer.rs`), and the scan goes on there. Otherwise a stop is a clean end when nothing but
+//! zeros follows. Otherwise it is damage, and the scan looks at the
 //! rest of the segment for valid records whose `durable_index` reaches the damaged record: such
 //! a record proves the damaged one had been made durable (so this is corruption, not a torn
 //! write that was never acknowledged).
@@ -43,8 +46,9 @@ pub(crate) struct Scan {
 }
 
 /// Scans the bytes of a segment (header block included) whose first record should have
-/// index `first_index`.
-pub(crate) fn scan(data: &[u8], first_index: u64) -> Scan {
+/// index `first_index`; `gaps`: whether its format allows zeros to the next block boundary
+/// between records (version 2 and later).
+pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
     let mut out = Scan {
         end: HEADER_BLOCK_BYTES,
         ..Scan::default()
@@ -68,6 +72,9 @@ pub(crate) fn scan(data: &[u8], first_index: u64) -> Scan {
                 pos += frame_len;
                 expect += 1;
                 out.end = pos as u64;
+            }
+            Decoded::End if gaps && gap_before_next(data, pos, expect) => {
+                pos = pos.next_multiple_of(BLOCK);
             }
             Decoded::End => match data[pos..].iter().rposition(|&b| b != 0) {
                 None => return out,
@@ -101,6 +108,24 @@ pub(crate) fn scan(data: &[u8], first_index: u64) -> Scan {
         }
     }
     out
+}
+
+const BLOCK: usize = HEADER_BLOCK_BYTES as usize;
+
+/// Whether `pos` (not on a block boundary) starts zeros up to the next boundary, where record
+/// `expect` begins: the gap an overlapping write leaves. Index continuity is what makes this
+/// safe: a record from a later write that landed while the one before it did not has a
+/// higher index and stops the scan as a gap in the indexes, and stale records never lie past
+/// the log's end (segments start zero-filled or unwritten, and a cut rewrites the tail as
+/// zeros).
+fn gap_before_next(data: &[u8], pos: usize, expect: u64) -> bool {
+    if pos % BLOCK == 0 {
+        return false;
+    }
+    let next = pos.next_multiple_of(BLOCK);
+    next < data.len()
+        && data[pos..next].iter().all(|&b| b == 0)
+        && matches!(record::decode(&data[next..]), Decoded::Record { index, .. } if index == expect)
 }
 
 fn nonzero_end(data: &[u8], from: usize) -> u64 {
@@ -157,13 +182,13 @@ mod tests {
     #[test]
     fn clean_segments_scan_to_their_end() {
         let (data, offsets) = image(&[(5, 0, b"a"), (6, 5, b"bb"), (7, 6, b"ccc")], 8192);
-        let s = scan(&data, 5);
+        let s = scan(&data, 5, true);
         assert_eq!(s.records.len(), 3);
         assert_eq!(s.records[2].offset, offsets[2] as u64);
         assert_eq!(s.end, offsets[2] as u64 + 32);
         assert!(s.damage.is_none());
         // The wrong first index is damage at the first record.
-        let s = scan(&data, 4);
+        let s = scan(&data, 4, true);
         assert_eq!(s.records.len(), 0);
         assert_eq!(s.damage.unwrap().offset, offsets[0] as u64);
     }
@@ -172,7 +197,7 @@ mod tests {
     fn a_torn_last_record_is_not_proven_durable() {
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[2] + 24] ^= 1;
-        let s = scan(&data, 1);
+        let s = scan(&data, 1, true);
         assert_eq!(s.records.len(), 2);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, offsets[2] as u64);
@@ -185,18 +210,71 @@ mod tests {
         // Record 3 says records up to 2 were durable: damage at 2 is corruption.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        let d = scan(&data, 1).damage.unwrap();
+        let d = scan(&data, 1, true).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
         // Same bytes, but record 3 only vouches for 1: a torn group commit.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        assert!(!scan(&data, 1).damage.unwrap().proven_durable);
+        assert!(!scan(&data, 1, true).damage.unwrap().proven_durable);
         // A zeroed record followed by data is damage, not an end.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1]..offsets[2]].fill(0);
-        let d = scan(&data, 1).damage.unwrap();
+        let d = scan(&data, 1, true).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
+    }
+
+    /// Writes frame `(index, durable, payload)` at `pos`; returns the position after it.
+    fn put(data: &mut [u8], pos: usize, index: u64, durable: u64, payload: &[u8]) -> usize {
+        let len = record::frame_len(payload.len());
+        record::encode(&mut data[pos..pos + len], index, durable, payload);
+        pos + len
+    }
+
+    #[test]
+    fn a_gap_to_the_next_block_before_the_next_record_is_skipped_where_the_format_allows_it() {
+        let mut data = vec![0u8; 4 * BLOCK];
+        let mut pos = put(&mut data, BLOCK, 1, 0, b"a");
+        pos = put(&mut data, pos, 2, 0, b"b");
+        let after_two = pos;
+        let next = put(&mut data, 2 * BLOCK, 3, 2, b"c");
+        let s = scan(&data, 1, true);
+        assert_eq!(s.records.len(), 3);
+        assert_eq!(s.records[2].offset, 2 * BLOCK as u64);
+        assert_eq!(s.end, next as u64);
+        assert!(s.damage.is_none());
+        // Version 1 has no gaps: the same bytes are damage where the gap starts.
+        let s = scan(&data, 1, false);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.damage.unwrap().offset, after_two as u64);
+        // A gap that is not all zeros is damage.
+        let mut dirty = data.clone();
+        dirty[after_two + 100] = 1;
+        let s = scan(&dirty, 1, true);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.damage.unwrap().offset, after_two as u64);
+    }
+
+    #[test]
+    fn a_later_write_that_landed_without_the_one_before_it_is_a_torn_tail() {
+        // Records 3 and 4 were one write and 5 the next, started while the first was in
+        // flight; the first never reached the disk.
+        let mut data = vec![0u8; 4 * BLOCK];
+        let mut pos = put(&mut data, BLOCK, 1, 0, b"a");
+        pos = put(&mut data, pos, 2, 1, b"b");
+        put(&mut data, 2 * BLOCK, 5, 2, b"e");
+        let s = scan(&data, 1, true);
+        assert_eq!(s.records.len(), 2);
+        let d = s.damage.unwrap();
+        assert_eq!(d.offset, pos as u64);
+        assert!(!d.proven_durable, "record 5 vouches only for 2: {d:?}");
+        // The next record at the boundary but one whose index is not the next one: the same.
+        let mut data = vec![0u8; 4 * BLOCK];
+        let pos = put(&mut data, BLOCK, 1, 0, b"a");
+        put(&mut data, 2 * BLOCK, 3, 1, b"c");
+        let s = scan(&data, 1, true);
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.damage.unwrap().offset, pos as u64);
     }
 }

@@ -139,7 +139,8 @@ impl Recovery<'_> {
             file.allocate(header.segment_size_bytes).await?;
             data.resize(header.segment_size_bytes as usize, 0);
         }
-        let scan = reader::scan(&data, first);
+        let gaps = header.format_version >= 2;
+        let scan = reader::scan(&data, first, gaps);
         for r in &scan.records {
             (self.replay)(Replayed {
                 index: r.index,
@@ -156,6 +157,7 @@ impl Recovery<'_> {
             size_bytes: header.segment_size_bytes.max(data.len() as u64),
             offsets: scan.records.iter().map(|r| r.offset).collect(),
             end: scan.end,
+            gaps,
         };
         let mut file = file;
         let mut drop_later = false;

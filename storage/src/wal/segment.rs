@@ -18,11 +18,18 @@
 //! 0              8                12               16              24                  32       36
 //! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
 //! | magic        | format_version | block_size     | first_index   | segment_size      | crc32c | zeros      |
-//! | "corekvWL"   | u32 = 1        | u32 = 4096     | u64           | u64 (bytes)       | of 0..32 | to 4096  |
+//! | "corekvWL"   | u32 = 1 or 2   | u32 = 4096     | u64           | u64 (bytes)       | of 0..32 | to 4096  |
 //! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
 //! ```
 //!
 //! Records (see [`super::record`]) follow from byte 4096.
+//!
+//! Format versions: in version 1 records follow one another with no gap. Version 2 (written
+//! since two WAL writes may be in flight at once, see `writer.rs`) also allows zeros from the
+//! end of a record to the next 4 KiB boundary when the next record starts there: the second
+//! of two overlapping writes starts on a fresh block, so the two never share one. A reader of
+//! version 1 would take such a gap for a torn tail, so the version tells it apart, and a
+//! version 1 segment (written before the upgrade) is never written with a gap.
 
 use std::path::{Path, PathBuf};
 
@@ -32,8 +39,10 @@ use crate::options::WAL_BLOCK_SIZE_BYTES;
 
 /// Identifies a WAL segment.
 pub(crate) const MAGIC: &[u8; 8] = b"corekvWL";
-/// The on-disk format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this code writes (it reads this one and every older one).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this code reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Where the first record starts.
 pub(crate) const HEADER_BLOCK_BYTES: u64 = WAL_BLOCK_SIZE_BYTES as u64;
 
@@ -56,6 +65,8 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 pub(crate) struct Header {
     pub(crate) first_index: u64,
     pub(crate) segment_size_bytes: u64,
+    /// [`FORMAT_VERSION`] when written by this code; older when read from an older segment.
+    pub(crate) format_version: u32,
 }
 
 impl Header {
@@ -63,7 +74,7 @@ impl Header {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; WAL_BLOCK_SIZE_BYTES];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.format_version.to_le_bytes());
         b[12..16].copy_from_slice(&(WAL_BLOCK_SIZE_BYTES as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.first_index.to_le_bytes());
         b[24..32].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
@@ -88,10 +99,10 @@ impl Header {
             return Err("header checksum mismatch".into());
         }
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "WAL format version {version} is not supported (this build reads version \
-                 {FORMAT_VERSION})"
+                "WAL format version {version} is not supported (this build reads versions \
+                 {FORMAT_VERSION_MIN} to {FORMAT_VERSION})"
             ));
         }
         let block = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
@@ -106,6 +117,7 @@ impl Header {
         Ok(Header {
             first_index,
             segment_size_bytes,
+            format_version: version,
         })
     }
 }
@@ -157,6 +169,7 @@ async fn write_header(file: &File, first_index: u64, size_bytes: u64) -> Result<
     let header = Header {
         first_index,
         segment_size_bytes: size_bytes,
+        format_version: FORMAT_VERSION,
     }
     .encode();
     let mut buf = file.alloc(header.len());
@@ -309,6 +322,7 @@ mod tests {
         let h = Header {
             first_index: 77,
             segment_size_bytes: 1 << 20,
+            format_version: FORMAT_VERSION,
         };
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
@@ -322,10 +336,20 @@ mod tests {
                 .unwrap_err()
                 .contains("all zeros")
         );
-        let mut v2 = b.clone();
-        v2[8] = 2;
-        let crc = crc32c::crc32c(&v2[0..32]);
-        v2[32..36].copy_from_slice(&crc.to_le_bytes());
-        assert!(Header::decode(&v2).unwrap_err().contains("version 2"));
+        let with_version = |v: u32| {
+            let mut d = b.clone();
+            d[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&d[0..32]);
+            d[32..36].copy_from_slice(&crc.to_le_bytes());
+            d
+        };
+        let v1 = Header::decode(&with_version(1)).unwrap();
+        assert_eq!(v1.format_version, 1);
+        assert!(
+            Header::decode(&with_version(FORMAT_VERSION + 1))
+                .unwrap_err()
+                .contains(&format!("version {}", FORMAT_VERSION + 1))
+        );
+        assert!(Header::decode(&with_version(0)).is_err());
     }
 }
