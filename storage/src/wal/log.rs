@@ -112,8 +112,11 @@ impl Wal {
         self.shared.state.borrow_mut().maintenance = true;
         loop {
             let seen = self.shared.progress.generation();
-            let state = self.shared.state.borrow();
-            if !state.busy && state.in_flight == 0 {
+            let idle = {
+                let state = self.shared.state.borrow();
+                !state.busy && state.in_flight == 0
+            };
+            if idle {
                 return Ok(());
             }
             self.shared.progress.changed(seen).await;
