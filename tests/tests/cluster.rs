@@ -258,6 +258,8 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         &[
             SHORT_LOGS,
             &["--debug-fault-injection", "bug=follower-reads"],
+            // Slow enough that pacing shows (the snapshot is some hundreds of KiB).
+            &["--snapshot-send-mib-per-s", "1"],
         ]
         .concat(),
     );
@@ -320,6 +322,26 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         assert!(
             log.contains("finished installing a snapshot a restart interrupted"),
             "node {behind} did not finish the interrupted installation: {log}"
+        );
+        // The sender paced its stream.
+        let paced: Vec<u64> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != behind)
+            .flat_map(|n| {
+                n.server
+                    .as_ref()
+                    .map(|s| s.log())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("snapshot sent"))
+                    .filter_map(|l| l.split("paced_ms=").nth(1)?.split(' ').next()?.parse().ok())
+                    .collect::<Vec<u64>>()
+            })
+            .collect();
+        assert!(
+            paced.iter().any(|&ms| ms > 0),
+            "no snapshot sent, or none paced: {paced:?}"
         );
         // Once sent, the leader's checkpoint goes: its links would keep compacted tables.
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -15,6 +15,10 @@ pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
 /// Default `--request-timeout-ms`: how long a replicated write or read barrier waits for its
 /// outcome before answering `outcomeUnknown` (a partition, a lost leadership).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Default `--snapshot-send-mib-per-s`: the bandwidth a shard's outgoing snapshot streams
+/// share (TiKV's `snap-io-max-bytes-per-sec` default), so that catching a follower up leaves
+/// the disk and network to the shard's traffic.
+pub const DEFAULT_SNAPSHOT_SEND_MIB_PER_S: u64 = 100;
 /// Most nodes in a cluster.
 pub const NODES_MAX: usize = 7;
 
@@ -35,6 +39,8 @@ pub struct ClusterConfig {
     pub log_retain_entries: u64,
     /// See [`DEFAULT_REQUEST_TIMEOUT_MS`].
     pub request_timeout_ms: u64,
+    /// See [`DEFAULT_SNAPSHOT_SEND_MIB_PER_S`]; 0: no limit.
+    pub snapshot_send_mib_per_s: u64,
     /// How a leader confirms its leadership before a read (`--read-mode`).
     pub read_mode: super::ReadMode,
     /// Where clients reach this node (`host:port`), told to the peers so that a follower can
@@ -109,6 +115,7 @@ impl ClusterConfig {
             heartbeat_interval_ms,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            snapshot_send_mib_per_s: DEFAULT_SNAPSHOT_SEND_MIB_PER_S,
             read_mode: super::ReadMode::default(),
             client_address: String::new(),
             dial_overrides: Vec::new(),

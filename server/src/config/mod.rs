@@ -175,6 +175,11 @@ pub struct Cli {
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// Cluster: the bandwidth, in MiB/s, that each shard's outgoing snapshot streams (to
+    /// followers too far behind for the log) share; 0: no limit. [default: 100]
+    #[arg(long, value_name = "MIB")]
+    pub snapshot_send_mib_per_s: Option<u64>,
+
     /// Cluster: how a leader confirms it still leads before a read. `read-index` asks a
     /// majority for every batch of reads (a heartbeat round trip); `lease` answers reads
     /// without asking while a majority confirmed it within the last 90% of an election
@@ -544,6 +549,9 @@ impl Config {
                 ));
             }
             cluster_only(&mut cluster, "--request-timeout-ms")?.request_timeout_ms = ms;
+        }
+        if let Some(mib) = cli.snapshot_send_mib_per_s {
+            cluster_only(&mut cluster, "--snapshot-send-mib-per-s")?.snapshot_send_mib_per_s = mib;
         }
         if let Some(mode) = cli.read_mode {
             cluster_only(&mut cluster, "--read-mode")?.read_mode = mode;

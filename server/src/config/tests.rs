@@ -294,6 +294,14 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
         .unwrap();
     assert_eq!((cc.read_mode, cc.log_retain_entries), (ReadMode::Lease, 50));
     assert_eq!(cc.request_timeout_ms, 60_000);
+    assert_eq!(cc.snapshot_send_mib_per_s, 100);
+    let mut args = cluster.to_vec();
+    args.extend(["--snapshot-send-mib-per-s", "0"]);
+    let cc = Config::resolve(cli(&args), &cpus("0-1"))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(cc.snapshot_send_mib_per_s, 0);
 
     // Clients are told the listen address; with 0.0.0.0, the peer host; or what is advertised.
     let mut args = cluster.to_vec();

@@ -198,6 +198,7 @@ impl Replica {
             ("raft_snapshots_made_total", snapshots.made),
             ("raft_snapshots_sent_total", snapshots.sent),
             ("raft_snapshot_send_failures_total", snapshots.send_failures),
+            ("raft_snapshot_send_paced_ms_total", snapshots.send_paced_ms),
             ("raft_snapshots_received_total", snapshots.received),
             ("raft_snapshots_installed_total", snapshots.installed),
             ("peer_messages_sent_total", transport.messages_sent),
@@ -342,6 +343,7 @@ pub async fn start(
         cluster.cluster_id(),
         cluster.peers(),
     );
+    snapshots.set_send_rate(cluster.snapshot_send_mib_per_s.saturating_mul(1 << 20));
     snapshots.recover().await?;
     let client_address = shard_client_address(cluster, shard);
     let members = Rc::new(Members::new(cluster, &client_address));

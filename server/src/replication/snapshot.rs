@@ -81,6 +81,8 @@ pub struct SnapshotStats {
     pub sent: u64,
     /// Snapshots whose sending failed.
     pub send_failures: u64,
+    /// Milliseconds outgoing streams waited for `--snapshot-send-mib-per-s`.
+    pub send_paced_ms: u64,
     /// Snapshots received whole.
     pub received: u64,
     /// Snapshots installed.
@@ -125,6 +127,8 @@ pub struct Snapshots {
     renumbering: glommio::sync::Semaphore,
     next_dir: Cell<u64>,
     stats: Cell<SnapshotStats>,
+    /// The bandwidth this shard's outgoing streams share.
+    pacer: pace::Pacer,
 }
 
 impl Snapshots {
@@ -156,12 +160,18 @@ impl Snapshots {
             renumbering: glommio::sync::Semaphore::new(1),
             next_dir: Cell::new(0),
             stats: Cell::new(SnapshotStats::default()),
+            pacer: pace::Pacer::new(0),
         })
     }
 
     /// The group that outcomes are reported to and received snapshots handed to.
     pub fn set_group(&self, group: Group) {
         *self.group.borrow_mut() = Some(group);
+    }
+
+    /// Limits the bytes per second this shard's outgoing streams send together (0: none).
+    pub fn set_send_rate(&self, bytes_per_s: u64) {
+        self.pacer.set_rate(bytes_per_s);
     }
 
     /// What snapshots have done here.
@@ -294,14 +304,19 @@ impl Snapshots {
             let to = message.to;
             let index = message.get_snapshot().get_metadata().index;
             let ok = match this.stream(&message).await {
-                Ok(bytes) => {
-                    this.count(|s| s.sent += 1);
+                Ok((bytes, paced)) => {
+                    let paced_ms = paced.as_millis() as u64;
+                    this.count(|s| {
+                        s.sent += 1;
+                        s.send_paced_ms += paced_ms;
+                    });
                     tracing::info!(
                         node = this.node_id,
                         shard = this.shard,
                         to,
                         index,
                         bytes,
+                        paced_ms,
                         "snapshot sent"
                     );
                     true
@@ -330,7 +345,8 @@ impl Snapshots {
         .detach();
     }
 
-    async fn stream(&self, message: &Message) -> Result<u64, String> {
+    /// Sends the files and the message: the file bytes sent, and how long pacing held them.
+    async fn stream(&self, message: &Message) -> Result<(u64, Duration), String> {
         let meta = message.get_snapshot().get_metadata();
         let (index, term, to) = (meta.index, meta.term, message.to);
         let out = self
@@ -362,7 +378,7 @@ impl Snapshots {
         });
         let write_err = |e: std::io::Error| format!("write to {addr}: {e}");
         stream.write_all(&hello).await.map_err(write_err)?;
-        let mut bytes = 0;
+        let (mut bytes, mut paced) = (0, Duration::ZERO);
         for (name, size) in &out.files {
             let path = out.dir.join(name);
             let file_err = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -385,6 +401,7 @@ impl Snapshots {
                     crc32c: if last { crc } else { 0 },
                 })
                 .map_err(|e| e.to_string())?;
+                paced += self.pacer.pace(frame.len() as u64).await;
                 stream.write_all(&frame).await.map_err(write_err)?;
                 offset += n as u64;
                 bytes += n as u64;
@@ -398,7 +415,7 @@ impl Snapshots {
         stream.write_all(&frame).await.map_err(write_err)?;
         stream.flush().await.map_err(write_err)?;
         stream.close().await.map_err(write_err)?;
-        Ok(bytes)
+        Ok((bytes, paced))
     }
 
     /// Installs the snapshot (index, term) Raft accepted: its files arrived whole before
@@ -756,5 +773,6 @@ fn remove_dir(dir: &Path) {
 }
 
 mod files;
+mod pace;
 #[cfg(test)]
 mod tests;
