@@ -775,3 +775,44 @@ fn power_loss_with_overlapping_writes_keeps_every_acknowledged_record() {
     }
     assert!(overlapped.get() > 0, "no run had writes in flight at once");
 }
+
+/// A segment written before format 2 (no gaps allowed) keeps getting one write at a time
+/// after an upgrade, so that it stays readable as what its header says; the next segment is
+/// format 2 and overlaps.
+#[test]
+fn a_format_1_segment_is_never_written_with_gaps() {
+    let dir = test_dir("wal-format-1");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
+        append_all(&wal, 1..10).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        // Rewrite the one segment's header as version 1.
+        let segs = segments(&path);
+        assert_eq!(segs.len(), 1);
+        let mut data = std::fs::read(&segs[0]).unwrap();
+        data[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&data[0..32]);
+        data[32..36].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&segs[0], &data).unwrap();
+
+        let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
+        assert_records(&got, 1..10);
+        let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
+        assert_eq!(
+            wal.stats().segments_created_total,
+            0,
+            "the test needs one segment"
+        );
+        assert_eq!(wal.stats().writes_overlapped_total, 0, "{:?}", wal.stats());
+        wal.close().await.unwrap();
+        drop(wal);
+        let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
+        assert_eq!(report.torn_tails_cut, 0);
+        let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
+        want.append(&mut appended);
+        assert_eq!(got.len() as u64, acked);
+        assert!(got == want, "replayed records differ");
+    });
+}
