@@ -1,6 +1,8 @@
 //! Shared helpers for the storage integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod wal;
+
 use std::future::Future;
 use std::path::PathBuf;
 

@@ -1,0 +1,183 @@
+//! Two WAL writes in flight (`sync` mode through `O_DSYNC`): the second starts on a fresh
+//! block; reads, replay and power loss across the gaps; format-1 segments keep one write at a
+//! time.
+
+// Test code: a failed step should panic the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::wal::*;
+use common::{run, test_dir};
+use corekv_storage::Error;
+use corekv_storage::io::FaultInjector;
+use corekv_storage::wal::Wal;
+
+/// Appends records in bursts of 1-12 with a short sleep between bursts, so that records
+/// arrive while a write is in flight, waiting for each burst's last record; stops after
+/// `records` records once `enough()` holds (at most 10x `records`) or at the first error.
+/// Returns every record appended, by index, and the last index acknowledged.
+async fn append_in_bursts(
+    wal: &Wal,
+    records: u64,
+    enough: impl Fn(&Wal) -> bool,
+) -> (Vec<(u64, Vec<u8>)>, u64) {
+    let mut appended = Vec::new();
+    let mut acked = 0;
+    let mut n = 0u64;
+    while n < records || (!enough(wal) && n < 10 * records) {
+        let burst = 1 + n % 12;
+        let mut last = None;
+        for _ in 0..burst {
+            n += 1;
+            let p = payload(n * 7919);
+            match wal.append(p.clone()) {
+                Ok(idx) => {
+                    appended.push((idx, p));
+                    last = Some(idx);
+                }
+                Err(_) => return (appended, acked),
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_micros(40)).await;
+        if n % 3 == 0
+            && let Some(last) = last
+        {
+            if wal.wait_durable(last).await.is_err() {
+                return (appended, acked);
+            }
+            acked = last;
+        }
+    }
+    if let Some(&(last, _)) = appended.last() {
+        if wal.wait_durable(last).await.is_ok() {
+            acked = last;
+        }
+    }
+    (appended, acked)
+}
+
+#[test]
+fn writes_overlap_under_load_and_every_record_reads_back_and_replays_in_order() {
+    let dir = test_dir("wal-overlap");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        let (appended, acked) =
+            append_in_bursts(&wal, 1500, |w| w.stats().writes_overlapped_total >= 20).await;
+        assert_eq!(acked, appended.len() as u64);
+        let st = wal.stats();
+        assert!(
+            st.writes_overlapped_total >= 20,
+            "writes never overlapped: {st:?}"
+        );
+        assert!(st.gap_bytes_total > 0, "{st:?}");
+        assert!(st.segments_created_total >= 2, "{st:?}");
+        // Reads by index cross the gaps.
+        let first = wal.first_index();
+        let mut read = Vec::new();
+        while read.len() < appended.len() {
+            let from = first + read.len() as u64;
+            read.extend(wal.read(from..acked + 1, 1 << 20).await.unwrap());
+        }
+        assert!(read == appended, "records read back differ");
+        wal.close().await.unwrap();
+        drop(wal);
+        let (wal, got, report) = open(&path, opts(64)).await.unwrap();
+        assert_eq!(report.torn_tails_cut, 0);
+        assert!(got == appended, "replayed records differ");
+        // The log goes on after the gaps.
+        append_synced(&wal, acked + 1..acked + 50).await;
+    });
+}
+
+/// Power loss while two writes are in flight: whatever order their sectors reached the disk
+/// in, every acknowledged record replays, and what replays is a gapless prefix of what was
+/// appended.
+#[test]
+fn power_loss_with_overlapping_writes_keeps_every_acknowledged_record() {
+    let points = if common::long_tests() { 60 } else { 30 };
+    let overlapped = std::rc::Rc::new(std::cell::Cell::new(0));
+    for crash_at in 0..points {
+        let dir = test_dir("wal-overlap-crash");
+        let path = dir.path().to_path_buf();
+        let seen = run(move || async move {
+            let inj = FaultInjector::new(7 + crash_at);
+            inj.track_unsynced_writes();
+            let (wal, _) = Wal::open(&path, opts(64), Some(inj.clone()), |_| Ok(()))
+                .await
+                .unwrap();
+            inj.crash_at(crash_at * 3);
+            let (appended, acked) = append_in_bursts(&wal, 400, |_| true).await;
+            let overlapped = wal.stats().writes_overlapped_total;
+            assert!(inj.crashed(), "crash point {crash_at} was never reached");
+            drop(wal);
+            inj.settle().await;
+            inj.power_loss().unwrap();
+            // The dropped log's writer lets go of the directory once its failed writes end.
+            let mut tries = 0;
+            let (_wal, got, _) = loop {
+                match open(&path, opts(64)).await {
+                    Err(Error::Locked { .. }) if tries < 500 => {
+                        tries += 1;
+                        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    other => break other.unwrap(),
+                }
+            };
+            assert!(
+                got.len() as u64 >= acked,
+                "crash at {crash_at}: {} records replayed, {acked} acknowledged",
+                got.len()
+            );
+            assert!(
+                got[..] == appended[..got.len()],
+                "crash at {crash_at}: the replay is not a prefix of the appended records"
+            );
+            overlapped
+        });
+        overlapped.set(overlapped.get() + seen);
+    }
+    assert!(overlapped.get() > 0, "no run had writes in flight at once");
+}
+
+/// A segment written before format 2 (no gaps allowed) keeps getting one write at a time
+/// after an upgrade, so that it stays readable as what its header says; the next segment is
+/// format 2 and overlaps.
+#[test]
+fn a_format_1_segment_is_never_written_with_gaps() {
+    let dir = test_dir("wal-format-1");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
+        append_all(&wal, 1..10).await;
+        wal.close().await.unwrap();
+        drop(wal);
+        // Rewrite the one segment's header as version 1.
+        let segs = segments(&path);
+        assert_eq!(segs.len(), 1);
+        let mut data = std::fs::read(&segs[0]).unwrap();
+        data[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&data[0..32]);
+        data[32..36].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&segs[0], &data).unwrap();
+
+        let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
+        assert_records(&got, 1..10);
+        let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
+        assert_eq!(
+            wal.stats().segments_created_total,
+            0,
+            "the test needs one segment"
+        );
+        assert_eq!(wal.stats().writes_overlapped_total, 0, "{:?}", wal.stats());
+        wal.close().await.unwrap();
+        drop(wal);
+        let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
+        assert_eq!(report.torn_tails_cut, 0);
+        let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
+        want.append(&mut appended);
+        assert_eq!(got.len() as u64, acked);
+        assert!(got == want, "replayed records differ");
+    });
+}
