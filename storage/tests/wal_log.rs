@@ -336,10 +336,7 @@ fn an_unknown_format_version_or_missing_segment_is_refused() {
         std::fs::write(&middle, &saved).unwrap();
         // A segment from a future format version.
         let future = corekv_storage::wal::FORMAT_VERSION + 1;
-        let mut v2 = saved.clone();
-        v2[8..12].copy_from_slice(&future.to_le_bytes());
-        let crc = crc32c::crc32c(&v2[0..32]);
-        v2[32..36].copy_from_slice(&crc.to_le_bytes());
+        let v2 = with_format_version(&saved, future);
         std::fs::write(&middle, &v2).unwrap();
         match open(&path, opts(64)).await {
             Err(Error::Corruption { file, detail, .. }) => {

@@ -156,10 +156,7 @@ fn a_format_1_segment_is_never_written_with_gaps() {
         // Rewrite the one segment's header as version 1.
         let segs = segments(&path);
         assert_eq!(segs.len(), 1);
-        let mut data = std::fs::read(&segs[0]).unwrap();
-        data[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let crc = crc32c::crc32c(&data[0..32]);
-        data[32..36].copy_from_slice(&crc.to_le_bytes());
+        let data = with_format_version(&std::fs::read(&segs[0]).unwrap(), 1);
         std::fs::write(&segs[0], &data).unwrap();
 
         let (wal, got, _) = open(&path, opts(1024)).await.unwrap();

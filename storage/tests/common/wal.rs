@@ -84,3 +84,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// Rewrites the format version in a segment image's header (and its checksum).
+pub fn with_format_version(segment: &[u8], version: u32) -> Vec<u8> {
+    let mut d = segment.to_vec();
+    d[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&d[0..32]);
+    d[32..36].copy_from_slice(&crc.to_le_bytes());
+    d
+}
