@@ -338,12 +338,10 @@ async fn finish_round(shared: &Shared, round: Round) -> Result<()> {
         state.stats.write_bytes_total += write_len;
         state.stats.writes_total += 1;
         state.stats.record_group(records as u64);
-        if durable_write {
-            state.synced_index = state.synced_index.max(last_index);
-            state.stats.syncs_total += 1;
-        }
     }
-    if !durable_write && sync_now {
+    if durable_write {
+        synced(shared, last_index);
+    } else if sync_now {
         sync_file(shared, &file, last_index).await?;
     }
     Ok(())
