@@ -28,7 +28,11 @@ const LEVELS_MAX: usize = 7;
 pub fn wal_segment(data: &[u8]) {
     let header = segment::Header::decode(data).ok();
     let first = header.map_or(1, |h| h.first_index);
-    let scan = reader::scan(data, first, header.is_none_or(|h| h.format_version >= 2));
+    let scan = reader::scan(
+        data,
+        first,
+        header.map_or(reader::Gaps::Salted(0), |h| h.gaps()),
+    );
     let mut memtable = Memtable::new();
     let mut last_seq = 0;
     for r in &scan.records {

@@ -1,6 +1,6 @@
 //! Two WAL writes in flight (`sync` mode through `O_DSYNC`): the second starts on a fresh
-//! block; reads, replay and power loss across the gaps; format-1 segments keep one write at a
-//! time.
+//! block; reads, replay and power loss across the gaps; segments of older formats keep one
+//! write at a time, and modes that never overlap write format 1.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,40 +141,88 @@ fn power_loss_with_overlapping_writes_keeps_every_acknowledged_record() {
     assert!(overlapped.get() > 0, "no run had writes in flight at once");
 }
 
-/// A segment written before format 2 (no gaps allowed) keeps getting one write at a time
-/// after an upgrade, so that it stays readable as what its header says; the next segment is
-/// format 2 and overlaps.
+/// A segment written before format 3 (version 1: no gaps; version 2: gaps without a salt)
+/// keeps getting one write at a time after an upgrade, so that it stays readable as what its
+/// header says; the next segment is format 3 and overlaps.
 #[test]
-fn a_format_1_segment_is_never_written_with_gaps() {
-    let dir = test_dir("wal-format-1");
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
-        append_all(&wal, 1..10).await;
-        wal.close().await.unwrap();
-        drop(wal);
-        // Rewrite the one segment's header as version 1.
-        let segs = segments(&path);
-        assert_eq!(segs.len(), 1);
-        let data = with_format_version(&std::fs::read(&segs[0]).unwrap(), 1);
-        std::fs::write(&segs[0], &data).unwrap();
+fn a_segment_of_an_older_format_is_never_written_with_gaps() {
+    for version in [1, 2] {
+        let dir = test_dir("wal-format-old");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
+            append_all(&wal, 1..10).await;
+            wal.close().await.unwrap();
+            drop(wal);
+            // Rewrite the one segment's header as the older version.
+            let segs = segments(&path);
+            assert_eq!(segs.len(), 1);
+            let data = with_format_version(&std::fs::read(&segs[0]).unwrap(), version);
+            std::fs::write(&segs[0], &data).unwrap();
 
-        let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
-        assert_records(&got, 1..10);
-        let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
-        assert_eq!(
-            wal.stats().segments_created_total,
-            0,
-            "the test needs one segment"
-        );
-        assert_eq!(wal.stats().writes_overlapped_total, 0, "{:?}", wal.stats());
-        wal.close().await.unwrap();
-        drop(wal);
-        let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
-        assert_eq!(report.torn_tails_cut, 0);
-        let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
-        want.append(&mut appended);
-        assert_eq!(got.len() as u64, acked);
-        assert!(got == want, "replayed records differ");
-    });
+            let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
+            assert_records(&got, 1..10);
+            let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
+            assert_eq!(
+                wal.stats().segments_created_total,
+                0,
+                "the test needs one segment"
+            );
+            assert_eq!(
+                wal.stats().writes_overlapped_total,
+                0,
+                "version {version}: {:?}",
+                wal.stats()
+            );
+            wal.close().await.unwrap();
+            drop(wal);
+            let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
+            assert_eq!(report.torn_tails_cut, 0);
+            let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
+            want.append(&mut appended);
+            assert_eq!(got.len() as u64, acked);
+            assert!(got == want, "version {version}: replayed records differ");
+        });
+    }
+}
+
+/// Only `sync` through `O_DSYNC` overlaps writes, so only it writes format 3; the other modes
+/// write format 1, which every build reads.
+#[test]
+fn only_overlapping_modes_write_the_newest_format() {
+    use corekv_storage::Durability;
+    use corekv_storage::wal::FORMAT_VERSION;
+    for (durability, dsync_writes, want) in [
+        (Durability::Sync, true, FORMAT_VERSION),
+        (Durability::Sync, false, 1),
+        (Durability::Periodic { interval_ms: 1000 }, true, 1),
+        (Durability::None, true, 1),
+    ] {
+        let dir = test_dir("wal-format-mode");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let o = corekv_storage::wal::WalOptions {
+                durability,
+                dsync_writes,
+                ..opts(64)
+            };
+            let (wal, _, _) = open(&path, o.clone()).await.unwrap();
+            // Enough records for several segments: the first and the rolled-over ones.
+            let mut last = 0;
+            for i in 1..400 {
+                last = wal.append(payload(i)).unwrap();
+            }
+            wal.wait_synced(last).await.unwrap();
+            assert!(wal.stats().segments_created_total > 0);
+            wal.close().await.unwrap();
+            drop(wal);
+            for seg in segments(&path) {
+                let header = std::fs::read(&seg).unwrap();
+                let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+                assert_eq!(version, want, "{durability} dsync {dsync_writes}: {seg:?}");
+            }
+            let (_wal, got, _) = open(&path, o).await.unwrap();
+            assert_records(&got, 1..400);
+        });
+    }
 }

@@ -115,6 +115,10 @@ struct Rule {
 
 #[derive(Debug)]
 struct UnsyncedWrite {
+    /// Tells the write apart for [`FaultInjector::sync_starting`].
+    id: u64,
+    /// The write completed; a sync that starts later covers it.
+    done: bool,
     pos: u64,
     old: Vec<u8>,
     new: Vec<u8>,
@@ -145,6 +149,8 @@ impl DirChange {
 #[derive(Debug, Default)]
 struct State {
     rng: u64,
+    /// Ids given to remembered writes.
+    writes_remembered: u64,
     rules: Vec<Rule>,
     counts: HashMap<FaultOp, u64>,
     /// Write and sync operations until the simulated crash (0 = the next one crashes).
@@ -561,9 +567,25 @@ impl FaultInjector {
             .retain(|c| c.dir() != Some(dir));
     }
 
-    /// The file was synced: its writes are durable.
-    pub(crate) fn synced(&self, path: &Path) {
-        self.state.borrow_mut().unsynced.remove(path);
+    /// A sync of `path` is starting: the writes it will make durable, those already complete
+    /// (one still in flight may reach the disk after the sync's flush).
+    pub(crate) fn sync_starting(&self, path: &Path) -> Vec<u64> {
+        let state = self.state.borrow();
+        state.unsynced.get(path).map_or_else(Vec::new, |writes| {
+            writes.iter().filter(|w| w.done).map(|w| w.id).collect()
+        })
+    }
+
+    /// A sync of `path` that started when exactly the writes `covered` were complete ended:
+    /// those are durable.
+    pub(crate) fn synced(&self, path: &Path, covered: &[u64]) {
+        let mut state = self.state.borrow_mut();
+        if let Some(writes) = state.unsynced.get_mut(path) {
+            writes.retain(|w| !covered.contains(&w.id));
+            if writes.is_empty() {
+                state.unsynced.remove(path);
+            }
+        }
     }
 
     /// The file was removed.
@@ -580,9 +602,11 @@ impl FaultInjector {
             Decision::Dead => Err(dead("write", path)),
             Decision::Fail(f @ (Fault::Eio | Fault::Enospc)) => Err(injected("write", path, f)),
             Decision::Proceed => {
-                self.remember(path, pos, buf.as_bytes()).map_err(io_err)?;
+                let id = self.remember(path, pos, buf.as_bytes()).map_err(io_err)?;
                 let _running = self.in_flight();
-                file.raw_write(buf, pos).await
+                let written = file.raw_write(buf, pos).await?;
+                self.write_done(path, id);
+                Ok(written)
             }
             Decision::Fail(Fault::ShortWrite) => {
                 let blocks = buf.len() / crate::options::WAL_BLOCK_SIZE_BYTES;
@@ -596,10 +620,13 @@ impl FaultInjector {
                 prefix
                     .as_bytes_mut()
                     .copy_from_slice(&buf.as_bytes()[..keep]);
-                self.remember(path, pos, prefix.as_bytes())
+                let id = self
+                    .remember(path, pos, prefix.as_bytes())
                     .map_err(io_err)?;
                 let _running = self.in_flight();
-                file.raw_write(prefix, pos).await
+                let written = file.raw_write(prefix, pos).await?;
+                self.write_done(path, id);
+                Ok(written)
             }
             Decision::Fail(Fault::TornWrite) => {
                 self.tear(path, pos, buf.as_bytes()).map_err(io_err)?;
@@ -612,26 +639,46 @@ impl FaultInjector {
         }
     }
 
-    /// Records a write about to happen, for `power_loss`.
-    fn remember(&self, path: &Path, pos: u64, new: &[u8]) -> std::io::Result<()> {
+    /// Records a write about to happen, for `power_loss`; returns its id (None when not
+    /// tracking).
+    fn remember(&self, path: &Path, pos: u64, new: &[u8]) -> std::io::Result<Option<u64>> {
         if !self.state.borrow().track_unsynced {
-            return Ok(());
+            return Ok(None);
         }
         let mut old = vec![0u8; new.len()];
         let f = std::fs::File::open(path)?;
         let n = read_full_at(&f, &mut old, pos)?;
         old[n..].fill(0);
-        self.state
-            .borrow_mut()
+        let mut state = self.state.borrow_mut();
+        state.writes_remembered += 1;
+        let id = state.writes_remembered;
+        state
             .unsynced
             .entry(path.to_path_buf())
             .or_default()
             .push(UnsyncedWrite {
+                id,
+                done: false,
                 pos,
                 old,
                 new: new.to_vec(),
             });
-        Ok(())
+        Ok(Some(id))
+    }
+
+    /// The remembered write `id` of `path` completed.
+    fn write_done(&self, path: &Path, id: Option<u64>) {
+        let Some(id) = id else {
+            return;
+        };
+        let mut state = self.state.borrow_mut();
+        if let Some(w) = state
+            .unsynced
+            .get_mut(path)
+            .and_then(|writes| writes.iter_mut().find(|w| w.id == id))
+        {
+            w.done = true;
+        }
     }
 
     /// Writes a random subset of the sectors of `new` (buffered I/O; later O_DIRECT reads
@@ -770,6 +817,50 @@ mod tests {
                     (true, false, b"") => kept += 1,
                     (true, true, b"old c") | (false, true, b"old c") => lost += 1,
                     other => panic!("seed {seed}: impossible state after power loss: {other:?}"),
+                }
+            }
+            assert!(lost > 0 && kept > 0, "lost {lost}, kept {kept}");
+        });
+    }
+
+    #[test]
+    fn a_sync_makes_durable_only_the_writes_complete_when_it_started() {
+        let dir = test_dir("fault-sync-order");
+        let path = dir.path().join("f");
+        run(move || async move {
+            probe(path.parent().unwrap()).await;
+            let block = |f: &crate::io::File, byte: u8| {
+                let mut b = f.alloc(4096);
+                b.as_bytes_mut().fill(byte);
+                b
+            };
+            let (mut lost, mut kept) = (0, 0);
+            for seed in 0..16u64 {
+                let _ = std::fs::remove_file(&path);
+                let faults = FaultInjector::new(seed);
+                faults.track_unsynced_writes();
+                let io = Io::new(Some(faults.clone()));
+                let f = io.create(&path).await.unwrap();
+                io.sync_dir(path.parent().unwrap()).await.unwrap();
+                f.write_at(block(&f, 1), 0).await.unwrap();
+                // A sync starts; the second write completes while it runs.
+                let covered = faults.sync_starting(&path);
+                f.write_at(block(&f, 2), 4096).await.unwrap();
+                faults.synced(&path, &covered);
+                faults.crash_now();
+                faults.power_loss().unwrap();
+                let data = std::fs::read(&path).unwrap();
+                assert!(
+                    data[..4096].iter().all(|&b| b == 1),
+                    "seed {seed}: a synced write was lost"
+                );
+                // Each 512-byte sector of the unsynced write is kept or lost on its own.
+                for sector in data[4096..8192].chunks(512) {
+                    if sector.iter().all(|&b| b == 2) {
+                        kept += 1;
+                    } else {
+                        lost += 1;
+                    }
                 }
             }
             assert!(lost > 0 && kept > 0, "lost {lost}, kept {kept}");

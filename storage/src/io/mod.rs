@@ -291,12 +291,13 @@ impl File {
     /// `fdatasync`.
     pub(crate) async fn fdatasync(&self) -> Result<()> {
         self.io.check(FaultOp::Sync, &self.path)?;
+        let covered = self.io.faults.as_ref().map(|f| f.sync_starting(&self.path));
         self.dma
             .fdatasync()
             .await
             .map_err(|e| Error::io("fdatasync", &self.path, os_error(e)))?;
-        if let Some(f) = &self.io.faults {
-            f.synced(&self.path);
+        if let (Some(f), Some(covered)) = (&self.io.faults, covered) {
+            f.synced(&self.path, &covered);
         }
         Ok(())
     }

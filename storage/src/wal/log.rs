@@ -29,7 +29,7 @@ impl Wal {
         let mut bytes = 0usize;
         while next < range.end {
             // Find the segment, the byte span of the records wanted from it, and a file.
-            let (path, first, span_start, ends, active_file) = {
+            let (path, first, span_start, ends, active_file, gaps) = {
                 let state = self.shared.state.borrow();
                 let i = state
                     .segments
@@ -59,6 +59,7 @@ impl Wal {
                     span_start,
                     ends,
                     active_file,
+                    seg.gaps,
                 )
             };
             let span_end = ends.last().copied().unwrap_or(span_start);
@@ -81,7 +82,14 @@ impl Wal {
                 let offset = span_start + at as u64;
                 let frame =
                     &data[at.min(data.len())..((end - span_start) as usize).min(data.len())];
-                match record::decode(frame) {
+                let mut decoded = record::decode(frame);
+                if let (record::Decoded::Invalid(_), reader::Gaps::Salted(salt)) = (&decoded, gaps)
+                    && offset % BLOCK == 0
+                {
+                    // The first record after a gap (see `segment.rs`).
+                    decoded = record::decode_salted(frame, salt);
+                }
+                match decoded {
                     record::Decoded::Record { index, payload, .. } if index == next => {
                         bytes += payload.len();
                         out.push((index, payload.to_vec()));
@@ -224,20 +232,10 @@ impl Wal {
             });
         } else if shared.state.borrow().segments.is_empty() {
             // Everything went: keep an empty segment so the next index survives a restart.
-            let (file, path) = segment::create(
-                &shared.io,
-                &shared.dir,
-                from,
-                shared.opts.segment_size_bytes as u64,
-                shared.opts.zero_fill(),
-            )
-            .await?;
-            shared.state.borrow_mut().start_segment(
-                from,
-                path,
-                shared.opts.segment_size_bytes as u64,
-                file,
-            );
+            let header = new_header(&shared.opts, from, shared.opts.segment_size_bytes as u64);
+            let (file, path) =
+                segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
+            shared.state.borrow_mut().start_segment(&header, path, file);
         } else if shared.state.borrow().active.is_none() {
             // The cut fell on a segment boundary: the previous segment becomes active again.
             let (path, end) = {
@@ -294,11 +292,11 @@ impl Wal {
             shared.io.remove(&path)?;
         }
         shared.io.sync_dir(&shared.dir).await?;
-        let size = shared.opts.segment_size_bytes as u64;
+        let header = new_header(&shared.opts, next, shared.opts.segment_size_bytes as u64);
         let (file, path) =
-            segment::create(&shared.io, &shared.dir, next, size, shared.opts.zero_fill()).await?;
+            segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
         let mut state = shared.state.borrow_mut();
-        state.start_segment(next, path, size, file);
+        state.start_segment(&header, path, file);
         state.next_index = next;
         state.written_index = next - 1;
         state.synced_index = next - 1;

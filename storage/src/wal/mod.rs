@@ -164,6 +164,12 @@ impl WalStats {
     }
 }
 
+/// The header of a new segment from `first_index`: version 3 (gaps, salted) where writes may
+/// overlap, else version 1.
+fn new_header(opts: &WalOptions, first_index: u64, size_bytes: u64) -> segment::Header {
+    segment::Header::new(first_index, size_bytes, writer::durable_writes(opts))
+}
+
 /// A segment present on disk.
 #[derive(Debug)]
 struct Segment {
@@ -174,9 +180,9 @@ struct Segment {
     offsets: Vec<u64>,
     /// Offset just past the last written record.
     end: u64,
-    /// Its format (version 2 on) lets a write start at the next block boundary, leaving zeros
-    /// after the record before it: the writer may then have two writes in flight.
-    gaps: bool,
+    /// What its format allows between records; the writer overlaps writes only in a
+    /// version 3 segment ([`reader::Gaps::Salted`]).
+    gaps: reader::Gaps,
 }
 
 /// The segment being written (always the last one).
@@ -279,15 +285,15 @@ struct State {
 }
 
 impl State {
-    /// Makes a freshly created, empty segment (records from `first_index` on) the active one.
-    fn start_segment(&mut self, first_index: u64, path: PathBuf, size_bytes: u64, file: File) {
+    /// Makes a freshly created, empty segment (the one `header` describes) the active one.
+    fn start_segment(&mut self, header: &segment::Header, path: PathBuf, file: File) {
         self.segments.push(Segment {
-            first_index,
+            first_index: header.first_index,
             path,
-            size_bytes,
+            size_bytes: header.segment_size_bytes,
             offsets: Vec::new(),
             end: segment::HEADER_BLOCK_BYTES,
-            gaps: true,
+            gaps: header.gaps(),
         });
         self.active = Some(Active {
             file: Rc::new(file),
@@ -354,13 +360,9 @@ impl Wal {
         if state.active.is_none() {
             // A fresh (or sealed) log: make the first segment now, so the first write does not
             // wait for a segment to be zero-filled.
-            let size = opts.segment_size_bytes as u64;
-            let zero = opts.zero_fill();
-            match segment::create(&io, &dir, state.next_index, size, zero).await {
-                Ok((file, path)) => {
-                    let first_index = state.next_index;
-                    state.start_segment(first_index, path, size, file);
-                }
+            let header = new_header(&opts, state.next_index, opts.segment_size_bytes as u64);
+            match segment::create(&io, &dir, &header, opts.zero_fill()).await {
+                Ok((file, path)) => state.start_segment(&header, path, file),
                 Err(e @ Error::Io { .. }) => {
                     // A full (or failing) disk: what was recovered stays readable, writes are
                     // refused as after any WAL failure, until a reopen with space again. The

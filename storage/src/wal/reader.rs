@@ -1,9 +1,10 @@
 //! Reading a segment back: the records it holds and, if it is damaged, where and how badly.
 //!
-//! The scan stops at the first position that does not hold the next valid record. In a
-//! segment of format version 2 or later, zeros from there to the next 4 KiB boundary followed
-//! by the next record at that boundary are a gap between two overlapping writes (see
-//! `writer.rs`), and the scan goes on there. Otherwise a stop is a clean end when nothing but
+//! The scan stops at the first position that does not hold the next valid record. Where the
+//! segment's format allows gaps ([`Gaps`]), zeros from there to the next 4 KiB boundary
+//! followed by the next record at that boundary (checksummed with the segment's salt, in
+//! version 3) are a gap between two overlapping writes (see `writer.rs`), and the scan goes
+//! on there. Otherwise a stop is a clean end when nothing but
 //! zeros follows. Otherwise it is damage, and the scan looks at the
 //! rest of the segment for valid records whose `durable_index` reaches the damaged record: such
 //! a record proves the damaged one had been made durable (so this is corruption, not a torn
@@ -11,6 +12,17 @@
 
 use super::record::{self, Decoded};
 use super::segment::HEADER_BLOCK_BYTES;
+
+/// What a segment's format allows between two records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gaps {
+    /// Version 1: nothing; records follow one another.
+    None,
+    /// Version 2: zeros to the next block boundary where the next index starts.
+    ByIndex,
+    /// Version 3: the same, where the record there is checksummed with this salt.
+    Salted(u64),
+}
 
 /// A record found by the scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +58,23 @@ pub(crate) struct Scan {
 }
 
 /// Scans the bytes of a segment (header block included) whose first record should have
-/// index `first_index`; `gaps`: whether its format allows zeros to the next block boundary
-/// between records (version 2 and later).
-pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
+/// index `first_index`, under its format's rule for gaps.
+pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
     let mut out = Scan {
         end: HEADER_BLOCK_BYTES,
         ..Scan::default()
     };
     let mut pos = HEADER_BLOCK_BYTES as usize;
     let mut expect = first_index;
+    let mut after_gap = false;
     while pos < data.len() {
-        match record::decode(&data[pos..]) {
+        let decoded = if after_gap {
+            decode_after_gap(&data[pos..], gaps)
+        } else {
+            record::decode(&data[pos..])
+        };
+        after_gap = false;
+        match decoded {
             Decoded::Record {
                 index,
                 payload,
@@ -73,8 +91,9 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
                 expect += 1;
                 out.end = pos as u64;
             }
-            Decoded::End if gaps && gap_before_next(data, pos, expect) => {
+            Decoded::End if gap_before_next(data, pos, expect, gaps) => {
                 pos = pos.next_multiple_of(BLOCK);
+                after_gap = true;
             }
             Decoded::End => match data[pos..].iter().rposition(|&b| b != 0) {
                 None => return out,
@@ -84,6 +103,7 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
                         data,
                         pos,
                         expect,
+                        gaps,
                         "zeros where the next record should be, with data after them",
                         nonzero_end,
                     ));
@@ -97,12 +117,12 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
                 } else {
                     "a record index gap (a record is missing)"
                 };
-                out.damage = Some(damage(data, pos, expect, detail, nonzero_end));
+                out.damage = Some(damage(data, pos, expect, gaps, detail, nonzero_end));
                 return out;
             }
             Decoded::Invalid(why) => {
                 let nonzero_end = nonzero_end(data, pos);
-                out.damage = Some(damage(data, pos, expect, why, nonzero_end));
+                out.damage = Some(damage(data, pos, expect, gaps, why, nonzero_end));
                 return out;
             }
         }
@@ -113,19 +133,28 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: bool) -> Scan {
 const BLOCK: usize = HEADER_BLOCK_BYTES as usize;
 
 /// Whether `pos` (not on a block boundary) starts zeros up to the next boundary, where record
-/// `expect` begins: the gap an overlapping write leaves. Index continuity is what makes this
-/// safe: a record from a later write that landed while the one before it did not has a
-/// higher index and stops the scan as a gap in the indexes, and stale records never lie past
-/// the log's end (segments start zero-filled or unwritten, and a cut rewrites the tail as
-/// zeros).
-fn gap_before_next(data: &[u8], pos: usize, expect: u64) -> bool {
-    if pos % BLOCK == 0 {
+/// `expect` begins: the gap an overlapping write leaves. A record from a later write that
+/// landed while the one before it did not has a higher index and stops the scan as a gap in
+/// the indexes, and stale records never lie past the log's end (segments start zero-filled or
+/// unwritten, and a cut rewrites the tail as zeros). What version 2 cannot tell is a frame
+/// with index `expect` inside the payload of record `expect` itself, exposed at the boundary
+/// when a torn write lost the record's first sectors; version 3's salt rules that out.
+fn gap_before_next(data: &[u8], pos: usize, expect: u64, gaps: Gaps) -> bool {
+    if pos % BLOCK == 0 || gaps == Gaps::None {
         return false;
     }
     let next = pos.next_multiple_of(BLOCK);
     next < data.len()
         && data[pos..next].iter().all(|&b| b == 0)
-        && matches!(record::decode(&data[next..]), Decoded::Record { index, .. } if index == expect)
+        && matches!(decode_after_gap(&data[next..], gaps), Decoded::Record { index, .. } if index == expect)
+}
+
+/// Decodes the frame that starts a write after a gap.
+fn decode_after_gap(buf: &[u8], gaps: Gaps) -> Decoded<'_> {
+    match gaps {
+        Gaps::Salted(salt) => record::decode_salted(buf, salt),
+        Gaps::None | Gaps::ByIndex => record::decode(buf),
+    }
 }
 
 fn nonzero_end(data: &[u8], from: usize) -> u64 {
@@ -135,16 +164,28 @@ fn nonzero_end(data: &[u8], from: usize) -> u64 {
         .map_or(from, |last| from + last + 1) as u64
 }
 
-fn damage(data: &[u8], pos: usize, expect: u64, detail: &str, nonzero_end: u64) -> Damage {
-    // Look for a later valid record that proves the record at `expect` was durable.
+fn damage(
+    data: &[u8],
+    pos: usize,
+    expect: u64,
+    gaps: Gaps,
+    detail: &str,
+    nonzero_end: u64,
+) -> Damage {
+    // Look for a later valid record that proves the record at `expect` was durable (one after
+    // a gap, at a block boundary, may be salted).
     let mut proven_durable = false;
     let mut p = pos + record::ALIGN_BYTES;
     while p + record::HEADER_BYTES <= data.len() {
+        let mut found = record::decode(&data[p..]);
+        if p % BLOCK == 0 && !matches!(found, Decoded::Record { .. }) {
+            found = decode_after_gap(&data[p..], gaps);
+        }
         if let Decoded::Record {
             index,
             durable_index,
             ..
-        } = record::decode(&data[p..])
+        } = found
             && index > expect
             && durable_index >= expect
         {
@@ -172,7 +213,7 @@ mod tests {
         let mut offsets = Vec::new();
         for &(index, durable, payload) in records {
             let len = record::frame_len(payload.len());
-            record::encode(&mut data[pos..pos + len], index, durable, payload);
+            record::encode(&mut data[pos..pos + len], index, durable, payload, None);
             offsets.push(pos);
             pos += len;
         }
@@ -182,13 +223,13 @@ mod tests {
     #[test]
     fn clean_segments_scan_to_their_end() {
         let (data, offsets) = image(&[(5, 0, b"a"), (6, 5, b"bb"), (7, 6, b"ccc")], 8192);
-        let s = scan(&data, 5, true);
+        let s = scan(&data, 5, Gaps::ByIndex);
         assert_eq!(s.records.len(), 3);
         assert_eq!(s.records[2].offset, offsets[2] as u64);
         assert_eq!(s.end, offsets[2] as u64 + 32);
         assert!(s.damage.is_none());
         // The wrong first index is damage at the first record.
-        let s = scan(&data, 4, true);
+        let s = scan(&data, 4, Gaps::ByIndex);
         assert_eq!(s.records.len(), 0);
         assert_eq!(s.damage.unwrap().offset, offsets[0] as u64);
     }
@@ -197,7 +238,7 @@ mod tests {
     fn a_torn_last_record_is_not_proven_durable() {
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[2] + 24] ^= 1;
-        let s = scan(&data, 1, true);
+        let s = scan(&data, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 2);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, offsets[2] as u64);
@@ -210,17 +251,17 @@ mod tests {
         // Record 3 says records up to 2 were durable: damage at 2 is corruption.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        let d = scan(&data, 1, true).damage.unwrap();
+        let d = scan(&data, 1, Gaps::ByIndex).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
         // Same bytes, but record 3 only vouches for 1: a torn group commit.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        assert!(!scan(&data, 1, true).damage.unwrap().proven_durable);
+        assert!(!scan(&data, 1, Gaps::ByIndex).damage.unwrap().proven_durable);
         // A zeroed record followed by data is damage, not an end.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1]..offsets[2]].fill(0);
-        let d = scan(&data, 1, true).damage.unwrap();
+        let d = scan(&data, 1, Gaps::ByIndex).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
     }
@@ -228,7 +269,7 @@ mod tests {
     /// Writes frame `(index, durable, payload)` at `pos`; returns the position after it.
     fn put(data: &mut [u8], pos: usize, index: u64, durable: u64, payload: &[u8]) -> usize {
         let len = record::frame_len(payload.len());
-        record::encode(&mut data[pos..pos + len], index, durable, payload);
+        record::encode(&mut data[pos..pos + len], index, durable, payload, None);
         pos + len
     }
 
@@ -239,19 +280,19 @@ mod tests {
         pos = put(&mut data, pos, 2, 0, b"b");
         let after_two = pos;
         let next = put(&mut data, 2 * BLOCK, 3, 2, b"c");
-        let s = scan(&data, 1, true);
+        let s = scan(&data, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 3);
         assert_eq!(s.records[2].offset, 2 * BLOCK as u64);
         assert_eq!(s.end, next as u64);
         assert!(s.damage.is_none());
         // Version 1 has no gaps: the same bytes are damage where the gap starts.
-        let s = scan(&data, 1, false);
+        let s = scan(&data, 1, Gaps::None);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.damage.unwrap().offset, after_two as u64);
         // A gap that is not all zeros is damage.
         let mut dirty = data.clone();
         dirty[after_two + 100] = 1;
-        let s = scan(&dirty, 1, true);
+        let s = scan(&dirty, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.damage.unwrap().offset, after_two as u64);
     }
@@ -264,7 +305,7 @@ mod tests {
         let mut pos = put(&mut data, BLOCK, 1, 0, b"a");
         pos = put(&mut data, pos, 2, 1, b"b");
         put(&mut data, 2 * BLOCK, 5, 2, b"e");
-        let s = scan(&data, 1, true);
+        let s = scan(&data, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 2);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, pos as u64);
@@ -273,8 +314,72 @@ mod tests {
         let mut data = vec![0u8; 4 * BLOCK];
         let pos = put(&mut data, BLOCK, 1, 0, b"a");
         put(&mut data, 2 * BLOCK, 3, 1, b"c");
-        let s = scan(&data, 1, true);
+        let s = scan(&data, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 1);
         assert_eq!(s.damage.unwrap().offset, pos as u64);
+    }
+
+    /// Like [`put`], for the first record after a gap in a version 3 segment.
+    fn put_salted(data: &mut [u8], pos: usize, index: u64, durable: u64, salt: u64) -> usize {
+        let len = record::frame_len(1);
+        record::encode(&mut data[pos..pos + len], index, durable, b"s", Some(salt));
+        pos + len
+    }
+
+    #[test]
+    fn in_version_3_only_a_salted_record_ends_a_gap() {
+        const SALT: u64 = 0x0123_4567_89ab_cdef;
+        let mut data = vec![0u8; 4 * BLOCK];
+        let pos = put(&mut data, BLOCK, 1, 0, b"a");
+        let next = put_salted(&mut data, 2 * BLOCK, 2, 1, SALT);
+        put(&mut data, next, 3, 1, b"c");
+        let s = scan(&data, 1, Gaps::Salted(SALT));
+        assert_eq!(s.records.len(), 3);
+        assert!(s.damage.is_none());
+        // Another salt, or an unsalted record after the gap: the log ends at the gap.
+        let s = scan(&data, 1, Gaps::Salted(SALT + 1));
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.damage.unwrap().offset, pos as u64);
+        let mut plain = data.clone();
+        let next = put(&mut plain, 2 * BLOCK, 2, 1, b"s");
+        put(&mut plain, next, 3, 1, b"c");
+        let s = scan(&plain, 1, Gaps::Salted(SALT));
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.damage.unwrap().offset, pos as u64);
+    }
+
+    #[test]
+    fn a_frame_inside_a_torn_records_payload_is_not_replayed_in_version_3() {
+        // Record 2 (never acknowledged) spans a block boundary; its payload, client data,
+        // holds a valid unsalted frame "record 2" exactly at the boundary. Power loss kept
+        // the write's second block and lost its first, so record 2's start reads as zeros.
+        let mut data = vec![0u8; 4 * BLOCK];
+        let start = put(&mut data, BLOCK, 1, 0, b"a");
+        let boundary = 2 * BLOCK;
+        let mut payload = vec![7u8; boundary - start - record::HEADER_BYTES + 64];
+        let forged_at = boundary - start - record::HEADER_BYTES;
+        record::encode(
+            &mut payload[forged_at..forged_at + 32],
+            2,
+            1,
+            b"forged",
+            None,
+        );
+        put(&mut data, start, 2, 1, &payload);
+        data[start..boundary].fill(0);
+        // Version 2's rule replays the forged frame as record 2.
+        let s = scan(&data, 1, Gaps::ByIndex);
+        assert_eq!(s.records.len(), 2);
+        let forged = s.records[1];
+        assert_eq!(
+            &data[forged.payload_start..forged.payload_start + forged.payload_len],
+            b"forged"
+        );
+        // Version 3 ends the log at record 1: a torn tail, nothing acknowledged lost.
+        let s = scan(&data, 1, Gaps::Salted(0x5eed));
+        assert_eq!(s.records.len(), 1);
+        let d = s.damage.unwrap();
+        assert_eq!(d.offset, start as u64);
+        assert!(!d.proven_durable);
     }
 }

@@ -14,7 +14,10 @@
 //! - `length`: payload bytes. A frame whose `length` reads 0 marks the end of the written log
 //!   (segments are preallocated with zeros), so payloads are never empty.
 //! - `crc32c`: CRC-32C (Castagnoli) of `length`, `index`, `durable_index` and the payload (bytes
-//!   0..4 and 8..24+length), so a damaged length is caught too.
+//!   0..4 and 8..24+length), so a damaged length is caught too. For the first record after a
+//!   gap (format version 3, see `segment.rs`) the CRC is seeded with the segment's salt
+//!   (its 8 bytes first), so recovery tells the writer's frame from a look-alike inside
+//!   client data.
 //! - `index`: the record's position in the log, dense from the first record ever written (1):
 //!   the "sequence number" of the frame and, later, the Raft log index. The engine's own
 //!   sequence numbers live in its payload (see `crate::engine`).
@@ -34,13 +37,23 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
     (HEADER_BYTES + payload_len).next_multiple_of(ALIGN_BYTES)
 }
 
-fn crc(frame: &[u8], payload_len: usize) -> u32 {
-    let c = crc32c::crc32c(&frame[0..4]);
+fn crc(frame: &[u8], payload_len: usize, salt: Option<u64>) -> u32 {
+    let c = match salt {
+        None => crc32c::crc32c(&frame[0..4]),
+        Some(salt) => crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), &frame[0..4]),
+    };
     crc32c::crc32c_append(c, &frame[8..HEADER_BYTES + payload_len])
 }
 
-/// Writes one frame into `dst`, which must be exactly `frame_len(payload.len())` bytes.
-pub(crate) fn encode(dst: &mut [u8], index: u64, durable_index: u64, payload: &[u8]) {
+/// Writes one frame into `dst`, which must be exactly `frame_len(payload.len())` bytes; its
+/// checksum seeded with `salt` if given (the first record after a gap).
+pub(crate) fn encode(
+    dst: &mut [u8],
+    index: u64,
+    durable_index: u64,
+    payload: &[u8],
+    salt: Option<u64>,
+) {
     debug_assert_eq!(dst.len(), frame_len(payload.len()));
     debug_assert!(!payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX);
     debug_assert!(durable_index < index);
@@ -49,7 +62,7 @@ pub(crate) fn encode(dst: &mut [u8], index: u64, durable_index: u64, payload: &[
     dst[16..24].copy_from_slice(&durable_index.to_le_bytes());
     dst[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
     dst[HEADER_BYTES + payload.len()..].fill(0);
-    let c = crc(dst, payload.len());
+    let c = crc(dst, payload.len(), salt);
     dst[4..8].copy_from_slice(&c.to_le_bytes());
 }
 
@@ -83,6 +96,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Decodes the frame at the start of `buf` (which runs to the end of the readable data).
 pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
+    decode_with(buf, None)
+}
+
+/// Like [`decode`], for a frame whose checksum is seeded with `salt`.
+pub(crate) fn decode_salted(buf: &[u8], salt: u64) -> Decoded<'_> {
+    decode_with(buf, Some(salt))
+}
+
+fn decode_with(buf: &[u8], salt: Option<u64>) -> Decoded<'_> {
     if buf.len() < 4 {
         return if buf.iter().all(|&b| b == 0) {
             Decoded::End
@@ -100,7 +122,7 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     if len > PAYLOAD_BYTES_MAX || HEADER_BYTES + len > buf.len() {
         return Decoded::Invalid("frame length runs past the end of the segment");
     }
-    if crc(buf, len) != u32_at(buf, 4) {
+    if crc(buf, len, salt) != u32_at(buf, 4) {
         return Decoded::Invalid("checksum mismatch");
     }
     let index = u64_at(buf, 8);
@@ -122,7 +144,7 @@ mod tests {
 
     fn frame(index: u64, durable: u64, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0xAA; frame_len(payload.len())];
-        encode(&mut v, index, durable, payload);
+        encode(&mut v, index, durable, payload, None);
         v
     }
 
@@ -170,5 +192,25 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_salted_frame_reads_only_with_its_salt() {
+        let mut f = vec![0; frame_len(5)];
+        encode(&mut f, 9, 8, b"hello", Some(0x5eed));
+        assert!(matches!(
+            decode_salted(&f, 0x5eed),
+            Decoded::Record { index: 9, .. }
+        ));
+        assert_eq!(decode(&f), Decoded::Invalid("checksum mismatch"));
+        assert_eq!(
+            decode_salted(&f, 0x5eee),
+            Decoded::Invalid("checksum mismatch")
+        );
+        let plain = frame(9, 8, b"hello");
+        assert_eq!(
+            decode_salted(&plain, 0x5eed),
+            Decoded::Invalid("checksum mismatch")
+        );
     }
 }

@@ -139,7 +139,7 @@ impl Recovery<'_> {
             file.allocate(header.segment_size_bytes).await?;
             data.resize(header.segment_size_bytes as usize, 0);
         }
-        let gaps = header.format_version >= 2;
+        let gaps = header.gaps();
         let scan = reader::scan(&data, first, gaps);
         for r in &scan.records {
             (self.replay)(Replayed {

@@ -15,32 +15,41 @@
 //! ## Header block (the first 4096 bytes, little-endian)
 //!
 //! ```text
-//! 0              8                12               16              24                  32       36
-//! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
-//! | magic        | format_version | block_size     | first_index   | segment_size      | crc32c | zeros      |
-//! | "corekvWL"   | u32 = 1 or 2   | u32 = 4096     | u64           | u64 (bytes)       | of 0..32 | to 4096  |
-//! +--------------+----------------+----------------+---------------+-------------------+--------+------------+
+//! 0              8                12               16              24                  32       36       44       48
+//! +--------------+----------------+----------------+---------------+-------------------+--------+--------+--------+-------+
+//! | magic        | format_version | block_size     | first_index   | segment_size      | crc32c | salt   | crc32c | zeros |
+//! | "corekvWL"   | u32 = 1, 2, 3  | u32 = 4096     | u64           | u64 (bytes)       | of 0..32 | u64  | of salt| to 4096 |
+//! +--------------+----------------+----------------+---------------+-------------------+--------+--------+--------+-------+
 //! ```
 //!
-//! Records (see [`super::record`]) follow from byte 4096.
+//! Records (see [`super::record`]) follow from byte 4096. The salt and its checksum are in
+//! version 3 only (zeros before).
 //!
-//! Format versions: in version 1 records follow one another with no gap. Version 2 (written
-//! since two WAL writes may be in flight at once, see `writer.rs`) also allows zeros from the
-//! end of a record to the next 4 KiB boundary when the next record starts there: the second
-//! of two overlapping writes starts on a fresh block, so the two never share one. A reader of
-//! version 1 would take such a gap for a torn tail, so the version tells it apart, and a
-//! version 1 segment (written before the upgrade) is never written with a gap.
+//! Format versions: in version 1 records follow one another with no gap. Version 2 also
+//! allows zeros from the end of a record to the next 4 KiB boundary when the next record
+//! starts there: the second of two overlapping writes (see `writer.rs`) starts on a fresh
+//! block, so the two never share one. Version 3 (written where writes overlap: `sync` mode
+//! through `O_DSYNC`) allows the same gap only before a record whose checksum is seeded with
+//! the segment's random salt. Without the salt, a torn write could let recovery take bytes
+//! inside an unacknowledged record's payload (client data, at a block boundary, after the
+//! record's first sectors were lost) for the next record; a client cannot forge a frame with
+//! a salt it never sees. Version 2 segments are still read with the version 2 rule; other
+//! modes write version 1, readable by every build. A reader of version 1 would take a gap for
+//! a torn tail, so the version tells it apart, and a version 1 segment is never written with
+//! a gap.
 
 use std::path::{Path, PathBuf};
 
+use super::reader::Gaps;
 use crate::error::{Error, Result};
 use crate::io::{File, Io};
 use crate::options::WAL_BLOCK_SIZE_BYTES;
 
 /// Identifies a WAL segment.
 pub(crate) const MAGIC: &[u8; 8] = b"corekvWL";
-/// The on-disk format this code writes (it reads this one and every older one).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest on-disk format, written where writes may overlap (this code reads every format
+/// from [`FORMAT_VERSION_MIN`] to this one; it writes this one or version 1).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this code reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Where the first record starts.
@@ -65,11 +74,39 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 pub(crate) struct Header {
     pub(crate) first_index: u64,
     pub(crate) segment_size_bytes: u64,
-    /// [`FORMAT_VERSION`] when written by this code; older when read from an older segment.
+    /// [`FORMAT_VERSION`] or 1 when written by this code; others when read from an older
+    /// segment.
     pub(crate) format_version: u32,
+    /// Seeds the checksum of a record after a gap (version 3; 0 in older ones).
+    pub(crate) salt: u64,
 }
 
 impl Header {
+    /// The header of a new segment: version 3 with a fresh random salt if its writes may
+    /// overlap (`gaps`), else version 1.
+    pub(crate) fn new(first_index: u64, segment_size_bytes: u64, gaps: bool) -> Header {
+        let (format_version, salt) = if gaps {
+            (FORMAT_VERSION, random_salt(first_index))
+        } else {
+            (1, 0)
+        };
+        Header {
+            first_index,
+            segment_size_bytes,
+            format_version,
+            salt,
+        }
+    }
+
+    /// What the segment's format allows between two records.
+    pub(crate) fn gaps(&self) -> Gaps {
+        match self.format_version {
+            1 => Gaps::None,
+            2 => Gaps::ByIndex,
+            _ => Gaps::Salted(self.salt),
+        }
+    }
+
     /// The 4096-byte header block.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; WAL_BLOCK_SIZE_BYTES];
@@ -80,6 +117,11 @@ impl Header {
         b[24..32].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..32]);
         b[32..36].copy_from_slice(&crc.to_le_bytes());
+        if self.format_version >= 3 {
+            b[36..44].copy_from_slice(&self.salt.to_le_bytes());
+            let crc = crc32c::crc32c(&b[36..44]);
+            b[44..48].copy_from_slice(&crc.to_le_bytes());
+        }
         b
     }
 
@@ -114,10 +156,23 @@ impl Header {
         let first_index = u64::from_le_bytes(u);
         u.copy_from_slice(&b[24..32]);
         let segment_size_bytes = u64::from_le_bytes(u);
+        let mut salt = 0;
+        if version >= 3 {
+            if b.len() < 48 {
+                return Err(format!("header truncated: {} bytes", b.len()));
+            }
+            let crc = u32::from_le_bytes([b[44], b[45], b[46], b[47]]);
+            if crc32c::crc32c(&b[36..44]) != crc {
+                return Err("header salt checksum mismatch".into());
+            }
+            u.copy_from_slice(&b[36..44]);
+            salt = u64::from_le_bytes(u);
+        }
         Ok(Header {
             first_index,
             segment_size_bytes,
             format_version: version,
+            salt,
         })
     }
 }
@@ -165,13 +220,16 @@ async fn zero_fill(file: &File, from: u64, to: u64, stop: &dyn Fn() -> bool) -> 
     Ok(true)
 }
 
-async fn write_header(file: &File, first_index: u64, size_bytes: u64) -> Result<()> {
-    let header = Header {
-        first_index,
-        segment_size_bytes: size_bytes,
-        format_version: FORMAT_VERSION,
-    }
-    .encode();
+/// A salt no client can predict: std's per-process random SipHash keys over the index.
+fn random_salt(first_index: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(first_index);
+    h.finish()
+}
+
+async fn write_header(file: &File, header: &Header) -> Result<()> {
+    let header = header.encode();
     let mut buf = file.alloc(header.len());
     buf.as_bytes_mut().copy_from_slice(&header);
     file.write_at(buf, 0).await?;
@@ -190,19 +248,18 @@ pub(crate) async fn prepare_spare(
     create_zeroed(io, &dir.join(SPARE_FILE), size_bytes, zero, stop).await
 }
 
-/// Turns a prepared spare into segment `first_index`: header, `fdatasync`, rename,
+/// Turns a prepared spare into the segment `header` describes: header, `fdatasync`, rename,
 /// directory `fsync`. Returns the segment, open under its real name.
 pub(crate) async fn install(
     io: &Io,
     dir: &Path,
     spare: File,
-    first_index: u64,
-    size_bytes: u64,
+    header: &Header,
 ) -> Result<(File, PathBuf)> {
-    write_header(&spare, first_index, size_bytes).await?;
+    write_header(&spare, header).await?;
     let from = spare.path().to_path_buf();
     spare.close().await?;
-    let path = dir.join(file_name(first_index));
+    let path = dir.join(file_name(header.first_index));
     io.rename(&from, &path)?;
     io.sync_dir(dir).await?;
     Ok((io.open(&path).await?, path))
@@ -213,10 +270,10 @@ pub(crate) async fn install(
 pub(crate) async fn create(
     io: &Io,
     dir: &Path,
-    first_index: u64,
-    size_bytes: u64,
+    header: &Header,
     zero: bool,
 ) -> Result<(File, PathBuf)> {
+    let (first_index, size_bytes) = (header.first_index, header.segment_size_bytes);
     debug_assert!(size_bytes % HEADER_BLOCK_BYTES == 0 && size_bytes > HEADER_BLOCK_BYTES);
     let path = dir.join(file_name(first_index));
     let file = create_zeroed(io, &path, size_bytes, zero, &|| false)
@@ -228,7 +285,7 @@ pub(crate) async fn create(
                 std::io::Error::other("interrupted"),
             )
         })?;
-    write_header(&file, first_index, size_bytes).await?;
+    write_header(&file, header).await?;
     io.sync_dir(dir).await?;
     Ok((file, path))
 }
@@ -319,14 +376,12 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = Header {
-            first_index: 77,
-            segment_size_bytes: 1 << 20,
-            format_version: FORMAT_VERSION,
-        };
+        let h = Header::new(77, 1 << 20, true);
+        assert_eq!(h.format_version, FORMAT_VERSION);
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
-        for i in 0..36 {
+        assert_eq!(h.gaps(), Gaps::Salted(h.salt));
+        for i in 0..48 {
             let mut d = b.clone();
             d[i] ^= 0x10;
             assert!(Header::decode(&d).is_err(), "byte {i}");
@@ -344,12 +399,24 @@ mod tests {
             d
         };
         let v1 = Header::decode(&with_version(1)).unwrap();
-        assert_eq!(v1.format_version, 1);
+        assert_eq!((v1.format_version, v1.salt, v1.gaps()), (1, 0, Gaps::None));
+        let v2 = Header::decode(&with_version(2)).unwrap();
+        assert_eq!((v2.salt, v2.gaps()), (0, Gaps::ByIndex));
         assert!(
             Header::decode(&with_version(FORMAT_VERSION + 1))
                 .unwrap_err()
                 .contains(&format!("version {}", FORMAT_VERSION + 1))
         );
         assert!(Header::decode(&with_version(0)).is_err());
+    }
+
+    #[test]
+    fn segments_that_never_overlap_are_version_1_and_salts_differ() {
+        let plain = Header::new(5, 1 << 20, false);
+        assert_eq!((plain.format_version, plain.salt), (1, 0));
+        assert_eq!(Header::decode(&plain.encode()), Ok(plain));
+        let a = Header::new(5, 1 << 20, true);
+        let b = Header::new(5, 1 << 20, true);
+        assert_ne!(a.salt, b.salt, "two segments drew the same salt");
     }
 }

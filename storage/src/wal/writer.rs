@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use glommio::io::DmaBuffer;
 
+use super::reader::Gaps;
 use super::record;
 use super::segment::{self, HEADER_BLOCK_BYTES};
-use super::{Active, Failure, Segment, Shared, Spare, State, WalOptions};
+use super::{Failure, Shared, Spare, State, WalOptions};
 use crate::error::Result;
 use crate::options::{Durability, WAL_BLOCK_SIZE_BYTES};
 
@@ -80,7 +81,7 @@ fn next_job(shared: &Shared) -> Job {
 }
 
 /// Whether each write is made durable by itself, so that writes may overlap.
-fn durable_writes(opts: &WalOptions) -> bool {
+pub(super) fn durable_writes(opts: &WalOptions) -> bool {
     opts.durability == Durability::Sync && opts.dsync_writes
 }
 
@@ -96,7 +97,8 @@ fn can_overlap(opts: &WalOptions, state: &State) -> bool {
         return false;
     };
     let frame = record::frame_len(p.payload.len()) as u64;
-    seg.gaps && active.end.next_multiple_of(BLOCK) + frame <= seg.size_bytes
+    matches!(seg.gaps, Gaps::Salted(_))
+        && active.end.next_multiple_of(BLOCK) + frame <= seg.size_bytes
 }
 
 /// The writer task's body. Ends on shutdown (once everything queued is written) or after the
@@ -225,6 +227,15 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
     } else {
         active.end
     };
+    // The first record after a gap carries the segment's salt (see `segment.rs`).
+    let mut salt = match seg.gaps {
+        Gaps::Salted(salt) if start > active.end => Some(salt),
+        _ => None,
+    };
+    assert!(
+        start == active.end || salt.is_some(),
+        "a WAL write leaving a gap in a segment without a salt"
+    );
     let tail: &[u8] = if overlap { &[] } else { &active.tail };
     let block_start = start - start % BLOCK;
     let tail_len = (start - block_start) as usize;
@@ -256,7 +267,13 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
             break;
         };
         let f = record::frame_len(p.payload.len());
-        record::encode(&mut bytes[at..at + f], p.index, durable_index, &p.payload);
+        record::encode(
+            &mut bytes[at..at + f],
+            p.index,
+            durable_index,
+            &p.payload,
+            salt.take(),
+        );
         state.pending_bytes -= p.payload.len();
         offsets.push(block_start + at as u64);
         debug_assert!(last_index == 0 || p.index == last_index + 1);
@@ -398,31 +415,16 @@ async fn rollover(shared: &Rc<Shared>, frame_len: u64) -> Result<()> {
     } else {
         None
     };
+    let header = super::new_header(&shared.opts, first_index, size_bytes);
     let (file, path) = match spare {
-        Some(spare) => {
-            segment::install(&shared.io, &shared.dir, spare, first_index, size_bytes).await?
-        }
+        Some(spare) => segment::install(&shared.io, &shared.dir, spare, &header).await?,
         None => {
             let zero = shared.opts.zero_fill();
-            segment::create(&shared.io, &shared.dir, first_index, size_bytes, zero).await?
+            segment::create(&shared.io, &shared.dir, &header, zero).await?
         }
     };
     ensure_spare(shared);
-    let mut state = shared.state.borrow_mut();
-    state.segments.push(Segment {
-        first_index,
-        path,
-        size_bytes,
-        offsets: Vec::new(),
-        end: HEADER_BLOCK_BYTES,
-        gaps: true,
-    });
-    state.active = Some(Active {
-        file: Rc::new(file),
-        end: HEADER_BLOCK_BYTES,
-        tail: Vec::new(),
-    });
-    state.stats.segments_created_total += 1;
+    shared.state.borrow_mut().start_segment(&header, path, file);
     tracing::debug!(first_index, size_bytes, "WAL segment created");
     Ok(())
 }
