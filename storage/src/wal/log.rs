@@ -194,22 +194,48 @@ impl Wal {
             let state = shared.state.borrow();
             state.segments.last().and_then(|s| {
                 let k = (from - s.first_index) as usize;
-                (k < s.offsets.len())
-                    .then(|| (s.path.clone(), s.first_index, s.size_bytes, s.offsets[k]))
+                let previous = k.checked_sub(1).map(|p| s.offsets[p]);
+                (k < s.offsets.len()).then(|| {
+                    let at = s.offsets[k];
+                    (s.path.clone(), s.first_index, s.size_bytes, at, previous)
+                })
             })
         };
-        if let Some((path, first_index, size_bytes, cut_at)) = cut {
+        if let Some((path, first_index, size_bytes, from_at, previous)) = cut {
             let active = shared.state.borrow_mut().active.take();
-            let prefix = match &active {
-                Some(a) => a.file.read_at(0, cut_at as usize).await?,
+            let mut prefix = match &active {
+                Some(a) => a.file.read_at(0, from_at as usize).await?,
                 None => {
                     let f = shared.io.open(&path).await?;
-                    let r = f.read_at(0, cut_at as usize).await;
+                    let r = f.read_at(0, from_at as usize).await;
                     f.close().await?;
                     r?
                 }
             };
             drop(active);
+            // The log ends where the record before `from` ends, before any gap that preceded
+            // `from` (a record written there next follows it directly, unsalted).
+            let cut_at = match previous {
+                None => from_at,
+                Some(at) => {
+                    let at = at as usize;
+                    let len = prefix
+                        .get(at..at + 4)
+                        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                    (at + record::frame_len(len)) as u64
+                }
+            };
+            if cut_at > from_at || cut_at + BLOCK <= from_at {
+                return Err(Error::corruption(
+                    &path,
+                    previous.unwrap_or(from_at),
+                    format!(
+                        "record {} does not end within a block before record {from}",
+                        from - 1
+                    ),
+                ));
+            }
+            prefix.truncate(cut_at as usize);
             let file = segment::rewrite_prefix(
                 &shared.io,
                 &shared.dir,
