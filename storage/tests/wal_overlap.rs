@@ -57,6 +57,21 @@ async fn append_in_bursts(
     (appended, acked)
 }
 
+/// The records a dropped log left, once its writer (ending its failed writes) lets go of the
+/// directory.
+async fn reopen(path: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
+    let mut tries = 0;
+    loop {
+        match open(path, opts(64)).await {
+            Err(Error::Locked { .. }) if tries < 500 => {
+                tries += 1;
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => return other.unwrap().1,
+        }
+    }
+}
+
 #[test]
 fn writes_overlap_under_load_and_every_record_reads_back_and_replays_in_order() {
     let dir = test_dir("wal-overlap");
@@ -114,17 +129,7 @@ fn power_loss_with_overlapping_writes_keeps_every_acknowledged_record() {
             drop(wal);
             inj.settle().await;
             inj.power_loss().unwrap();
-            // The dropped log's writer lets go of the directory once its failed writes end.
-            let mut tries = 0;
-            let (_wal, got, _) = loop {
-                match open(&path, opts(64)).await {
-                    Err(Error::Locked { .. }) if tries < 500 => {
-                        tries += 1;
-                        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    other => break other.unwrap(),
-                }
-            };
+            let got = reopen(&path).await;
             assert!(
                 got.len() as u64 >= acked,
                 "crash at {crash_at}: {} records replayed, {acked} acknowledged",
@@ -285,4 +290,53 @@ fn truncating_to_the_first_record_after_a_gap_keeps_the_log_readable() {
         assert_eq!(report.torn_tails_cut, 0);
         assert!(got == appended, "replayed records differ after the cut");
     });
+}
+
+/// One of two writes in flight fails (its write or its sync, whichever of the two started
+/// first): the log stops, nothing after the failure is acknowledged, and what replays is a
+/// gapless prefix holding every acknowledged record.
+#[test]
+fn a_failed_write_beside_another_in_flight_loses_no_acknowledged_record() {
+    use corekv_storage::io::{Fault, FaultOp};
+    let mut runs = Vec::new();
+    for op in [FaultOp::Write, FaultOp::Sync] {
+        for n in 3..15 {
+            runs.push((op, n));
+        }
+    }
+    let (mut overlapped, mut unacked) = (0, 0);
+    for (op, n) in runs {
+        let dir = test_dir("wal-overlap-fail");
+        let path = dir.path().to_path_buf();
+        let (o, u) = run(move || async move {
+            let inj = FaultInjector::new(n);
+            let (wal, _) = Wal::open(&path, opts(64), Some(inj.clone()), |_| Ok(()))
+                .await
+                .unwrap();
+            inj.fail_nth(op, n, Fault::Eio);
+            let (appended, acked) = append_in_bursts(&wal, 400, |_| true).await;
+            assert!(
+                (acked as usize) < appended.len() || wal.append(payload(1)).is_err(),
+                "{op:?} {n}: the failure was never seen"
+            );
+            let overlapped = wal.stats().writes_overlapped_total;
+            drop(wal);
+            inj.settle().await;
+            let got = reopen(&path).await;
+            assert!(
+                got.len() as u64 >= acked,
+                "{op:?} {n}: {} records replayed, {acked} acknowledged",
+                got.len()
+            );
+            assert!(
+                got[..] == appended[..got.len()],
+                "{op:?} {n}: the replay is not a prefix of the appended records"
+            );
+            (overlapped, (appended.len() as u64 - acked) as usize)
+        });
+        overlapped += o;
+        unacked += u;
+    }
+    assert!(overlapped > 0, "no write ever overlapped another");
+    assert!(unacked > 0, "every record was acknowledged");
 }
