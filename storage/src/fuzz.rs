@@ -56,7 +56,7 @@ pub fn wal_segment(data: &[u8]) {
 /// One WAL frame, and the bytes as a WAL payload (a write batch with its header) replayed
 /// into a memtable.
 pub fn wal_record(data: &[u8]) {
-    let _ = record::decode(data);
+    let _ = record::decode(data, None);
     let mut memtable = Memtable::new();
     let mut last_seq = 0;
     let _ = crate::engine::replay_record(

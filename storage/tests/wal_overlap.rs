@@ -155,7 +155,12 @@ fn a_segment_of_an_older_format_is_never_written_with_gaps() {
         let dir = test_dir("wal-format-old");
         let path = dir.path().to_path_buf();
         run(move || async move {
-            let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
+            // Written one write at a time, so as format 1 (unsalted records).
+            let serial = corekv_storage::wal::WalOptions {
+                dsync_writes: false,
+                ..opts(1024)
+            };
+            let (wal, _, _) = open(&path, serial).await.unwrap();
             append_all(&wal, 1..10).await;
             wal.close().await.unwrap();
             drop(wal);

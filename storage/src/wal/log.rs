@@ -82,14 +82,7 @@ impl Wal {
                 let offset = span_start + at as u64;
                 let frame =
                     &data[at.min(data.len())..((end - span_start) as usize).min(data.len())];
-                let mut decoded = record::decode(frame);
-                if let (record::Decoded::Invalid(_), reader::Gaps::Salted(salt)) = (&decoded, gaps)
-                    && offset % BLOCK == 0
-                {
-                    // The first record after a gap (see `segment.rs`).
-                    decoded = record::decode_salted(frame, salt);
-                }
-                match decoded {
+                match record::decode(frame, gaps.salt()) {
                     record::Decoded::Record { index, payload, .. } if index == next => {
                         bytes += payload.len();
                         out.push((index, payload.to_vec()));
@@ -214,7 +207,7 @@ impl Wal {
             };
             drop(active);
             // The log ends where the record before `from` ends, before any gap that preceded
-            // `from` (a record written there next follows it directly, unsalted).
+            // `from`: the next record follows it directly.
             let cut_at = match previous {
                 None => from_at,
                 Some(at) => {

@@ -1,10 +1,10 @@
 //! Reading a segment back: the records it holds and, if it is damaged, where and how badly.
 //!
-//! The scan stops at the first position that does not hold the next valid record. Where the
-//! segment's format allows gaps ([`Gaps`]), zeros from there to the next 4 KiB boundary
-//! followed by the next record at that boundary (checksummed with the segment's salt, in
-//! version 3) are a gap between two overlapping writes (see `writer.rs`), and the scan goes
-//! on there. Otherwise a stop is a clean end when nothing but
+//! The scan stops at the first position that does not hold the next valid record (in format
+//! version 3, one checksummed with the segment's salt). Where the format allows gaps
+//! ([`Gaps`]), zeros from there to the next 4 KiB boundary followed by the next record at that
+//! boundary are a gap between two overlapping writes (see `writer.rs`), and the scan goes on
+//! there. Otherwise a stop is a clean end when nothing but
 //! zeros follows. Otherwise it is damage, and the scan looks at the
 //! rest of the segment for valid records whose `durable_index` reaches the damaged record: such
 //! a record proves the damaged one had been made durable (so this is corruption, not a torn
@@ -20,8 +20,18 @@ pub(crate) enum Gaps {
     None,
     /// Version 2: zeros to the next block boundary where the next index starts.
     ByIndex,
-    /// Version 3: the same, where the record there is checksummed with this salt.
+    /// Version 3: the same, and every record's checksum is seeded with this salt.
     Salted(u64),
+}
+
+impl Gaps {
+    /// The salt records of the segment are checksummed with, if any.
+    pub(crate) fn salt(self) -> Option<u64> {
+        match self {
+            Gaps::Salted(salt) => Some(salt),
+            Gaps::None | Gaps::ByIndex => None,
+        }
+    }
 }
 
 /// A record found by the scan.
@@ -66,15 +76,8 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
     };
     let mut pos = HEADER_BLOCK_BYTES as usize;
     let mut expect = first_index;
-    let mut after_gap = false;
     while pos < data.len() {
-        let decoded = if after_gap {
-            decode_after_gap(&data[pos..], gaps)
-        } else {
-            record::decode(&data[pos..])
-        };
-        after_gap = false;
-        match decoded {
+        match record::decode(&data[pos..], gaps.salt()) {
             Decoded::Record {
                 index,
                 payload,
@@ -93,7 +96,6 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
             }
             Decoded::End if gap_before_next(data, pos, expect, gaps) => {
                 pos = pos.next_multiple_of(BLOCK);
-                after_gap = true;
             }
             Decoded::End => match data[pos..].iter().rposition(|&b| b != 0) {
                 None => return out,
@@ -138,7 +140,8 @@ const BLOCK: usize = HEADER_BLOCK_BYTES as usize;
 /// the indexes, and stale records never lie past the log's end (segments start zero-filled or
 /// unwritten, and a cut rewrites the tail as zeros). What version 2 cannot tell is a frame
 /// with index `expect` inside the payload of record `expect` itself, exposed at the boundary
-/// when a torn write lost the record's first sectors; version 3's salt rules that out.
+/// when a torn write lost the record's first sectors; version 3's salt rules that out (a
+/// client never sees it).
 fn gap_before_next(data: &[u8], pos: usize, expect: u64, gaps: Gaps) -> bool {
     if pos % BLOCK == 0 || gaps == Gaps::None {
         return false;
@@ -146,15 +149,7 @@ fn gap_before_next(data: &[u8], pos: usize, expect: u64, gaps: Gaps) -> bool {
     let next = pos.next_multiple_of(BLOCK);
     next < data.len()
         && data[pos..next].iter().all(|&b| b == 0)
-        && matches!(decode_after_gap(&data[next..], gaps), Decoded::Record { index, .. } if index == expect)
-}
-
-/// Decodes the frame that starts a write after a gap.
-fn decode_after_gap(buf: &[u8], gaps: Gaps) -> Decoded<'_> {
-    match gaps {
-        Gaps::Salted(salt) => record::decode_salted(buf, salt),
-        Gaps::None | Gaps::ByIndex => record::decode(buf),
-    }
+        && matches!(record::decode(&data[next..], gaps.salt()), Decoded::Record { index, .. } if index == expect)
 }
 
 fn nonzero_end(data: &[u8], from: usize) -> u64 {
@@ -172,20 +167,16 @@ fn damage(
     detail: &str,
     nonzero_end: u64,
 ) -> Damage {
-    // Look for a later valid record that proves the record at `expect` was durable (one after
-    // a gap, at a block boundary, may be salted).
+    // Look for a later valid record that proves the record at `expect` was durable (in
+    // version 3, salted: never a look-alike inside client data).
     let mut proven_durable = false;
     let mut p = pos + record::ALIGN_BYTES;
     while p + record::HEADER_BYTES <= data.len() {
-        let mut found = record::decode(&data[p..]);
-        if p % BLOCK == 0 && !matches!(found, Decoded::Record { .. }) {
-            found = decode_after_gap(&data[p..], gaps);
-        }
         if let Decoded::Record {
             index,
             durable_index,
             ..
-        } = found
+        } = record::decode(&data[p..], gaps.salt())
             && index > expect
             && durable_index >= expect
         {
@@ -319,55 +310,59 @@ mod tests {
         assert_eq!(s.damage.unwrap().offset, pos as u64);
     }
 
-    /// Like [`put`], for the first record after a gap in a version 3 segment.
-    fn put_salted(data: &mut [u8], pos: usize, index: u64, durable: u64, salt: u64) -> usize {
-        let len = record::frame_len(1);
-        record::encode(&mut data[pos..pos + len], index, durable, b"s", Some(salt));
+    /// Like [`put`], in a segment whose records are salted if `salt` is given (version 3).
+    fn put_with(
+        data: &mut [u8],
+        pos: usize,
+        (index, durable): (u64, u64),
+        payload: &[u8],
+        salt: Option<u64>,
+    ) -> usize {
+        let len = record::frame_len(payload.len());
+        record::encode(&mut data[pos..pos + len], index, durable, payload, salt);
         pos + len
     }
 
     #[test]
-    fn in_version_3_only_a_salted_record_ends_a_gap() {
+    fn in_version_3_only_records_salted_with_the_segments_salt_count() {
         const SALT: u64 = 0x0123_4567_89ab_cdef;
         let mut data = vec![0u8; 4 * BLOCK];
-        let pos = put(&mut data, BLOCK, 1, 0, b"a");
-        let next = put_salted(&mut data, 2 * BLOCK, 2, 1, SALT);
-        put(&mut data, next, 3, 1, b"c");
+        put_with(&mut data, BLOCK, (1, 0), b"a", Some(SALT));
+        let next = put_with(&mut data, 2 * BLOCK, (2, 1), b"b", Some(SALT));
+        put_with(&mut data, next, (3, 1), b"c", Some(SALT));
         let s = scan(&data, 1, Gaps::Salted(SALT));
         assert_eq!(s.records.len(), 3);
         assert!(s.damage.is_none());
-        // Another salt, or an unsalted record after the gap: the log ends at the gap.
+        // Another salt, or unsalted records: nothing reads.
         let s = scan(&data, 1, Gaps::Salted(SALT + 1));
-        assert_eq!(s.records.len(), 1);
-        assert_eq!(s.damage.unwrap().offset, pos as u64);
-        let mut plain = data.clone();
-        let next = put(&mut plain, 2 * BLOCK, 2, 1, b"s");
-        put(&mut plain, next, 3, 1, b"c");
+        assert_eq!(s.records.len(), 0);
+        assert_eq!(s.damage.unwrap().offset, BLOCK as u64);
+        let (plain, _) = image(&[(1, 0, b"a"), (2, 1, b"b")], 2 * BLOCK);
         let s = scan(&plain, 1, Gaps::Salted(SALT));
-        assert_eq!(s.records.len(), 1);
-        assert_eq!(s.damage.unwrap().offset, pos as u64);
+        assert_eq!(s.records.len(), 0);
+        assert!(!s.damage.unwrap().proven_durable);
     }
 
     #[test]
-    fn a_frame_inside_a_torn_records_payload_is_not_replayed_in_version_3() {
+    fn frames_inside_a_torn_records_payload_are_not_records_in_version_3() {
         // Record 2 (never acknowledged) spans a block boundary; its payload, client data,
-        // holds a valid unsalted frame "record 2" exactly at the boundary. Power loss kept
-        // the write's second block and lost its first, so record 2's start reads as zeros.
-        let mut data = vec![0u8; 4 * BLOCK];
-        let start = put(&mut data, BLOCK, 1, 0, b"a");
-        let boundary = 2 * BLOCK;
-        let mut payload = vec![7u8; boundary - start - record::HEADER_BYTES + 64];
-        let forged_at = boundary - start - record::HEADER_BYTES;
-        record::encode(
-            &mut payload[forged_at..forged_at + 32],
-            2,
-            1,
-            b"forged",
-            None,
-        );
-        put(&mut data, start, 2, 1, &payload);
-        data[start..boundary].fill(0);
+        // holds a valid unsalted frame "record 2" exactly at the boundary and, later, a frame
+        // "record 5" vouching for 2. Power loss kept the write's second block and lost its
+        // first, so record 2's start reads as zeros.
+        let torn = |salt: Option<u64>| {
+            let mut data = vec![0u8; 4 * BLOCK];
+            let start = put_with(&mut data, BLOCK, (1, 0), b"a", salt);
+            let boundary = 2 * BLOCK;
+            let mut payload = vec![7u8; boundary - start - record::HEADER_BYTES + 128];
+            let at = boundary - start - record::HEADER_BYTES;
+            put_with(&mut payload, at, (2, 1), b"forged", None);
+            put_with(&mut payload, at + 64, (5, 2), b"vouch", None);
+            put_with(&mut data, start, (2, 1), &payload, salt);
+            data[start..boundary].fill(0);
+            (data, start)
+        };
         // Version 2's rule replays the forged frame as record 2.
+        let (data, _) = torn(None);
         let s = scan(&data, 1, Gaps::ByIndex);
         assert_eq!(s.records.len(), 2);
         let forged = s.records[1];
@@ -375,11 +370,16 @@ mod tests {
             &data[forged.payload_start..forged.payload_start + forged.payload_len],
             b"forged"
         );
-        // Version 3 ends the log at record 1: a torn tail, nothing acknowledged lost.
+        // Version 3 ends the log at record 1: a torn tail (nothing acknowledged lost), not
+        // corruption "proven" by the second forged frame.
+        let (data, start) = torn(Some(0x5eed));
         let s = scan(&data, 1, Gaps::Salted(0x5eed));
         assert_eq!(s.records.len(), 1);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, start as u64);
         assert!(!d.proven_durable);
+        // Version 1 has no gap rule, but the vouching frame alone makes it "corruption".
+        let (data, _) = torn(None);
+        assert!(scan(&data, 1, Gaps::None).damage.unwrap().proven_durable);
     }
 }

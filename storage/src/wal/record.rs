@@ -14,10 +14,9 @@
 //! - `length`: payload bytes. A frame whose `length` reads 0 marks the end of the written log
 //!   (segments are preallocated with zeros), so payloads are never empty.
 //! - `crc32c`: CRC-32C (Castagnoli) of `length`, `index`, `durable_index` and the payload (bytes
-//!   0..4 and 8..24+length), so a damaged length is caught too. For the first record after a
-//!   gap (format version 3, see `segment.rs`) the CRC is seeded with the segment's salt
-//!   (its 8 bytes first), so recovery tells the writer's frame from a look-alike inside
-//!   client data.
+//!   0..4 and 8..24+length), so a damaged length is caught too. In format version 3 (see
+//!   `segment.rs`) the CRC is seeded with the segment's random salt (its 8 bytes first), so no
+//!   look-alike frame inside client data ever reads as a record.
 //! - `index`: the record's position in the log, dense from the first record ever written (1):
 //!   the "sequence number" of the frame and, later, the Raft log index. The engine's own
 //!   sequence numbers live in its payload (see `crate::engine`).
@@ -46,7 +45,7 @@ fn crc(frame: &[u8], payload_len: usize, salt: Option<u64>) -> u32 {
 }
 
 /// Writes one frame into `dst`, which must be exactly `frame_len(payload.len())` bytes; its
-/// checksum seeded with `salt` if given (the first record after a gap).
+/// checksum seeded with the segment's `salt` if it has one.
 pub(crate) fn encode(
     dst: &mut [u8],
     index: u64,
@@ -94,17 +93,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decodes the frame at the start of `buf` (which runs to the end of the readable data).
-pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
-    decode_with(buf, None)
-}
-
-/// Like [`decode`], for a frame whose checksum is seeded with `salt`.
-pub(crate) fn decode_salted(buf: &[u8], salt: u64) -> Decoded<'_> {
-    decode_with(buf, Some(salt))
-}
-
-fn decode_with(buf: &[u8], salt: Option<u64>) -> Decoded<'_> {
+/// Decodes the frame at the start of `buf` (which runs to the end of the readable data), in a
+/// segment with `salt` if it has one.
+pub(crate) fn decode(buf: &[u8], salt: Option<u64>) -> Decoded<'_> {
     if buf.len() < 4 {
         return if buf.iter().all(|&b| b == 0) {
             Decoded::End
@@ -155,7 +146,7 @@ mod tests {
             let f = frame(42, 41, &payload);
             assert_eq!(f.len() % 8, 0);
             assert_eq!(
-                decode(&f),
+                decode(&f, None),
                 Decoded::Record {
                     index: 42,
                     durable_index: 41,
@@ -174,7 +165,7 @@ mod tests {
                 let mut g = f.clone();
                 g[byte] ^= 1 << bit;
                 assert!(
-                    !matches!(decode(&g), Decoded::Record { .. }),
+                    !matches!(decode(&g, None), Decoded::Record { .. }),
                     "flip of byte {byte} bit {bit} went unnoticed"
                 );
             }
@@ -183,12 +174,12 @@ mod tests {
 
     #[test]
     fn zeros_end_the_log_and_truncation_is_invalid() {
-        assert_eq!(decode(&[0; 64]), Decoded::End);
-        assert_eq!(decode(&[0; 2]), Decoded::End);
+        assert_eq!(decode(&[0; 64], None), Decoded::End);
+        assert_eq!(decode(&[0; 2], None), Decoded::End);
         let f = frame(1, 0, b"payload");
         for cut in 1..HEADER_BYTES + 7 {
             assert!(
-                matches!(decode(&f[..cut]), Decoded::Invalid(_)),
+                matches!(decode(&f[..cut], None), Decoded::Invalid(_)),
                 "cut at {cut}"
             );
         }
@@ -199,17 +190,17 @@ mod tests {
         let mut f = vec![0; frame_len(5)];
         encode(&mut f, 9, 8, b"hello", Some(0x5eed));
         assert!(matches!(
-            decode_salted(&f, 0x5eed),
+            decode(&f, Some(0x5eed)),
             Decoded::Record { index: 9, .. }
         ));
-        assert_eq!(decode(&f), Decoded::Invalid("checksum mismatch"));
+        assert_eq!(decode(&f, None), Decoded::Invalid("checksum mismatch"));
         assert_eq!(
-            decode_salted(&f, 0x5eee),
+            decode(&f, Some(0x5eee)),
             Decoded::Invalid("checksum mismatch")
         );
         let plain = frame(9, 8, b"hello");
         assert_eq!(
-            decode_salted(&plain, 0x5eed),
+            decode(&plain, Some(0x5eed)),
             Decoded::Invalid("checksum mismatch")
         );
     }

@@ -29,10 +29,11 @@
 //! allows zeros from the end of a record to the next 4 KiB boundary when the next record
 //! starts there: the second of two overlapping writes (see `writer.rs`) starts on a fresh
 //! block, so the two never share one. Version 3 (written where writes overlap: `sync` mode
-//! through `O_DSYNC`) allows the same gap only before a record whose checksum is seeded with
-//! the segment's random salt. Without the salt, a torn write could let recovery take bytes
-//! inside an unacknowledged record's payload (client data, at a block boundary, after the
-//! record's first sectors were lost) for the next record; a client cannot forge a frame with
+//! through `O_DSYNC`) allows the same gaps and seeds every record's checksum with the
+//! segment's random salt. Without the salt, recovery after a torn write could take a frame
+//! inside an unacknowledged record's payload (client data) for a record: for the next one, at
+//! a block boundary after the record's first sectors were lost, or for a later one that
+//! "proves" the torn record durable and refuses the open. A client cannot forge a frame with
 //! a salt it never sees. Version 2 segments are still read with the version 2 rule; other
 //! modes write version 1, readable by every build. A reader of version 1 would take a gap for
 //! a torn tail, so the version tells it apart, and a version 1 segment is never written with
@@ -77,7 +78,7 @@ pub(crate) struct Header {
     /// [`FORMAT_VERSION`] or 1 when written by this code; others when read from an older
     /// segment.
     pub(crate) format_version: u32,
-    /// Seeds the checksum of a record after a gap (version 3; 0 in older ones).
+    /// Seeds every record's checksum (version 3; 0 in older ones).
     pub(crate) salt: u64,
 }
 

@@ -227,14 +227,10 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
     } else {
         active.end
     };
-    // The first record after a gap carries the segment's salt (see `segment.rs`).
-    let mut salt = match seg.gaps {
-        Gaps::Salted(salt) if start > active.end => Some(salt),
-        _ => None,
-    };
+    let salt = seg.gaps.salt();
     assert!(
         start == active.end || salt.is_some(),
-        "a WAL write leaving a gap in a segment without a salt"
+        "a WAL write leaving a gap in a segment of a format without the salt"
     );
     let tail: &[u8] = if overlap { &[] } else { &active.tail };
     let block_start = start - start % BLOCK;
@@ -272,7 +268,7 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
             p.index,
             durable_index,
             &p.payload,
-            salt.take(),
+            salt,
         );
         state.pending_bytes -= p.payload.len();
         offsets.push(block_start + at as u64);
