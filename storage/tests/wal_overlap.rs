@@ -1,6 +1,6 @@
 //! Two WAL writes in flight (`sync` mode through `O_DSYNC`): the second starts on a fresh
-//! block; reads, replay and power loss across the gaps; segments of older formats keep one
-//! write at a time, and modes that never overlap write format 1.
+//! block; reads, replay, truncation, failures and power loss across the gaps; segments of
+//! older formats get no more records.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,15 +147,15 @@ fn power_loss_with_overlapping_writes_keeps_every_acknowledged_record() {
 }
 
 /// A segment written before format 3 (version 1: no gaps; version 2: gaps without a salt)
-/// keeps getting one write at a time after an upgrade, so that it stays readable as what its
-/// header says; the next segment is format 3 and overlaps.
+/// gets no more records after an upgrade: its rules do not keep forged frames out, so the
+/// first append starts a format 3 segment; the old one still replays.
 #[test]
-fn a_segment_of_an_older_format_is_never_written_with_gaps() {
+fn a_segment_of_an_older_format_gets_no_more_records() {
     for version in [1, 2] {
         let dir = test_dir("wal-format-old");
         let path = dir.path().to_path_buf();
         run(move || async move {
-            // Written one write at a time, so as format 1 (unsalted records).
+            // One write at a time, so no gaps.
             let serial = corekv_storage::wal::WalOptions {
                 dsync_writes: false,
                 ..opts(1024)
@@ -164,28 +164,30 @@ fn a_segment_of_an_older_format_is_never_written_with_gaps() {
             append_all(&wal, 1..10).await;
             wal.close().await.unwrap();
             drop(wal);
-            // Rewrite the one segment's header as the older version.
             let segs = segments(&path);
             assert_eq!(segs.len(), 1);
-            let data = with_format_version(&std::fs::read(&segs[0]).unwrap(), version);
-            std::fs::write(&segs[0], &data).unwrap();
+            let old = as_old_format(&std::fs::read(&segs[0]).unwrap(), version);
+            std::fs::write(&segs[0], &old).unwrap();
 
             let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
             assert_records(&got, 1..10);
             let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
             assert_eq!(
                 wal.stats().segments_created_total,
-                0,
-                "the test needs one segment"
-            );
-            assert_eq!(
-                wal.stats().writes_overlapped_total,
-                0,
+                1,
                 "version {version}: {:?}",
                 wal.stats()
             );
             wal.close().await.unwrap();
             drop(wal);
+            assert_eq!(
+                std::fs::read(&segs[0]).unwrap(),
+                old,
+                "version {version}: the old segment changed"
+            );
+            let segs = segments(&path);
+            assert_eq!(segs.len(), 2);
+            assert_eq!(first_index_of(&segs[1]), 10);
             let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
             assert_eq!(report.torn_tails_cut, 0);
             let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
@@ -196,17 +198,16 @@ fn a_segment_of_an_older_format_is_never_written_with_gaps() {
     }
 }
 
-/// Only `sync` through `O_DSYNC` overlaps writes, so only it writes format 3; the other modes
-/// write format 1, which every build reads.
+/// Every mode writes format 3 (salted records); only `sync` through `O_DSYNC` overlaps writes.
 #[test]
-fn only_overlapping_modes_write_the_newest_format() {
+fn every_mode_writes_the_newest_format() {
     use corekv_storage::Durability;
     use corekv_storage::wal::FORMAT_VERSION;
-    for (durability, dsync_writes, want) in [
-        (Durability::Sync, true, FORMAT_VERSION),
-        (Durability::Sync, false, 1),
-        (Durability::Periodic { interval_ms: 1000 }, true, 1),
-        (Durability::None, true, 1),
+    for (durability, dsync_writes) in [
+        (Durability::Sync, true),
+        (Durability::Sync, false),
+        (Durability::Periodic { interval_ms: 1000 }, true),
+        (Durability::None, true),
     ] {
         let dir = test_dir("wal-format-mode");
         let path = dir.path().to_path_buf();
@@ -217,22 +218,25 @@ fn only_overlapping_modes_write_the_newest_format() {
                 ..opts(64)
             };
             let (wal, _, _) = open(&path, o.clone()).await.unwrap();
-            // Enough records for several segments: the first and the rolled-over ones.
-            let mut last = 0;
-            for i in 1..400 {
-                last = wal.append(payload(i)).unwrap();
+            let (_, acked) = append_in_bursts(&wal, 1500, |_| true).await;
+            wal.wait_synced(acked).await.unwrap();
+            let st = wal.stats();
+            assert!(st.segments_created_total > 1, "{st:?}");
+            if !(durability == Durability::Sync && dsync_writes) {
+                assert_eq!(st.writes_overlapped_total, 0, "{durability}: {st:?}");
             }
-            wal.wait_synced(last).await.unwrap();
-            assert!(wal.stats().segments_created_total > 0);
             wal.close().await.unwrap();
             drop(wal);
             for seg in segments(&path) {
                 let header = std::fs::read(&seg).unwrap();
                 let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
-                assert_eq!(version, want, "{durability} dsync {dsync_writes}: {seg:?}");
+                assert_eq!(
+                    version, FORMAT_VERSION,
+                    "{durability} dsync {dsync_writes}: {seg:?}"
+                );
             }
             let (_wal, got, _) = open(&path, o).await.unwrap();
-            assert_records(&got, 1..400);
+            assert_eq!(got.len() as u64, acked);
         });
     }
 }
@@ -289,6 +293,9 @@ fn truncating_to_the_first_record_after_a_gap_keeps_the_log_readable() {
         }
         let last = appended.last().unwrap().0;
         assert_eq!(wal.read(1..last + 1, usize::MAX).await.unwrap(), appended);
+        // The record appended at `from` follows the one before it directly.
+        let after_gaps = records_after_gaps(&std::fs::read(&segs[0]).unwrap());
+        assert!(!after_gaps.contains(&from), "{from} written after a gap");
         wal.close().await.unwrap();
         drop(wal);
         let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
@@ -309,16 +316,17 @@ fn a_failed_write_beside_another_in_flight_loses_no_acknowledged_record() {
             runs.push((op, n));
         }
     }
-    let (mut overlapped, mut unacked) = (0, 0);
+    let (mut overlapped, mut unacked, mut beside) = (0, 0, 0);
     for (op, n) in runs {
         let dir = test_dir("wal-overlap-fail");
         let path = dir.path().to_path_buf();
-        let (o, u) = run(move || async move {
+        let (o, u, b) = run(move || async move {
             let inj = FaultInjector::new(n);
             let (wal, _) = Wal::open(&path, opts(64), Some(inj.clone()), |_| Ok(()))
                 .await
                 .unwrap();
-            inj.fail_nth(op, n, Fault::Eio);
+            // Segments only: a failure preparing the spare segment is only logged.
+            inj.fail_nth_in(op, n, Fault::Eio, "wal-0");
             let (appended, acked) = append_in_bursts(&wal, 400, |_| true).await;
             assert!(
                 (acked as usize) < appended.len() || wal.append(payload(1)).is_err(),
@@ -337,11 +345,17 @@ fn a_failed_write_beside_another_in_flight_loses_no_acknowledged_record() {
                 got[..] == appended[..got.len()],
                 "{op:?} {n}: the replay is not a prefix of the appended records"
             );
-            (overlapped, (appended.len() as u64 - acked) as usize)
+            let beside = inj.in_flight_at_faults().iter().filter(|&&n| n > 0).count();
+            (overlapped, (appended.len() as u64 - acked) as usize, beside)
         });
         overlapped += o;
         unacked += u;
+        beside += b;
     }
     assert!(overlapped > 0, "no write ever overlapped another");
     assert!(unacked > 0, "every record was acknowledged");
+    assert!(
+        beside > 0,
+        "no fault hit an operation with another in flight"
+    );
 }

@@ -151,6 +151,8 @@ struct State {
     rng: u64,
     /// Ids given to remembered writes.
     writes_remembered: u64,
+    /// For each injected fault, the operations in flight when it fired.
+    in_flight_at_faults: Vec<u64>,
     rules: Vec<Rule>,
     counts: HashMap<FaultOp, u64>,
     /// Write and sync operations until the simulated crash (0 = the next one crashes).
@@ -229,6 +231,7 @@ impl State {
                 if !persistent {
                     self.rules.remove(i);
                 }
+                self.in_flight_at_faults.push(self.in_flight);
                 Decision::Fail(fault)
             }
         }
@@ -414,6 +417,12 @@ impl FaultInjector {
         self.state.borrow_mut().crash_point = Some((point, n));
     }
 
+    /// For each fault injected so far, how many opens, creations and writes were running when
+    /// it fired (whether it hit an operation beside others in flight).
+    pub fn in_flight_at_faults(&self) -> Vec<u64> {
+        self.state.borrow().in_flight_at_faults.clone()
+    }
+
     /// The crash point that crashed the machine, if one did.
     pub fn crashed_at_point(&self) -> Option<CrashPoint> {
         self.state.borrow().crashed_at_point
@@ -550,6 +559,12 @@ impl FaultInjector {
     pub(crate) fn renaming(&self, from: &Path, to: &Path) {
         let mut state = self.state.borrow_mut();
         if state.track_unsynced && !state.crashed {
+            // The file at `to` is replaced: its unsynced writes go with it; `from`'s follow it.
+            let moved = state.unsynced.remove(from);
+            state.unsynced.remove(to);
+            if let Some(writes) = moved {
+                state.unsynced.insert(to.to_path_buf(), writes);
+            }
             let replaced = std::fs::read(to).ok();
             state.dir_changes.push(DirChange::Renamed {
                 from: from.to_path_buf(),

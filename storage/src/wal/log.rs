@@ -190,11 +190,18 @@ impl Wal {
                 let previous = k.checked_sub(1).map(|p| s.offsets[p]);
                 (k < s.offsets.len()).then(|| {
                     let at = s.offsets[k];
-                    (s.path.clone(), s.first_index, s.size_bytes, at, previous)
+                    (
+                        s.path.clone(),
+                        s.first_index,
+                        s.size_bytes,
+                        at,
+                        previous,
+                        s.gaps,
+                    )
                 })
             })
         };
-        if let Some((path, first_index, size_bytes, from_at, previous)) = cut {
+        if let Some((path, first_index, size_bytes, from_at, previous, gaps)) = cut {
             let active = shared.state.borrow_mut().active.take();
             let mut prefix = match &active {
                 Some(a) => a.file.read_at(0, from_at as usize).await?,
@@ -210,24 +217,24 @@ impl Wal {
             // `from`: the next record follows it directly.
             let cut_at = match previous {
                 None => from_at,
-                Some(at) => {
-                    let at = at as usize;
-                    let len = prefix
-                        .get(at..at + 4)
-                        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-                    (at + record::frame_len(len)) as u64
-                }
+                Some(at) => match record::decode(&prefix[at as usize..], gaps.salt()) {
+                    record::Decoded::Record {
+                        index, frame_len, ..
+                    } if index == from - 1
+                        && at + frame_len as u64 <= from_at
+                        && at + frame_len as u64 + BLOCK > from_at =>
+                    {
+                        at + frame_len as u64
+                    }
+                    other => {
+                        return Err(Error::corruption(
+                            &path,
+                            at,
+                            format!("cutting before record {from}: {other:?}"),
+                        ));
+                    }
+                },
             };
-            if cut_at > from_at || cut_at + BLOCK <= from_at {
-                return Err(Error::corruption(
-                    &path,
-                    previous.unwrap_or(from_at),
-                    format!(
-                        "record {} does not end within a block before record {from}",
-                        from - 1
-                    ),
-                ));
-            }
             prefix.truncate(cut_at as usize);
             let file = segment::rewrite_prefix(
                 &shared.io,
@@ -251,7 +258,7 @@ impl Wal {
             });
         } else if shared.state.borrow().segments.is_empty() {
             // Everything went: keep an empty segment so the next index survives a restart.
-            let header = new_header(&shared.opts, from, shared.opts.segment_size_bytes as u64);
+            let header = new_header(from, shared.opts.segment_size_bytes as u64);
             let (file, path) =
                 segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
             shared.state.borrow_mut().start_segment(&header, path, file);
@@ -311,7 +318,7 @@ impl Wal {
             shared.io.remove(&path)?;
         }
         shared.io.sync_dir(&shared.dir).await?;
-        let header = new_header(&shared.opts, next, shared.opts.segment_size_bytes as u64);
+        let header = new_header(next, shared.opts.segment_size_bytes as u64);
         let (file, path) =
             segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
         let mut state = shared.state.borrow_mut();

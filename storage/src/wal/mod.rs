@@ -164,10 +164,9 @@ impl WalStats {
     }
 }
 
-/// The header of a new segment from `first_index`: version 3 (gaps, salted) where writes may
-/// overlap, else version 1.
-fn new_header(opts: &WalOptions, first_index: u64, size_bytes: u64) -> segment::Header {
-    segment::Header::new(first_index, size_bytes, writer::durable_writes(opts))
+/// The header of a new segment from `first_index`.
+fn new_header(first_index: u64, size_bytes: u64) -> segment::Header {
+    segment::Header::new(first_index, size_bytes)
 }
 
 /// A segment present on disk.
@@ -180,8 +179,8 @@ struct Segment {
     offsets: Vec<u64>,
     /// Offset just past the last written record.
     end: u64,
-    /// What its format allows between records; the writer overlaps writes only in a
-    /// version 3 segment ([`reader::Gaps::Salted`]).
+    /// What its format allows between records. The writer appends only to a version 3
+    /// segment ([`reader::Gaps::Salted`]): an older one is sealed by the first append.
     gaps: reader::Gaps,
 }
 
@@ -360,7 +359,7 @@ impl Wal {
         if state.active.is_none() {
             // A fresh (or sealed) log: make the first segment now, so the first write does not
             // wait for a segment to be zero-filled.
-            let header = new_header(&opts, state.next_index, opts.segment_size_bytes as u64);
+            let header = new_header(state.next_index, opts.segment_size_bytes as u64);
             match segment::create(&io, &dir, &header, opts.zero_fill()).await {
                 Ok((file, path)) => state.start_segment(&header, path, file),
                 Err(e @ Error::Io { .. }) => {

@@ -28,16 +28,14 @@
 //! Format versions: in version 1 records follow one another with no gap. Version 2 also
 //! allows zeros from the end of a record to the next 4 KiB boundary when the next record
 //! starts there: the second of two overlapping writes (see `writer.rs`) starts on a fresh
-//! block, so the two never share one. Version 3 (written where writes overlap: `sync` mode
-//! through `O_DSYNC`) allows the same gaps and seeds every record's checksum with the
-//! segment's random salt. Without the salt, recovery after a torn write could take a frame
-//! inside an unacknowledged record's payload (client data) for a record: for the next one, at
-//! a block boundary after the record's first sectors were lost, or for a later one that
-//! "proves" the torn record durable and refuses the open. A client cannot forge a frame with
-//! a salt it never sees. Version 2 segments are still read with the version 2 rule; other
-//! modes write version 1, readable by every build. A reader of version 1 would take a gap for
-//! a torn tail, so the version tells it apart, and a version 1 segment is never written with
-//! a gap.
+//! block, so the two never share one. Version 3 (written by this code in every mode) allows
+//! the same gaps and seeds every record's checksum with the segment's random salt. Without
+//! the salt, recovery after a torn write could take a frame inside an unacknowledged record's
+//! payload (client data) for a record: for the next one, at a block boundary after the
+//! record's first sectors were lost, or for a later one that "proves" the torn record durable
+//! and refuses the open. A client cannot forge a frame with a salt it never sees. Segments of
+//! versions 1 and 2 are read with their own rules and get no more records: after an upgrade
+//! the first append starts a new segment. Builds before version 3 refuse a version 3 segment.
 
 use std::path::{Path, PathBuf};
 
@@ -48,8 +46,8 @@ use crate::options::WAL_BLOCK_SIZE_BYTES;
 
 /// Identifies a WAL segment.
 pub(crate) const MAGIC: &[u8; 8] = b"corekvWL";
-/// The newest on-disk format, written where writes may overlap (this code reads every format
-/// from [`FORMAT_VERSION_MIN`] to this one; it writes this one or version 1).
+/// The on-disk format this code writes (it reads every format from [`FORMAT_VERSION_MIN`] to
+/// this one).
 pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this code reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
@@ -83,19 +81,13 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// The header of a new segment: version 3 with a fresh random salt if its writes may
-    /// overlap (`gaps`), else version 1.
-    pub(crate) fn new(first_index: u64, segment_size_bytes: u64, gaps: bool) -> Header {
-        let (format_version, salt) = if gaps {
-            (FORMAT_VERSION, random_salt(first_index))
-        } else {
-            (1, 0)
-        };
+    /// The header of a new segment: the newest version, with a fresh random salt.
+    pub(crate) fn new(first_index: u64, segment_size_bytes: u64) -> Header {
         Header {
             first_index,
             segment_size_bytes,
-            format_version,
-            salt,
+            format_version: FORMAT_VERSION,
+            salt: random_salt(first_index),
         }
     }
 
@@ -221,8 +213,16 @@ async fn zero_fill(file: &File, from: u64, to: u64, stop: &dyn Fn() -> bool) -> 
     Ok(true)
 }
 
-/// A salt no client can predict: std's per-process random SipHash keys over the index.
+/// A salt no client can predict: 8 bytes from the kernel's random source (`getrandom(2)`),
+/// or, should that fail, std's randomly keyed SipHash of the index.
 fn random_salt(first_index: u64) -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is a live, writable buffer of exactly `b.len()` bytes for the whole call;
+    // getrandom writes at most that many and keeps no pointer to it.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_le_bytes(b);
+    }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(first_index);
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = Header::new(77, 1 << 20, true);
+        let h = Header::new(77, 1 << 20);
         assert_eq!(h.format_version, FORMAT_VERSION);
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
@@ -412,12 +412,11 @@ mod tests {
     }
 
     #[test]
-    fn segments_that_never_overlap_are_version_1_and_salts_differ() {
-        let plain = Header::new(5, 1 << 20, false);
-        assert_eq!((plain.format_version, plain.salt), (1, 0));
-        assert_eq!(Header::decode(&plain.encode()), Ok(plain));
-        let a = Header::new(5, 1 << 20, true);
-        let b = Header::new(5, 1 << 20, true);
+    fn every_new_segment_is_the_newest_version_with_its_own_salt() {
+        let a = Header::new(5, 1 << 20);
+        let b = Header::new(5, 1 << 20);
+        assert_eq!(a.format_version, FORMAT_VERSION);
+        assert_eq!(Header::decode(&a.encode()), Ok(a));
         assert_ne!(a.salt, b.salt, "two segments drew the same salt");
     }
 }

@@ -81,7 +81,7 @@ fn next_job(shared: &Shared) -> Job {
 }
 
 /// Whether each write is made durable by itself, so that writes may overlap.
-pub(super) fn durable_writes(opts: &WalOptions) -> bool {
+fn durable_writes(opts: &WalOptions) -> bool {
     opts.durability == Durability::Sync && opts.dsync_writes
 }
 
@@ -169,8 +169,12 @@ async fn work(shared: &Rc<Shared>) -> Result<()> {
     if !overlap {
         let has_room = {
             let state = shared.state.borrow();
+            // A segment of an older format (recovered after an upgrade) takes no more
+            // records: its rules do not keep forged frames out (see `segment.rs`).
             match (&state.active, state.segments.last()) {
-                (Some(a), Some(seg)) => a.end + first_frame <= seg.size_bytes,
+                (Some(a), Some(seg)) => {
+                    a.end + first_frame <= seg.size_bytes && matches!(seg.gaps, Gaps::Salted(_))
+                }
                 _ => false,
             }
         };
@@ -411,7 +415,7 @@ async fn rollover(shared: &Rc<Shared>, frame_len: u64) -> Result<()> {
     } else {
         None
     };
-    let header = super::new_header(&shared.opts, first_index, size_bytes);
+    let header = super::new_header(first_index, size_bytes);
     let (file, path) = match spare {
         Some(spare) => segment::install(&shared.io, &shared.dir, spare, &header).await?,
         None => {

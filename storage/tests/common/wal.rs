@@ -93,3 +93,25 @@ pub fn with_format_version(segment: &[u8], version: u32) -> Vec<u8> {
     d[32..36].copy_from_slice(&crc.to_le_bytes());
     d
 }
+
+/// A segment image written by this build (format 3, one write at a time so without gaps) as
+/// an older build would have written it: header `version`, no salt, every record's checksum
+/// unsalted.
+pub fn as_old_format(segment: &[u8], version: u32) -> Vec<u8> {
+    let mut d = with_format_version(segment, version);
+    d[36..48].fill(0);
+    let mut pos = 4096;
+    while pos + 24 <= d.len() {
+        let len = u32::from_le_bytes(d[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&d[pos..pos + 4]),
+            &d[pos + 8..pos + 24 + len],
+        );
+        d[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos += (24 + len).next_multiple_of(8);
+    }
+    d
+}
