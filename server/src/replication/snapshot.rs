@@ -234,9 +234,7 @@ impl Snapshots {
                 "finished installing a snapshot a restart interrupted"
             );
         }
-        for d in dirs {
-            remove_dir(&d);
-        }
+        remove_dirs(dirs).await;
         Ok(())
     }
 
@@ -254,7 +252,7 @@ impl Snapshots {
         let n = self.next_dir.get();
         self.next_dir.set(n + 1);
         let dir = self.dir.join(format!("{OUT_PREFIX}{n}"));
-        remove_dir(&dir);
+        remove_dirs(vec![dir.clone()]).await;
         let info = self
             .engine
             .checkpoint(&dir)
@@ -266,7 +264,7 @@ impl Snapshots {
             _ => {
                 // Nothing flushed yet, or compacted past (cannot be: compaction stays behind
                 // the flushed entry): nothing to offer.
-                remove_dir(&dir);
+                remove_dirs(vec![dir]).await;
                 return Ok(());
             }
         };
@@ -453,16 +451,17 @@ impl Snapshots {
             .finish_snapshot()
             .await
             .map_err(|e| e.to_string())?;
-        remove_dir(&dir);
         // Older snapshots are useless now; a newer one (another leader's, handed to Raft
         // already) may still be the next to install.
+        let mut gone = vec![dir];
         self.received.borrow_mut().retain(|(i, _, d)| {
             let keep = *i > index;
             if !keep {
-                remove_dir(d);
+                gone.push(d.clone());
             }
             keep
         });
+        remove_dirs(gone).await;
         self.count(|s| s.installed += 1);
         tracing::info!(
             node = self.node_id,
@@ -478,7 +477,8 @@ impl Snapshots {
     /// or it is from a deposed leader): its files go.
     pub fn discard(&self, dir: &Path) {
         self.received.borrow_mut().retain(|(_, _, d)| d != dir);
-        remove_dir(dir);
+        // In the background: no other stream reuses the name in this process.
+        glommio::spawn_local(remove_dirs(vec![dir.to_path_buf()])).detach();
     }
 
     pub(super) async fn chunk(
@@ -502,8 +502,12 @@ impl Snapshots {
                 "{IN_PREFIX}{}-{}-{from}-{n}",
                 chunk.term, chunk.index
             ));
-            remove_dir(&dir);
-            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let owned = dir.clone();
+            corekv_storage::io::blocking(move || {
+                remove_dir(&owned);
+                std::fs::create_dir(&owned).map_err(|e| format!("{}: {e}", owned.display()))
+            })
+            .await?;
             self.receiving.set(self.receiving.get() + 1);
             *conn = Some(Incoming {
                 owner: Rc::downgrade(self),
@@ -763,6 +767,16 @@ fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// Removes snapshot directories on the executor's blocking thread (unlinking a received
+/// snapshot's tables can take a while), so the shard's thread goes on meanwhile.
+async fn remove_dirs(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    corekv_storage::io::blocking(move || dirs.iter().for_each(|d| remove_dir(d))).await;
+}
+
+/// Removes a snapshot directory now (in `Drop`, which cannot wait for the blocking thread).
 fn remove_dir(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}

@@ -71,7 +71,10 @@ impl Engine {
             let p = p.to_path_buf();
             move |e| Error::io(op, &p, e)
         };
-        std::fs::create_dir(dir).map_err(io_err("create checkpoint directory", dir))?;
+        let owned = dir.to_path_buf();
+        crate::io::blocking(move || std::fs::create_dir(owned))
+            .await
+            .map_err(io_err("create checkpoint directory", dir))?;
         // No manifest edit may land between reading the tables and the entry they hold.
         let permit = self.inner.manifest.lock().await?;
         let version = self.inner.state.borrow().version().clone();
@@ -81,15 +84,14 @@ impl Engine {
             ..VersionEdit::default()
         };
         let mut files = Vec::new();
+        let mut links = Vec::new();
         let mut last_seq = self.inner.manifest.flushed_seq();
         for (level, tables) in version.levels.iter().enumerate() {
             for t in tables {
-                let (from, to) = (
+                links.push((
                     table_path(&self.inner.dir, t.number()),
                     table_path(dir, t.number()),
-                );
-                // Blocking, but one metadata operation per table, on a rare path.
-                std::fs::hard_link(&from, &to).map_err(io_err("link table", &to))?;
+                ));
                 last_seq = last_seq.max(t.meta.seq_max);
                 edit.added.push((level, t.meta.clone()));
                 files.push((
@@ -98,6 +100,9 @@ impl Engine {
                 ));
             }
         }
+        // The links are made before the manifest lock goes: until then no compaction can
+        // delete a table of this version.
+        hard_link_all(links).await?;
         drop(permit);
         drop(version);
         edit.last_seq = Some(last_seq);
@@ -126,7 +131,7 @@ impl Engine {
                 "install_checkpoint: entry {open} is being applied"
             )));
         }
-        let checkpoint = read_descriptor(dir)?;
+        let checkpoint = read_descriptor(dir).await?;
         let index = checkpoint.applied_index.unwrap_or(0);
         let applied = log.applied().0;
         if index <= applied {
@@ -217,15 +222,18 @@ impl Engine {
             ..VersionEdit::default()
         };
         let mut added = HashMap::new();
-        for (level, meta) in &checkpoint.added {
+        let mut links = Vec::new();
+        for (_, meta) in &checkpoint.added {
             let to = table_path(&inner.dir, meta.file_number);
             // A link left by an attempt a crash cut short (unreferenced: never read).
             if to.exists() {
                 inner.io.remove(&to)?;
             }
-            // Blocking, but one metadata operation per table, on a rare path.
-            std::fs::hard_link(table_path(dir, meta.file_number), &to)
-                .map_err(|e| Error::io("link table", &to, e))?;
+            links.push((table_path(dir, meta.file_number), to));
+        }
+        hard_link_all(links).await?;
+        for (level, meta) in &checkpoint.added {
+            let to = table_path(&inner.dir, meta.file_number);
             let table =
                 TableReader::open(&inner.io, &to, meta.file_number, inner.cache.clone()).await?;
             added.insert(
@@ -282,26 +290,35 @@ impl Engine {
 /// `at_least` up, or from above their current numbers if those are higher: rewrites each
 /// table's footer, renames it, and rewrites the descriptor. A crash leaves the directory
 /// half renumbered: discard it. Returns the numbers used (first..past the last). Table reads,
-/// writes and syncs go through io_uring; the descriptor read and the renames block.
+/// writes and syncs go through io_uring; the descriptor read and the renames run on the
+/// blocking thread ([`crate::io::blocking`]).
 pub async fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::Range<u64>> {
-    let mut edit = read_descriptor(dir)?;
+    let mut edit = read_descriptor(dir).await?;
     let first = edit
         .added
         .iter()
         .map(|(_, m)| m.file_number + 1)
         .fold(at_least, u64::max);
+    let mut renames = Vec::new();
     for (i, (_, meta)) in edit.added.iter_mut().enumerate() {
         let to = first + i as u64;
         let from_path = table_path(dir, meta.file_number);
         renumber_table(&from_path, meta.file_number, to).await?;
-        let to_path = table_path(dir, to);
-        std::fs::rename(&from_path, &to_path).map_err(|e| Error::io("rename", &to_path, e))?;
+        // The new numbers are above every old one, so no rename replaces a table.
+        renames.push((from_path, table_path(dir, to)));
         meta.file_number = to;
     }
     let path = dir.join(CHECKPOINT_FILE);
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
     write_synced(&tmp, &encode_descriptor(&edit)).await?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+    renames.push((tmp, path));
+    crate::io::blocking(move || {
+        for (from, to) in renames {
+            std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &to, e))?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await?;
     let dir_err = |e: glommio::GlommioError<()>| Error::io("sync directory", dir, e.into());
     glommio::io::Directory::open(dir)
         .await
@@ -395,17 +412,35 @@ fn encode_descriptor(edit: &VersionEdit) -> Vec<u8> {
 }
 
 /// Reads and checks the descriptor of the checkpoint in `dir`.
-fn read_descriptor(dir: &Path) -> Result<VersionEdit> {
+async fn read_descriptor(dir: &Path) -> Result<VersionEdit> {
     let path = dir.join(CHECKPOINT_FILE);
     let bad = |detail: String| Error::corruption(&path, 0, detail);
-    let size = std::fs::metadata(&path)
-        .map_err(|e| Error::io("stat", &path, e))?
-        .len();
-    if size > DESCRIPTOR_BYTES_MAX {
-        return Err(bad(format!("a checkpoint descriptor of {size} bytes")));
-    }
-    let b = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    let owned = path.clone();
+    let b = crate::io::blocking(move || -> Result<std::result::Result<Vec<u8>, u64>> {
+        let size = std::fs::metadata(&owned)
+            .map_err(|e| Error::io("stat", &owned, e))?
+            .len();
+        if size > DESCRIPTOR_BYTES_MAX {
+            return Ok(Err(size));
+        }
+        Ok(Ok(
+            std::fs::read(&owned).map_err(|e| Error::io("read", &owned, e))?
+        ))
+    })
+    .await?
+    .map_err(|size| bad(format!("a checkpoint descriptor of {size} bytes")))?;
     decode_descriptor(&b).map_err(bad)
+}
+
+/// Makes each hard link `(existing, new)`, in one hand-off to the blocking thread.
+async fn hard_link_all(links: Vec<(PathBuf, PathBuf)>) -> Result<()> {
+    crate::io::blocking(move || {
+        for (from, to) in links {
+            std::fs::hard_link(&from, &to).map_err(|e| Error::io("link table", &to, e))?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Decodes a descriptor; what is wrong if it is not a valid one.

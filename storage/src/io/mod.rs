@@ -154,6 +154,14 @@ impl Io {
     }
 }
 
+/// Runs `f`, blocking file-system calls io_uring does not offer here (a directory made or
+/// removed, hard links, renames, a small file read), on the executor's blocking thread, so
+/// the shard's thread serves requests meanwhile. One call should carry a batch of them: each
+/// costs a hand-off to that thread and back.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// One open DMA file. Writes must be whole, aligned blocks from [`File::alloc`].
 #[derive(Debug)]
 pub(crate) struct File {
