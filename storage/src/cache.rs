@@ -311,6 +311,13 @@ impl BlockCache {
         found
     }
 
+    /// The block cached at `key`, without counting a hit or marking it used (for a table
+    /// being opened, which links its direct handles to blocks its writer cached).
+    pub(crate) fn peek(&self, key: BlockKey) -> Option<Rc<CachedBlock>> {
+        let inner = self.inner.borrow();
+        inner.slots[*inner.map.get(&key)?].block.clone()
+    }
+
     #[inline]
     fn lookup(&self, key: BlockKey) -> Option<Rc<CachedBlock>> {
         let inner = self.inner.borrow();

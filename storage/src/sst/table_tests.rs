@@ -563,6 +563,49 @@ fn direct_block_handles_follow_the_cache_and_die_with_eviction() {
     });
 }
 
+/// A table opened after its writer (a flush or compaction) cached its blocks links its direct
+/// handles to them, so its first reader of each block skips the cache's map.
+#[test]
+fn a_table_opened_after_its_writer_cached_its_blocks_is_linked_to_them() {
+    let dir = test_dir("sst-linked");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        probe(&path).await;
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let model = random_entries(&mut rng, 400, 0);
+        let opts = TableOptions {
+            block_size_bytes: 1000,
+            compression: Compression::None,
+            ..TableOptions::default()
+        };
+        let cache = BlockCache::new(4 << 20);
+        let mut b = TableBuilder::create(&Io::default(), &path, 1, opts)
+            .await
+            .unwrap();
+        b.fill_cache(cache.clone());
+        for e in model.values() {
+            b.add(&e.as_ref()).await.unwrap();
+        }
+        b.finish().await.unwrap();
+        let file = table_path(&path, 1);
+        let t = TableReader::open(&Io::default(), &file, 1, cache.clone())
+            .await
+            .unwrap();
+        let (linked, blocks) = t.linked_blocks_for_tests();
+        assert!(blocks > 3, "{blocks} blocks");
+        assert_eq!(linked, blocks);
+        // Opening counts no hit; reads through the links count hits, never a miss.
+        assert_eq!(cache.counters().hits, 0);
+        check_table(&t, &model, &mut rng).await;
+        assert_eq!(cache.counters().misses, 0);
+        // Opened with another cache (a restart), nothing is linked.
+        let t = TableReader::open(&Io::default(), &file, 1, BlockCache::new(4 << 20))
+            .await
+            .unwrap();
+        assert_eq!(t.linked_blocks_for_tests(), (0, blocks));
+    });
+}
+
 /// A compressed data block whose stated uncompressed length is larger than any block (with a
 /// valid checksum, as a crafted file would have) is corruption, refused before allocating.
 #[test]

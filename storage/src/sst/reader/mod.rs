@@ -174,9 +174,14 @@ impl TableReader {
                     format!("index entry {i} holds a bad block handle"),
                 ));
             };
+            // A table just written (flush, compaction) had its blocks cached by its writer:
+            // linked now, the first reader of each block skips the cache's map.
+            let cached = cache
+                .peek((file_number, handle.offset))
+                .map_or_else(Weak::new, |b| Rc::downgrade(&b));
             blocks.push(BlockSlot {
                 handle,
-                cached: Cell::new(Weak::new()),
+                cached: Cell::new(cached),
             });
         }
         let largest = index_block.key(index_block.len() - 1).to_vec();
@@ -271,6 +276,13 @@ impl TableReader {
     #[cfg(test)]
     pub(crate) fn block_for_tests(&self, key: &[u8]) -> BlockHandle {
         self.handle(self.index().lower_bound(key))
+    }
+
+    /// How many data blocks have a live direct handle, and how many there are.
+    #[cfg(test)]
+    pub(crate) fn linked_blocks_for_tests(&self) -> (usize, usize) {
+        let linked = self.blocks.iter().filter(|s| s.cached().is_some()).count();
+        (linked, self.blocks.len())
     }
 
     fn index(&self) -> BlockRef<'_> {
