@@ -244,9 +244,17 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
     inner.io.crash_point(CrashPoint::FlushBeforeWalRelease)?;
 
     inner.log.release_upto(wal_index_max).await?;
-    let mut stats = inner.stats.borrow_mut();
-    stats.flushes_total += 1;
-    stats.flush_bytes_written_total += meta.map_or(0, |m| m.size_bytes);
+    {
+        let mut stats = inner.stats.borrow_mut();
+        stats.flushes_total += 1;
+        stats.flush_bytes_written_total += meta.map_or(0, |m| m.size_bytes);
+    }
+    // Freeing a full memtable (one allocation per key and per value: tens of milliseconds
+    // for 64 MiB of small entries) would stall the shard's thread; the blocking thread frees
+    // it while the shard serves. An iterator still holding it frees it when it ends.
+    if let Some(memtable) = immutable.into_memtable() {
+        crate::io::blocking(move || drop(memtable)).await;
+    }
     Ok(true)
 }
 

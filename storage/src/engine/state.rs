@@ -31,6 +31,11 @@ impl Immutable {
         &self.memtable
     }
 
+    /// The memtable, if nothing else (a reader's iterator) holds it any more.
+    pub(super) fn into_memtable(self) -> Option<Memtable> {
+        Rc::try_unwrap(self.memtable).ok().map(RefCell::into_inner)
+    }
+
     /// Largest sequence number in it: once it is in a table, everything up to here is.
     pub(super) fn seq_max(&self) -> SeqNo {
         self.seq_max
