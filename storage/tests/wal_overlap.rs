@@ -158,7 +158,7 @@ fn a_segment_of_an_older_format_gets_no_more_records() {
             // One write at a time, so no gaps.
             let serial = corekv_storage::wal::WalOptions {
                 dsync_writes: false,
-                ..opts(1024)
+                ..opts(8192)
             };
             let (wal, _, _) = open(&path, serial).await.unwrap();
             append_all(&wal, 1..10).await;
@@ -169,7 +169,7 @@ fn a_segment_of_an_older_format_gets_no_more_records() {
             let old = as_old_format(&std::fs::read(&segs[0]).unwrap(), version);
             std::fs::write(&segs[0], &old).unwrap();
 
-            let (wal, got, _) = open(&path, opts(1024)).await.unwrap();
+            let (wal, got, _) = open(&path, opts(8192)).await.unwrap();
             assert_records(&got, 1..10);
             let (mut appended, acked) = append_in_bursts(&wal, 1500, |_| true).await;
             assert_eq!(
@@ -188,7 +188,7 @@ fn a_segment_of_an_older_format_gets_no_more_records() {
             let segs = segments(&path);
             assert_eq!(segs.len(), 2);
             assert_eq!(first_index_of(&segs[1]), 10);
-            let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
+            let (_wal, got, report) = open(&path, opts(8192)).await.unwrap();
             assert_eq!(report.torn_tails_cut, 0);
             let mut want: Vec<_> = (1..10).map(|i| (i, payload(i))).collect();
             want.append(&mut appended);
@@ -272,8 +272,9 @@ fn truncating_to_the_first_record_after_a_gap_keeps_the_log_readable() {
     let dir = test_dir("wal-overlap-truncate");
     let path = dir.path().to_path_buf();
     run(move || async move {
-        // One segment, so the whole log is in one file.
-        let (wal, _, _) = open(&path, opts(1024)).await.unwrap();
+        // One segment (8 MiB: room for a gap before every record), so the whole log is in
+        // one file.
+        let (wal, _, _) = open(&path, opts(8192)).await.unwrap();
         let (mut appended, acked) =
             append_in_bursts(&wal, 600, |w| w.stats().gap_bytes_total > 0).await;
         assert_eq!(acked, appended.len() as u64);
@@ -298,7 +299,7 @@ fn truncating_to_the_first_record_after_a_gap_keeps_the_log_readable() {
         assert!(!after_gaps.contains(&from), "{from} written after a gap");
         wal.close().await.unwrap();
         drop(wal);
-        let (_wal, got, report) = open(&path, opts(1024)).await.unwrap();
+        let (_wal, got, report) = open(&path, opts(8192)).await.unwrap();
         assert_eq!(report.torn_tails_cut, 0);
         assert!(got == appended, "replayed records differ after the cut");
     });
