@@ -502,13 +502,18 @@ impl Snapshots {
                 "{IN_PREFIX}{}-{}-{from}-{n}",
                 chunk.term, chunk.index
             ));
+            // Counted before the wait below, so that streams starting meanwhile see it; the
+            // guard takes it back if the wait fails or is cancelled.
+            self.receiving.set(self.receiving.get() + 1);
+            let counted = scopeguard(&self.receiving);
             let owned = dir.clone();
             corekv_storage::io::blocking(move || {
                 remove_dir(&owned);
                 std::fs::create_dir(&owned).map_err(|e| format!("{}: {e}", owned.display()))
             })
             .await?;
-            self.receiving.set(self.receiving.get() + 1);
+            // From here the stream's `Incoming` gives the count back when it ends.
+            std::mem::forget(counted);
             *conn = Some(Incoming {
                 owner: Rc::downgrade(self),
                 index: chunk.index,

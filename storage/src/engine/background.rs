@@ -249,11 +249,12 @@ async fn flush_next(inner: &Inner) -> Result<bool> {
         stats.flushes_total += 1;
         stats.flush_bytes_written_total += meta.map_or(0, |m| m.size_bytes);
     }
-    // Freeing a full memtable (one allocation per key and per value: tens of milliseconds
-    // for 64 MiB of small entries) would stall the shard's thread; the blocking thread frees
-    // it while the shard serves. An iterator still holding it frees it when it ends.
+    // Freeing a full memtable (one allocation per key and per value: milliseconds for 64 MiB
+    // of small entries) would stall the shard's thread; the blocking thread frees it while the
+    // shard serves, and the next flush need not wait for it. An iterator still holding it
+    // frees it when it ends.
     if let Some(memtable) = immutable.into_memtable() {
-        crate::io::blocking(move || drop(memtable)).await;
+        glommio::spawn_local(crate::io::blocking(move || drop(memtable))).detach();
     }
     Ok(true)
 }

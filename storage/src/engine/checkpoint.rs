@@ -100,10 +100,10 @@ impl Engine {
                 ));
             }
         }
-        // The links are made before the manifest lock goes: until then no compaction can
-        // delete a table of this version.
-        hard_link_all(links).await?;
+        // The version read and the entry it holds agree: no edit need wait for the links. A
+        // table is deleted only with its last holder, and `version` holds them until linked.
         drop(permit);
+        hard_link_all(links).await?;
         drop(version);
         edit.last_seq = Some(last_seq);
         let descriptor = encode_descriptor(&edit);

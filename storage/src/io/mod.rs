@@ -155,9 +155,12 @@ impl Io {
 }
 
 /// Runs `f`, blocking file-system calls io_uring does not offer here (a directory made or
-/// removed, hard links, renames, a small file read), on the executor's blocking thread, so
-/// the shard's thread serves requests meanwhile. One call should carry a batch of them: each
-/// costs a hand-off to that thread and back.
+/// removed, hard links, renames, a small file read) or a large free, on the executor's
+/// blocking thread, so the shard's thread serves requests meanwhile. That one thread runs
+/// calls in order and, in the server, on the shard's own CPU (glommio places it with its
+/// executor): it overlaps waits on the disk, and splits CPU work with the shard instead of
+/// stopping it. One call should carry a batch: each costs a hand-off there and back. `f` must
+/// not panic: glommio's thread would die with it and every later call would wait forever.
 pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(f).await
 }

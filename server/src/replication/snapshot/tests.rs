@@ -174,3 +174,43 @@ fn chunks_out_of_order_of_another_snapshot_or_with_a_bad_checksum_are_refused() 
         assert!(!b.complete);
     });
 }
+
+/// Streams that start together are counted before any waits for its directory: one beyond
+/// [`RECEIVING_MAX`] is refused even while the others still wait.
+#[test]
+fn streams_starting_together_count_against_the_limit_at_once() {
+    on_executor(|| async {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let options = corekv_storage::Options::default();
+        let engine = Engine::open_applying(
+            dir.path(),
+            options.clone(),
+            corekv_storage::OpenHooks::default(),
+        )
+        .await
+        .unwrap();
+        let log = RaftLog::open(dir.path(), &options, &[1, 2, 3], 0)
+            .await
+            .unwrap();
+        let snapshots = Snapshots::new(dir.path(), engine, log, 1, (0, 1), 7, Vec::new());
+        let n = RECEIVING_MAX as usize + 1;
+        let mut conns: Vec<Option<Incoming>> = (0..n).map(|_| None).collect();
+        let starts = conns.iter_mut().enumerate().map(|(i, conn)| {
+            let snapshots = snapshots.clone();
+            async move {
+                snapshots
+                    .chunk(conn, 2 + i as u64, chunk("000001.sst", 0, b"x", false, 0))
+                    .await
+            }
+        });
+        let results = futures::future::join_all(starts).await;
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(refused.len(), 1, "{results:?}");
+        assert!(refused[0].contains("being received already"), "{refused:?}");
+        assert_eq!(snapshots.receiving.get(), RECEIVING_MAX);
+        drop(conns);
+        assert_eq!(snapshots.receiving.get(), 0);
+    });
+}
