@@ -258,7 +258,7 @@ impl Wal {
             });
         } else if shared.state.borrow().segments.is_empty() {
             // Everything went: keep an empty segment so the next index survives a restart.
-            let header = new_header(from, shared.opts.segment_size_bytes as u64);
+            let header = segment::Header::new(from, shared.opts.segment_size_bytes as u64);
             let (file, path) =
                 segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
             shared.state.borrow_mut().start_segment(&header, path, file);
@@ -318,7 +318,7 @@ impl Wal {
             shared.io.remove(&path)?;
         }
         shared.io.sync_dir(&shared.dir).await?;
-        let header = new_header(next, shared.opts.segment_size_bytes as u64);
+        let header = segment::Header::new(next, shared.opts.segment_size_bytes as u64);
         let (file, path) =
             segment::create(&shared.io, &shared.dir, &header, shared.opts.zero_fill()).await?;
         let mut state = shared.state.borrow_mut();

@@ -164,11 +164,6 @@ impl WalStats {
     }
 }
 
-/// The header of a new segment from `first_index`.
-fn new_header(first_index: u64, size_bytes: u64) -> segment::Header {
-    segment::Header::new(first_index, size_bytes)
-}
-
 /// A segment present on disk.
 #[derive(Debug)]
 struct Segment {
@@ -359,7 +354,7 @@ impl Wal {
         if state.active.is_none() {
             // A fresh (or sealed) log: make the first segment now, so the first write does not
             // wait for a segment to be zero-filled.
-            let header = new_header(state.next_index, opts.segment_size_bytes as u64);
+            let header = segment::Header::new(state.next_index, opts.segment_size_bytes as u64);
             match segment::create(&io, &dir, &header, opts.zero_fill()).await {
                 Ok((file, path)) => state.start_segment(&header, path, file),
                 Err(e @ Error::Io { .. }) => {

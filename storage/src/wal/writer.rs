@@ -415,7 +415,7 @@ async fn rollover(shared: &Rc<Shared>, frame_len: u64) -> Result<()> {
     } else {
         None
     };
-    let header = super::new_header(first_index, size_bytes);
+    let header = segment::Header::new(first_index, size_bytes);
     let (file, path) = match spare {
         Some(spare) => segment::install(&shared.io, &shared.dir, spare, &header).await?,
         None => {
