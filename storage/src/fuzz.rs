@@ -32,7 +32,7 @@ pub fn wal_segment(data: &[u8]) {
         data,
         first,
         // Without a header (a slice of a segment), the unsalted rule, so replay is reached.
-        header.map_or(reader::Gaps::ByIndex, |h| h.gaps()),
+        header.map_or(reader::SegmentFormat::V2, |h| h.format()),
     );
     let mut memtable = Memtable::new();
     let mut last_seq = 0;

@@ -312,13 +312,7 @@ pub async fn renumber_checkpoint(dir: &Path, at_least: u64) -> Result<std::ops::
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
     write_synced(&tmp, &encode_descriptor(&edit)).await?;
     renames.push((tmp, path));
-    crate::io::blocking(move || {
-        for (from, to) in renames {
-            std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &to, e))?;
-        }
-        Ok::<_, Error>(())
-    })
-    .await?;
+    for_each_pair("rename", renames, |from, to| std::fs::rename(from, to)).await?;
     let dir_err = |e: glommio::GlommioError<()>| Error::io("sync directory", dir, e.into());
     glommio::io::Directory::open(dir)
         .await
@@ -416,27 +410,35 @@ async fn read_descriptor(dir: &Path) -> Result<VersionEdit> {
     let path = dir.join(CHECKPOINT_FILE);
     let bad = |detail: String| Error::corruption(&path, 0, detail);
     let owned = path.clone();
-    let b = crate::io::blocking(move || -> Result<std::result::Result<Vec<u8>, u64>> {
+    let b = crate::io::blocking(move || {
         let size = std::fs::metadata(&owned)
             .map_err(|e| Error::io("stat", &owned, e))?
             .len();
         if size > DESCRIPTOR_BYTES_MAX {
-            return Ok(Err(size));
+            let detail = format!("a checkpoint descriptor of {size} bytes");
+            return Err(Error::corruption(&owned, 0, detail));
         }
-        Ok(Ok(
-            std::fs::read(&owned).map_err(|e| Error::io("read", &owned, e))?
-        ))
+        std::fs::read(&owned).map_err(|e| Error::io("read", &owned, e))
     })
-    .await?
-    .map_err(|size| bad(format!("a checkpoint descriptor of {size} bytes")))?;
+    .await?;
     decode_descriptor(&b).map_err(bad)
 }
 
 /// Makes each hard link `(existing, new)`, in one hand-off to the blocking thread.
 async fn hard_link_all(links: Vec<(PathBuf, PathBuf)>) -> Result<()> {
+    for_each_pair("link table", links, |from, to| std::fs::hard_link(from, to)).await
+}
+
+/// Runs `f(from, to)` for each pair in order, in one hand-off to the blocking thread; stops at
+/// the first error (`op` names it, with the `to` path).
+async fn for_each_pair(
+    op: &'static str,
+    pairs: Vec<(PathBuf, PathBuf)>,
+    f: fn(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
     crate::io::blocking(move || {
-        for (from, to) in links {
-            std::fs::hard_link(&from, &to).map_err(|e| Error::io("link table", &to, e))?;
+        for (from, to) in pairs {
+            f(&from, &to).map_err(|e| Error::io(op, &to, e))?;
         }
         Ok(())
     })

@@ -29,7 +29,7 @@ impl Wal {
         let mut bytes = 0usize;
         while next < range.end {
             // Find the segment, the byte span of the records wanted from it, and a file.
-            let (path, first, span_start, ends, active_file, gaps) = {
+            let (path, first, span_start, ends, active_file, format) = {
                 let state = self.shared.state.borrow();
                 let i = state
                     .segments
@@ -59,7 +59,7 @@ impl Wal {
                     span_start,
                     ends,
                     active_file,
-                    seg.gaps,
+                    seg.format,
                 )
             };
             let span_end = ends.last().copied().unwrap_or(span_start);
@@ -82,7 +82,7 @@ impl Wal {
                 let offset = span_start + at as u64;
                 let frame =
                     &data[at.min(data.len())..((end - span_start) as usize).min(data.len())];
-                match record::decode(frame, gaps.salt()) {
+                match record::decode(frame, format.salt()) {
                     record::Decoded::Record { index, payload, .. } if index == next => {
                         bytes += payload.len();
                         out.push((index, payload.to_vec()));
@@ -196,12 +196,12 @@ impl Wal {
                         s.size_bytes,
                         at,
                         previous,
-                        s.gaps,
+                        s.format,
                     )
                 })
             })
         };
-        if let Some((path, first_index, size_bytes, from_at, previous, gaps)) = cut {
+        if let Some((path, first_index, size_bytes, from_at, previous, format)) = cut {
             let active = shared.state.borrow_mut().active.take();
             let mut prefix = match &active {
                 Some(a) => a.file.read_at(0, from_at as usize).await?,
@@ -217,7 +217,7 @@ impl Wal {
             // `from`: the next record follows it directly.
             let cut_at = match previous {
                 None => from_at,
-                Some(at) => match record::decode(&prefix[at as usize..], gaps.salt()) {
+                Some(at) => match record::decode(&prefix[at as usize..], format.salt()) {
                     record::Decoded::Record {
                         index, frame_len, ..
                     } if index == from - 1

@@ -175,8 +175,8 @@ struct Segment {
     /// Offset just past the last written record.
     end: u64,
     /// What its format allows between records. The writer appends only to a version 3
-    /// segment ([`reader::Gaps::Salted`]): an older one is sealed by the first append.
-    gaps: reader::Gaps,
+    /// segment ([`reader::SegmentFormat::V3`]): an older one is sealed by the first append.
+    format: reader::SegmentFormat,
 }
 
 /// The segment being written (always the last one).
@@ -287,7 +287,7 @@ impl State {
             size_bytes: header.segment_size_bytes,
             offsets: Vec::new(),
             end: segment::HEADER_BLOCK_BYTES,
-            gaps: header.gaps(),
+            format: header.format(),
         });
         self.active = Some(Active {
             file: Rc::new(file),

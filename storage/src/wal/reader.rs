@@ -2,34 +2,35 @@
 //!
 //! The scan stops at the first position that does not hold the next valid record (in format
 //! version 3, one checksummed with the segment's salt). Where the format allows gaps
-//! ([`Gaps`]), zeros from there to the next 4 KiB boundary followed by the next record at that
-//! boundary are a gap between two overlapping writes (see `writer.rs`), and the scan goes on
-//! there. Otherwise a stop is a clean end when nothing but
-//! zeros follows. Otherwise it is damage, and the scan looks at the
-//! rest of the segment for valid records whose `durable_index` reaches the damaged record: such
-//! a record proves the damaged one had been made durable (so this is corruption, not a torn
-//! write that was never acknowledged).
+//! ([`SegmentFormat`]), zeros from there to the next 4 KiB boundary followed by the next
+//! record at that boundary are a gap between two overlapping writes (see `writer.rs`), and the
+//! scan goes on there. Otherwise a stop is a clean end when nothing but zeros follows.
+//! Otherwise it is damage, and the scan looks at the rest of the segment for valid records
+//! whose `durable_index` reaches the damaged record: such a record proves the damaged one had
+//! been made durable (so this is corruption, not a torn write that was never acknowledged).
 
 use super::record::{self, Decoded};
 use super::segment::HEADER_BLOCK_BYTES;
 
-/// What a segment's format allows between two records.
+/// How a segment's records are laid out and checksummed, by its header's format version (see
+/// `segment.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Gaps {
-    /// Version 1: nothing; records follow one another.
-    None,
-    /// Version 2: zeros to the next block boundary where the next index starts.
-    ByIndex,
-    /// Version 3: the same, and every record's checksum is seeded with this salt.
-    Salted(u64),
+pub(crate) enum SegmentFormat {
+    /// Records follow one another, no gaps.
+    V1,
+    /// Zeros may run to the next block boundary where the next index starts.
+    V2,
+    /// As version 2, and every record's checksum is seeded with this salt. The only format
+    /// the writer appends to.
+    V3(u64),
 }
 
-impl Gaps {
+impl SegmentFormat {
     /// The salt records of the segment are checksummed with, if any.
     pub(crate) fn salt(self) -> Option<u64> {
         match self {
-            Gaps::Salted(salt) => Some(salt),
-            Gaps::None | Gaps::ByIndex => None,
+            SegmentFormat::V3(salt) => Some(salt),
+            SegmentFormat::V1 | SegmentFormat::V2 => None,
         }
     }
 }
@@ -69,7 +70,7 @@ pub(crate) struct Scan {
 
 /// Scans the bytes of a segment (header block included) whose first record should have
 /// index `first_index`, under its format's rule for gaps.
-pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
+pub(crate) fn scan(data: &[u8], first_index: u64, format: SegmentFormat) -> Scan {
     let mut out = Scan {
         end: HEADER_BLOCK_BYTES,
         ..Scan::default()
@@ -77,7 +78,7 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
     let mut pos = HEADER_BLOCK_BYTES as usize;
     let mut expect = first_index;
     while pos < data.len() {
-        match record::decode(&data[pos..], gaps.salt()) {
+        match record::decode(&data[pos..], format.salt()) {
             Decoded::Record {
                 index,
                 payload,
@@ -94,7 +95,7 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
                 expect += 1;
                 out.end = pos as u64;
             }
-            Decoded::End if gap_before_next(data, pos, expect, gaps) => {
+            Decoded::End if gap_before_next(data, pos, expect, format) => {
                 pos = pos.next_multiple_of(BLOCK);
             }
             Decoded::End => match data[pos..].iter().rposition(|&b| b != 0) {
@@ -105,7 +106,7 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
                         data,
                         pos,
                         expect,
-                        gaps,
+                        format,
                         "zeros where the next record should be, with data after them",
                         nonzero_end,
                     ));
@@ -119,12 +120,12 @@ pub(crate) fn scan(data: &[u8], first_index: u64, gaps: Gaps) -> Scan {
                 } else {
                     "a record index gap (a record is missing)"
                 };
-                out.damage = Some(damage(data, pos, expect, gaps, detail, nonzero_end));
+                out.damage = Some(damage(data, pos, expect, format, detail, nonzero_end));
                 return out;
             }
             Decoded::Invalid(why) => {
                 let nonzero_end = nonzero_end(data, pos);
-                out.damage = Some(damage(data, pos, expect, gaps, why, nonzero_end));
+                out.damage = Some(damage(data, pos, expect, format, why, nonzero_end));
                 return out;
             }
         }
@@ -142,14 +143,14 @@ const BLOCK: usize = HEADER_BLOCK_BYTES as usize;
 /// with index `expect` inside the payload of record `expect` itself, exposed at the boundary
 /// when a torn write lost the record's first sectors; version 3's salt rules that out (a
 /// client never sees it).
-fn gap_before_next(data: &[u8], pos: usize, expect: u64, gaps: Gaps) -> bool {
-    if pos % BLOCK == 0 || gaps == Gaps::None {
+fn gap_before_next(data: &[u8], pos: usize, expect: u64, format: SegmentFormat) -> bool {
+    if pos % BLOCK == 0 || format == SegmentFormat::V1 {
         return false;
     }
     let next = pos.next_multiple_of(BLOCK);
     next < data.len()
         && data[pos..next].iter().all(|&b| b == 0)
-        && matches!(record::decode(&data[next..], gaps.salt()), Decoded::Record { index, .. } if index == expect)
+        && matches!(record::decode(&data[next..], format.salt()), Decoded::Record { index, .. } if index == expect)
 }
 
 fn nonzero_end(data: &[u8], from: usize) -> u64 {
@@ -163,7 +164,7 @@ fn damage(
     data: &[u8],
     pos: usize,
     expect: u64,
-    gaps: Gaps,
+    format: SegmentFormat,
     detail: &str,
     nonzero_end: u64,
 ) -> Damage {
@@ -176,7 +177,7 @@ fn damage(
             index,
             durable_index,
             ..
-        } = record::decode(&data[p..], gaps.salt())
+        } = record::decode(&data[p..], format.salt())
             && index > expect
             && durable_index >= expect
         {
@@ -214,13 +215,13 @@ mod tests {
     #[test]
     fn clean_segments_scan_to_their_end() {
         let (data, offsets) = image(&[(5, 0, b"a"), (6, 5, b"bb"), (7, 6, b"ccc")], 8192);
-        let s = scan(&data, 5, Gaps::ByIndex);
+        let s = scan(&data, 5, SegmentFormat::V2);
         assert_eq!(s.records.len(), 3);
         assert_eq!(s.records[2].offset, offsets[2] as u64);
         assert_eq!(s.end, offsets[2] as u64 + 32);
         assert!(s.damage.is_none());
         // The wrong first index is damage at the first record.
-        let s = scan(&data, 4, Gaps::ByIndex);
+        let s = scan(&data, 4, SegmentFormat::V2);
         assert_eq!(s.records.len(), 0);
         assert_eq!(s.damage.unwrap().offset, offsets[0] as u64);
     }
@@ -229,7 +230,7 @@ mod tests {
     fn a_torn_last_record_is_not_proven_durable() {
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[2] + 24] ^= 1;
-        let s = scan(&data, 1, Gaps::ByIndex);
+        let s = scan(&data, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 2);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, offsets[2] as u64);
@@ -242,26 +243,29 @@ mod tests {
         // Record 3 says records up to 2 were durable: damage at 2 is corruption.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        let d = scan(&data, 1, Gaps::ByIndex).damage.unwrap();
+        let d = scan(&data, 1, SegmentFormat::V2).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
         // Same bytes, but record 3 only vouches for 1: a torn group commit.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 1, b"c")], 8192);
         data[offsets[1] + 24] ^= 1;
-        assert!(!scan(&data, 1, Gaps::ByIndex).damage.unwrap().proven_durable);
+        assert!(
+            !scan(&data, 1, SegmentFormat::V2)
+                .damage
+                .unwrap()
+                .proven_durable
+        );
         // A zeroed record followed by data is damage, not an end.
         let (mut data, offsets) = image(&[(1, 0, b"a"), (2, 1, b"b"), (3, 2, b"c")], 8192);
         data[offsets[1]..offsets[2]].fill(0);
-        let d = scan(&data, 1, Gaps::ByIndex).damage.unwrap();
+        let d = scan(&data, 1, SegmentFormat::V2).damage.unwrap();
         assert_eq!(d.offset, offsets[1] as u64);
         assert!(d.proven_durable);
     }
 
     /// Writes frame `(index, durable, payload)` at `pos`; returns the position after it.
     fn put(data: &mut [u8], pos: usize, index: u64, durable: u64, payload: &[u8]) -> usize {
-        let len = record::frame_len(payload.len());
-        record::encode(&mut data[pos..pos + len], index, durable, payload, None);
-        pos + len
+        put_with(data, pos, (index, durable), payload, None)
     }
 
     #[test]
@@ -271,19 +275,19 @@ mod tests {
         pos = put(&mut data, pos, 2, 0, b"b");
         let after_two = pos;
         let next = put(&mut data, 2 * BLOCK, 3, 2, b"c");
-        let s = scan(&data, 1, Gaps::ByIndex);
+        let s = scan(&data, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 3);
         assert_eq!(s.records[2].offset, 2 * BLOCK as u64);
         assert_eq!(s.end, next as u64);
         assert!(s.damage.is_none());
         // Version 1 has no gaps: the same bytes are damage where the gap starts.
-        let s = scan(&data, 1, Gaps::None);
+        let s = scan(&data, 1, SegmentFormat::V1);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.damage.unwrap().offset, after_two as u64);
         // A gap that is not all zeros is damage.
         let mut dirty = data.clone();
         dirty[after_two + 100] = 1;
-        let s = scan(&dirty, 1, Gaps::ByIndex);
+        let s = scan(&dirty, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.damage.unwrap().offset, after_two as u64);
     }
@@ -296,7 +300,7 @@ mod tests {
         let mut pos = put(&mut data, BLOCK, 1, 0, b"a");
         pos = put(&mut data, pos, 2, 1, b"b");
         put(&mut data, 2 * BLOCK, 5, 2, b"e");
-        let s = scan(&data, 1, Gaps::ByIndex);
+        let s = scan(&data, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 2);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, pos as u64);
@@ -305,7 +309,7 @@ mod tests {
         let mut data = vec![0u8; 4 * BLOCK];
         let pos = put(&mut data, BLOCK, 1, 0, b"a");
         put(&mut data, 2 * BLOCK, 3, 1, b"c");
-        let s = scan(&data, 1, Gaps::ByIndex);
+        let s = scan(&data, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 1);
         assert_eq!(s.damage.unwrap().offset, pos as u64);
     }
@@ -330,15 +334,15 @@ mod tests {
         put_with(&mut data, BLOCK, (1, 0), b"a", Some(SALT));
         let next = put_with(&mut data, 2 * BLOCK, (2, 1), b"b", Some(SALT));
         put_with(&mut data, next, (3, 1), b"c", Some(SALT));
-        let s = scan(&data, 1, Gaps::Salted(SALT));
+        let s = scan(&data, 1, SegmentFormat::V3(SALT));
         assert_eq!(s.records.len(), 3);
         assert!(s.damage.is_none());
         // Another salt, or unsalted records: nothing reads.
-        let s = scan(&data, 1, Gaps::Salted(SALT + 1));
+        let s = scan(&data, 1, SegmentFormat::V3(SALT + 1));
         assert_eq!(s.records.len(), 0);
         assert_eq!(s.damage.unwrap().offset, BLOCK as u64);
         let (plain, _) = image(&[(1, 0, b"a"), (2, 1, b"b")], 2 * BLOCK);
-        let s = scan(&plain, 1, Gaps::Salted(SALT));
+        let s = scan(&plain, 1, SegmentFormat::V3(SALT));
         assert_eq!(s.records.len(), 0);
         assert!(!s.damage.unwrap().proven_durable);
     }
@@ -363,7 +367,7 @@ mod tests {
         };
         // Version 2's rule replays the forged frame as record 2.
         let (data, _) = torn(None);
-        let s = scan(&data, 1, Gaps::ByIndex);
+        let s = scan(&data, 1, SegmentFormat::V2);
         assert_eq!(s.records.len(), 2);
         let forged = s.records[1];
         assert_eq!(
@@ -373,13 +377,18 @@ mod tests {
         // Version 3 ends the log at record 1: a torn tail (nothing acknowledged lost), not
         // corruption "proven" by the second forged frame.
         let (data, start) = torn(Some(0x5eed));
-        let s = scan(&data, 1, Gaps::Salted(0x5eed));
+        let s = scan(&data, 1, SegmentFormat::V3(0x5eed));
         assert_eq!(s.records.len(), 1);
         let d = s.damage.unwrap();
         assert_eq!(d.offset, start as u64);
         assert!(!d.proven_durable);
         // Version 1 has no gap rule, but the vouching frame alone makes it "corruption".
         let (data, _) = torn(None);
-        assert!(scan(&data, 1, Gaps::None).damage.unwrap().proven_durable);
+        assert!(
+            scan(&data, 1, SegmentFormat::V1)
+                .damage
+                .unwrap()
+                .proven_durable
+        );
     }
 }

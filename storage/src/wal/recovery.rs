@@ -139,8 +139,8 @@ impl Recovery<'_> {
             file.allocate(header.segment_size_bytes).await?;
             data.resize(header.segment_size_bytes as usize, 0);
         }
-        let gaps = header.gaps();
-        let scan = reader::scan(&data, first, gaps);
+        let format = header.format();
+        let scan = reader::scan(&data, first, format);
         for r in &scan.records {
             (self.replay)(Replayed {
                 index: r.index,
@@ -157,7 +157,7 @@ impl Recovery<'_> {
             size_bytes: header.segment_size_bytes.max(data.len() as u64),
             offsets: scan.records.iter().map(|r| r.offset).collect(),
             end: scan.end,
-            gaps,
+            format,
         };
         let mut file = file;
         let mut drop_later = false;

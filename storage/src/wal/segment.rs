@@ -39,7 +39,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::reader::Gaps;
+use super::reader::SegmentFormat;
 use crate::error::{Error, Result};
 use crate::io::{File, Io};
 use crate::options::WAL_BLOCK_SIZE_BYTES;
@@ -73,8 +73,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 pub(crate) struct Header {
     pub(crate) first_index: u64,
     pub(crate) segment_size_bytes: u64,
-    /// [`FORMAT_VERSION`] or 1 when written by this code; others when read from an older
-    /// segment.
+    /// [`FORMAT_VERSION`] when written by this code; older when read from an older segment.
     pub(crate) format_version: u32,
     /// Seeds every record's checksum (version 3; 0 in older ones).
     pub(crate) salt: u64,
@@ -92,11 +91,11 @@ impl Header {
     }
 
     /// What the segment's format allows between two records.
-    pub(crate) fn gaps(&self) -> Gaps {
+    pub(crate) fn format(&self) -> SegmentFormat {
         match self.format_version {
-            1 => Gaps::None,
-            2 => Gaps::ByIndex,
-            _ => Gaps::Salted(self.salt),
+            1 => SegmentFormat::V1,
+            2 => SegmentFormat::V2,
+            _ => SegmentFormat::V3(self.salt),
         }
     }
 
@@ -381,7 +380,7 @@ mod tests {
         assert_eq!(h.format_version, FORMAT_VERSION);
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
-        assert_eq!(h.gaps(), Gaps::Salted(h.salt));
+        assert_eq!(h.format(), SegmentFormat::V3(h.salt));
         for i in 0..48 {
             let mut d = b.clone();
             d[i] ^= 0x10;
@@ -400,9 +399,12 @@ mod tests {
             d
         };
         let v1 = Header::decode(&with_version(1)).unwrap();
-        assert_eq!((v1.format_version, v1.salt, v1.gaps()), (1, 0, Gaps::None));
+        assert_eq!(
+            (v1.format_version, v1.salt, v1.format()),
+            (1, 0, SegmentFormat::V1)
+        );
         let v2 = Header::decode(&with_version(2)).unwrap();
-        assert_eq!((v2.salt, v2.gaps()), (0, Gaps::ByIndex));
+        assert_eq!((v2.salt, v2.format()), (0, SegmentFormat::V2));
         assert!(
             Header::decode(&with_version(FORMAT_VERSION + 1))
                 .unwrap_err()

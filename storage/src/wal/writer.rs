@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use glommio::io::DmaBuffer;
 
-use super::reader::Gaps;
+use super::reader::SegmentFormat;
 use super::record;
 use super::segment::{self, HEADER_BLOCK_BYTES};
 use super::{Failure, Shared, Spare, State, WalOptions};
@@ -85,8 +85,9 @@ fn durable_writes(opts: &WalOptions) -> bool {
     opts.durability == Durability::Sync && opts.dsync_writes
 }
 
-/// Whether the next write may start while others are in flight: below the maximum, in a
-/// segment whose format allows the gap, with room for the first queued record after it.
+/// Whether the next write may start while others are in flight: below the maximum, with room
+/// for the first queued record after the gap. (A write in flight means the active segment is
+/// format 3: a first write seals a segment of an older format, see [`work`].)
 fn can_overlap(opts: &WalOptions, state: &State) -> bool {
     if state.in_flight >= WRITES_IN_FLIGHT_MAX || !durable_writes(opts) {
         return false;
@@ -97,8 +98,7 @@ fn can_overlap(opts: &WalOptions, state: &State) -> bool {
         return false;
     };
     let frame = record::frame_len(p.payload.len()) as u64;
-    matches!(seg.gaps, Gaps::Salted(_))
-        && active.end.next_multiple_of(BLOCK) + frame <= seg.size_bytes
+    active.end.next_multiple_of(BLOCK) + frame <= seg.size_bytes
 }
 
 /// The writer task's body. Ends on shutdown (once everything queued is written) or after the
@@ -173,7 +173,8 @@ async fn work(shared: &Rc<Shared>) -> Result<()> {
             // records: its rules do not keep forged frames out (see `segment.rs`).
             match (&state.active, state.segments.last()) {
                 (Some(a), Some(seg)) => {
-                    a.end + first_frame <= seg.size_bytes && matches!(seg.gaps, Gaps::Salted(_))
+                    a.end + first_frame <= seg.size_bytes
+                        && matches!(seg.format, SegmentFormat::V3(_))
                 }
                 _ => false,
             }
@@ -231,7 +232,7 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
     } else {
         active.end
     };
-    let salt = seg.gaps.salt();
+    let salt = seg.format.salt();
     assert!(
         start == active.end || salt.is_some(),
         "a WAL write leaving a gap in a segment of a format without the salt"
