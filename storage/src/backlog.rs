@@ -6,8 +6,9 @@
 //!
 //! * **Shares.** The background queue has [`Shares::Dynamic`] shares from [`BacklogShares`]:
 //!   `background_shares` (default 250 of the foreground's 1000) while nothing waits, rising
-//!   linearly with the backlog ([`shares_for`]) to parity (1000) when the immutable memtable
-//!   queue is full, level 0 reaches `l0_stop_writes_files`, or pending compaction bytes reach
+//!   linearly with the backlog ([`shares_for`]) to parity (1000) when writes are about to
+//!   stall: the memtables' memory is used up (the immutable queue full and the active memtable
+//!   full), level 0 reaches `l0_stop_writes_files`, or pending compaction bytes reach
 //!   `pending_compaction_bytes_stop`. One queue per executor thread, shared by its engines: it
 //!   gets the largest share any live engine asks for.
 //! * **Polling.** Glommio reaps I/O completions only between task-queue slices, and a busy
@@ -44,6 +45,10 @@ pub struct Backlog {
     pub memtables_immutable: usize,
     /// Bound of that queue (`memtables_immutable_max`).
     pub memtables_immutable_max: usize,
+    /// Bytes in the active memtable.
+    pub memtable_active_bytes: usize,
+    /// `memtable_size_bytes_max`.
+    pub memtable_bytes_max: usize,
     /// Tables in level 0.
     pub level0_files: usize,
     /// `l0_compaction_trigger_files`.
@@ -65,14 +70,24 @@ impl Backlog {
     }
 
     /// How close the backlog is to the bounds that stall writes, in thousandths: 0 with
-    /// nothing waiting; 1000 at a bound. One immutable memtable of `max` counts `1000 / max`;
-    /// a compaction due counts at least 500, rising linearly from the level-0 trigger to the
+    /// nothing waiting; 1000 at a bound.
+    ///
+    /// While a memtable waits for its flush: the share of the memtables' memory in use (each
+    /// immutable memtable counted full, plus the active one's bytes) out of what writes may
+    /// fill before they stall (`memtables_immutable_max + 1` memtables), as ScyllaDB's flush
+    /// controller follows dirty memory. One memtable waiting beside a nearly empty active one
+    /// is far from a stall, and a read workload that follows a load gets most of the core.
+    ///
+    /// A compaction due counts at least 500, rising linearly from the level-0 trigger to the
     /// stop bound, or with pending bytes towards their stop bound.
     pub fn permille(&self) -> u64 {
         let mut p = 0u64;
         if self.memtables_immutable > 0 {
-            let max = self.memtables_immutable_max.max(1) as u64;
-            p = p.max(1000 * (self.memtables_immutable as u64).min(max) / max);
+            let max = self.memtables_immutable_max.max(1) as u128;
+            let size = self.memtable_bytes_max.max(1) as u128;
+            let used = (self.memtables_immutable as u128).min(max) * size
+                + (self.memtable_active_bytes as u128).min(size);
+            p = p.max((1000 * used / ((max + 1) * size)) as u64);
         }
         if self.compaction_due {
             p = p.max(500);
@@ -118,7 +133,13 @@ pub(crate) struct EngineBacklog {
     poll_interval: Duration,
     /// The last backlog seen.
     last: Cell<Backlog>,
+    /// The active memtable's fill, in [`MEMTABLE_STEPS`]ths, when the backlog was last read.
+    memtable_step: Cell<usize>,
 }
+
+/// Steps of the active memtable's fill at which a write re-reads the backlog while a memtable
+/// waits for its flush (the shares follow the fill without a re-read per write).
+pub(crate) const MEMTABLE_STEPS: usize = 16;
 
 impl EngineBacklog {
     pub(crate) fn new(base_shares: usize, poll_interval_us: u64) -> Self {
@@ -130,13 +151,27 @@ impl EngineBacklog {
             last_poll: Cell::new(Instant::now()),
             poll_interval: Duration::from_micros(poll_interval_us),
             last: Cell::new(Backlog::default()),
+            memtable_step: Cell::new(0),
         }
+    }
+
+    /// Whether a write that left the active memtable at `bytes` of `max` should re-read the
+    /// backlog: a memtable waits for its flush and the fill passed a step since the last read.
+    #[inline]
+    pub(crate) fn memtable_step_passed(&self, bytes: usize, max: usize) -> bool {
+        self.pending.get()
+            && self.last.get().memtables_immutable > 0
+            && memtable_step(bytes, max) != self.memtable_step.get()
     }
 
     /// Records the current backlog (`stopped`: the background tasks no longer run).
     pub(crate) fn set(&self, backlog: Backlog, stopped: bool) {
         let pending = backlog.pending() && !stopped;
         self.last.set(backlog);
+        self.memtable_step.set(memtable_step(
+            backlog.memtable_active_bytes,
+            backlog.memtable_bytes_max,
+        ));
         self.shares.set(if pending {
             shares_for(self.base_shares, &backlog)
         } else {
@@ -186,6 +221,10 @@ impl EngineBacklog {
             Cooperate::Go
         }
     }
+}
+
+fn memtable_step(bytes: usize, max: usize) -> usize {
+    (bytes.min(max) as u128 * MEMTABLE_STEPS as u128 / max.max(1) as u128) as usize
 }
 
 /// What a foreground call does for the background work (from [`EngineBacklog::check`]).
@@ -291,6 +330,7 @@ mod tests {
     fn idle() -> Backlog {
         Backlog {
             memtables_immutable_max: 2,
+            memtable_bytes_max: 64 << 20,
             level0_trigger_files: 4,
             level0_stop_files: 20,
             compaction_pending_bytes_stop: 64 << 30,
@@ -315,9 +355,50 @@ mod tests {
             memtables_immutable: 2,
             ..idle()
         };
+        let full = Backlog {
+            memtable_active_bytes: 64 << 20,
+            ..two
+        };
         assert!(one.pending());
-        assert_eq!(shares_for(250, &one), 250 + 750 / 2);
-        assert_eq!(shares_for(250, &two), SHARES_MAX);
+        // A third, then two thirds, of the memory writes may fill before they stall.
+        assert_eq!(shares_for(250, &one), 250 + 750 * 333 / 1000);
+        assert_eq!(two.permille(), 666);
+        assert_eq!(shares_for(250, &full), SHARES_MAX);
+        let half = Backlog {
+            memtable_active_bytes: 32 << 20,
+            ..one
+        };
+        assert_eq!(half.permille(), 500);
+        // The active memtable alone is no backlog: nothing waits for a flush.
+        let active = Backlog {
+            memtable_active_bytes: 64 << 20,
+            ..idle()
+        };
+        assert_eq!(shares_for(250, &active), 250);
+    }
+
+    #[test]
+    fn a_write_rereads_the_backlog_when_the_active_memtable_passes_a_step() {
+        let max = 64 << 20;
+        let b = EngineBacklog::new(250, 1000);
+        let one = Backlog {
+            memtables_immutable: 1,
+            ..idle()
+        };
+        b.set(one, false);
+        assert!(!b.memtable_step_passed(max / MEMTABLE_STEPS - 1, max));
+        assert!(b.memtable_step_passed(max / MEMTABLE_STEPS, max));
+        b.set(
+            Backlog {
+                memtable_active_bytes: max / MEMTABLE_STEPS,
+                ..one
+            },
+            false,
+        );
+        assert!(!b.memtable_step_passed(max / MEMTABLE_STEPS + 1, max));
+        // Nothing waits for a flush: no re-read.
+        b.set(idle(), false);
+        assert!(!b.memtable_step_passed(max, max));
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub(super) fn refresh_backlog(inner: &Inner) {
         Backlog {
             memtables_immutable: state.immutable_count(),
             memtables_immutable_max: o.memtables_immutable_max,
+            memtable_active_bytes: state.active_bytes(),
+            memtable_bytes_max: o.memtable_size_bytes_max,
             level0_files: version.levels[0].len(),
             level0_trigger_files: o.l0_compaction_trigger_files,
             level0_stop_files: o.l0_stop_writes_files,

@@ -173,6 +173,11 @@ impl State {
         self.immutables.front().cloned()
     }
 
+    /// Bytes in the active memtable.
+    pub(super) fn active_bytes(&self) -> usize {
+        self.memtable.borrow().bytes()
+    }
+
     pub(super) fn memtable_is_empty(&self) -> bool {
         self.memtable.borrow().is_empty()
     }

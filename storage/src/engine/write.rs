@@ -361,6 +361,15 @@ impl Engine {
         let record_bytes = b.record_bytes();
         let index = inner.log.append(|| b.into_record(header))?;
         state.logged(index, record_bytes);
+        let max = inner.options.memtable_size_bytes_max;
+        if inner
+            .backlog
+            .memtable_step_passed(state.active_bytes(), max)
+        {
+            drop(state);
+            background::refresh_backlog(inner);
+            state = inner.state.borrow_mut();
+        }
         Ok(Sequenced {
             last_seq: state.last_seq(),
             index,
