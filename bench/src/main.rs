@@ -11,6 +11,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "corekv-bench", version)]
 struct Cli {
+    /// Keep transparent huge pages for this process. Off by default, as in `corekv-server`:
+    /// the allocator asks for them, and the kernel then zeroes 2 MiB at each first touch of
+    /// fresh memory (the engine's memtables and flushes touch fresh memory all the time; the
+    /// peers' allocators do not ask for huge pages).
+    #[arg(long, global = true)]
+    transparent_huge_pages: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +36,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before the engine or the driver allocates much (memory already backed by huge pages
+    // stays so).
+    if !cli.transparent_huge_pages
+        && let Err(e) = corekv_server::hugepages::disable_transparent_huge_pages()
+    {
+        eprintln!("corekv-bench: could not turn transparent huge pages off ({e}); going on");
+    }
+    match cli.command {
         Command::Ycsb(args) => ycsb(&args),
         Command::Engine(args) => match corekv_bench::engine::run(&args) {
             Ok(_) => ExitCode::SUCCESS,

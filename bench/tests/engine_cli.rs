@@ -34,6 +34,24 @@ fn db_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
+/// The engine runs as in `corekv-server`: transparent huge pages off for the process (the
+/// allocator asks for them, and the kernel would zero 2 MiB at each first touch), unless asked.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let dir = db_dir();
+    let db = format!("--db={}", dir.path().join("db").display());
+    let header = |extra: &[&str]| {
+        let mut args = vec!["--benchmarks=fillseq", "--num=10", db.as_str()];
+        args.extend_from_slice(extra);
+        let out = bench_ok(&args);
+        out.lines().next().unwrap().to_string()
+    };
+    let default = header(&[]);
+    assert!(default.ends_with("transparent huge pages off"), "{default}");
+    let kept = header(&["--transparent-huge-pages"]);
+    assert!(kept.ends_with("transparent huge pages allowed"), "{kept}");
+}
+
 #[test]
 fn prints_db_bench_lines_for_every_benchmark() {
     let dir = db_dir();

@@ -49,14 +49,19 @@ pub fn run(args: &EngineArgs) -> Result<Vec<BenchResult>, Error> {
     };
     println!(
         "# corekv-bench engine: keys {} bytes, values {} bytes, num {} per task, reads {} per \
-         task, tasks {}, durability {}, db {}",
+         task, tasks {}, durability {}, db {}, transparent huge pages {}",
         args.key_size,
         args.value_size,
         args.num,
         args.reads(),
         args.threads,
         args.durability(),
-        dir.display()
+        dir.display(),
+        match corekv_server::hugepages::transparent_huge_pages_disabled() {
+            Ok(true) => "off",
+            Ok(false) => "allowed",
+            Err(_) => "unknown",
+        }
     );
     let placement = match args.cpu {
         Some(cpu) => Placement::Fixed(cpu),
