@@ -439,6 +439,9 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
     match event {
         Event::Tick => {
             node.tick();
+            if let Some(snapshots) = inner.snapshots.borrow().as_ref() {
+                snapshots.remove_left_dirs();
+            }
         }
         Event::Message(m) if !acceptable_from_peer(&m) => {
             tracing::warn!(from = m.from, msg_type = ?m.get_msg_type(),

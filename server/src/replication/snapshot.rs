@@ -43,6 +43,7 @@ use files::free_bytes;
 use futures::AsyncWriteExt;
 use glommio::io::{BufferedFile, Directory};
 use glommio::net::TcpStream;
+use graveyard::{Graveyard, remove_dir, remove_dirs};
 use raft::Storage;
 use raft::eraftpb::Message;
 
@@ -95,11 +96,12 @@ struct Outgoing {
     term: u64,
     dir: PathBuf,
     files: Vec<(String, u64)>,
+    graveyard: Rc<Graveyard>,
 }
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        remove_dir(&self.dir);
+        self.graveyard.bury(std::mem::take(&mut self.dir));
     }
 }
 
@@ -129,6 +131,8 @@ pub struct Snapshots {
     stats: Cell<SnapshotStats>,
     /// The bandwidth this shard's outgoing streams share.
     pacer: pace::Pacer,
+    /// Directories dropped streams and checkpoints left for removal.
+    graveyard: Rc<Graveyard>,
 }
 
 impl Snapshots {
@@ -161,7 +165,14 @@ impl Snapshots {
             next_dir: Cell::new(0),
             stats: Cell::new(SnapshotStats::default()),
             pacer: pace::Pacer::new(0),
+            graveyard: Rc::default(),
         })
+    }
+
+    /// Starts removing the directories dropped streams and checkpoints left (on the
+    /// executor's blocking thread); called on every tick of the replica.
+    pub fn remove_left_dirs(&self) {
+        self.graveyard.empty_in_background();
     }
 
     /// The group that outcomes are reported to and received snapshots handed to.
@@ -273,6 +284,7 @@ impl Snapshots {
             term,
             dir,
             files: info.files,
+            graveyard: Rc::clone(&self.graveyard),
         }));
         self.count(|s| s.made += 1);
         self.log.offer_snapshot(index, term);
@@ -591,10 +603,14 @@ pub struct Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
+        let owner = self.owner.upgrade();
         if !self.handed_over {
-            remove_dir(&self.dir);
+            match &owner {
+                Some(owner) => owner.graveyard.bury(std::mem::take(&mut self.dir)),
+                None => remove_dir(&self.dir),
+            }
         }
-        if let Some(owner) = self.owner.upgrade() {
+        if let Some(owner) = owner {
             owner.receiving.set(owner.receiving.get() - 1);
         }
     }
@@ -772,26 +788,8 @@ fn snapshot_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// Removes snapshot directories on the executor's blocking thread (unlinking a received
-/// snapshot's tables can take a while), so the shard's thread goes on meanwhile.
-async fn remove_dirs(dirs: Vec<PathBuf>) {
-    if dirs.is_empty() {
-        return;
-    }
-    corekv_storage::io::blocking(move || dirs.iter().for_each(|d| remove_dir(d))).await;
-}
-
-/// Removes a snapshot directory now (in `Drop`, which cannot wait for the blocking thread).
-fn remove_dir(dir: &Path) {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
-            "could not remove a snapshot directory (removed at the next start)"),
-    }
-}
-
 mod files;
+mod graveyard;
 mod pace;
 #[cfg(test)]
 mod tests;

@@ -175,26 +175,56 @@ fn chunks_out_of_order_of_another_snapshot_or_with_a_bad_checksum_are_refused() 
     });
 }
 
+/// A replica's snapshots over a fresh engine and log in `dir`.
+async fn snapshots_in(dir: &Path) -> Rc<Snapshots> {
+    let options = corekv_storage::Options::default();
+    let engine = Engine::open_applying(dir, options.clone(), corekv_storage::OpenHooks::default())
+        .await
+        .unwrap();
+    let log = RaftLog::open(dir, &options, &[1, 2, 3], 0).await.unwrap();
+    Snapshots::new(dir, engine, log, 1, (0, 1), 7, Vec::new())
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// A stream dropped half way leaves its directory for the blocking thread (its `Drop` does
+/// not unlink a shard's worth of tables on the shard's thread); the directory then goes.
+#[test]
+fn a_dropped_streams_directory_is_removed_off_the_shards_thread() {
+    on_executor(|| async {
+        let dir = temp_dir();
+        let snapshots = snapshots_in(dir.path()).await;
+        let mut conn = None;
+        snapshots
+            .chunk(&mut conn, 2, chunk("000001.sst", 0, b"x", false, 0))
+            .await
+            .unwrap();
+        let stream_dir = conn.as_ref().unwrap().dir.clone();
+        assert!(stream_dir.is_dir());
+        drop(conn);
+        assert_eq!(snapshots.receiving.get(), 0);
+        assert_eq!(snapshots.graveyard.buried(), std::slice::from_ref(&stream_dir));
+        assert!(
+            stream_dir.is_dir(),
+            "removed in Drop, on the shard's thread"
+        );
+        snapshots.graveyard.empty().await;
+        assert!(!stream_dir.exists());
+        assert!(snapshots.graveyard.buried().is_empty());
+    });
+}
+
 /// Streams that start together are counted before any waits for its directory: one beyond
 /// [`RECEIVING_MAX`] is refused even while the others still wait.
 #[test]
 fn streams_starting_together_count_against_the_limit_at_once() {
     on_executor(|| async {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::tempdir_in(base).unwrap();
-        let options = corekv_storage::Options::default();
-        let engine = Engine::open_applying(
-            dir.path(),
-            options.clone(),
-            corekv_storage::OpenHooks::default(),
-        )
-        .await
-        .unwrap();
-        let log = RaftLog::open(dir.path(), &options, &[1, 2, 3], 0)
-            .await
-            .unwrap();
-        let snapshots = Snapshots::new(dir.path(), engine, log, 1, (0, 1), 7, Vec::new());
+        let dir = temp_dir();
+        let snapshots = snapshots_in(dir.path()).await;
         let n = RECEIVING_MAX as usize + 1;
         let mut conns: Vec<Option<Incoming>> = (0..n).map(|_| None).collect();
         let starts = conns.iter_mut().enumerate().map(|(i, conn)| {
