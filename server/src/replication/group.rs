@@ -648,7 +648,11 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
     }
     inner.log.append(entries).await.map_err(|e| e.to_string())?;
     if let Some(hs) = ready.hs() {
-        inner.log.set_hard_state(hs).map_err(|e| e.to_string())?;
+        inner
+            .log
+            .set_hard_state(hs)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     send(inner, ready.take_persisted_messages());
     for rs in ready.take_read_states() {

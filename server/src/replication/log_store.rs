@@ -24,7 +24,9 @@
 //! commit u64 | compacted_index u64 | compacted_term u64 | voters u32 | voter id u64 ...
 //! ```
 //! Written (temporary file, fsync, rename, fsync directory) when the term, the vote, the
-//! voters or the compaction point change: rarely, not per write. The commit index it holds
+//! voters or the compaction point change: rarely, not per write, and on the executor's
+//! blocking thread, one write at a time in the order asked (each holds the state as it was
+//! when its turn came), so the shard's thread goes on while the disk syncs. The commit index it holds
 //! may be stale; on open it is raised to what the engine's tables hold (applied entries were
 //! committed), and the leader brings it up to date.
 
@@ -235,6 +237,8 @@ pub struct RaftLog {
     core: Rc<RefCell<Core>>,
     wal: Rc<Wal>,
     dir: PathBuf,
+    /// One write of the state or marker file at a time, in order.
+    file_turn: Rc<glommio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -361,6 +365,7 @@ impl RaftLog {
             })),
             wal: Rc::new(wal),
             dir: dir.to_path_buf(),
+            file_turn: Rc::new(glommio::sync::Semaphore::new(1)),
         })
     }
 
@@ -400,7 +405,7 @@ impl RaftLog {
     }
 
     /// Records a new hard state; written to disk (synced) when the term or vote changed.
-    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), LogError> {
+    pub async fn set_hard_state(&self, hs: &HardState) -> Result<(), LogError> {
         let changed = {
             let mut core = self.core.borrow_mut();
             let old = &core.state.hard;
@@ -409,7 +414,7 @@ impl RaftLog {
             changed
         };
         if changed {
-            self.persist_state()?;
+            self.persist_state().await?;
         }
         Ok(())
     }
@@ -437,7 +442,7 @@ impl RaftLog {
         }
         // The state file first: a crash after it and before the segments go only leaves
         // records that open skips.
-        self.persist_state()?;
+        self.persist_state().await?;
         let upto = self.core.borrow().state.compacted_index + 1;
         self.wal.drop_prefix(upto).await?;
         Ok(())
@@ -476,8 +481,10 @@ impl RaftLog {
     /// new start in the state file, and drops the entries in memory. Until
     /// [`RaftLog::finish_snapshot`], a restart finishes the log's part from the marker (and
     /// the engine's part is the caller's: its state is behind [`RaftLog::compacted`]).
-    pub fn begin_snapshot(&self, index: u64, term: u64) -> Result<(), LogError> {
-        write_marker(&self.dir, index, term)?;
+    pub async fn begin_snapshot(&self, index: u64, term: u64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        self.file_op(move || write_marker(&dir, index, term))
+            .await?;
         {
             let mut core = self.core.borrow_mut();
             core.entries.clear();
@@ -485,14 +492,15 @@ impl RaftLog {
             core.state.compacted_term = term;
             core.state.hard.commit = core.state.hard.commit.max(index);
         }
-        self.persist_state()
+        self.persist_state().await
     }
 
     /// Last step of replacing the log with a snapshot: the WAL starts over after it.
     pub async fn finish_snapshot(&self) -> Result<(), LogError> {
         let (index, _) = self.compacted();
         self.wal.restart_at(index + 1).await?;
-        remove_marker(&self.dir)
+        let dir = self.dir.clone();
+        self.file_op(move || remove_marker(&dir)).await
     }
 
     /// The hard state as last set.
@@ -512,9 +520,42 @@ impl RaftLog {
         Ok(())
     }
 
-    fn persist_state(&self) -> Result<(), LogError> {
-        let bytes = self.core.borrow().state.encode();
-        replace_file(&self.dir, RAFT_STATE_FILE, &bytes)
+    /// Writes the state file, with the state as it is when this write's turn comes.
+    async fn persist_state(&self) -> Result<(), LogError> {
+        let core = Rc::clone(&self.core);
+        let dir = self.dir.clone();
+        self.file_op_encoded(move || {
+            let bytes = core.borrow().state.encode();
+            move || replace_file(&dir, RAFT_STATE_FILE, &bytes)
+        })
+        .await
+    }
+
+    /// Runs `op` on the executor's blocking thread, after every file operation asked before.
+    async fn file_op(
+        &self,
+        op: impl FnOnce() -> Result<(), LogError> + Send + 'static,
+    ) -> Result<(), LogError> {
+        self.file_op_encoded(move || op).await
+    }
+
+    /// [`RaftLog::file_op`] with the operation made (`make`, on this thread) when its turn
+    /// comes.
+    async fn file_op_encoded<F>(&self, make: impl FnOnce() -> F) -> Result<(), LogError>
+    where
+        F: FnOnce() -> Result<(), LogError> + Send + 'static,
+    {
+        let _turn = self
+            .file_turn
+            .acquire_permit(1)
+            .await
+            .map_err(|e| LogError::Io {
+                op: "wait for its turn to write",
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let op = make();
+        corekv_storage::io::blocking(op).await
     }
 }
 
@@ -577,8 +618,8 @@ fn remove_marker(dir: &Path) -> Result<(), LogError> {
 }
 
 /// Replaces `dir/name` with `bytes` atomically and durably (temporary file, fsync, rename,
-/// fsync of the directory). Blocking: used on elections, compactions and snapshots, not per
-/// write.
+/// fsync of the directory). Blocking: run on the blocking thread ([`RaftLog::file_op`]) but
+/// at open.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));

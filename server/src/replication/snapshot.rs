@@ -454,6 +454,7 @@ impl Snapshots {
             .map_err(|e| format!("the snapshot at {index} cannot be installed: {e}"))?;
         self.log
             .begin_snapshot(index, term)
+            .await
             .map_err(|e| e.to_string())?;
         self.engine
             .install_checkpoint(&dir)

@@ -95,7 +95,7 @@ fn appends_truncations_compactions_and_the_hard_state_survive_reopen() {
             commit: 4,
             ..HardState::default()
         };
-        log.set_hard_state(&hs).unwrap();
+        log.set_hard_state(&hs).await.unwrap();
         // A new leader's entries replace ours from index 6 on.
         log.append(vec![entry(6, 2, b"y"), entry(7, 2, b"y")])
             .await
@@ -173,11 +173,11 @@ fn a_snapshot_replaces_the_log_and_an_interrupted_one_is_finished_on_open() {
         assert!(log.snapshot(16, 2).is_err(), "older than asked for");
 
         // A snapshot before the log's end replaces it all.
-        log.begin_snapshot(10, 2).unwrap();
+        log.begin_snapshot(10, 2).await.unwrap();
         log.finish_snapshot().await.unwrap();
         assert_eq!(log.bounds(), (11, 10));
         // A snapshot at 100 (term 3) replaces everything, even entries after it.
-        log.begin_snapshot(100, 3).unwrap();
+        log.begin_snapshot(100, 3).await.unwrap();
         log.finish_snapshot().await.unwrap();
         assert_eq!(log.bounds(), (101, 100));
         assert_eq!(log.term(100).unwrap(), 3);
@@ -203,7 +203,7 @@ fn a_snapshot_replaces_the_log_and_an_interrupted_one_is_finished_on_open() {
         assert_eq!((log.compacted(), log.bounds()), ((150, 4), (151, 150)));
 
         // Interrupted after its first step: the open finishes it (the old entries go).
-        log.begin_snapshot(200, 4).unwrap();
+        log.begin_snapshot(200, 4).await.unwrap();
         log.close().await.unwrap();
         drop(log);
         assert!(dir.join(SNAPSHOT_MARKER_FILE).exists());
@@ -213,5 +213,51 @@ fn a_snapshot_replaces_the_log_and_an_interrupted_one_is_finished_on_open() {
         assert_eq!(log.compacted(), (200, 4));
         log.append(vec![entry(201, 4, b"z")]).await.unwrap();
         log.close().await.unwrap();
+    });
+}
+
+/// State file writes leave the shard's thread to other tasks while the disk syncs, and writes
+/// asked together land in order: the file holds the last state.
+#[test]
+fn state_writes_run_off_the_thread_and_in_order() {
+    run(async |dir| {
+        let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+        let turns = Rc::new(std::cell::Cell::new(0u32));
+        let ticker = {
+            let turns = Rc::clone(&turns);
+            glommio::spawn_local(async move {
+                loop {
+                    turns.set(turns.get() + 1);
+                    glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+                }
+            })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        let before = turns.get();
+        let hs = HardState {
+            term: 1,
+            vote: 2,
+            ..HardState::default()
+        };
+        log.set_hard_state(&hs).await.unwrap();
+        assert!(turns.get() > before, "the write held the shard's thread");
+        drop(ticker);
+        let writes = (2..=20u64).map(|term| {
+            let log = log.clone();
+            async move {
+                let hs = HardState {
+                    term,
+                    vote: term % 3 + 1,
+                    ..HardState::default()
+                };
+                log.set_hard_state(&hs).await.unwrap();
+            }
+        });
+        futures::future::join_all(writes).await;
+        log.close().await.unwrap();
+        drop(log);
+        let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+        let hs = log.initial_state().unwrap().hard_state;
+        assert_eq!((hs.term, hs.vote), (20, 20 % 3 + 1));
     });
 }

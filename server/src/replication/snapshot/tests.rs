@@ -207,7 +207,10 @@ fn a_dropped_streams_directory_is_removed_off_the_shards_thread() {
         assert!(stream_dir.is_dir());
         drop(conn);
         assert_eq!(snapshots.receiving.get(), 0);
-        assert_eq!(snapshots.graveyard.buried(), std::slice::from_ref(&stream_dir));
+        assert_eq!(
+            snapshots.graveyard.buried(),
+            std::slice::from_ref(&stream_dir)
+        );
         assert!(
             stream_dir.is_dir(),
             "removed in Drop, on the shard's thread"
