@@ -38,8 +38,10 @@ use futures::future::LocalBoxFuture;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 
+mod reads;
 mod settings;
 
+use reads::{answer_reads, ask_read_index, settle_reads};
 use settings::COMMIT_LATENCY_US_MAX;
 pub use settings::{GroupConfig, GroupCounts};
 
@@ -553,45 +555,6 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Asks raft-rs to confirm this leader's leadership for a read barrier.
-fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
-    let n = inner.next_read.get();
-    inner.next_read.set(n + 1);
-    count(inner, |c| c.read_index_requests += 1);
-    inner.reads.borrow_mut().insert(n, (tx, Instant::now()));
-    inner.reads_term.set(node.raft.term);
-    node.read_index(n.to_le_bytes().to_vec());
-}
-
-/// After a turn: read barriers that waited for the leader's first commit are asked now;
-/// barriers asked in an earlier term, or of a replica that is no longer leader, are refused
-/// (the client retries; a barrier has no effect).
-fn settle_reads(inner: &Inner) {
-    let mut node = inner.node.borrow_mut();
-    let leader = node.raft.state == StateRole::Leader;
-    let refusal = || ProposeError::NotLeader {
-        leader: (node.raft.leader_id != 0).then_some(node.raft.leader_id),
-    };
-    if !leader || inner.reads_term.get() != node.raft.term {
-        let stale: Vec<_> = inner.reads.borrow_mut().drain().collect();
-        for (_, (tx, _)) in stale {
-            let _ = tx.send(Err(refusal()));
-        }
-    }
-    if !leader {
-        for tx in std::mem::take(&mut *inner.reads_waiting_commit.borrow_mut()) {
-            let _ = tx.send(Err(refusal()));
-        }
-        return;
-    }
-    if node.raft.commit_to_current_term() {
-        let waiting = std::mem::take(&mut *inner.reads_waiting_commit.borrow_mut());
-        for tx in waiting {
-            ask_read_index(inner, &mut node, tx);
-        }
-    }
-}
-
 /// Peers never send proposals (a follower refuses them instead of forwarding), and no
 /// configuration change is ever proposed: such messages are refused before raft-rs sees
 /// them, since raft-rs decodes a configuration change's data as protobuf (which must never
@@ -771,18 +734,6 @@ fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
     let mut c = inner.counts.get();
     f(&mut c);
     inner.counts.set(c);
-}
-
-fn answer_reads(inner: &Inner) {
-    let applied = inner.applied.get();
-    let mut reads = inner.reads_at.borrow_mut();
-    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *reads)
-        .into_iter()
-        .partition(|(index, _)| *index <= applied);
-    *reads = waiting;
-    for (_, tx) in ready {
-        let _ = tx.send(Ok(()));
-    }
 }
 
 /// Drops log entries the engine's tables hold, keeping `log_retain_entries` behind them for

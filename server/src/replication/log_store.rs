@@ -25,10 +25,10 @@
 //! ```
 //! Written (temporary file, fsync, rename, fsync directory) when the term, the vote, the
 //! voters or the compaction point change: rarely, not per write, and on the executor's
-//! blocking thread, one write at a time in the order asked (each holds the state as it was
-//! when its turn came), so the shard's thread goes on while the disk syncs. The commit index it holds
-//! may be stale; on open it is raised to what the engine's tables hold (applied entries were
-//! committed), and the leader brings it up to date.
+//! blocking thread, one write at a time in the order asked (each holds the state as it
+//! was when its turn came), so the shard's thread goes on while the disk syncs. The commit
+//! index it holds may be stale; on open it is raised to what the engine's tables hold
+//! (applied entries were committed), and the leader brings it up to date.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -218,6 +218,9 @@ struct Core {
     offered: Option<(u64, u64)>,
     /// raft-rs asked for a snapshot that is not ready (none offered, or one too old).
     snapshot_wanted: bool,
+    /// The term and vote the state file holds (last written, or read at open): a hard state
+    /// is written when it differs, whatever happened to an earlier write.
+    written_term_vote: (u64, u64),
 }
 
 impl Core {
@@ -359,6 +362,7 @@ impl RaftLog {
             commit = state.hard.commit, "raft log opened");
         Ok(RaftLog {
             core: Rc::new(RefCell::new(Core {
+                written_term_vote: (state.hard.term, state.hard.vote),
                 state,
                 entries,
                 ..Core::default()
@@ -408,10 +412,8 @@ impl RaftLog {
     pub async fn set_hard_state(&self, hs: &HardState) -> Result<(), LogError> {
         let changed = {
             let mut core = self.core.borrow_mut();
-            let old = &core.state.hard;
-            let changed = old.term != hs.term || old.vote != hs.vote;
             core.state.hard = hs.clone();
-            changed
+            core.written_term_vote != (hs.term, hs.vote)
         };
         if changed {
             self.persist_state().await?;
@@ -522,13 +524,17 @@ impl RaftLog {
 
     /// Writes the state file, with the state as it is when this write's turn comes.
     async fn persist_state(&self) -> Result<(), LogError> {
-        let core = Rc::clone(&self.core);
         let dir = self.dir.clone();
-        self.file_op_encoded(move || {
-            let bytes = core.borrow().state.encode();
+        let mut term_vote = (0, 0);
+        self.file_op_encoded(|| {
+            let core = self.core.borrow();
+            term_vote = (core.state.hard.term, core.state.hard.vote);
+            let bytes = core.state.encode();
             move || replace_file(&dir, RAFT_STATE_FILE, &bytes)
         })
-        .await
+        .await?;
+        self.core.borrow_mut().written_term_vote = term_vote;
+        Ok(())
     }
 
     /// Runs `op` on the executor's blocking thread, after every file operation asked before.

@@ -252,6 +252,7 @@ impl Snapshots {
     /// Makes a checkpoint to send and offers it to raft-rs (the log had no recent enough
     /// one when raft-rs asked).
     pub async fn prepare(&self) -> Result<(), String> {
+        self.graveyard.empty_in_background();
         let flushed = self.engine.flushed_log_index();
         if let Some(o) = self.outgoing.borrow().as_ref()
             && o.index == flushed
@@ -431,6 +432,7 @@ impl Snapshots {
     /// Installs the snapshot (index, term) Raft accepted: its files arrived whole before
     /// Raft saw it.
     pub async fn install(&self, index: u64, term: u64) -> Result<(), String> {
+        self.graveyard.empty_in_background();
         // Out of the list before the first await: nothing else removes it meanwhile. On
         // failure (the group stops) the directory stays for the next start's `recover`.
         let dir = {
@@ -501,6 +503,7 @@ impl Snapshots {
         chunk: SnapshotChunk,
     ) -> Result<(), String> {
         if conn.is_none() {
+            self.graveyard.empty_in_background();
             if self.receiving.get() >= RECEIVING_MAX {
                 return Err(format!(
                     "{RECEIVING_MAX} snapshots are being received already"

@@ -216,10 +216,10 @@ fn a_snapshot_replaces_the_log_and_an_interrupted_one_is_finished_on_open() {
     });
 }
 
-/// State file writes leave the shard's thread to other tasks while the disk syncs, and writes
-/// asked together land in order: the file holds the last state.
+/// A state file write leaves the shard's thread to other tasks while the disk syncs, and
+/// writes asked together leave the newest state in the file.
 #[test]
-fn state_writes_run_off_the_thread_and_in_order() {
+fn state_writes_leave_the_thread_and_the_newest_state() {
     run(async |dir| {
         let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
         let turns = Rc::new(std::cell::Cell::new(0u32));

@@ -2,10 +2,10 @@
 //!
 //! A failed stream's copy or a superseded checkpoint can hold a shard's worth of tables, and
 //! unlinking them can take a while. Their owners let go of them in `Drop`, which cannot wait
-//! for glommio's blocking thread, so they bury the directory here; the replica's tick (and
-//! every snapshot call) hands what was buried to the blocking thread. Directory names are
-//! never reused within a process, so a removal that comes later changes nothing else, and
-//! what a stop leaves behind is removed at the next start.
+//! for glommio's blocking thread, so they bury the directory here; the replica's tick, and
+//! the next snapshot made, received or installed, hand what was buried to the blocking
+//! thread. Directory names are never reused within a process, so a removal that comes later
+//! changes nothing else; what is still buried when the replica goes is removed then.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -54,11 +54,12 @@ impl Drop for Graveyard {
 
 /// Removes snapshot directories on the executor's blocking thread (unlinking a received
 /// snapshot's tables can take a while), so the shard's thread goes on meanwhile.
+/// One hand-off per directory, so that the state file's writes queued behind on that thread
+/// (a vote) wait for one removal at most.
 pub(super) async fn remove_dirs(dirs: Vec<PathBuf>) {
-    if dirs.is_empty() {
-        return;
+    for dir in dirs {
+        corekv_storage::io::blocking(move || remove_dir(&dir)).await;
     }
-    corekv_storage::io::blocking(move || dirs.iter().for_each(|d| remove_dir(d))).await;
 }
 
 /// Removes a snapshot directory now (a missing one is fine; a failure is logged: the next
