@@ -593,6 +593,56 @@ fn flushes_and_compactions_run_in_the_background_queue_whose_shares_follow_the_b
     });
 }
 
+/// While a memtable waits for its flush, the background's shares follow the active
+/// memtable's fill (re-read as it passes each sixteenth), and a stalled writer takes them to
+/// parity.
+#[test]
+fn shares_follow_the_active_memtable_while_a_flush_waits() {
+    let dir = test_dir("lsm-fill");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let e = Engine::open(
+            &path,
+            Options {
+                // No check-ins: the flush waits while the loop below writes.
+                background_poll_interval_us: 0,
+                ..small_tree()
+            },
+        )
+        .await
+        .unwrap();
+        let (mut rose, mut last, mut stalled_shares) = (false, None, 0);
+        for i in 0..20_000 {
+            let (k, v) = (key(i), value(i, 0));
+            let mut put = std::pin::pin!(e.put(&k, &v));
+            let first = futures::poll!(put.as_mut());
+            if first.is_pending() && e.stats().write_stalls_total > 0 {
+                // Stalled on the memtables: the background is at parity while it waits.
+                stalled_shares = e.stats().background_shares;
+                put.await.unwrap();
+                break;
+            }
+            match first {
+                std::task::Poll::Ready(r) => r.unwrap(),
+                std::task::Poll::Pending => put.await.unwrap(),
+            };
+            let st = e.stats();
+            if st.memtables_immutable == 1 {
+                let now = (st.flushes_total, st.background_backlog_permille);
+                if let Some((flushes, permille)) = last {
+                    rose |= flushes == now.0 && now.1 > permille;
+                }
+                last = Some(now);
+            }
+        }
+        assert!(rose, "the backlog did not rise with the active memtable");
+        let st = e.stats();
+        assert!(st.write_stalls_total > 0, "{st:?}");
+        assert_eq!(stalled_shares, 1000, "{st:?}");
+        e.close().await.unwrap();
+    });
+}
+
 /// A foreground that never waits — a loop of gets served from the memtable, on an executor
 /// with glommio's default 100 ms preempt timer — still lets a level-0 compaction past its
 /// trigger finish within a bounded number of its operations: while background work is

@@ -103,11 +103,15 @@ pub(super) fn refresh_backlog(inner: &Inner) {
     let b = {
         let state = inner.state.borrow();
         let version = state.version();
+        let max = o.memtable_size_bytes_max;
+        // Writes waiting, or a memtable full by the log it took, are at the stall whatever
+        // the active memtable's bytes: it counts full.
+        let at_stall = inner.workers.stalled_writers() > 0 || state.memtable_full_now(0, max);
         Backlog {
             memtables_immutable: state.immutable_count(),
             memtables_immutable_max: o.memtables_immutable_max,
-            memtable_active_bytes: state.active_bytes(),
-            memtable_bytes_max: o.memtable_size_bytes_max,
+            memtable_active_bytes: if at_stall { max } else { state.active_bytes() },
+            memtable_bytes_max: max,
             level0_files: version.levels[0].len(),
             level0_trigger_files: o.l0_compaction_trigger_files,
             level0_stop_files: o.l0_stop_writes_files,

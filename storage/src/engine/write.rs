@@ -291,6 +291,8 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         let ticket = workers.take_ticket();
+        // A writer waits: the background goes to full shares now, not at its next event.
+        background::refresh_backlog(inner);
         workers.wake();
         let r = loop {
             let seen = workers.room_generation();
