@@ -604,15 +604,17 @@ fn shares_follow_the_active_memtable_while_a_flush_waits() {
         let e = Engine::open(
             &path,
             Options {
-                // No check-ins: the flush waits while the loop below writes.
+                // No check-ins: the flush waits while the loop below writes (until glommio's
+                // 100 ms preemption; small memtables fill well before).
                 background_poll_interval_us: 0,
+                memtable_size_bytes_max: 256 << 10,
                 ..small_tree()
             },
         )
         .await
         .unwrap();
         let (mut rose, mut last, mut stalled_shares) = (false, None, 0);
-        for i in 0..20_000 {
+        for i in 0..100_000 {
             let (k, v) = (key(i), value(i, 0));
             let mut put = std::pin::pin!(e.put(&k, &v));
             let first = futures::poll!(put.as_mut());
