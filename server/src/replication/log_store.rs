@@ -485,7 +485,7 @@ impl RaftLog {
     /// the engine's part is the caller's: its state is behind [`RaftLog::compacted`]).
     pub async fn begin_snapshot(&self, index: u64, term: u64) -> Result<(), LogError> {
         let dir = self.dir.clone();
-        self.file_op(move || write_marker(&dir, index, term))
+        self.file_op(|| move || write_marker(&dir, index, term))
             .await?;
         {
             let mut core = self.core.borrow_mut();
@@ -502,7 +502,7 @@ impl RaftLog {
         let (index, _) = self.compacted();
         self.wal.restart_at(index + 1).await?;
         let dir = self.dir.clone();
-        self.file_op(move || remove_marker(&dir)).await
+        self.file_op(|| move || remove_marker(&dir)).await
     }
 
     /// The hard state as last set.
@@ -526,7 +526,7 @@ impl RaftLog {
     async fn persist_state(&self) -> Result<(), LogError> {
         let dir = self.dir.clone();
         let mut term_vote = (0, 0);
-        self.file_op_encoded(|| {
+        self.file_op(|| {
             let core = self.core.borrow();
             term_vote = (core.state.hard.term, core.state.hard.vote);
             let bytes = core.state.encode();
@@ -537,17 +537,9 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Runs `op` on the executor's blocking thread, after every file operation asked before.
-    async fn file_op(
-        &self,
-        op: impl FnOnce() -> Result<(), LogError> + Send + 'static,
-    ) -> Result<(), LogError> {
-        self.file_op_encoded(move || op).await
-    }
-
-    /// [`RaftLog::file_op`] with the operation made (`make`, on this thread) when its turn
-    /// comes.
-    async fn file_op_encoded<F>(&self, make: impl FnOnce() -> F) -> Result<(), LogError>
+    /// Runs an operation on the executor's blocking thread, after every file operation asked
+    /// before; `make` makes it (on this thread) when its turn comes.
+    async fn file_op<F>(&self, make: impl FnOnce() -> F) -> Result<(), LogError>
     where
         F: FnOnce() -> Result<(), LogError> + Send + 'static,
     {
