@@ -140,6 +140,9 @@ stats_struct! {
     compaction_bytes_written_total,
     /// Versions dropped by compactions (shadowed, deleted or expired, no snapshot needs them).
     compaction_versions_dropped_total,
+    /// Obsolete tables (replaced by a compaction or a snapshot install) deleted on the
+    /// blocking thread once no reader held them.
+    tables_deleted_total,
     /// Estimated bytes compactions still have to rewrite.
     compaction_pending_bytes,
     /// 1 while a flush or compaction waits (the foreground then yields at preemption points).

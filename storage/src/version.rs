@@ -80,7 +80,7 @@ impl Drop for TableFile {
             // Its cached blocks will never be read again: free their space for live ones.
             self.table.evict_cached_blocks();
             // An error leaves the file behind; the next open deletes unreferenced tables.
-            if let Err(e) = self.io.remove(&self.path) {
+            if let Err(e) = self.io.remove_soon(&self.path) {
                 tracing::warn!(file = %self.path.display(), error = %e, "could not delete an obsolete table");
             }
         }

@@ -704,3 +704,38 @@ fn a_level0_compaction_completes_under_a_foreground_that_never_waits() {
         e.close().await.unwrap();
     });
 }
+
+#[test]
+fn obsolete_tables_are_deleted_off_the_shards_thread_once_no_reader_holds_them() {
+    let dir = test_dir("lsm-unlink");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let e = Engine::open(&path, small_tree()).await.unwrap();
+        write_round(&e, 20_000, 0).await;
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let held = sst_files(&path);
+        assert!(!held.is_empty());
+        // The iterator holds today's version: its tables outlive the compactions below.
+        let it = e.iter(false, None).unwrap();
+        for round in 1..4 {
+            write_round(&e, 20_000, round).await;
+        }
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let st = e.stats();
+        assert!(st.compactions_total > 0, "{st:?}");
+        assert!(held.iter().all(|p| p.exists()), "a held table was deleted");
+        // (Tables flushed and compacted meanwhile, which nothing held, are already gone.)
+        let deleted = st.tables_deleted_total;
+        drop(it);
+        // Letting go only queues the removals: the shard's thread makes no unlink call.
+        assert!(held.iter().all(|p| p.exists()), "deleted in place");
+        e.wait_for_background().await.unwrap();
+        let gone = held.iter().filter(|p| !p.exists()).count() as u64;
+        assert!(gone > 0, "no held table was compacted away");
+        assert_eq!(e.stats().tables_deleted_total, deleted + gone);
+        check_round(&e, 20_000, 3).await;
+        e.close().await.unwrap();
+    });
+}

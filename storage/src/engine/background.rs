@@ -1,4 +1,5 @@
-//! Background work of one engine: the flush task and the compaction task, both in a
+//! Background work of one engine: the flush task, the compaction task and the unlink task
+//! (obsolete tables removed on the blocking thread, `crate::io::Io::serve_unlinks`), all in a
 //! low-share glommio task queue so foreground reads and writes keep their latency.
 //!
 //! The tasks hold the engine only weakly while idle, so dropping the last `Engine` handle
@@ -28,7 +29,7 @@ pub(super) fn start(inner: &Rc<Inner>) -> Result<()> {
     let tq = crate::backlog::register(&inner.backlog);
     refresh_backlog(inner);
     let workers = inner.workers.clone();
-    workers.tasks_started(2);
+    workers.tasks_started(3);
     let spawn_err = |e: glommio::GlommioError<()>| {
         Error::InvalidArgument(format!("cannot start background tasks: {e}"))
     };
@@ -36,8 +37,16 @@ pub(super) fn start(inner: &Rc<Inner>) -> Result<()> {
     glommio::spawn_local_into(flush, tq)
         .map_err(spawn_err)?
         .detach();
-    let compaction = task_loop(Rc::downgrade(inner), workers, Task::Compaction);
+    let compaction = task_loop(Rc::downgrade(inner), workers.clone(), Task::Compaction);
     glommio::spawn_local_into(compaction, tq)
+        .map_err(spawn_err)?
+        .detach();
+    let io = inner.io.clone();
+    let unlinks = async move {
+        io.serve_unlinks(|| workers.room_made()).await;
+        workers.task_ended();
+    };
+    glommio::spawn_local_into(unlinks, tq)
         .map_err(spawn_err)?
         .detach();
     Ok(())
@@ -130,9 +139,12 @@ fn has_work(inner: &Inner) -> bool {
     state.immutable_count() > 0 || inner.picker.is_due(state.version())
 }
 
-/// Waits until no flush or compaction is pending or running.
+/// Waits until no flush, compaction or table removal is pending or running.
 pub(super) async fn wait_idle(inner: &Rc<Inner>) -> Result<()> {
-    wait_until(inner, |inner| inner.workers.is_idle() && !has_work(inner)).await
+    wait_until(inner, |inner| {
+        inner.workers.is_idle() && !has_work(inner) && !inner.io.unlinks_pending()
+    })
+    .await
 }
 
 /// Waits until at least `generation` flushes have finished and no immutable memtable waits.

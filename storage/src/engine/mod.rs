@@ -223,6 +223,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.workers.stop();
+        self.io.stop_unlinks();
     }
 }
 
@@ -243,8 +244,9 @@ impl Engine {
         self.check_open()?;
         self.inner.closed.set(true);
         // Stop flushes and compactions (a compaction in progress is abandoned; its inputs
-        // stay) and wait for them to let go of the files.
+        // stay) and wait for them to let go of the files, and for queued removals.
         self.inner.workers.stop();
+        self.inner.io.stop_unlinks();
         self.inner.workers.wait_stopped().await;
         self.inner.manifest.close().await?;
         self.inner.log.close().await

@@ -19,6 +19,7 @@ impl Engine {
         s.record_cache(&inner.cache.counters());
         s.manifest_edits_total = inner.manifest.edits_written();
         s.snapshots_live = inner.snapshots.count() as u64;
+        s.tables_deleted_total = inner.io.unlinks_removed();
         s.read_only = u64::from(inner.log.failure().is_some() || inner.workers.has_failed());
         s.record_wal(&inner.log.stats());
         s

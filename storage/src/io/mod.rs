@@ -14,6 +14,7 @@
 pub mod buffered;
 mod fault;
 mod lock;
+mod unlink;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -39,11 +40,15 @@ fn os_error<T>(e: glommio::GlommioError<T>) -> std::io::Error {
 #[derive(Clone, Default, Debug)]
 pub(crate) struct Io {
     faults: Option<FaultInjector>,
+    unlinks: Rc<unlink::Unlinks>,
 }
 
 impl Io {
     pub(crate) fn new(faults: Option<FaultInjector>) -> Self {
-        Io { faults }
+        Io {
+            faults,
+            unlinks: Rc::default(),
+        }
     }
 
     fn check(&self, op: FaultOp, path: &Path) -> Result<()> {

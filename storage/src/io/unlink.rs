@@ -1,0 +1,113 @@
+//! Obsolete table files removed off the shard's thread. `unlink` is a blocking system call
+//! (ext4 frees the file's extents inside it, milliseconds for a large table), and a
+//! compaction or a snapshot install makes several tables obsolete at once. The last holder of
+//! an obsolete table queues its path ([`Io::remove_soon`]); the engine's unlink task
+//! ([`Io::serve_unlinks`]) hands each batch to the blocking thread. Without a serving task (the
+//! engine closed, or not yet started) a removal runs in place, as before.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+
+use super::Io;
+use crate::error::{Error, Result};
+use crate::io::FaultOp;
+use crate::signal::Signal;
+
+/// The queue shared by every clone of one engine's [`Io`].
+#[derive(Debug, Default)]
+pub(crate) struct Unlinks {
+    queue: RefCell<Vec<PathBuf>>,
+    /// A task drains the queue.
+    serving: Cell<bool>,
+    /// The task is asked to stop once the queue is empty.
+    stopping: Cell<bool>,
+    /// Files handed to the blocking thread and not back yet.
+    in_flight: Cell<usize>,
+    /// Wakes the task: a path was queued, or stop.
+    signal: Signal,
+    /// Files removed by the task (for tests).
+    removed: Cell<u64>,
+}
+
+impl Io {
+    /// Removes `path` now or, while the unlink task serves, on the blocking thread soon. An
+    /// error is returned only for a removal made in place; the task logs its own.
+    pub(crate) fn remove_soon(&self, path: &Path) -> Result<()> {
+        let u = &self.unlinks;
+        if !u.serving.get() {
+            return self.remove(path);
+        }
+        self.check(FaultOp::Remove, path)?;
+        u.queue.borrow_mut().push(path.to_path_buf());
+        u.signal.notify();
+        Ok(())
+    }
+
+    /// Whether removals are queued or running.
+    pub(crate) fn unlinks_pending(&self) -> bool {
+        let u = &self.unlinks;
+        !u.queue.borrow().is_empty() || u.in_flight.get() > 0
+    }
+
+    /// Files the unlink task has removed.
+    pub(crate) fn unlinks_removed(&self) -> u64 {
+        self.unlinks.removed.get()
+    }
+
+    /// Asks the unlink task to stop once the queue is empty.
+    pub(crate) fn stop_unlinks(&self) {
+        self.unlinks.stopping.set(true);
+        self.unlinks.signal.notify();
+    }
+
+    /// The unlink task: removes queued files on the blocking thread, all that are queued in
+    /// one hand-off, calling `after_batch` after each, until [`Io::stop_unlinks`] and an
+    /// empty queue. Later removals run in place.
+    pub(crate) async fn serve_unlinks(&self, after_batch: impl Fn()) {
+        let u = &self.unlinks;
+        if u.stopping.get() {
+            return;
+        }
+        u.serving.set(true);
+        loop {
+            let seen = u.signal.generation();
+            let batch = std::mem::take(&mut *u.queue.borrow_mut());
+            if batch.is_empty() {
+                if u.stopping.get() {
+                    break;
+                }
+                u.signal.changed(seen).await;
+                continue;
+            }
+            u.in_flight.set(batch.len());
+            let results = super::blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|p| {
+                        let r = std::fs::remove_file(&p);
+                        (p, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            u.in_flight.set(0);
+            for (path, r) in results {
+                match r {
+                    Ok(()) => {
+                        u.removed.set(u.removed.get() + 1);
+                        if let Some(f) = &self.faults {
+                            f.forget(&path);
+                        }
+                    }
+                    // The file stays; the next open deletes unreferenced tables.
+                    Err(e) => tracing::warn!(
+                        error = %Error::io("remove", &path, e),
+                        "could not delete an obsolete table"
+                    ),
+                }
+            }
+            after_batch();
+        }
+        u.serving.set(false);
+    }
+}
