@@ -237,7 +237,9 @@ fn an_iterator_keeps_its_point_in_time_and_its_files_across_compactions() {
             };
             assert_eq!(got, exp, "reverse={reverse}: the iterator's point in time");
             drop(it);
-            // Nothing else holds the replaced tables: dropping the iterator deletes them.
+            // Nothing else holds the replaced tables: dropping the iterator deletes them (on
+            // the blocking thread, done once the background is idle).
+            e.wait_for_background().await.unwrap();
             assert!(
                 files_before.iter().any(|f| !f.exists()),
                 "no table was released when the iterator was dropped"
