@@ -51,6 +51,11 @@ impl DiskFile {
         self.inner.path()
     }
 
+    /// Another handle to the open file (it closes when the last one drops).
+    pub(crate) fn shared(&self) -> Rc<File> {
+        Rc::clone(&self.inner)
+    }
+
     /// An aligned buffer for [`DiskFile::write_at`] (not zeroed).
     pub(crate) fn alloc(&self, len: usize) -> DmaBuffer {
         self.inner.alloc(len)

@@ -140,8 +140,9 @@ stats_struct! {
     compaction_bytes_written_total,
     /// Versions dropped by compactions (shadowed, deleted or expired, no snapshot needs them).
     compaction_versions_dropped_total,
-    /// Obsolete tables (replaced by a compaction or a snapshot install) deleted on the
-    /// blocking thread once no reader held them.
+    /// Obsolete tables (replaced by a compaction or a snapshot install, or a new table a
+    /// snapshot install overtook) the unlink task deleted on the blocking thread once no
+    /// version held them. Removals while the engine closes, and failed ones, are not counted.
     tables_deleted_total,
     /// Estimated bytes compactions still have to rewrite.
     compaction_pending_bytes,

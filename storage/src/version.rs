@@ -1,7 +1,7 @@
 //! [`Version`]: the set of live tables, per level, that reads use. Immutable: a flush or a
 //! compaction builds the next version and swaps it in; readers holding an older one keep its
-//! tables open (an `Rc`), and a table that no version references any more is deleted when the
-//! last holder lets go.
+//! tables open (an `Rc`), and a table that no version references any more is deleted once the
+//! last holder lets go (`crate::io::Io::remove_soon`).
 //!
 //! Level 0 holds flushed memtables, newest first; their key ranges may overlap. Levels 1 and
 //! deeper are sorted by key with disjoint ranges. For any key, a version in a shallower level
@@ -26,7 +26,7 @@ use crate::sst::reader::{TableGet, TableReader};
 pub(crate) struct TableFile {
     pub meta: TableMeta,
     pub table: Rc<TableReader>,
-    /// Set when a compaction replaced the table: the file is deleted on drop.
+    /// Set when a compaction replaced the table: dropping it queues the file's removal.
     obsolete: Cell<bool>,
     /// Set while a compaction reads it.
     pub compacting: Cell<bool>,
@@ -80,7 +80,7 @@ impl Drop for TableFile {
             // Its cached blocks will never be read again: free their space for live ones.
             self.table.evict_cached_blocks();
             // An error leaves the file behind; the next open deletes unreferenced tables.
-            if let Err(e) = self.io.remove_soon(&self.path) {
+            if let Err(e) = self.io.remove_soon(&self.path, Some(self.table.file())) {
                 tracing::warn!(file = %self.path.display(), error = %e, "could not delete an obsolete table");
             }
         }

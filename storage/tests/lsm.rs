@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use common::{run, small_tree, test_dir};
 use corekv_storage::sst::Compression;
-use corekv_storage::{Engine, Error, Options, ScanRange};
+use corekv_storage::io::FaultInjector;
+use corekv_storage::{Engine, Error, OpenHooks, Options, ScanRange};
 
 fn key(i: u64) -> Vec<u8> {
     format!("key{:013}", i * 7919 % 1_000_003).into_bytes()
@@ -737,5 +738,42 @@ fn obsolete_tables_are_deleted_off_the_shards_thread_once_no_reader_holds_them()
         assert_eq!(e.stats().tables_deleted_total, deleted + gone);
         check_round(&e, 20_000, 3).await;
         e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_removal_queued_before_a_crash_does_not_land_after_it() {
+    let dir = test_dir("lsm-unlink-crash");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = FaultInjector::new(1);
+        let hooks = OpenHooks {
+            faults: Some(faults.clone()),
+            ..OpenHooks::default()
+        };
+        let e = Engine::open_with_hooks(&path, small_tree(), hooks)
+            .await
+            .unwrap();
+        write_round(&e, 20_000, 0).await;
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let held = sst_files(&path);
+        let it = e.iter(false, None).unwrap();
+        for round in 1..4 {
+            write_round(&e, 20_000, round).await;
+        }
+        e.flush().await.unwrap();
+        e.wait_for_background().await.unwrap();
+        let deleted = e.stats().tables_deleted_total;
+        // The removals are queued, then the machine crashes before the unlink task runs.
+        drop(it);
+        faults.crash_now();
+        e.wait_for_background().await.unwrap();
+        faults.settle().await;
+        assert!(
+            held.iter().all(|p| p.exists()),
+            "a table was removed after the crash"
+        );
+        assert_eq!(e.stats().tables_deleted_total, deleted);
     });
 }

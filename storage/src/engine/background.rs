@@ -4,8 +4,9 @@
 //!
 //! The tasks hold the engine only weakly while idle, so dropping the last `Engine` handle
 //! stops them; `Engine::close` stops them and waits until they have let go of the files.
-//! The first failure of either (an I/O error while writing a table or the manifest) is kept
-//! in [`Workers`]: the engine then refuses writes (reads go on), like a failed WAL.
+//! The first failure of flush or compaction (an I/O error while writing a table or the
+//! manifest) is kept in [`Workers`]: the engine then refuses writes (reads go on), like a
+//! failed WAL.
 
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
@@ -23,8 +24,8 @@ use crate::sst::builder::{TableBuilder, TableMeta};
 use crate::sst::reader::{TableReader, table_path};
 use crate::version::TableFile;
 
-/// Starts the flush and compaction tasks of `inner`, in this executor's background queue
-/// (whose shares follow the backlog, see [`crate::backlog`]).
+/// Starts the flush, compaction and unlink tasks of `inner`, in this executor's background
+/// queue (whose shares follow the backlog, see [`crate::backlog`]).
 pub(super) fn start(inner: &Rc<Inner>) -> Result<()> {
     let tq = crate::backlog::register(&inner.backlog);
     refresh_backlog(inner);

@@ -310,7 +310,11 @@ fn remove_unreferenced_files(
         };
         if stale {
             tracing::info!(file = %name, "removing a file no live version refers to");
-            io.remove(&entry.path())?;
+            match io.remove(&entry.path()) {
+                // A closed engine's unlink task may have removed an obsolete table meanwhile.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                r => r?,
+            }
         }
     }
     Ok(())

@@ -1,22 +1,27 @@
 //! Obsolete table files removed off the shard's thread. `unlink` is a blocking system call
-//! (ext4 frees the file's extents inside it, milliseconds for a large table), and a
-//! compaction or a snapshot install makes several tables obsolete at once. The last holder of
-//! an obsolete table queues its path ([`Io::remove_soon`]); the engine's unlink task
-//! ([`Io::serve_unlinks`]) hands each batch to the blocking thread. Without a serving task (the
-//! engine closed, or not yet started) a removal runs in place, as before.
+//! that glommio's io_uring does not offer, and the last link's removal of a closed file is
+//! where the file system frees its blocks; a compaction or a snapshot install makes several
+//! tables obsolete at once. The last holder of an obsolete table queues its path with its open
+//! file ([`Io::remove_soon`]); the engine's unlink task ([`Io::serve_unlinks`]) closes each file
+//! (on the shard's thread: cheap while the file still has its name), then hands the batch's
+//! unlinks to the blocking thread. A file some reader still has open (an iterator) is unlinked
+//! open, so its blocks are freed where that reader closes it. Without a serving task (the
+//! engine closed, or not yet started) a removal runs in place.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use super::Io;
+use super::{File, Io};
 use crate::error::{Error, Result};
-use crate::io::FaultOp;
+use crate::io::{FaultInjector, FaultOp};
 use crate::signal::Signal;
 
 /// The queue shared by every clone of one engine's [`Io`].
 #[derive(Debug, Default)]
 pub(crate) struct Unlinks {
-    queue: RefCell<Vec<PathBuf>>,
+    /// Paths to remove, each with a handle to its open file, if any.
+    queue: RefCell<Vec<(PathBuf, Option<Rc<File>>)>>,
     /// A task drains the queue.
     serving: Cell<bool>,
     /// The task is asked to stop once the queue is empty.
@@ -25,20 +30,21 @@ pub(crate) struct Unlinks {
     in_flight: Cell<usize>,
     /// Wakes the task: a path was queued, or stop.
     signal: Signal,
-    /// Files removed by the task (for tests).
+    /// Files removed by the task (`tables_deleted_total`).
     removed: Cell<u64>,
 }
 
 impl Io {
-    /// Removes `path` now or, while the unlink task serves, on the blocking thread soon. An
-    /// error is returned only for a removal made in place; the task logs its own.
-    pub(crate) fn remove_soon(&self, path: &Path) -> Result<()> {
+    /// Removes `path` now or, while the unlink task serves, on the blocking thread soon, after
+    /// closing `file` if nothing else holds it. An error is returned only for a removal made
+    /// in place; the task logs its own.
+    pub(crate) fn remove_soon(&self, path: &Path, file: Option<Rc<File>>) -> Result<()> {
         let u = &self.unlinks;
         if !u.serving.get() {
+            drop(file);
             return self.remove(path);
         }
-        self.check(FaultOp::Remove, path)?;
-        u.queue.borrow_mut().push(path.to_path_buf());
+        u.queue.borrow_mut().push((path.to_path_buf(), file));
         u.signal.notify();
         Ok(())
     }
@@ -80,8 +86,25 @@ impl Io {
                 continue;
             }
             u.in_flight.set(batch.len());
+            // A crash test's `settle` waits for the closes and the unlinks.
+            let _running = self.faults.as_ref().map(FaultInjector::in_flight);
+            let mut paths = Vec::with_capacity(batch.len());
+            for (path, file) in batch {
+                // Closed first, so that the unlink below is the last reference and frees the
+                // blocks there, not in the close.
+                if let Some(Ok(file)) = file.map(Rc::try_unwrap)
+                    && let Err(e) = file.close().await
+                {
+                    tracing::warn!(error = %e, "could not close an obsolete table");
+                }
+                // Checked now, not when queued: after a simulated crash nothing is removed.
+                match self.check(FaultOp::Remove, &path) {
+                    Ok(()) => paths.push(path),
+                    Err(e) => tracing::warn!(error = %e, "could not delete an obsolete table"),
+                }
+            }
             let results = super::blocking(move || {
-                batch
+                paths
                     .into_iter()
                     .map(|p| {
                         let r = std::fs::remove_file(&p);

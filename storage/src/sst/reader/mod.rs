@@ -232,6 +232,11 @@ impl TableReader {
         }
     }
 
+    /// Another handle to the table's open file.
+    pub(crate) fn file(&self) -> std::rc::Rc<crate::io::File> {
+        self.file.shared()
+    }
+
     /// The table's number.
     pub fn file_number(&self) -> u64 {
         self.file_number
