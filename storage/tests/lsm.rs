@@ -1,7 +1,8 @@
 //! The LSM tree through the engine API: space used after overwrites and deletes, corruption of
-//! tables on disk, snapshots across compactions, bloom filters at work, zstd per level, and
-//! counted write stalls, background work in its task queue (shares following the backlog, progress under a foreground that never waits), the block cache filled
-//! by table writes.
+//! tables on disk, snapshots across compactions, bloom filters at work, zstd per level,
+//! counted write stalls, background work in its task queue (shares following the backlog,
+//! progress under a foreground that never waits), the block cache filled by table writes, and
+//! replaced tables unlinked by the unlink task (not in place, not after a crash).
 //!
 //! `COREKV_LONG_TESTS=1` runs the space test at the full size (200 000 keys written five
 //! times); the default is 50 000 keys so the test binary stays within seconds.
@@ -14,8 +15,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{run, small_tree, test_dir};
-use corekv_storage::sst::Compression;
 use corekv_storage::io::FaultInjector;
+use corekv_storage::sst::Compression;
 use corekv_storage::{Engine, Error, OpenHooks, Options, ScanRange};
 
 fn key(i: u64) -> Vec<u8> {
