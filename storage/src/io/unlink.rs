@@ -26,7 +26,8 @@ pub(crate) struct Unlinks {
     serving: Cell<bool>,
     /// The task is asked to stop once the queue is empty.
     stopping: Cell<bool>,
-    /// Files handed to the blocking thread and not back yet.
+    /// Files taken from the queue and not yet removed (being closed, or unlinked on the
+    /// blocking thread).
     in_flight: Cell<usize>,
     /// Wakes the task: a path was queued, or stop.
     signal: Signal,
@@ -103,16 +104,20 @@ impl Io {
                     Err(e) => tracing::warn!(error = %e, "could not delete an obsolete table"),
                 }
             }
-            let results = super::blocking(move || {
-                paths
-                    .into_iter()
-                    .map(|p| {
-                        let r = std::fs::remove_file(&p);
-                        (p, r)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
+            let results = if paths.is_empty() {
+                Vec::new()
+            } else {
+                super::blocking(move || {
+                    paths
+                        .into_iter()
+                        .map(|p| {
+                            let r = std::fs::remove_file(&p);
+                            (p, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+            };
             u.in_flight.set(0);
             for (path, r) in results {
                 match r {
