@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::{run, test_dir};
 use corekv_storage::io::{Fault, FaultInjector, FaultOp};
-use corekv_storage::{Durability, Engine, Error, OpenHooks, Options};
+use corekv_storage::{Durability, Engine, Error, Options};
 
 fn options() -> Options {
     Options {
@@ -21,11 +21,7 @@ fn options() -> Options {
 }
 
 async fn open_with(dir: &Path, faults: Option<FaultInjector>) -> corekv_storage::Result<Engine> {
-    let hooks = OpenHooks {
-        faults,
-        ..OpenHooks::default()
-    };
-    Engine::open_with_hooks(dir, options(), hooks).await
+    common::open_with_faults(dir, options(), faults).await
 }
 
 /// Reopens without faults once the previous instance's WAL writer has let go of the lock.
@@ -292,16 +288,9 @@ fn crash_and_power_loss_at_each_early_io_keeps_every_acknowledged_write() {
             inj.track_unsynced_writes();
             let mut opts = options();
             opts.durability = Durability::Sync;
-            let e = Engine::open_with_hooks(
-                &path,
-                opts,
-                OpenHooks {
-                    faults: Some(inj.clone()),
-                    ..OpenHooks::default()
-                },
-            )
-            .await
-            .unwrap();
+            let e = common::open_with_faults(&path, opts, Some(inj.clone()))
+                .await
+                .unwrap();
             inj.crash_at(crash_at);
             // Writers issue puts one after another; their sequence order is their key order.
             let tasks: Vec<_> = (0..16)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use common::{run, small_tree, test_dir};
 use corekv_storage::io::FaultInjector;
 use corekv_storage::sst::Compression;
-use corekv_storage::{Engine, Error, OpenHooks, Options, ScanRange};
+use corekv_storage::{Engine, Error, Options, ScanRange};
 
 fn key(i: u64) -> Vec<u8> {
     format!("key{:013}", i * 7919 % 1_000_003).into_bytes()
@@ -748,11 +748,7 @@ fn a_removal_queued_before_a_crash_does_not_land_after_it() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let faults = FaultInjector::new(1);
-        let hooks = OpenHooks {
-            faults: Some(faults.clone()),
-            ..OpenHooks::default()
-        };
-        let e = Engine::open_with_hooks(&path, small_tree(), hooks)
+        let e = common::open_with_faults(&path, small_tree(), Some(faults.clone()))
             .await
             .unwrap();
         write_round(&e, 20_000, 0).await;

@@ -30,26 +30,31 @@ pub(super) fn start(inner: &Rc<Inner>) -> Result<()> {
     let tq = crate::backlog::register(&inner.backlog);
     refresh_backlog(inner);
     let workers = inner.workers.clone();
-    workers.tasks_started(3);
-    let spawn_err = |e: glommio::GlommioError<()>| {
-        Error::InvalidArgument(format!("cannot start background tasks: {e}"))
+    // Each task is counted once it is spawned, so `wait_stopped` never waits for one that
+    // failed to start.
+    let spawn = |task: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+        glommio::spawn_local_into(task, tq)
+            .map_err(|e| Error::InvalidArgument(format!("cannot start background tasks: {e}")))?
+            .detach();
+        workers.tasks_started(1);
+        Ok::<(), Error>(())
     };
-    let flush = task_loop(Rc::downgrade(inner), workers.clone(), Task::Flush);
-    glommio::spawn_local_into(flush, tq)
-        .map_err(spawn_err)?
-        .detach();
-    let compaction = task_loop(Rc::downgrade(inner), workers.clone(), Task::Compaction);
-    glommio::spawn_local_into(compaction, tq)
-        .map_err(spawn_err)?
-        .detach();
+    spawn(Box::pin(task_loop(
+        Rc::downgrade(inner),
+        workers.clone(),
+        Task::Flush,
+    )))?;
+    spawn(Box::pin(task_loop(
+        Rc::downgrade(inner),
+        workers.clone(),
+        Task::Compaction,
+    )))?;
     let io = inner.io.clone();
-    let unlinks = async move {
-        io.serve_unlinks(|| workers.room_made()).await;
-        workers.task_ended();
-    };
-    glommio::spawn_local_into(unlinks, tq)
-        .map_err(spawn_err)?
-        .detach();
+    let w = workers.clone();
+    spawn(Box::pin(async move {
+        io.serve_unlinks(|| w.room_made()).await;
+        w.task_ended();
+    }))?;
     Ok(())
 }
 

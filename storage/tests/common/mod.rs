@@ -50,6 +50,19 @@ pub fn small_tree() -> corekv_storage::Options {
     }
 }
 
+/// Opens an engine in `dir` with `faults` injected into its I/O (none: a plain open).
+pub async fn open_with_faults(
+    dir: &std::path::Path,
+    options: corekv_storage::Options,
+    faults: Option<corekv_storage::io::FaultInjector>,
+) -> corekv_storage::Result<corekv_storage::Engine> {
+    let hooks = corekv_storage::OpenHooks {
+        faults,
+        ..corekv_storage::OpenHooks::default()
+    };
+    corekv_storage::Engine::open_with_hooks(dir, options, hooks).await
+}
+
 /// Opens an engine in `dir` whose clock only moves when the test advances it (TTL tests).
 pub async fn open_with_manual_clock(
     dir: &std::path::Path,
