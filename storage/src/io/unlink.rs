@@ -3,8 +3,8 @@
 //! where the file system frees its blocks; a compaction or a snapshot install makes several
 //! tables obsolete at once. The last holder of an obsolete table queues its path with its open
 //! file ([`Io::remove_soon`]); the engine's unlink task ([`Io::serve_unlinks`]) closes each file
-//! (on the shard's thread: cheap while the file still has its name), then hands the batch's
-//! unlinks to the blocking thread. A file some reader still has open (an iterator) is unlinked
+//! (on the shard's thread: cheap while the file still has its name), then hands each unlink
+//! to the blocking thread. A file some reader still has open (an iterator) is unlinked
 //! open, so its blocks are freed where that reader closes it. Without a serving task (the
 //! engine closed, or not yet started) a removal runs in place.
 
@@ -67,9 +67,9 @@ impl Io {
         self.unlinks.signal.notify();
     }
 
-    /// The unlink task: removes queued files on the blocking thread, all that are queued in
-    /// one hand-off, calling `after_batch` after each, until [`Io::stop_unlinks`] and an
-    /// empty queue. Later removals run in place.
+    /// The unlink task: removes queued files on the blocking thread, one hand-off each,
+    /// calling `after_batch` after each batch taken from the queue, until
+    /// [`Io::stop_unlinks`] and an empty queue. Later removals run in place.
     pub(crate) async fn serve_unlinks(&self, after_batch: impl Fn()) {
         let u = &self.unlinks;
         if u.stopping.get() {
@@ -104,20 +104,18 @@ impl Io {
                     Err(e) => tracing::warn!(error = %e, "could not delete an obsolete table"),
                 }
             }
-            let results = if paths.is_empty() {
-                Vec::new()
-            } else {
-                super::blocking(move || {
-                    paths
-                        .into_iter()
-                        .map(|p| {
-                            let r = std::fs::remove_file(&p);
-                            (p, r)
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-            };
+            // One hand-off per file: a Raft state write queued behind on the blocking thread
+            // (a vote) waits for one unlink at most, as behind the snapshot graveyard's.
+            let mut results = Vec::with_capacity(paths.len());
+            for path in paths {
+                results.push(
+                    super::blocking(move || {
+                        let r = std::fs::remove_file(&path);
+                        (path, r)
+                    })
+                    .await,
+                );
+            }
             u.in_flight.set(0);
             for (path, r) in results {
                 match r {
