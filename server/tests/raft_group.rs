@@ -2,10 +2,11 @@
 //! over in memory, each replica with its own log and engine on disk): a leader is elected,
 //! proposals are applied on every replica alike, the leader stops and a new one takes over
 //! without losing an acknowledged write, the old leader restarts from its files and catches
-//! up. With lease reads, a leader answers reads without asking a majority while its lease
-//! runs, and never once another leader could have been elected; a replica that just started
-//! votes for no one during its first election timeout. The TCP transport and the server's use
-//! of groups are tested separately.
+//! up; only the leader fills its block cache with the tables it writes. With lease reads, a
+//! leader answers reads without asking a majority while its lease runs, and never once
+//! another leader could have been elected; a replica that just started votes for no one
+//! during its first election timeout. The TCP transport and the server's use of groups are
+//! tested separately.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,6 +23,7 @@ use common::{
     wait_for,
 };
 use corekv_server::replication::group::{Group, GroupConfig, ProposeError, SendFn};
+use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
 /// The in-memory network: which replicas run, and their groups.
@@ -177,6 +179,18 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
             replicas.values().all(|r| r.engine.flushed_log_index() > 0),
             "every replica must have flushed some entries"
         );
+        // Only the leader, which serves the reads, fills its block cache with the tables it
+        // writes; the restarted replica and the other follower do not, the new leader does.
+        wait_for("each replica's block cache fill to follow its role", || {
+            replicas
+                .values()
+                .all(|r| {
+                    r.engine.block_cache_fill() == (r.group.status().role == StateRole::Leader)
+                })
+                .then_some(())
+        })
+        .await;
+        assert!(replicas[&second].engine.block_cache_fill());
         let reference = contents(&replicas[&second].engine).await;
         assert_eq!(reference.len(), 100 + 2);
         for (id, r) in &replicas {

@@ -403,16 +403,19 @@ fn bloom_filters_spare_reads_of_absent_keys() {
 
 #[test]
 fn flushed_and_compacted_blocks_are_cached_as_they_are_written_when_enabled() {
-    for fill in [true, false] {
+    // (the option, `set_block_cache_fill`'s argument): blocks are cached when both are on.
+    for (option, on) in [(true, true), (true, false), (false, true)] {
+        let fill = option && on;
         let dir = test_dir("lsm-fill-cache");
         let path = dir.path().to_path_buf();
         let misses = run(move || async move {
             let opts = Options {
-                block_cache_fill_on_table_write: fill,
+                block_cache_fill_on_table_write: option,
                 block_cache_size_bytes: 32 << 20,
                 ..small_tree()
             };
             let e = Engine::open(&path, opts).await.unwrap();
+            e.set_block_cache_fill(on);
             for round in 0..2 {
                 for i in 0..10_000 {
                     e.put(&key(i), &value(i, round)).await.unwrap();

@@ -580,6 +580,14 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         node.ready()
     };
     send(inner, ready.take_messages());
+    if let Some(ss) = ready.ss() {
+        // Only the leader serves reads: tables written while this replica follows do not
+        // take memory (and its page faults) in the block cache. Reads after a failover warm
+        // the new leader's cache from disk.
+        inner
+            .engine
+            .set_block_cache_fill(ss.raft_state == StateRole::Leader);
+    }
     if !ready.snapshot().is_empty() {
         let meta = ready.snapshot().get_metadata();
         let (index, term) = (meta.index, meta.term);

@@ -298,7 +298,7 @@ async fn write_memtable(
     let opts = Engine::table_options(&inner.options, 0);
     let half = memtable.borrow().versions() / 2;
     let mut b = TableBuilder::create(&inner.io, &inner.dir, number, opts).await?;
-    if inner.options.block_cache_fill_on_table_write {
+    if inner.cache_fill.get() {
         b.fill_cache(inner.cache.clone());
     }
     let mut n = 0usize;
@@ -383,10 +383,7 @@ async fn run_plan(inner: &Inner, plan: &Plan) -> Result<()> {
         },
         next_file_number: &next_number,
         should_stop: &should_stop,
-        cache: inner
-            .options
-            .block_cache_fill_on_table_write
-            .then_some(&inner.cache),
+        cache: inner.cache_fill.get().then_some(&inner.cache),
     };
     let res = job::run(plan, &ctx).await?;
     if !res.outputs.is_empty() {

@@ -211,6 +211,9 @@ struct Inner {
     /// The engine's WAL (it also holds the WAL directory's lock), or the caller's log.
     log: log::Log,
     cache: Rc<BlockCache>,
+    /// Whether flushes and compactions fill the block cache now: the option, unless a caller
+    /// turned it off ([`Engine::set_block_cache_fill`]).
+    cache_fill: Cell<bool>,
     manifest: ManifestLog,
     workers: Rc<Workers>,
     /// What waits for the background tasks; sets their shares and the foreground's yields.
@@ -236,6 +239,21 @@ impl Engine {
     /// The options it was opened with.
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// Whether the tables flushes and compactions write from now on fill the block cache:
+    /// `on` where [`Options::block_cache_fill_on_table_write`] is set, never otherwise. A Raft
+    /// follower, which serves no reads, turns it off: filling takes fresh memory, and its
+    /// page faults, for every block written.
+    pub fn set_block_cache_fill(&self, on: bool) {
+        self.inner
+            .cache_fill
+            .set(on && self.inner.options.block_cache_fill_on_table_write);
+    }
+
+    /// Whether tables written from now on fill the block cache ([`Engine::set_block_cache_fill`]).
+    pub fn block_cache_fill(&self) -> bool {
+        self.inner.cache_fill.get()
     }
 
     /// Makes everything acknowledged durable and releases the engine's files. Other clones

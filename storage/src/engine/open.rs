@@ -138,6 +138,7 @@ impl Engine {
             stats: RefCell::new(stats),
             closed: Cell::new(false),
             log,
+            cache_fill: Cell::new(options.block_cache_fill_on_table_write),
             cache,
             manifest: ManifestLog::new(manifest, recovered.state, options.levels_max),
             workers: Rc::new(Workers::default()),
