@@ -1,5 +1,6 @@
 //! A 3-node cluster of real `corekv-server` processes on loopback (`--shards 1` each): writes
-//! go through the leader (followers refuse with `notLeader`), a `kill -9` of the leader elects
+//! go through the leader (followers refuse with `notLeader`; a batch of puts is one store write
+//! on every replica), a `kill -9` of the leader elects
 //! a new one and loses no acknowledged write, the killed node restarts from its files and
 //! rejoins: once the other original node is killed too, the two survivors (one of them the
 //! restarted node) still form a majority and serve every acknowledged write. A leader cut off
@@ -18,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use corekv_proto::client::{Client, Connection, TokioRuntime};
-use corekv_proto::{Error as ClientError, ErrorCode, LeaderHint};
+use corekv_proto::{Error as ClientError, ErrorCode, LeaderHint, Op, OpResult};
 use corekv_tests::cluster::LocalCluster;
 use corekv_tests::{block_on, test_dir};
 
@@ -44,6 +45,40 @@ async fn put_anywhere(cluster: &LocalCluster, skip: &[u64], key: &[u8], value: &
         assert!(Instant::now() < deadline, "no node accepted a write");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The counter `name` of every node's only shard, in node order.
+async fn counters(cluster: &LocalCluster, name: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for node in &cluster.nodes {
+        let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
+        let stats = c.stats().await.unwrap();
+        out.push(stats[0].counter(name).unwrap());
+    }
+    out
+}
+
+/// Store writes each node's engine made so far.
+async fn engine_writes(cluster: &LocalCluster) -> Vec<u64> {
+    counters(cluster, "writes_total").await
+}
+
+/// Waits until every node applied what `leader` applied; returns that index.
+async fn applied_everywhere(cluster: &LocalCluster, leader: u64) -> u64 {
+    let target = counters(cluster, "raft_applied_index").await[leader as usize - 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters(cluster, "raft_applied_index")
+        .await
+        .iter()
+        .any(|&a| a < target)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nodes never applied index {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    target
 }
 
 /// Reads every key through the leader; followers refuse reads (they are linearizable).
@@ -145,6 +180,45 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
             written.push((k, v));
         }
         check_all(&cluster, leader, &written).await;
+
+        // A batch of puts of distinct keys is one entry, and every replica applies it as one
+        // store write, its puts numbered one after another.
+        let applied = applied_everywhere(&cluster, leader).await;
+        let before: Vec<u64> = engine_writes(&cluster).await;
+        let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
+            .await
+            .unwrap();
+        let puts: Vec<Op> = (0..10)
+            .map(|i| Op::Put {
+                key: format!("batch{i}").into_bytes(),
+                value: large_value(i),
+                ttl_ms: 0,
+            })
+            .collect();
+        let sequences: Vec<u64> = c
+            .batch(&puts)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                OpResult::Write { sequence } => sequence,
+                other => panic!("a put of the batch answered {other:?}"),
+            })
+            .collect();
+        assert!(
+            sequences.windows(2).all(|w| w[1] == w[0] + 1),
+            "{sequences:?}"
+        );
+        assert!(applied_everywhere(&cluster, leader).await > applied);
+        let after = engine_writes(&cluster).await;
+        for (node, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert_eq!(a - b, 1, "store writes of node {} for the batch", node + 1);
+        }
+        for op in puts {
+            if let Op::Put { key, value, .. } = op {
+                written.push((key, value));
+            }
+        }
 
         // kill -9 the leader: another node takes over with every acknowledged write.
         let first = leader;

@@ -74,7 +74,22 @@ impl Shard {
     /// Applies a committed Raft entry's operations to this shard's store, one after another:
     /// every replica then hands out the same sequence numbers in the same order (running them
     /// concurrently, as phases do, would number them in whatever order the disk answers).
+    ///
+    /// An entry of plain writes (puts, deletes, entity puts) of distinct keys is one store
+    /// write: the engine numbers a batch's writes one by one, so each gets the sequence number
+    /// it would have had alone, and the entry costs one write, not one per operation. If the
+    /// engine refuses the batch as a whole (a limit, a bad argument: nothing is written), the
+    /// operations run one at a time, so that only the ones at fault fail, as they would alone.
     pub async fn apply_entry(&self, ops: &[Op]) -> Vec<OpResult> {
+        if let Some(set) = plain_write_set(ops) {
+            let r = self.store.write(set).await;
+            if !matches!(
+                r,
+                Err(StorageError::InvalidArgument(_) | StorageError::LimitExceeded { .. })
+            ) {
+                return self.write_results(r, ops.len()).collect();
+            }
+        }
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(self.apply_local_one(op).await);
@@ -376,6 +391,27 @@ pub struct LocalWrites {
 /// writes of one phase go into one store write.
 fn is_plain_write(op: &Op) -> bool {
     matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::PutEntity(_))
+}
+
+/// `ops` as one [`WriteSet`] when there are several, every one a plain write
+/// ([`is_plain_write`]) and no key twice; `None` otherwise.
+fn plain_write_set(ops: &[Op]) -> Option<WriteSet> {
+    if ops.len() < 2 || !ops.iter().all(is_plain_write) {
+        return None;
+    }
+    // std's keyed SipHash, as the phases use: keys come from clients.
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(ops.len());
+    if !ops
+        .iter()
+        .all(|op| op.key().is_some_and(|k| seen.insert(k)))
+    {
+        return None;
+    }
+    let mut set = WriteSet::with_capacity(ops.len(), ops.iter().map(Op::payload_bytes).sum());
+    for op in ops {
+        add_write(&mut set, op);
+    }
+    Some(set)
 }
 
 /// Adds a plain write ([`is_plain_write`]) to `set`; anything else is left out.
