@@ -21,6 +21,7 @@ const STALE_READS_AGE: Duration = Duration::from_millis(100);
 
 /// An atomic list of writes built in place (puts and deletes, applied in order), sized up
 /// front: the request's bytes are copied once, into the batch the engine logs and applies.
+#[derive(Debug)]
 pub struct WriteSet {
     batch: WriteBatch,
 }

@@ -6,10 +6,15 @@
 //! results (`results :List(OpResult)`), each one Cap'n Proto message in flat form. Entries
 //! come from peers' logs, so decoding bounds what it reads like the request path does.
 
+use std::collections::HashSet;
+
 use capnp::message::{Builder, ReaderOptions};
 use corekv_proto::codec::{read_op, read_result, write_op, write_result};
-use corekv_proto::corekv_capnp::core_kv;
+use corekv_proto::corekv_capnp::{core_kv, op};
 use corekv_proto::{Op, OpResult};
+
+use crate::shard::local::ttl;
+use crate::store::WriteSet;
 
 /// Nesting a command or answer may have (the schema's deepest path is a few levels).
 const NESTING_MAX: i32 = 16;
@@ -46,22 +51,73 @@ pub fn encode_ops_after(prefix_bytes: usize, ops: &[Op]) -> Vec<u8> {
 
 /// Decodes an entry's command.
 pub fn decode_ops(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
-    // Capnp reads segments in place only when they are 8-byte aligned; a command is a view
-    // into its entry's bytes, so one that is not is read from an aligned copy (an error here
-    // must depend on the bytes alone: every replica answers alike).
+    aligned(bytes, |bytes| {
+        let mut slice = bytes;
+        let message =
+            capnp::serialize::read_message_from_flat_slice(&mut slice, options(bytes.len()))?;
+        let params = message.get_root::<core_kv::batch_params::Reader<'_>>()?;
+        params.get_ops()?.iter().map(read_op).collect()
+    })
+}
+
+/// An entry's command as one [`WriteSet`], each key and value copied once (no [`Op`] made),
+/// when it is what [`crate::shard::Shard::apply_entry`] would write as one: several
+/// operations, every one a put or a delete, no key twice. `None` otherwise, and for a command
+/// that does not decode (the general path decodes it and answers the error).
+pub fn decode_plain_writes(bytes: &[u8]) -> Option<WriteSet> {
+    aligned(bytes, |bytes| {
+        let mut slice = bytes;
+        let message =
+            capnp::serialize::read_message_from_flat_slice(&mut slice, options(bytes.len()))
+                .ok()?;
+        let params = message
+            .get_root::<core_kv::batch_params::Reader<'_>>()
+            .ok()?;
+        let ops = params.get_ops().ok()?;
+        let len = ops.len() as usize;
+        if len < 2 {
+            return None;
+        }
+        // std's keyed SipHash, as the phases use: keys come from clients.
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(len);
+        let mut writes = Vec::with_capacity(len);
+        let mut payload_bytes = 0;
+        for r in ops.iter() {
+            let (key, value, ttl_ms) = match r.which().ok()? {
+                op::Put(p) => {
+                    let p = p.ok()?;
+                    (p.get_key().ok()?, Some(p.get_value().ok()?), p.get_ttl_ms())
+                }
+                op::Delete(d) => (d.ok()?.get_key().ok()?, None, 0),
+                _ => return None,
+            };
+            if !seen.insert(key) {
+                return None;
+            }
+            payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
+            writes.push((key, value, ttl_ms));
+        }
+        let mut set = WriteSet::with_capacity(len, payload_bytes);
+        for (key, value, ttl_ms) in writes {
+            match value {
+                Some(value) => set.put(key, value, ttl(ttl_ms)),
+                None => set.delete(key),
+            }
+        }
+        Some(set)
+    })
+}
+
+/// Runs `f` on `bytes` 8-byte aligned. Capnp reads segments in place only when they are; a
+/// command is a view into its entry's bytes, so one that is not is read from an aligned copy
+/// (an error must depend on the bytes alone: every replica answers alike).
+fn aligned<T>(bytes: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
     if (bytes.as_ptr() as usize) % 8 != 0 {
         let mut words = capnp::Word::allocate_zeroed_vec(bytes.len().div_ceil(8));
         capnp::Word::words_to_bytes_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        return decode_ops_aligned(&capnp::Word::words_to_bytes(&words)[..bytes.len()]);
+        return f(&capnp::Word::words_to_bytes(&words)[..bytes.len()]);
     }
-    decode_ops_aligned(bytes)
-}
-
-fn decode_ops_aligned(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
-    let mut slice = bytes;
-    let message = capnp::serialize::read_message_from_flat_slice(&mut slice, options(bytes.len()))?;
-    let params = message.get_root::<core_kv::batch_params::Reader<'_>>()?;
-    params.get_ops()?.iter().map(read_op).collect()
+    f(bytes)
 }
 
 /// Encodes what applying a command answered.
@@ -119,6 +175,43 @@ mod tests {
         for bytes in [&b""[..], &[0u8; 7], &[0xff; 64]] {
             assert!(decode_ops(bytes).is_err());
             assert!(decode_results(bytes).is_err());
+            assert!(decode_plain_writes(bytes).is_none());
+        }
+    }
+
+    #[test]
+    fn puts_and_deletes_of_distinct_keys_decode_straight_into_one_write_set() {
+        let put = |k: &str, ttl_ms| Op::Put {
+            key: k.as_bytes().to_vec(),
+            value: format!("value of {k}").into_bytes(),
+            ttl_ms,
+        };
+        let ops = vec![
+            put("a", 0),
+            Op::Delete { key: b"d".to_vec() },
+            put("b", 60_000),
+        ];
+        let mut want = WriteSet::with_capacity(3, 0);
+        want.put(b"a", b"value of a", None);
+        want.delete(b"d");
+        want.put(b"b", b"value of b", ttl(60_000));
+        // At an aligned and at an unaligned offset, as a view into an entry may be.
+        let mut unaligned = vec![0u8; 3];
+        unaligned.extend_from_slice(&encode_ops(&ops));
+        for bytes in [&encode_ops(&ops)[..], &unaligned[3..]] {
+            let set = decode_plain_writes(bytes).unwrap();
+            assert_eq!(format!("{set:?}"), format!("{want:?}"));
+        }
+        // Anything else takes the general path: one operation, a key twice, not a plain write.
+        for other in [
+            vec![put("a", 0)],
+            vec![put("a", 0), Op::Delete { key: b"a".to_vec() }],
+            vec![put("a", 0), Op::Get { key: b"g".to_vec() }],
+        ] {
+            assert!(
+                decode_plain_writes(&encode_ops(&other)).is_none(),
+                "{other:?}"
+            );
         }
     }
 }

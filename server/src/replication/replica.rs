@@ -16,7 +16,9 @@ use glommio::net::TcpStream;
 use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
-use super::commands::{decode_ops, decode_results, encode_ops_after, encode_results};
+use super::commands::{
+    decode_ops, decode_plain_writes, decode_results, encode_ops_after, encode_results,
+};
 use super::group::{ApplyFn, ENTRY_TIME_BYTES, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
 use super::snapshot::{Incoming, Snapshots};
@@ -278,13 +280,23 @@ pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
         let shard = shard.clone();
         async move {
             let shard = shard.upgrade().ok_or("the shard has stopped")?;
-            let results = match decode_ops(&command) {
-                Ok(ops) => shard.apply_entry(&ops).await,
-                // Every replica decodes the same bytes alike: a deterministic answer.
-                Err(e) => vec![OpResult::Error(OpError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("a log entry does not decode: {e}"),
-                ))],
+            // Puts and deletes go from the entry's bytes into one store write; if the engine
+            // refuses that write as a whole, they are applied one at a time.
+            let (direct, tried) = match decode_plain_writes(&command) {
+                Some(set) => (shard.apply_entry_writes(set).await, true),
+                None => (None, false),
+            };
+            let results = match direct {
+                Some(results) => results,
+                None => match decode_ops(&command) {
+                    Ok(ops) if tried => shard.apply_entry_each(&ops).await,
+                    Ok(ops) => shard.apply_entry(&ops).await,
+                    // Every replica decodes the same bytes alike: a deterministic answer.
+                    Err(e) => vec![OpResult::Error(OpError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("a log entry does not decode: {e}"),
+                    ))],
+                },
             };
             if let Some(e) = results.iter().find_map(|r| match r {
                 OpResult::Error(e) if !deterministic(e.code) => Some(e),

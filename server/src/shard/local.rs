@@ -81,20 +81,36 @@ impl Shard {
     /// engine refuses the batch as a whole (a limit, a bad argument: nothing is written), the
     /// operations run one at a time, so that only the ones at fault fail, as they would alone.
     pub async fn apply_entry(&self, ops: &[Op]) -> Vec<OpResult> {
-        if let Some(set) = plain_write_set(ops) {
-            let r = self.store.write(set).await;
-            if !matches!(
-                r,
-                Err(StorageError::InvalidArgument(_) | StorageError::LimitExceeded { .. })
-            ) {
-                return self.write_results(r, ops.len()).collect();
-            }
+        if let Some(set) = plain_write_set(ops)
+            && let Some(results) = self.apply_entry_writes(set).await
+        {
+            return results;
         }
+        self.apply_entry_each(ops).await
+    }
+
+    /// Applies a committed entry's operations one at a time (see [`Shard::apply_entry`]).
+    pub async fn apply_entry_each(&self, ops: &[Op]) -> Vec<OpResult> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(self.apply_local_one(op).await);
         }
         results
+    }
+
+    /// Applies a committed entry's plain writes of distinct keys as one store write (see
+    /// [`Shard::apply_entry`]): the result of each, or `None` when the engine refused the
+    /// batch as a whole (nothing written; the caller applies them one at a time).
+    pub async fn apply_entry_writes(&self, set: WriteSet) -> Option<Vec<OpResult>> {
+        let count = set.len();
+        let r = self.store.write(set).await;
+        if matches!(
+            r,
+            Err(StorageError::InvalidArgument(_) | StorageError::LimitExceeded { .. })
+        ) {
+            return None;
+        }
+        Some(self.write_results(r, count).collect())
     }
 
     /// Executes one operation on this shard's store.
