@@ -24,7 +24,7 @@ use crate::metrics::{Method, OpKind};
 use crate::net::conn_state::ConnState;
 use crate::net::order::{Access, Turn};
 use crate::shard::Shard;
-use crate::shard::local::{LocalWrites, RequestOp};
+use crate::shard::local::{LocalWrites, ReplicatedWrites, RequestOp};
 
 /// The bootstrap capability of one connection.
 pub struct CoreKvService {
@@ -65,6 +65,41 @@ impl CoreKvService {
         if matches!(out.first(), Some(OpResult::Error(_))) {
             counters::add(&c.op_errors_total, len as u64);
         }
+        let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
+            .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
+        self.shard.metrics.count_errors(kinds, &out);
+        Ok(Ok(out))
+    }
+
+    /// Proposes a [`ReplicatedWrites`] entry of a `batch` call of `len` operations in a
+    /// detached task (as [`CoreKvService::run_local_writes`] runs a local write).
+    async fn run_replicated_writes<H: 'static>(
+        &self,
+        len: usize,
+        w: ReplicatedWrites,
+        held: H,
+    ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
+        let c = &self.shard.counters;
+        counters::add(&c.put_ops_total, w.puts as u64);
+        counters::add(&c.delete_ops_total, w.deletes as u64);
+        let (command, count) = (w.command, w.count);
+        let out = run_detached(&self.shard, |shard| async move {
+            let _held = held;
+            match shard.replica.get() {
+                Some(replica) => replica.propose_command(command, count).await,
+                // Set before the shard serves; never taken away.
+                None => {
+                    vec![OpResult::Error(OpError::new(ErrorCode::Internal, "no replica")); count]
+                }
+            }
+        })
+        .await?;
+        debug_assert_eq!(out.len(), len);
+        let errors = out
+            .iter()
+            .filter(|r| matches!(r, OpResult::Error(_)))
+            .count();
+        counters::add(&c.op_errors_total, errors as u64);
         let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
             .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
         self.shard.metrics.count_errors(kinds, &out);
@@ -294,9 +329,12 @@ impl CoreKvService {
             .iter()
             .any(|op| matches!(op, RequestOp::Other(Op::Scan(_))));
         let turn = self.conn.order.enter(keys, access, scans);
-        let work = match self.shard.local_write_set(&read) {
-            Some(w) => BatchWork::Local(w),
-            None => BatchWork::Ops(read.into_iter().map(RequestOp::into_op).collect()),
+        let work = if let Some(w) = self.shard.local_write_set(&read) {
+            BatchWork::Local(w)
+        } else if let Some(w) = self.shard.replicated_writes(&read) {
+            BatchWork::Replicated(w)
+        } else {
+            BatchWork::Ops(read.into_iter().map(RequestOp::into_op).collect())
         };
         Ok((work, Some(turn)))
     }
@@ -308,6 +346,8 @@ enum BatchWork {
     Refused(Option<OpError>),
     /// Local puts and deletes as one store write.
     Local(LocalWrites),
+    /// In a cluster, puts and deletes as one Raft entry.
+    Replicated(ReplicatedWrites),
     /// The general path.
     Ops(Vec<Op>),
 }
@@ -466,6 +506,7 @@ impl core_kv::Server for CoreKvService {
             let outcome = match work {
                 BatchWork::Refused(e) => Err(e),
                 BatchWork::Local(w) => self.run_local_writes(len, w, held.take()).await?,
+                BatchWork::Replicated(w) => self.run_replicated_writes(len, w, held.take()).await?,
                 BatchWork::Ops(ops) => {
                     for op in &ops {
                         self.count_op(op);

@@ -129,7 +129,13 @@ impl Replica {
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };
         }
-        let command = encode_ops_after(ENTRY_TIME_BYTES, &ops);
+        self.propose_command(encode_ops_after(ENTRY_TIME_BYTES, &ops), count)
+            .await
+    }
+
+    /// Proposes `command` (after room for the entry's time; `count` operations, writes among
+    /// them) as one entry, and answers what applying it answered.
+    pub async fn propose_command(&self, command: Vec<u8>, count: usize) -> Vec<OpResult> {
         if command.len() > ENTRY_BYTES_MAX {
             let e = OpError {
                 code: ErrorCode::BatchTooLarge,

@@ -18,6 +18,8 @@ use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
 use super::{Shard, columns};
+use crate::replication::commands::encode_writes_after;
+use crate::replication::group::ENTRY_TIME_BYTES;
 use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
@@ -139,14 +141,53 @@ impl Shard {
     }
 
     /// The puts and deletes of a `batch` call as one [`WriteSet`], each key and value copied
-    /// once (into the set), when the general path would make exactly one store write of them:
-    /// every operation a put or delete that this shard owns and that passes the limits, no key
-    /// twice (so the whole list is one phase), the batch within its limits. `None` otherwise:
-    /// the general path runs the call (and reports its errors).
+    /// once (into the set), when the general path would make exactly one store write of them
+    /// ([`Shard::plain_writes`]). `None` otherwise, and in a cluster (every write goes through
+    /// the shard's Raft group: [`Shard::replicated_writes`]).
     pub fn local_write_set(&self, ops: &[RequestOp<'_>]) -> Option<LocalWrites> {
+        if self.replica.get().is_some() {
+            return None;
+        }
+        let (puts, payload_bytes) = self.plain_writes(ops)?;
+        let mut set = WriteSet::with_capacity(ops.len(), payload_bytes);
+        for op in ops {
+            match *op {
+                RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
+                RequestOp::Delete { key } => set.delete(key),
+                // Ruled out by `plain_writes`.
+                RequestOp::Other(_) => {}
+            }
+        }
+        debug_assert_eq!(set.len(), ops.len());
+        Some(LocalWrites {
+            set,
+            puts,
+            deletes: ops.len() - puts,
+        })
+    }
+
+    /// In a cluster, the puts and deletes of a `batch` call encoded as one Raft entry's
+    /// command straight from the request (each key and value copied once), when the general
+    /// path would propose them as one entry of exactly these writes ([`Shard::plain_writes`]).
+    /// `None` otherwise, and on a single node.
+    pub fn replicated_writes(&self, ops: &[RequestOp<'_>]) -> Option<ReplicatedWrites> {
+        self.replica.get()?;
+        let (puts, payload_bytes) = self.plain_writes(ops)?;
+        Some(ReplicatedWrites {
+            command: encode_writes_after(ENTRY_TIME_BYTES, ops, payload_bytes),
+            count: ops.len(),
+            puts,
+            deletes: ops.len() - puts,
+        })
+    }
+
+    /// `(puts, payload bytes)` of `ops` when all are puts and deletes this shard owns that
+    /// pass the limits, no key twice (so the whole list is one phase), the batch within its
+    /// limits: then the general path writes them as one. `None` otherwise: the general path
+    /// runs the call (and reports its errors).
+    fn plain_writes(&self, ops: &[RequestOp<'_>]) -> Option<(usize, usize)> {
         let len = ops.len();
-        // In a cluster every write goes through the shard's Raft group.
-        if len == 0 || self.replica.get().is_some() {
+        if len == 0 {
             return None;
         }
         // std's keyed SipHash, as the phases use: keys come from clients.
@@ -168,21 +209,7 @@ impl Shard {
             payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
         }
         self.limits.check_batch(len, payload_bytes).ok()?;
-        let mut set = WriteSet::with_capacity(len, payload_bytes);
-        for op in ops {
-            match *op {
-                RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
-                RequestOp::Delete { key } => set.delete(key),
-                // Ruled out by the first pass.
-                RequestOp::Other(_) => {}
-            }
-        }
-        debug_assert_eq!(set.len(), len);
-        Some(LocalWrites {
-            set,
-            puts,
-            deletes: len - puts,
-        })
+        Some((puts, payload_bytes))
     }
 
     async fn run_phase(&self, ops: &[Op], out: &mut [Option<OpResult>]) {
@@ -397,6 +424,18 @@ impl RequestOp<'_> {
 pub struct LocalWrites {
     /// The writes.
     pub set: WriteSet,
+    /// How many are puts.
+    pub puts: usize,
+    /// How many are deletes.
+    pub deletes: usize,
+}
+
+/// A `batch` call's writes as one Raft entry ([`Shard::replicated_writes`]).
+pub struct ReplicatedWrites {
+    /// The entry's command, after room for the entry's time.
+    pub command: Vec<u8>,
+    /// How many writes it carries.
+    pub count: usize,
     /// How many are puts.
     pub puts: usize,
     /// How many are deletes.
