@@ -80,9 +80,10 @@ impl CoreKvService {
         held: H,
     ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
         let c = &self.shard.counters;
+        let count = w.kinds.len();
         counters::add(&c.put_ops_total, w.puts as u64);
-        counters::add(&c.delete_ops_total, w.deletes as u64);
-        let (command, count) = (w.command, w.count);
+        counters::add(&c.delete_ops_total, (count - w.puts) as u64);
+        let command = w.command;
         let out = run_detached(&self.shard, |shard| async move {
             let _held = held;
             match shard.replica.get() {
@@ -100,9 +101,7 @@ impl CoreKvService {
             .filter(|r| matches!(r, OpResult::Error(_)))
             .count();
         counters::add(&c.op_errors_total, errors as u64);
-        let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
-            .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
-        self.shard.metrics.count_errors(kinds, &out);
+        self.shard.metrics.count_errors(w.kinds, &out);
         Ok(Ok(out))
     }
 

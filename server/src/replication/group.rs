@@ -192,6 +192,9 @@ impl Group {
         };
         let logger = super::slog_bridge::logger(config.node_id, config.shard);
         let node = RawNode::new(&raft_config, log.clone(), &logger)?;
+        // A replica starts as a follower (see `handle_ready`): what it flushes while it
+        // replays its log or hears no leader does not fill the cache.
+        engine.set_block_cache_fill(false);
         let (events, rx) = mpsc::unbounded();
         let inner = Rc::new(Inner {
             node: RefCell::new(node),

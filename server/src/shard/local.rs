@@ -18,6 +18,7 @@ use corekv_storage::{Error as StorageError, Limit};
 use futures::FutureExt;
 
 use super::{Shard, columns};
+use crate::metrics::OpKind;
 use crate::replication::commands::encode_writes_after;
 use crate::replication::group::ENTRY_TIME_BYTES;
 use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
@@ -106,9 +107,12 @@ impl Shard {
     pub async fn apply_entry_writes(&self, set: WriteSet) -> Option<Vec<OpResult>> {
         let count = set.len();
         let r = self.store.write(set).await;
+        // The engine's checks of a whole batch, all made before anything is sequenced.
         if matches!(
             r,
-            Err(StorageError::InvalidArgument(_) | StorageError::LimitExceeded { .. })
+            Err(StorageError::InvalidArgument(_)
+                | StorageError::LimitExceeded { .. }
+                | StorageError::EmptyKey)
         ) {
             return None;
         }
@@ -175,9 +179,14 @@ impl Shard {
         let (puts, payload_bytes) = self.plain_writes(ops)?;
         Some(ReplicatedWrites {
             command: encode_writes_after(ENTRY_TIME_BYTES, ops, payload_bytes),
-            count: ops.len(),
+            kinds: ops
+                .iter()
+                .map(|op| match op {
+                    RequestOp::Delete { .. } => OpKind::Delete,
+                    _ => OpKind::Put,
+                })
+                .collect(),
             puts,
-            deletes: ops.len() - puts,
         })
     }
 
@@ -434,12 +443,10 @@ pub struct LocalWrites {
 pub struct ReplicatedWrites {
     /// The entry's command, after room for the entry's time.
     pub command: Vec<u8>,
-    /// How many writes it carries.
-    pub count: usize,
+    /// What each write is, in the request's order.
+    pub kinds: Vec<OpKind>,
     /// How many are puts.
     pub puts: usize,
-    /// How many are deletes.
-    pub deletes: usize,
 }
 
 /// Whether `op` writes without reading the key first (a put, a delete, an entity put): such
