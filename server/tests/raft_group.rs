@@ -87,7 +87,10 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
         for id in VOTERS {
             let replica = start(&net, dir.path(), id).await;
             // Nothing ran between the group's start and here: it has not followed or led yet.
-            assert!(!replica.engine.block_cache_fill(), "a starting replica fills");
+            assert!(
+                !replica.engine.block_cache_fill(),
+                "a starting replica fills"
+            );
             replicas.insert(id, replica);
         }
         let first = leader(&replicas).await;
