@@ -6,14 +6,12 @@
 //! results (`results :List(OpResult)`), each one Cap'n Proto message in flat form. Entries
 //! come from peers' logs, so decoding bounds what it reads like the request path does.
 
-use std::collections::HashSet;
-
 use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use corekv_proto::codec::{read_op, read_result, write_op, write_result};
 use corekv_proto::corekv_capnp::{core_kv, op};
 use corekv_proto::{Op, OpResult};
 
-use crate::shard::local::{RequestOp, ttl};
+use crate::shard::local::{RequestOp, distinct_plain_writes, write_set_of};
 use crate::store::WriteSet;
 
 /// Nesting a command or answer may have (the schema's deepest path is a few levels).
@@ -109,38 +107,29 @@ pub fn decode_plain_writes(bytes: &[u8]) -> Option<WriteSet> {
         let params = message
             .get_root::<core_kv::batch_params::Reader<'_>>()
             .ok()?;
-        let ops = params.get_ops().ok()?;
-        let len = ops.len() as usize;
-        if len < 2 {
+        let list = params.get_ops().ok()?;
+        if list.len() < 2 {
             return None;
         }
-        // std's keyed SipHash, as the phases use: keys come from clients.
-        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(len);
-        let mut writes = Vec::with_capacity(len);
-        let mut payload_bytes = 0;
-        for r in ops.iter() {
-            let (key, value, ttl_ms) = match r.which().ok()? {
+        let mut ops = Vec::with_capacity(list.len() as usize);
+        for r in list.iter() {
+            ops.push(match r.which().ok()? {
                 op::Put(p) => {
                     let p = p.ok()?;
-                    (p.get_key().ok()?, Some(p.get_value().ok()?), p.get_ttl_ms())
+                    RequestOp::Put {
+                        key: p.get_key().ok()?,
+                        value: p.get_value().ok()?,
+                        ttl_ms: p.get_ttl_ms(),
+                    }
                 }
-                op::Delete(d) => (d.ok()?.get_key().ok()?, None, 0),
+                op::Delete(d) => RequestOp::Delete {
+                    key: d.ok()?.get_key().ok()?,
+                },
                 _ => return None,
-            };
-            if !seen.insert(key) {
-                return None;
-            }
-            payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
-            writes.push((key, value, ttl_ms));
+            });
         }
-        let mut set = WriteSet::with_capacity(len, payload_bytes);
-        for (key, value, ttl_ms) in writes {
-            match value {
-                Some(value) => set.put(key, value, ttl(ttl_ms)),
-                None => set.delete(key),
-            }
-        }
-        Some(set)
+        let (_, payload_bytes) = distinct_plain_writes(&ops)?;
+        Some(write_set_of(&ops, payload_bytes))
     })
 }
 
@@ -230,7 +219,11 @@ mod tests {
         let mut want = WriteSet::with_capacity(3, 0);
         want.put(b"a", b"value of a", None);
         want.delete(b"d");
-        want.put(b"b", b"value of b", ttl(60_000));
+        want.put(
+            b"b",
+            b"value of b",
+            Some(std::time::Duration::from_secs(60)),
+        );
         // At an aligned and at an unaligned offset, as a view into an entry may be.
         let mut unaligned = vec![0u8; 3];
         unaligned.extend_from_slice(&encode_ops(&ops));

@@ -153,18 +153,8 @@ impl Shard {
             return None;
         }
         let (puts, payload_bytes) = self.plain_writes(ops)?;
-        let mut set = WriteSet::with_capacity(ops.len(), payload_bytes);
-        for op in ops {
-            match *op {
-                RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
-                RequestOp::Delete { key } => set.delete(key),
-                // Ruled out by `plain_writes`.
-                RequestOp::Other(_) => {}
-            }
-        }
-        debug_assert_eq!(set.len(), ops.len());
         Some(LocalWrites {
-            set,
+            set: write_set_of(ops, payload_bytes),
             puts,
             deletes: ops.len() - puts,
         })
@@ -195,13 +185,7 @@ impl Shard {
     /// limits: then the general path writes them as one. `None` otherwise: the general path
     /// runs the call (and reports its errors).
     fn plain_writes(&self, ops: &[RequestOp<'_>]) -> Option<(usize, usize)> {
-        let len = ops.len();
-        if len == 0 {
-            return None;
-        }
-        // std's keyed SipHash, as the phases use: keys come from clients.
-        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(if len > 1 { len } else { 0 });
-        let (mut puts, mut payload_bytes) = (0usize, 0usize);
+        let (puts, payload_bytes) = distinct_plain_writes(ops)?;
         for op in ops {
             let (key, value, ttl_ms) = match *op {
                 RequestOp::Put { key, value, ttl_ms } => (key, Some(value), ttl_ms),
@@ -211,13 +195,8 @@ impl Shard {
             if self.owner(key) != self.id || self.limits.check_write(key, value, ttl_ms).is_err() {
                 return None;
             }
-            if len > 1 && !seen.insert(key) {
-                return None;
-            }
-            puts += usize::from(value.is_some());
-            payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
         }
-        self.limits.check_batch(len, payload_bytes).ok()?;
+        self.limits.check_batch(ops.len(), payload_bytes).ok()?;
         Some((puts, payload_bytes))
     }
 
@@ -437,6 +416,45 @@ pub struct LocalWrites {
     pub puts: usize,
     /// How many are deletes.
     pub deletes: usize,
+}
+
+/// `(puts, payload bytes)` of `ops` when there are some, every one a put or a delete, no key
+/// twice; `None` otherwise.
+pub(crate) fn distinct_plain_writes(ops: &[RequestOp<'_>]) -> Option<(usize, usize)> {
+    let len = ops.len();
+    if len == 0 {
+        return None;
+    }
+    // std's keyed SipHash, as the phases use: keys come from clients.
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(if len > 1 { len } else { 0 });
+    let (mut puts, mut payload_bytes) = (0usize, 0usize);
+    for op in ops {
+        let (key, value) = match *op {
+            RequestOp::Put { key, value, .. } => (key, Some(value)),
+            RequestOp::Delete { key } => (key, None),
+            RequestOp::Other(_) => return None,
+        };
+        if len > 1 && !seen.insert(key) {
+            return None;
+        }
+        puts += usize::from(value.is_some());
+        payload_bytes += key.len() + value.map_or(0, <[u8]>::len);
+    }
+    Some((puts, payload_bytes))
+}
+
+/// The puts and deletes of `ops` (`payload_bytes` of keys and values) as one [`WriteSet`],
+/// each key and value copied once; anything else is left out.
+pub(crate) fn write_set_of(ops: &[RequestOp<'_>], payload_bytes: usize) -> WriteSet {
+    let mut set = WriteSet::with_capacity(ops.len(), payload_bytes);
+    for op in ops {
+        match *op {
+            RequestOp::Put { key, value, ttl_ms } => set.put(key, value, ttl(ttl_ms)),
+            RequestOp::Delete { key } => set.delete(key),
+            RequestOp::Other(_) => {}
+        }
+    }
+    set
 }
 
 /// A `batch` call's writes as one Raft entry ([`Shard::replicated_writes`]).
