@@ -7,7 +7,7 @@
 //! come from peers' logs, so decoding bounds what it reads like the request path does.
 
 use capnp::message::{Builder, HeapAllocator, ReaderOptions};
-use corekv_proto::codec::{read_op, read_result, write_op, write_result};
+use corekv_proto::codec::{read_op, read_result, write_op, write_put_op, write_result};
 use corekv_proto::corekv_capnp::{core_kv, op};
 use corekv_proto::{Op, OpResult};
 
@@ -70,12 +70,7 @@ pub fn encode_writes_after(
     for (i, op) in ops.iter().enumerate() {
         let b = list.reborrow().get(i as u32);
         match op {
-            RequestOp::Put { key, value, ttl_ms } => {
-                let mut p = b.init_put();
-                p.set_key(key);
-                p.set_value(value);
-                p.set_ttl_ms(*ttl_ms);
-            }
+            RequestOp::Put { key, value, ttl_ms } => write_put_op(b, key, value, *ttl_ms),
             RequestOp::Delete { key } => b.init_delete().set_key(key),
             RequestOp::Other(op) => write_op(b, op),
         }
