@@ -24,7 +24,7 @@ use crate::metrics::{Method, OpKind};
 use crate::net::conn_state::ConnState;
 use crate::net::order::{Access, Turn};
 use crate::shard::Shard;
-use crate::shard::local::{LocalWrites, ReplicatedWrites, RequestOp};
+use crate::shard::local::{PlainWrites, RequestOp};
 
 /// The bootstrap capability of one connection.
 pub struct CoreKvService {
@@ -44,58 +44,25 @@ impl CoreKvService {
         counters::add(&c.ops_total, ops as u64);
     }
 
-    /// Runs a [`LocalWrites`] set of a `batch` call of `len` operations in a detached task
-    /// ([`run_detached`], as [`run_ops`] runs writes): each operation gets its own result.
-    async fn run_local_writes<H: 'static>(
+    /// Runs a `batch` call's [`PlainWrites`] in a detached task ([`run_detached`], as
+    /// [`run_ops`] runs writes): each operation gets its own result.
+    async fn run_plain_writes<H: 'static>(
         &self,
-        len: usize,
-        w: LocalWrites,
-        held: H,
-    ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
-        let c = &self.shard.counters;
-        counters::add(&c.put_ops_total, w.puts as u64);
-        counters::add(&c.delete_ops_total, w.deletes as u64);
-        let set = w.set;
-        let out = run_detached(&self.shard, |shard| async move {
-            let _held = held;
-            shard.execute_local_write_set(set).await
-        })
-        .await?;
-        debug_assert_eq!(out.len(), len);
-        if matches!(out.first(), Some(OpResult::Error(_))) {
-            counters::add(&c.op_errors_total, len as u64);
-        }
-        let kinds = std::iter::repeat_n(OpKind::Put, w.puts)
-            .chain(std::iter::repeat_n(OpKind::Delete, w.deletes));
-        self.shard.metrics.count_errors(kinds, &out);
-        Ok(Ok(out))
-    }
-
-    /// Proposes a [`ReplicatedWrites`] entry of a `batch` call of `len` operations in a
-    /// detached task (as [`CoreKvService::run_local_writes`] runs a local write).
-    async fn run_replicated_writes<H: 'static>(
-        &self,
-        len: usize,
-        w: ReplicatedWrites,
+        w: PlainWrites,
         held: H,
     ) -> Result<Result<Vec<OpResult>, Option<OpError>>, capnp::Error> {
         let c = &self.shard.counters;
         let count = w.kinds.len();
-        counters::add(&c.put_ops_total, w.puts as u64);
-        counters::add(&c.delete_ops_total, (count - w.puts) as u64);
-        let command = w.command;
+        let puts = w.kinds.iter().filter(|&&k| k == OpKind::Put).count();
+        counters::add(&c.put_ops_total, puts as u64);
+        counters::add(&c.delete_ops_total, (count - puts) as u64);
+        let write = w.write;
         let out = run_detached(&self.shard, |shard| async move {
             let _held = held;
-            match shard.replica.get() {
-                Some(replica) => replica.propose_command(command, count).await,
-                // Set before the shard serves; never taken away.
-                None => {
-                    vec![OpResult::Error(OpError::new(ErrorCode::Internal, "no replica")); count]
-                }
-            }
+            shard.execute_plain_writes(write, count).await
         })
         .await?;
-        debug_assert_eq!(out.len(), len);
+        debug_assert_eq!(out.len(), count);
         let errors = out
             .iter()
             .filter(|r| matches!(r, OpResult::Error(_)))
@@ -328,12 +295,9 @@ impl CoreKvService {
             .iter()
             .any(|op| matches!(op, RequestOp::Other(Op::Scan(_))));
         let turn = self.conn.order.enter(keys, access, scans);
-        let work = if let Some(w) = self.shard.local_write_set(&read) {
-            BatchWork::Local(w)
-        } else if let Some(w) = self.shard.replicated_writes(&read) {
-            BatchWork::Replicated(w)
-        } else {
-            BatchWork::Ops(read.into_iter().map(RequestOp::into_op).collect())
+        let work = match self.shard.plain_write_call(&read) {
+            Some(w) => BatchWork::Plain(w),
+            None => BatchWork::Ops(read.into_iter().map(RequestOp::into_op).collect()),
         };
         Ok((work, Some(turn)))
     }
@@ -343,10 +307,8 @@ impl CoreKvService {
 enum BatchWork {
     /// Over a request limit: every result is this error (`None`: the generic one).
     Refused(Option<OpError>),
-    /// Local puts and deletes as one store write.
-    Local(LocalWrites),
-    /// In a cluster, puts and deletes as one Raft entry.
-    Replicated(ReplicatedWrites),
+    /// Puts and deletes as one write: a store write, or in a cluster one Raft entry.
+    Plain(PlainWrites),
     /// The general path.
     Ops(Vec<Op>),
 }
@@ -504,8 +466,7 @@ impl core_kv::Server for CoreKvService {
             let limits = &self.shard.limits;
             let outcome = match work {
                 BatchWork::Refused(e) => Err(e),
-                BatchWork::Local(w) => self.run_local_writes(len, w, held.take()).await?,
-                BatchWork::Replicated(w) => self.run_replicated_writes(len, w, held.take()).await?,
+                BatchWork::Plain(w) => self.run_plain_writes(w, held.take()).await?,
                 BatchWork::Ops(ops) => {
                     for op in &ops {
                         self.count_op(op);

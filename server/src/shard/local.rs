@@ -136,48 +136,42 @@ impl Shard {
         }
     }
 
-    /// Applies `set`, writes this shard owns and already checked against the limits, as one
-    /// atomic store write: the result of each, in order.
-    pub async fn execute_local_write_set(&self, set: WriteSet) -> Vec<OpResult> {
-        let count = set.len();
-        self.write_results(self.store.write(set).await, count)
-            .collect()
+    /// The puts and deletes of a `batch` call as one write, each key and value copied once,
+    /// when the general path would make exactly one write of them ([`Shard::plain_writes`]):
+    /// on a single node one [`WriteSet`], in a cluster one Raft entry's command encoded
+    /// straight from the request. `None` otherwise.
+    pub fn plain_write_call(&self, ops: &[RequestOp<'_>]) -> Option<PlainWrites> {
+        let (_, payload_bytes) = self.plain_writes(ops)?;
+        let write = match self.replica.get() {
+            None => PlainWrite::Local(write_set_of(ops, payload_bytes)),
+            Some(_) => {
+                PlainWrite::Replicated(encode_writes_after(ENTRY_TIME_BYTES, ops, payload_bytes))
+            }
+        };
+        let kinds = ops
+            .iter()
+            .map(|op| match op {
+                RequestOp::Delete { .. } => OpKind::Delete,
+                _ => OpKind::Put,
+            })
+            .collect();
+        Some(PlainWrites { kinds, write })
     }
 
-    /// The puts and deletes of a `batch` call as one [`WriteSet`], each key and value copied
-    /// once (into the set), when the general path would make exactly one store write of them
-    /// ([`Shard::plain_writes`]). `None` otherwise, and in a cluster (every write goes through
-    /// the shard's Raft group: [`Shard::replicated_writes`]).
-    pub fn local_write_set(&self, ops: &[RequestOp<'_>]) -> Option<LocalWrites> {
-        if self.replica.get().is_some() {
-            return None;
-        }
-        let (puts, payload_bytes) = self.plain_writes(ops)?;
-        Some(LocalWrites {
-            set: write_set_of(ops, payload_bytes),
-            puts,
-            deletes: ops.len() - puts,
-        })
-    }
-
-    /// In a cluster, the puts and deletes of a `batch` call encoded as one Raft entry's
-    /// command straight from the request (each key and value copied once), when the general
-    /// path would propose them as one entry of exactly these writes ([`Shard::plain_writes`]).
-    /// `None` otherwise, and on a single node.
-    pub fn replicated_writes(&self, ops: &[RequestOp<'_>]) -> Option<ReplicatedWrites> {
-        self.replica.get()?;
-        let (puts, payload_bytes) = self.plain_writes(ops)?;
-        Some(ReplicatedWrites {
-            command: encode_writes_after(ENTRY_TIME_BYTES, ops, payload_bytes),
-            kinds: ops
-                .iter()
-                .map(|op| match op {
-                    RequestOp::Delete { .. } => OpKind::Delete,
-                    _ => OpKind::Put,
-                })
+    /// Runs a [`Shard::plain_write_call`]'s write: the result of each operation, in order.
+    pub async fn execute_plain_writes(&self, w: PlainWrite, count: usize) -> Vec<OpResult> {
+        match w {
+            PlainWrite::Local(set) => self
+                .write_results(self.store.write(set).await, count)
                 .collect(),
-            puts,
-        })
+            PlainWrite::Replicated(command) => match self.replica.get() {
+                Some(replica) => replica.propose_command(command, count).await,
+                // Made only where the replica is set, which is never taken away.
+                None => {
+                    vec![OpResult::Error(OpError::new(ErrorCode::Internal, "no replica")); count]
+                }
+            },
+        }
     }
 
     /// `(puts, payload bytes)` of `ops` when all are puts and deletes this shard owns that
@@ -408,14 +402,20 @@ impl RequestOp<'_> {
     }
 }
 
-/// A `batch` call's writes as one local store write ([`Shard::local_write_set`]).
-pub struct LocalWrites {
-    /// The writes.
-    pub set: WriteSet,
-    /// How many are puts.
-    pub puts: usize,
-    /// How many are deletes.
-    pub deletes: usize,
+/// A `batch` call's puts and deletes as one write ([`Shard::plain_write_call`]).
+pub struct PlainWrites {
+    /// What each operation is, in the request's order.
+    pub kinds: Vec<OpKind>,
+    /// The write.
+    pub write: PlainWrite,
+}
+
+/// The one write of a [`PlainWrites`].
+pub enum PlainWrite {
+    /// On a single node: one store write.
+    Local(WriteSet),
+    /// In a cluster: one Raft entry's command, after room for the entry's time.
+    Replicated(Vec<u8>),
 }
 
 /// `(puts, payload bytes)` of `ops` when there are some, every one a put or a delete, no key
@@ -455,16 +455,6 @@ pub(crate) fn write_set_of(ops: &[RequestOp<'_>], payload_bytes: usize) -> Write
         }
     }
     set
-}
-
-/// A `batch` call's writes as one Raft entry ([`Shard::replicated_writes`]).
-pub struct ReplicatedWrites {
-    /// The entry's command, after room for the entry's time.
-    pub command: Vec<u8>,
-    /// What each write is, in the request's order.
-    pub kinds: Vec<OpKind>,
-    /// How many are puts.
-    pub puts: usize,
 }
 
 /// Whether `op` writes without reading the key first (a put, a delete, an entity put): such
