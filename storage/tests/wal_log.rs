@@ -565,3 +565,59 @@ fn a_log_restarted_at_a_later_index_holds_nothing_before_it_and_survives_reopen(
         assert_eq!(wal.append(b"x".to_vec()).unwrap(), 9000);
     });
 }
+
+/// Unlinking a full segment frees its blocks (milliseconds on ext4 for a 16 MiB one): the
+/// shard's other tasks run meanwhile, so a prefix drop is seen half done by a task that
+/// counts the segments between its own yields.
+#[test]
+fn dropping_a_prefix_removes_segments_while_other_tasks_run() {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::task::Poll;
+
+    async fn yield_now() {
+        let mut yielded = false;
+        futures::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+
+    let dir = test_dir("wal-drop-off-thread");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _, _) = open(&path, opts(64)).await.unwrap();
+        append_all(&wal, 1..1500).await;
+        let before = segments(&path);
+        assert!(before.len() >= 4, "{before:?}");
+        let last_first = first_index_of(before.last().unwrap());
+
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let stop = Rc::new(Cell::new(false));
+        let observer = glommio::spawn_local({
+            let (seen, stop, path) = (seen.clone(), stop.clone(), path.clone());
+            async move {
+                while !stop.get() {
+                    seen.borrow_mut().push(segments(&path).len());
+                    yield_now().await;
+                }
+            }
+        });
+        assert_eq!(wal.drop_prefix(last_first).await.unwrap(), last_first);
+        stop.set(true);
+        observer.await;
+
+        assert_eq!(segments(&path).len(), 1);
+        let seen = seen.borrow();
+        assert!(
+            seen.iter().any(|&n| n > 1 && n < before.len()),
+            "no task ran between two segments' removals: {seen:?}"
+        );
+        assert_eq!(wal.stats().segments_deleted_total, before.len() as u64 - 1);
+    });
+}

@@ -176,7 +176,7 @@ impl Wal {
                     _ => break,
                 }
             };
-            shared.io.remove(&path)?;
+            shared.io.remove_off_thread(&path).await?;
             deleted = true;
         }
         if deleted {
@@ -315,7 +315,7 @@ impl Wal {
                 state.stats.segments_deleted_total += 1;
                 s.path
             };
-            shared.io.remove(&path)?;
+            shared.io.remove_off_thread(&path).await?;
         }
         shared.io.sync_dir(&shared.dir).await?;
         let header = segment::Header::new(next, shared.opts.segment_size_bytes as u64);
@@ -347,7 +347,7 @@ impl Wal {
                 state.stats.segments_deleted_total += 1;
                 s.path
             };
-            shared.io.remove(&path)?;
+            shared.io.remove_off_thread(&path).await?;
             deleted = true;
         }
         if deleted {

@@ -583,7 +583,7 @@ impl Wal {
         }
         let spare = self.shared.dir.join(segment::SPARE_FILE);
         if spare.exists() {
-            self.shared.io.remove(&spare)?;
+            self.shared.io.remove_off_thread(&spare).await?;
         }
         Ok(())
     }
