@@ -130,6 +130,10 @@ stats_struct! {
     flushes_total,
     /// Bytes of level-0 tables written by flushes.
     flush_bytes_written_total,
+    /// Flushes that stopped filling the block cache with their blocks
+    /// (`Options::block_cache_fill_on_table_write`) because another memtable was waiting
+    /// behind them: writes were outrunning the flush.
+    flush_cache_fill_stops_total,
     /// Compactions finished (trivial moves excluded).
     compactions_total,
     /// Compactions that moved a table down without rewriting it.

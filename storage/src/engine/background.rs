@@ -303,6 +303,13 @@ async fn write_memtable(
     }
     let mut n = 0usize;
     while it.valid() {
+        // Filling takes fresh memory for every block (a page fault each while the cache
+        // grows) and makes the flush slower; once another memtable waits behind this one,
+        // writes are outrunning the flush and would soon stall on it.
+        if n % 1024 == 0 && b.fills_cache() && inner.state.borrow().immutable_count() > 1 {
+            b.stop_filling_cache();
+            inner.stats.borrow_mut().flush_cache_fill_stops_total += 1;
+        }
         let mut r = b.add(&it.entry()).await;
         n += 1;
         if r.is_ok() && n == half.max(1) {

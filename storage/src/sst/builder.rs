@@ -153,6 +153,16 @@ impl TableBuilder {
         self.cache = Some(cache);
     }
 
+    /// Stops filling the cache: blocks finished from now on go only to the file.
+    pub(crate) fn stop_filling_cache(&mut self) {
+        self.cache = None;
+    }
+
+    /// Whether finished blocks go into the cache too ([`Self::fill_cache`]).
+    pub(crate) fn fills_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// The last key added.
     pub fn last_key(&self) -> Option<&[u8]> {
         self.first_key.as_ref().map(|_| self.last_key.as_slice())
