@@ -6,7 +6,7 @@
 //! results (`results :List(OpResult)`), each one Cap'n Proto message in flat form. Entries
 //! come from peers' logs, so decoding bounds what it reads like the request path does.
 
-use capnp::message::{Builder, HeapAllocator, ReaderOptions};
+use capnp::message::{Allocator, Builder, HeapAllocator, ReaderOptions};
 use corekv_proto::codec::{read_op, read_result, write_op, write_put_op, write_result};
 use corekv_proto::corekv_capnp::{core_kv, op};
 use corekv_proto::{Op, OpResult};
@@ -55,6 +55,10 @@ fn flatten<A: capnp::message::Allocator>(prefix_bytes: usize, message: &Builder<
 /// [`encode_ops_after`] of a request's operations as read (puts and deletes borrowed from it,
 /// so each key and value is copied once, into the message); `payload_bytes` is their keys'
 /// and values' bytes, to size the message's one segment.
+///
+/// The message is built in the returned buffer itself, after the prefix and a one-segment
+/// table: an entry's tens of KiB are written once, into memory touched once (no segment to
+/// allocate, zero and copy from).
 pub fn encode_writes_after(
     prefix_bytes: usize,
     ops: &[RequestOp<'_>],
@@ -62,9 +66,83 @@ pub fn encode_writes_after(
 ) -> Vec<u8> {
     // About 12 words of structure per operation besides its bytes: rarely a second segment.
     let words = payload_bytes / 8 + 12 * ops.len() + 16;
+    let head = prefix_bytes + SEGMENT_TABLE_BYTES;
+    let mut out = vec![0u8; head + words * 8];
+    // A segment starts on a word; the allocator aligns buffers this large to 16 bytes, and
+    // any other buffer takes the path below.
+    if (out.as_ptr() as usize + head) % 8 == 0 {
+        let (front, scratch) = out.split_at_mut(head);
+        let start = scratch.as_ptr();
+        let mut message = Builder::new(InPlace {
+            buffer: scratch,
+            handed_out: false,
+            heap: HeapAllocator::new(),
+        });
+        fill_writes(&mut message, ops);
+        let segments = message.get_segments_for_output();
+        if segments.len() == 1 && std::ptr::eq(segments[0].as_ptr(), start) {
+            let used_words = segments[0].len() / 8;
+            drop(message);
+            // The standard one-segment table: segment count - 1, then its size in words.
+            front[prefix_bytes..prefix_bytes + 4].copy_from_slice(&0u32.to_le_bytes());
+            let size = u32::try_from(used_words).unwrap_or(u32::MAX);
+            front[prefix_bytes + 4..head].copy_from_slice(&size.to_le_bytes());
+            out.truncate(head + used_words * 8);
+            return out;
+        }
+        // It outgrew the estimate: the flat form of its segments.
+        return flatten(prefix_bytes, &message);
+    }
     let mut message = Builder::new(
         HeapAllocator::new().first_segment_words(u32::try_from(words).unwrap_or(u32::MAX)),
     );
+    fill_writes(&mut message, ops);
+    flatten(prefix_bytes, &message)
+}
+
+/// Bytes of the segment table of a one-segment message.
+const SEGMENT_TABLE_BYTES: usize = 8;
+
+/// A message's first segment in a zeroed, word-aligned buffer that outlives it and keeps
+/// what was built there (capnp's `ScratchSpaceHeapAllocator` zeroes it again when the message
+/// goes); later segments on the heap.
+struct InPlace<'a> {
+    buffer: &'a mut [u8],
+    handed_out: bool,
+    heap: HeapAllocator,
+}
+
+// SAFETY: the first segment is `buffer`: zeroed (the caller's `vec![0; n]`), word-aligned
+// (checked by the caller), exclusively borrowed for `'a`, which outlives the builder, and
+// handed out at most once; every other segment is the heap allocator's, returned to it.
+unsafe impl Allocator for InPlace<'_> {
+    fn allocate_segment(&mut self, minimum_size: u32) -> (std::ptr::NonNull<u8>, u32) {
+        let words = self.buffer.len() / 8;
+        if !self.handed_out && minimum_size as usize <= words {
+            self.handed_out = true;
+            let size = u32::try_from(words).unwrap_or(u32::MAX);
+            return (std::ptr::NonNull::from(&mut *self.buffer).cast(), size);
+        }
+        self.heap.allocate_segment(minimum_size)
+    }
+
+    unsafe fn deallocate_segment(
+        &mut self,
+        ptr: std::ptr::NonNull<u8>,
+        word_size: u32,
+        words_used: u32,
+    ) {
+        if std::ptr::eq(ptr.as_ptr(), self.buffer.as_ptr()) {
+            // The message's bytes: the caller keeps them.
+            return;
+        }
+        // SAFETY: any other segment came from `self.heap`, with these sizes (the caller's
+        // contract).
+        unsafe { self.heap.deallocate_segment(ptr, word_size, words_used) }
+    }
+}
+
+fn fill_writes<A: capnp::message::Allocator>(message: &mut Builder<A>, ops: &[RequestOp<'_>]) {
     let params = message.init_root::<core_kv::batch_params::Builder<'_>>();
     let mut list = params.init_ops(ops.len() as u32);
     for (i, op) in ops.iter().enumerate() {
@@ -75,7 +153,6 @@ pub fn encode_writes_after(
             RequestOp::Other(op) => write_op(b, op),
         }
     }
-    flatten(prefix_bytes, &message)
 }
 
 /// Decodes an entry's command.
@@ -243,6 +320,28 @@ mod tests {
         let command = encode_writes_after(8, &read, 22);
         assert_eq!(&command[..8], &[0u8; 8]);
         assert_eq!(decode_ops(&command[8..]).unwrap(), ops);
+        // Built in place, it is byte for byte the general encoder's flat message.
+        assert_eq!(command, encode_ops_after(8, &ops));
+        // Sized too small (a value past the estimate), it still encodes whole.
+        let big = vec![7u8; 10_000];
+        let outgrown = [
+            RequestOp::Put {
+                key: b"k",
+                value: &big,
+                ttl_ms: 0,
+            },
+            RequestOp::Delete { key: b"d" },
+        ];
+        let command = encode_writes_after(8, &outgrown, 0);
+        let want = vec![
+            Op::Put {
+                key: b"k".to_vec(),
+                value: big.clone(),
+                ttl_ms: 0,
+            },
+            Op::Delete { key: b"d".to_vec() },
+        ];
+        assert_eq!(decode_ops(&command[8..]).unwrap(), want);
         // Anything else takes the general path: one operation, a key twice, not a plain write.
         for other in [
             vec![put("a", 0)],
