@@ -66,38 +66,42 @@ pub fn encode_writes_after(
 ) -> Vec<u8> {
     // About 12 words of structure per operation besides its bytes: rarely a second segment.
     let words = payload_bytes / 8 + 12 * ops.len() + 16;
-    let head = prefix_bytes + SEGMENT_TABLE_BYTES;
-    let mut out = vec![0u8; head + words * 8];
-    // A segment starts on a word; the allocator aligns buffers this large to 16 bytes, and
-    // any other buffer takes the path below.
-    if (out.as_ptr() as usize + head) % 8 == 0 {
-        let (front, scratch) = out.split_at_mut(head);
-        let start = scratch.as_ptr();
-        let mut message = Builder::new(InPlace {
-            buffer: scratch,
-            handed_out: false,
-            heap: HeapAllocator::new(),
-        });
-        fill_writes(&mut message, ops);
-        let segments = message.get_segments_for_output();
-        if segments.len() == 1 && std::ptr::eq(segments[0].as_ptr(), start) {
-            let used_words = segments[0].len() / 8;
-            drop(message);
-            // The standard one-segment table: segment count - 1, then its size in words.
-            front[prefix_bytes..prefix_bytes + 4].copy_from_slice(&0u32.to_le_bytes());
-            let size = u32::try_from(used_words).unwrap_or(u32::MAX);
-            front[prefix_bytes + 4..head].copy_from_slice(&size.to_le_bytes());
-            out.truncate(head + used_words * 8);
-            return out;
-        }
-        // It outgrew the estimate: the flat form of its segments.
-        return flatten(prefix_bytes, &message);
+    if let Some(out) = encode_in_place(prefix_bytes, ops, words) {
+        return out;
     }
     let mut message = Builder::new(
         HeapAllocator::new().first_segment_words(u32::try_from(words).unwrap_or(u32::MAX)),
     );
     fill_writes(&mut message, ops);
     flatten(prefix_bytes, &message)
+}
+
+/// [`encode_writes_after`] built in a buffer of `words` for the segment; None when the
+/// buffer's segment would not start on a word, or the message outgrew it.
+fn encode_in_place(prefix_bytes: usize, ops: &[RequestOp<'_>], words: usize) -> Option<Vec<u8>> {
+    let head = prefix_bytes + SEGMENT_TABLE_BYTES;
+    let mut out = vec![0u8; head + words * 8];
+    let (front, scratch) = out.split_at_mut(head);
+    let start = scratch.as_ptr();
+    // SAFETY: `scratch` is zeroed (`vec![0; n]` above).
+    let mut message = Builder::new(unsafe { InPlace::new(scratch) }?);
+    fill_writes(&mut message, ops);
+    let segments = message.get_segments_for_output();
+    if segments.len() != 1 || !std::ptr::eq(segments[0].as_ptr(), start) {
+        return None;
+    }
+    let used_words = segments[0].len() / 8;
+    drop(message);
+    // The standard one-segment table: segment count - 1, then its size in words.
+    front[prefix_bytes..prefix_bytes + 4].copy_from_slice(&0u32.to_le_bytes());
+    let size = u32::try_from(used_words).ok()?;
+    front[prefix_bytes + 4..head].copy_from_slice(&size.to_le_bytes());
+    out.truncate(head + used_words * 8);
+    // The entry stays in the in-memory log until compacted: not with much unused room.
+    if out.capacity() - out.len() > out.len() / 4 {
+        out.shrink_to_fit();
+    }
+    Some(out)
 }
 
 /// Bytes of the segment table of a one-segment message.
@@ -112,9 +116,23 @@ struct InPlace<'a> {
     heap: HeapAllocator,
 }
 
-// SAFETY: the first segment is `buffer`: zeroed (the caller's `vec![0; n]`), word-aligned
-// (checked by the caller), exclusively borrowed for `'a`, which outlives the builder, and
-// handed out at most once; every other segment is the heap allocator's, returned to it.
+impl<'a> InPlace<'a> {
+    /// None when `buffer` does not start on a word.
+    ///
+    /// # Safety
+    /// `buffer` must be all zeros (capnp's contract for a new segment).
+    unsafe fn new(buffer: &'a mut [u8]) -> Option<Self> {
+        (buffer.as_ptr() as usize % 8 == 0).then_some(InPlace {
+            buffer,
+            handed_out: false,
+            heap: HeapAllocator::new(),
+        })
+    }
+}
+
+// SAFETY: the first segment is `buffer`: zeroed and word-aligned (`InPlace::new`'s contract
+// and check), exclusively borrowed for `'a`, which outlives the builder, and handed out at
+// most once; every other segment is the heap allocator's, returned to it.
 unsafe impl Allocator for InPlace<'_> {
     fn allocate_segment(&mut self, minimum_size: u32) -> (std::ptr::NonNull<u8>, u32) {
         let words = self.buffer.len() / 8;
@@ -321,6 +339,7 @@ mod tests {
         assert_eq!(&command[..8], &[0u8; 8]);
         assert_eq!(decode_ops(&command[8..]).unwrap(), ops);
         // Built in place, it is byte for byte the general encoder's flat message.
+        assert_eq!(encode_in_place(8, &read, 64), Some(command.clone()));
         assert_eq!(command, encode_ops_after(8, &ops));
         // Sized too small (a value past the estimate), it still encodes whole.
         let big = vec![7u8; 10_000];
@@ -332,6 +351,7 @@ mod tests {
             },
             RequestOp::Delete { key: b"d" },
         ];
+        assert_eq!(encode_in_place(8, &outgrown, 40), None);
         let command = encode_writes_after(8, &outgrown, 0);
         let want = vec![
             Op::Put {

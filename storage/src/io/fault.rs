@@ -166,7 +166,7 @@ struct State {
     unsynced: HashMap<PathBuf, Vec<UnsyncedWrite>>,
     /// Creations and renames not yet made durable, oldest first (tracked with the writes).
     dir_changes: Vec<DirChange>,
-    /// Opens, creations and writes that passed the injector and are still running.
+    /// Opens, creations, writes and removals that passed the injector and are still running.
     in_flight: u64,
     /// Called when an armed crash point fires (see [`FaultInjector::on_crash_point`]).
     crash_hook: Option<CrashHook>,
@@ -395,9 +395,9 @@ impl FaultInjector {
         self.state.borrow().crashed
     }
 
-    /// Waits until no open, creation or write that began before a crash is still running:
-    /// call it after a crash and before [`FaultInjector::power_loss`] or reopening, so nothing
-    /// the crashed engine started touches the files afterwards.
+    /// Waits until no open, creation, write or removal that began before a crash is still
+    /// running: call it after a crash and before [`FaultInjector::power_loss`] or reopening, so
+    /// nothing the crashed engine started touches the files afterwards.
     pub async fn settle(&self) {
         while self.state.borrow().in_flight > 0 {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
@@ -417,8 +417,8 @@ impl FaultInjector {
         self.state.borrow_mut().crash_point = Some((point, n));
     }
 
-    /// For each fault injected so far, how many opens, creations and writes were running when
-    /// it fired (whether it hit an operation beside others in flight).
+    /// For each fault injected so far, how many opens, creations, writes and removals were
+    /// running when it fired (whether it hit an operation beside others in flight).
     pub fn in_flight_at_faults(&self) -> Vec<u64> {
         self.state.borrow().in_flight_at_faults.clone()
     }

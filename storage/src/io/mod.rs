@@ -148,10 +148,9 @@ impl Io {
         Ok(())
     }
 
-    /// Removes a file on the executor's blocking thread (the caller syncs the directory).
-    /// The last link's removal is where the file system frees the file's blocks: about 3 ms
-    /// for a full 16 MiB WAL segment on ext4, which the shard's thread would otherwise spend
-    /// not serving.
+    /// Removes a file on the executor's blocking thread (the caller syncs the directory), so
+    /// the shard serves meanwhile: the last link's removal is where the file system frees the
+    /// file's blocks (about 3 ms for a full 16 MiB WAL segment on ext4).
     pub(crate) async fn remove_off_thread(&self, path: &Path) -> Result<()> {
         self.check(FaultOp::Remove, path)?;
         // A crash test's `settle` waits for it.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::{File, Io};
-use crate::error::{Error, Result};
-use crate::io::{FaultInjector, FaultOp};
+use crate::error::Result;
+use crate::io::FaultInjector;
 use crate::signal::Signal;
 
 /// The queue shared by every clone of one engine's [`Io`].
@@ -98,40 +98,20 @@ impl Io {
                 {
                     tracing::warn!(error = %e, "could not close an obsolete table");
                 }
-                // Checked now, not when queued: after a simulated crash nothing is removed.
-                match self.check(FaultOp::Remove, &path) {
-                    Ok(()) => paths.push(path),
+                paths.push(path);
+            }
+            // One hand-off per file: a Raft state write queued behind on the blocking thread
+            // (a vote) waits for one unlink at most, as behind the snapshot graveyard's. Each
+            // is checked when it runs, not when queued: after a simulated crash nothing is
+            // removed.
+            for path in paths {
+                match self.remove_off_thread(&path).await {
+                    Ok(()) => u.removed.set(u.removed.get() + 1),
+                    // The file stays; the next open deletes unreferenced tables.
                     Err(e) => tracing::warn!(error = %e, "could not delete an obsolete table"),
                 }
             }
-            // One hand-off per file: a Raft state write queued behind on the blocking thread
-            // (a vote) waits for one unlink at most, as behind the snapshot graveyard's.
-            let mut results = Vec::with_capacity(paths.len());
-            for path in paths {
-                results.push(
-                    super::blocking(move || {
-                        let r = std::fs::remove_file(&path);
-                        (path, r)
-                    })
-                    .await,
-                );
-            }
             u.in_flight.set(0);
-            for (path, r) in results {
-                match r {
-                    Ok(()) => {
-                        u.removed.set(u.removed.get() + 1);
-                        if let Some(f) = &self.faults {
-                            f.forget(&path);
-                        }
-                    }
-                    // The file stays; the next open deletes unreferenced tables.
-                    Err(e) => tracing::warn!(
-                        error = %Error::io("remove", &path, e),
-                        "could not delete an obsolete table"
-                    ),
-                }
-            }
             after_batch();
         }
         u.serving.set(false);
