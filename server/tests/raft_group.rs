@@ -23,8 +23,8 @@ use common::{
     wait_for,
 };
 use corekv_server::replication::group::{Group, GroupConfig, ProposeError, SendFn};
-use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
+use raft::{GetEntriesContext, StateRole, Storage};
 
 /// The in-memory network: which replicas run, and their groups.
 #[derive(Default)]
@@ -205,6 +205,81 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
                 reference,
                 "replica {id} differs from the leader's state"
             );
+        }
+        net.borrow_mut().groups.clear();
+        for (_, r) in replicas {
+            stop_replica(r).await;
+        }
+    });
+}
+
+#[test]
+fn the_log_keeps_at_most_its_bytes_behind_the_flushed_state() {
+    const KEEP_BYTES: u64 = 8 << 10;
+    run(|| async {
+        let dir = test_dir("raft-group-");
+        let net = Rc::new(RefCell::new(Net::default()));
+        let mut replicas = HashMap::new();
+        for id in VOTERS {
+            // The count would keep every entry: the bytes decide.
+            let replica = start_with(&net, dir.path(), id, |c| {
+                c.log_retain_entries = 1_000_000;
+                c.log_retain_bytes = KEEP_BYTES;
+            })
+            .await;
+            replicas.insert(id, replica);
+        }
+        let first = leader(&replicas).await;
+        let value = "v".repeat(1000);
+        for i in 0..60 {
+            let put = format!("pk{i:03}={value}").into_bytes();
+            assert_eq!(replicas[&first].group.propose(put).await.unwrap(), b"ok");
+        }
+        // Each replica's engine flushed (4 KiB memtables); behind what it flushed, its log
+        // keeps entries of at most KEEP_BYTES, and not much less (entries of ~1 KiB).
+        for (id, r) in &replicas {
+            let kept = wait_for("the log compacted by its bytes", || {
+                let flushed = r.engine.flushed_log_index();
+                let (first_kept, _) = r.log.bounds();
+                if flushed < 20 || first_kept == 1 {
+                    return None;
+                }
+                let entries = r
+                    .log
+                    .entries(
+                        first_kept,
+                        flushed + 1,
+                        None,
+                        GetEntriesContext::empty(false),
+                    )
+                    .unwrap();
+                let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+                (bytes <= KEEP_BYTES).then_some(entries.len())
+            })
+            .await;
+            assert!((5..=8).contains(&kept), "replica {id} kept {kept} entries");
+        }
+        // Compacted, the replicas still agree, and the leader still takes writes.
+        assert_eq!(
+            replicas[&first]
+                .group
+                .propose(b"pz=1".to_vec())
+                .await
+                .unwrap(),
+            b"ok"
+        );
+        let commit = replicas[&first].group.status().commit;
+        wait_for("every replica to apply the last write", || {
+            replicas
+                .values()
+                .all(|r| r.group.status().applied >= commit)
+                .then_some(())
+        })
+        .await;
+        let reference = contents(&replicas[&first].engine).await;
+        assert_eq!(reference.len(), 61);
+        for (id, r) in &replicas {
+            assert_eq!(contents(&r.engine).await, reference, "replica {id} differs");
         }
         net.borrow_mut().groups.clear();
         for (_, r) in replicas {

@@ -170,6 +170,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub log_retain_entries: Option<u64>,
 
+    /// Cluster: at most this many MiB of Raft log entries are kept behind what the engine's
+    /// tables hold, whatever `--log-retain-entries` says; the log's entries after the last
+    /// compaction are also in memory. [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub log_retain_mib: Option<u64>,
+
     /// Cluster: how long a write (or a read's leadership check) waits for its outcome before
     /// the client is told `outcomeUnknown` (a partition, a lost leadership). [default: 5000]
     #[arg(long, value_name = "MS")]
@@ -541,6 +547,9 @@ impl Config {
         let mut cluster = cluster;
         if let Some(n) = cli.log_retain_entries {
             cluster_only(&mut cluster, "--log-retain-entries")?.log_retain_entries = n;
+        }
+        if let Some(mib) = cli.log_retain_mib {
+            cluster_only(&mut cluster, "--log-retain-mib")?.log_retain_mib = mib;
         }
         if let Some(ms) = cli.request_timeout_ms {
             if ms == 0 {

@@ -286,13 +286,15 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
 
     let mut args = cluster.to_vec();
     assert_eq!(cc.request_timeout_ms, 5_000);
+    assert_eq!(cc.log_retain_mib, 64);
     args.extend(["--read-mode", "lease", "--log-retain-entries", "50"]);
-    args.extend(["--request-timeout-ms", "60000"]);
+    args.extend(["--request-timeout-ms", "60000", "--log-retain-mib", "8"]);
     let cc = Config::resolve(cli(&args), &cpus("0-1"))
         .unwrap()
         .cluster
         .unwrap();
     assert_eq!((cc.read_mode, cc.log_retain_entries), (ReadMode::Lease, 50));
+    assert_eq!(cc.log_retain_mib, 8);
     assert_eq!(cc.request_timeout_ms, 60_000);
     assert_eq!(cc.snapshot_send_mib_per_s, 100);
     let mut args = cluster.to_vec();
@@ -319,6 +321,7 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     for alone in [
         &["--read-mode", "lease"][..],
         &["--log-retain-entries", "5"],
+        &["--log-retain-mib", "5"],
         &["--advertise-host", "10.1.2.3"],
         &["--request-timeout-ms", "100"],
     ] {

@@ -747,11 +747,16 @@ fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
     inner.counts.set(c);
 }
 
-/// Drops log entries the engine's tables hold, keeping `log_retain_entries` behind them for
-/// followers that lag.
+/// Drops log entries the engine's tables hold, keeping behind them, for followers that lag,
+/// at most `log_retain_entries` entries and `log_retain_bytes`: with many writes per entry
+/// the count alone would keep gigabytes in memory.
 async fn compact(inner: &Inner) -> Result<(), String> {
     let flushed = inner.engine.flushed_log_index();
-    let mut upto = flushed.saturating_sub(inner.config.log_retain_entries);
+    let mut upto = inner.log.compaction_point(
+        flushed,
+        inner.config.log_retain_entries,
+        inner.config.log_retain_bytes,
+    );
     // A snapshot being sent needs the entries after it.
     let pinned = inner
         .snapshots

@@ -214,6 +214,11 @@ struct Core {
     state: PersistedState,
     /// Every entry after `state.compacted_index`, in index order.
     entries: VecDeque<Entry>,
+    /// For each of `entries`, `base` plus the weight ([`entry_weight`]) of the entries up to
+    /// and including it: what a byte-bounded compaction reads.
+    ends: VecDeque<u64>,
+    /// Where `ends` starts: the end of the last entry compacted away.
+    base: u64,
     /// The snapshot this replica can send now, (index, term): its checkpoint is ready.
     offered: Option<(u64, u64)>,
     /// raft-rs asked for a snapshot that is not ready (none offered, or one too old).
@@ -231,6 +236,36 @@ impl Core {
     fn last_index(&self) -> u64 {
         self.state.compacted_index + self.entries.len() as u64
     }
+
+    fn push(&mut self, e: Entry) {
+        let end = self.ends.back().copied().unwrap_or(self.base) + entry_weight(&e);
+        self.ends.push_back(end);
+        self.entries.push_back(e);
+    }
+
+    fn truncate(&mut self, keep: usize) {
+        self.entries.truncate(keep);
+        self.ends.truncate(keep);
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        if let Some(&end) = n.checked_sub(1).and_then(|last| self.ends.get(last)) {
+            self.base = end;
+        }
+        self.entries.drain(..n);
+        self.ends.drain(..n);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.ends.clear();
+    }
+}
+
+/// What an entry is counted as holding, in bytes, for [`RaftLog::compaction_point`]: its
+/// payload and record header.
+fn entry_weight(e: &Entry) -> u64 {
+    (ENTRY_HEADER_BYTES + e.context.len() + e.data.len()) as u64
 }
 
 /// A shard's Raft log: the WAL of entries, the state file, and the in-memory copy raft-rs
@@ -360,13 +395,16 @@ impl RaftLog {
         state.hard.commit = state.hard.commit.max(applied).min(last);
         tracing::info!(dir = ?dir, first = compacted + 1, last, term = state.hard.term,
             commit = state.hard.commit, "raft log opened");
+        let mut core = Core {
+            written_term_vote: (state.hard.term, state.hard.vote),
+            state,
+            ..Core::default()
+        };
+        for e in entries {
+            core.push(e);
+        }
         Ok(RaftLog {
-            core: Rc::new(RefCell::new(Core {
-                written_term_vote: (state.hard.term, state.hard.vote),
-                state,
-                entries,
-                ..Core::default()
-            })),
+            core: Rc::new(RefCell::new(core)),
             wal: Rc::new(wal),
             dir: dir.to_path_buf(),
             file_turn: Rc::new(glommio::sync::Semaphore::new(1)),
@@ -394,7 +432,7 @@ impl RaftLog {
             self.wal.truncate_suffix(first.index).await?;
             let mut core = self.core.borrow_mut();
             let keep = (first.index - core.first_index()) as usize;
-            core.entries.truncate(keep);
+            core.truncate(keep);
         }
         let mut last = 0;
         for e in entries {
@@ -402,7 +440,7 @@ impl RaftLog {
             assert_eq!(e.index, expected, "raft-rs hands entries in index order");
             last = self.wal.append(encode_entry(&e))?;
             assert_eq!(last, e.index, "the WAL index is the Raft index");
-            self.core.borrow_mut().entries.push_back(e);
+            self.core.borrow_mut().push(e);
         }
         self.wal.wait_durable(last).await?;
         Ok(())
@@ -427,6 +465,33 @@ impl RaftLog {
         core.state.hard.commit = core.state.hard.commit.max(commit);
     }
 
+    /// Where to compact so that at most `keep_entries` entries, weighing at most `keep_bytes`
+    /// ([`entry_weight`]), stay at or below `through` (what the engine's tables hold): the
+    /// index to pass to [`RaftLog::compact`]. Entries after `through` all stay.
+    pub fn compaction_point(&self, through: u64, keep_entries: u64, keep_bytes: u64) -> u64 {
+        let core = self.core.borrow();
+        let through = through.min(core.last_index());
+        let compacted = core.state.compacted_index;
+        if through <= compacted {
+            return compacted;
+        }
+        let by_count = through.saturating_sub(keep_entries);
+        // `ends` rises by position; the entries after position `i` up to `through` (at
+        // position `at`) weigh `ends[at] - ends[i]`.
+        let at = (through - compacted - 1) as usize;
+        let end = core.ends[at];
+        let by_bytes = if end - core.base <= keep_bytes {
+            compacted
+        } else {
+            // The first position whose successors fit is the last entry to drop.
+            let last_dropped = core
+                .ends
+                .partition_point(|&e| end.saturating_sub(e) > keep_bytes);
+            compacted + 1 + last_dropped as u64
+        };
+        by_count.max(by_bytes)
+    }
+
     /// Drops the entries up to `index` (the engine's tables hold them), in memory and,
     /// segment by segment, on disk.
     pub async fn compact(&self, index: u64) -> Result<(), LogError> {
@@ -438,7 +503,7 @@ impl RaftLog {
             }
             let drop_count = (index - core.state.compacted_index) as usize;
             let term = core.entries[drop_count - 1].term;
-            core.entries.drain(..drop_count);
+            core.drop_front(drop_count);
             core.state.compacted_index = index;
             core.state.compacted_term = term;
         }
@@ -489,7 +554,7 @@ impl RaftLog {
             .await?;
         {
             let mut core = self.core.borrow_mut();
-            core.entries.clear();
+            core.clear();
             core.state.compacted_index = index;
             core.state.compacted_term = term;
             core.state.hard.commit = core.state.hard.commit.max(index);

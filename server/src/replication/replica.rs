@@ -383,6 +383,7 @@ pub async fn start(
         election_ticks: (cluster.election_timeout_ms / cluster.heartbeat_interval_ms) as usize,
         heartbeat_ticks: 1,
         log_retain_entries: cluster.log_retain_entries,
+        log_retain_bytes: cluster.log_retain_mib.saturating_mul(1 << 20),
         request_timeout: Duration::from_millis(cluster.request_timeout_ms),
         lease: None,
     };

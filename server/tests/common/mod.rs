@@ -102,6 +102,7 @@ pub async fn start_replica_with(
         election_ticks: 10,
         heartbeat_ticks: 2,
         log_retain_entries: 100_000,
+        log_retain_bytes: 1 << 30,
         request_timeout: Duration::from_secs(10),
         lease: None,
     };

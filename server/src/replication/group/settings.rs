@@ -19,6 +19,8 @@ pub struct GroupConfig {
     pub heartbeat_ticks: usize,
     /// Entries kept in the log behind the engine's flushed state, for followers that lag.
     pub log_retain_entries: u64,
+    /// Bytes of entries kept in the log behind the engine's flushed state, at most.
+    pub log_retain_bytes: u64,
     /// How long a proposal or read barrier waits for its outcome.
     pub request_timeout: Duration,
     /// Lease reads (`--read-mode lease`): how long after asking a ReadIndex that a majority

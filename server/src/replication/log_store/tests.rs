@@ -261,3 +261,54 @@ fn state_writes_leave_the_thread_and_the_newest_state() {
         assert_eq!((hs.term, hs.vote), (20, 20 % 3 + 1));
     });
 }
+
+#[test]
+fn the_compaction_point_keeps_what_both_bounds_allow() {
+    run(async |dir: &Path| {
+        let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+        assert_eq!(log.compaction_point(0, 0, 0), 0, "an empty log");
+        // Entries 1..=10 of 100 data bytes each: 122 with the record header.
+        let w = (ENTRY_HEADER_BYTES + 100) as u64;
+        let ten: Vec<Entry> = (1..=10).map(|i| entry(i, 1, &[7; 100])).collect();
+        log.append(ten).await.unwrap();
+        log.set_commit(10);
+        // The count alone: 3 entries stay behind 8.
+        assert_eq!(log.compaction_point(8, 3, u64::MAX), 5);
+        // The bytes alone: 2.5 entries' weight keeps 2 of them.
+        assert_eq!(log.compaction_point(8, u64::MAX, w * 5 / 2), 6);
+        assert_eq!(log.compaction_point(8, u64::MAX, w * 2), 6);
+        assert_eq!(log.compaction_point(8, u64::MAX, w * 2 - 1), 7);
+        // Whichever keeps less wins.
+        assert_eq!(log.compaction_point(8, 1, w * 5), 7);
+        assert_eq!(log.compaction_point(8, 5, w), 7);
+        // Both allow more than there is: nothing goes.
+        assert_eq!(log.compaction_point(8, 100, w * 100), 0);
+        assert_eq!(log.compaction_point(8, u64::MAX, w * 8), 0);
+        assert_eq!(log.compaction_point(8, 0, 0), 8);
+        // Past the log's end: as at its end.
+        assert_eq!(log.compaction_point(50, u64::MAX, w), 9);
+
+        // After a compaction and a suffix replaced by larger entries, the weights follow.
+        log.compact(4).await.unwrap();
+        assert_eq!(log.bounds(), (5, 10));
+        log.append(vec![entry(9, 2, &[1; 1000]), entry(10, 2, &[1; 1000])])
+            .await
+            .unwrap();
+        let big = (ENTRY_HEADER_BYTES + 1000) as u64;
+        assert_eq!(log.compaction_point(10, u64::MAX, big), 9);
+        assert_eq!(log.compaction_point(10, u64::MAX, big * 2 + w), 7);
+        assert_eq!(log.compaction_point(10, u64::MAX, big * 2 + 4 * w), 4);
+        assert_eq!(
+            log.compaction_point(3, 0, 0),
+            4,
+            "before the compaction point"
+        );
+        log.close().await.unwrap();
+        drop(log);
+
+        // Reopened, the weights are rebuilt from the records.
+        let log = RaftLog::open(dir, &options(), &[1, 2, 3], 0).await.unwrap();
+        assert_eq!(log.compaction_point(10, u64::MAX, big * 2 + w), 7);
+        log.close().await.unwrap();
+    });
+}
