@@ -23,10 +23,11 @@
 //! "CKVRAFTS" | version u32 (1) | crc32c u32 of what follows | term u64 | vote u64 |
 //! commit u64 | compacted_index u64 | compacted_term u64 | voters u32 | voter id u64 ...
 //! ```
-//! Written (temporary file, fsync, rename, fsync directory) when the term, the vote, the
-//! voters or the compaction point change: rarely, not per write, and on the executor's
-//! blocking thread, one write at a time in the order asked (each holds the state as it
-//! was when its turn came), so the shard's thread goes on while the disk syncs. The commit
+//! Written (temporary file, fsync, rename, fsync directory) when the term, the vote or the
+//! voters change, and before a compaction deletes a segment (one that deletes none stays in
+//! memory: after a restart its entries are back): rarely, not per write, and on the
+//! executor's blocking thread, one write at a time in the order asked (each holds the state
+//! as it was when its turn came), so the shard's thread goes on while the disk syncs. The commit
 //! index it holds may be stale; on open it is raised to what the engine's tables hold
 //! (applied entries were committed), and the leader brings it up to date.
 
@@ -493,7 +494,9 @@ impl RaftLog {
     }
 
     /// Drops the entries up to `index` (the engine's tables hold them), in memory and,
-    /// segment by segment, on disk.
+    /// segment by segment, on disk. The state file is written only when a segment goes: a
+    /// compaction every turn must not cost the loop a synced write each time, and after a
+    /// restart from an older compaction point the entries past it are still in the log.
     pub async fn compact(&self, index: u64) -> Result<(), LogError> {
         {
             let mut core = self.core.borrow_mut();
@@ -507,10 +510,13 @@ impl RaftLog {
             core.state.compacted_index = index;
             core.state.compacted_term = term;
         }
+        let upto = self.core.borrow().state.compacted_index + 1;
+        if !self.wal.drops_a_segment(upto) {
+            return Ok(());
+        }
         // The state file first: a crash after it and before the segments go only leaves
         // records that open skips.
         self.persist_state().await?;
-        let upto = self.core.borrow().state.compacted_index + 1;
         self.wal.drop_prefix(upto).await?;
         Ok(())
     }

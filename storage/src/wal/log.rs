@@ -330,6 +330,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether [`Wal::drop_prefix`] with `upto` would delete a segment.
+    pub fn drops_a_segment(&self, upto: u64) -> bool {
+        let state = self.shared.state.borrow();
+        state.segments.len() >= 2 && state.segments[1].first_index <= upto
+    }
+
     /// Deletes whole segments whose records all have indices below `upto` (Raft: entries
     /// compacted into a snapshot; the engine: records flushed to SSTables). Never deletes the
     /// segment being written. Returns the new [`Wal::first_index`], which may be below
