@@ -670,7 +670,8 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             }
         }
     }
-    compact(inner).await
+    compact(inner);
+    Ok(())
 }
 
 /// Sends messages to peers; a `MsgSnapshot` goes with its files on a connection of its own.
@@ -750,7 +751,7 @@ fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
 /// Drops log entries the engine's tables hold, keeping behind them, for followers that lag,
 /// at most `log_retain_entries` entries and `log_retain_bytes`: with many writes per entry
 /// the count alone would keep gigabytes in memory.
-async fn compact(inner: &Inner) -> Result<(), String> {
+fn compact(inner: &Inner) {
     let flushed = inner.engine.flushed_log_index();
     let mut upto = inner.log.compaction_point(
         flushed,
@@ -768,7 +769,6 @@ async fn compact(inner: &Inner) -> Result<(), String> {
     }
     let (first, _) = inner.log.bounds();
     if upto >= first {
-        inner.log.compact(upto).await.map_err(|e| e.to_string())?;
+        inner.log.compact(upto);
     }
-    Ok(())
 }

@@ -278,6 +278,8 @@ pub struct RaftLog {
     dir: PathBuf,
     /// One write of the state or marker file at a time, in order.
     file_turn: Rc<glommio::sync::Semaphore>,
+    /// The deletion of compacted segments under way, if any (one at a time).
+    deleting: Rc<RefCell<Option<glommio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -409,6 +411,7 @@ impl RaftLog {
             wal: Rc::new(wal),
             dir: dir.to_path_buf(),
             file_turn: Rc::new(glommio::sync::Semaphore::new(1)),
+            deleting: Rc::default(),
         })
     }
 
@@ -493,16 +496,17 @@ impl RaftLog {
         by_count.max(by_bytes)
     }
 
-    /// Drops the entries up to `index` (the engine's tables hold them), in memory and,
-    /// segment by segment, on disk. The state file is written only when a segment goes: a
-    /// compaction every turn must not cost the loop a synced write each time, and after a
-    /// restart from an older compaction point the entries past it are still in the log.
-    pub async fn compact(&self, index: u64) -> Result<(), LogError> {
+    /// Drops the entries up to `index` (the engine's tables hold them) in memory now, and
+    /// the segments they fill on disk in a task of its own: the state file first (synced),
+    /// then the segments, each a synced write the group's loop must not wait for. A
+    /// compaction that frees no segment writes nothing: after a restart from the older
+    /// point its entries are back, which loses nothing.
+    pub fn compact(&self, index: u64) {
         {
             let mut core = self.core.borrow_mut();
             let index = index.min(core.last_index()).min(core.state.hard.commit);
             if index <= core.state.compacted_index {
-                return Ok(());
+                return;
             }
             let drop_count = (index - core.state.compacted_index) as usize;
             let term = core.entries[drop_count - 1].term;
@@ -511,14 +515,33 @@ impl RaftLog {
             core.state.compacted_term = term;
         }
         let upto = self.core.borrow().state.compacted_index + 1;
-        if !self.wal.drops_a_segment(upto) {
-            return Ok(());
+        let mut deleting = self.deleting.borrow_mut();
+        if deleting.is_some() || !self.wal.drops_a_segment(upto) {
+            return;
         }
-        // The state file first: a crash after it and before the segments go only leaves
-        // records that open skips.
-        self.persist_state().await?;
-        self.wal.drop_prefix(upto).await?;
-        Ok(())
+        let log = self.clone();
+        let task = glommio::spawn_local(async move {
+            // The state file first (with the compaction point when its turn comes, at or
+            // past `upto`): a crash after it and before the segments go only leaves records
+            // that open skips. On failure the segments stay; a later compaction tries again.
+            let deleted = match log.persist_state().await {
+                Ok(()) => log.wal.drop_prefix(upto).await.map_err(LogError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
+                tracing::warn!(error = %e, "could not delete compacted Raft log segments");
+            }
+            log.deleting.borrow_mut().take();
+        });
+        *deleting = Some(task.detach());
+    }
+
+    /// Waits for a deletion of compacted segments under way.
+    pub async fn settle(&self) {
+        let task = self.deleting.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
     }
 
     /// The entry the log was compacted to (or a snapshot replaced it up to): (index, term).
@@ -555,6 +578,8 @@ impl RaftLog {
     /// [`RaftLog::finish_snapshot`], a restart finishes the log's part from the marker (and
     /// the engine's part is the caller's: its state is behind [`RaftLog::compacted`]).
     pub async fn begin_snapshot(&self, index: u64, term: u64) -> Result<(), LogError> {
+        // A deletion of compacted segments finishes before the log restarts.
+        self.settle().await;
         let dir = self.dir.clone();
         self.file_op(|| move || write_marker(&dir, index, term))
             .await?;
@@ -587,8 +612,10 @@ impl RaftLog {
         (core.first_index(), core.last_index())
     }
 
-    /// Closes the WAL (everything appended is durable already).
+    /// Closes the WAL (everything appended is durable already), once a deletion of
+    /// compacted segments under way is done.
     pub async fn close(&self) -> Result<(), LogError> {
+        self.settle().await;
         self.wal.close().await?;
         Ok(())
     }
