@@ -575,12 +575,13 @@ fn acceptable_from_peer(m: &Message) -> bool {
 }
 
 async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
-    let mut ready = {
+    let (mut ready, leading) = {
         let mut node = inner.node.borrow_mut();
         if !node.has_ready() {
             return Ok(());
         }
-        node.ready()
+        let leading = node.raft.state == StateRole::Leader;
+        (node.ready(), leading)
     };
     send(inner, ready.take_messages());
     if let Some(ss) = ready.ss() {
@@ -611,7 +612,16 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             let _ = tx.send(Err(ProposeError::Superseded));
         }
     }
-    apply_entries(inner, ready.take_committed_entries()).await?;
+    // A leader answers clients for what it applies, before its next append; a follower
+    // answers only its leader, whose commit waits for the append's acknowledgement: it
+    // appends and acknowledges first, and applies after.
+    let committed = ready.take_committed_entries();
+    let committed = if leading {
+        apply_entries(inner, committed).await?;
+        Vec::new()
+    } else {
+        committed
+    };
     let entries = ready.take_entries();
     if !entries.is_empty() {
         let n = entries.len() as u64;
@@ -629,6 +639,7 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     send(inner, ready.take_persisted_messages());
+    apply_entries(inner, committed).await?;
     for rs in ready.take_read_states() {
         tracing::debug!(
             index = rs.index,
