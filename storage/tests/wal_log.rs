@@ -621,3 +621,43 @@ fn dropping_a_prefix_removes_segments_while_other_tasks_run() {
         assert_eq!(wal.stats().segments_deleted_total, before.len() as u64 - 1);
     });
 }
+
+/// A segment whose removal fails stays the first: the next drop retries it before any after
+/// it, so the files never skip a segment (open would refuse the gap) and every record above
+/// the drop point still replays.
+#[test]
+fn a_failed_segment_removal_is_retried_before_later_segments() {
+    use corekv_storage::io::{Fault, FaultInjector, FaultOp};
+    use corekv_storage::wal::Wal;
+
+    let dir = test_dir("wal-drop-fails");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let inj = FaultInjector::new(1);
+        let (wal, _) = Wal::open(&path, opts(64), Some(inj.clone()), |_| Ok(()))
+            .await
+            .unwrap();
+        append_all(&wal, 1..1500).await;
+        let before = segments(&path);
+        assert!(before.len() >= 4, "{before:?}");
+        let third = first_index_of(&before[2]);
+        let last_first = first_index_of(before.last().unwrap());
+
+        // The second removal fails: the first segment went, the second stays the first.
+        inj.fail_nth(FaultOp::Remove, 1, Fault::Eio);
+        assert!(wal.drop_prefix(third).await.is_err());
+        assert_eq!(segments(&path), before[1..].to_vec());
+        assert_eq!(wal.first_index(), first_index_of(&before[1]));
+        assert_eq!(wal.stats().segments_deleted_total, 1);
+
+        // A later drop takes the failed one first, then the rest.
+        assert_eq!(wal.drop_prefix(last_first).await.unwrap(), last_first);
+        assert_eq!(segments(&path), before[before.len() - 1..].to_vec());
+        assert_eq!(wal.stats().segments_deleted_total, before.len() as u64 - 1);
+        wal.close().await.unwrap();
+        drop(wal);
+
+        let (_, records, _) = open(&path, opts(64)).await.unwrap();
+        assert_records(&records, last_first..1500);
+    });
+}

@@ -5,7 +5,7 @@
 //! single-node engine's WAL), whose dense record index *is* the Raft index: entry `i` is WAL
 //! record `i`. raft-rs's `Storage` is synchronous, so every entry the WAL holds past the last
 //! compaction is also kept in memory; compaction ([`RaftLog::compact`]) drops both once the
-//! engine's tables hold the entries.
+//! engine's tables hold the entries (the memory at once, whole segments in a task of its own).
 //!
 //! ## Entry record (the WAL payload), version 1, little-endian
 //!
@@ -278,8 +278,10 @@ pub struct RaftLog {
     dir: PathBuf,
     /// One write of the state or marker file at a time, in order.
     file_turn: Rc<glommio::sync::Semaphore>,
-    /// The deletion of compacted segments under way, if any (one at a time).
+    /// The task deleting compacted segments (one at a time), for [`RaftLog::settle`].
     deleting: Rc<RefCell<Option<glommio::task::JoinHandle<()>>>>,
+    /// Whether that task runs.
+    deleting_now: Rc<std::cell::Cell<bool>>,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -412,6 +414,7 @@ impl RaftLog {
             dir: dir.to_path_buf(),
             file_turn: Rc::new(glommio::sync::Semaphore::new(1)),
             deleting: Rc::default(),
+            deleting_now: Rc::default(),
         })
     }
 
@@ -515,32 +518,47 @@ impl RaftLog {
             core.state.compacted_term = term;
         }
         let upto = self.core.borrow().state.compacted_index + 1;
-        let mut deleting = self.deleting.borrow_mut();
-        if deleting.is_some() || !self.wal.drops_a_segment(upto) {
+        if self.deleting_now.get() || !self.wal.drops_a_segment(upto) {
             return;
         }
+        self.deleting_now.set(true);
         let log = self.clone();
         let task = glommio::spawn_local(async move {
-            // The state file first (with the compaction point when its turn comes, at or
-            // past `upto`): a crash after it and before the segments go only leaves records
-            // that open skips. On failure the segments stay; a later compaction tries again.
-            let deleted = match log.persist_state().await {
-                Ok(()) => log.wal.drop_prefix(upto).await.map_err(LogError::from),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = deleted {
-                tracing::warn!(error = %e, "could not delete compacted Raft log segments");
+            let mut upto = upto;
+            loop {
+                // The state file first (with the compaction point when its turn comes, at or
+                // past `upto`): a crash after it and before the segments go only leaves
+                // records that open skips. On failure the segments stay (a segment whose
+                // removal failed stays the WAL's first) for the next compaction to retry.
+                let deleted = match log.persist_state().await {
+                    Ok(()) => log.wal.drop_prefix(upto).await.map_err(LogError::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = deleted {
+                    tracing::warn!(error = %e, "could not delete compacted Raft log segments");
+                    break;
+                }
+                // Compactions meanwhile may have passed another segment.
+                upto = log.core.borrow().state.compacted_index + 1;
+                if !log.wal.drops_a_segment(upto) {
+                    break;
+                }
             }
-            log.deleting.borrow_mut().take();
+            log.deleting_now.set(false);
         });
-        *deleting = Some(task.detach());
+        *self.deleting.borrow_mut() = Some(task.detach());
     }
 
-    /// Waits for a deletion of compacted segments under way.
+    /// Waits until no deletion of compacted segments is under way.
     pub async fn settle(&self) {
-        let task = self.deleting.borrow_mut().take();
-        if let Some(task) = task {
-            task.await;
+        loop {
+            let task = self.deleting.borrow_mut().take();
+            match task {
+                Some(task) => {
+                    task.await;
+                }
+                None => return,
+            }
         }
     }
 

@@ -344,16 +344,23 @@ impl Wal {
         let shared = &self.shared;
         let mut deleted = false;
         loop {
-            let path = {
+            let segment = {
                 let mut state = shared.state.borrow_mut();
                 if state.segments.len() < 2 || state.segments[1].first_index > upto {
                     break;
                 }
-                let s = state.segments.remove(0);
-                state.stats.segments_deleted_total += 1;
-                s.path
+                state.segments.remove(0)
             };
-            shared.io.remove_off_thread(&path).await?;
+            if let Err(e) = shared.io.remove_off_thread(&segment.path).await {
+                // Still the first: a later drop retries it before any segment after it, so
+                // the files on disk never skip a segment (open refuses a gap).
+                shared.state.borrow_mut().segments.insert(0, segment);
+                if deleted {
+                    shared.io.sync_dir(&shared.dir).await?;
+                }
+                return Err(e);
+            }
+            shared.state.borrow_mut().stats.segments_deleted_total += 1;
             deleted = true;
         }
         if deleted {

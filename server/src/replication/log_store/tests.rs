@@ -295,7 +295,7 @@ fn the_compaction_point_keeps_what_both_bounds_allow() {
         let w = (ENTRY_HEADER_BYTES + 100) as u64;
         let ten: Vec<Entry> = (1..=10).map(|i| entry(i, 1, &[7; 100])).collect();
         log.append(ten).await.unwrap();
-        log.set_commit(10);
+        log.set_commit(8);
         // The count alone: 3 entries stay behind 8.
         assert_eq!(log.compaction_point(8, 3, u64::MAX), 5);
         // The bytes alone: 2.5 entries' weight keeps 2 of them.
