@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use raft::eraftpb::EntryType;
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
     Entry {
