@@ -71,6 +71,11 @@ async fn start_with(
     replica
 }
 
+async fn wait_applied(replicas: &HashMap<u64, Replica>, commit: u64) {
+    let groups: Vec<&Group> = replicas.values().map(|r| &r.group).collect();
+    common::wait_applied(&groups, commit).await;
+}
+
 async fn leader(replicas: &HashMap<u64, Replica>) -> u64 {
     wait_for("a leader", || {
         find_leader(replicas.iter().map(|(id, r)| (id, &r.group)))
@@ -174,13 +179,7 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
         // The old leader restarts from its files and catches up.
         replicas.insert(first, start(&net, dir.path(), first).await);
         let commit = replicas[&second].group.status().commit;
-        wait_for("the restarted replica to catch up", || {
-            replicas
-                .values()
-                .all(|r| r.group.status().applied >= commit)
-                .then_some(())
-        })
-        .await;
+        wait_applied(&replicas, commit).await;
         assert!(
             replicas.values().all(|r| r.engine.flushed_log_index() > 0),
             "every replica must have flushed some entries"
@@ -269,13 +268,7 @@ fn the_log_keeps_at_most_its_bytes_behind_the_flushed_state() {
             b"ok"
         );
         let commit = replicas[&first].group.status().commit;
-        wait_for("every replica to apply the last write", || {
-            replicas
-                .values()
-                .all(|r| r.group.status().applied >= commit)
-                .then_some(())
-        })
-        .await;
+        wait_applied(&replicas, commit).await;
         let reference = contents(&replicas[&first].engine).await;
         assert_eq!(reference.len(), 61);
         for (id, r) in &replicas {

@@ -150,13 +150,8 @@ async fn propose_puts(leader: &Node, prefix: &str, count: usize) {
 }
 
 async fn wait_applied(nodes: &HashMap<u64, Node>, commit: u64) {
-    wait_for("every replica to apply the commands", || {
-        nodes
-            .values()
-            .all(|n| n.group.status().applied >= commit)
-            .then_some(())
-    })
-    .await;
+    let groups: Vec<&Group> = nodes.values().map(|n| &n.group).collect();
+    common::wait_applied(&groups, commit).await;
 }
 
 async fn assert_same_contents(nodes: &HashMap<u64, Node>, reference: u64, keys: usize) {

@@ -123,6 +123,17 @@ pub async fn stop_replica(replica: Replica) {
 }
 
 /// Waits until `f` gives something; a failed test after [`DEADLINE`].
+/// Waits until every one of `groups` applied `commit`.
+pub async fn wait_applied(groups: &[&Group], commit: u64) {
+    wait_for("every replica to apply the commands", || {
+        groups
+            .iter()
+            .all(|g| g.status().applied >= commit)
+            .then_some(())
+    })
+    .await;
+}
+
 pub async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + DEADLINE;
     loop {
