@@ -778,8 +778,5 @@ fn compact(inner: &Inner) {
     if let Some(pinned) = pinned {
         upto = upto.min(pinned);
     }
-    let (first, _) = inner.log.bounds();
-    if upto >= first {
-        inner.log.compact(upto);
-    }
+    inner.log.compact(upto);
 }

@@ -85,11 +85,10 @@ struct Core {
     state: PersistedState,
     /// Every entry after `state.compacted_index`, in index order.
     entries: VecDeque<Entry>,
-    /// For each of `entries`, `base` plus the weight ([`entry_weight`]) of the entries up to
-    /// and including it: what a byte-bounded compaction reads.
+    /// For each of `entries`, a running total of their weights ([`entry_weight`]) up to and
+    /// including it (from any start: only differences are read), for a byte-bounded
+    /// compaction.
     ends: VecDeque<u64>,
-    /// Where `ends` starts: the end of the last entry compacted away.
-    base: u64,
     /// The snapshot this replica can send now, (index, term): its checkpoint is ready.
     offered: Option<(u64, u64)>,
     /// raft-rs asked for a snapshot that is not ready (none offered, or one too old).
@@ -109,7 +108,7 @@ impl Core {
     }
 
     fn push(&mut self, e: Entry) {
-        let end = self.ends.back().copied().unwrap_or(self.base) + entry_weight(&e);
+        let end = self.ends.back().copied().unwrap_or(0) + entry_weight(&e);
         self.ends.push_back(end);
         self.entries.push_back(e);
     }
@@ -120,9 +119,6 @@ impl Core {
     }
 
     fn drop_front(&mut self, n: usize) {
-        if let Some(&end) = n.checked_sub(1).and_then(|last| self.ends.get(last)) {
-            self.base = end;
-        }
         self.entries.drain(..n);
         self.ends.drain(..n);
     }
@@ -357,7 +353,9 @@ impl RaftLog {
         // position `at`) weigh `ends[at] - ends[i]`.
         let at = (through - compacted - 1) as usize;
         let end = core.ends[at];
-        let by_bytes = if end - core.base <= keep_bytes {
+        // Where the running total stood before the first entry held.
+        let start = core.ends[0] - entry_weight(&core.entries[0]);
+        let by_bytes = if end - start <= keep_bytes {
             compacted
         } else {
             // The first position whose successors fit is the last entry to drop.

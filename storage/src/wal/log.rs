@@ -344,13 +344,10 @@ impl Wal {
         let shared = &self.shared;
         let mut deleted = false;
         loop {
-            let segment = {
-                let mut state = shared.state.borrow_mut();
-                if state.segments.len() < 2 || state.segments[1].first_index > upto {
-                    break;
-                }
-                state.segments.remove(0)
-            };
+            if !self.drops_a_segment(upto) {
+                break;
+            }
+            let segment = shared.state.borrow_mut().segments.remove(0);
             if let Err(e) = shared.io.remove_off_thread(&segment.path).await {
                 // Still the first: a later drop retries it before any segment after it, so
                 // the files on disk never skip a segment (open refuses a gap).
