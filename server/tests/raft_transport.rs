@@ -170,6 +170,36 @@ fn loopback_listener() -> TcpListener {
     bind_peer_listener("127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
+/// A loopback port held closed for a peer that is down: bound, so neither another test's
+/// listener nor an outgoing connection's ephemeral port can take it (a port freed instead
+/// could be, and dialing it would then reach something else or connect to itself), but not
+/// listening, so every connection to it is refused.
+struct ClosedPort(socket2::Socket);
+
+impl ClosedPort {
+    fn new() -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        Self(socket)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap().as_socket().unwrap()
+    }
+
+    /// The peer comes up: the same socket starts listening, so the port is never free.
+    fn listen(self) -> TcpListener {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        self.0.listen(128).unwrap();
+        let fd = std::net::TcpListener::from(self.0).into_raw_fd();
+        // SAFETY: `fd` is a bound, listening socket that nothing else owns; the glommio
+        // listener takes it over and closes it when dropped.
+        unsafe { TcpListener::from_raw_fd(fd) }
+    }
+}
+
 #[test]
 fn three_nodes_replicate_over_tcp() {
     run(|| async {
@@ -212,13 +242,14 @@ fn a_node_that_is_down_holds_nobody_back_and_catches_up() {
     run(|| async {
         let dir = test_dir("raft-transport-");
         let mut listeners: HashMap<u64, TcpListener> =
-            VOTERS.iter().map(|&id| (id, loopback_listener())).collect();
-        let addrs: HashMap<u64, SocketAddr> = listeners
+            [1, 2].iter().map(|&id| (id, loopback_listener())).collect();
+        // Node 3 is down: its port refuses connections until it starts.
+        let down = ClosedPort::new();
+        let mut addrs: HashMap<u64, SocketAddr> = listeners
             .iter()
             .map(|(id, l)| (*id, l.local_addr().unwrap()))
             .collect();
-        // Node 3 is down: nothing listens on its address until it starts.
-        drop(listeners.remove(&3));
+        addrs.insert(3, down.addr());
         let mut nodes = HashMap::new();
         for id in [1, 2] {
             let listener = listeners.remove(&id).unwrap();
@@ -238,9 +269,8 @@ fn a_node_that_is_down_holds_nobody_back_and_catches_up() {
         .await;
         propose_puts(&nodes[&first], "b", 50).await;
 
-        // Node 3 starts on the address the others dial (SO_REUSEADDR: nothing lingers on it).
-        let listener = bind_peer_listener(addrs[&3]).unwrap();
-        nodes.insert(3, start_node(dir.path(), 3, listener, &addrs).await);
+        // Node 3 starts on the address the others dial.
+        nodes.insert(3, start_node(dir.path(), 3, down.listen(), &addrs).await);
         let commit = nodes[&first].group.status().commit;
         wait_applied(&nodes, commit).await;
         assert_same_contents(&nodes, first, 100).await;
@@ -524,7 +554,8 @@ fn a_snapshot_stream_that_goes_silent_or_trickles_is_closed_and_other_connection
 fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
     run(|| async {
         // An address nobody listens on (yet).
-        let addr = loopback_listener().local_addr().unwrap();
+        let down = ClosedPort::new();
+        let addr = down.addr();
         let transport = Transport::start(TransportConfig {
             queue_messages_max: 100,
             backoff_min: Duration::from_millis(10),
@@ -560,8 +591,7 @@ fn an_unreachable_peer_costs_a_bounded_queue_then_gets_it() {
         let received = Rc::new(Cell::new(0usize));
         let r = Rc::clone(&received);
         let (_stop, stop) = oneshot::channel();
-        let listener = bind_peer_listener(addr).unwrap();
-        glommio::spawn_local(accept_loop(listener, expected, stop, move |_, _| {
+        glommio::spawn_local(accept_loop(down.listen(), expected, stop, move |_, _| {
             r.set(r.get() + 1)
         }))
         .detach();
