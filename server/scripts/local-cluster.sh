@@ -10,7 +10,9 @@
 # ./corekv-cluster). Settings: COREKV_SERVER (the binary), COREKV_CLUSTER_DIR, COREKV_SHARDS
 # (shards per node, default 1; shard j of node i listens on (i+6)379+1+j), COREKV_SERVER_ARGS
 # (more flags for every node, split on spaces; e.g. `--idle-poll-us 0` when the nodes share
-# fewer CPUs than they are).
+# fewer CPUs than they are). Each node pins its shards to CPUs of its own while the machine has
+# enough, else the nodes share them in turn (node 1 the first COREKV_SHARDS CPUs, node 2 the
+# next, wrapping around; `--shards` alone would pin every node to the same first CPUs).
 set -euo pipefail
 
 dir=${COREKV_CLUSTER_DIR:-corekv-cluster}
@@ -19,6 +21,29 @@ server=${COREKV_SERVER:-$root/target/release/corekv-server}
 cluster="1=127.0.0.1:7479,2=127.0.0.1:8479,3=127.0.0.1:9479"
 shards=${COREKV_SHARDS:-1}
 read -r -a extra <<<"${COREKV_SERVER_ARGS:-}"
+
+# The CPUs this script may run on, one per line (`Cpus_allowed_list`, e.g. `0-3,8`).
+allowed_cpus() {
+  local list part
+  list=$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status)
+  for part in ${list//,/ }; do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+mapfile -t cpus < <(allowed_cpus)
+
+# Node $1's shard placement: `--cores LIST`, or `--shards N` if there are fewer CPUs than N.
+placement() {
+  local n=${#cpus[@]} j list=
+  if ((shards > n)); then
+    echo "--shards $shards"
+    return
+  fi
+  for ((j = 0; j < shards; j++)); do
+    list+="${list:+,}${cpus[(($1 - 1) * shards + j) % n]}"
+  done
+  echo "--cores $list"
+}
 
 pid_of() { cat "$dir/node$1.pid" 2>/dev/null || true; }
 running() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
@@ -35,11 +60,12 @@ start)
       continue
     fi
     port=$((i + 6))
-    "$server" --node-id "$i" --data-dir "$dir/node$i" --shards "$shards" \
+    read -r -a place <<<"$(placement "$i")"
+    "$server" --node-id "$i" --data-dir "$dir/node$i" "${place[@]}" \
       --listen "127.0.0.1:${port}379" --peer-listen "127.0.0.1:${port}479" \
       --initial-cluster "$cluster" "${extra[@]}" >"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"
-    echo "node $i: clients 127.0.0.1:${port}379, log $dir/node$i.log, pid $!"
+    echo "node $i: clients 127.0.0.1:${port}379, ${place[*]}, log $dir/node$i.log, pid $!"
   done
   ;;
 status)

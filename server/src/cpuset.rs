@@ -32,6 +32,23 @@ impl CpuSet {
     pub fn contains(&self, cpu: usize) -> bool {
         self.0.contains(&cpu)
     }
+
+    /// The CPUs for node `index` (from 0) of several started on this machine, each with
+    /// `shards` shards: the `shards` CPUs of this set after the earlier nodes' ones, wrapping
+    /// around, so the nodes share the CPUs evenly (with `--shards` alone every node would pin
+    /// its shards to the same first CPUs). `None` when the set has fewer than `shards`.
+    pub fn for_local_node(&self, index: usize, shards: usize) -> Option<CpuSet> {
+        let cpus: Vec<usize> = self.iter().collect();
+        if shards == 0 || shards > cpus.len() {
+            return None;
+        }
+        let first = index * shards;
+        Some(
+            (first..first + shards)
+                .map(|i| cpus[i % cpus.len()])
+                .collect(),
+        )
+    }
 }
 
 impl FromIterator<usize> for CpuSet {
@@ -122,6 +139,25 @@ mod tests {
         assert_eq!("5".parse::<CpuSet>().unwrap().to_string(), "5");
         assert_eq!(" 1 , 0 \n".parse::<CpuSet>().unwrap().to_string(), "0-1");
         assert!("".parse::<CpuSet>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn local_nodes_share_the_cpus_evenly() {
+        let node = |set: &str, index, shards| {
+            let set: CpuSet = set.parse().unwrap();
+            set.for_local_node(index, shards).map(|s| s.to_string())
+        };
+        let two: Vec<_> = (0..3).map(|i| node("0-1", i, 1).unwrap()).collect();
+        assert_eq!(two, ["0", "1", "0"]);
+        let four: Vec<_> = (0..3).map(|i| node("0-3", i, 2).unwrap()).collect();
+        assert_eq!(four, ["0-1", "2-3", "0-1"]);
+        // Three shards over four CPUs: each node's are distinct, wrapping around.
+        let wrap: Vec<_> = (0..3).map(|i| node("0-3", i, 3).unwrap()).collect();
+        assert_eq!(wrap, ["0-2", "0-1,3", "0,2-3"]);
+        // The set's own CPUs, not 0..n (a process under `taskset`).
+        assert_eq!(node("2,5", 1, 1).as_deref(), Some("5"));
+        assert_eq!(node("0-1", 0, 3), None);
+        assert_eq!(node("0-1", 0, 0), None);
     }
 
     #[test]

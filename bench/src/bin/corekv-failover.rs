@@ -5,8 +5,9 @@
 //! corekv-failover --kills 5 --dir /var/tmp/corekv-failover
 //! ```
 //!
-//! Starts three `corekv-server` nodes on loopback (`--shards 1`, the servers' default
-//! election timeout and heartbeat unless given), writes continuously from `--writers` tasks
+//! Starts three `corekv-server` nodes on loopback (one shard each, spread over this machine's
+//! CPUs: `CpuSet::for_local_node`; the servers' default election timeout and heartbeat
+//! unless given), writes continuously from `--writers` tasks
 //! through one Rust client (which follows the leader), and `--kills` times: finds the leader
 //! (the node whose `raft_role` is leader), `kill -9`s it, waits until writes are acknowledged
 //! again, restarts it, and lets the cluster settle. For each kill it prints the outage: from
@@ -25,6 +26,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use corekv_proto::client::GlommioRuntime;
 use corekv_proto::{Client, Connection};
+use corekv_server::config::allowed_cpus;
 use glommio::{LocalExecutorBuilder, Placement};
 
 #[global_allocator]
@@ -62,6 +64,8 @@ struct Node {
     client: SocketAddr,
     peer: SocketAddr,
     dir: PathBuf,
+    /// One CPU, the nodes spread over this machine's (`CpuSet::for_local_node`).
+    cores: String,
     child: Option<Child>,
 }
 
@@ -74,7 +78,8 @@ impl Node {
             .arg(&self.dir)
             .args(["--listen", &self.client.to_string()])
             .args(["--peer-listen", &self.peer.to_string()])
-            .args(["--initial-cluster", cluster, "--shards", "1"])
+            .args(["--initial-cluster", cluster])
+            .args(["--cores", &self.cores])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,15 +163,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.dir)?;
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let cpus = allowed_cpus().context("read this process's CPUs")?;
     let mut nodes: Vec<Node> = (1..=3u16)
-        .map(|i| Node {
-            id: u64::from(i),
-            client: addr(args.port_base + 10 * i),
-            peer: addr(args.port_base + 10 * i + 5),
-            dir: args.dir.join(format!("node{i}")),
-            child: None,
+        .map(|i| {
+            let cores = cpus
+                .for_local_node(usize::from(i - 1), 1)
+                .context("this process may run on no CPU")?;
+            Ok(Node {
+                id: u64::from(i),
+                client: addr(args.port_base + 10 * i),
+                peer: addr(args.port_base + 10 * i + 5),
+                dir: args.dir.join(format!("node{i}")),
+                cores: cores.to_string(),
+                child: None,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let cluster: Vec<String> = nodes
         .iter()
         .map(|n| format!("{}={}", n.id, n.peer))
