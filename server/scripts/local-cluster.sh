@@ -32,13 +32,14 @@ allowed_cpus() {
 }
 mapfile -t cpus < <(allowed_cpus)
 
-# Node $1's shard placement: `--cores LIST`, or `--shards N` if there are fewer CPUs than N.
+if ! [[ $shards =~ ^[1-9][0-9]*$ ]] || ((shards > ${#cpus[@]})); then
+  echo "COREKV_SHARDS=$shards: give a number from 1 to the ${#cpus[@]} CPUs this machine lets us use" >&2
+  exit 2
+fi
+
+# Node $1's shard placement: `--cores LIST`.
 placement() {
   local n=${#cpus[@]} j list=
-  if ((shards > n)); then
-    echo "--shards $shards"
-    return
-  fi
   for ((j = 0; j < shards; j++)); do
     list+="${list:+,}${cpus[(($1 - 1) * shards + j) % n]}"
   done
