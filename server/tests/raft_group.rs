@@ -85,6 +85,27 @@ async fn start_with(
     replica
 }
 
+/// Starts every voter, each adjusted by `adjust`.
+async fn start_all(
+    net: &Rc<RefCell<Net>>,
+    dir: &Path,
+    adjust: impl Fn(&mut GroupConfig),
+) -> HashMap<u64, Replica> {
+    let mut replicas = HashMap::new();
+    for id in VOTERS {
+        replicas.insert(id, start_with(net, dir, id, &adjust).await);
+    }
+    replicas
+}
+
+/// Cuts every replica off the network and stops it.
+async fn stop_all(net: &Rc<RefCell<Net>>, replicas: HashMap<u64, Replica>) {
+    net.borrow_mut().groups.clear();
+    for (_, r) in replicas {
+        stop_replica(r).await;
+    }
+}
+
 async fn wait_applied(replicas: &HashMap<u64, Replica>, commit: u64) {
     let groups: Vec<&Group> = replicas.values().map(|r| &r.group).collect();
     common::wait_applied(&groups, commit).await;
@@ -219,10 +240,7 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
                 "replica {id} differs from the leader's state"
             );
         }
-        net.borrow_mut().groups.clear();
-        for (_, r) in replicas {
-            stop_replica(r).await;
-        }
+        stop_all(&net, replicas).await;
     });
 }
 
@@ -231,10 +249,7 @@ fn a_commit_reaches_followers_with_the_next_append_or_heartbeat() {
     run(|| async {
         let dir = test_dir("raft-group-");
         let net = Rc::new(RefCell::new(Net::default()));
-        let mut replicas = HashMap::new();
-        for id in VOTERS {
-            replicas.insert(id, start(&net, dir.path(), id).await);
-        }
+        let replicas = start_all(&net, dir.path(), |_| {}).await;
         let first = leader(&replicas).await;
         replicas[&first]
             .group
@@ -286,10 +301,7 @@ fn a_commit_reaches_followers_with_the_next_append_or_heartbeat() {
         for (id, r) in &replicas {
             assert_eq!(contents(&r.engine).await, reference, "replica {id} differs");
         }
-        net.borrow_mut().groups.clear();
-        for (_, r) in replicas {
-            stop_replica(r).await;
-        }
+        stop_all(&net, replicas).await;
     });
 }
 
@@ -299,16 +311,12 @@ fn the_log_keeps_at_most_its_bytes_behind_the_flushed_state() {
     run(|| async {
         let dir = test_dir("raft-group-");
         let net = Rc::new(RefCell::new(Net::default()));
-        let mut replicas = HashMap::new();
-        for id in VOTERS {
-            // The count would keep every entry: the bytes decide.
-            let replica = start_with(&net, dir.path(), id, |c| {
-                c.log_retain_entries = 1_000_000;
-                c.log_retain_bytes = KEEP_BYTES;
-            })
-            .await;
-            replicas.insert(id, replica);
-        }
+        // The count would keep every entry: the bytes decide.
+        let replicas = start_all(&net, dir.path(), |c| {
+            c.log_retain_entries = 1_000_000;
+            c.log_retain_bytes = KEEP_BYTES;
+        })
+        .await;
         let first = leader(&replicas).await;
         let value = "v".repeat(1000);
         for i in 0..60 {
@@ -355,10 +363,7 @@ fn the_log_keeps_at_most_its_bytes_behind_the_flushed_state() {
         for (id, r) in &replicas {
             assert_eq!(contents(&r.engine).await, reference, "replica {id} differs");
         }
-        net.borrow_mut().groups.clear();
-        for (_, r) in replicas {
-            stop_replica(r).await;
-        }
+        stop_all(&net, replicas).await;
     });
 }
 
@@ -372,10 +377,7 @@ fn a_lease_answers_reads_without_asking_and_ends_before_another_leader_commits()
     run(|| async {
         let dir = test_dir("raft-lease-");
         let net = Rc::new(RefCell::new(Net::default()));
-        let mut replicas = HashMap::new();
-        for id in VOTERS {
-            replicas.insert(id, start_with(&net, dir.path(), id, with_lease).await);
-        }
+        let mut replicas = start_all(&net, dir.path(), with_lease).await;
         let first = leader(&replicas).await;
         let old = replicas[&first].group.clone();
         assert_eq!(old.propose(b"pk=v1".to_vec()).await.unwrap(), b"ok");
