@@ -12,7 +12,8 @@
 # (more flags for every node, split on spaces; e.g. `--idle-poll-us 0` when the nodes share
 # fewer CPUs than they are). Each node pins its shards to CPUs of its own while the machine has
 # enough, else the nodes share them in turn (node 1 the first COREKV_SHARDS CPUs, node 2 the
-# next, wrapping around; `--shards` alone would pin every node to the same first CPUs).
+# next, wrapping around, as `CpuSet::for_local_node` and corekv-failover; `--shards` alone would
+# pin every node to the same first CPUs).
 set -euo pipefail
 
 dir=${COREKV_CLUSTER_DIR:-corekv-cluster}
