@@ -1,5 +1,5 @@
-//! A local cluster of real `corekv-server` processes on loopback (`--shards 1` each unless
-//! asked for more), for the
+//! A local cluster of real `corekv-server` processes on loopback (one shard each unless asked
+//! for more, the nodes' shards spread over the CPUs as `local-cluster.sh` does), for the
 //! replication and Jepsen tests: start, `kill -9`, restart, pause, partitions (a
 //! [`Proxy`] on each direction of each peer link), and finding the leader.
 
@@ -46,6 +46,8 @@ impl LocalCluster {
     pub fn start_sharded(dir: &Path, n: u64, shards: usize, extra_args: &[&str]) -> LocalCluster {
         let options = ServerOptions::shards(shards);
         let shards = options.shards;
+        // The nodes' shards spread over the CPUs, as `local-cluster.sh` places them.
+        let cpus = corekv_server::config::allowed_cpus().expect("this process's CPUs");
         // Per node: client port, one port per shard, peer port.
         let per_node = shards as u16 + 2;
         let base = free_ports(per_node as usize * n as usize);
@@ -70,8 +72,13 @@ impl LocalCluster {
                     .filter(|((from, _), _)| *from == id)
                     .map(|((_, to), proxy)| format!("{to}={}", proxy.addr))
                     .collect();
+                let mut options = options.clone();
+                options.cores = Some(
+                    cpus.for_local_node(id as usize - 1, shards)
+                        .expect("as many CPUs as shards")
+                        .to_string(),
+                );
                 let options = options
-                    .clone()
                     .args(&[
                         "--node-id",
                         &id.to_string(),

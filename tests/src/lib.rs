@@ -120,6 +120,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub struct ServerOptions {
     /// `--shards`.
     pub shards: usize,
+    /// `--cores`, given instead of `--shards` (as many CPUs as `shards`).
+    pub cores: Option<String>,
     /// `--durability`.
     pub durability: String,
     /// More flags.
@@ -136,6 +138,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             shards: 2.min(cpus()),
+            cores: None,
             durability: "sync".to_string(),
             extra_args: Vec::new(),
             relative_data_dir: false,
@@ -293,10 +296,12 @@ impl Server {
         } else {
             cmd.arg("--data-dir").arg(data_dir);
         }
+        match &options.cores {
+            Some(cores) => cmd.arg("--cores").arg(cores),
+            None => cmd.arg("--shards").arg(options.shards.to_string()),
+        };
         cmd.arg("--listen")
             .arg(addr.to_string())
-            .arg("--shards")
-            .arg(options.shards.to_string())
             .arg("--durability")
             .arg(&options.durability)
             // Small registered-memory buffers: tests run many servers under `ulimit -l`.
