@@ -191,12 +191,8 @@ impl ClosedPort {
 
     /// The peer comes up: the same socket starts listening, so the port is never free.
     fn listen(self) -> TcpListener {
-        use std::os::fd::{FromRawFd, IntoRawFd};
         self.0.listen(128).unwrap();
-        let fd = std::net::TcpListener::from(self.0).into_raw_fd();
-        // SAFETY: `fd` is a bound, listening socket that nothing else owns; the glommio
-        // listener takes it over and closes it when dropped.
-        unsafe { TcpListener::from_raw_fd(fd) }
+        corekv_server::net::into_glommio(self.0.into())
     }
 }
 

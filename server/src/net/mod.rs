@@ -81,8 +81,9 @@ pub fn listen_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(into_glommio(listen_socket(addr, false)?))
 }
 
-fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
-    // SAFETY: `into_raw_fd` hands over a bound, listening socket that nothing else owns; the
+/// A glommio listener over `listener`, which must already listen (glommio only accepts on it).
+pub fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
+    // SAFETY: `into_raw_fd` hands over the socket, which nothing else owns from then on; the
     // glommio listener takes ownership and closes it when dropped.
     unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
 }
