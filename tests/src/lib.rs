@@ -297,7 +297,16 @@ impl Server {
             cmd.arg("--data-dir").arg(data_dir);
         }
         match &options.cores {
-            Some(cores) => cmd.arg("--cores").arg(cores),
+            Some(cores) => {
+                let set: corekv_server::cpuset::CpuSet = cores.parse().expect("a CPU list");
+                assert_eq!(
+                    set.len(),
+                    options.shards,
+                    "`cores` {cores} for {} shards",
+                    options.shards
+                );
+                cmd.arg("--cores").arg(cores)
+            }
             None => cmd.arg("--shards").arg(options.shards.to_string()),
         };
         cmd.arg("--listen")
