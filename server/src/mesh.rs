@@ -48,6 +48,8 @@ pub enum Work {
     /// In a cluster: serve this peer connection, accepted for the receiver's Raft group by
     /// the shard that listens for peers.
     PeerConnection(crate::replication::replica::PeerConnection),
+    /// In a cluster: make this node the leader of the receiver's group (`transferLeader`).
+    TransferLeader(u64),
 }
 
 /// The answer to a [`Work`].
@@ -63,6 +65,8 @@ pub enum WorkResult {
     Replicas(u64, Vec<corekv_proto::ReplicaInfo>),
     /// The work is taken.
     Done,
+    /// How a leader transfer ended.
+    Transferred(Result<(), OpError>),
 }
 
 /// One message on a channel.

@@ -536,6 +536,24 @@ impl core_kv::Server for CoreKvService {
         std::future::ready(Ok(()))
     }
 
+    fn transfer_leader(
+        self: CapRc<Self>,
+        params: core_kv::TransferLeaderParams,
+        mut results: core_kv::TransferLeaderResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let guard = self.conn.begin(1);
+        self.count_call(0);
+        async move {
+            let p = params.get()?;
+            let (shard, to) = (p.get_shard(), p.get_to());
+            if let Err(e) = self.shard.transfer_leader(shard, to).await {
+                codec::write_error(results.get().init_error(), &e);
+            }
+            drop(guard);
+            Ok(())
+        }
+    }
+
     fn stats(
         self: CapRc<Self>,
         _params: core_kv::StatsParams,

@@ -2,7 +2,8 @@
 //! over in memory, each replica with its own log and engine on disk): a leader is elected,
 //! proposals are applied on every replica alike, the leader stops and a new one takes over
 //! without losing an acknowledged write, the old leader restarts from its files and catches
-//! up; only the leader fills its block cache with the tables it writes. With lease reads, a
+//! up; only the leader fills its block cache with the tables it writes. A leader transfer
+//! hands over and ends the old leader's lease reads from its start. With lease reads, a
 //! leader answers reads without asking a majority while its lease runs, and never once
 //! another leader could have been elected; a replica that just started votes for no one
 //! during its first election timeout. The TCP transport and the server's use of groups are
@@ -414,6 +415,66 @@ fn a_lease_answers_reads_without_asking_and_ends_before_another_leader_commits()
         for r in others.into_values() {
             stop_replica(r).await;
         }
+    });
+}
+
+#[test]
+fn a_leader_transfer_hands_over_and_ends_the_old_leaders_lease_at_once() {
+    run(|| async {
+        let dir = test_dir("raft-transfer-");
+        let net = Rc::new(RefCell::new(Net::default()));
+        let replicas = start_all(&net, dir.path(), with_lease).await;
+        let first = leader(&replicas).await;
+        let old = replicas[&first].group.clone();
+        assert_eq!(old.propose(b"ptk=v1".to_vec()).await.unwrap(), b"ok");
+        old.read_barrier().await.unwrap();
+        let to = VOTERS.into_iter().find(|&id| id != first).unwrap();
+
+        // `to` is cut off: the transfer cannot finish, but from its start the voters may
+        // elect `to` without waiting out the lease, so no read is answered by it any more
+        // (the other follower confirms them instead).
+        net.borrow_mut().cut.insert(to);
+        let pending = glommio::spawn_local({
+            let old = old.clone();
+            async move { old.transfer_leader(to).await }
+        });
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        let by_lease = old.counts().lease_reads;
+        for _ in 0..5 {
+            old.read_barrier().await.unwrap();
+        }
+        assert_eq!(
+            old.counts().lease_reads,
+            by_lease,
+            "a lease read during a transfer"
+        );
+        assert_eq!(pending.await, Err(ProposeError::TimedOut));
+        assert_eq!(old.status().leader, first, "raft-rs gave the transfer up");
+
+        // Reachable again and following `first` (a replica takes the order to campaign only
+        // from the leader it follows), `to` takes over; the old leader refuses reads and
+        // names the new one.
+        net.borrow_mut().cut.remove(&to);
+        let new = replicas[&to].group.clone();
+        wait_for("the transferee to follow", || {
+            (new.status().leader == first).then_some(())
+        })
+        .await;
+        old.transfer_leader(to).await.unwrap();
+        wait_for("the new leader", || {
+            (new.status().role == StateRole::Leader).then_some(())
+        })
+        .await;
+        assert_eq!(new.propose(b"ptk=v2".to_vec()).await.unwrap(), b"ok");
+        match old.read_barrier().await {
+            Err(ProposeError::NotLeader { leader }) => assert_eq!(leader, Some(to)),
+            other => panic!("the old leader answered a read after handing over: {other:?}"),
+        }
+        assert_eq!(
+            replicas[&first].group.transfer_leader(first).await,
+            Err(ProposeError::NotLeader { leader: Some(to) })
+        );
+        stop_all(&net, replicas).await;
     });
 }
 

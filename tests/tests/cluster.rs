@@ -11,7 +11,8 @@
 //! outcome unknown, when such a snapshot replaces its log). Followers tell clients where the leader is, `topology`
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 //! With 2 shards per node, each shard is a group of its own: its own leader, failover and
-//! catching up (and with `--read-mode lease`, leaders answer reads by their leases).
+//! catching up (and with `--read-mode lease`, leaders answer reads by their leases), and an
+//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -669,6 +670,44 @@ fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
                 "no key in shard {shard}"
             );
         }
+
+        // An operator moves shard 1's leadership (the CLI, through a node that is not its
+        // leader, finds the leader); writes and lease reads go on at the new leader.
+        let (from, to) = (topology.shards[1].leader, topology.shards[1].leader % 3 + 1);
+        let via = from % 3 + 1;
+        let server = cluster.nodes[0].server.as_ref().unwrap();
+        let args = ["cluster", "transfer-leader", "--shard", "1"];
+        let out = server.cli_at(
+            cluster.nodes[via as usize - 1].addr,
+            &[&args[..], &[&to.to_string()]].concat(),
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("1\t{to}\n"));
+        let old = Connection::connect(
+            TokioRuntime,
+            cluster.nodes[from as usize - 1].shard_addrs[1],
+        )
+        .await
+        .unwrap();
+        match old.transfer_leader(1, from).await {
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotLeader => {
+                assert_eq!(e.leader.as_ref().map(|l| l.node), Some(to), "{e}")
+            }
+            other => panic!("the old leader took a transfer: {other:?}"),
+        }
+        let key = (300..)
+            .map(kv)
+            .find(|(k, _)| client.shard_of(k) == 1)
+            .unwrap();
+        client.put(&key.0, &key.1).await.unwrap();
+        assert_eq!(client.get(&key.0).await.unwrap(), Some(key.1.clone()));
+        acked.push(key);
+        let out = server.cli_at(
+            cluster.nodes[via as usize - 1].addr,
+            &[&args[..], &["9"]].concat(),
+        );
+        assert!(!out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("node 9 holds no replica"));
 
         // kill -9 shard 0's leader: shard 0 elects another; every shard keeps serving.
         let victim = topology.shards[0].leader;

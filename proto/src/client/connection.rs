@@ -199,6 +199,21 @@ impl Connection {
         results.iter().map(|r| Ok(codec::read_result(r)?)).collect()
     }
 
+    /// In a cluster: makes node `to` the leader of shard `shard`'s group. Send it to the
+    /// group's leader (another replica refuses with `notLeader` naming it); returns once `to`
+    /// leads (see `transferLeader` in the schema).
+    pub async fn transfer_leader(&self, shard: u32, to: u64) -> Result<()> {
+        let mut req = self.client.transfer_leader_request();
+        req.get().set_shard(shard);
+        req.get().set_to(to);
+        let reply = req.send().promise.await?;
+        let reply = reply.get()?;
+        if reply.has_error() {
+            return Err(Error::Server(codec::read_error(reply.get_error()?)?));
+        }
+        Ok(())
+    }
+
     /// How keys map to shards and where each shard listens.
     pub async fn topology(&self) -> Result<Topology> {
         let reply = self.client.topology_request().send().promise.await?;

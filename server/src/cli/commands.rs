@@ -297,6 +297,20 @@ impl Session {
                 let rows = super::cluster::status(self.addr, &topology, timeout).await?;
                 p.cluster_status(&rows)?;
             }
+            Command::Cluster(ClusterCommand::TransferLeader { node, shard }) => {
+                let conn = self.connection().await?;
+                let topology = timed(timeout, conn.topology()).await?;
+                if *shard as usize >= topology.shards.len() {
+                    return Err(usage(format!(
+                        "--shard {shard}: {} has shards 0 to {}",
+                        self.addr,
+                        topology.shards.len().saturating_sub(1)
+                    )));
+                }
+                let transfer = super::cluster::transfer_leader(self.addr, &topology, *shard, *node);
+                timed(timeout, transfer).await?;
+                p.leader(*shard, *node)?;
+            }
         }
         Ok(0)
     }

@@ -250,6 +250,18 @@ pub enum ClusterCommand {
     /// per shard, one line per replica: node, address, role, term, commit index, applied
     /// index, and lag (entries behind the highest commit index known).
     Status,
+    /// Make NODE the leader of a shard's Raft group (before maintenance of the current
+    /// leader's machine, or to place leaders): asks the shard's leader, as the `topology` of
+    /// --addr names it, and waits until NODE leads (about two election timeouts at most).
+    /// Writes sent meanwhile are refused with `notLeader` and retried by clients, as in a
+    /// failover. Prints `shard<TAB>leader`.
+    TransferLeader {
+        /// The node to lead.
+        node: u64,
+        /// The shard whose group moves.
+        #[arg(long, default_value_t = 0)]
+        shard: u32,
+    },
 }
 
 /// A failure with the exit status it maps to.

@@ -149,6 +149,14 @@ impl Printer<'_> {
         }
     }
 
+    /// A shard's leader after `cluster transfer-leader`.
+    pub fn leader(&mut self, shard: u32, node: u64) -> Result<(), Failure> {
+        match self.format {
+            Format::Human => self.line(format_args!("{shard}\t{node}")),
+            Format::Json => self.json(&json!({"shard": shard, "leader": node})),
+        }
+    }
+
     /// A cas result.
     pub fn cas(&mut self, r: &CasResult) -> Result<(), Failure> {
         match self.format {

@@ -40,8 +40,9 @@ use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 
 mod reads;
 mod settings;
+mod transfer;
 
-use reads::{answer_reads, ask_read_index, settle_reads};
+use reads::{answer_reads, barrier, settle_reads};
 use settings::COMMIT_LATENCY_US_MAX;
 pub use settings::{GroupConfig, GroupCounts};
 
@@ -99,6 +100,8 @@ enum Event {
     /// An entry's data: room for its time, then the command.
     Propose(Vec<u8>, Waiter),
     ReadBarrier(ReadWaiter),
+    /// Hand the leadership to this node (answered once asked of raft-rs).
+    TransferLeader(u64, ReadWaiter),
     Tick,
     Stop,
 }
@@ -129,6 +132,8 @@ struct Inner {
     next_read: Cell<u64>,
     /// Lease reads: (term, until when) this leader may answer reads without asking.
     lease: Cell<Option<(u64, Instant)>>,
+    /// A term in which this leader started a leader transfer: it reads no lease in it.
+    lease_off_term: Cell<u64>,
     /// When the group started: with lease reads it votes for no one during its first
     /// election timeout (it may have confirmed a leader's lease just before a restart).
     started: Instant,
@@ -214,6 +219,7 @@ impl Group {
             reads_term: Cell::new(0),
             next_read: Cell::new(1),
             lease: Cell::new(None),
+            lease_off_term: Cell::new(0),
             started: Instant::now(),
             counts: Cell::default(),
             commit_latency_us: RefCell::new(
@@ -401,7 +407,7 @@ fn answer_stopped(event: Event) {
         Event::Propose(_, tx) => {
             let _ = tx.send(Err(ProposeError::Stopped));
         }
-        Event::ReadBarrier(tx) => {
+        Event::ReadBarrier(tx) | Event::TransferLeader(_, tx) => {
             let _ = tx.send(Err(ProposeError::Stopped));
         }
         _ => {}
@@ -452,7 +458,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 snapshots.remove_left_dirs();
             }
         }
-        Event::Message(m) if !acceptable_from_peer(&m) => {
+        Event::Message(m) if !acceptable_from_peer(&m, node.raft.leader_id) => {
             tracing::warn!(from = m.from, msg_type = ?m.get_msg_type(),
                 "refused a peer message this replica never expects (a proposal, or a \
                  configuration-change entry)");
@@ -530,33 +536,8 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 }
             }
         }
-        Event::ReadBarrier(tx) => {
-            if node.raft.state != StateRole::Leader {
-                let leader = (node.raft.leader_id != 0).then_some(node.raft.leader_id);
-                let _ = tx.send(Err(ProposeError::NotLeader { leader }));
-                return Ok(true);
-            }
-            if !node.raft.commit_to_current_term() {
-                inner.reads_waiting_commit.borrow_mut().push(tx);
-                return Ok(true);
-            }
-            if let Some((term, until)) = inner.lease.get()
-                && term == node.raft.term
-                && Instant::now() < until
-            {
-                // No other leader can exist before `until`: what is committed now is all
-                // a read must see, once applied here.
-                count(inner, |c| c.lease_reads += 1);
-                let committed = node.raft.raft_log.committed;
-                if committed <= inner.applied.get() {
-                    let _ = tx.send(Ok(()));
-                } else {
-                    inner.reads_at.borrow_mut().push((committed, tx));
-                }
-                return Ok(true);
-            }
-            ask_read_index(inner, &mut node, tx);
-        }
+        Event::ReadBarrier(tx) => barrier(inner, &mut node, tx),
+        Event::TransferLeader(to, tx) => transfer::start(inner, &mut node, to, tx),
         Event::Stop => return Ok(false),
     }
     Ok(true)
@@ -565,17 +546,18 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
 /// Peers never send proposals (a follower refuses them instead of forwarding), and no
 /// configuration change is ever proposed: such messages are refused before raft-rs sees
 /// them, since raft-rs decodes a configuration change's data as protobuf (which must never
-/// be fed bytes from the network).
-fn acceptable_from_peer(m: &Message) -> bool {
-    // A snapshot comes only on its own connection, after its files ([`Event::Snapshot`]);
-    // no leader transfer is ever asked.
-    !matches!(
-        m.get_msg_type(),
-        MessageType::MsgPropose | MessageType::MsgSnapshot | MessageType::MsgTimeoutNow
-    ) && m
-        .entries
-        .iter()
-        .all(|e| e.get_entry_type() == EntryType::EntryNormal)
+/// be fed bytes from the network). A snapshot comes only on its own connection, after its
+/// files ([`Event::Snapshot`]); an order to campaign now (a leader transfer) only from the
+/// leader this replica follows.
+fn acceptable_from_peer(m: &Message, leader: u64) -> bool {
+    match m.get_msg_type() {
+        MessageType::MsgPropose | MessageType::MsgSnapshot => false,
+        MessageType::MsgTimeoutNow => m.from == leader && leader != 0,
+        _ => m
+            .entries
+            .iter()
+            .all(|e| e.get_entry_type() == EntryType::EntryNormal),
+    }
 }
 
 async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {

@@ -166,6 +166,38 @@ impl Replica {
         }
     }
 
+    /// Makes node `to` the group's leader; this replica must lead it (see
+    /// [`Group::transfer_leader`]).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), OpError> {
+        let shard = self.group.shard();
+        if !self.members.voters.contains(&to) {
+            return Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "node {to} holds no replica of shard {shard}; its replicas are nodes {:?}",
+                    self.members.voters
+                ),
+            ));
+        }
+        match self.group.transfer_leader(to).await {
+            Ok(()) => Ok(()),
+            Err(ProposeError::TimedOut) => Err(OpError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "node {to} did not take over shard {shard} within two election timeouts \
+                     (behind, unreachable or stopped?); node {} leads it now: see `cluster \
+                     status`",
+                    self.group.status().leader
+                ),
+            )),
+            Err(ProposeError::Stopped) => Err(OpError::new(
+                ErrorCode::ShuttingDown,
+                "the replica stopped before the transfer finished",
+            )),
+            Err(e) => Err(self.refusal(&e)),
+        }
+    }
+
     /// The replica's figures, for `stats` and the metrics (`raft_*`, `peer_*`).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let status = self.group.status();

@@ -178,6 +178,45 @@ impl Shard {
                 crate::replication::replica::adopt_peer_connection(self, conn);
                 WorkResult::Done
             }
+            Work::TransferLeader(to) => {
+                WorkResult::Transferred(self.transfer_leader_here(to).await)
+            }
+        }
+    }
+
+    /// Makes node `to` the leader of shard `shard`'s group (`transferLeader`), asking that
+    /// shard of this node.
+    pub async fn transfer_leader(&self, shard: u32, to: u64) -> Result<(), OpError> {
+        let j = shard as usize;
+        if j >= self.topology.shards.len() {
+            return Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "no shard {shard}: this node has shards 0 to {}",
+                    self.topology.shards.len() - 1
+                ),
+            ));
+        }
+        if j == self.id {
+            return self.transfer_leader_here(to).await;
+        }
+        match self.mesh.request(j, Work::TransferLeader(to)).await {
+            Ok(WorkResult::Transferred(r)) => r,
+            Ok(_) => Err(mismatched_reply()),
+            Err(_) => Err(OpError::new(
+                ErrorCode::ShuttingDown,
+                format!("shard {shard} did not answer: the server is stopping"),
+            )),
+        }
+    }
+
+    async fn transfer_leader_here(&self, to: u64) -> Result<(), OpError> {
+        match self.replica.get() {
+            Some(replica) => replica.transfer_leader(to).await,
+            None => Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                "this is a single node, not a cluster node: it has no leader to move",
+            )),
         }
     }
 

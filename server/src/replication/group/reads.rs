@@ -8,7 +8,7 @@ use super::{Inner, ProposeError, ReadWaiter, count};
 use crate::replication::log_store::RaftLog;
 
 /// Asks raft-rs to confirm this leader's leadership for a read barrier.
-pub(super) fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
+fn ask_read_index(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
     let n = inner.next_read.get();
     inner.next_read.set(n + 1);
     count(inner, |c| c.read_index_requests += 1);
@@ -57,4 +57,35 @@ pub(super) fn answer_reads(inner: &Inner) {
     for (_, tx) in ready {
         let _ = tx.send(Ok(()));
     }
+}
+
+/// A read barrier asked of this replica: refused unless it leads; answered at once (once
+/// applied) under a valid lease; otherwise confirmed by a quorum (ReadIndex).
+pub(super) fn barrier(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter) {
+    if node.raft.state != StateRole::Leader {
+        let leader = (node.raft.leader_id != 0).then_some(node.raft.leader_id);
+        let _ = tx.send(Err(ProposeError::NotLeader { leader }));
+        return;
+    }
+    if !node.raft.commit_to_current_term() {
+        inner.reads_waiting_commit.borrow_mut().push(tx);
+        return;
+    }
+    if let Some((term, until)) = inner.lease.get()
+        && term == node.raft.term
+        && term != inner.lease_off_term.get()
+        && Instant::now() < until
+    {
+        // No other leader can exist before `until`: what is committed now is all a read
+        // must see, once applied here.
+        count(inner, |c| c.lease_reads += 1);
+        let committed = node.raft.raft_log.committed;
+        if committed <= inner.applied.get() {
+            let _ = tx.send(Ok(()));
+        } else {
+            inner.reads_at.borrow_mut().push((committed, tx));
+        }
+        return;
+    }
+    ask_read_index(inner, node, tx);
 }

@@ -1,0 +1,58 @@
+//! Leader transfer: an operator hands a group's leadership to another replica.
+
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use raft::RawNode;
+use raft::StateRole;
+
+use super::{Event, Group, Inner, ProposeError, ReadWaiter};
+use crate::replication::log_store::RaftLog;
+
+impl Group {
+    /// Asks this replica, the leader, to hand its leadership to `to` (raft-rs brings `to` up
+    /// to date, then tells it to campaign at once; proposals are dropped meanwhile) and
+    /// resolves once this replica knows `to` leads: [`ProposeError::TimedOut`] when that did
+    /// not happen within two election timeouts (raft-rs gives up after one).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .events
+            .unbounded_send(Event::TransferLeader(to, tx))
+            .is_err()
+        {
+            return Err(ProposeError::Stopped);
+        }
+        self.with_timeout(rx).await?;
+        let deadline = Instant::now() + 2 * self.inner.config.election_timeout();
+        while self.status().leader != to {
+            if self.is_stopped() {
+                return Err(ProposeError::Stopped);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProposeError::TimedOut);
+            }
+            glommio::timer::sleep(self.inner.config.tick_interval).await;
+        }
+        Ok(())
+    }
+}
+
+/// Starts handing the leadership to `to` if this replica leads; answers `tx` at once.
+pub(super) fn start(inner: &Inner, node: &mut RawNode<RaftLog>, to: u64, tx: ReadWaiter) {
+    let answer = if node.raft.state != StateRole::Leader {
+        let leader = (node.raft.leader_id != 0).then_some(node.raft.leader_id);
+        Err(ProposeError::NotLeader { leader })
+    } else {
+        if to != node.raft.id {
+            // The transferee campaigns at once and the voters grant it without waiting out
+            // this leader's lease: no lease reads for the rest of the term.
+            inner.lease.set(None);
+            inner.lease_off_term.set(node.raft.term);
+            node.transfer_leader(to);
+        }
+        Ok(())
+    };
+    let _ = tx.send(answer);
+}
