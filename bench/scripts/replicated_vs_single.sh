@@ -9,7 +9,11 @@
 # Usage: bench/scripts/replicated_vs_single.sh [REQUESTS] [VALUE_BYTES] [CLIENTS]
 #   (defaults: 100000 1000 50). Environment: RUNS (default 3), PIPELINES (default "1 16"),
 #   DATA_DIR (default /var/tmp/corekv-replicated; a real disk, not tmpfs), SERVER_ARGS (more
-#   flags for every server, single and cluster nodes, e.g. "--idle-poll-us 0").
+#   flags for every server, single and cluster nodes, e.g. "--idle-poll-us 0"), LEADER (default
+#   2: the node whose shard leads, moved there with `corekv-cli cluster transfer-leader` once one
+#   is elected; on 2 CPUs local-cluster.sh puts nodes 1 and 3 on CPU 0 and node 2 alone on CPU 1,
+#   so the leader, which works most, shares its CPU with no follower; "elected" keeps the
+#   elected one).
 # Needs `cargo build --release -p corekv-server -p corekv-bench`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,6 +64,10 @@ for run in $(seq "$runs"); do
       sleep 0.1
     done
     [[ -n $leader ]] || { echo "no leader elected" >&2; exit 1; }
+    if [[ ${LEADER:-2} != elected && $leader != "${LEADER:-2}" ]]; then
+      "$cli" --addr 127.0.0.1:7379 cluster transfer-leader "${LEADER:-2}" >/dev/null
+      leader=${LEADER:-2}
+    fi
     leader=$((leader + 6))379
     measure "run=$run replicated" "127.0.0.1:$leader" "$pipeline"
     # The leader's own view of the run: entries per append and per message, commit latency.
