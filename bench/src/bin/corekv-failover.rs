@@ -13,7 +13,9 @@
 //! again, restarts it, and lets the cluster settle. For each kill it prints the outage: from
 //! the kill to the acknowledgement of the first write sent after it (what a client sees:
 //! election, the client finding the new leader, and retrying; replies that were on their way
-//! when the leader died do not count), and the median over the kills.
+//! when the leader died do not count), and the median over the kills. With `--transfer` it
+//! moves the leadership to the next node instead (`transferLeader`); its outage is the longest
+//! time between two acknowledged writes from the move's start to 0.5 s after it finished.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -42,7 +44,7 @@ struct Args {
     /// Data directories and logs of the nodes (emptied first; a real disk, not tmpfs).
     #[arg(long, default_value = "/var/tmp/corekv-failover")]
     dir: PathBuf,
-    /// Leader kills.
+    /// Leader kills (or moves, with `--transfer`).
     #[arg(long, default_value_t = 5)]
     kills: usize,
     /// Concurrent writer tasks.
@@ -57,6 +59,11 @@ struct Args {
     /// More flags for every node (repeat), e.g. `--server-arg=--election-timeout-ms=500`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Instead of killing the leader, hand its leadership to the next node (`transferLeader`,
+    /// as `corekv-cli cluster transfer-leader` does before maintenance): the outage of a
+    /// planned move.
+    #[arg(long)]
+    transfer: bool,
 }
 
 struct Node {
@@ -236,7 +243,15 @@ async fn measure(
             bail!("kill {k}: no node says it leads");
         };
         let kill_at = Instant::now();
-        nodes[victim].kill9()?;
+        let to = nodes[(victim + 1) % nodes.len()].id;
+        if args.transfer {
+            let c = Connection::connect(GlommioRuntime, nodes[victim].client).await?;
+            c.transfer_leader(0, to)
+                .await
+                .with_context(|| format!("move {k}: transfer to node {to}"))?;
+        } else {
+            nodes[victim].kill9()?;
+        }
         let deadline = kill_at + Duration::from_secs(30);
         let first_after = loop {
             let first = acks
@@ -255,16 +270,45 @@ async fn measure(
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
         };
-        let outage = first_after - kill_at;
-        println!(
-            "kill {k}: node {} (leader) killed; the first write sent after it was acknowledged \
-             {} ms later",
-            nodes[victim].id,
-            outage.as_millis(),
-        );
+        let mut outage = first_after - kill_at;
+        if args.transfer {
+            // Writes sent just after the request may still be taken by the old leader before
+            // it stops taking them: the outage of a move is the longest time between two
+            // acknowledgements from its start until half a second after it finished.
+            let done = Instant::now();
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+            let acks = acks.borrow();
+            let times: Vec<Instant> = acks
+                .iter()
+                .map(|(_, acked)| *acked)
+                .filter(|t| (kill_at..done + Duration::from_millis(500)).contains(t))
+                .collect();
+            outage = times
+                .windows(2)
+                .map(|w| w[1].saturating_duration_since(w[0]))
+                .chain(times.first().map(|t| *t - kill_at))
+                .max()
+                .unwrap_or(outage);
+        }
+        let event = if args.transfer {
+            format!(
+                "move {k}: node {} (leader) handed over to node {to}",
+                nodes[victim].id
+            )
+        } else {
+            format!("kill {k}: node {} (leader) killed", nodes[victim].id)
+        };
+        let measure = if args.transfer {
+            "the longest time without an acknowledged write was"
+        } else {
+            "the first write sent after it was acknowledged"
+        };
+        println!("{event}; {measure} {} ms", outage.as_millis());
         outages.push(outage);
-        nodes[victim].start(server, cluster, &args.server_args)?;
-        wait_ready(nodes[victim].client).await?;
+        if !args.transfer {
+            nodes[victim].start(server, cluster, &args.server_args)?;
+            wait_ready(nodes[victim].client).await?;
+        }
     }
     stop.set(true);
     for w in writers {
@@ -272,10 +316,11 @@ async fn measure(
     }
     let n = acks.borrow().len();
     println!(
-        "median outage {} ms over {} kills (max {} ms); {n} writes acknowledged, {} failed \
+        "median outage {} ms over {} {} (max {} ms); {n} writes acknowledged, {} failed \
          (outcome unknown or refused, retried as new writes)",
         median(outages.clone()).as_millis(),
         outages.len(),
+        if args.transfer { "moves" } else { "kills" },
         outages
             .iter()
             .max()
