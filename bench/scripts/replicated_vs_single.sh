@@ -65,7 +65,12 @@ for run in $(seq "$runs"); do
     done
     [[ -n $leader ]] || { echo "no leader elected" >&2; exit 1; }
     if [[ ${LEADER:-2} != elected && $leader != "${LEADER:-2}" ]]; then
-      "$cli" --addr 127.0.0.1:7379 cluster transfer-leader "${LEADER:-2}" >/dev/null
+      # A node that does not follow the leader yet refuses the order to campaign: ask again.
+      for try in 1 2 3 4 5; do
+        "$cli" --addr 127.0.0.1:7379 cluster transfer-leader "${LEADER:-2}" >/dev/null && break
+        [[ $try == 5 ]] && { echo "could not move the leadership to node ${LEADER:-2}" >&2; exit 1; }
+        sleep 0.5
+      done
       leader=${LEADER:-2}
     fi
     leader=$((leader + 6))379

@@ -448,19 +448,40 @@ fn a_leader_transfer_hands_over_and_ends_the_old_leaders_lease_at_once() {
             by_lease,
             "a lease read during a transfer"
         );
+        // Writes meanwhile are sent to the replica about to lead.
+        assert_eq!(
+            old.propose(b"ptk=v0".to_vec()).await,
+            Err(ProposeError::NotLeader { leader: Some(to) })
+        );
         assert_eq!(pending.await, Err(ProposeError::TimedOut));
-        assert_eq!(old.status().leader, first, "raft-rs gave the transfer up");
+        assert_eq!(old.status().leader, first, "the transfer was given up");
 
-        // Reachable again and following `first` (a replica takes the order to campaign only
-        // from the leader it follows), `to` takes over; the old leader refuses reads and
-        // names the new one.
+        // An order to campaign from a replica that is not the leader is refused.
+        let other = VOTERS
+            .into_iter()
+            .find(|&id| id != first && id != to)
+            .unwrap();
+        let bystander = replicas[&other].group.clone();
+        let term = bystander.status().term;
+        let mut order = Message::default();
+        order.set_msg_type(MessageType::MsgTimeoutNow);
+        (order.from, order.to, order.term) = (to, other, term);
+        bystander.step(order);
+        glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+        let s = bystander.status();
+        assert_eq!((s.role, s.term), (StateRole::Follower, term), "{s:?}");
+
+        // Reachable again, `to` takes over once it follows `first` again (asked until then);
+        // the old leader refuses reads and names the new one.
         net.borrow_mut().cut.remove(&to);
         let new = replicas[&to].group.clone();
-        wait_for("the transferee to follow", || {
-            (new.status().leader == first).then_some(())
-        })
-        .await;
-        old.transfer_leader(to).await.unwrap();
+        let deadline = std::time::Instant::now() + common::DEADLINE;
+        while let Err(e) = old.transfer_leader(to).await {
+            assert!(
+                matches!(e, ProposeError::TimedOut) && std::time::Instant::now() < deadline,
+                "transfer to {to}: {e:?}"
+            );
+        }
         wait_for("the new leader", || {
             (new.status().role == StateRole::Leader).then_some(())
         })

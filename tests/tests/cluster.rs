@@ -671,10 +671,10 @@ fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
             );
         }
 
-        // An operator moves shard 1's leadership (the CLI, through a node that is not its
-        // leader, finds the leader); writes and lease reads go on at the new leader.
+        // An operator moves shard 1's leadership (the CLI, given the node that neither leads
+        // nor takes over, finds the leader); writes and reads go on at the new leader.
         let (from, to) = (topology.shards[1].leader, topology.shards[1].leader % 3 + 1);
-        let via = from % 3 + 1;
+        let via = 6 - from - to;
         let server = cluster.nodes[0].server.as_ref().unwrap();
         let args = ["cluster", "transfer-leader", "--shard", "1"];
         let out = server.cli_at(

@@ -55,15 +55,16 @@ pub async fn status(
 }
 
 /// Makes node `to` the leader of shard `shard`: asks the leader that `topology` (read from
-/// `reached`, which has that shard) names, and once more the one its `notLeader` names if
-/// the leader changed.
+/// `reached`) names, and once more the one its `notLeader` names if the leader changed.
 pub async fn transfer_leader(
     reached: SocketAddr,
     topology: &Topology,
     shard: u32,
     to: u64,
 ) -> Result<(), corekv_proto::Error> {
-    let info = &topology.shards[shard as usize];
+    let info = topology.shards.get(shard as usize).ok_or_else(|| {
+        corekv_proto::Error::Protocol(format!("{reached} lists no shard {shard}"))
+    })?;
     let address_of = |node: u64| {
         info.replicas
             .iter()
@@ -79,7 +80,8 @@ pub async fn transfer_leader(
                 let next = e
                     .leader
                     .as_ref()
-                    .and_then(|l| l.address.as_deref()?.parse().ok());
+                    .and_then(|l| l.address.as_deref()?.parse::<SocketAddr>().ok())
+                    .and_then(|a| replica_addr(reached, &a.ip().to_string(), a.port()));
                 match next {
                     Some(next) if next != addr => addr = next,
                     _ => return Err(corekv_proto::Error::Server(e)),

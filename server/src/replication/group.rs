@@ -72,7 +72,8 @@ pub enum ProposeError {
         /// The leader's node id, if known.
         leader: Option<u64>,
     },
-    /// The entry was replaced by another leader's: it was not applied and never will be.
+    /// The entry was replaced by another leader's, or raft-rs refused it: it was not applied
+    /// and never will be.
     #[error("the proposal was dropped by a change of leader; it was not applied")]
     Dropped,
     /// A snapshot from another leader replaced this replica's log past the entry before it
@@ -458,10 +459,20 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 snapshots.remove_left_dirs();
             }
         }
-        Event::Message(m) if !acceptable_from_peer(&m, node.raft.leader_id) => {
+        Event::Message(m)
+            if m.get_msg_type() == MessageType::MsgTimeoutNow && m.from != node.raft.leader_id =>
+        {
+            // A transfer's order to campaign from a leader this replica no longer (or does
+            // not yet) follow: the transfer times out and may be asked again.
+            tracing::debug!(
+                from = m.from,
+                "refused an order to campaign from a non-leader"
+            );
+        }
+        Event::Message(m) if !acceptable_from_peer(&m) => {
             tracing::warn!(from = m.from, msg_type = ?m.get_msg_type(),
-                "refused a peer message this replica never expects (a proposal, or a \
-                 configuration-change entry)");
+                "refused a peer message of a type peers never send, or carrying a \
+                 configuration-change entry");
         }
         Event::Snapshot(m, dir) => {
             let meta = m.get_snapshot().get_metadata();
@@ -517,6 +528,12 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 let _ = tx.send(Err(ProposeError::NotLeader { leader }));
                 return Ok(true);
             }
+            if let Some(to) = node.raft.lead_transferee {
+                // raft-rs drops proposals while it hands over: send the client to the
+                // replica about to lead.
+                let _ = tx.send(Err(ProposeError::NotLeader { leader: Some(to) }));
+                return Ok(true);
+            }
             let mut data = command;
             data[..ENTRY_TIME_BYTES]
                 .copy_from_slice(&corekv_storage::Clock::system().now_ms().to_le_bytes());
@@ -531,7 +548,7 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                         .insert(index, (node.raft.term, tx, Instant::now()));
                 }
                 Err(_) => {
-                    // Dropped by raft-rs (a leader transfer, too many uncommitted bytes).
+                    // Dropped by raft-rs (too many uncommitted bytes).
                     let _ = tx.send(Err(ProposeError::Dropped));
                 }
             }
@@ -543,21 +560,30 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Peers never send proposals (a follower refuses them instead of forwarding), and no
-/// configuration change is ever proposed: such messages are refused before raft-rs sees
-/// them, since raft-rs decodes a configuration change's data as protobuf (which must never
-/// be fed bytes from the network). A snapshot comes only on its own connection, after its
-/// files ([`Event::Snapshot`]); an order to campaign now (a leader transfer) only from the
-/// leader this replica follows.
-fn acceptable_from_peer(m: &Message, leader: u64) -> bool {
-    match m.get_msg_type() {
-        MessageType::MsgPropose | MessageType::MsgSnapshot => false,
-        MessageType::MsgTimeoutNow => m.from == leader && leader != 0,
-        _ => m
-            .entries
-            .iter()
-            .all(|e| e.get_entry_type() == EntryType::EntryNormal),
-    }
+/// Whether a peer may send `m`: only what raft-rs replicas send each other in this cluster
+/// (appends, heartbeats, votes, a transfer's order to campaign, and their answers). Refused
+/// before raft-rs sees them: proposals and leader transfers (a follower refuses them instead
+/// of forwarding), ReadIndex requests (only a leader asks, of itself), local-only types, and
+/// configuration changes, which are never proposed (raft-rs decodes their data as protobuf,
+/// which must never be fed bytes from the network). A snapshot comes only on its own
+/// connection, after its files ([`Event::Snapshot`]).
+fn acceptable_from_peer(m: &Message) -> bool {
+    use MessageType::*;
+    matches!(
+        m.get_msg_type(),
+        MsgAppend
+            | MsgAppendResponse
+            | MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+            | MsgTimeoutNow
+    ) && m
+        .entries
+        .iter()
+        .all(|e| e.get_entry_type() == EntryType::EntryNormal)
 }
 
 async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {

@@ -74,6 +74,7 @@ pub(super) fn barrier(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter
     if let Some((term, until)) = inner.lease.get()
         && term == node.raft.term
         && term != inner.lease_off_term.get()
+        && node.raft.lead_transferee.is_none()
         && Instant::now() < until
     {
         // No other leader can exist before `until`: what is committed now is all a read
