@@ -131,8 +131,8 @@ interface CoreKv {
   # In a cluster: makes node `to` the leader of shard `shard`'s Raft group (an operator's move
   # before maintenance, as `etcdctl move-leader`). Send it to the group's current leader (any
   # shard port of that node); another replica answers `notLeader` naming the leader. The
-  # leader refuses writes meanwhile (`notLeader` naming `to`), brings `to` up to date and hands
-  # over; the call answers when `to` leads. `error` is unset on success (also when `to` already
+  # leader refuses writes meanwhile (`notLeader`, as in an election), brings `to` up to date
+  # and hands over; the call answers when `to` leads. `error` is unset on success (also when `to` already
   # leads); otherwise `notLeader`, `invalidArgument` (no such shard, `to` is not a replica, not
   # a cluster), `shuttingDown`, or `overloaded` after two election timeouts without `to`
   # leading: the transfer is given up, though `to` may still take over (see `topology`).

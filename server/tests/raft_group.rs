@@ -448,10 +448,10 @@ fn a_leader_transfer_hands_over_and_ends_the_old_leaders_lease_at_once() {
             by_lease,
             "a lease read during a transfer"
         );
-        // Writes meanwhile are sent to the replica about to lead.
+        // Writes meanwhile are refused, as during an election.
         assert_eq!(
             old.propose(b"ptk=v0".to_vec()).await,
-            Err(ProposeError::NotLeader { leader: Some(to) })
+            Err(ProposeError::NotLeader { leader: None })
         );
         assert_eq!(pending.await, Err(ProposeError::TimedOut));
         assert_eq!(old.status().leader, first, "the transfer was given up");

@@ -528,10 +528,11 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 let _ = tx.send(Err(ProposeError::NotLeader { leader }));
                 return Ok(true);
             }
-            if let Some(to) = node.raft.lead_transferee {
-                // raft-rs drops proposals while it hands over: send the client to the
-                // replica about to lead.
-                let _ = tx.send(Err(ProposeError::NotLeader { leader: Some(to) }));
+            if node.raft.lead_transferee.is_some() {
+                // raft-rs drops proposals while it hands over. No leader to name: the
+                // transferee leads only once elected, and naming it (or this replica) sends
+                // clients back and forth; "retry shortly" finds the new one in a few ms.
+                let _ = tx.send(Err(ProposeError::NotLeader { leader: None }));
                 return Ok(true);
             }
             let mut data = command;
