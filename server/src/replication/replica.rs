@@ -185,9 +185,9 @@ impl Replica {
                 ErrorCode::Overloaded,
                 format!(
                     "node {to} did not take over shard {shard} within two election timeouts \
-                     (behind, unreachable or stopped?); node {} leads it now: see `cluster \
-                     status`",
-                    self.group.status().leader
+                     (behind, unreachable, stopped, or not following this leader yet): the \
+                     transfer is given up, though it may still complete; see `cluster status` \
+                     and retry"
                 ),
             )),
             Err(ProposeError::Stopped) => Err(OpError::new(
