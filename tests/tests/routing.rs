@@ -1,6 +1,7 @@
 //! Key routing: any port answers for any key (the server forwards to the owner), and the
 //! shard-aware client sends every operation straight to its owner, so nothing crosses shards
-//! (checked through the `stats` counters).
+//! (checked through the `stats` counters). A single node refuses a leader transfer for any of
+//! its shards, asked through any port, and names an unknown shard.
 
 // Test code: helpers panic on failed set-up steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -108,6 +109,27 @@ fn shard_aware_routing_sends_nothing_across_shards() {
             // Every shard got its own keys' operations.
             for s in &stats {
                 assert!(s.counter("ops_total").unwrap() > 0, "shard {} idle", s.id);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_single_node_refuses_a_leader_transfer_for_any_shard() {
+    let dir = test_dir("transfer-single");
+    let server = Server::start(dir.path(), ServerOptions::shards(2));
+    block_on(async {
+        let conn = Connection::connect(TokioRuntime, server.shard_addr(1))
+            .await
+            .unwrap();
+        // Shard 0 is asked through shard 1's port (the server routes the call to it).
+        for (shard, want) in [(0, "single node"), (1, "single node"), (7, "no shard 7")] {
+            match conn.transfer_leader(shard, 1).await {
+                Err(corekv_proto::Error::Server(e)) => {
+                    assert_eq!(e.code, corekv_proto::ErrorCode::InvalidArgument, "{e}");
+                    assert!(e.message.contains(want), "shard {shard}: {e}");
+                }
+                other => panic!("shard {shard}: {other:?}"),
             }
         }
     });
