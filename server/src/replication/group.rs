@@ -282,22 +282,19 @@ impl Group {
             data.len() >= ENTRY_TIME_BYTES,
             "an entry begins with its time"
         );
-        let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .events
-            .unbounded_send(Event::Propose(data, tx))
-            .is_err()
-        {
-            return Err(ProposeError::Stopped);
-        }
-        self.with_timeout(rx).await
+        self.ask(|tx| Event::Propose(data, tx)).await
     }
 
-    async fn with_timeout<T>(
+    /// Sends the loop the event `make` builds around a waiter and waits for its answer (at
+    /// most the request timeout).
+    async fn ask<T>(
         &self,
-        rx: oneshot::Receiver<Result<T, ProposeError>>,
+        make: impl FnOnce(oneshot::Sender<Result<T, ProposeError>>) -> Event,
     ) -> Result<T, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.events.unbounded_send(make(tx)).is_err() {
+            return Err(ProposeError::Stopped);
+        }
         let timer = glommio::timer::Timer::new(self.inner.config.request_timeout);
         match futures::future::select(rx, timer).await {
             futures::future::Either::Left((answer, _)) => {
@@ -315,16 +312,7 @@ impl Group {
     /// Resolves once this replica is known to be the leader and has applied everything
     /// committed before the call (ReadIndex): a read of the engine after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .events
-            .unbounded_send(Event::ReadBarrier(tx))
-            .is_err()
-        {
-            return Err(ProposeError::Stopped);
-        }
-        self.with_timeout(rx).await
+        self.ask(Event::ReadBarrier).await
     }
 
     /// The shard (and group) number.

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::channel::oneshot;
 use raft::RawNode;
 use raft::StateRole;
 
@@ -17,7 +16,7 @@ impl Group {
     /// order to campaign already sent may still make `to` leader. A transfer to this replica
     /// gives up a pending one.
     pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
-        self.ask_transfer(to).await?;
+        self.ask(|tx| Event::TransferLeader(to, tx)).await?;
         let deadline = Instant::now() + 2 * self.inner.config.election_timeout();
         // Finer than a tick: the new leader's first heartbeat tells this replica soon after
         // the election.
@@ -31,25 +30,13 @@ impl Group {
                 return Err(ProposeError::Stopped);
             }
             if Instant::now() >= deadline {
-                let _ = self.ask_transfer(self.inner.config.node_id).await;
+                let me = self.inner.config.node_id;
+                let _ = self.ask(|tx| Event::TransferLeader(me, tx)).await;
                 return Err(ProposeError::TimedOut);
             }
             glommio::timer::sleep(poll).await;
         }
         Ok(())
-    }
-
-    async fn ask_transfer(&self, to: u64) -> Result<(), ProposeError> {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .events
-            .unbounded_send(Event::TransferLeader(to, tx))
-            .is_err()
-        {
-            return Err(ProposeError::Stopped);
-        }
-        self.with_timeout(rx).await
     }
 }
 
