@@ -1,12 +1,11 @@
 //! `corekv-cli cluster status`: every replica's Raft state, gathered from the replicas
 //! themselves (`topology` names them, each one's `stats` carry its `raft_*` figures).
-//! `corekv-cli cluster transfer-leader`: asks a shard's leader to hand over.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use corekv_proto::client::TokioRuntime;
-use corekv_proto::{Connection, ErrorCode, ShardStats, Topology};
+use corekv_proto::{Connection, ShardStats, Topology};
 
 use super::output::{ReplicaRow, ReplicaState};
 use super::{Failure, usage};
@@ -52,47 +51,6 @@ pub async fn status(
         }
     }
     Ok(rows)
-}
-
-/// Makes node `to` the leader of shard `shard`: asks the leader that `topology` (read from
-/// `reached`) names, and once more the one its `notLeader` names if the leader changed.
-pub async fn transfer_leader(
-    reached: SocketAddr,
-    topology: &Topology,
-    shard: u32,
-    to: u64,
-) -> Result<(), corekv_proto::Error> {
-    let info = topology.shards.get(shard as usize).ok_or_else(|| {
-        corekv_proto::Error::Protocol(format!("{reached} lists no shard {shard}"))
-    })?;
-    let address_of = |node: u64| {
-        info.replicas
-            .iter()
-            .find(|r| r.node == node)
-            .and_then(|r| replica_addr(reached, &r.host, r.port))
-    };
-    // No leader known (an election): ask the node reached, which answers `notLeader`.
-    let mut addr = address_of(info.leader).unwrap_or(reached);
-    for _ in 0..2 {
-        let conn = Connection::connect(TokioRuntime, addr).await?;
-        match conn.transfer_leader(shard, to).await {
-            Err(corekv_proto::Error::Server(e)) if e.code == ErrorCode::NotLeader => {
-                let next = e
-                    .leader
-                    .as_ref()
-                    .and_then(|l| l.address.as_deref()?.parse::<SocketAddr>().ok())
-                    .and_then(|a| replica_addr(reached, &a.ip().to_string(), a.port()));
-                match next {
-                    Some(next) if next != addr => addr = next,
-                    _ => return Err(corekv_proto::Error::Server(e)),
-                }
-            }
-            other => return other,
-        }
-    }
-    Err(corekv_proto::Error::Protocol(format!(
-        "shard {shard}'s leader kept changing while asked to transfer: retry"
-    )))
 }
 
 /// A replica's address: its advertised host, or the host we reached when it advertises all

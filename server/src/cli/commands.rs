@@ -298,17 +298,10 @@ impl Session {
                 p.cluster_status(&rows)?;
             }
             Command::Cluster(ClusterCommand::TransferLeader { node, shard }) => {
+                // Asked of the node reached; another than the leader answers `notLeader`
+                // naming it, and `execute` asks again there.
                 let conn = self.connection().await?;
-                let topology = timed(timeout, conn.topology()).await?;
-                if *shard as usize >= topology.shards.len() {
-                    return Err(usage(format!(
-                        "--shard {shard}: {} has shards 0 to {}",
-                        self.addr,
-                        topology.shards.len().saturating_sub(1)
-                    )));
-                }
-                let transfer = super::cluster::transfer_leader(self.addr, &topology, *shard, *node);
-                timed(timeout, transfer).await?;
+                timed(timeout, conn.transfer_leader(*shard, *node)).await?;
                 p.leader(*shard, *node)?;
             }
         }

@@ -251,8 +251,9 @@ pub enum ClusterCommand {
     /// index, and lag (entries behind the highest commit index known).
     Status,
     /// Make NODE the leader of a shard's Raft group (before maintenance of the current
-    /// leader's machine, or to place leaders): asks the shard's leader, as the `topology` of
-    /// --addr names it, and waits until NODE leads (about two election timeouts at most).
+    /// leader's machine, or to place leaders): asks --addr, which names the shard's leader if
+    /// it is not (then asked in turn), and waits until NODE leads (about two election timeouts
+    /// at most).
     /// Writes sent meanwhile are refused with `notLeader` and retried by clients, as in a
     /// failover. Prints `shard<TAB>leader`.
     TransferLeader {
