@@ -2,7 +2,8 @@
 //! over in memory, each replica with its own log and engine on disk): a leader is elected,
 //! proposals are applied on every replica alike, the leader stops and a new one takes over
 //! without losing an acknowledged write, the old leader restarts from its files and catches
-//! up; only the leader fills its block cache with the tables it writes. A leader transfer
+//! up; only the leader fills its block cache with the tables it writes. Appends overlap, and a
+//! follower acknowledges only what its log made durable. A leader transfer
 //! hands over and ends the old leader's lease reads from its start. With lease reads, a
 //! leader answers reads without asking a majority while its lease runs, and never once
 //! another leader could have been elected; a replica that just started votes for no one
@@ -18,12 +19,14 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Duration;
 
 use common::{
     Replica, VOTERS, contents, find_leader, run, start_replica_with, stop_replica, test_dir,
     wait_for,
 };
 use corekv_server::replication::group::{Group, GroupConfig, ProposeError, SendFn};
+use corekv_storage::io::{Fault, FaultInjector, FaultOp};
 use raft::eraftpb::{Message, MessageType};
 use raft::{GetEntriesContext, StateRole, Storage};
 
@@ -303,6 +306,71 @@ fn a_commit_reaches_followers_with_the_next_append_or_heartbeat() {
             assert_eq!(contents(&r.engine).await, reference, "replica {id} differs");
         }
         stop_all(&net, replicas).await;
+    });
+}
+
+#[test]
+fn a_follower_acknowledges_only_what_its_log_made_durable() {
+    run(|| async {
+        let dir = test_dir("raft-group-");
+        let net = Rc::new(RefCell::new(Net::default()));
+        let short = |c: &mut GroupConfig| c.request_timeout = Duration::from_secs(2);
+        let mut replicas = HashMap::new();
+        let mut faults = HashMap::new();
+        for id in VOTERS {
+            let f = FaultInjector::new(id);
+            let r = common::start_replica_faulty(
+                dir.path(),
+                id,
+                send_fn(&net, id),
+                short,
+                Some(f.clone()),
+            )
+            .await;
+            net.borrow_mut().groups.insert(id, r.group.clone());
+            replicas.insert(id, r);
+            faults.insert(id, f);
+        }
+        let first = leader(&replicas).await;
+        // Appends go on while earlier ones sync: many proposals in flight at once.
+        let proposals: Vec<_> = (0..20)
+            .map(|i| {
+                replicas[&first]
+                    .group
+                    .propose(format!("pa={i}").into_bytes())
+            })
+            .collect();
+        for answer in futures::future::join_all(proposals).await {
+            assert_eq!(answer.unwrap(), b"ok");
+        }
+        let commit = replicas[&first].group.status().commit;
+        wait_applied(&replicas, commit).await;
+
+        // Neither follower's log can write any more: a follower that acknowledged an append
+        // before its write was durable would let the leader commit it.
+        for id in VOTERS.into_iter().filter(|&id| id != first) {
+            faults[&id].fail_all(FaultOp::Write, Fault::Eio);
+        }
+        let answer = replicas[&first].group.propose(b"pb=lost".to_vec()).await;
+        assert!(
+            answer.is_err(),
+            "committed without a durable copy on a follower: {answer:?}"
+        );
+        assert_eq!(replicas[&first].group.status().commit, commit);
+        // A replica whose log failed takes no further part.
+        for id in VOTERS.into_iter().filter(|&id| id != first) {
+            let g = &replicas[&id].group;
+            wait_for("the follower to stop", || g.is_stopped().then_some(())).await;
+        }
+        net.borrow_mut().groups.clear();
+        for (id, r) in replicas {
+            r.group.stop();
+            wait_for("the group to stop", || r.group.is_stopped().then_some(())).await;
+            // The followers' logs fail to close too: they cannot sync.
+            let closed = r.log.close().await;
+            assert_eq!(closed.is_ok(), id == first, "{closed:?}");
+            r.engine.close().await.unwrap();
+        }
     });
 }
 

@@ -5,11 +5,14 @@
 //! ## The loop
 //! Everything that touches the `RawNode` arrives as an [`Event`] on one channel (peer
 //! messages, proposals, read barriers, ticks), so the node is only used between awaits of
-//! one task. Each turn takes every queued event, then handles one `Ready` as raft-rs asks:
-//! send its messages (the leader sends before its own fsync), apply the committed entries it
-//! carries, append its entries to the log and wait until they are durable (proposals that
-//! arrive meanwhile queue up and share the next append: group commit), record the hard
-//! state, send the messages that had to wait for that, `advance`, apply what that commits.
+//! one task. Each turn takes every queued event, then handles one `Ready` as raft-rs asks.
+//! Usually (see [`persist`]) it sends the leader's messages, queues the entries in the log's
+//! WAL without waiting, applies the committed entries it carries, and goes on: the messages
+//! that wait for durability (a follower's acknowledgements) go out once the WAL synced the
+//! entries, so appends overlap and proposals that arrive meanwhile are sent at once. A turn
+//! with a new term or vote, a snapshot or a conflicting suffix first waits for what is
+//! queued, then appends and waits, records the hard state, sends, `advance`s and applies what
+//! that commits.
 //!
 //! ## Entries
 //! A normal entry's data is `time_ms u64 LE | command`: the proposer's clock, which every
@@ -38,11 +41,12 @@ use futures::future::LocalBoxFuture;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 
+mod persist;
 mod reads;
 mod settings;
 mod transfer;
 
-use reads::{answer_reads, barrier, settle_reads};
+use reads::{answer_reads, barrier, record_read_states, settle_reads};
 use settings::COMMIT_LATENCY_US_MAX;
 pub use settings::{GroupConfig, GroupCounts};
 
@@ -103,6 +107,9 @@ enum Event {
     ReadBarrier(ReadWaiter),
     /// Hand the leadership to this node (answered once asked of raft-rs).
     TransferLeader(u64, ReadWaiter),
+    /// The appends of the turns up to this `Ready` number are durable, and their messages
+    /// sent (see [`persist`]); an error when the log failed.
+    Persisted(Result<u64, String>),
     Tick,
     Stop,
 }
@@ -146,6 +153,8 @@ struct Inner {
     stopped: Cell<bool>,
     /// Makes, sends and installs snapshots (none: a group that cannot, as in tests).
     snapshots: RefCell<Option<Rc<Snapshots>>>,
+    /// Turns whose appends are not known durable yet, in order.
+    persisting: RefCell<persist::Queue>,
 }
 
 /// A handle to a running group. Cheap to clone.
@@ -230,6 +239,7 @@ impl Group {
             applied: Cell::new(applied),
             stopped: Cell::new(false),
             snapshots: RefCell::new(None),
+            persisting: RefCell::default(),
             config,
         });
         glommio::spawn_local(run(inner.clone(), rx)).detach();
@@ -542,6 +552,10 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                 }
             }
         }
+        Event::Persisted(Err(error)) => {
+            return Err(format!("the Raft log failed: {error}"));
+        }
+        Event::Persisted(Ok(number)) => node.on_persist_ready(number),
         Event::ReadBarrier(tx) => barrier(inner, &mut node, tx),
         Event::TransferLeader(to, tx) => transfer::start(inner, &mut node, to, tx),
         Event::Stop => return Ok(false),
@@ -593,83 +607,78 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             .engine
             .set_block_cache_fill(ss.raft_state == StateRole::Leader);
     }
-    if !ready.snapshot().is_empty() {
-        let meta = ready.snapshot().get_metadata();
-        let (index, term) = (meta.index, meta.term);
-        let snapshots = inner.snapshots.borrow().clone();
-        let Some(snapshots) = snapshots else {
-            return Err("Raft accepted a snapshot, and this group takes none".into());
-        };
-        snapshots.install(index, term).await?;
-        inner.applied.set(index);
-        // Proposals of this replica's leadership that the snapshot covers are never applied
-        // one by one here: their outcome is in the snapshot, unknown to this replica.
-        let covered = {
-            let mut proposals = inner.proposals.borrow_mut();
-            let rest = proposals.split_off(&(index + 1));
-            std::mem::replace(&mut *proposals, rest)
-        };
-        for (_, (_, tx, _)) in covered {
-            let _ = tx.send(Err(ProposeError::Superseded));
+    if persist::can_defer(inner, &ready) {
+        persist::defer(inner, &mut ready)?;
+        // raft-rs hands only entries this replica holds durably as committed.
+        let committed = ready.take_committed_entries();
+        record_read_states(inner, ready.take_read_states());
+        inner.node.borrow_mut().advance_append_async(ready);
+        if !committed.is_empty() {
+            // Glommio submits queued I/O only when it polls, between task-queue slices: a
+            // short sleep lets the append's write start before the apply, not after it.
+            glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
         }
-    }
-    // A leader answers clients for what it applies, before its next append; a follower
-    // answers only its leader, whose commit waits for the append's acknowledgement: it
-    // appends and acknowledges first, and applies after.
-    let committed = ready.take_committed_entries();
-    let committed = if leading {
         apply_entries(inner, committed).await?;
-        Vec::new()
+        inner.node.borrow_mut().advance_apply();
     } else {
-        committed
-    };
-    let entries = ready.take_entries();
-    if !entries.is_empty() {
-        let n = entries.len() as u64;
-        count(inner, |c| {
-            c.log_appends += 1;
-            c.log_appended_entries += n;
-        });
-    }
-    inner.log.append(entries).await.map_err(|e| e.to_string())?;
-    if let Some(hs) = ready.hs() {
-        inner
-            .log
-            .set_hard_state(hs)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    send(inner, ready.take_persisted_messages());
-    apply_entries(inner, committed).await?;
-    for rs in ready.take_read_states() {
-        tracing::debug!(
-            index = rs.index,
-            applied = inner.applied.get(),
-            "read state"
-        );
-        let Some(n) = rs.request_ctx.get(..8).and_then(|b| b.try_into().ok()) else {
-            continue;
-        };
-        if let Some((tx, asked)) = inner.reads.borrow_mut().remove(&u64::from_le_bytes(n)) {
-            inner.reads_at.borrow_mut().push((rs.index, tx));
-            // A majority heard from this leader after `asked`: none of them votes for
-            // another before `asked` plus the lease.
-            if let Some(lease) = inner.config.lease {
-                let (term, until) = (inner.reads_term.get(), asked + lease);
-                match inner.lease.get() {
-                    Some((t, u)) if t == term && u >= until => {}
-                    _ => inner.lease.set(Some((term, until))),
-                }
+        persist::drain(inner).await?;
+        if !ready.snapshot().is_empty() {
+            let meta = ready.snapshot().get_metadata();
+            let (index, term) = (meta.index, meta.term);
+            let snapshots = inner.snapshots.borrow().clone();
+            let Some(snapshots) = snapshots else {
+                return Err("Raft accepted a snapshot, and this group takes none".into());
+            };
+            snapshots.install(index, term).await?;
+            inner.applied.set(index);
+            // Proposals of this replica's leadership that the snapshot covers are never applied
+            // one by one here: their outcome is in the snapshot, unknown to this replica.
+            let covered = {
+                let mut proposals = inner.proposals.borrow_mut();
+                let rest = proposals.split_off(&(index + 1));
+                std::mem::replace(&mut *proposals, rest)
+            };
+            for (_, (_, tx, _)) in covered {
+                let _ = tx.send(Err(ProposeError::Superseded));
             }
         }
+        // A leader answers clients for what it applies, before its next append; a follower
+        // answers only its leader, whose commit waits for the append's acknowledgement: it
+        // appends and acknowledges first, and applies after.
+        let committed = ready.take_committed_entries();
+        let committed = if leading {
+            apply_entries(inner, committed).await?;
+            Vec::new()
+        } else {
+            committed
+        };
+        let entries = ready.take_entries();
+        if !entries.is_empty() {
+            let n = entries.len() as u64;
+            count(inner, |c| {
+                c.log_appends += 1;
+                c.log_appended_entries += n;
+            });
+        }
+        inner.log.append(entries).await.map_err(|e| e.to_string())?;
+        if let Some(hs) = ready.hs() {
+            inner
+                .log
+                .set_hard_state(hs)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        send(inner, ready.take_persisted_messages());
+        apply_entries(inner, committed).await?;
+        record_read_states(inner, ready.take_read_states());
+        let mut light = inner.node.borrow_mut().advance(ready);
+        if let Some(commit) = light.commit_index() {
+            inner.log.set_commit(commit);
+        }
+        send(inner, light.take_messages());
+        apply_entries(inner, light.take_committed_entries()).await?;
+        inner.node.borrow_mut().advance_apply();
     }
-    let mut light = inner.node.borrow_mut().advance(ready);
-    if let Some(commit) = light.commit_index() {
-        inner.log.set_commit(commit);
-    }
-    send(inner, light.take_messages());
-    apply_entries(inner, light.take_committed_entries()).await?;
-    inner.node.borrow_mut().advance_apply();
     answer_reads(inner);
     settle_reads(inner);
     if inner.log.take_snapshot_wanted() {

@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use corekv_storage::io::FaultInjector;
 use corekv_storage::wal::{Replayed, Wal, WalOptions};
 use corekv_storage::{Durability, Options, WalRecoveryMode};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -167,6 +168,17 @@ impl RaftLog {
         voters: &[u64],
         applied: u64,
     ) -> Result<RaftLog, LogError> {
+        Self::open_with_faults(dir, options, voters, applied, None).await
+    }
+
+    /// [`RaftLog::open`] with the WAL's file operations going through `faults` (tests).
+    pub async fn open_with_faults(
+        dir: &Path,
+        options: &Options,
+        voters: &[u64],
+        applied: u64,
+        faults: Option<FaultInjector>,
+    ) -> Result<RaftLog, LogError> {
         let state_path = dir.join(RAFT_STATE_FILE);
         let mut state = match std::fs::read(&state_path) {
             Ok(bytes) => PersistedState::decode(&bytes).map_err(|what| LogError::Corruption {
@@ -206,7 +218,7 @@ impl RaftLog {
         let (wal, report) = Wal::open(
             dir.join(RAFT_LOG_DIR),
             wal_options,
-            None,
+            faults,
             |r: Replayed<'_>| {
                 let bad = |what: String| corekv_storage::Error::Corruption {
                     file: r.file.to_path_buf(),
@@ -307,16 +319,46 @@ impl RaftLog {
             let keep = (first.index - core.first_index()) as usize;
             core.truncate(keep);
         }
-        let mut last = 0;
+        let last = self.append_queued(entries)?;
+        self.wal.wait_durable(last).await?;
+        Ok(())
+    }
+
+    /// Whether `entries` follow the last one held, so [`RaftLog::append_queued`] takes them
+    /// (no suffix of the log to replace first).
+    pub fn follows_last(&self, entries: &[Entry]) -> bool {
+        entries
+            .first()
+            .is_none_or(|e| e.index == self.core.borrow().last_index() + 1)
+    }
+
+    /// Adds `entries`, which follow the last one held, to the log at once (raft-rs reads them
+    /// from now on) and queues their WAL records; returns the last index held, to pass to
+    /// [`RaftLog::wait_durable`].
+    pub fn append_queued(&self, entries: Vec<Entry>) -> Result<u64, LogError> {
         for e in entries {
             let expected = self.core.borrow().last_index() + 1;
             assert_eq!(e.index, expected, "raft-rs hands entries in index order");
-            last = self.wal.append(encode_entry(&e))?;
-            assert_eq!(last, e.index, "the WAL index is the Raft index");
+            let index = self.wal.append(encode_entry(&e))?;
+            assert_eq!(index, e.index, "the WAL index is the Raft index");
             self.core.borrow_mut().push(e);
         }
-        self.wal.wait_durable(last).await?;
-        Ok(())
+        Ok(self.core.borrow().last_index())
+    }
+
+    /// Resolves once every entry up to `index` is durable.
+    pub async fn wait_durable(&self, index: u64) -> Result<(), LogError> {
+        Ok(self.wal.wait_durable(index).await?)
+    }
+
+    /// Every entry up to this index is durable.
+    pub fn durable_index(&self) -> u64 {
+        self.wal.synced_index()
+    }
+
+    /// Whether recording `hs` writes the state file (its term or vote changed).
+    pub fn hard_state_changes(&self, hs: &HardState) -> bool {
+        self.core.borrow().written_term_vote != (hs.term, hs.vote)
     }
 
     /// Records a new hard state; written to disk (synced) when the term or vote changed.

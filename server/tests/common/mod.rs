@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use corekv_server::replication::group::{ApplyFn, Group, GroupConfig, SendFn};
 use corekv_server::replication::log_store::RaftLog;
+use corekv_storage::io::FaultInjector;
 use corekv_storage::{Change, Engine, OpenHooks, Options, ScanRange};
 use futures::FutureExt;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -82,6 +83,17 @@ pub async fn start_replica_with(
     send: SendFn,
     adjust: impl FnOnce(&mut GroupConfig),
 ) -> Replica {
+    start_replica_faulty(dir, id, send, adjust, None).await
+}
+
+/// [`start_replica_with`] with the log's file operations going through `log_faults`.
+pub async fn start_replica_faulty(
+    dir: &Path,
+    id: u64,
+    send: SendFn,
+    adjust: impl FnOnce(&mut GroupConfig),
+    log_faults: Option<FaultInjector>,
+) -> Replica {
     let shard_dir = dir.join(format!("node{id}"));
     let engine = loop {
         match Engine::open_applying(&shard_dir, options(), OpenHooks::default()).await {
@@ -91,9 +103,15 @@ pub async fn start_replica_with(
             other => break other.unwrap(),
         }
     };
-    let log = RaftLog::open(&shard_dir, &options(), &VOTERS, engine.flushed_log_index())
-        .await
-        .unwrap();
+    let log = RaftLog::open_with_faults(
+        &shard_dir,
+        &options(),
+        &VOTERS,
+        engine.flushed_log_index(),
+        log_faults,
+    )
+    .await
+    .unwrap();
     let mut config = GroupConfig {
         node_id: id,
         shard: 0,

@@ -90,3 +90,30 @@ pub(super) fn barrier(inner: &Inner, node: &mut RawNode<RaftLog>, tx: ReadWaiter
     }
     ask_read_index(inner, node, tx);
 }
+
+/// Takes a `Ready`'s read states: each confirmed barrier waits for its index to be applied,
+/// and with lease reads extends the lease.
+pub(super) fn record_read_states(inner: &Inner, states: Vec<raft::ReadState>) {
+    for rs in states {
+        tracing::debug!(
+            index = rs.index,
+            applied = inner.applied.get(),
+            "read state"
+        );
+        let Some(n) = rs.request_ctx.get(..8).and_then(|b| b.try_into().ok()) else {
+            continue;
+        };
+        if let Some((tx, asked)) = inner.reads.borrow_mut().remove(&u64::from_le_bytes(n)) {
+            inner.reads_at.borrow_mut().push((rs.index, tx));
+            // A majority heard from this leader after `asked`: none of them votes for
+            // another before `asked` plus the lease.
+            if let Some(lease) = inner.config.lease {
+                let (term, until) = (inner.reads_term.get(), asked + lease);
+                match inner.lease.get() {
+                    Some((t, u)) if t == term && u >= until => {}
+                    _ => inner.lease.set(Some((term, until))),
+                }
+            }
+        }
+    }
+}
