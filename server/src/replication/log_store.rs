@@ -43,7 +43,8 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use files::{
-    ENTRY_HEADER_BYTES, PersistedState, read_marker, remove_marker, replace_file, write_marker,
+    ENTRY_HEADER_BYTES, PersistedState, encode_entry_head, read_marker, remove_marker,
+    replace_file, write_marker,
 };
 pub use files::{decode_entry, encode_entry};
 
@@ -339,7 +340,11 @@ impl RaftLog {
         for e in entries {
             let expected = self.core.borrow().last_index() + 1;
             assert_eq!(e.index, expected, "raft-rs hands entries in index order");
-            let index = self.wal.append(encode_entry(&e))?;
+            // The entry's data goes to the WAL as it is (a shared view): copied once, into
+            // the write.
+            let index = self
+                .wal
+                .append_parts(encode_entry_head(&e, 0), Box::new(e.data.clone()))?;
             assert_eq!(index, e.index, "the WAL index is the Raft index");
             self.core.borrow_mut().push(e);
         }

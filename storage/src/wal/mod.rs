@@ -203,7 +203,32 @@ enum Spare {
 #[derive(Debug)]
 struct Pending {
     index: u64,
-    payload: Vec<u8>,
+    payload: Payload,
+}
+
+/// A queued record's payload: `head`, then `body` if any. The body is a view the caller
+/// hands over (a Raft entry's data), copied only into the write buffer.
+struct Payload {
+    head: Vec<u8>,
+    body: Option<Box<dyn AsRef<[u8]>>>,
+}
+
+impl Payload {
+    fn body(&self) -> &[u8] {
+        self.body.as_ref().map_or(&[], |b| (**b).as_ref())
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.body().len()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The first write or sync failure; it ends writing for this WAL instance.
@@ -399,6 +424,22 @@ impl Wal {
     /// Queues a record (payload 1 byte to ~4 GiB) and returns its index. It is not durable
     /// yet: wait with [`Wal::wait_durable`].
     pub fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        self.append_payload(Payload {
+            head: payload,
+            body: None,
+        })
+    }
+
+    /// [`Wal::append`] of the payload `head` then `body`, which is not copied until it is
+    /// written.
+    pub fn append_parts(&self, head: Vec<u8>, body: Box<dyn AsRef<[u8]>>) -> Result<u64> {
+        self.append_payload(Payload {
+            head,
+            body: Some(body),
+        })
+    }
+
+    fn append_payload(&self, payload: Payload) -> Result<u64> {
         let mut state = self.shared.state.borrow_mut();
         self.check_appendable_in(&state, payload.len())?;
         let index = state.next_index;

@@ -205,7 +205,13 @@ mod tests {
         let mut offsets = Vec::new();
         for &(index, durable, payload) in records {
             let len = record::frame_len(payload.len());
-            record::encode(&mut data[pos..pos + len], index, durable, payload, None);
+            record::encode(
+                &mut data[pos..pos + len],
+                index,
+                durable,
+                (payload, &[]),
+                None,
+            );
             offsets.push(pos);
             pos += len;
         }
@@ -323,7 +329,13 @@ mod tests {
         salt: Option<u64>,
     ) -> usize {
         let len = record::frame_len(payload.len());
-        record::encode(&mut data[pos..pos + len], index, durable, payload, salt);
+        record::encode(
+            &mut data[pos..pos + len],
+            index,
+            durable,
+            (payload, &[]),
+            salt,
+        );
         pos + len
     }
 

@@ -44,24 +44,29 @@ fn crc(frame: &[u8], payload_len: usize, salt: Option<u64>) -> u32 {
     crc32c::crc32c_append(c, &frame[8..HEADER_BYTES + payload_len])
 }
 
-/// Writes one frame into `dst`, which must be exactly `frame_len(payload.len())` bytes; its
-/// checksum seeded with the segment's `salt` if it has one.
+/// Writes one frame into `dst`, which must be exactly `frame_len` of the payload's length
+/// bytes; the payload is `head` then `body`; its checksum seeded with the segment's `salt` if
+/// it has one.
 pub(crate) fn encode(
     dst: &mut [u8],
     index: u64,
     durable_index: u64,
-    payload: &[u8],
+    (head, body): (&[u8], &[u8]),
     salt: Option<u64>,
 ) {
-    debug_assert_eq!(dst.len(), frame_len(payload.len()));
-    debug_assert!(!payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX);
+    let len = head.len() + body.len();
+    debug_assert_eq!(dst.len(), frame_len(len));
+    debug_assert!(len > 0 && len <= PAYLOAD_BYTES_MAX);
     debug_assert!(durable_index < index);
-    dst[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    dst[0..4].copy_from_slice(&(len as u32).to_le_bytes());
     dst[8..16].copy_from_slice(&index.to_le_bytes());
     dst[16..24].copy_from_slice(&durable_index.to_le_bytes());
-    dst[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    dst[HEADER_BYTES + payload.len()..].fill(0);
-    let c = crc(dst, payload.len(), salt);
+    let (h, rest) = dst[HEADER_BYTES..].split_at_mut(head.len());
+    h.copy_from_slice(head);
+    let (b, padding) = rest.split_at_mut(body.len());
+    b.copy_from_slice(body);
+    padding.fill(0);
+    let c = crc(dst, len, salt);
     dst[4..8].copy_from_slice(&c.to_le_bytes());
 }
 
@@ -135,8 +140,19 @@ mod tests {
 
     fn frame(index: u64, durable: u64, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0xAA; frame_len(payload.len())];
-        encode(&mut v, index, durable, payload, None);
+        encode(&mut v, index, durable, (payload, &[]), None);
         v
+    }
+
+    #[test]
+    fn a_payload_in_two_parts_is_the_frame_of_their_concatenation() {
+        let payload: Vec<u8> = (0..100u8).collect();
+        for split in [0, 1, 13, 99, 100] {
+            let (head, body) = payload.split_at(split);
+            let mut f = vec![0xAA; frame_len(payload.len())];
+            encode(&mut f, 5, 4, (head, body), None);
+            assert_eq!(f, frame(5, 4, &payload), "split at {split}");
+        }
     }
 
     #[test]
@@ -188,7 +204,7 @@ mod tests {
     #[test]
     fn a_salted_frame_reads_only_with_its_salt() {
         let mut f = vec![0; frame_len(5)];
-        encode(&mut f, 9, 8, b"hello", Some(0x5eed));
+        encode(&mut f, 9, 8, (b"hello", &[]), Some(0x5eed));
         assert!(matches!(
             decode(&f, Some(0x5eed)),
             Decoded::Record { index: 9, .. }

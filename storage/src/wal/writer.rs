@@ -272,7 +272,7 @@ fn build_round(shared: &Shared, overlap: bool) -> Result<Round> {
             &mut bytes[at..at + f],
             p.index,
             durable_index,
-            &p.payload,
+            (&p.payload.head, p.payload.body()),
             salt,
         );
         state.pending_bytes -= p.payload.len();

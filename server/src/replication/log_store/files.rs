@@ -18,14 +18,21 @@ pub(super) const VOTERS_MAX: usize = 1024;
 
 /// Encodes an entry as a WAL record payload.
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + e.context.len() + e.data.len());
+    let mut out = encode_entry_head(e, e.data.len());
+    out.extend_from_slice(&e.data);
+    out
+}
+
+/// The record of `e` up to its data (which follows), in a buffer with room for `extra`
+/// bytes more.
+pub fn encode_entry_head(e: &Entry, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + e.context.len() + extra);
     out.push(ENTRY_VERSION);
     out.push(e.get_entry_type() as u8);
     out.extend_from_slice(&e.term.to_le_bytes());
     out.extend_from_slice(&e.index.to_le_bytes());
     out.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
     out.extend_from_slice(&e.context);
-    out.extend_from_slice(&e.data);
     out
 }
 
