@@ -2,8 +2,8 @@
 //! over in memory, each replica with its own log and engine on disk): a leader is elected,
 //! proposals are applied on every replica alike, the leader stops and a new one takes over
 //! without losing an acknowledged write, the old leader restarts from its files and catches
-//! up; only the leader fills its block cache with the tables it writes. Appends overlap, and a
-//! follower acknowledges only what its log made durable. A leader transfer
+//! up; only the leader fills its block cache with the tables it writes. A follower
+//! acknowledges only what its log made durable. A leader transfer
 //! hands over and ends the old leader's lease reads from its start. With lease reads, a
 //! leader answers reads without asking a majority while its lease runs, and never once
 //! another leader could have been elected; a replica that just started votes for no one
@@ -332,7 +332,7 @@ fn a_follower_acknowledges_only_what_its_log_made_durable() {
             faults.insert(id, f);
         }
         let first = leader(&replicas).await;
-        // Appends go on while earlier ones sync: many proposals in flight at once.
+        // Many proposals in flight at once (their appends may overlap).
         let proposals: Vec<_> = (0..20)
             .map(|i| {
                 replicas[&first]

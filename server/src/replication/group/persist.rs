@@ -8,8 +8,11 @@
 //! A turn that writes the state file (a new term or vote), installs a snapshot or replaces a
 //! suffix of the log first waits for everything queued ([`drain`]) and then works as before,
 //! waiting for its own append: those turns are rare (elections, a new leader's conflicting
-//! entries), and each needs the log up to date on disk first (a state file must not record a
-//! commit past what the log holds, a truncation must not overtake an acknowledgement).
+//! entries), and each needs what is queued settled first (a truncation or a snapshot must not
+//! overtake an acknowledgement of what it removes; a vote goes out once it is on disk).
+//!
+//! The commit index recorded meanwhile may pass what this replica's log holds durably; a
+//! state file written then (for a compaction) may hold it, and opening clamps it to the log.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -72,14 +75,26 @@ pub(super) fn defer(inner: &Rc<Inner>, ready: &mut Ready) -> Result<(), String> 
         // Term and vote are unchanged (`can_defer`): only the commit index moved.
         inner.log.set_commit(hs.commit);
     }
+    let number = ready.number();
     inner.persisting.borrow_mut().push_back(Queued {
-        number: ready.number(),
+        number,
         index,
         messages: ready.take_persisted_messages(),
     });
     let inner = inner.clone();
     glommio::spawn_local(async move {
-        let event = match inner.log.wait_durable(index).await {
+        let result = inner.log.wait_durable(index).await;
+        // A stopped group takes no further part; a turn already settled (by a `drain`, which a
+        // truncation or snapshot follows) has nothing left to wait for.
+        let settled = inner
+            .persisting
+            .borrow()
+            .front()
+            .is_none_or(|q| q.number > number);
+        if inner.stopped.get() || settled {
+            return;
+        }
+        let event = match result {
             Ok(()) => match send_durable(&inner) {
                 Some(number) => Event::Persisted(Ok(number)),
                 None => return,
