@@ -20,7 +20,8 @@
 //!   (a torn write: a random subset of its sectors lands, then EIO).
 //!   `OP/PART=...` counts only operations on files whose path contains `PART`: `.sst`
 //!   (tables written by flushes and compactions), `MANIFEST` (manifest edits), `CURRENT`
-//!   (the manifest pointer), `wal-` (WAL segments).
+//!   (the manifest pointer), `wal-` (WAL segments). On a cluster node the plan reaches the
+//!   shard's Raft log too, whose segments are `raft-log/wal-*` (`OP/raft-log=...`).
 //! - `crash=POINT@N`: the `N`-th (0-based) time the engine reaches `POINT`, the process kills
 //!   itself with SIGKILL, right there (a real `kill -9` inside a flush or compaction).
 //!   `POINT` is one of `flush-mid-table`, `flush-before-manifest`, `flush-before-wal-release`,

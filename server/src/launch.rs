@@ -381,15 +381,21 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
         cluster,
     } = boot;
     let planted_bug = faults.as_ref().and_then(|plan| plan.bug);
+    // One injector per shard: its engine's files and, on a cluster node, its Raft log's.
+    let injector = faults.as_ref().and_then(|plan| plan.injector_for(id));
     let counters = Rc::new(Counters::default());
     counters.io_ring_depth.set(u64::from(io_ring_depth));
     let (mesh, inbound) = connect_mesh(id, ends, Rc::clone(&counters)).await;
     let started = async {
-        let bug = faults.as_ref().and_then(|plan| plan.bug);
-        let faults = faults.and_then(|plan| plan.injector_for(id));
-        let store = Store::open(&dir, storage.clone(), faults, bug, cluster.is_some())
-            .await
-            .map_err(|source| Error::Storage { shard: id, source })?;
+        let store = Store::open(
+            &dir,
+            storage.clone(),
+            injector.clone(),
+            planted_bug,
+            cluster.is_some(),
+        )
+        .await
+        .map_err(|source| Error::Storage { shard: id, source })?;
         let listeners = net::bind(id, main_addr, own_addr)?;
         let metrics_listener = match metrics_addr {
             Some(addr) => Some(net::listen_exclusive(addr).map_err(|source| Error::Bind {
@@ -435,7 +441,7 @@ async fn run_shard(boot: ShardBoot) -> Result<(), Error> {
     }
     if let Some(cluster) = &cluster
         && let Err(detail) =
-            replication::replica::start(&shard, cluster, &storage, planted_bug).await
+            replication::replica::start(&shard, cluster, &storage, injector, planted_bug).await
     {
         let _ = boot.send(Boot::Failed { shard: id });
         control.mark_drained();

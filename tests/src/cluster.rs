@@ -198,6 +198,14 @@ impl Node {
         }
     }
 
+    /// Drops flag `flag` and its value from this node's later starts.
+    pub fn remove_flag(&mut self, flag: &str) {
+        let args = &mut self.options.extra_args;
+        if let Some(at) = args.iter().position(|a| a == flag) {
+            args.drain(at..(at + 2).min(args.len()));
+        }
+    }
+
     /// Waits until the process exits by itself (a crash point), at most `timeout`; true if it
     /// did. The node is then down.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {

@@ -12,7 +12,9 @@
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 //! With 2 shards per node, each shard is a group of its own: its own leader, failover and
 //! catching up (and with `--read-mode lease`, leaders answer reads by their leases), and an
-//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`.
+//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`. A follower
+//! whose Raft log cannot write stops taking part (the others go on) and, restarted on a good
+//! disk, catches up.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -603,6 +605,67 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
 
 /// The `cluster status` rows the CLI prints through node `via`: (shard, node, role, applied,
 /// lag) per replica.
+#[test]
+fn a_replica_whose_log_cannot_write_stops_and_catches_up_on_a_good_disk() {
+    let dir = test_dir("cluster-log-fault");
+    let mut cluster = LocalCluster::start(dir.path(), 3, &[]);
+    block_on(async {
+        let mut written = Vec::new();
+        let mut leader = 0;
+        for i in 0..20 {
+            let (k, v) = kv(i);
+            leader = put_anywhere(&cluster, &[], &k, &v).await;
+            written.push((k, v));
+        }
+        // A follower restarts on a disk where its Raft log can write nothing more.
+        let bad = (1..=3).find(|&n| n != leader).unwrap();
+        cluster.node(bad).kill9();
+        cluster
+            .node(bad)
+            .set_flag("--debug-fault-injection", "write/raft-log=eio@0+");
+        cluster.node(bad).start();
+        for i in 20..60 {
+            let (k, v) = kv(i);
+            leader = put_anywhere(&cluster, &[bad], &k, &v).await;
+            written.push((k, v));
+        }
+        check_all(&cluster, leader, &written).await;
+        // Its group stopped on the failed write, says why, and applied none of the writes
+        // made since.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let log = loop {
+            let log = cluster.nodes[bad as usize - 1]
+                .server
+                .as_ref()
+                .unwrap()
+                .log();
+            if log.contains("the Raft group stopped on an error") {
+                break log;
+            }
+            assert!(Instant::now() < deadline, "node {bad} went on:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(log.contains("Input/output error"), "{log}");
+        let applied = counters(&cluster, "raft_applied_index").await;
+        assert!(
+            applied[bad as usize - 1] < applied[leader as usize - 1],
+            "{applied:?}"
+        );
+
+        // On a good disk again it catches up with every acknowledged write.
+        cluster.node(bad).kill9();
+        cluster.node(bad).remove_flag("--debug-fault-injection");
+        cluster.node(bad).start();
+        applied_everywhere(&cluster, leader).await;
+        cluster.node(leader).kill9();
+        let (k, v) = (b"after".to_vec(), b"the repaired node votes".to_vec());
+        let survivor = put_anywhere(&cluster, &[], &k, &v).await;
+        written.push((k, v));
+        check_all(&cluster, survivor, &written).await;
+    });
+    cluster.stop();
+}
+
 fn cluster_status(cluster: &LocalCluster, via: u64) -> Vec<(u32, u64, String, u64, u64)> {
     let node = &cluster.nodes[via as usize - 1];
     let out = node

@@ -126,6 +126,15 @@ impl Replica {
                     ));
                     count
                 ],
+                // Nothing to be unsure of for a read: this replica serves no more.
+                Err(ProposeError::Stopped) => vec![
+                    OpResult::Error(self.not_leader(
+                        "this replica has stopped (its storage failed, or the node is \
+                         stopping) and serves nothing: ask the leader",
+                        None,
+                    ));
+                    count
+                ],
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };
         }
@@ -376,13 +385,20 @@ pub async fn start(
     shard: &Rc<Shard>,
     cluster: &ClusterConfig,
     options: &corekv_storage::Options,
+    faults: Option<corekv_storage::io::FaultInjector>,
     bug: Option<PlantedBug>,
 ) -> Result<(), String> {
     let engine = shard.store.engine().clone();
     let dir = engine.dir().to_path_buf();
-    let log = RaftLog::open(&dir, options, &cluster.voters(), engine.flushed_log_index())
-        .await
-        .map_err(|e| format!("Raft log: {e}"))?;
+    let log = RaftLog::open_with_faults(
+        &dir,
+        options,
+        &cluster.voters(),
+        engine.flushed_log_index(),
+        faults,
+    )
+    .await
+    .map_err(|e| format!("Raft log: {e}"))?;
     let (shard_id, shard_count) = (shard.id as u32, shard.count as u32);
     let snapshots = Snapshots::new(
         &dir,
