@@ -233,3 +233,93 @@ impl Node {
         self.server.as_ref().and_then(Server::pid)
     }
 }
+
+/// Writing and checking through the cluster.
+impl LocalCluster {
+    /// Puts `key` on the node that accepts it, trying every running node but `skip` until one
+    /// does (the leader); returns its id. Panics after a generous deadline.
+    pub async fn put_anywhere(&self, skip: &[u64], key: &[u8], value: &[u8]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for node in self
+                .nodes
+                .iter()
+                .filter(|n| n.server.is_some() && !skip.contains(&n.id))
+            {
+                let Ok(c) = Connection::connect(TokioRuntime, node.addr).await else {
+                    continue;
+                };
+                match c.put(key, value, 0).await {
+                    Ok(_) => return node.id,
+                    Err(Error::Server(e)) if e.code == ErrorCode::NotLeader => {}
+                    Err(e) => panic!("put on node {}: {e}", node.id),
+                }
+            }
+            assert!(Instant::now() < deadline, "no node accepted a write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The counter `name` of every node's only shard, in node order.
+    pub async fn counters(&self, name: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
+            let stats = c.stats().await.unwrap();
+            out.push(stats[0].counter(name).unwrap());
+        }
+        out
+    }
+
+    /// Waits until every node applied what `leader` applied; returns that index.
+    pub async fn applied_everywhere(&self, leader: u64) -> u64 {
+        let target = self.counters("raft_applied_index").await[leader as usize - 1];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .counters("raft_applied_index")
+            .await
+            .iter()
+            .any(|&a| a < target)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nodes never applied index {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        target
+    }
+
+    /// Reads every key through the leader; followers refuse reads (they are linearizable).
+    pub async fn check_all(&self, leader: u64, written: &[(Vec<u8>, Vec<u8>)]) {
+        let node = &self.nodes[leader as usize - 1];
+        let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
+        for (k, v) in written {
+            assert_eq!(
+                c.get(k).await.unwrap().as_ref(),
+                Some(v),
+                "acknowledged write of {} lost",
+                String::from_utf8_lossy(k)
+            );
+        }
+        for other in self
+            .nodes
+            .iter()
+            .filter(|n| n.id != leader && n.server.is_some())
+        {
+            let c = Connection::connect(TokioRuntime, other.addr).await.unwrap();
+            match c.get(&written[0].0).await {
+                Err(Error::Server(e)) => assert_eq!(e.code, ErrorCode::NotLeader, "{e:?}"),
+                other => panic!("a follower answered a read: {other:?}"),
+            }
+        }
+    }
+}
+
+/// The key and value numbered `i`.
+pub fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("k{i:04}").into_bytes(),
+        format!("v{i}").into_bytes(),
+    )
+}

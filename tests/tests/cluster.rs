@@ -12,9 +12,7 @@
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
 //! With 2 shards per node, each shard is a group of its own: its own leader, failover and
 //! catching up (and with `--read-mode lease`, leaders answer reads by their leases), and an
-//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`. A follower
-//! whose Raft log cannot write stops taking part (the others go on) and, restarted on a good
-//! disk, catches up.
+//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,90 +21,12 @@ use std::time::{Duration, Instant};
 
 use corekv_proto::client::{Client, Connection, TokioRuntime};
 use corekv_proto::{Error as ClientError, ErrorCode, LeaderHint, Op, OpResult};
-use corekv_tests::cluster::LocalCluster;
+use corekv_tests::cluster::{LocalCluster, kv};
 use corekv_tests::{block_on, test_dir};
-
-/// Puts `key` on the node that accepts it, trying every running node but `skip` until one
-/// does (the leader); returns its id. Panics after a generous deadline.
-async fn put_anywhere(cluster: &LocalCluster, skip: &[u64], key: &[u8], value: &[u8]) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for node in cluster
-            .nodes
-            .iter()
-            .filter(|n| n.server.is_some() && !skip.contains(&n.id))
-        {
-            let Ok(c) = Connection::connect(TokioRuntime, node.addr).await else {
-                continue;
-            };
-            match c.put(key, value, 0).await {
-                Ok(_) => return node.id,
-                Err(ClientError::Server(e)) if e.code == ErrorCode::NotLeader => {}
-                Err(e) => panic!("put on node {}: {e}", node.id),
-            }
-        }
-        assert!(Instant::now() < deadline, "no node accepted a write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The counter `name` of every node's only shard, in node order.
-async fn counters(cluster: &LocalCluster, name: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    for node in &cluster.nodes {
-        let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
-        let stats = c.stats().await.unwrap();
-        out.push(stats[0].counter(name).unwrap());
-    }
-    out
-}
 
 /// Store writes each node's engine made so far.
 async fn engine_writes(cluster: &LocalCluster) -> Vec<u64> {
-    counters(cluster, "writes_total").await
-}
-
-/// Waits until every node applied what `leader` applied; returns that index.
-async fn applied_everywhere(cluster: &LocalCluster, leader: u64) -> u64 {
-    let target = counters(cluster, "raft_applied_index").await[leader as usize - 1];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while counters(cluster, "raft_applied_index")
-        .await
-        .iter()
-        .any(|&a| a < target)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nodes never applied index {target}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    target
-}
-
-/// Reads every key through the leader; followers refuse reads (they are linearizable).
-async fn check_all(cluster: &LocalCluster, leader: u64, written: &[(Vec<u8>, Vec<u8>)]) {
-    let node = &cluster.nodes[leader as usize - 1];
-    let c = Connection::connect(TokioRuntime, node.addr).await.unwrap();
-    for (k, v) in written {
-        assert_eq!(
-            c.get(k).await.unwrap().as_ref(),
-            Some(v),
-            "acknowledged write of {} lost",
-            String::from_utf8_lossy(k)
-        );
-    }
-    for other in cluster
-        .nodes
-        .iter()
-        .filter(|n| n.id != leader && n.server.is_some())
-    {
-        let c = Connection::connect(TokioRuntime, other.addr).await.unwrap();
-        match c.get(&written[0].0).await {
-            Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::NotLeader, "{e:?}"),
-            other => panic!("a follower answered a read: {other:?}"),
-        }
-    }
+    cluster.counters("writes_total").await
 }
 
 /// Puts `kv(i)` for every `i` through `client` while a failover may be under way: a put
@@ -163,13 +83,6 @@ fn large_value(i: usize) -> Vec<u8> {
     format!("{i}-{}", "x".repeat(1000)).into_bytes()
 }
 
-fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("k{i:04}").into_bytes(),
-        format!("v{i}").into_bytes(),
-    )
-}
-
 #[test]
 fn three_nodes_fail_over_without_losing_acknowledged_writes() {
     let dir = test_dir("cluster");
@@ -179,14 +92,14 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         let mut leader = 0;
         for i in 0..100 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[], &k, &v).await;
+            leader = cluster.put_anywhere(&[], &k, &v).await;
             written.push((k, v));
         }
-        check_all(&cluster, leader, &written).await;
+        cluster.check_all(leader, &written).await;
 
         // A batch of puts of distinct keys is one entry, and every replica applies it as one
         // store write, its puts numbered one after another.
-        let applied = applied_everywhere(&cluster, leader).await;
+        let applied = cluster.applied_everywhere(leader).await;
         let before: Vec<u64> = engine_writes(&cluster).await;
         let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
             .await
@@ -212,7 +125,7 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
             sequences.windows(2).all(|w| w[1] == w[0] + 1),
             "{sequences:?}"
         );
-        assert!(applied_everywhere(&cluster, leader).await > applied);
+        assert!(cluster.applied_everywhere(leader).await > applied);
         let after = engine_writes(&cluster).await;
         for (node, (b, a)) in before.iter().zip(&after).enumerate() {
             assert_eq!(a - b, 1, "store writes of node {} for the batch", node + 1);
@@ -228,11 +141,11 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         cluster.node(first).kill9();
         for i in 100..200 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[], &k, &v).await;
+            leader = cluster.put_anywhere(&[], &k, &v).await;
             written.push((k, v));
         }
         assert_ne!(leader, first);
-        check_all(&cluster, leader, &written).await;
+        cluster.check_all(leader, &written).await;
 
         // The killed node restarts from its files and catches up; then the current leader
         // dies too, and the restarted node with the third one must still serve everything.
@@ -240,15 +153,15 @@ fn three_nodes_fail_over_without_losing_acknowledged_writes() {
         let second = leader;
         for i in 200..250 {
             let (k, v) = kv(i);
-            put_anywhere(&cluster, &[], &k, &v).await;
+            cluster.put_anywhere(&[], &k, &v).await;
             written.push((k, v));
         }
         cluster.node(second).kill9();
         let (k, v) = (b"after".to_vec(), b"second failover".to_vec());
-        leader = put_anywhere(&cluster, &[], &k, &v).await;
+        leader = cluster.put_anywhere(&[], &k, &v).await;
         written.push((k, v));
         assert_ne!(leader, second);
-        check_all(&cluster, leader, &written).await;
+        cluster.check_all(leader, &written).await;
     });
     cluster.stop();
 }
@@ -268,7 +181,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
         let mut leader = 0;
         for i in 0..50 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[], &k, &v).await;
+            leader = cluster.put_anywhere(&[], &k, &v).await;
             written.push((k, v));
         }
 
@@ -286,7 +199,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
         let old = leader;
         for i in 50..100 {
             let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[old], &k, &v).await;
+            leader = cluster.put_anywhere(&[old], &k, &v).await;
             written.push((k, v));
         }
         assert_ne!(leader, old);
@@ -343,14 +256,16 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     block_on(async {
         let mut leader = 0;
         for i in 0..30 {
-            leader = put_anywhere(&cluster, &[], &kv(i).0, &large_value(i)).await;
+            leader = cluster.put_anywhere(&[], &kv(i).0, &large_value(i)).await;
         }
         let behind = if leader == 1 { 2 } else { 1 };
         cluster.node(behind).kill9();
         // Overwrites and deletes too: the snapshot must replace the node's state, not add to
         // it.
         for i in 0..400 {
-            leader = put_anywhere(&cluster, &[behind], &kv(i).0, &large_value(i + 1000)).await;
+            leader = cluster
+                .put_anywhere(&[behind], &kv(i).0, &large_value(i + 1000))
+                .await;
         }
         let c = Connection::connect(TokioRuntime, cluster.nodes[leader as usize - 1].addr)
             .await
@@ -437,7 +352,7 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         // It serves as a replica again: with the leader killed, it and the third node elect
         // one and keep every acknowledged write.
         cluster.node(leader).kill9();
-        let after = put_anywhere(&cluster, &[], b"after", b"snapshot").await;
+        let after = cluster.put_anywhere(&[], b"after", b"snapshot").await;
         assert_ne!(after, leader);
         let c = Connection::connect(TokioRuntime, cluster.nodes[after as usize - 1].addr)
             .await
@@ -462,7 +377,7 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
         &[SHORT_LOGS, &["--request-timeout-ms", "60000"]].concat(),
     );
     block_on(async {
-        let mut leader = put_anywhere(&cluster, &[], b"first", b"1").await;
+        let mut leader = cluster.put_anywhere(&[], b"first", b"1").await;
         let mut attempts = 0;
         let answer = loop {
             // The leader, cut off, takes a write it can never commit (unless it stepped down
@@ -475,7 +390,9 @@ fn a_write_pending_on_a_deposed_leader_is_answered_when_a_snapshot_replaces_its_
             let pending =
                 tokio::task::spawn_local(async move { c.put(b"pending", b"lost", 0).await });
             for i in 0..200 {
-                leader = put_anywhere(&cluster, &[old], &kv(i).0, &large_value(i + 1000)).await;
+                leader = cluster
+                    .put_anywhere(&[old], &kv(i).0, &large_value(i + 1000))
+                    .await;
             }
             assert_ne!(leader, old);
             cluster.heal();
@@ -507,7 +424,7 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
     let dir = test_dir("cluster-redirect");
     let mut cluster = LocalCluster::start(dir.path(), 3, &[]);
     block_on(async {
-        let leader = put_anywhere(&cluster, &[], b"first", b"1").await;
+        let leader = cluster.put_anywhere(&[], b"first", b"1").await;
         let follower = if leader == 1 { 2 } else { 1 };
         let addrs: Vec<std::net::SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
         let addr = |id: u64| addrs[id as usize - 1];
@@ -590,7 +507,7 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
         cluster.node(leader).kill9();
         let failed = put_through_failover(&client, 50..100, &mut acked).await;
         assert!(failed <= 2, "{failed} writes failed after the failover");
-        let new_leader = put_anywhere(&cluster, &[], b"after", b"failover").await;
+        let new_leader = cluster.put_anywhere(&[], b"after", b"failover").await;
         assert_ne!(new_leader, leader);
         // Reached through the node's main port (found by trying known nodes) or the shard's.
         let now = client.shard_addr(0).unwrap();
@@ -598,74 +515,13 @@ fn clients_are_sent_to_the_leader_and_follow_it_through_a_failover() {
             now == shard_addr(new_leader) || now == addr(new_leader),
             "{now} is not new leader {new_leader}'s"
         );
-        check_all(&cluster, new_leader, &acked).await;
+        cluster.check_all(new_leader, &acked).await;
     });
     cluster.stop();
 }
 
 /// The `cluster status` rows the CLI prints through node `via`: (shard, node, role, applied,
 /// lag) per replica.
-#[test]
-fn a_replica_whose_log_cannot_write_stops_and_catches_up_on_a_good_disk() {
-    let dir = test_dir("cluster-log-fault");
-    let mut cluster = LocalCluster::start(dir.path(), 3, &[]);
-    block_on(async {
-        let mut written = Vec::new();
-        let mut leader = 0;
-        for i in 0..20 {
-            let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[], &k, &v).await;
-            written.push((k, v));
-        }
-        // A follower restarts on a disk where its Raft log can write nothing more.
-        let bad = (1..=3).find(|&n| n != leader).unwrap();
-        cluster.node(bad).kill9();
-        cluster
-            .node(bad)
-            .set_flag("--debug-fault-injection", "write/raft-log=eio@0+");
-        cluster.node(bad).start();
-        for i in 20..60 {
-            let (k, v) = kv(i);
-            leader = put_anywhere(&cluster, &[bad], &k, &v).await;
-            written.push((k, v));
-        }
-        check_all(&cluster, leader, &written).await;
-        // Its group stopped on the failed write, says why, and applied none of the writes
-        // made since.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let log = loop {
-            let log = cluster.nodes[bad as usize - 1]
-                .server
-                .as_ref()
-                .unwrap()
-                .log();
-            if log.contains("the Raft group stopped on an error") {
-                break log;
-            }
-            assert!(Instant::now() < deadline, "node {bad} went on:\n{log}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(log.contains("Input/output error"), "{log}");
-        let applied = counters(&cluster, "raft_applied_index").await;
-        assert!(
-            applied[bad as usize - 1] < applied[leader as usize - 1],
-            "{applied:?}"
-        );
-
-        // On a good disk again it catches up with every acknowledged write.
-        cluster.node(bad).kill9();
-        cluster.node(bad).remove_flag("--debug-fault-injection");
-        cluster.node(bad).start();
-        applied_everywhere(&cluster, leader).await;
-        cluster.node(leader).kill9();
-        let (k, v) = (b"after".to_vec(), b"the repaired node votes".to_vec());
-        let survivor = put_anywhere(&cluster, &[], &k, &v).await;
-        written.push((k, v));
-        check_all(&cluster, survivor, &written).await;
-    });
-    cluster.stop();
-}
-
 fn cluster_status(cluster: &LocalCluster, via: u64) -> Vec<(u32, u64, String, u64, u64)> {
     let node = &cluster.nodes[via as usize - 1];
     let out = node
@@ -692,7 +548,7 @@ fn every_shard_of_a_node_is_its_own_group_and_each_fails_over() {
     let mut cluster = LocalCluster::start_sharded(dir.path(), 3, 2, &["--read-mode", "lease"]);
     let shards = cluster.nodes[0].shard_addrs.len();
     block_on(async {
-        put_anywhere(&cluster, &[], b"first", b"1").await;
+        cluster.put_anywhere(&[], b"first", b"1").await;
         let client = Client::connect(TokioRuntime, cluster.nodes[0].addr)
             .await
             .unwrap();

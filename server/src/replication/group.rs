@@ -25,7 +25,8 @@
 //! [`ProposeError::Dropped`] when another leader's entry took its index (definitely not
 //! applied); [`ProposeError::Superseded`] when a snapshot from another leader replaced the
 //! log past it (outcome unknown); [`ProposeError::TimedOut`] after the request timeout and
-//! [`ProposeError::Stopped`] when the group stopped first (outcome unknown).
+//! [`ProposeError::Stopped`] when the group stopped first (outcome unknown);
+//! [`ProposeError::Closed`] when it had stopped before the proposal reached it (not proposed).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +85,9 @@ pub enum ProposeError {
     /// was applied here: it may or may not be in the snapshot.
     #[error("a snapshot replaced the log past the proposal; the outcome is unknown")]
     Superseded,
+    /// The group had stopped before the request reached it: nothing was proposed.
+    #[error("the group has stopped; nothing was proposed")]
+    Closed,
     /// The group stopped (shutdown or a storage failure) before the outcome was known.
     #[error("the group stopped; the outcome is unknown")]
     Stopped,
@@ -303,7 +307,7 @@ impl Group {
     ) -> Result<T, ProposeError> {
         let (tx, rx) = oneshot::channel();
         if self.inner.events.unbounded_send(make(tx)).is_err() {
-            return Err(ProposeError::Stopped);
+            return Err(ProposeError::Closed);
         }
         let timer = glommio::timer::Timer::new(self.inner.config.request_timeout);
         match futures::future::select(rx, timer).await {
@@ -404,10 +408,10 @@ async fn run(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
 fn answer_stopped(event: Event) {
     match event {
         Event::Propose(_, tx) => {
-            let _ = tx.send(Err(ProposeError::Stopped));
+            let _ = tx.send(Err(ProposeError::Closed));
         }
         Event::ReadBarrier(tx) | Event::TransferLeader(_, tx) => {
-            let _ = tx.send(Err(ProposeError::Stopped));
+            let _ = tx.send(Err(ProposeError::Closed));
         }
         _ => {}
     }

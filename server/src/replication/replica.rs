@@ -127,14 +127,16 @@ impl Replica {
                     count
                 ],
                 // Nothing to be unsure of for a read: this replica serves no more.
-                Err(ProposeError::Stopped) => vec![
-                    OpResult::Error(self.not_leader(
-                        "this replica has stopped (its storage failed, or the node is \
+                Err(ProposeError::Stopped | ProposeError::Closed) => {
+                    vec![
+                        OpResult::Error(self.not_leader(
+                            "this replica has stopped (its storage failed, or the node is \
                          stopping) and serves nothing: ask the leader",
-                        None,
-                    ));
-                    count
-                ],
+                            None,
+                        ));
+                        count
+                    ]
+                }
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };
         }
@@ -199,7 +201,7 @@ impl Replica {
                      and retry"
                 ),
             )),
-            Err(ProposeError::Stopped) => Err(OpError::new(
+            Err(ProposeError::Stopped | ProposeError::Closed) => Err(OpError::new(
                 ErrorCode::ShuttingDown,
                 "the replica stopped before the transfer finished",
             )),
@@ -312,6 +314,11 @@ impl Replica {
                 ErrorCode::OutcomeUnknown,
                 "the replica stopped before the outcome was known: the write may or may not \
                  have been applied",
+            ),
+            ProposeError::Closed => self.not_leader(
+                "this replica has stopped (its storage failed, or the node is stopping) and \
+                 took nothing: ask the leader",
+                None,
             ),
         }
     }
