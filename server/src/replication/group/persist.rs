@@ -1,7 +1,7 @@
 //! Appends that do not hold up the loop (raft-rs's asynchronous `Ready`): a turn queues its
 //! entries in the log's WAL and goes on; the messages that had to wait for them (a follower's
 //! acknowledgements) go out once the WAL says they are durable, and raft-rs learns it then
-//! ([`RawNode::on_persist_ready`]). So a leader sends the next proposals to its followers
+//! ([`raft::RawNode::on_persist_ready`]). So a leader sends the next proposals to its followers
 //! while its own append syncs, a follower takes the next append while the last one syncs,
 //! and the WAL keeps its writes in flight.
 //!
