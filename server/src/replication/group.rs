@@ -657,13 +657,7 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
             committed
         };
         let entries = ready.take_entries();
-        if !entries.is_empty() {
-            let n = entries.len() as u64;
-            count(inner, |c| {
-                c.log_appends += 1;
-                c.log_appended_entries += n;
-            });
-        }
+        count_append(inner, entries.len());
         inner.log.append(entries).await.map_err(|e| e.to_string())?;
         if let Some(hs) = ready.hs() {
             inner
@@ -765,6 +759,16 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// Counts an append of `n` entries (none: no append).
+fn count_append(inner: &Inner, n: usize) {
+    if n > 0 {
+        count(inner, |c| {
+            c.log_appends += 1;
+            c.log_appended_entries += n as u64;
+        });
+    }
 }
 
 fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {

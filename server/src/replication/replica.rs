@@ -127,15 +127,8 @@ impl Replica {
                     count
                 ],
                 // Nothing to be unsure of for a read: this replica serves no more.
-                Err(ProposeError::Stopped | ProposeError::Closed) => {
-                    vec![
-                        OpResult::Error(self.not_leader(
-                            "this replica has stopped (its storage failed, or the node is \
-                         stopping) and serves nothing: ask the leader",
-                            None,
-                        ));
-                        count
-                    ]
+                Err(ProposeError::Stopped) => {
+                    vec![OpResult::Error(self.refusal(&ProposeError::Closed)); count]
                 }
                 Err(e) => vec![OpResult::Error(self.refusal(&e)); count],
             };

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use raft::Ready;
 use raft::eraftpb::Message;
 
-use super::{Event, Inner, count, send};
+use super::{Event, Inner, count_append, send};
 
 /// A turn whose entries are queued in the WAL and not known durable yet.
 pub(super) struct Queued {
@@ -61,11 +61,7 @@ pub(super) fn defer(inner: &Rc<Inner>, ready: &mut Ready) -> Result<(), String> 
         );
         last.map_or(0, |q| q.index)
     } else {
-        let n = entries.len() as u64;
-        count(inner, |c| {
-            c.log_appends += 1;
-            c.log_appended_entries += n;
-        });
+        count_append(inner, entries.len());
         inner
             .log
             .append_queued(entries)
