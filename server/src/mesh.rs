@@ -142,7 +142,7 @@ pub struct Mesh {
     counters: Rc<Counters>,
 }
 
-/// A receiving end, to be drained by the shard with [`Mesh::deliver`].
+/// A receiving end, drained by a task of the shard (`launch.rs`'s `receive_loop`).
 pub type Inbound = (usize, ConnectedReceiver<Envelope>);
 
 impl Mesh {

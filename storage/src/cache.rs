@@ -75,7 +75,7 @@ impl Drop for PooledBuf {
 /// `free_bytes_max` bytes sit idle in it).
 #[derive(Debug)]
 pub struct BufferPool {
-    /// free[p] holds released buffers of p pages (p in 1..=POOLED_PAGES_MAX).
+    /// `free[p]` holds released buffers of p pages (p in 1..=POOLED_PAGES_MAX).
     free: RefCell<Vec<Vec<NonNull<u8>>>>,
     free_bytes: Cell<usize>,
     free_bytes_max: usize,

@@ -102,7 +102,7 @@ pub(crate) struct GetOutcome {
 /// The live tables.
 #[derive(Debug, Default)]
 pub(crate) struct Version {
-    /// levels[0] newest first; deeper levels sorted by smallest key.
+    /// `levels[0]` newest first; deeper levels sorted by smallest key.
     pub levels: Vec<Vec<Rc<TableFile>>>,
 }
 

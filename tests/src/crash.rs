@@ -1,4 +1,4 @@
-//! The crash loop: start a real server, run the [`workload`](crate::workload) against it,
+//! The crash loop: start a real server, run the [`crate::workload`] against it,
 //! `kill -9` it at a random moment, restart it, check every key against the [`Model`], and
 //! again, cycle after cycle on the same data directory. Optionally, some cycles run with disk
 //! faults injected through the storage engine's I/O seam (`--debug-fault-injection`); the

@@ -2,7 +2,7 @@
 //!
 //! One request per connection (`Connection: close`): read the request head (at most
 //! [`REQUEST_HEAD_BYTES_MAX`], within [`REQUEST_TIMEOUT`]), answer `GET /metrics` (any query
-//! string) with every shard's snapshot rendered by [`exposition`](super::exposition), `404` for
+//! string) with every shard's snapshot rendered by [`super::exposition`], `404` for
 //! other paths, `405` for other methods, `400` for anything that is not HTTP. At most
 //! [`SCRAPES_IN_FLIGHT_MAX`] connections are served at once; more are answered `503`. The
 //! request path of the key-value service is untouched: a scrape costs the shards one message

@@ -179,7 +179,7 @@ pub struct ShardMetrics {
     network_bytes_sent_total: Cell<u64>,
 }
 
-/// A call being timed; [`CallTimer::finish`] records it.
+/// A call being timed; [`ShardMetrics::finish`] records it.
 #[must_use = "a timer records only when finished"]
 pub struct CallTimer {
     method: Method,

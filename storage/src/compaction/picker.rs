@@ -68,7 +68,7 @@ impl Picker {
 pub(crate) struct Targets {
     /// The level level 0 compacts into.
     pub base_level: usize,
-    /// target[l] for l >= 1; 0 for levels above the base level (they should be empty).
+    /// `target[l]` for l >= 1; 0 for levels above the base level (they should be empty).
     pub target: Vec<u64>,
 }
 

@@ -37,7 +37,7 @@
 //! Each piece of state has one owner: [`state::State`] (memtables, live tables, sequence and
 //! file numbers), [`workers::Workers`] (signals to and from the background tasks, stalled
 //! writers, the first background failure), [`manifest_log::ManifestLog`] (the manifest and
-//! what it says), [`crate::compaction::picker::Picker`], the [`Wal`], the block cache and the
+//! what it says), [`crate::compaction::picker::Picker`], the [`crate::wal::Wal`], the block cache and the
 //! counters. `open.rs` recovers them; `write.rs` (validation, stalls, sequencing, publishing),
 //! `read.rs` (point reads, scans, iterators), `stats.rs` and `background.rs` (the flush and
 //! compaction tasks) use them through their methods; this file holds the handle and the API

@@ -205,7 +205,7 @@ impl VersionEdit {
 /// The state a manifest describes: live tables per level and the counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManifestState {
-    /// levels[l]: file number -> metadata.
+    /// `levels[l]`: file number -> metadata.
     pub levels: Vec<BTreeMap<u64, TableMeta>>,
     /// Next file number to hand out.
     pub next_file_number: u64,

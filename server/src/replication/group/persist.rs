@@ -24,7 +24,7 @@ use super::{Event, Inner, count_append, send};
 
 /// A turn whose entries are queued in the WAL and not known durable yet.
 pub(super) struct Queued {
-    /// The `Ready`'s number, for [`RawNode::on_persist_ready`].
+    /// The `Ready`'s number, for [`raft::RawNode::on_persist_ready`].
     number: u64,
     /// Every entry up to this index must be durable first.
     index: u64,

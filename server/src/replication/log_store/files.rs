@@ -209,7 +209,7 @@ pub(super) fn remove_marker(dir: &Path) -> Result<(), LogError> {
 }
 
 /// Replaces `dir/name` with `bytes` atomically and durably (temporary file, fsync, rename,
-/// fsync of the directory). Blocking: run on the blocking thread ([`RaftLog::file_op`]) but
+/// fsync of the directory). Blocking: run on the blocking thread (`RaftLog::file_op`) but
 /// at open.
 pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
     let path = dir.join(name);
