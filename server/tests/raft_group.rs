@@ -7,7 +7,8 @@
 //! hands over and ends the old leader's lease reads from its start. With lease reads, a
 //! leader answers reads without asking a majority while its lease runs, and never once
 //! another leader could have been elected; a replica that just started votes for no one
-//! during its first election timeout. The TCP transport and the server's use of groups are
+//! during its first election timeout. A leader refuses proposals past its bound of
+//! uncommitted entries, and commits the rest. The TCP transport and the server's use of groups are
 //! tested separately.
 
 // Test code: a failed step should panic the test.
@@ -615,5 +616,75 @@ fn with_leases_a_replica_votes_for_no_one_during_its_first_election_timeout() {
         );
         stop_replica(leased).await;
         stop_replica(plain).await;
+    });
+}
+
+#[test]
+fn a_leader_refuses_proposals_past_its_uncommitted_bound_and_commits_the_rest() {
+    run(|| async {
+        let dir = test_dir("raft-group-");
+        let net = Rc::new(RefCell::new(Net::default()));
+        // At most 1 MiB proposed and not committed; an election timeout (1 s) long enough
+        // that the leader keeps leading while its followers hear nothing.
+        let bounded = |c: &mut GroupConfig| {
+            c.max_uncommitted_bytes = 1 << 20;
+            c.election_ticks = 100;
+        };
+        let replicas = start_all(&net, dir.path(), bounded).await;
+        let first = leader(&replicas).await;
+        let group = replicas[&first].group.clone();
+        assert_eq!(group.propose(b"pwarm=up".to_vec()).await.unwrap(), b"ok");
+        // No majority: nothing commits, so the leader's uncommitted entries only grow.
+        let followers: Vec<u64> = VOTERS.into_iter().filter(|&id| id != first).collect();
+        net.borrow_mut().cut.extend(followers.iter().copied());
+        // Six proposals of ~300 KiB in order: three fit under 1 MiB, the rest do not.
+        let value = "v".repeat(300 << 10);
+        let refused = Rc::new(RefCell::new(Vec::new()));
+        let proposals: Vec<_> = (0..6)
+            .map(|i| {
+                let (group, refused) = (group.clone(), refused.clone());
+                let command = format!("pk{i}={value}").into_bytes();
+                glommio::spawn_local(async move {
+                    let answer = group.propose(command).await;
+                    if answer.is_err() {
+                        refused.borrow_mut().push((i, answer.clone()));
+                    }
+                    answer
+                })
+            })
+            .collect();
+        wait_for("three refusals", || {
+            (refused.borrow().len() == 3).then_some(())
+        })
+        .await;
+        assert_eq!(
+            *refused.borrow(),
+            [3, 4, 5].map(|i| (i, Err(ProposeError::Overloaded))),
+            "refused past the bound, and only those"
+        );
+        // The majority is back: what was taken commits, and the bound is free again.
+        net.borrow_mut().cut.clear();
+        for (i, p) in proposals.into_iter().enumerate() {
+            let answer = p.await;
+            if i < 3 {
+                assert_eq!(answer.unwrap(), b"ok", "proposal {i}");
+            }
+        }
+        assert_eq!(group.propose(b"pafter=ok".to_vec()).await.unwrap(), b"ok");
+        let commit = group.status().commit;
+        wait_applied(&replicas, commit).await;
+        for (id, r) in &replicas {
+            let keys: Vec<Vec<u8>> = contents(&r.engine)
+                .await
+                .into_iter()
+                .map(|(k, _, _)| k)
+                .collect();
+            let want: Vec<&[u8]> = vec![b"after", b"k0", b"k1", b"k2", b"warm"];
+            assert_eq!(
+                keys, want,
+                "replica {id}: refused proposals were not applied"
+            );
+        }
+        stop_all(&net, replicas).await;
     });
 }

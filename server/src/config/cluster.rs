@@ -16,6 +16,10 @@ pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
 /// engine's tables hold, whatever their count (TiKV keeps 72 MiB per region): entries carry
 /// whole batches, and 10,000 of them can weigh gigabytes, all in memory.
 pub const DEFAULT_LOG_RETAIN_MIB: u64 = 64;
+/// Default `--max-uncommitted-mib`: a shard's leader holds at most this many MiB of entries
+/// proposed and not yet committed; past it writes are refused `overloaded`, so a slow or
+/// unreachable majority bounds the leader's memory.
+pub const DEFAULT_MAX_UNCOMMITTED_MIB: u64 = 64;
 /// Default `--request-timeout-ms`: how long a replicated write or read barrier waits for its
 /// outcome before answering `outcomeUnknown` (a partition, a lost leadership).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
@@ -43,6 +47,8 @@ pub struct ClusterConfig {
     pub log_retain_entries: u64,
     /// See [`DEFAULT_LOG_RETAIN_MIB`].
     pub log_retain_mib: u64,
+    /// See [`DEFAULT_MAX_UNCOMMITTED_MIB`].
+    pub max_uncommitted_mib: u64,
     /// See [`DEFAULT_REQUEST_TIMEOUT_MS`].
     pub request_timeout_ms: u64,
     /// See [`DEFAULT_SNAPSHOT_SEND_MIB_PER_S`]; 0: no limit.
@@ -121,6 +127,7 @@ impl ClusterConfig {
             heartbeat_interval_ms,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
             log_retain_mib: DEFAULT_LOG_RETAIN_MIB,
+            max_uncommitted_mib: DEFAULT_MAX_UNCOMMITTED_MIB,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             snapshot_send_mib_per_s: DEFAULT_SNAPSHOT_SEND_MIB_PER_S,
             read_mode: super::ReadMode::default(),

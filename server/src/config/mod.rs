@@ -176,6 +176,12 @@ pub struct Cli {
     #[arg(long, value_name = "MIB")]
     pub log_retain_mib: Option<u64>,
 
+    /// Cluster: a shard's leader holds at most this many MiB of writes proposed and not yet
+    /// committed (a slow or unreachable majority); more are refused `overloaded`, retry
+    /// later. At least 1. [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub max_uncommitted_mib: Option<u64>,
+
     /// Cluster: how long a write (or a read's leadership check) waits for its outcome before
     /// the client is told `outcomeUnknown` (a partition, a lost leadership). [default: 5000]
     #[arg(long, value_name = "MS")]
@@ -550,6 +556,15 @@ impl Config {
         }
         if let Some(mib) = cli.log_retain_mib {
             cluster_only(&mut cluster, "--log-retain-mib")?.log_retain_mib = mib;
+        }
+        if let Some(mib) = cli.max_uncommitted_mib {
+            if mib == 0 {
+                return Err(ConfigError::Invalid(
+                    "`--max-uncommitted-mib` must be at least 1 (one Raft message's size)"
+                        .to_string(),
+                ));
+            }
+            cluster_only(&mut cluster, "--max-uncommitted-mib")?.max_uncommitted_mib = mib;
         }
         if let Some(ms) = cli.request_timeout_ms {
             if ms == 0 {

@@ -26,7 +26,9 @@
 //! applied); [`ProposeError::Superseded`] when a snapshot from another leader replaced the
 //! log past it (outcome unknown); [`ProposeError::TimedOut`] after the request timeout and
 //! [`ProposeError::Stopped`] when the group stopped first (outcome unknown);
-//! [`ProposeError::Closed`] when it had stopped before the proposal reached it (not proposed).
+//! [`ProposeError::Closed`] when it had stopped before the proposal reached it (not proposed);
+//! [`ProposeError::Overloaded`] when the leader already holds its bound of uncommitted entries
+//! (not proposed).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +51,7 @@ mod transfer;
 
 use reads::{answer_reads, barrier, record_read_states, settle_reads};
 use settings::COMMIT_LATENCY_US_MAX;
-pub use settings::{GroupConfig, GroupCounts};
+pub use settings::{GroupConfig, GroupCounts, ProposeError};
 
 use super::log_store::RaftLog;
 use super::snapshot::Snapshots;
@@ -66,36 +68,6 @@ pub const ENTRY_TIME_BYTES: usize = 8;
 
 /// Sends messages to peers (best effort: Raft retries what is lost).
 pub type SendFn = Rc<dyn Fn(Vec<Message>)>;
-
-/// Why a proposal or read barrier did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    /// This replica is not the leader; `leader` is the one it knows of (None during an
-    /// election). Nothing was proposed.
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader {
-        /// The leader's node id, if known.
-        leader: Option<u64>,
-    },
-    /// The entry was replaced by another leader's, or raft-rs refused it: it was not applied
-    /// and never will be.
-    #[error("the proposal was dropped by a change of leader; it was not applied")]
-    Dropped,
-    /// A snapshot from another leader replaced this replica's log past the entry before it
-    /// was applied here: it may or may not be in the snapshot.
-    #[error("a snapshot replaced the log past the proposal; the outcome is unknown")]
-    Superseded,
-    /// The group had stopped before the request reached it: nothing was proposed.
-    #[error("the group has stopped; nothing was proposed")]
-    Closed,
-    /// The group stopped (shutdown or a storage failure) before the outcome was known.
-    #[error("the group stopped; the outcome is unknown")]
-    Stopped,
-    /// No outcome within the group's request timeout (a partition, a lost leadership): a
-    /// proposal may still be applied later; a read barrier had no effect.
-    #[error("no outcome within the request timeout")]
-    TimedOut,
-}
 
 enum Event {
     Message(Box<Message>),
@@ -205,6 +177,7 @@ impl Group {
             read_only_option: ReadOnlyOption::Safe,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: config.max_uncommitted_bytes,
             // Proposals taken in one turn go to each follower in one append message.
             batch_append: true,
             // A follower learns a commit from the next append or heartbeat, not from an empty
@@ -551,8 +524,9 @@ fn handle(inner: &Inner, event: Event) -> Result<bool, String> {
                         .insert(index, (node.raft.term, tx, Instant::now()));
                 }
                 Err(_) => {
-                    // Dropped by raft-rs (too many uncommitted bytes).
-                    let _ = tx.send(Err(ProposeError::Dropped));
+                    // raft-rs refuses a leader's proposal only past `max_uncommitted_size`
+                    // (not leading and handing over were answered above).
+                    let _ = tx.send(Err(ProposeError::Overloaded));
                 }
             }
         }

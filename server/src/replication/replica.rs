@@ -308,6 +308,12 @@ impl Replica {
                 "the replica stopped before the outcome was known: the write may or may not \
                  have been applied",
             ),
+            ProposeError::Overloaded => OpError::new(
+                ErrorCode::Overloaded,
+                "this shard's leader holds its bound of writes not yet committed \
+                 (`--max-uncommitted-mib`: a majority of its replicas is slow or unreachable); \
+                 the write was not applied: retry later",
+            ),
             ProposeError::Closed => self.not_leader(
                 "this replica has stopped (its storage failed, or the node is stopping) and \
                  took nothing: ask the leader",
@@ -432,6 +438,7 @@ pub async fn start(
         heartbeat_ticks: 1,
         log_retain_entries: cluster.log_retain_entries,
         log_retain_bytes: cluster.log_retain_mib.saturating_mul(1 << 20),
+        max_uncommitted_bytes: cluster.max_uncommitted_mib.saturating_mul(1 << 20),
         request_timeout: Duration::from_millis(cluster.request_timeout_ms),
         lease: None,
     };

@@ -121,6 +121,7 @@ pub async fn start_replica_faulty(
         heartbeat_ticks: 2,
         log_retain_entries: 100_000,
         log_retain_bytes: 1 << 30,
+        max_uncommitted_bytes: 64 << 20,
         request_timeout: Duration::from_secs(10),
         lease: None,
     };

@@ -1,4 +1,5 @@
-//! A group's settings ([`GroupConfig`]) and what it counts about its work ([`GroupCounts`]).
+//! A group's settings ([`GroupConfig`]), what it counts about its work ([`GroupCounts`]), and
+//! why a request failed ([`ProposeError`]).
 
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ pub struct GroupConfig {
     pub log_retain_entries: u64,
     /// Bytes of entries kept in the log behind the engine's flushed state, at most.
     pub log_retain_bytes: u64,
+    /// Bytes of entries a leader holds proposed and not yet committed, at most (raft-rs's
+    /// `max_uncommitted_size`; at least its 1 MiB message size): past it a proposal is refused
+    /// [`ProposeError::Overloaded`], so a slow or unreachable majority bounds the leader's
+    /// memory instead of queueing every client's writes. One entry is always taken.
+    pub max_uncommitted_bytes: u64,
     /// How long a proposal or read barrier waits for its outcome.
     pub request_timeout: Duration,
     /// Lease reads (`--read-mode lease`): how long after asking a ReadIndex that a majority
@@ -64,4 +70,38 @@ pub struct GroupCounts {
     pub append_message_entries: u64,
     /// Proposals this replica answered as leader with their outcome.
     pub proposals_committed: u64,
+}
+
+/// Why a proposal or read barrier did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica is not the leader; `leader` is the one it knows of (None during an
+    /// election). Nothing was proposed.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's node id, if known.
+        leader: Option<u64>,
+    },
+    /// The entry was replaced by another leader's, or raft-rs refused it: it was not applied
+    /// and never will be.
+    #[error("the proposal was dropped by a change of leader; it was not applied")]
+    Dropped,
+    /// A snapshot from another leader replaced this replica's log past the entry before it
+    /// was applied here: it may or may not be in the snapshot.
+    #[error("a snapshot replaced the log past the proposal; the outcome is unknown")]
+    Superseded,
+    /// The leader already holds `max_uncommitted_bytes` of entries not yet committed (a
+    /// majority is slow or unreachable): nothing was proposed.
+    #[error("too many uncommitted writes on the leader; nothing was proposed")]
+    Overloaded,
+    /// The group had stopped before the request reached it: nothing was proposed.
+    #[error("the group has stopped; nothing was proposed")]
+    Closed,
+    /// The group stopped (shutdown or a storage failure) before the outcome was known.
+    #[error("the group stopped; the outcome is unknown")]
+    Stopped,
+    /// No outcome within the group's request timeout (a partition, a lost leadership): a
+    /// proposal may still be applied later; a read barrier had no effect.
+    #[error("no outcome within the request timeout")]
+    TimedOut,
 }
