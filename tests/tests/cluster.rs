@@ -6,7 +6,7 @@
 //! restarted node) still form a majority and serve every acknowledged write. A leader cut off
 //! from the others by a partition (proxies on the peer links) acknowledges nothing, the
 //! majority goes on, and after healing every node has every acknowledged write and nothing
-//! else. A node down while the others flush and compact their logs past it catches up by a
+//! else; past its bound of uncommitted writes it refuses more as `overloaded`. A node down while the others flush and compact their logs past it catches up by a
 //! snapshot of the leader's tables (and a write still pending on a deposed leader is answered,
 //! outcome unknown, when such a snapshot replaces its log). Followers tell clients where the leader is, `topology`
 //! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
@@ -174,7 +174,12 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
     let mut cluster = LocalCluster::start(
         dir.path(),
         3,
-        &["--debug-fault-injection", "bug=follower-reads"],
+        &[
+            "--debug-fault-injection",
+            "bug=follower-reads",
+            "--max-uncommitted-mib",
+            "1",
+        ],
     );
     block_on(async {
         let mut written = Vec::new();
@@ -189,11 +194,41 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
         cluster.partition(&[leader]);
         let isolated = cluster.nodes[leader as usize - 1].addr;
         let c = Connection::connect(TokioRuntime, isolated).await.unwrap();
-        match c.put(b"minority", b"lost", 0).await {
+        // Large writes at the same time: it holds at most 1 MiB it cannot commit
+        // (`--max-uncommitted-mib 1`: two of these) and refuses the rest `overloaded` at once.
+        let big = vec![b'b'; 400 << 10];
+        let bigs: Vec<Vec<u8>> = (0..6).map(|i| format!("big{i}").into_bytes()).collect();
+        // A connection each: one connection's concurrent writes would travel as one batch.
+        let mut conns = Vec::new();
+        for _ in &bigs {
+            conns.push(Connection::connect(TokioRuntime, isolated).await.unwrap());
+        }
+        let (minority, answers) = futures::join!(
+            c.put(b"minority", b"lost", 0),
+            futures::future::join_all(bigs.iter().zip(&conns).map(|(k, c)| c.put(k, &big, 0)))
+        );
+        match minority {
             Err(ClientError::Server(e))
                 if matches!(e.code, ErrorCode::NotLeader | ErrorCode::OutcomeUnknown) => {}
             other => panic!("the isolated leader answered a write: {other:?}"),
         }
+        let mut refused = Vec::new();
+        let all_answers = format!("{answers:?}");
+        for (k, answer) in bigs.iter().zip(answers) {
+            match answer {
+                Err(ClientError::Server(e)) if e.code == ErrorCode::Overloaded => {
+                    refused.push(k.clone());
+                }
+                Err(ClientError::Server(e))
+                    if matches!(e.code, ErrorCode::NotLeader | ErrorCode::OutcomeUnknown) => {}
+                other => panic!("the isolated leader answered a write: {other:?}"),
+            }
+        }
+        // Four when all six reached it before it stepped down (one election timeout).
+        assert!(
+            (1..=4).contains(&refused.len()),
+            "{refused:?} {all_answers}"
+        );
 
         // The majority elects another leader and goes on.
         let old = leader;
@@ -229,8 +264,12 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            // The write the isolated leader took was replaced by the majority's entries.
+            // The write the isolated leader took was replaced by the majority's entries; the
+            // ones it refused were never proposed.
             assert_eq!(c.get(b"minority").await.unwrap(), None, "node {}", node.id);
+            for k in &refused {
+                assert_eq!(c.get(k).await.unwrap(), None, "node {}", node.id);
+            }
         }
     });
     cluster.stop();
