@@ -625,7 +625,8 @@ fn a_leader_refuses_proposals_past_its_uncommitted_bound_and_commits_the_rest() 
         let dir = test_dir("raft-group-");
         let net = Rc::new(RefCell::new(Net::default()));
         // At most 1 MiB proposed and not committed; an election timeout (1 s) long enough
-        // that the leader keeps leading while its followers hear nothing.
+        // that the leader keeps leading while its followers hear nothing (the cut lasts a few
+        // turns of the loop: a stall over 1 s would elect another leader).
         let bounded = |c: &mut GroupConfig| {
             c.max_uncommitted_bytes = 1 << 20;
             c.election_ticks = 100;

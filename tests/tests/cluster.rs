@@ -1,18 +1,18 @@
-//! A 3-node cluster of real `corekv-server` processes on loopback (`--shards 1` each): writes
-//! go through the leader (followers refuse with `notLeader`; a batch of puts is one store write
-//! on every replica), a `kill -9` of the leader elects
-//! a new one and loses no acknowledged write, the killed node restarts from its files and
-//! rejoins: once the other original node is killed too, the two survivors (one of them the
-//! restarted node) still form a majority and serve every acknowledged write. A leader cut off
-//! from the others by a partition (proxies on the peer links) acknowledges nothing, the
-//! majority goes on, and after healing every node has every acknowledged write and nothing
-//! else; past its bound of uncommitted writes it refuses more as `overloaded`. A node down while the others flush and compact their logs past it catches up by a
-//! snapshot of the leader's tables (and a write still pending on a deposed leader is answered,
-//! outcome unknown, when such a snapshot replaces its log). Followers tell clients where the leader is, `topology`
-//! lists the replicas, and the Rust client and the CLI follow the leader through a failover.
-//! With 2 shards per node, each shard is a group of its own: its own leader, failover and
-//! catching up (and with `--read-mode lease`, leaders answer reads by their leases), and an
-//! operator moves a shard's leadership with `corekv-cli cluster transfer-leader`.
+//! A 3-node cluster of real `corekv-server` processes on loopback (`--shards 1` each): writes go
+//! through the leader (followers refuse with `notLeader`; a batch of puts is one store write on
+//! every replica), a `kill -9` of the leader elects a new one and loses no acknowledged write, the
+//! killed node restarts from its files and rejoins: once the other original node is killed too, the
+//! two survivors (one of them the restarted node) still form a majority and serve every
+//! acknowledged write. A leader cut off from the others by a partition (proxies on the peer links)
+//! acknowledges nothing, the majority goes on, and after healing every node has every acknowledged
+//! write and nothing else; past its bound of uncommitted writes it refuses more as `overloaded`. A
+//! node down while the others flush and compact their logs past it catches up by a snapshot of the
+//! leader's tables (and a write still pending on a deposed leader is answered, outcome unknown,
+//! when such a snapshot replaces its log). Followers tell clients where the leader is, `topology`
+//! lists the replicas, and the Rust client and the CLI follow the leader through a failover. With 2
+//! shards per node, each shard is a group of its own: its own leader, failover and catching up (and
+//! with `--read-mode lease`, leaders answer reads by their leases), and an operator moves a shard's
+//! leadership with `corekv-cli cluster transfer-leader`.
 
 // Test code: a failed step should panic the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -190,19 +190,20 @@ fn a_partitioned_leader_acknowledges_nothing_and_catches_up_after_healing() {
             written.push((k, v));
         }
 
-        // The leader alone on one side: it acknowledges nothing more.
-        cluster.partition(&[leader]);
+        // The leader alone on one side: it acknowledges nothing more. With it, large writes:
+        // it holds at most 1 MiB it cannot commit (`--max-uncommitted-mib 1`: two of these) and
+        // refuses the rest `overloaded` at once. Connections first (client ports are not cut),
+        // so that the writes reach it well within the election timeout it then steps down
+        // after; a connection each, since one connection's concurrent writes share a batch.
         let isolated = cluster.nodes[leader as usize - 1].addr;
         let c = Connection::connect(TokioRuntime, isolated).await.unwrap();
-        // Large writes at the same time: it holds at most 1 MiB it cannot commit
-        // (`--max-uncommitted-mib 1`: two of these) and refuses the rest `overloaded` at once.
         let big = vec![b'b'; 400 << 10];
         let bigs: Vec<Vec<u8>> = (0..6).map(|i| format!("big{i}").into_bytes()).collect();
-        // A connection each: one connection's concurrent writes would travel as one batch.
         let mut conns = Vec::new();
         for _ in &bigs {
             conns.push(Connection::connect(TokioRuntime, isolated).await.unwrap());
         }
+        cluster.partition(&[leader]);
         let (minority, answers) = futures::join!(
             c.put(b"minority", b"lost", 0),
             futures::future::join_all(bigs.iter().zip(&conns).map(|(k, c)| c.put(k, &big, 0)))

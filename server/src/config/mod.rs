@@ -178,7 +178,7 @@ pub struct Cli {
 
     /// Cluster: a shard's leader holds at most this many MiB of writes proposed and not yet
     /// committed (a slow or unreachable majority); more are refused `overloaded`, retry
-    /// later. At least 1. [default: 64]
+    /// later. From 1 to 1048576. [default: 64]
     #[arg(long, value_name = "MIB")]
     pub max_uncommitted_mib: Option<u64>,
 
@@ -558,11 +558,13 @@ impl Config {
             cluster_only(&mut cluster, "--log-retain-mib")?.log_retain_mib = mib;
         }
         if let Some(mib) = cli.max_uncommitted_mib {
-            if mib == 0 {
-                return Err(ConfigError::Invalid(
-                    "`--max-uncommitted-mib` must be at least 1 (one Raft message's size)"
-                        .to_string(),
-                ));
+            // Below 1 MiB raft-rs refuses the setting (one message's size); past 1 TiB the
+            // bytes would reach its "no limit" value.
+            if !(1..=1 << 20).contains(&mib) {
+                return Err(ConfigError::Invalid(format!(
+                    "`--max-uncommitted-mib` {mib} must be at least 1 (one Raft message's size) \
+                     and at most 1048576 (1 TiB)"
+                )));
             }
             cluster_only(&mut cluster, "--max-uncommitted-mib")?.max_uncommitted_mib = mib;
         }

@@ -297,6 +297,7 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     assert_eq!(cc.log_retain_mib, 8);
     assert_eq!(cc.request_timeout_ms, 60_000);
     assert_eq!(cc.max_uncommitted_mib, 64);
+    assert_eq!(cc.snapshot_send_mib_per_s, 100);
     let mut args = cluster.to_vec();
     args.extend(["--max-uncommitted-mib", "2"]);
     let cc = Config::resolve(cli(&args), &cpus("0-1"))
@@ -304,15 +305,19 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
         .cluster
         .unwrap();
     assert_eq!(cc.max_uncommitted_mib, 2);
-    let mut args = cluster.to_vec();
-    args.extend(["--max-uncommitted-mib", "0"]);
-    let e = Config::resolve(cli(&args), &cpus("0-1"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("--max-uncommitted-mib"), "{e}");
+    for bad in ["0", "1048577"] {
+        let mut args = cluster.to_vec();
+        args.extend(["--max-uncommitted-mib", bad]);
+        let e = Config::resolve(cli(&args), &cpus("0-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at least 1") && e.contains("at most 1048576"),
+            "{e}"
+        );
+    }
     let e = Config::resolve(cli(&["--max-uncommitted-mib", "2"]), &cpus("0-1")).unwrap_err();
     assert!(e.to_string().contains("--max-uncommitted-mib"), "{e}");
-    assert_eq!(cc.snapshot_send_mib_per_s, 100);
     let mut args = cluster.to_vec();
     args.extend(["--snapshot-send-mib-per-s", "0"]);
     let cc = Config::resolve(cli(&args), &cpus("0-1"))

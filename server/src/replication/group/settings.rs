@@ -82,8 +82,7 @@ pub enum ProposeError {
         /// The leader's node id, if known.
         leader: Option<u64>,
     },
-    /// The entry was replaced by another leader's, or raft-rs refused it: it was not applied
-    /// and never will be.
+    /// The entry was replaced by another leader's: it was not applied and never will be.
     #[error("the proposal was dropped by a change of leader; it was not applied")]
     Dropped,
     /// A snapshot from another leader replaced this replica's log past the entry before it
