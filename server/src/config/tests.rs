@@ -284,31 +284,39 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     // Two shards per node: each is a replica of its own group.
     assert_eq!(c.cores.len(), 2);
 
-    let mut args = cluster.to_vec();
     assert_eq!(cc.request_timeout_ms, 5_000);
     assert_eq!(cc.log_retain_mib, 64);
-    args.extend(["--read-mode", "lease", "--log-retain-entries", "50"]);
-    args.extend(["--request-timeout-ms", "60000", "--log-retain-mib", "8"]);
-    let cc = Config::resolve(cli(&args), &cpus("0-1"))
-        .unwrap()
-        .cluster
-        .unwrap();
+    // The cluster's flags and `more`.
+    let resolve = |more: &[&str]| {
+        let mut args = cluster.to_vec();
+        args.extend_from_slice(more);
+        Config::resolve(cli(&args), &cpus("0-1"))
+    };
+    let cc = resolve(&[
+        "--read-mode",
+        "lease",
+        "--log-retain-entries",
+        "50",
+        "--request-timeout-ms",
+        "60000",
+        "--log-retain-mib",
+        "8",
+    ])
+    .unwrap()
+    .cluster
+    .unwrap();
     assert_eq!((cc.read_mode, cc.log_retain_entries), (ReadMode::Lease, 50));
     assert_eq!(cc.log_retain_mib, 8);
     assert_eq!(cc.request_timeout_ms, 60_000);
     assert_eq!(cc.max_uncommitted_mib, 64);
     assert_eq!(cc.snapshot_send_mib_per_s, 100);
-    let mut args = cluster.to_vec();
-    args.extend(["--max-uncommitted-mib", "2"]);
-    let cc = Config::resolve(cli(&args), &cpus("0-1"))
+    let cc = resolve(&["--max-uncommitted-mib", "2"])
         .unwrap()
         .cluster
         .unwrap();
     assert_eq!(cc.max_uncommitted_mib, 2);
     for bad in ["0", "1048577"] {
-        let mut args = cluster.to_vec();
-        args.extend(["--max-uncommitted-mib", bad]);
-        let e = Config::resolve(cli(&args), &cpus("0-1"))
+        let e = resolve(&["--max-uncommitted-mib", bad])
             .unwrap_err()
             .to_string();
         assert!(
@@ -318,9 +326,7 @@ fn cluster_settings_need_a_cluster_and_reach_it() {
     }
     let e = Config::resolve(cli(&["--max-uncommitted-mib", "2"]), &cpus("0-1")).unwrap_err();
     assert!(e.to_string().contains("--max-uncommitted-mib"), "{e}");
-    let mut args = cluster.to_vec();
-    args.extend(["--snapshot-send-mib-per-s", "0"]);
-    let cc = Config::resolve(cli(&args), &cpus("0-1"))
+    let cc = resolve(&["--snapshot-send-mib-per-s", "0"])
         .unwrap()
         .cluster
         .unwrap();
