@@ -8,7 +8,8 @@
 #
 # Usage: bench/scripts/replicated_vs_single.sh [REQUESTS] [VALUE_BYTES] [CLIENTS]
 #   (defaults: 100000 1000 50). Environment: RUNS (default 3), PIPELINES (default "1 16"),
-#   DATA_DIR (default /var/tmp/corekv-replicated; a real disk, not tmpfs), SERVER_ARGS (more
+#   DATA_DIR (default /var/tmp/corekv-replicated; a real disk, not tmpfs; removed at the end),
+#   OUT (where raw outputs go, default /var/tmp/corekv-replicated-<time>), SERVER_ARGS (more
 #   flags for every server, single and cluster nodes, e.g. "--idle-poll-us 0"), LEADER (default
 #   2: the node whose shard leads, moved there with `corekv-cli cluster transfer-leader` once one
 #   is elected; on 2 CPUs local-cluster.sh puts nodes 1 and 3 on CPU 0 and node 2 alone on CPU 1,
@@ -24,7 +25,8 @@ runs=${RUNS:-3}
 pipelines=${PIPELINES:-1 16}
 data=${DATA_DIR:-/var/tmp/corekv-replicated}
 read -r -a server_args <<<"${SERVER_ARGS:-}"
-out=$(mktemp -d "${TMPDIR:-/var/tmp}/corekv-replicated.XXXXXX")
+out=${OUT:-/var/tmp/corekv-replicated-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
 server=target/release/corekv-server
 cli=target/release/corekv-cli
 load=target/release/corekv-load
@@ -32,6 +34,7 @@ pid=
 cleanup() {
   [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null || true
   COREKV_CLUSTER_DIR=$data/cluster bash server/scripts/local-cluster.sh stop >/dev/null 2>&1 || true
+  rm -rf "$data"
 }
 trap cleanup EXIT
 
@@ -106,3 +109,4 @@ for p in sorted({p for _, p in rows}):
           f"replicated {med(r,0):,.0f} ops/s (p50 {med(r,1):.0f} us, p99 {med(r,2):.0f} us); "
           f"ratio {med(r,0)/med(s,0):.2f} (medians of {len(s)}/{len(r)} runs)")
 PY
+echo "Raw outputs: $out"
