@@ -4,7 +4,8 @@
 # driver and requests (corekv-load, as bench/scripts/server_vs_redis.sh), alternating, RUNS
 # times; prints the median of each and the ratio (issue 17: replicated >= 1/2 of single-node),
 # and after each cluster run the leader's entries per log append and per append message and its
-# commit latency (proposal to answer: majority-durable and applied) p50/p99.
+# commit latency (proposal to answer: majority-durable and applied) p50/p99, and a follower's log
+# sync latency (entries queued to durable) p50/p99.
 #
 # Usage: bench/scripts/replicated_vs_single.sh [REQUESTS] [VALUE_BYTES] [CLIENTS]
 #   (defaults: 100000 1000 50). Environment: RUNS (default 3), PIPELINES (default "1 16"),
@@ -87,6 +88,13 @@ for run in $(seq "$runs"); do
           v["raft_append_message_entries_total"] / (v["raft_append_messages_total"] + 0.0001),
           v["raft_commit_latency_p50_us"], v["raft_commit_latency_p99_us"]
       }' | tee -a "$out/raft.txt"
+    # A follower's log syncs: most of what the commit waits for.
+    follower=7379; [[ $leader == 7379 ]] && follower=8379
+    "$cli" --addr "127.0.0.1:$follower" stats | awk -v tag="run=$run pipeline=$pipeline" '
+      { v[$2] = $3 }
+      END { printf "%s follower: log sync p50=%d us p99=%d us\n", tag,
+              v["raft_log_sync_latency_p50_us"], v["raft_log_sync_latency_p99_us"] }' |
+      tee -a "$out/raft.txt"
     COREKV_CLUSTER_DIR=$data/cluster bash server/scripts/local-cluster.sh stop >/dev/null
   done
 done

@@ -185,6 +185,14 @@ fn three_replicas_elect_replicate_fail_over_and_catch_up() {
             0 < p50 && p50 <= p99,
             "commit latency p50 {p50} us, p99 {p99} us"
         );
+        // Every replica timed its log's syncs, the followers' included.
+        for (id, r) in &replicas {
+            let (p50, p99) = r.group.log_sync_latency_us();
+            assert!(
+                0 < p50 && p50 <= p99,
+                "node {id}: log sync latency p50 {p50} us, p99 {p99} us"
+            );
+        }
         replicas[&first].group.read_barrier().await.unwrap();
         assert_eq!(
             replicas[&first].engine.get(b"c").await.unwrap(),

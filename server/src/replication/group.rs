@@ -125,6 +125,8 @@ struct Inner {
     counts: Cell<GroupCounts>,
     /// Microseconds from a proposal to its answer on this leader (committed and applied).
     commit_latency_us: RefCell<hdrhistogram::Histogram<u64>>,
+    /// From queueing a turn's entries in the log to their being durable, in µs.
+    log_sync_latency_us: RefCell<hdrhistogram::Histogram<u64>>,
     applied: Cell<u64>,
     stopped: Cell<bool>,
     /// Makes, sends and installs snapshots (none: a group that cannot, as in tests).
@@ -209,10 +211,8 @@ impl Group {
             lease_off_term: Cell::new(0),
             started: Instant::now(),
             counts: Cell::default(),
-            commit_latency_us: RefCell::new(
-                hdrhistogram::Histogram::new_with_bounds(1, COMMIT_LATENCY_US_MAX, 2)
-                    .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))?,
-            ),
+            commit_latency_us: RefCell::new(latency_histogram()?),
+            log_sync_latency_us: RefCell::new(latency_histogram()?),
             applied: Cell::new(applied),
             stopped: Cell::new(false),
             snapshots: RefCell::new(None),
@@ -316,11 +316,14 @@ impl Group {
     /// replica while leader (committed by a majority and applied), in microseconds; zeros
     /// before the first.
     pub fn commit_latency_us(&self) -> (u64, u64) {
-        let h = self.inner.commit_latency_us.borrow();
-        if h.is_empty() {
-            return (0, 0);
-        }
-        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+        quantiles(&self.inner.commit_latency_us)
+    }
+
+    /// The median and 99th percentile of the time from queueing a turn's entries in this
+    /// replica's log to their being durable, in microseconds; zeros before the first. On a
+    /// follower, most of what its leader's commit waits for.
+    pub fn log_sync_latency_us(&self) -> (u64, u64) {
+        quantiles(&self.inner.log_sync_latency_us)
     }
 
     /// The group's current state.
@@ -632,7 +635,11 @@ async fn handle_ready(inner: &Rc<Inner>) -> Result<(), String> {
         };
         let entries = ready.take_entries();
         count_append(inner, entries.len());
+        let queued = (!entries.is_empty()).then(Instant::now);
         inner.log.append(entries).await.map_err(|e| e.to_string())?;
+        if let Some(queued) = queued {
+            record_latency(&inner.log_sync_latency_us, queued);
+        }
         if let Some(hs) = ready.hs() {
             inner
                 .log
@@ -722,9 +729,7 @@ async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Result<(), Str
         if let Some((term, tx, proposed)) = waiter {
             let _ = tx.send(match answer {
                 Some(answer) if entry.term == term => {
-                    let us =
-                        (proposed.elapsed().as_micros() as u64).clamp(1, COMMIT_LATENCY_US_MAX);
-                    inner.commit_latency_us.borrow_mut().saturating_record(us);
+                    record_latency(&inner.commit_latency_us, proposed);
                     count(inner, |c| c.proposals_committed += 1);
                     Ok(answer)
                 }
@@ -771,4 +776,24 @@ fn compact(inner: &Inner) {
         upto = upto.min(pinned);
     }
     inner.log.compact(upto);
+}
+
+fn latency_histogram() -> Result<hdrhistogram::Histogram<u64>, raft::Error> {
+    hdrhistogram::Histogram::new_with_bounds(1, COMMIT_LATENCY_US_MAX, 2)
+        .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))
+}
+
+/// Records the time since `since` (at least 1 µs, at most the histogram's bound).
+fn record_latency(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
+    let us = (since.elapsed().as_micros() as u64).clamp(1, COMMIT_LATENCY_US_MAX);
+    h.borrow_mut().saturating_record(us);
+}
+
+/// Median and 99th percentile; zeros when nothing was recorded.
+fn quantiles(h: &RefCell<hdrhistogram::Histogram<u64>>) -> (u64, u64) {
+    let h = h.borrow();
+    if h.is_empty() {
+        return (0, 0);
+    }
+    (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
 }

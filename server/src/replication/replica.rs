@@ -215,6 +215,7 @@ impl Replica {
         let transport = self.transport.stats();
         let counts = self.group.counts();
         let (commit_p50, commit_p99) = self.group.commit_latency_us();
+        let (sync_p50, sync_p99) = self.group.log_sync_latency_us();
         vec![
             ("raft_node_id", self.node_id),
             ("raft_role", role),
@@ -239,6 +240,8 @@ impl Replica {
             ("raft_proposals_committed_total", counts.proposals_committed),
             ("raft_commit_latency_p50_us", commit_p50),
             ("raft_commit_latency_p99_us", commit_p99),
+            ("raft_log_sync_latency_p50_us", sync_p50),
+            ("raft_log_sync_latency_p99_us", sync_p99),
             ("raft_snapshots_made_total", snapshots.made),
             ("raft_snapshots_sent_total", snapshots.sent),
             ("raft_snapshot_send_failures_total", snapshots.send_failures),

@@ -16,11 +16,12 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 
 use raft::Ready;
 use raft::eraftpb::Message;
 
-use super::{Event, Inner, count_append, send};
+use super::{Event, Inner, count_append, record_latency, send};
 
 /// A turn whose entries are queued in the WAL and not known durable yet.
 pub(super) struct Queued {
@@ -52,6 +53,7 @@ pub(super) fn can_defer(inner: &Inner, ready: &Ready) -> bool {
 /// `ready` to `advance_append_async`.
 pub(super) fn defer(inner: &Rc<Inner>, ready: &mut Ready) -> Result<(), String> {
     let entries = ready.take_entries();
+    let queued = (!entries.is_empty()).then(Instant::now);
     let index = if entries.is_empty() {
         let queue = inner.persisting.borrow();
         let last = queue.back();
@@ -80,6 +82,9 @@ pub(super) fn defer(inner: &Rc<Inner>, ready: &mut Ready) -> Result<(), String> 
     let inner = inner.clone();
     glommio::spawn_local(async move {
         let result = inner.log.wait_durable(index).await;
+        if let (Ok(()), Some(queued)) = (&result, queued) {
+            record_latency(&inner.log_sync_latency_us, queued);
+        }
         // A stopped group takes no further part; a turn already settled (by a `drain`, which a
         // truncation or snapshot follows) has nothing left to wait for.
         let settled = inner
