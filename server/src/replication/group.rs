@@ -50,7 +50,7 @@ mod settings;
 mod transfer;
 
 use reads::{answer_reads, barrier, record_read_states, settle_reads};
-use settings::COMMIT_LATENCY_US_MAX;
+use settings::LATENCY_US_MAX;
 pub use settings::{GroupConfig, GroupCounts, ProposeError};
 
 use super::log_store::RaftLog;
@@ -779,13 +779,13 @@ fn compact(inner: &Inner) {
 }
 
 fn latency_histogram() -> Result<hdrhistogram::Histogram<u64>, raft::Error> {
-    hdrhistogram::Histogram::new_with_bounds(1, COMMIT_LATENCY_US_MAX, 2)
+    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
         .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))
 }
 
 /// Records the time since `since` (at least 1 µs, at most the histogram's bound).
 fn record_latency(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
-    let us = (since.elapsed().as_micros() as u64).clamp(1, COMMIT_LATENCY_US_MAX);
+    let us = (since.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
     h.borrow_mut().saturating_record(us);
 }
 

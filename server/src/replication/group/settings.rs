@@ -50,8 +50,8 @@ impl GroupConfig {
     }
 }
 
-/// Longest commit latency the histogram tells apart (longer ones count as this).
-pub(super) const COMMIT_LATENCY_US_MAX: u64 = 60_000_000;
+/// Longest latency the group's histograms (commit, log sync) tell apart; longer ones count as this.
+pub(super) const LATENCY_US_MAX: u64 = 60_000_000;
 
 /// What a group counts about its own work since it started (`stats`: `raft_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
