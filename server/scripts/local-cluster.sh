@@ -10,10 +10,13 @@
 # ./corekv-cluster). Settings: COREKV_SERVER (the binary), COREKV_CLUSTER_DIR, COREKV_SHARDS
 # (shards per node, default 1; shard j of node i listens on (i+6)379+1+j), COREKV_SERVER_ARGS
 # (more flags for every node, split on spaces; e.g. `--idle-poll-us 0` when the nodes share
-# fewer CPUs than they are). Each node pins its shards to CPUs of its own while the machine has
-# enough, else the nodes share them in turn (node 1 the first COREKV_SHARDS CPUs, node 2 the
-# next, wrapping around, as `CpuSet::for_local_node` and corekv-failover; `--shards` alone would
-# pin every node to the same first CPUs).
+# fewer CPUs than they are). The three nodes share this machine's memory: each gets a third of
+# the block cache one server would take by default (a quarter of physical memory), unless
+# COREKV_SERVER_ARGS sets `--block-cache-bytes` or a `--config` file (which may set it). Each
+# node pins its shards to CPUs of its own while the machine has enough, else the nodes share
+# them in turn (node 1 the first COREKV_SHARDS CPUs, node 2 the next, wrapping around, as
+# `CpuSet::for_local_node` and corekv-failover; `--shards` alone would pin every node to the
+# same first CPUs).
 set -euo pipefail
 
 dir=${COREKV_CLUSTER_DIR:-corekv-cluster}
@@ -22,6 +25,17 @@ server=${COREKV_SERVER:-$root/target/release/corekv-server}
 cluster="1=127.0.0.1:7479,2=127.0.0.1:8479,3=127.0.0.1:9479"
 shards=${COREKV_SHARDS:-1}
 read -r -a extra <<<"${COREKV_SERVER_ARGS:-}"
+
+# `--block-cache-bytes` for each node (nothing when the caller chose): three servers each taking a
+# quarter of physical memory would promise three quarters of it to their caches. At least the
+# server's minimum of 1 MiB per shard.
+cache_args=()
+if [[ " ${extra[*]} " != *" --block-cache-bytes"* && " ${extra[*]} " != *" --config"* ]]; then
+  mem_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+  cache_bytes=$((mem_kib * 1024 / 4 / 3))
+  ((cache_bytes >= shards << 20)) || cache_bytes=$((shards << 20))
+  cache_args=(--block-cache-bytes "$cache_bytes")
+fi
 
 # The CPUs this script may run on, one per line (`Cpus_allowed_list`, e.g. `0-3,8`).
 allowed_cpus() {
@@ -65,7 +79,7 @@ start)
     read -r -a place <<<"$(placement "$i")"
     "$server" --node-id "$i" --data-dir "$dir/node$i" "${place[@]}" \
       --listen "127.0.0.1:${port}379" --peer-listen "127.0.0.1:${port}479" \
-      --initial-cluster "$cluster" "${extra[@]}" >"$dir/node$i.log" 2>&1 &
+      --initial-cluster "$cluster" "${cache_args[@]}" "${extra[@]}" >"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"
     echo "node $i: clients 127.0.0.1:${port}379, ${place[*]}, log $dir/node$i.log, pid $!"
   done
