@@ -6,18 +6,47 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use corekv_tests::{PROCESS_DEADLINE, bin_path, repo_root, test_dir};
+use corekv_tests::{PROCESS_DEADLINE, bin_path, free_ports, repo_root, test_dir};
+
+/// What every node gets besides the flag under test, as the test harness gives its servers:
+/// small registered-memory buffers (tests run many servers under `ulimit -l`).
+const SERVER_ARGS: &str = "--io-memory-bytes 1048576 --shutdown-grace-ms 5000";
+
+/// A node 1 client port for the script (`COREKV_CLUSTER_PORT`) whose layout is free: node i
+/// on `base + 1000 * (i - 1)` (its shard's listener on the next port) and its peers on that
+/// plus 100. Not the default 7379 and up: a developer's own local cluster may hold those.
+fn free_layout() -> u16 {
+    // Below the kernel's ephemeral ports, which any outgoing connection may take meanwhile.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    loop {
+        let base = free_ports(2);
+        if u32::from(base) + 2101 >= ephemeral_low {
+            continue;
+        }
+        let all_free = (0..3u16)
+            .flat_map(|i| [0u16, 1, 100].map(|d| base.checked_add(1000 * i + d)))
+            .all(|p| p.is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()));
+        if all_free {
+            return base;
+        }
+    }
+}
 
 /// A cluster started by the script in `dir`, stopped by it when dropped (a failing assertion
 /// must not leave three servers behind).
 struct ScriptCluster {
     dir: PathBuf,
+    port: u16,
 }
 
 impl ScriptCluster {
     fn start(dir: &Path, server_args: &str) -> ScriptCluster {
         let cluster = ScriptCluster {
             dir: dir.to_path_buf(),
+            port: free_layout(),
         };
         let out = cluster.run("start", server_args);
         assert!(
@@ -34,6 +63,8 @@ impl ScriptCluster {
             .arg(what)
             .env("COREKV_SERVER", bin_path("corekv-server"))
             .env("COREKV_CLUSTER_DIR", &self.dir)
+            .env("COREKV_CLUSTER_PORT", self.port.to_string())
+            .env("COREKV_SHARDS", "1")
             .env("COREKV_SERVER_ARGS", server_args)
             .output()
             .unwrap()
@@ -96,7 +127,7 @@ fn the_three_nodes_share_one_servers_block_cache_unless_told_otherwise() {
     // machine would promise three quarters.
     let quarter = physical_memory_bytes() / 4;
     {
-        let cluster = ScriptCluster::start(dir.path(), "");
+        let cluster = ScriptCluster::start(&dir.path().join("default"), SERVER_ARGS);
         let caches = cluster.block_cache_bytes_per_shard();
         assert!(
             caches.iter().sum::<u64>() <= quarter,
@@ -109,7 +140,10 @@ fn the_three_nodes_share_one_servers_block_cache_unless_told_otherwise() {
             );
         }
     }
-    // The caller's choice stands.
-    let cluster = ScriptCluster::start(dir.path(), "--block-cache-bytes 8388608");
+    // The caller's choice stands (here in the `--flag=value` form).
+    let cluster = ScriptCluster::start(
+        &dir.path().join("chosen"),
+        &format!("{SERVER_ARGS} --block-cache-bytes=8388608"),
+    );
     assert_eq!(cluster.block_cache_bytes_per_shard(), vec![8 << 20; 3]);
 }

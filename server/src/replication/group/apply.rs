@@ -1,5 +1,5 @@
-//! Applying committed entries to the engine and answering their proposers; what the group
-//! counts and times of its work.
+//! Applying committed entries to the engine and answering their proposers; the group's
+//! counters and latency histograms.
 
 use std::cell::RefCell;
 use std::rc::Rc;
