@@ -196,15 +196,21 @@ pub struct Server {
 
 static PORT_SEED: AtomicU64 = AtomicU64::new(0);
 
+/// The first of the kernel's ephemeral ports (`ip_local_port_range`, usually 32768): any
+/// outgoing connection may take one, so a test's listening ports stay below it.
+pub fn ephemeral_ports_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+}
+
 /// A pseudo-random base port whose `count` consecutive ports are free now, from 20000 up to
 /// the kernel's ephemeral range (`ip_local_port_range`, usually from 32768): a port in that
 /// range can be handed to any outgoing connection (a client's, a peer's) between this check
 /// and the server's bind, and a cluster node, whose peers know its ports, cannot move.
 pub fn free_ports(count: usize) -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_low = ephemeral_ports_low();
     let span = if ephemeral_low >= 21_000 + count as u32 {
         ephemeral_low - 20_000 - count as u32
     } else {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use corekv_tests::{PROCESS_DEADLINE, bin_path, free_ports, repo_root, test_dir};
+use corekv_tests::{
+    PROCESS_DEADLINE, bin_path, ephemeral_ports_low, free_ports, repo_root, test_dir,
+};
 
 /// What every node gets besides the flag under test, as the test harness gives its servers:
 /// small registered-memory buffers (tests run many servers under `ulimit -l`).
@@ -16,11 +18,7 @@ const SERVER_ARGS: &str = "--io-memory-bytes 1048576 --shutdown-grace-ms 5000";
 /// on `base + 1000 * (i - 1)` (its shard's listener on the next port) and its peers on that
 /// plus 100. Not the default 7379 and up: a developer's own local cluster may hold those.
 fn free_layout() -> u16 {
-    // Below the kernel's ephemeral ports, which any outgoing connection may take meanwhile.
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_low = ephemeral_ports_low();
     loop {
         let base = free_ports(2);
         if u32::from(base) + 2101 >= ephemeral_low {
@@ -108,24 +106,12 @@ impl Drop for ScriptCluster {
     }
 }
 
-fn physical_memory_bytes() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    kib * 1024
-}
-
 #[test]
 fn the_three_nodes_share_one_servers_block_cache_unless_told_otherwise() {
     let dir = test_dir("local-cluster-script");
     // A lone server takes a quarter of physical memory for its cache; three of them on one
     // machine would promise three quarters.
-    let quarter = physical_memory_bytes() / 4;
+    let quarter = corekv_server::config::physical_memory_bytes().unwrap() / 4;
     {
         let cluster = ScriptCluster::start(&dir.path().join("default"), SERVER_ARGS);
         let caches = cluster.block_cache_bytes_per_shard();
