@@ -50,9 +50,10 @@ mod reads;
 mod settings;
 mod transfer;
 
-use apply::{apply_entries, count, count_append, latency_histogram, quantiles, record_latency};
+use apply::apply_entries;
 use reads::{answer_reads, barrier, record_read_states, settle_reads};
 pub use settings::{GroupConfig, GroupCounts, ProposeError};
+use settings::{count, count_append, latency_histogram, quantiles, record_latency};
 
 use super::log_store::RaftLog;
 use super::snapshot::Snapshots;

@@ -1,14 +1,11 @@
-//! Applying committed entries to the engine and answering their proposers; the group's
-//! counters and latency histograms.
+//! Applying committed entries to the engine and answering their proposers.
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Instant;
 
 use raft::eraftpb::{Entry, EntryType};
 
-use super::settings::LATENCY_US_MAX;
-use super::{ENTRY_TIME_BYTES, GroupCounts, Inner, ProposeError};
+use super::settings::{count, record_latency};
+use super::{ENTRY_TIME_BYTES, Inner, ProposeError};
 
 /// Applies `entries` (committed, in order) through the group's [`super::ApplyFn`], marks each
 /// applied and answers the proposal waiting for it, if any.
@@ -51,40 +48,4 @@ pub(super) async fn apply_entries(inner: &Rc<Inner>, entries: Vec<Entry>) -> Res
         }
     }
     Ok(())
-}
-
-/// Counts an append of `n` entries (none: no append).
-pub(super) fn count_append(inner: &Inner, n: usize) {
-    if n > 0 {
-        count(inner, |c| {
-            c.log_appends += 1;
-            c.log_appended_entries += n as u64;
-        });
-    }
-}
-
-pub(super) fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
-    let mut c = inner.counts.get();
-    f(&mut c);
-    inner.counts.set(c);
-}
-
-pub(super) fn latency_histogram() -> Result<hdrhistogram::Histogram<u64>, raft::Error> {
-    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
-        .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))
-}
-
-/// Records the time since `since` (at least 1 µs, at most the histogram's bound).
-pub(super) fn record_latency(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
-    let us = (since.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
-    h.borrow_mut().saturating_record(us);
-}
-
-/// Median and 99th percentile; zeros when nothing was recorded.
-pub(super) fn quantiles(h: &RefCell<hdrhistogram::Histogram<u64>>) -> (u64, u64) {
-    let h = h.borrow();
-    if h.is_empty() {
-        return (0, 0);
-    }
-    (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
 }

@@ -1,7 +1,10 @@
-//! A group's settings ([`GroupConfig`]), what it counts about its work ([`GroupCounts`]), and
-//! why a request failed ([`ProposeError`]).
+//! A group's settings ([`GroupConfig`]), what it counts and times about its work
+//! ([`GroupCounts`], latency histograms), and why a request failed ([`ProposeError`]).
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use super::Inner;
 
 /// Settings of a group.
 #[derive(Debug, Clone)]
@@ -103,4 +106,42 @@ pub enum ProposeError {
     /// proposal may still be applied later; a read barrier had no effect.
     #[error("no outcome within the request timeout")]
     TimedOut,
+}
+
+/// Counts an append of `n` entries (none: no append).
+pub(super) fn count_append(inner: &Inner, n: usize) {
+    if n > 0 {
+        count(inner, |c| {
+            c.log_appends += 1;
+            c.log_appended_entries += n as u64;
+        });
+    }
+}
+
+/// Updates the group's counts.
+pub(super) fn count(inner: &Inner, f: impl FnOnce(&mut GroupCounts)) {
+    let mut c = inner.counts.get();
+    f(&mut c);
+    inner.counts.set(c);
+}
+
+/// A histogram of microseconds, up to [`LATENCY_US_MAX`].
+pub(super) fn latency_histogram() -> Result<hdrhistogram::Histogram<u64>, raft::Error> {
+    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
+        .map_err(|e| raft::Error::ConfigInvalid(e.to_string()))
+}
+
+/// Records the time since `since` (at least 1 µs, at most the histogram's bound).
+pub(super) fn record_latency(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
+    let us = (since.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
+    h.borrow_mut().saturating_record(us);
+}
+
+/// Median and 99th percentile; zeros when nothing was recorded.
+pub(super) fn quantiles(h: &RefCell<hdrhistogram::Histogram<u64>>) -> (u64, u64) {
+    let h = h.borrow();
+    if h.is_empty() {
+        return (0, 0);
+    }
+    (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
 }
