@@ -1,4 +1,4 @@
-# corekv peer protocol, version 1: Raft messages between the nodes of a cluster.
+# corekv peer protocol, version 2: Raft messages between the nodes of a cluster.
 #
 # Every shard is a Raft group replicated across nodes (raft-rs). raft-rs speaks protobuf
 # (`eraftpb`), but corekv never decodes protobuf bytes received from the network (rust-protobuf 2
@@ -24,7 +24,9 @@
 # this version does not know is refused by name (never silently read as a default).
 #
 # Fields are only added within a version; the structs of version 1 are the smallest a reader
-# accepts.
+# accepts. Version 2 has the structs of version 1; its normal entries may carry plain-writes
+# commands (corekv-server's `replication::commands`), which a version-1 node cannot apply, so
+# nodes of the two versions refuse each other's hello.
 
 @0xe847b99d16547f70;
 

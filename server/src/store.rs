@@ -8,9 +8,11 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use corekv_storage::batch::FRAME_HEAD_BYTES;
 use corekv_storage::io::FaultInjector;
 pub use corekv_storage::{
-    CasOutcome, Change, Error, Expect, Options, Result, ScanPage, ScanRange, SeqNo,
+    BatchOp, CasOutcome, Change, EncodedBatch, Error, Expect, Options, Result, ScanPage, ScanRange,
+    SeqNo,
 };
 use corekv_storage::{Engine, OpenHooks, Snapshot, WriteBatch};
 
@@ -45,6 +47,12 @@ impl WriteSet {
     /// Adds a delete of `key`.
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete(key);
+    }
+
+    /// The set's encoded operations after `head`, in the set's own buffer (see
+    /// [`WriteBatch::into_framed`]).
+    pub fn into_framed(self, head: [u8; FRAME_HEAD_BYTES]) -> Result<Vec<u8>> {
+        self.batch.into_framed(head)
     }
 
     /// Number of writes.
@@ -131,6 +139,12 @@ impl Store {
         };
         let value = self.engine.get_at(key, &snapshot).await?;
         Ok(value.map(|v| (v, snapshot.seq())))
+    }
+
+    /// Applies operations encoded elsewhere (a replicated entry's) as [`Store::write`] applies
+    /// a set.
+    pub async fn write_encoded(&self, batch: EncodedBatch<'_>) -> Result<SeqNo> {
+        self.engine.write_encoded(batch).await
     }
 
     /// Applies `set` atomically, in order, once as durable as the durability mode promises.

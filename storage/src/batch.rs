@@ -176,34 +176,18 @@ impl WriteBatch {
         self.payload_bytes
     }
 
-    /// The encoded operations (format in the module doc).
-    pub(crate) fn rep(&self) -> &[u8] {
-        self.rep.get(RESERVED_HEADER_BYTES..).unwrap_or(&[])
-    }
-
-    /// Bytes of the WAL record payload this batch becomes.
-    pub(crate) fn record_bytes(&self) -> usize {
-        RESERVED_HEADER_BYTES + self.rep().len()
-    }
-
-    /// The WAL record payload: the batch's buffer with `header` written into its reserved
-    /// front bytes.
-    pub(crate) fn into_record(mut self, header: RecordHeader) -> Vec<u8> {
-        debug_assert_eq!(header.ops, self.count);
+    /// The batch's encoded operations (format in the module doc) after `head`, in the batch's
+    /// own buffer: the bytes an [`EncodedBatch`] reads, framed without a copy (the buffer's
+    /// reserved front takes `head`). Refused, like a write, when a TTL was out of range.
+    pub fn into_framed(mut self, head: [u8; FRAME_HEAD_BYTES]) -> Result<Vec<u8>> {
+        if let Some(ttl) = self.bad_ttl {
+            return Err(bad_ttl_error(ttl));
+        }
         if self.rep.len() < RESERVED_HEADER_BYTES {
             self.rep.resize(RESERVED_HEADER_BYTES, 0);
         }
-        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(&header.encode());
-        self.rep
-    }
-
-    pub(crate) fn count(&self) -> u32 {
-        self.count
-    }
-
-    /// The first invalid TTL given to `put_with_ttl`, if any.
-    pub(crate) fn bad_ttl(&self) -> Option<Duration> {
-        self.bad_ttl
+        self.rep[..FRAME_HEAD_BYTES].copy_from_slice(&head);
+        Ok(self.rep)
     }
 
     fn push(&mut self, op: u8, key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) {
@@ -232,6 +216,146 @@ impl WriteBatch {
     }
 }
 
+/// What the write path reads of a batch, owned ([`WriteBatch`]) or borrowed
+/// ([`EncodedBatch`]).
+pub(crate) trait Writes {
+    /// The encoded operations (format in the module doc).
+    fn rep(&self) -> &[u8];
+    /// Number of operations.
+    fn count(&self) -> u32;
+    /// Sum of key and value bytes.
+    fn payload_bytes(&self) -> usize;
+    /// The first TTL out of range, if any (reported by the write).
+    fn bad_ttl(&self) -> Option<Duration>;
+    /// The WAL record payload: `header`, then the operations.
+    fn into_record(self, header: RecordHeader) -> Vec<u8>;
+
+    /// Bytes of the WAL record payload this batch becomes.
+    fn record_bytes(&self) -> usize {
+        RESERVED_HEADER_BYTES + self.rep().len()
+    }
+}
+
+impl Writes for WriteBatch {
+    fn rep(&self) -> &[u8] {
+        self.rep.get(RESERVED_HEADER_BYTES..).unwrap_or(&[])
+    }
+
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    fn bad_ttl(&self) -> Option<Duration> {
+        self.bad_ttl
+    }
+
+    /// The batch's buffer with `header` written into its reserved front bytes.
+    fn into_record(mut self, header: RecordHeader) -> Vec<u8> {
+        debug_assert_eq!(header.ops, self.count);
+        if self.rep.len() < RESERVED_HEADER_BYTES {
+            self.rep.resize(RESERVED_HEADER_BYTES, 0);
+        }
+        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(&header.encode());
+        self.rep
+    }
+}
+
+/// Bytes [`WriteBatch::into_framed`] puts before the operations: the room a batch keeps for
+/// its WAL record header.
+pub const FRAME_HEAD_BYTES: usize = RESERVED_HEADER_BYTES;
+
+/// Operations encoded as a [`WriteBatch`] encodes them (module doc), borrowed from where they
+/// arrived (a replicated log entry built by [`WriteBatch::into_framed`]):
+/// [`crate::Engine::write_encoded`] writes them to the memtable straight from there.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedBatch<'a> {
+    rep: &'a [u8],
+    count: u32,
+    payload_bytes: usize,
+    bad_ttl: Option<Duration>,
+}
+
+impl<'a> EncodedBatch<'a> {
+    /// `ops` once checked to be a whole number of well-formed operations; an
+    /// `InvalidArgument` error naming the offset of the first bad one otherwise. A TTL out of
+    /// range is not an encoding error: the write refuses it, as it refuses a [`WriteBatch`]'s.
+    pub fn parse(ops: &'a [u8]) -> Result<Self> {
+        let (mut count, mut payload_bytes, mut bad_ttl) = (0u32, 0usize, None);
+        for op in BatchIter::new(ops) {
+            let op = op.map_err(|offset| {
+                Error::InvalidArgument(format!("malformed batch at byte {offset}"))
+            })?;
+            count = count.saturating_add(1);
+            payload_bytes = payload_bytes.saturating_add(op.key().len());
+            if let BatchOp::Put { value, ttl_ms, .. } = op {
+                payload_bytes = payload_bytes.saturating_add(value.len());
+                if let Some(ms) = ttl_ms.filter(|ms| !(1..=TTL_MS_MAX).contains(ms)) {
+                    bad_ttl.get_or_insert(Duration::from_millis(ms));
+                }
+            }
+        }
+        Ok(EncodedBatch {
+            rep: ops,
+            count,
+            payload_bytes,
+            bad_ttl,
+        })
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when there is no operation.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The first TTL out of range, if any: a write of the batch refuses it.
+    pub fn bad_ttl(&self) -> Option<Duration> {
+        self.bad_ttl
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> impl Iterator<Item = BatchOp<'a>> + use<'a> {
+        // `parse` checked the whole encoding.
+        BatchIter::new(self.rep).map_while(std::result::Result::ok)
+    }
+}
+
+impl Writes for EncodedBatch<'_> {
+    fn rep(&self) -> &[u8] {
+        self.rep
+    }
+
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    fn bad_ttl(&self) -> Option<Duration> {
+        self.bad_ttl
+    }
+
+    /// A copy: only an engine with its own WAL logs a borrowed batch (a replicated shard's
+    /// log is the entry it came from).
+    fn into_record(self, header: RecordHeader) -> Vec<u8> {
+        debug_assert_eq!(header.ops, self.count);
+        let mut record = Vec::with_capacity(self.record_bytes());
+        record.extend_from_slice(&header.encode());
+        record.extend_from_slice(self.rep);
+        record
+    }
+}
+
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
@@ -245,19 +369,26 @@ pub(crate) fn ttl_ms(ttl: Duration) -> Option<u64> {
 
 /// One decoded operation, borrowing from the encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BatchOp<'a> {
+pub enum BatchOp<'a> {
+    /// A put, with its TTL in milliseconds if it has one.
     Put {
+        /// The key.
         key: &'a [u8],
+        /// The value.
         value: &'a [u8],
+        /// Milliseconds to live from the write's time.
         ttl_ms: Option<u64>,
     },
+    /// A delete.
     Delete {
+        /// The key.
         key: &'a [u8],
     },
 }
 
 impl<'a> BatchOp<'a> {
-    pub(crate) fn key(&self) -> &'a [u8] {
+    /// The key the operation writes.
+    pub fn key(&self) -> &'a [u8] {
         match self {
             BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
         }
@@ -340,8 +471,8 @@ impl<'a> Iterator for BatchIter<'a> {
 }
 
 /// Checks every operation of a batch against the limits; nothing is changed on error.
-pub(crate) fn validate(batch: &WriteBatch, options: &crate::Options) -> Result<()> {
-    if batch.is_empty() {
+pub(crate) fn validate(batch: &impl Writes, options: &crate::Options) -> Result<()> {
+    if batch.count() == 0 {
         return Err(Error::InvalidArgument(
             "empty batch: a write needs at least one operation".into(),
         ));

@@ -46,7 +46,7 @@ pub mod wal;
 /// A write's sequence number: every operation gets the next one, starting at 1.
 pub type SeqNo = u64;
 
-pub use batch::WriteBatch;
+pub use batch::{BatchOp, EncodedBatch, WriteBatch};
 pub use clock::Clock;
 pub use engine::{CasOutcome, Change, Engine, Expect, OpenHooks, ScanPage, ScanRange};
 pub use error::{Error, Limit, Result};

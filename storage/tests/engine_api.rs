@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{open_with_manual_clock, run, test_dir};
+use corekv_storage::batch::FRAME_HEAD_BYTES;
 use corekv_storage::{
-    CasOutcome, Durability, Engine, Error, Limit, Options, ScanRange, WriteBatch,
+    CasOutcome, Durability, EncodedBatch, Engine, Error, Limit, Options, ScanRange, WriteBatch,
 };
 
 fn range(start: &[u8], end: Option<&[u8]>, limit: usize, reverse: bool) -> ScanRange {
@@ -88,6 +89,81 @@ fn a_batch_is_atomic_and_numbered_op_by_op() {
             e.write(WriteBatch::new()).await,
             Err(Error::InvalidArgument(_))
         ));
+    });
+}
+
+#[test]
+fn a_batch_encoded_elsewhere_writes_as_the_batch_would_and_is_logged() {
+    let dir = test_dir("api-encoded");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = Options {
+            key_size_bytes_max: 8,
+            ..Options::default()
+        };
+        let e = Engine::open(&path, opts.clone()).await.unwrap();
+        e.put(b"x", b"old").await.unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"a", b"1")
+            .delete(b"x")
+            .put_with_ttl(b"t", b"2", Duration::from_secs(3600));
+        let framed = b.into_framed([9; FRAME_HEAD_BYTES]).unwrap();
+        assert_eq!(&framed[..FRAME_HEAD_BYTES], &[9; FRAME_HEAD_BYTES]);
+        let encoded = EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..]).unwrap();
+        assert_eq!((encoded.len(), encoded.bad_ttl()), (3, None));
+        assert_eq!(
+            e.write_encoded(encoded).await.unwrap(),
+            4,
+            "three ops after seq 1"
+        );
+        assert_eq!(e.get(b"a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(e.get(b"x").await.unwrap(), None);
+        assert_eq!(e.get(b"t").await.unwrap(), Some(b"2".to_vec()));
+
+        // The same checks as a batch's: one bad op rejects it all, nothing changes.
+        let mut bad = WriteBatch::new();
+        bad.put(b"c", b"3").put(b"waytoolongkey", b"v");
+        let framed = bad.into_framed([0; FRAME_HEAD_BYTES]).unwrap();
+        let encoded = EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..]).unwrap();
+        assert!(matches!(
+            e.write_encoded(encoded).await,
+            Err(Error::LimitExceeded {
+                limit: Limit::KeySize,
+                ..
+            })
+        ));
+        // A TTL of 0 ms, which `WriteBatch` cannot encode but bytes can hold.
+        let mut zero_ttl = WriteBatch::new();
+        zero_ttl.put_with_ttl(b"c", b"3", Duration::from_millis(1));
+        let mut framed = zero_ttl.into_framed([0; FRAME_HEAD_BYTES]).unwrap();
+        let at = framed.len() - 8;
+        framed[at..].copy_from_slice(&0u64.to_le_bytes());
+        let encoded = EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..]).unwrap();
+        assert!(encoded.bad_ttl().is_some());
+        assert!(matches!(
+            e.write_encoded(encoded).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        let empty = EncodedBatch::parse(&[]).unwrap();
+        assert!(matches!(
+            e.write_encoded(empty).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..at]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(e.get(b"c").await.unwrap(), None);
+        assert_eq!(e.stats().seq_last, 4);
+        e.close().await.unwrap();
+
+        // In the engine's own WAL: reopened, the write is there.
+        let e = Engine::open(&path, opts).await.unwrap();
+        assert_eq!(e.get(b"a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(e.get(b"x").await.unwrap(), None);
+        assert_eq!(e.get(b"t").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(e.stats().seq_last, 4);
+        e.close().await.unwrap();
     });
 }
 

@@ -16,9 +16,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{run, test_dir};
+use corekv_storage::batch::FRAME_HEAD_BYTES;
 use corekv_storage::io::{CrashPoint, FaultInjector};
 use corekv_storage::{
-    Change, Clock, Durability, Engine, Error, OpenHooks, Options, ScanRange, WriteBatch,
+    Change, Clock, Durability, EncodedBatch, Engine, Error, OpenHooks, Options, ScanRange,
+    WriteBatch,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -138,7 +140,14 @@ async fn apply(e: &Engine, entry: &Entry) -> corekv_storage::Result<Vec<u64>> {
                 for (k, v) in puts {
                     b.put(k, v);
                 }
-                e.write(b).await?
+                // As a replicated shard writes them: from the entry's bytes.
+                if entry.index % 2 == 1 {
+                    let framed = b.into_framed([0; FRAME_HEAD_BYTES])?;
+                    e.write_encoded(EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..])?)
+                        .await?
+                } else {
+                    e.write(b).await?
+                }
             }
         };
         seqs.push(seq);

@@ -3,7 +3,7 @@
 //! and logs (`corekv_storage::fuzz`), the server's request decoding (`corekv_proto::fuzz`:
 //! frame, RPC message, each method's parameters), and peer frames of Raft messages
 //! (`corekv_server::replication::wire::fuzz_decode`, which also checks that what decodes
-//! round-trips). None may panic, loop, or make an allocation larger than a small multiple of
+//! round-trips) and the commands their entries carry (`replication::commands::fuzz_decode`). None may panic, loop, or make an allocation larger than a small multiple of
 //! its input. A seeded random loop on the stable toolchain: real files written by the engine,
 //! real requests and peer frames, slices of them, and mutants (flipped bits, extreme length and
 //! pointer fields, truncations, splices), plus plain random bytes.
@@ -27,7 +27,7 @@ use capnp::message::Builder;
 use corekv_proto::codec;
 use corekv_proto::corekv_capnp::core_kv;
 use corekv_proto::{CasOp, GetColumnsOp, IncrementOp, Op, PutEntityOp, ScanOp, UpdateColumnsOp};
-use corekv_server::replication::wire;
+use corekv_server::replication::{commands, wire};
 use corekv_storage::{Engine, Options, WriteBatch, fuzz};
 use corekv_tests::test_dir;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
@@ -82,7 +82,7 @@ static ALLOCATOR: Counting = Counting;
 
 type Decoder = (&'static str, fn(&[u8]));
 
-const DECODERS: [Decoder; 11] = [
+const DECODERS: [Decoder; 12] = [
     ("wal_segment", fuzz::wal_segment),
     ("wal_record", fuzz::wal_record),
     ("write_batch", fuzz::write_batch),
@@ -94,6 +94,7 @@ const DECODERS: [Decoder; 11] = [
     ("request", corekv_proto::fuzz::request),
     ("entity", corekv_proto::fuzz::entity),
     ("peer_frame", wire::fuzz_decode),
+    ("entry_command", commands::fuzz_decode),
 ];
 
 /// Largest allocation a decoder may make for `len` input bytes, beyond what it makes for no

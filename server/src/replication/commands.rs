@@ -1,18 +1,25 @@
 //! What a replicated shard's Raft entries carry: the operations of one request, and what
 //! applying them answered.
 //!
-//! Both use the public schema (`proto/schema/corekv.capnp`) through the same codec as the
-//! client protocol: a command is a `batch` call's parameters (`ops :List(Op)`), an answer its
-//! results (`results :List(OpResult)`), each one Cap'n Proto message in flat form. Entries
-//! come from peers' logs, so decoding bounds what it reads like the request path does.
+//! A command is one of two kinds:
+//! - plain writes (puts and deletes of distinct keys, a `batch` call's usual content): a short
+//!   head, then the operations in the engine's batch encoding, which every replica writes
+//!   to its memtable straight from the entry ([`encode_plain_writes`]);
+//! - anything else: a `batch` call's parameters (`ops :List(Op)`) in the public schema
+//!   (`proto/schema/corekv.capnp`), one Cap'n Proto message in flat form.
+//!
+//! An answer is a `batch` call's results (`results :List(OpResult)`), one Cap'n Proto message.
+//! Entries come from peers' logs, so decoding bounds what it reads like the request path
+//! does.
 
-use capnp::message::{Allocator, Builder, HeapAllocator, ReaderOptions};
-use corekv_proto::codec::{read_op, read_result, write_op, write_put_op, write_result};
-use corekv_proto::corekv_capnp::{core_kv, op};
+use capnp::message::{Builder, ReaderOptions};
+use corekv_proto::codec::{read_op, read_result, write_op, write_result};
+use corekv_proto::corekv_capnp::core_kv;
 use corekv_proto::{Op, OpResult};
 
-use crate::shard::local::{RequestOp, distinct_plain_writes, write_set_of};
-use crate::store::WriteSet;
+use super::group::ENTRY_TIME_BYTES;
+use crate::shard::local::{RequestOp, write_set_of};
+use crate::store::{EncodedBatch, FRAME_HEAD_BYTES};
 
 /// Nesting a command or answer may have (the schema's deepest path is a few levels).
 const NESTING_MAX: i32 = 16;
@@ -52,125 +59,72 @@ fn flatten<A: capnp::message::Allocator>(prefix_bytes: usize, message: &Builder<
     out
 }
 
-/// [`encode_ops_after`] of a request's operations as read (puts and deletes borrowed from it,
-/// so each key and value is copied once, into the message); `payload_bytes` is their keys'
-/// and values' bytes, to size the message's one segment.
+/// First word of a plain-writes command. A Cap'n Proto command starts with its segment count
+/// less one, which readers refuse above 511: the two kinds cannot be confused.
+const PLAIN_WRITES_TAG: u32 = 0xFFFF_FF01;
+
+/// Bytes of a plain-writes command before its operations: the tag, the operation count and
+/// 8 reserved zero bytes.
+const PLAIN_WRITES_HEAD_BYTES: usize = 16;
+
+// The entry's time and the command's head fill the room a write set keeps at its front.
+const _: () = assert!(ENTRY_TIME_BYTES + PLAIN_WRITES_HEAD_BYTES == FRAME_HEAD_BYTES);
+
+/// A request's puts and deletes (`payload_bytes` of keys and values; checked by the caller,
+/// no key twice) as a whole entry: [`ENTRY_TIME_BYTES`] zero bytes, then a plain-writes
+/// command, whose operations are in the engine's own batch encoding
+/// (`corekv_storage::batch`): each key and value is copied once, into the entry, and every
+/// replica writes its memtable straight from the entry's bytes. `None` when the engine would
+/// refuse a TTL (the general path reports it).
 ///
-/// The message is built in the returned buffer itself, after the prefix and a one-segment
-/// table: an entry's tens of KiB are written once, into memory touched once (no segment to
-/// allocate, zero and copy from).
-pub fn encode_writes_after(
-    prefix_bytes: usize,
-    ops: &[RequestOp<'_>],
-    payload_bytes: usize,
-) -> Vec<u8> {
-    // About 12 words of structure per operation besides its bytes: rarely a second segment.
-    let words = payload_bytes / 8 + 12 * ops.len() + 16;
-    if let Some(out) = encode_in_place(prefix_bytes, ops, words) {
-        return out;
-    }
-    let mut message = Builder::new(
-        HeapAllocator::new().first_segment_words(u32::try_from(words).unwrap_or(u32::MAX)),
-    );
-    fill_writes(&mut message, ops);
-    flatten(prefix_bytes, &message)
+/// ```text
+/// | tag 0xFFFF_FF01 (u32 LE) | op count (u32 LE) | 8 zero bytes | operations ... |
+/// ```
+pub fn encode_plain_writes(ops: &[RequestOp<'_>], payload_bytes: usize) -> Option<Vec<u8>> {
+    let set = write_set_of(ops, payload_bytes);
+    let mut head = [0u8; FRAME_HEAD_BYTES];
+    let command = &mut head[ENTRY_TIME_BYTES..];
+    command[..4].copy_from_slice(&PLAIN_WRITES_TAG.to_le_bytes());
+    command[4..8].copy_from_slice(&u32::try_from(set.len()).ok()?.to_le_bytes());
+    set.into_framed(head).ok()
 }
 
-/// [`encode_writes_after`] built in a buffer of `words` for the segment; None when the
-/// buffer's segment would not start on a word, or the message outgrew it.
-fn encode_in_place(prefix_bytes: usize, ops: &[RequestOp<'_>], words: usize) -> Option<Vec<u8>> {
-    let head = prefix_bytes + SEGMENT_TABLE_BYTES;
-    let mut out = vec![0u8; head + words * 8];
-    let (front, scratch) = out.split_at_mut(head);
-    let start = scratch.as_ptr();
-    // SAFETY: `scratch` is zeroed (`vec![0; n]` above).
-    let mut message = Builder::new(unsafe { InPlace::new(scratch) }?);
-    fill_writes(&mut message, ops);
-    let segments = message.get_segments_for_output();
-    if segments.len() != 1 || !std::ptr::eq(segments[0].as_ptr(), start) {
+/// A plain-writes command ([`encode_plain_writes`]): `None` when `command` is not one (it is
+/// Cap'n Proto), else its operation count and operations, or why they do not decode (the
+/// count then from the head, or 1 if the head is cut short).
+pub fn decode_plain_writes(command: &[u8]) -> Option<(usize, Result<EncodedBatch<'_>, String>)> {
+    let (tag, rest) = command.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*tag) != PLAIN_WRITES_TAG {
         return None;
     }
-    let used_words = segments[0].len() / 8;
-    drop(message);
-    // The standard one-segment table: segment count - 1, then its size in words.
-    front[prefix_bytes..prefix_bytes + 4].copy_from_slice(&0u32.to_le_bytes());
-    let size = u32::try_from(used_words).ok()?;
-    front[prefix_bytes + 4..head].copy_from_slice(&size.to_le_bytes());
-    out.truncate(head + used_words * 8);
-    // The entry stays in the in-memory log until compacted: not with much unused room.
-    if out.capacity() - out.len() > out.len() / 4 {
-        out.shrink_to_fit();
+    let Some((count, rest)) = rest.split_first_chunk::<4>() else {
+        return Some((
+            1,
+            Err("a plain-writes command cut short in its head".into()),
+        ));
+    };
+    let count = u32::from_le_bytes(*count) as usize;
+    let Some((reserved, ops)) = rest.split_first_chunk::<8>() else {
+        return Some((
+            count,
+            Err("a plain-writes command cut short in its head".into()),
+        ));
+    };
+    if reserved != &[0u8; 8] {
+        return Some((
+            count,
+            Err("a plain-writes command with unknown flags".into()),
+        ));
     }
-    Some(out)
-}
-
-/// Bytes of the segment table of a one-segment message.
-const SEGMENT_TABLE_BYTES: usize = 8;
-
-/// A message's first segment in a zeroed, word-aligned buffer that outlives it and keeps
-/// what was built there (capnp's `ScratchSpaceHeapAllocator` zeroes it again when the message
-/// goes); later segments on the heap.
-struct InPlace<'a> {
-    buffer: &'a mut [u8],
-    handed_out: bool,
-    heap: HeapAllocator,
-}
-
-impl<'a> InPlace<'a> {
-    /// None when `buffer` does not start on a word.
-    ///
-    /// # Safety
-    /// `buffer` must be all zeros (capnp's contract for a new segment).
-    unsafe fn new(buffer: &'a mut [u8]) -> Option<Self> {
-        (buffer.as_ptr() as usize % 8 == 0).then_some(InPlace {
-            buffer,
-            handed_out: false,
-            heap: HeapAllocator::new(),
-        })
-    }
-}
-
-// SAFETY: the first segment is `buffer`: zeroed and word-aligned (`InPlace::new`'s contract
-// and check), exclusively borrowed for `'a`, which outlives the builder, and handed out at
-// most once; every other segment is the heap allocator's, returned to it.
-unsafe impl Allocator for InPlace<'_> {
-    fn allocate_segment(&mut self, minimum_size: u32) -> (std::ptr::NonNull<u8>, u32) {
-        let words = self.buffer.len() / 8;
-        if !self.handed_out && minimum_size as usize <= words {
-            self.handed_out = true;
-            let size = u32::try_from(words).unwrap_or(u32::MAX);
-            return (std::ptr::NonNull::from(&mut *self.buffer).cast(), size);
-        }
-        self.heap.allocate_segment(minimum_size)
-    }
-
-    unsafe fn deallocate_segment(
-        &mut self,
-        ptr: std::ptr::NonNull<u8>,
-        word_size: u32,
-        words_used: u32,
-    ) {
-        if std::ptr::eq(ptr.as_ptr(), self.buffer.as_ptr()) {
-            // The message's bytes: the caller keeps them.
-            return;
-        }
-        // SAFETY: any other segment came from `self.heap`, with these sizes (the caller's
-        // contract).
-        unsafe { self.heap.deallocate_segment(ptr, word_size, words_used) }
-    }
-}
-
-fn fill_writes<A: capnp::message::Allocator>(message: &mut Builder<A>, ops: &[RequestOp<'_>]) {
-    let params = message.init_root::<core_kv::batch_params::Builder<'_>>();
-    let mut list = params.init_ops(ops.len() as u32);
-    for (i, op) in ops.iter().enumerate() {
-        let b = list.reborrow().get(i as u32);
-        match op {
-            RequestOp::Put { key, value, ttl_ms } => write_put_op(b, key, value, *ttl_ms),
-            RequestOp::Delete { key } => b.init_delete().set_key(key),
-            RequestOp::Other(op) => write_op(b, op),
-        }
-    }
+    let batch = match EncodedBatch::parse(ops) {
+        Ok(batch) if batch.len() == count && batch.bad_ttl().is_none() => Ok(batch),
+        Ok(batch) => Err(format!(
+            "a plain-writes command of {count} operations holds {} (or a TTL out of range)",
+            batch.len()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    Some((count, batch))
 }
 
 /// Decodes an entry's command.
@@ -184,43 +138,24 @@ pub fn decode_ops(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
     })
 }
 
-/// An entry's command as one [`WriteSet`], each key and value copied once (no [`Op`] made),
-/// when it is what [`crate::shard::Shard::apply_entry`] would write as one: several
-/// operations, every one a put or a delete, no key twice. `None` otherwise, and for a command
-/// that does not decode (the general path decodes it and answers the error).
-pub fn decode_plain_writes(bytes: &[u8]) -> Option<WriteSet> {
-    aligned(bytes, |bytes| {
-        let mut slice = bytes;
-        let message =
-            capnp::serialize::read_message_from_flat_slice(&mut slice, options(bytes.len()))
-                .ok()?;
-        let params = message
-            .get_root::<core_kv::batch_params::Reader<'_>>()
-            .ok()?;
-        let list = params.get_ops().ok()?;
-        if list.len() < 2 {
-            return None;
+/// Fuzzing entry point (`tests/tests/decoders.rs`, `tests/fuzz`): `data` as an entry's
+/// command, and as the operations of a plain-writes command with a well-formed head. Neither
+/// may panic; what decodes holds as many operations as its head says.
+pub fn fuzz_decode(data: &[u8]) {
+    let _ = decode_ops(data);
+    let check = |command: &[u8]| {
+        if let Some((count, Ok(batch))) = decode_plain_writes(command) {
+            assert_eq!((batch.len(), batch.ops().count()), (count, count));
         }
-        let mut ops = Vec::with_capacity(list.len() as usize);
-        for r in list.iter() {
-            ops.push(match r.which().ok()? {
-                op::Put(p) => {
-                    let p = p.ok()?;
-                    RequestOp::Put {
-                        key: p.get_key().ok()?,
-                        value: p.get_value().ok()?,
-                        ttl_ms: p.get_ttl_ms(),
-                    }
-                }
-                op::Delete(d) => RequestOp::Delete {
-                    key: d.ok()?.get_key().ok()?,
-                },
-                _ => return None,
-            });
-        }
-        let (_, payload_bytes) = distinct_plain_writes(&ops)?;
-        Some(write_set_of(&ops, payload_bytes))
-    })
+    };
+    check(data);
+    let count = EncodedBatch::parse(data).map_or(0, |b| b.len());
+    let mut command = Vec::with_capacity(PLAIN_WRITES_HEAD_BYTES + data.len());
+    command.extend_from_slice(&PLAIN_WRITES_TAG.to_le_bytes());
+    command.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+    command.extend_from_slice(&[0; 8]);
+    command.extend_from_slice(data);
+    check(&command);
 }
 
 /// Runs `f` on `bytes` 8-byte aligned. Capnp reads segments in place only when they are; a
@@ -259,6 +194,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::store::BatchOp;
     use corekv_proto::{ErrorCode, OpError};
 
     #[test]
@@ -295,33 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn puts_and_deletes_of_distinct_keys_decode_straight_into_one_write_set() {
-        let put = |k: &str, ttl_ms| Op::Put {
-            key: k.as_bytes().to_vec(),
-            value: format!("value of {k}").into_bytes(),
-            ttl_ms,
-        };
-        let ops = vec![
-            put("a", 0),
-            Op::Delete { key: b"d".to_vec() },
-            put("b", 60_000),
-        ];
-        let mut want = WriteSet::with_capacity(3, 0);
-        want.put(b"a", b"value of a", None);
-        want.delete(b"d");
-        want.put(
-            b"b",
-            b"value of b",
-            Some(std::time::Duration::from_secs(60)),
-        );
-        // At an aligned and at an unaligned offset, as a view into an entry may be.
-        let mut unaligned = vec![0u8; 3];
-        unaligned.extend_from_slice(&encode_ops(&ops));
-        for bytes in [&encode_ops(&ops)[..], &unaligned[3..]] {
-            let set = decode_plain_writes(bytes).unwrap();
-            assert_eq!(format!("{set:?}"), format!("{want:?}"));
-        }
-        // Encoded straight from a request's operations, they read back as the same `Op`s.
+    fn plain_writes_encode_in_the_batch_encoding_and_decode_as_written() {
         let read: Vec<RequestOp<'_>> = vec![
             RequestOp::Put {
                 key: b"a",
@@ -335,43 +245,68 @@ mod tests {
                 ttl_ms: 60_000,
             },
         ];
-        let command = encode_writes_after(8, &read, 22);
-        assert_eq!(&command[..8], &[0u8; 8]);
-        assert_eq!(decode_ops(&command[8..]).unwrap(), ops);
-        // Built in place, it is byte for byte the general encoder's flat message.
-        assert_eq!(encode_in_place(8, &read, 64), Some(command.clone()));
-        assert_eq!(command, encode_ops_after(8, &ops));
-        // Sized too small (a value past the estimate), it still encodes whole.
-        let big = vec![7u8; 10_000];
-        let outgrown = [
+        let entry = encode_plain_writes(&read, 22).unwrap();
+        // Room for the entry's time, then the command.
+        assert_eq!(&entry[..ENTRY_TIME_BYTES], &[0u8; ENTRY_TIME_BYTES]);
+        let command = &entry[ENTRY_TIME_BYTES..];
+        let (count, batch) = decode_plain_writes(command).unwrap();
+        let batch = batch.unwrap();
+        assert_eq!((count, batch.len()), (3, 3));
+        let ops: Vec<BatchOp<'_>> = batch.ops().collect();
+        assert_eq!(
+            ops,
+            vec![
+                BatchOp::Put {
+                    key: b"a",
+                    value: b"value of a",
+                    ttl_ms: None
+                },
+                BatchOp::Delete { key: b"d" },
+                BatchOp::Put {
+                    key: b"b",
+                    value: b"value of b",
+                    ttl_ms: Some(60_000)
+                },
+            ]
+        );
+        // Not Cap'n Proto: the general decoder refuses it rather than misreading it.
+        assert!(decode_ops(command).is_err());
+        // A Cap'n Proto command is not taken for plain writes.
+        let general = vec![Op::Get { key: b"g".to_vec() }];
+        assert!(decode_plain_writes(&encode_ops(&general)).is_none());
+
+        // What does not decode is an error, with the head's count when there is one.
+        let refused = |bytes: &[u8]| match decode_plain_writes(bytes) {
+            Some((count, Err(e))) => (count, e),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(&command[..6]).0, 1);
+        assert_eq!(refused(&command[..12]).0, 3);
+        let mut flagged = command.to_vec();
+        flagged[9] = 1;
+        assert!(refused(&flagged).1.contains("flags"), "{flagged:?}");
+        let mut miscounted = command.to_vec();
+        miscounted[4] = 4;
+        assert_eq!(refused(&miscounted).0, 4);
+        assert!(
+            refused(&command[..command.len() - 1])
+                .1
+                .contains("malformed")
+        );
+        // A TTL the engine would refuse: 0 ms, written over the last put's.
+        let mut zero_ttl = command.to_vec();
+        let at = zero_ttl.len() - 8;
+        zero_ttl[at..].copy_from_slice(&0u64.to_le_bytes());
+        assert!(refused(&zero_ttl).1.contains("TTL"));
+        // The engine refuses a TTL it cannot encode, and so does the encoder.
+        let too_long = [
             RequestOp::Put {
                 key: b"k",
-                value: &big,
-                ttl_ms: 0,
+                value: b"v",
+                ttl_ms: u64::MAX,
             },
             RequestOp::Delete { key: b"d" },
         ];
-        assert_eq!(encode_in_place(8, &outgrown, 40), None);
-        let command = encode_writes_after(8, &outgrown, 0);
-        let want = vec![
-            Op::Put {
-                key: b"k".to_vec(),
-                value: big.clone(),
-                ttl_ms: 0,
-            },
-            Op::Delete { key: b"d".to_vec() },
-        ];
-        assert_eq!(decode_ops(&command[8..]).unwrap(), want);
-        // Anything else takes the general path: one operation, a key twice, not a plain write.
-        for other in [
-            vec![put("a", 0)],
-            vec![put("a", 0), Op::Delete { key: b"a".to_vec() }],
-            vec![put("a", 0), Op::Get { key: b"g".to_vec() }],
-        ] {
-            assert!(
-                decode_plain_writes(&encode_ops(&other)).is_none(),
-                "{other:?}"
-            );
-        }
+        assert!(encode_plain_writes(&too_long, 3).is_none());
     }
 }

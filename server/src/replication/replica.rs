@@ -31,6 +31,7 @@ use crate::config::{ClusterConfig, ReadMode};
 use crate::faults::PlantedBug;
 use crate::mesh::Work;
 use crate::shard::Shard;
+use crate::store::{BatchOp, EncodedBatch};
 
 /// Largest command one entry carries: a peer frame holds at least one whole entry.
 const ENTRY_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX - (1 << 20);
@@ -336,22 +337,17 @@ pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
         let shard = shard.clone();
         async move {
             let shard = shard.upgrade().ok_or("the shard has stopped")?;
-            // Puts and deletes go from the entry's bytes into one store write; if the engine
-            // refuses that write as a whole, they are applied one at a time.
-            let (direct, tried) = match decode_plain_writes(&command) {
-                Some(set) => (shard.apply_entry_writes(set).await, true),
-                None => (None, false),
-            };
-            let results = match direct {
-                Some(results) => results,
+            let results = match decode_plain_writes(&command) {
+                // Puts and deletes go from the entry's bytes into one store write; if the
+                // engine refuses that write as a whole, they are applied one at a time.
+                Some((_, Ok(batch))) => match shard.apply_entry_encoded(batch).await {
+                    Some(results) => results,
+                    None => shard.apply_entry_each(&ops_of(batch)).await,
+                },
+                Some((count, Err(e))) => undecodable(count, &e),
                 None => match decode_ops(&command) {
-                    Ok(ops) if tried => shard.apply_entry_each(&ops).await,
                     Ok(ops) => shard.apply_entry(&ops).await,
-                    // Every replica decodes the same bytes alike: a deterministic answer.
-                    Err(e) => vec![OpResult::Error(OpError::new(
-                        ErrorCode::InvalidArgument,
-                        format!("a log entry does not decode: {e}"),
-                    ))],
+                    Err(e) => undecodable(1, &e.to_string()),
                 },
             };
             if let Some(e) = results.iter().find_map(|r| match r {
@@ -364,6 +360,32 @@ pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
         }
         .boxed_local()
     })
+}
+
+/// The answer to an entry that does not decode: every replica decodes the same bytes alike,
+/// so it is deterministic.
+fn undecodable(count: usize, why: &str) -> Vec<OpResult> {
+    let e = OpError::new(
+        ErrorCode::InvalidArgument,
+        format!("a log entry does not decode: {why}"),
+    );
+    vec![OpResult::Error(e); count]
+}
+
+/// A plain-writes command's operations as [`Op`]s, to apply one at a time.
+fn ops_of(batch: EncodedBatch<'_>) -> Vec<Op> {
+    batch
+        .ops()
+        .map(|op| match op {
+            BatchOp::Put { key, value, ttl_ms } => Op::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                // A TTL is never 0 here: `decode_plain_writes` refuses one out of range.
+                ttl_ms: ttl_ms.unwrap_or(0),
+            },
+            BatchOp::Delete { key } => Op::Delete { key: key.to_vec() },
+        })
+        .collect()
 }
 
 /// Whether an error answer depends only on the operation and the replicated state, so every

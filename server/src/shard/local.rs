@@ -19,9 +19,8 @@ use futures::FutureExt;
 
 use super::{Shard, columns};
 use crate::metrics::OpKind;
-use crate::replication::commands::encode_writes_after;
-use crate::replication::group::ENTRY_TIME_BYTES;
-use crate::store::{CasOutcome, Expect, ScanRange, WriteSet};
+use crate::replication::commands::encode_plain_writes;
+use crate::store::{CasOutcome, EncodedBatch, Expect, ScanRange, WriteSet};
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = (usize, OpResult)> + 'a>>;
 
@@ -101,12 +100,28 @@ impl Shard {
         results
     }
 
-    /// Applies a committed entry's plain writes of distinct keys as one store write (see
-    /// [`Shard::apply_entry`]): the result of each, or `None` when the engine refused the
-    /// batch as a whole (nothing written; the caller applies them one at a time).
-    pub async fn apply_entry_writes(&self, set: WriteSet) -> Option<Vec<OpResult>> {
+    /// Applies a committed entry's plain writes (of distinct keys, encoded by the leader) as
+    /// one store write (see [`Shard::apply_entry`]): the result of each, or `None` when the
+    /// engine refused the batch as a whole (nothing written; the caller applies them one at
+    /// a time).
+    pub async fn apply_entry_encoded(&self, batch: EncodedBatch<'_>) -> Option<Vec<OpResult>> {
+        let count = batch.len();
+        self.entry_write_results(self.store.write_encoded(batch).await, count)
+    }
+
+    /// [`Shard::apply_entry_encoded`] of a set.
+    async fn apply_entry_writes(&self, set: WriteSet) -> Option<Vec<OpResult>> {
         let count = set.len();
-        let r = self.store.write(set).await;
+        self.entry_write_results(self.store.write(set).await, count)
+    }
+
+    /// The results of an entry's `count` writes made as one, or `None` when the engine refused
+    /// them as a whole.
+    fn entry_write_results(
+        &self,
+        r: Result<u64, StorageError>,
+        count: usize,
+    ) -> Option<Vec<OpResult>> {
         // The engine's checks of a whole batch, all made before anything is sequenced.
         if matches!(
             r,
@@ -144,9 +159,7 @@ impl Shard {
         let (_, payload_bytes) = self.plain_writes(ops)?;
         let write = match self.replica.get() {
             None => PlainWrite::Local(write_set_of(ops, payload_bytes)),
-            Some(_) => {
-                PlainWrite::Replicated(encode_writes_after(ENTRY_TIME_BYTES, ops, payload_bytes))
-            }
+            Some(_) => PlainWrite::Replicated(encode_plain_writes(ops, payload_bytes)?),
         };
         let kinds = ops
             .iter()
@@ -414,13 +427,13 @@ pub struct PlainWrites {
 pub enum PlainWrite {
     /// On a single node: one store write.
     Local(WriteSet),
-    /// In a cluster: one Raft entry's command, after room for the entry's time.
+    /// In a cluster: one Raft entry's plain-writes command, after room for the entry's time.
     Replicated(Vec<u8>),
 }
 
 /// `(puts, payload bytes)` of `ops` when there are some, every one a put or a delete, no key
 /// twice; `None` otherwise.
-pub(crate) fn distinct_plain_writes(ops: &[RequestOp<'_>]) -> Option<(usize, usize)> {
+fn distinct_plain_writes(ops: &[RequestOp<'_>]) -> Option<(usize, usize)> {
     let len = ops.len();
     if len == 0 {
         return None;

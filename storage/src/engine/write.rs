@@ -1,7 +1,7 @@
 //! The write path: validation, stalls, sequencing (WAL record, memtable), durability, publishing.
 
 use super::*;
-use crate::batch::{BatchIter, BatchOp};
+use crate::batch::{BatchIter, BatchOp, EncodedBatch, Writes};
 
 impl Engine {
     /// Writes `key = value`. Returns the write's sequence number once it is as durable as
@@ -29,6 +29,12 @@ impl Engine {
     /// Applies every operation of `batch` atomically: readers (and recovery) see all of them
     /// or none. Returns the sequence number of the batch's last operation.
     pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        self.write_inner(batch, WriteKind::Batch).await
+    }
+
+    /// [`Engine::write`] of operations encoded elsewhere (a replicated log entry): the same
+    /// checks and outcome, the memtable filled straight from `batch`'s bytes.
+    pub async fn write_encoded(&self, batch: EncodedBatch<'_>) -> Result<SeqNo> {
         self.write_inner(batch, WriteKind::Batch).await
     }
 
@@ -202,11 +208,11 @@ impl Engine {
         self.inner.stats.borrow_mut().rejected_invalid_total += 1;
     }
 
-    fn validate(&self, b: &WriteBatch) -> Result<()> {
+    fn validate(&self, b: &impl Writes) -> Result<()> {
         batch::validate(b, &self.inner.options).inspect_err(|_| self.count_invalid())
     }
 
-    async fn write_inner(&self, b: WriteBatch, kind: WriteKind) -> Result<SeqNo> {
+    async fn write_inner(&self, b: impl Writes, kind: WriteKind) -> Result<SeqNo> {
         self.check_writable()?;
         self.validate(&b)?;
         let needed = write_cost(&b);
@@ -331,7 +337,7 @@ impl Engine {
     /// queues the WAL record. Synchronous: nothing else runs on the shard in between.
     /// A full memtable is first made immutable (and its flush started). The caller has just
     /// checked that there is room (`stall_reason` is None).
-    fn sequence(&self, b: WriteBatch) -> Result<Sequenced> {
+    fn sequence(&self, b: impl Writes) -> Result<Sequenced> {
         let inner = &self.inner;
         let needed = write_cost(&b);
         debug_assert!({
@@ -404,7 +410,7 @@ struct Sequenced {
 }
 
 /// Memtable bytes a batch needs at most.
-fn write_cost(b: &WriteBatch) -> usize {
+fn write_cost(b: &impl Writes) -> usize {
     BatchIter::new(b.rep())
         .flatten()
         .map(|op| match op {

@@ -40,7 +40,7 @@ use futures::{AsyncRead, AsyncReadExt};
 use raft::eraftpb::Message;
 
 /// The version of `proto/schema/peer.capnp` this node speaks, sent in [`Hello`].
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body, in bytes: Raft messages are batched per `Ready` and raft-rs's
 /// `max_size_per_msg` keeps appends far below this; a snapshot's data must be sent in pieces
