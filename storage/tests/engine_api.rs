@@ -101,7 +101,14 @@ fn a_batch_encoded_elsewhere_writes_as_the_batch_would_and_is_logged() {
             key_size_bytes_max: 8,
             ..Options::default()
         };
-        let e = Engine::open(&path, opts.clone()).await.unwrap();
+        let clock = corekv_storage::Clock::manual(1_000_000);
+        let hooks = || corekv_storage::OpenHooks {
+            clock: Some(clock.clone()),
+            faults: None,
+        };
+        let e = Engine::open_with_hooks(&path, opts.clone(), hooks())
+            .await
+            .unwrap();
         e.put(b"x", b"old").await.unwrap();
         let mut b = WriteBatch::new();
         b.put(b"a", b"1")
@@ -157,12 +164,17 @@ fn a_batch_encoded_elsewhere_writes_as_the_batch_would_and_is_logged() {
         assert_eq!(e.stats().seq_last, 4);
         e.close().await.unwrap();
 
-        // In the engine's own WAL: reopened, the write is there.
-        let e = Engine::open(&path, opts).await.unwrap();
+        // In the engine's own WAL: reopened, the write is there, its TTL with it.
+        let e = Engine::open_with_hooks(&path, opts, hooks()).await.unwrap();
         assert_eq!(e.get(b"a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(e.get(b"x").await.unwrap(), None);
         assert_eq!(e.get(b"t").await.unwrap(), Some(b"2".to_vec()));
         assert_eq!(e.stats().seq_last, 4);
+        clock.advance_ms(3_600_000 - 1);
+        assert_eq!(e.get(b"t").await.unwrap(), Some(b"2".to_vec()));
+        clock.advance_ms(1);
+        assert_eq!(e.get(b"t").await.unwrap(), None);
+        assert_eq!(e.get(b"a").await.unwrap(), Some(b"1".to_vec()));
         e.close().await.unwrap();
     });
 }

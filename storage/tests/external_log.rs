@@ -35,8 +35,8 @@ enum Op {
     /// Sets a counter that expires: whether a later increment finds it depends on the time
     /// the increment is judged at, in a memtable or in a table.
     CounterWithTtl(Vec<u8>, i64, u64),
-    /// Several puts in one atomic batch.
-    Batch(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Puts (some with TTLs) and deletes in one atomic batch.
+    Batch(Vec<Op>),
 }
 
 #[derive(Debug, Clone)]
@@ -98,7 +98,15 @@ fn random_log(rng: &mut ChaCha8Rng, entries: usize) -> Vec<Entry> {
                         format!("c{:02}", rng.gen_range(0..20)).into_bytes(),
                         rng.gen_range(-5..10),
                     ),
-                    _ => Op::Batch((0..3).map(|_| (key(rng), value(rng))).collect()),
+                    _ => Op::Batch(
+                        (0..3)
+                            .map(|_| match rng.gen_range(0..4) {
+                                0 | 1 => Op::Put(key(rng), value(rng)),
+                                2 => Op::PutTtl(key(rng), value(rng), rng.gen_range(1..200)),
+                                _ => Op::Delete(key(rng)),
+                            })
+                            .collect(),
+                    ),
                 })
                 .collect();
             Entry {
@@ -112,6 +120,12 @@ fn random_log(rng: &mut ChaCha8Rng, entries: usize) -> Vec<Entry> {
 
 /// Applies one entry; returns the sequence number of each write, in order.
 async fn apply(e: &Engine, entry: &Entry) -> corekv_storage::Result<Vec<u64>> {
+    apply_with(e, entry, false).await
+}
+
+/// [`apply`], with batches written as a `WriteBatch` (`Engine::write`) or, `encoded`, as a
+/// replicated shard writes them: from the entry's bytes (`Engine::write_encoded`).
+async fn apply_with(e: &Engine, entry: &Entry, encoded: bool) -> corekv_storage::Result<Vec<u64>> {
     e.begin_entry(entry.index, entry.time_ms)?;
     let mut seqs = Vec::new();
     for op in &entry.ops {
@@ -135,13 +149,17 @@ async fn apply(e: &Engine, entry: &Entry) -> corekv_storage::Result<Vec<u64>> {
                     .await?;
                 seq.unwrap()
             }
-            Op::Batch(puts) => {
+            Op::Batch(ops) => {
                 let mut b = WriteBatch::new();
-                for (k, v) in puts {
-                    b.put(k, v);
+                for op in ops {
+                    match op {
+                        Op::Put(k, v) => b.put(k, v),
+                        Op::PutTtl(k, v, ttl) => b.put_with_ttl(k, v, Duration::from_millis(*ttl)),
+                        Op::Delete(k) => b.delete(k),
+                        other => unreachable!("not generated in a batch: {other:?}"),
+                    };
                 }
-                // As a replicated shard writes them: from the entry's bytes.
-                if entry.index % 2 == 1 {
+                if encoded {
                     let framed = b.into_framed([0; FRAME_HEAD_BYTES])?;
                     e.write_encoded(EncodedBatch::parse(&framed[FRAME_HEAD_BYTES..])?)
                         .await?
@@ -238,7 +256,8 @@ fn replay_after_crashes_rebuilds_the_same_state_and_sequence_numbers() {
                         faults.crash_at_point(point, 0);
                     }
                 }
-                let r = apply(&e, &log[next]).await;
+                // Batches as a replica writes them, against the reference's `write`.
+                let r = apply_with(&e, &log[next], true).await;
                 if let Ok(seqs) = r
                     && !faults.crashed()
                 {

@@ -3,8 +3,8 @@
 //! and logs (`corekv_storage::fuzz`), the server's request decoding (`corekv_proto::fuzz`:
 //! frame, RPC message, each method's parameters), and peer frames of Raft messages
 //! (`corekv_server::replication::wire::fuzz_decode`, which also checks that what decodes
-//! round-trips) and the commands their entries carry (`replication::commands::fuzz_decode`). None may panic, loop, or make an allocation larger than a small multiple of
-//! its input. A seeded random loop on the stable toolchain: real files written by the engine,
+//! round-trips) and the commands their entries carry (`replication::commands::fuzz_decode`).
+//! None may panic, loop, or make an allocation larger than a small multiple of its input. A seeded random loop on the stable toolchain: real files written by the engine,
 //! real requests and peer frames, slices of them, and mutants (flipped bits, extreme length and
 //! pointer fields, truncations, splices), plus plain random bytes.
 //! The cargo-fuzz targets in `tests/fuzz/` run the same entry points for as long as one likes

@@ -50,20 +50,16 @@ pub fn read_op(r: op::Reader<'_>) -> Result<Op> {
     })
 }
 
-/// Writes a put of `value` under `key` as one `Op` (for a caller holding the parts, not an
-/// [`Op`]).
-pub fn write_put_op(b: op::Builder<'_>, key: &[u8], value: &[u8], ttl_ms: u64) {
-    let mut p = b.init_put();
-    p.set_key(key);
-    p.set_value(value);
-    p.set_ttl_ms(ttl_ms);
-}
-
 /// Writes one `Op`.
 pub fn write_op(b: op::Builder<'_>, op: &Op) {
     match op {
         Op::Get { key } => b.init_get().set_key(key),
-        Op::Put { key, value, ttl_ms } => write_put_op(b, key, value, *ttl_ms),
+        Op::Put { key, value, ttl_ms } => {
+            let mut p = b.init_put();
+            p.set_key(key);
+            p.set_value(value);
+            p.set_ttl_ms(*ttl_ms);
+        }
         Op::Delete { key } => b.init_delete().set_key(key),
         Op::Cas(cas) => write_cas_op(b.init_cas(), cas),
         Op::Scan(scan) => write_scan_op(b.init_scan(), scan),

@@ -15,7 +15,7 @@
 use capnp::message::{Builder, ReaderOptions};
 use corekv_proto::codec::{read_op, read_result, write_op, write_result};
 use corekv_proto::corekv_capnp::core_kv;
-use corekv_proto::{Op, OpResult};
+use corekv_proto::{ErrorCode, Op, OpError, OpResult};
 
 use super::group::ENTRY_TIME_BYTES;
 use crate::shard::local::{RequestOp, write_set_of};
@@ -86,45 +86,53 @@ pub fn encode_plain_writes(ops: &[RequestOp<'_>], payload_bytes: usize) -> Optio
     let command = &mut head[ENTRY_TIME_BYTES..];
     command[..4].copy_from_slice(&PLAIN_WRITES_TAG.to_le_bytes());
     command[4..8].copy_from_slice(&u32::try_from(set.len()).ok()?.to_le_bytes());
-    set.into_framed(head).ok()
+    let mut entry = set.into_framed(head).ok()?;
+    // The entry stays in the in-memory log until compacted: not with much unused room (the
+    // set was sized for a TTL on every operation).
+    if entry.capacity() - entry.len() > entry.len() / 4 {
+        entry.shrink_to_fit();
+    }
+    Some(entry)
 }
 
 /// A plain-writes command ([`encode_plain_writes`]): `None` when `command` is not one (it is
-/// Cap'n Proto), else its operation count and operations, or why they do not decode (the
-/// count then from the head, or 1 if the head is cut short).
-pub fn decode_plain_writes(command: &[u8]) -> Option<(usize, Result<EncodedBatch<'_>, String>)> {
+/// Cap'n Proto), else its operations, or why they do not decode.
+pub fn decode_plain_writes(command: &[u8]) -> Option<Result<EncodedBatch<'_>, String>> {
     let (tag, rest) = command.split_first_chunk::<4>()?;
     if u32::from_le_bytes(*tag) != PLAIN_WRITES_TAG {
         return None;
     }
     let Some((count, rest)) = rest.split_first_chunk::<4>() else {
-        return Some((
-            1,
-            Err("a plain-writes command cut short in its head".into()),
-        ));
+        return Some(Err("a plain-writes command cut short in its head".into()));
     };
     let count = u32::from_le_bytes(*count) as usize;
     let Some((reserved, ops)) = rest.split_first_chunk::<8>() else {
-        return Some((
-            count,
-            Err("a plain-writes command cut short in its head".into()),
-        ));
+        return Some(Err("a plain-writes command cut short in its head".into()));
     };
     if reserved != &[0u8; 8] {
-        return Some((
-            count,
-            Err("a plain-writes command with unknown flags".into()),
-        ));
+        return Some(Err("a plain-writes command with unknown flags".into()));
     }
-    let batch = match EncodedBatch::parse(ops) {
-        Ok(batch) if batch.len() == count && batch.bad_ttl().is_none() => Ok(batch),
-        Ok(batch) => Err(format!(
-            "a plain-writes command of {count} operations holds {} (or a TTL out of range)",
+    Some(match EncodedBatch::parse(ops) {
+        Ok(batch) if batch.len() != count => Err(format!(
+            "a plain-writes command of {count} operations holds {}",
             batch.len()
         )),
+        Ok(batch) => match batch.bad_ttl() {
+            Some(ttl) => Err(format!("a plain-writes command with a TTL of {ttl:?}")),
+            None => Ok(batch),
+        },
         Err(e) => Err(e.to_string()),
-    };
-    Some((count, batch))
+    })
+}
+
+/// The answer to an entry that does not decode: one error, whatever the entry claims to
+/// hold (its proposer, expecting as many results as it sent operations, reports the
+/// mismatch). Every replica decodes the same bytes alike, so the answer is deterministic.
+pub fn undecodable(why: &str) -> Vec<OpResult> {
+    vec![OpResult::Error(OpError::new(
+        ErrorCode::InvalidArgument,
+        format!("a log entry does not decode: {why}"),
+    ))]
 }
 
 /// Decodes an entry's command.
@@ -140,13 +148,13 @@ pub fn decode_ops(bytes: &[u8]) -> capnp::Result<Vec<Op>> {
 
 /// Fuzzing entry point (`tests/tests/decoders.rs`, `tests/fuzz`): `data` as an entry's
 /// command, and as the operations of a plain-writes command with a well-formed head. Neither
-/// may panic; what decodes holds as many operations as its head says.
+/// may panic, and what does not decode is answered with one error.
 pub fn fuzz_decode(data: &[u8]) {
     let _ = decode_ops(data);
-    let check = |command: &[u8]| {
-        if let Some((count, Ok(batch))) = decode_plain_writes(command) {
-            assert_eq!((batch.len(), batch.ops().count()), (count, count));
-        }
+    let check = |command: &[u8]| match decode_plain_writes(command) {
+        Some(Ok(batch)) => assert_eq!(batch.ops().count(), batch.len()),
+        Some(Err(why)) => assert_eq!(undecodable(&why).len(), 1),
+        None => {}
     };
     check(data);
     let count = EncodedBatch::parse(data).map_or(0, |b| b.len());
@@ -249,9 +257,8 @@ mod tests {
         // Room for the entry's time, then the command.
         assert_eq!(&entry[..ENTRY_TIME_BYTES], &[0u8; ENTRY_TIME_BYTES]);
         let command = &entry[ENTRY_TIME_BYTES..];
-        let (count, batch) = decode_plain_writes(command).unwrap();
-        let batch = batch.unwrap();
-        assert_eq!((count, batch.len()), (3, 3));
+        let batch = decode_plain_writes(command).unwrap().unwrap();
+        assert_eq!(batch.len(), 3);
         let ops: Vec<BatchOp<'_>> = batch.ops().collect();
         assert_eq!(
             ops,
@@ -275,29 +282,29 @@ mod tests {
         let general = vec![Op::Get { key: b"g".to_vec() }];
         assert!(decode_plain_writes(&encode_ops(&general)).is_none());
 
-        // What does not decode is an error, with the head's count when there is one.
+        // What does not decode is an error, answered once whatever the head claims (a
+        // count of 4 billion must not size the answer).
         let refused = |bytes: &[u8]| match decode_plain_writes(bytes) {
-            Some((count, Err(e))) => (count, e),
+            Some(Err(why)) => {
+                assert_eq!(undecodable(&why).len(), 1);
+                why
+            }
             other => panic!("{other:?}"),
         };
-        assert_eq!(refused(&command[..6]).0, 1);
-        assert_eq!(refused(&command[..12]).0, 3);
+        assert!(refused(&command[..6]).contains("cut short"));
+        assert!(refused(&command[..12]).contains("cut short"));
         let mut flagged = command.to_vec();
         flagged[9] = 1;
-        assert!(refused(&flagged).1.contains("flags"), "{flagged:?}");
+        assert!(refused(&flagged).contains("flags"), "{flagged:?}");
         let mut miscounted = command.to_vec();
-        miscounted[4] = 4;
-        assert_eq!(refused(&miscounted).0, 4);
-        assert!(
-            refused(&command[..command.len() - 1])
-                .1
-                .contains("malformed")
-        );
+        miscounted[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(refused(&miscounted).contains("of 4294967295 operations holds 3"));
+        assert!(refused(&command[..command.len() - 1]).contains("malformed"));
         // A TTL the engine would refuse: 0 ms, written over the last put's.
         let mut zero_ttl = command.to_vec();
         let at = zero_ttl.len() - 8;
         zero_ttl[at..].copy_from_slice(&0u64.to_le_bytes());
-        assert!(refused(&zero_ttl).1.contains("TTL"));
+        assert!(refused(&zero_ttl).contains("TTL"));
         // The engine refuses a TTL it cannot encode, and so does the encoder.
         let too_long = [
             RequestOp::Put {

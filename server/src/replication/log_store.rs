@@ -7,12 +7,12 @@
 //! compaction is also kept in memory; compaction ([`RaftLog::compact`]) drops both once the
 //! engine's tables hold the entries (the memory at once, whole segments in a task of its own).
 //!
-//! ## Entry record (the WAL payload), version 1, little-endian
+//! ## Entry record (the WAL payload), version 2 (1 is read too: the same layout), little-endian
 //!
 //! ```text
 //! +------------+-------------+----------+-----------+------------------+---------+------+
 //! | version u8 | entry_type  | term u64 | index u64 | context_len u32  | context | data |
-//! | (1)        | u8 (eraftpb)|          |           |                  |         |      |
+//! | (2)        | u8 (eraftpb)|          |           |                  |         |      |
 //! +------------+-------------+----------+-----------+------------------+---------+------+
 //! ```
 //! `index` repeats the WAL record index, so a record found at the wrong place is damage.

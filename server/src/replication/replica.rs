@@ -17,7 +17,7 @@ use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
 use super::commands::{
-    decode_ops, decode_plain_writes, decode_results, encode_ops_after, encode_results,
+    decode_ops, decode_plain_writes, decode_results, encode_ops_after, encode_results, undecodable,
 };
 use super::group::{ApplyFn, ENTRY_TIME_BYTES, Group, GroupConfig, ProposeError};
 use super::log_store::RaftLog;
@@ -340,14 +340,14 @@ pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
             let results = match decode_plain_writes(&command) {
                 // Puts and deletes go from the entry's bytes into one store write; if the
                 // engine refuses that write as a whole, they are applied one at a time.
-                Some((_, Ok(batch))) => match shard.apply_entry_encoded(batch).await {
+                Some(Ok(batch)) => match shard.apply_entry_encoded(batch).await {
                     Some(results) => results,
                     None => shard.apply_entry_each(&ops_of(batch)).await,
                 },
-                Some((count, Err(e))) => undecodable(count, &e),
+                Some(Err(why)) => undecodable(&why),
                 None => match decode_ops(&command) {
                     Ok(ops) => shard.apply_entry(&ops).await,
-                    Err(e) => undecodable(1, &e.to_string()),
+                    Err(e) => undecodable(&e.to_string()),
                 },
             };
             if let Some(e) = results.iter().find_map(|r| match r {
@@ -360,16 +360,6 @@ pub fn apply_fn(shard: Weak<Shard>) -> ApplyFn {
         }
         .boxed_local()
     })
-}
-
-/// The answer to an entry that does not decode: every replica decodes the same bytes alike,
-/// so it is deterministic.
-fn undecodable(count: usize, why: &str) -> Vec<OpResult> {
-    let e = OpError::new(
-        ErrorCode::InvalidArgument,
-        format!("a log entry does not decode: {why}"),
-    );
-    vec![OpResult::Error(e); count]
 }
 
 /// A plain-writes command's operations as [`Op`]s, to apply one at a time.

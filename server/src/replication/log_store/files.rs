@@ -9,7 +9,10 @@ use super::{LogError, SNAPSHOT_MARKER_FILE};
 
 pub(super) const MARKER_MAGIC: &[u8; 8] = b"CKVRSNAP";
 
-pub(super) const ENTRY_VERSION: u8 = 1;
+/// The entry record version written. Version 1 has the same layout and is read too; a
+/// version-2 log may hold plain-writes commands, which a binary that knows only version 1
+/// cannot apply: it refuses the record when it opens the log, rather than skip the writes.
+pub(super) const ENTRY_VERSION: u8 = 2;
 pub(super) const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4;
 pub(super) const STATE_MAGIC: &[u8; 8] = b"CKVRAFTS";
 pub(super) const STATE_VERSION: u32 = 1;
@@ -41,8 +44,11 @@ pub fn decode_entry(b: &[u8]) -> Result<Entry, String> {
     if b.len() < ENTRY_HEADER_BYTES {
         return Err(format!("entry record of {} bytes is too short", b.len()));
     }
-    if b[0] != ENTRY_VERSION {
-        return Err(format!("entry record version {} (expected 1)", b[0]));
+    if !(1..=ENTRY_VERSION).contains(&b[0]) {
+        return Err(format!(
+            "entry record version {} (this build reads 1 to {ENTRY_VERSION})",
+            b[0]
+        ));
     }
     let entry_type = match b[1] {
         0 => EntryType::EntryNormal,

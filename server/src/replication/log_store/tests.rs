@@ -56,9 +56,23 @@ fn entry_and_state_formats_round_trip_and_refuse_damage() {
     let mut bad = bytes.clone();
     bad[1] = 9;
     assert!(decode_entry(&bad).is_err());
-    let mut bad = bytes;
+    let mut bad = bytes.clone();
     bad[18..22].copy_from_slice(&1000u32.to_le_bytes());
     assert!(decode_entry(&bad).is_err());
+    // Version 2 is written; version 1 (the same layout) is still read; others are refused,
+    // as a build that knows only version 1 refuses version 2.
+    assert_eq!(bytes[0], 2);
+    let mut old = bytes.clone();
+    old[0] = 1;
+    assert_eq!(decode_entry(&old).unwrap(), e);
+    for version in [0, 3] {
+        let mut bad = bytes.clone();
+        bad[0] = version;
+        assert!(
+            decode_entry(&bad).unwrap_err().contains("version"),
+            "{version}"
+        );
+    }
 
     let mut state = PersistedState {
         compacted_index: 10,

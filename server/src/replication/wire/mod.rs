@@ -3,7 +3,7 @@
 //! the network (rust-protobuf 2 has RUSTSEC-2024-0437), so nothing read from a peer is ever
 //! handed to a protobuf decoder by this module.
 //!
-//! # Frames (peer protocol version 1)
+//! # Frames (peer protocol version 2)
 //!
 //! A peer connection is a sequence of frames:
 //!
