@@ -4,9 +4,10 @@
 //! frame, RPC message, each method's parameters), and peer frames of Raft messages
 //! (`corekv_server::replication::wire::fuzz_decode`, which also checks that what decodes
 //! round-trips) and the commands their entries carry (`replication::commands::fuzz_decode`).
-//! None may panic, loop, or make an allocation larger than a small multiple of its input. A seeded random loop on the stable toolchain: real files written by the engine,
-//! real requests and peer frames, slices of them, and mutants (flipped bits, extreme length and
-//! pointer fields, truncations, splices), plus plain random bytes.
+//! None may panic, loop, or make an allocation larger than a small multiple of its input.
+//! A seeded random loop on the stable toolchain: real files written by the engine, real
+//! requests, peer frames and entry commands, slices of them, and mutants (flipped bits, extreme
+//! length and pointer fields, truncations, splices), plus plain random bytes.
 //! The cargo-fuzz targets in `tests/fuzz/` run the same entry points for as long as one likes
 //! (docs/RELIABILITY.md).
 //!
@@ -27,7 +28,9 @@ use capnp::message::Builder;
 use corekv_proto::codec;
 use corekv_proto::corekv_capnp::core_kv;
 use corekv_proto::{CasOp, GetColumnsOp, IncrementOp, Op, PutEntityOp, ScanOp, UpdateColumnsOp};
+use corekv_server::replication::group::ENTRY_TIME_BYTES;
 use corekv_server::replication::{commands, wire};
+use corekv_server::shard::local::RequestOp;
 use corekv_storage::{Engine, Options, WriteBatch, fuzz};
 use corekv_tests::test_dir;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
@@ -424,6 +427,75 @@ fn real_peer_frames(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Real Raft entry commands (an entry's data after its time): plain writes with and without
+/// TTLs and deletes, and Cap'n Proto commands of every kind of operation.
+fn real_entry_commands(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("key-{i}-{}", rng.gen_range(0..1000)).into_bytes())
+        .collect();
+    let value = vec![b'v'; rng.gen_range(0..100)];
+    let plain: Vec<RequestOp<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| match i % 3 {
+            0 => RequestOp::Put {
+                key,
+                value: &value,
+                ttl_ms: 0,
+            },
+            1 => RequestOp::Put {
+                key,
+                value: &value,
+                ttl_ms: rng.gen_range(1..100_000),
+            },
+            _ => RequestOp::Delete { key },
+        })
+        .collect();
+    let payload = plain
+        .iter()
+        .map(|op| match op {
+            RequestOp::Put { key, value, .. } => key.len() + value.len(),
+            RequestOp::Delete { key } => key.len(),
+            RequestOp::Other(_) => 0,
+        })
+        .sum();
+    let entry = commands::encode_plain_writes(&plain, payload).unwrap();
+    let mut out = vec![(
+        "command-plain-writes".to_string(),
+        entry[ENTRY_TIME_BYTES..].to_vec(),
+    )];
+    let key = |rng: &mut ChaCha8Rng| format!("key-{}", rng.gen_range(0..1000)).into_bytes();
+    let columns = vec![(b"field0".to_vec(), b"x".to_vec())];
+    let general = [
+        Op::Get { key: key(rng) },
+        Op::Put {
+            key: key(rng),
+            value: b"v".to_vec(),
+            ttl_ms: 5,
+        },
+        Op::Delete { key: key(rng) },
+        Op::PutEntity(PutEntityOp {
+            key: key(rng),
+            columns: columns.clone(),
+            ttl_ms: 0,
+        }),
+        Op::UpdateColumns(UpdateColumnsOp {
+            key: key(rng),
+            set: columns,
+            remove: vec![b"gone".to_vec()],
+            ttl_ms: 9,
+        }),
+        Op::Increment(IncrementOp {
+            key: key(rng),
+            column: b"n".to_vec(),
+            delta: -3,
+            ttl_ms: 0,
+        }),
+    ];
+    out.push(("command-ops".to_string(), commands::encode_ops(&general)));
+    out
+}
+
 /// Seeds for the cargo-fuzz targets: `<dir>/<target>/<name>` (docs/RELIABILITY.md).
 /// `frames` holds the requests and the peer frames, told apart by name.
 fn write_corpus(dir: &Path, files: &[(String, Vec<u8>)], frames: &[(String, Vec<u8>)]) {
@@ -431,12 +503,16 @@ fn write_corpus(dir: &Path, files: &[(String, Vec<u8>)], frames: &[(String, Vec<
         .iter()
         .cloned()
         .partition(|(n, _)| n.starts_with("peer-"));
+    let (commands, requests): (Vec<_>, Vec<_>) = requests
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("command-"));
     for (name, _) in DECODERS {
         let target = dir.join(name);
         std::fs::create_dir_all(&target).unwrap();
         let seeds = match name {
             "request" => &requests[..],
             "peer_frame" => &peer[..],
+            "entry_command" => &commands[..],
             _ => files,
         };
         for (file, bytes) in seeds {
@@ -595,6 +671,7 @@ fn decoders_survive_arbitrary_bytes_without_panics_loops_or_large_allocations() 
     // Network frames: client requests and peer frames, seeds for the word mutants.
     let mut requests = real_requests(&mut rng);
     requests.extend(real_peer_frames(&mut rng));
+    requests.extend(real_entry_commands(&mut rng));
     if let Some(dir) = std::env::var_os("COREKV_FUZZ_CORPUS") {
         write_corpus(Path::new(&dir), &files, &requests);
     }
