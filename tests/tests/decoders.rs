@@ -183,21 +183,67 @@ fn real_values() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A random key of the real requests and commands.
+fn random_key(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    format!("key-{}", rng.gen_range(0..1000)).into_bytes()
+}
+
+/// A random entity of one to three columns.
+fn random_entity(rng: &mut ChaCha8Rng) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..rng.gen_range(1..4))
+        .map(|i| {
+            (
+                format!("field{i}").into_bytes(),
+                vec![b'x'; rng.gen_range(0..50)],
+            )
+        })
+        .collect()
+}
+
+/// One operation of each kind a `batch` call or a Raft entry's command carries.
+fn every_kind_of_op(rng: &mut ChaCha8Rng) -> Vec<Op> {
+    vec![
+        Op::Get {
+            key: random_key(rng),
+        },
+        Op::Put {
+            key: random_key(rng),
+            value: b"v".to_vec(),
+            ttl_ms: 0,
+        },
+        Op::Delete {
+            key: random_key(rng),
+        },
+        Op::PutEntity(PutEntityOp {
+            key: random_key(rng),
+            columns: random_entity(rng),
+            ttl_ms: 0,
+        }),
+        Op::UpdateColumns(UpdateColumnsOp {
+            key: random_key(rng),
+            set: random_entity(rng),
+            remove: vec![b"gone".to_vec()],
+            ttl_ms: 9,
+        }),
+        Op::GetColumns(GetColumnsOp {
+            key: random_key(rng),
+            names: vec![b"field0".to_vec()],
+        }),
+        Op::Increment(IncrementOp {
+            key: random_key(rng),
+            column: b"n".to_vec(),
+            delta: -3,
+            ttl_ms: 0,
+        }),
+    ]
+}
+
 /// Real requests: the parameters of every method, each as a frame of its own and wrapped in
 /// an RPC call message, as a client sends them.
 fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
-    let key = |rng: &mut ChaCha8Rng| format!("key-{}", rng.gen_range(0..1000)).into_bytes();
+    let key = random_key;
+    let entity = random_entity;
     let mut out = Vec::new();
-    let entity = |rng: &mut ChaCha8Rng| {
-        (0..rng.gen_range(1..4))
-            .map(|i| {
-                (
-                    format!("field{i}").into_bytes(),
-                    vec![b'x'; rng.gen_range(0..50)],
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     for method in (0..=7u16).chain(9..=12) {
         let mut params = Builder::new_default();
         {
@@ -235,36 +281,7 @@ fn real_requests(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
                     },
                 ),
                 5 => {
-                    let ops = [
-                        Op::Get { key: key(rng) },
-                        Op::Put {
-                            key: key(rng),
-                            value: b"v".to_vec(),
-                            ttl_ms: 0,
-                        },
-                        Op::Delete { key: key(rng) },
-                        Op::PutEntity(PutEntityOp {
-                            key: key(rng),
-                            columns: entity(rng),
-                            ttl_ms: 0,
-                        }),
-                        Op::UpdateColumns(UpdateColumnsOp {
-                            key: key(rng),
-                            set: entity(rng),
-                            remove: vec![b"gone".to_vec()],
-                            ttl_ms: 9,
-                        }),
-                        Op::GetColumns(GetColumnsOp {
-                            key: key(rng),
-                            names: vec![b"field0".to_vec()],
-                        }),
-                        Op::Increment(IncrementOp {
-                            key: key(rng),
-                            column: b"n".to_vec(),
-                            delta: -3,
-                            ttl_ms: 0,
-                        }),
-                    ];
+                    let ops = every_kind_of_op(rng);
                     let p = root.init_as::<core_kv::batch_params::Builder<'_>>();
                     let mut list = p.init_ops(ops.len() as u32);
                     for (i, op) in ops.iter().enumerate() {
@@ -464,34 +481,7 @@ fn real_entry_commands(rng: &mut ChaCha8Rng) -> Vec<(String, Vec<u8>)> {
         "command-plain-writes".to_string(),
         entry[ENTRY_TIME_BYTES..].to_vec(),
     )];
-    let key = |rng: &mut ChaCha8Rng| format!("key-{}", rng.gen_range(0..1000)).into_bytes();
-    let columns = vec![(b"field0".to_vec(), b"x".to_vec())];
-    let general = [
-        Op::Get { key: key(rng) },
-        Op::Put {
-            key: key(rng),
-            value: b"v".to_vec(),
-            ttl_ms: 5,
-        },
-        Op::Delete { key: key(rng) },
-        Op::PutEntity(PutEntityOp {
-            key: key(rng),
-            columns: columns.clone(),
-            ttl_ms: 0,
-        }),
-        Op::UpdateColumns(UpdateColumnsOp {
-            key: key(rng),
-            set: columns,
-            remove: vec![b"gone".to_vec()],
-            ttl_ms: 9,
-        }),
-        Op::Increment(IncrementOp {
-            key: key(rng),
-            column: b"n".to_vec(),
-            delta: -3,
-            ttl_ms: 0,
-        }),
-    ];
+    let general = every_kind_of_op(rng);
     out.push(("command-ops".to_string(), commands::encode_ops(&general)));
     out
 }
