@@ -100,10 +100,28 @@ const OP_OVERHEAD_BYTES_MAX: usize = 1 + 4 + 4 + 8;
 pub struct WriteBatch {
     /// `RESERVED_HEADER_BYTES` reserved bytes (once anything is added), then the operations.
     rep: Vec<u8>,
-    count: u32,
-    payload_bytes: usize,
-    /// A TTL that could not be encoded (zero or above [`TTL_MS_MAX`]); reported by `write`.
-    bad_ttl: Option<Duration>,
+    tally: Tally,
+}
+
+/// What a batch's operations add up to, kept alike by a [`WriteBatch`] as it is filled and by
+/// an [`EncodedBatch`] as it is parsed.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct Tally {
+    /// Operations.
+    pub(crate) count: u32,
+    /// Sum of key and value bytes (what `batch_size_bytes_max` limits).
+    pub(crate) payload_bytes: usize,
+    /// The first TTL that cannot be encoded (zero or above [`TTL_MS_MAX`]); reported by the
+    /// write.
+    pub(crate) bad_ttl: Option<Duration>,
+}
+
+impl Tally {
+    fn add(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.count = self.count.saturating_add(1);
+        let bytes = key.len() + value.map_or(0, <[u8]>::len);
+        self.payload_bytes = self.payload_bytes.saturating_add(bytes);
+    }
 }
 
 impl WriteBatch {
@@ -139,7 +157,7 @@ impl WriteBatch {
         match ttl_ms(ttl) {
             Some(ms) => self.push(OP_PUT_TTL, key, Some(value), Some(ms)),
             None => {
-                self.bad_ttl.get_or_insert(ttl);
+                self.tally.bad_ttl.get_or_insert(ttl);
                 // Keep counting so len() reflects what the caller added.
                 self.push(OP_PUT, key, Some(value), None);
             }
@@ -155,39 +173,42 @@ impl WriteBatch {
 
     /// Number of operations.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.tally.count as usize
     }
 
     /// True when the batch holds no operation.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.tally.count == 0
     }
 
     /// Removes every operation, keeping the allocation.
     pub fn clear(&mut self) {
         self.rep.truncate(RESERVED_HEADER_BYTES.min(self.rep.len()));
-        self.count = 0;
-        self.payload_bytes = 0;
-        self.bad_ttl = None;
+        self.tally = Tally::default();
     }
 
     /// Sum of key and value bytes (what `batch_size_bytes_max` limits).
     pub fn payload_bytes(&self) -> usize {
-        self.payload_bytes
+        self.tally.payload_bytes
     }
 
     /// The batch's encoded operations (format in the module doc) after `head`, in the batch's
     /// own buffer: the bytes an [`EncodedBatch`] reads, framed without a copy (the buffer's
     /// reserved front takes `head`). Refused, like a write, when a TTL was out of range.
-    pub fn into_framed(mut self, head: [u8; FRAME_HEAD_BYTES]) -> Result<Vec<u8>> {
-        if let Some(ttl) = self.bad_ttl {
+    pub fn into_framed(self, head: [u8; FRAME_HEAD_BYTES]) -> Result<Vec<u8>> {
+        if let Some(ttl) = self.tally.bad_ttl {
             return Err(bad_ttl_error(ttl));
         }
+        Ok(self.with_front(head))
+    }
+
+    /// The buffer with `front` in its reserved bytes.
+    fn with_front(mut self, front: [u8; RESERVED_HEADER_BYTES]) -> Vec<u8> {
         if self.rep.len() < RESERVED_HEADER_BYTES {
             self.rep.resize(RESERVED_HEADER_BYTES, 0);
         }
-        self.rep[..FRAME_HEAD_BYTES].copy_from_slice(&head);
-        Ok(self.rep)
+        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(&front);
+        self.rep
     }
 
     fn push(&mut self, op: u8, key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) {
@@ -202,17 +223,15 @@ impl WriteBatch {
         self.rep
             .extend_from_slice(&len_u32(key.len()).to_le_bytes());
         self.rep.extend_from_slice(key);
-        self.payload_bytes = self.payload_bytes.saturating_add(key.len());
         if let Some(value) = value {
             self.rep
                 .extend_from_slice(&len_u32(value.len()).to_le_bytes());
             self.rep.extend_from_slice(value);
-            self.payload_bytes = self.payload_bytes.saturating_add(value.len());
         }
         if let Some(ms) = ttl_ms {
             self.rep.extend_from_slice(&ms.to_le_bytes());
         }
-        self.count = self.count.saturating_add(1);
+        self.tally.add(key, value);
     }
 }
 
@@ -221,12 +240,8 @@ impl WriteBatch {
 pub(crate) trait Writes {
     /// The encoded operations (format in the module doc).
     fn rep(&self) -> &[u8];
-    /// Number of operations.
-    fn count(&self) -> u32;
-    /// Sum of key and value bytes.
-    fn payload_bytes(&self) -> usize;
-    /// The first TTL out of range, if any (reported by the write).
-    fn bad_ttl(&self) -> Option<Duration>;
+    /// What the operations add up to.
+    fn tally(&self) -> Tally;
     /// The WAL record payload: `header`, then the operations.
     fn into_record(self, header: RecordHeader) -> Vec<u8>;
 
@@ -241,26 +256,14 @@ impl Writes for WriteBatch {
         self.rep.get(RESERVED_HEADER_BYTES..).unwrap_or(&[])
     }
 
-    fn count(&self) -> u32 {
-        self.count
-    }
-
-    fn payload_bytes(&self) -> usize {
-        self.payload_bytes
-    }
-
-    fn bad_ttl(&self) -> Option<Duration> {
-        self.bad_ttl
+    fn tally(&self) -> Tally {
+        self.tally
     }
 
     /// The batch's buffer with `header` written into its reserved front bytes.
-    fn into_record(mut self, header: RecordHeader) -> Vec<u8> {
-        debug_assert_eq!(header.ops, self.count);
-        if self.rep.len() < RESERVED_HEADER_BYTES {
-            self.rep.resize(RESERVED_HEADER_BYTES, 0);
-        }
-        self.rep[..RESERVED_HEADER_BYTES].copy_from_slice(&header.encode());
-        self.rep
+    fn into_record(self, header: RecordHeader) -> Vec<u8> {
+        debug_assert_eq!(header.ops, self.tally.count);
+        self.with_front(header.encode())
     }
 }
 
@@ -274,9 +277,7 @@ pub const FRAME_HEAD_BYTES: usize = RESERVED_HEADER_BYTES;
 #[derive(Debug, Clone, Copy)]
 pub struct EncodedBatch<'a> {
     rep: &'a [u8],
-    count: u32,
-    payload_bytes: usize,
-    bad_ttl: Option<Duration>,
+    tally: Tally,
 }
 
 impl<'a> EncodedBatch<'a> {
@@ -284,41 +285,37 @@ impl<'a> EncodedBatch<'a> {
     /// `InvalidArgument` error naming the offset of the first bad one otherwise. A TTL out of
     /// range is not an encoding error: the write refuses it, as it refuses a [`WriteBatch`]'s.
     pub fn parse(ops: &'a [u8]) -> Result<Self> {
-        let (mut count, mut payload_bytes, mut bad_ttl) = (0u32, 0usize, None);
+        let mut tally = Tally::default();
         for op in BatchIter::new(ops) {
             let op = op.map_err(|offset| {
                 Error::InvalidArgument(format!("malformed batch at byte {offset}"))
             })?;
-            count = count.saturating_add(1);
-            payload_bytes = payload_bytes.saturating_add(op.key().len());
-            if let BatchOp::Put { value, ttl_ms, .. } = op {
-                payload_bytes = payload_bytes.saturating_add(value.len());
-                if let Some(ms) = ttl_ms.filter(|ms| !(1..=TTL_MS_MAX).contains(ms)) {
-                    bad_ttl.get_or_insert(Duration::from_millis(ms));
+            match op {
+                BatchOp::Put { key, value, ttl_ms } => {
+                    tally.add(key, Some(value));
+                    if let Some(ms) = ttl_ms.filter(|ms| !(1..=TTL_MS_MAX).contains(ms)) {
+                        tally.bad_ttl.get_or_insert(Duration::from_millis(ms));
+                    }
                 }
+                BatchOp::Delete { key } => tally.add(key, None),
             }
         }
-        Ok(EncodedBatch {
-            rep: ops,
-            count,
-            payload_bytes,
-            bad_ttl,
-        })
+        Ok(EncodedBatch { rep: ops, tally })
     }
 
     /// Number of operations.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.tally.count as usize
     }
 
     /// True when there is no operation.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.tally.count == 0
     }
 
     /// The first TTL out of range, if any: a write of the batch refuses it.
     pub fn bad_ttl(&self) -> Option<Duration> {
-        self.bad_ttl
+        self.tally.bad_ttl
     }
 
     /// The operations, in order.
@@ -333,22 +330,14 @@ impl Writes for EncodedBatch<'_> {
         self.rep
     }
 
-    fn count(&self) -> u32 {
-        self.count
-    }
-
-    fn payload_bytes(&self) -> usize {
-        self.payload_bytes
-    }
-
-    fn bad_ttl(&self) -> Option<Duration> {
-        self.bad_ttl
+    fn tally(&self) -> Tally {
+        self.tally
     }
 
     /// A copy: only an engine with its own WAL logs a borrowed batch (a replicated shard's
     /// log is the entry it came from).
     fn into_record(self, header: RecordHeader) -> Vec<u8> {
-        debug_assert_eq!(header.ops, self.count);
+        debug_assert_eq!(header.ops, self.tally.count);
         let mut record = Vec::with_capacity(self.record_bytes());
         record.extend_from_slice(&header.encode());
         record.extend_from_slice(self.rep);
@@ -472,15 +461,16 @@ impl<'a> Iterator for BatchIter<'a> {
 
 /// Checks every operation of a batch against the limits; nothing is changed on error.
 pub(crate) fn validate(batch: &impl Writes, options: &crate::Options) -> Result<()> {
-    if batch.count() == 0 {
+    let tally = batch.tally();
+    if tally.count == 0 {
         return Err(Error::InvalidArgument(
             "empty batch: a write needs at least one operation".into(),
         ));
     }
-    if let Some(ttl) = batch.bad_ttl() {
+    if let Some(ttl) = tally.bad_ttl {
         return Err(bad_ttl_error(ttl));
     }
-    options.check_batch_bytes(batch.payload_bytes())?;
+    options.check_batch_bytes(tally.payload_bytes)?;
     // The encoding adds a few bytes per operation; the WAL record must still fit its frame.
     let encoded = RESERVED_HEADER_BYTES + batch.rep().len();
     if encoded > crate::wal::record::PAYLOAD_BYTES_MAX {

@@ -1,7 +1,7 @@
 //! The write path: validation, stalls, sequencing (WAL record, memtable), durability, publishing.
 
 use super::*;
-use crate::batch::{BatchIter, BatchOp, EncodedBatch, Writes};
+use crate::batch::{BatchIter, BatchOp, EncodedBatch, Tally, Writes};
 
 impl Engine {
     /// Writes `key = value`. Returns the write's sequence number once it is as durable as
@@ -359,7 +359,11 @@ impl Engine {
             state = inner.state.borrow_mut();
         }
         let write_time_ms = self.write_time_ms();
-        let (ops, payload_bytes) = (b.count(), b.payload_bytes());
+        let Tally {
+            count: ops,
+            payload_bytes,
+            ..
+        } = b.tally();
         let first_seq = state.apply_write(b.rep(), ops, write_time_ms, &inner.snapshots);
         let header = RecordHeader {
             ops,
